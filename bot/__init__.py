@@ -1,0 +1,1 @@
+"""mdmbot adapters: Slack app, HTTP server, scheduler and command line."""

@@ -1,0 +1,138 @@
+"""The `mdmbot` command line: a stable, scriptable interface over `core`."""
+
+from __future__ import annotations
+
+import argparse
+import getpass
+import logging
+import os
+import sys
+import traceback
+import uuid
+from collections.abc import Callable, Sequence
+
+from bot import cli_commands
+from bot.context import AppContext
+from core.errors import ConfigError, MdmbotError
+from core.settings import load_settings
+
+log = logging.getLogger("mdmbot.cli")
+
+Handler = Callable[[AppContext, argparse.Namespace], int]
+
+
+def _add(sub: argparse._SubParsersAction[argparse.ArgumentParser], name: str, handler: Handler,
+         help_text: str) -> argparse.ArgumentParser:
+    parser = sub.add_parser(name, help=help_text, description=help_text)
+    parser.set_defaults(handler=handler)
+    return parser
+
+
+def _actor(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--actor", metavar="USER",
+                        help="Slack user id recorded as the downloader (default: your login)")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The full argument parser."""
+    parser = argparse.ArgumentParser(
+        prog="mdmbot", description="Link MDM servers in Apple School Manager and keep their "
+        "server tokens alive.")
+    groups = parser.add_subparsers(dest="group", required=True, metavar="COMMAND")
+
+    server = groups.add_parser("server", help="link, list, edit and remove MDM servers")
+    s = server.add_subparsers(dest="action", required=True, metavar="ACTION")
+    p = _add(s, "add", cli_commands.server_add, "link a new MDM server and write its first token")
+    p.add_argument("name")
+    p.add_argument("--cert", required=True, metavar="FILE", help="public key certificate (.pem/.der)")
+    p.add_argument("--no-release-devices", action="store_true",
+                   help="do not allow this MDM server to release devices")
+    p.add_argument("--out", metavar="TOKEN_FILE", help="where to write the token file")
+    _actor(p)
+    p = _add(s, "list", cli_commands.server_list, "list MDM servers and their token expiry")
+    p.add_argument("--json", action="store_true")
+    p = _add(s, "show", cli_commands.server_show, "show one MDM server")
+    p.add_argument("name")
+    p.add_argument("--json", action="store_true")
+    p = _add(s, "edit", cli_commands.server_edit, "rename a server or change device release")
+    p.add_argument("name")
+    p.add_argument("--rename", metavar="NEW")
+    release = p.add_mutually_exclusive_group()
+    release.add_argument("--release-devices", dest="release", action="store_true", default=None)
+    release.add_argument("--no-release-devices", dest="release", action="store_false")
+    p = _add(s, "remove", cli_commands.server_remove, "unlink a server and revoke its token")
+    p.add_argument("name")
+
+    cert = groups.add_parser("cert", help="replace a server's public key certificate")
+    c = cert.add_subparsers(dest="action", required=True, metavar="ACTION")
+    p = _add(c, "replace", cli_commands.cert_replace,
+             "upload a new public key and write the new token (the old one stops working)")
+    p.add_argument("name")
+    p.add_argument("--cert", required=True, metavar="FILE")
+    p.add_argument("--out", metavar="TOKEN_FILE")
+    _actor(p)
+
+    token = groups.add_parser("token", help="issue and list server tokens")
+    t = token.add_subparsers(dest="action", required=True, metavar="ACTION")
+    p = _add(t, "issue", cli_commands.token_issue,
+             "write a new token for a server (the old one stops working)")
+    p.add_argument("name")
+    p.add_argument("--out", metavar="FILE")
+    _actor(p)
+    p = _add(t, "list", cli_commands.token_list, "list tokens (never their secrets)")
+    p.add_argument("name", nargs="?")
+    p.add_argument("--json", action="store_true")
+
+    roles = groups.add_parser("roles", help="grant, revoke and list roles")
+    r = roles.add_subparsers(dest="action", required=True, metavar="ACTION")
+    p = _add(r, "grant", cli_commands.roles_grant, "give a Slack user a role")
+    p.add_argument("user", metavar="USER")
+    p.add_argument("role", metavar="ROLE", nargs="+",
+                   help="Administrator, Site Manager or Device Enrollment Manager")
+    p = _add(r, "revoke", cli_commands.roles_revoke, "take a Slack user's role away")
+    p.add_argument("user", metavar="USER")
+    p = _add(r, "list", cli_commands.roles_list, "list who holds which role")
+    p.add_argument("--json", action="store_true")
+
+    dbp = groups.add_parser("db", help="database maintenance")
+    d = dbp.add_subparsers(dest="action", required=True, metavar="ACTION")
+    _add(d, "upgrade", cli_commands.db_upgrade, "apply pending schema migrations")
+
+    for register in _extensions:
+        register(groups)
+    return parser
+
+
+_extensions: list[Callable[[argparse._SubParsersAction[argparse.ArgumentParser]], None]] = []
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run one command; refusals print one line on stderr and exit non-zero."""
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    try:
+        ctx = AppContext(load_settings())
+        if getattr(args, "actor", None) is None and hasattr(args, "actor"):
+            args.actor = getpass.getuser()
+        handler: Handler = args.handler
+        return handler(ctx, args)
+    except ConfigError as exc:
+        print(f"mdmbot: {exc.message}", file=sys.stderr)
+        return 2
+    except MdmbotError as exc:
+        print(f"mdmbot: {exc.message}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        return 130
+    except Exception:
+        reference = uuid.uuid4().hex[:8]
+        log.debug("unexpected error %s", reference, exc_info=True)
+        print(f"mdmbot: unexpected error (reference {reference}); rerun with "
+              "MDMBOT_DEBUG=1 for details.", file=sys.stderr)
+        if os.environ.get("MDMBOT_DEBUG", "") not in ("", "0"):
+            traceback.print_exc()
+        return 3
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

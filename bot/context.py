@@ -1,0 +1,53 @@
+"""What every adapter needs at hand: settings, database engine, vault and the clock."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from functools import cached_property
+
+import sqlalchemy as sa
+from sqlmodel import Session
+
+from core import db
+from core.settings import Settings
+from core.vault import Vault, open_vault
+
+
+def utc_now() -> datetime:
+    """The current time, timezone-aware UTC."""
+    return datetime.now(UTC)
+
+
+@dataclass
+class AppContext:
+    """Lazily built shared resources of one mdmbot process."""
+
+    settings: Settings
+    clock: Callable[[], datetime] = field(default=utc_now)
+
+    @cached_property
+    def engine(self) -> sa.Engine:
+        """The database engine (migrations are run by `prepare_database`)."""
+        return db.make_engine(self.settings.database_url)
+
+    @cached_property
+    def vault(self) -> Vault:
+        """The vault that encrypts token secrets at rest."""
+        return open_vault(self.settings.mdmbot_secret_key, self.settings.mdmbot_data_dir)
+
+    def prepare_database(self) -> None:
+        """Bring the schema up to date."""
+        db.upgrade(self.settings.database_url)
+
+    @contextmanager
+    def unit_of_work(self) -> Iterator[Session]:
+        """A database session committed on success."""
+        with db.unit_of_work(self.engine) as session:
+            yield session
+
+    def now(self) -> datetime:
+        """The current time from this context's clock."""
+        return self.clock()

@@ -1,0 +1,1 @@
+"""mdmbot domain: MDM servers, certificates, server tokens and their lifecycle."""

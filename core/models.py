@@ -1,0 +1,181 @@
+"""Database tables (SQLModel), DESIGN.md §5; the schema changes only through Alembic."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from enum import StrEnum
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.engine import Dialect
+from sqlmodel import Field, SQLModel
+
+
+class UTCDateTime(sa.types.TypeDecorator[datetime]):
+    """A timezone-aware UTC datetime; SQLite drops the zone, so it is restored on read."""
+
+    impl = sa.DateTime(timezone=True)
+    cache_ok = True
+
+    def process_bind_param(self, value: datetime | None, dialect: Dialect) -> datetime | None:
+        """Refuse naive datetimes and store UTC."""
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            raise ValueError("naive datetime given to a UTC column")
+        return value.astimezone(UTC)
+
+    def process_result_value(self, value: Any, dialect: Dialect) -> datetime | None:
+        """Return an aware UTC datetime whatever the backend gave back."""
+        if value is None:
+            return None
+        if isinstance(value, str):
+            value = datetime.fromisoformat(value)
+        if value.tzinfo is None:
+            return value.replace(tzinfo=UTC)
+        return value.astimezone(UTC)
+
+
+def _when(*, nullable: bool = False, index: bool = False) -> Any:
+    return Field(default=None, sa_type=UTCDateTime, nullable=nullable, index=index)
+
+
+class TokenStatus(StrEnum):
+    """A token's state; only `active` ones are in use by an MDM server."""
+
+    PENDING = "pending"
+    ACTIVE = "active"
+    SUPERSEDED = "superseded"
+    REVOKED = "revoked"
+
+
+class Server(SQLModel, table=True):
+    """A linked MDM server; `normalized_name` is NULL once removed, freeing the name."""
+
+    id: int | None = Field(default=None, primary_key=True)
+    name: str = Field(max_length=64)
+    normalized_name: str | None = Field(default=None, max_length=256, unique=True)
+    release_devices: bool = True
+    created_by: str
+    created_at: datetime = _when()
+    removed_at: datetime | None = _when(nullable=True)
+
+
+class Certificate(SQLModel, table=True):
+    """A public key certificate uploaded for a server."""
+
+    id: int | None = Field(default=None, primary_key=True)
+    server_id: int = Field(foreign_key="server.id", index=True)
+    pem: str
+    fingerprint_sha256: str = Field(max_length=64)
+    subject: str
+    not_after: datetime = _when()
+    uploaded_by: str
+    uploaded_at: datetime = _when()
+    active: bool = False
+
+
+class Token(SQLModel, table=True):
+    """A server token; its four credentials are kept encrypted in `secrets`."""
+
+    id: int | None = Field(default=None, primary_key=True)
+    server_id: int = Field(foreign_key="server.id", index=True)
+    certificate_id: int = Field(foreign_key="certificate.id")
+    consumer_key: str = Field(max_length=128, unique=True)
+    secrets: str
+    issued_at: datetime = _when()
+    expires_at: datetime = _when(index=True)
+    downloaded_by: str = Field(index=True)
+    status: str = Field(default=TokenStatus.PENDING, max_length=16, index=True)
+    superseded_at: datetime | None = _when(nullable=True)
+    reason: str | None = None
+    next_alert_at: datetime | None = _when(nullable=True, index=True)
+
+
+class Person(SQLModel, table=True):
+    """A Slack user, captured when they first act (Slack scrubs deleted profiles)."""
+
+    slack_id: str = Field(primary_key=True, max_length=32)
+    name: str | None = None
+    email: str | None = None
+    first_seen_at: datetime = _when()
+    deactivated_at: datetime | None = _when(nullable=True)
+
+
+class RoleGrant(SQLModel, table=True):
+    """The one mdmbot role a person holds."""
+
+    id: int | None = Field(default=None, primary_key=True)
+    person_id: str = Field(foreign_key="person.slack_id", unique=True, max_length=32)
+    role: str = Field(max_length=40)
+    granted_by: str
+    granted_at: datetime = _when()
+
+
+class RotationCase(SQLModel, table=True):
+    """Tokens to rotate because their downloader left or changed their password."""
+
+    id: int | None = Field(default=None, primary_key=True)
+    person_id: str = Field(foreign_key="person.slack_id", index=True, max_length=32)
+    reason: str = Field(max_length=32)
+    status: str = Field(default="open", max_length=16, index=True)
+    opened_by: str
+    opened_at: datetime = _when()
+    closed_at: datetime | None = _when(nullable=True)
+    channel: str | None = None
+    ts: str | None = None
+    last_posted_at: datetime | None = _when(nullable=True)
+
+
+class RotationItem(SQLModel, table=True):
+    """One token of a rotation case; done when the token is replaced."""
+
+    id: int | None = Field(default=None, primary_key=True)
+    case_id: int = Field(foreign_key="rotationcase.id", index=True)
+    token_id: int = Field(foreign_key="token.id", index=True)
+    done_by: str | None = None
+    done_at: datetime | None = _when(nullable=True)
+
+
+class AlertDelivery(SQLModel, table=True):
+    """A claimed expiry alert: (token, kind, threshold) is posted at most once."""
+
+    __table_args__ = (sa.UniqueConstraint("token_id", "kind", "threshold"),)
+
+    id: int | None = Field(default=None, primary_key=True)
+    token_id: int = Field(foreign_key="token.id", index=True)
+    kind: str = Field(default="expiry", max_length=16)
+    threshold: int
+    status: str = Field(default="pending", max_length=16, index=True)
+    claimed_at: datetime = _when()
+    sent_at: datetime | None = _when(nullable=True)
+    attempts: int = 0
+    error: str | None = None
+    channel: str | None = None
+    ts: str | None = None
+
+
+class ProcessedEvent(SQLModel, table=True):
+    """A Slack Events API delivery already handled (Slack retries deliveries)."""
+
+    event_id: str = Field(primary_key=True, max_length=64)
+    received_at: datetime = _when()
+
+
+class AuditEvent(SQLModel, table=True):
+    """One change, who made it and when."""
+
+    id: int | None = Field(default=None, primary_key=True)
+    actor: str
+    action: str = Field(max_length=64, index=True)
+    subject: str
+    detail: str = ""
+    at: datetime = _when(index=True)
+
+
+class Lease(SQLModel, table=True):
+    """A named lease; the holder of `scheduler` runs the sweeps."""
+
+    name: str = Field(primary_key=True, max_length=64)
+    holder: str
+    expires_at: datetime = _when()

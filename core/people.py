@@ -1,0 +1,118 @@
+"""People and their roles."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+
+from sqlmodel import Session, col, select
+
+from core import audit
+from core.errors import InvalidInput, NotFound
+from core.models import Person, RoleGrant
+from core.roles import Actor, Permission, Role, require
+
+
+@dataclass(frozen=True)
+class RoleHolder:
+    """A person and the role they hold."""
+
+    slack_id: str
+    name: str | None
+    role: Role
+    granted_by: str
+    granted_at: datetime
+
+
+def ensure_person(
+    session: Session,
+    slack_id: str,
+    now: datetime,
+    *,
+    name: str | None = None,
+    email: str | None = None,
+) -> Person:
+    """The person with this Slack id, created or with a missing name/email filled in."""
+    person = session.get(Person, slack_id)
+    if person is None:
+        person = Person(slack_id=slack_id, name=name, email=email, first_seen_at=now)
+        session.add(person)
+        session.flush()
+        return person
+    if name and not person.name:
+        person.name = name
+    if email and not person.email:
+        person.email = email
+    return person
+
+
+def role_of(session: Session, slack_id: str) -> Role | None:
+    """The role a Slack user holds, if any."""
+    grant = session.exec(select(RoleGrant).where(RoleGrant.person_id == slack_id)).first()
+    return Role(grant.role) if grant else None
+
+
+def authorize(session: Session, actor: Actor, permission: Permission) -> None:
+    """Raise PermissionDenied unless the actor may do `permission`."""
+    require(actor, None if actor.operator else role_of(session, actor.user_id), permission)
+
+
+def grant_role(session: Session, actor: Actor, slack_id: str, role: Role, now: datetime) -> None:
+    """Give a person a role (replacing the one they had)."""
+    authorize(session, actor, Permission.MANAGE_ROLES)
+    _check_user_id(slack_id)
+    ensure_person(session, slack_id, now)
+    grant = session.exec(select(RoleGrant).where(RoleGrant.person_id == slack_id)).first()
+    previous = grant.role if grant else None
+    if grant is None:
+        grant = RoleGrant(person_id=slack_id, role=role, granted_by=actor.label, granted_at=now)
+    else:
+        grant.role, grant.granted_by, grant.granted_at = role, actor.label, now
+    session.add(grant)
+    audit.record(session, actor, "role.grant", slack_id, now, role=role.value, previous=previous)
+
+
+def revoke_role(session: Session, actor: Actor, slack_id: str, now: datetime) -> Role:
+    """Take away a person's role; the last Administrator cannot be removed from Slack."""
+    authorize(session, actor, Permission.MANAGE_ROLES)
+    grant = session.exec(select(RoleGrant).where(RoleGrant.person_id == slack_id)).first()
+    if grant is None:
+        raise NotFound(f"<@{slack_id}> has no mdmbot role.")
+    if not actor.operator and grant.role == Role.ADMINISTRATOR:
+        admins = session.exec(
+            select(RoleGrant).where(RoleGrant.role == Role.ADMINISTRATOR.value)
+        ).all()
+        if len(admins) <= 1:
+            raise InvalidInput("You can't revoke the last Administrator.")
+    role = Role(grant.role)
+    session.delete(grant)
+    audit.record(session, actor, "role.revoke", slack_id, now, role=role.value)
+    return role
+
+
+def list_roles(session: Session) -> list[RoleHolder]:
+    """Everyone holding a role, by role then id."""
+    rows = session.exec(
+        select(RoleGrant, Person)
+        .join(Person, col(Person.slack_id) == col(RoleGrant.person_id))
+        .order_by(col(RoleGrant.role), col(RoleGrant.person_id))
+    ).all()
+    return [
+        RoleHolder(p.slack_id, p.name, Role(g.role), g.granted_by, g.granted_at) for g, p in rows
+    ]
+
+
+def bootstrap_admins(session: Session, slack_ids: list[str], now: datetime) -> list[str]:
+    """Grant Administrator to each configured id that lacks it; return those granted."""
+    granted = []
+    for slack_id in slack_ids:
+        if role_of(session, slack_id) is not Role.ADMINISTRATOR:
+            grant_role(session, Actor("MDMBOT_ADMINS", operator=True), slack_id,
+                       Role.ADMINISTRATOR, now)
+            granted.append(slack_id)
+    return granted
+
+
+def _check_user_id(slack_id: str) -> None:
+    if not slack_id or not slack_id[0] in "UW" or not slack_id.isalnum() or len(slack_id) > 32:
+        raise InvalidInput(f"“{slack_id}” is not a Slack user id (they look like U012ABCDEF).")

@@ -1,0 +1,253 @@
+"""Use cases over MDM servers: add, edit, remove, look up, list."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+
+import sqlalchemy as sa
+from sqlmodel import Session, col, func, select
+
+from core import audit
+from core.certificates import LoadedCertificate, load_certificate
+from core.errors import DuplicateName, InvalidInput, NotFound
+from core.issuance import IssuedToken, prepare_token
+from core.models import Certificate, Server, Token, TokenStatus
+from core.names import clean_name, normalize_name
+from core.people import authorize
+from core.roles import Actor, Permission
+from core.vault import Vault
+
+MAX_CERTIFICATES = 250
+EXPIRING_SOON = timedelta(days=30)
+
+
+@dataclass(frozen=True)
+class ServerView:
+    """What a user sees of one server."""
+
+    id: int
+    name: str
+    release_devices: bool
+    created_by: str
+    created_at: datetime
+    certificate_subject: str | None
+    certificate_not_after: datetime | None
+    token_id: int | None
+    token_issued_at: datetime | None
+    token_expires_at: datetime | None
+    downloaded_by: str | None
+
+    def state(self, now: datetime) -> str:
+        """`no token`, `expired`, `expiring` (within 30 days) or `ok`."""
+        if self.token_expires_at is None:
+            return "no token"
+        if self.token_expires_at <= now:
+            return "expired"
+        if self.token_expires_at - now <= EXPIRING_SOON:
+            return "expiring"
+        return "ok"
+
+    def days_left(self, now: datetime) -> int | None:
+        """Whole days until the active token expires (negative once expired)."""
+        if self.token_expires_at is None:
+            return None
+        return (self.token_expires_at - now) // timedelta(days=1)
+
+
+def find_server(session: Session, name: str) -> Server:
+    """The live server called `name` (compared after normalisation)."""
+    try:
+        key = normalize_name(name)
+    except InvalidInput:
+        key = None
+    server = None
+    if key is not None:
+        server = session.exec(select(Server).where(Server.normalized_name == key)).first()
+    if server is None:
+        raise NotFound(f"There is no MDM server called “{name.strip()}”.")
+    return server
+
+
+def add_server(
+    session: Session,
+    vault: Vault,
+    actor: Actor,
+    *,
+    name: str,
+    certificate: bytes,
+    release_devices: bool,
+    now: datetime,
+) -> IssuedToken:
+    """Link a new server and prepare its first token (pending until delivered and activated)."""
+    authorize(session, actor, Permission.MANAGE_SERVERS)
+    display = clean_name(name)
+    key = normalize_name(display)
+    loaded = load_certificate(certificate, now=now)
+    existing = session.exec(select(Server.name).where(Server.normalized_name == key)).first()
+    if existing is not None:
+        raise DuplicateName(_duplicate(display, existing))
+    live = session.exec(
+        select(func.count()).select_from(Certificate).where(col(Certificate.active))
+    ).one()
+    if live >= MAX_CERTIFICATES:
+        raise InvalidInput(f"Apple allows at most {MAX_CERTIFICATES} MDM server certificates.")
+    server = Server(
+        name=display,
+        normalized_name=key,
+        release_devices=release_devices,
+        created_by=actor.label,
+        created_at=now,
+    )
+    session.add(server)
+    try:
+        session.flush()
+    except sa.exc.IntegrityError as exc:
+        raise DuplicateName(_duplicate(display, display)) from exc
+    cert = store_certificate(session, server, loaded, actor, now)
+    audit.record(session, actor, "server.add", display, now, release_devices=release_devices,
+                 certificate=loaded.fingerprint_sha256)
+    return prepare_token(session, vault, actor, server, cert, now, warnings=loaded.warnings)
+
+
+def _duplicate(wanted: str, existing: str) -> str:
+    if wanted == existing:
+        return f"An MDM server called “{existing}” already exists; server names must be unique."
+    return (f"“{wanted}” is taken: an MDM server called “{existing}” already exists, and names "
+            "that differ only in case, spacing or character width count as the same.")
+
+
+def store_certificate(
+    session: Session, server: Server, loaded: LoadedCertificate, actor: Actor, now: datetime
+) -> Certificate:
+    """Save an uploaded certificate; it becomes active with the first token issued to it."""
+    assert server.id is not None
+    cert = Certificate(
+        server_id=server.id,
+        pem=loaded.pem,
+        fingerprint_sha256=loaded.fingerprint_sha256,
+        subject=loaded.subject,
+        not_after=loaded.not_after,
+        uploaded_by=actor.label,
+        uploaded_at=now,
+    )
+    session.add(cert)
+    session.flush()
+    return cert
+
+
+def edit_server(
+    session: Session,
+    actor: Actor,
+    name: str,
+    *,
+    now: datetime,
+    rename: str | None = None,
+    release_devices: bool | None = None,
+) -> Server:
+    """Rename a server or change whether it may release devices."""
+    authorize(session, actor, Permission.MANAGE_SERVERS)
+    server = find_server(session, name)
+    changes: dict[str, object] = {}
+    if rename is not None:
+        display, key = clean_name(rename), normalize_name(rename)
+        clash = session.exec(select(Server).where(Server.normalized_name == key)).first()
+        if clash is not None and clash.id != server.id:
+            raise DuplicateName(_duplicate(display, clash.name))
+        changes["name"] = [server.name, display]
+        server.name, server.normalized_name = display, key
+    if release_devices is not None and release_devices != server.release_devices:
+        changes["release_devices"] = [server.release_devices, release_devices]
+        server.release_devices = release_devices
+    if not changes:
+        return server
+    session.add(server)
+    try:
+        session.flush()
+    except sa.exc.IntegrityError as exc:
+        raise DuplicateName(_duplicate(server.name, server.name)) from exc
+    audit.record(session, actor, "server.edit", server.name, now, **changes)
+    return server
+
+
+def remove_server(session: Session, actor: Actor, name: str, now: datetime) -> Server:
+    """Unlink a server: its tokens are revoked and its name freed."""
+    authorize(session, actor, Permission.MANAGE_SERVERS)
+    server = find_server(session, name)
+    tokens = session.exec(
+        select(Token).where(
+            Token.server_id == server.id,
+            col(Token.status).in_([TokenStatus.ACTIVE, TokenStatus.PENDING]),
+        )
+    ).all()
+    for token in tokens:
+        token.status, token.superseded_at, token.reason = TokenStatus.REVOKED, now, "server removed"
+        token.next_alert_at = None
+        session.add(token)
+    for cert in session.exec(select(Certificate).where(Certificate.server_id == server.id)):
+        cert.active = False
+        session.add(cert)
+    server.normalized_name, server.removed_at = None, now
+    session.add(server)
+    audit.record(session, actor, "server.remove", server.name, now, revoked_tokens=len(tokens))
+    return server
+
+
+def list_servers(session: Session) -> list[ServerView]:
+    """Every live server with its active certificate and token, by name."""
+    rows = session.exec(
+        select(Server, Certificate, Token)
+        .outerjoin(
+            Token,
+            sa.and_(col(Token.server_id) == col(Server.id), col(Token.status) == "active"),
+        )
+        .outerjoin(Certificate, sa.and_(col(Certificate.server_id) == col(Server.id),
+                                        col(Certificate.active)))
+        .where(col(Server.removed_at).is_(None))
+        .order_by(col(Server.normalized_name))
+    ).all()
+    return [_view(server, cert, token) for server, cert, token in rows]
+
+
+def get_server_view(session: Session, name: str) -> ServerView:
+    """One live server as a user sees it."""
+    server = find_server(session, name)
+    for view in list_servers(session):
+        if view.id == server.id:
+            return view
+    raise NotFound(f"There is no MDM server called “{name.strip()}”.")
+
+
+def _view(server: Server, cert: Certificate | None, token: Token | None) -> ServerView:
+    assert server.id is not None
+    return ServerView(
+        id=server.id,
+        name=server.name,
+        release_devices=server.release_devices,
+        created_by=server.created_by,
+        created_at=server.created_at,
+        certificate_subject=cert.subject if cert else None,
+        certificate_not_after=cert.not_after if cert else None,
+        token_id=token.id if token else None,
+        token_issued_at=token.issued_at if token else None,
+        token_expires_at=token.expires_at if token else None,
+        downloaded_by=token.downloaded_by if token else None,
+    )
+
+
+def replace_certificate(
+    session: Session,
+    vault: Vault,
+    actor: Actor,
+    name: str,
+    certificate: bytes,
+    now: datetime,
+) -> IssuedToken:
+    """Upload a new public key: a new token is prepared, and activating it retires the old one."""
+    authorize(session, actor, Permission.MANAGE_SERVERS)
+    server = find_server(session, name)
+    loaded = load_certificate(certificate, now=now)
+    cert = store_certificate(session, server, loaded, actor, now)
+    audit.record(session, actor, "certificate.replace", server.name, now,
+                 certificate=loaded.fingerprint_sha256)
+    return prepare_token(session, vault, actor, server, cert, now, warnings=loaded.warnings)

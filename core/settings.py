@@ -1,0 +1,87 @@
+"""Settings read from the environment (and `.env`), DESIGN.md §8."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from pydantic import Field, ValidationError, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from core.errors import ConfigError
+
+DEFAULT_ALERT_DAYS = (60, 30, 14, 7, 3, 1)
+
+
+def default_data_dir() -> Path:
+    """The per-user data directory used when MDMBOT_DATA_DIR is not set."""
+    base = os.environ.get("XDG_DATA_HOME") or str(Path.home() / ".local" / "share")
+    return Path(base) / "mdmbot"
+
+
+class Settings(BaseSettings):
+    """Every setting mdmbot reads; Slack ones are checked only by the commands that need them."""
+
+    model_config = SettingsConfigDict(env_file=".env", extra="ignore", case_sensitive=False)
+
+    slack_bot_token: str | None = None
+    slack_signing_secret: str | None = None
+    slack_app_token: str | None = None
+    slack_api_url: str = "https://slack.com/api/"
+    mdmbot_database_url: str | None = None
+    mdmbot_data_dir: Path = Field(default_factory=default_data_dir)
+    mdmbot_secret_key: str | None = None
+    mdmbot_admins: str = ""
+    mdmbot_alert_channel: str | None = None
+    mdmbot_alert_days: str = ",".join(str(d) for d in DEFAULT_ALERT_DAYS)
+    mdmbot_sweep_minutes: float = 60.0
+    mdmbot_log_format: str = "text"
+
+    @field_validator("mdmbot_sweep_minutes")
+    @classmethod
+    def _positive_minutes(cls, value: float) -> float:
+        if value <= 0:
+            raise ValueError("must be a positive number of minutes")
+        return value
+
+    @property
+    def database_url(self) -> str:
+        """The SQLAlchemy URL: the configured one or SQLite in the data directory."""
+        if self.mdmbot_database_url:
+            return self.mdmbot_database_url
+        return f"sqlite:///{self.mdmbot_data_dir / 'mdmbot.db'}"
+
+    @property
+    def admins(self) -> list[str]:
+        """Slack user ids granted Administrator at start."""
+        return [a.strip() for a in self.mdmbot_admins.replace(" ", ",").split(",") if a.strip()]
+
+    @property
+    def alert_days(self) -> tuple[int, ...]:
+        """Expiry alert thresholds in days, most distant first."""
+        try:
+            days = {int(d) for d in self.mdmbot_alert_days.split(",") if d.strip()}
+        except ValueError as exc:
+            raise ConfigError(
+                f"MDMBOT_ALERT_DAYS must be whole numbers separated by commas, "
+                f"not {self.mdmbot_alert_days!r}."
+            ) from exc
+        if any(d <= 0 for d in days):
+            raise ConfigError("MDMBOT_ALERT_DAYS must hold positive numbers of days.")
+        return tuple(sorted(days, reverse=True))
+
+    def require(self, *names: str) -> None:
+        """Stop with one line naming the first missing required setting."""
+        for name in names:
+            if not getattr(self, name.lower(), None):
+                raise ConfigError(f"Missing required setting {name.upper()}.")
+
+
+def load_settings() -> Settings:
+    """Read the settings, turning a malformed value into one readable line."""
+    try:
+        return Settings()
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        where = str(first["loc"][0]).upper() if first["loc"] else "settings"
+        raise ConfigError(f"Invalid setting {where}: {first['msg']}.") from exc

@@ -1,0 +1,113 @@
+"""Server names follow Apple's rules and compare after normalisation."""
+
+from __future__ import annotations
+
+import pytest
+
+from core.errors import InvalidName
+from core.names import MAX_NAME_LENGTH, clean_name, normalize_name, safe_filename
+
+
+@pytest.mark.parametrize(
+    ("raw", "expected"),
+    [
+        ("Lincoln High MDM", "Lincoln High MDM"),
+        ("  Lincoln   High\u3000MDM  ", "Lincoln High MDM"),
+        ("ＭＹ Server", "MY Server"),
+        ("Lyc\u0065\u0301e Victor Hugo", "Lycée Victor Hugo"),
+        ("mdm.example.edu", "mdm.example.edu"),
+        ("Jamf Pro \u00a0 Main", "Jamf Pro Main"),
+    ],
+)
+def test_clean_name_gives_the_display_form(raw: str, expected: str) -> None:
+    assert clean_name(raw) == expected
+
+
+def test_normalize_name_ignores_width_case_and_spacing() -> None:
+    assert normalize_name("  ＭＹ   Server ") == normalize_name("my server") == "my server"
+    assert normalize_name("STRASSE MDM") == normalize_name("straße mdm")
+    assert normalize_name("Lyc\u0065\u0301e") == normalize_name("LYCÉE")
+
+
+def test_different_names_stay_different() -> None:
+    assert normalize_name("Server 1") != normalize_name("Server 2")
+
+
+@pytest.mark.parametrize(
+    "raw",
+    [
+        "Unassigned",
+        "unassigned",
+        "UNASSIGNED",
+        "  Unassigned  ",
+        "ＵＮＡＳＳＩＧＮＥＤ",
+        "Reassigned",
+        "rEaSsIgNeD",
+        "\u3000Ｒｅａｓｓｉｇｎｅｄ ",
+    ],
+)
+def test_reserved_names_are_refused_in_any_form(raw: str) -> None:
+    with pytest.raises(InvalidName, match="Apple reserves it") as caught:
+        clean_name(raw)
+    assert caught.value.field == "name"
+    assert "Unassigned" in caught.value.message or "Reassigned" in caught.value.message
+
+
+def test_names_containing_a_reserved_word_are_fine() -> None:
+    assert clean_name("Unassigned devices MDM") == "Unassigned devices MDM"
+
+
+@pytest.mark.parametrize(
+    "raw",
+    ["Lab\tServer", "Lab\nServer", "Lab\rServer", "Lab\x00Server", "Lab\x7fServer", "Lab\u200bX"],
+)
+def test_control_characters_are_refused(raw: str) -> None:
+    with pytest.raises(InvalidName, match="control characters"):
+        clean_name(raw)
+
+
+@pytest.mark.parametrize("raw", ["", " ", "   \u3000  ", "\u00a0"])
+def test_empty_names_are_refused(raw: str) -> None:
+    with pytest.raises(InvalidName, match="Enter a server name"):
+        clean_name(raw)
+
+
+def test_length_limit_counts_characters_after_cleaning() -> None:
+    assert MAX_NAME_LENGTH == 64
+    assert clean_name("a" * 64) == "a" * 64
+    assert clean_name("  " + "é" * 64 + "  ") == "é" * 64
+    assert clean_name("a" * 32 + "     " + "b" * 31) == "a" * 32 + " " + "b" * 31
+    with pytest.raises(InvalidName, match="at most 64 characters; this one has 65"):
+        clean_name("a" * 65)
+
+
+def test_fullwidth_characters_count_after_nfkc() -> None:
+    assert clean_name("Ａ" * 64) == "A" * 64
+
+
+@pytest.mark.parametrize(
+    ("name", "expected"),
+    [
+        ("Lincoln High MDM", "Lincoln_High_MDM"),
+        ("mdm.example.edu", "mdm.example.edu"),
+        ("Lycée Victor-Hugo", "Lycee_Victor-Hugo"),
+        ("../../etc/passwd", "etc_passwd"),
+        (".hidden", "hidden"),
+        ("a / b \\ c : d", "a_b_c_d"),
+        ("名前", "server"),
+        ("", "server"),
+        ("...", "server"),
+        ("x" * 100, "x" * 64),
+    ],
+)
+def test_safe_filename(name: str, expected: str) -> None:
+    assert safe_filename(name) == expected
+
+
+def test_safe_filename_never_empty_hidden_or_long() -> None:
+    for name in ["_" * 80, "." + "a" * 70, "a" * 63 + "/" + "b", "-rf *", "\x00\x01"]:
+        result = safe_filename(name)
+        assert result
+        assert not result.startswith((".", "-"))
+        assert len(result) <= 64
+        assert all(char.isascii() and (char.isalnum() or char in "-_.") for char in result)
