@@ -11,7 +11,7 @@ import traceback
 import uuid
 from collections.abc import Callable, Sequence
 
-from bot import cli_commands
+from bot import cli_commands, serve
 from bot.context import AppContext
 from core.errors import ConfigError, MdmbotError
 from core.settings import load_settings
@@ -98,12 +98,9 @@ def build_parser() -> argparse.ArgumentParser:
     d = dbp.add_subparsers(dest="action", required=True, metavar="ACTION")
     _add(d, "upgrade", cli_commands.db_upgrade, "apply pending schema migrations")
 
-    for register in _extensions:
-        register(groups)
+    p = _add(groups, "serve", serve.serve, "run the Slack bot (Socket Mode, or HTTP with --http)")
+    serve.add_arguments(p)
     return parser
-
-
-_extensions: list[Callable[[argparse._SubParsersAction[argparse.ArgumentParser]], None]] = []
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -131,7 +131,7 @@ def _from_der(data: bytes) -> x509.Certificate:
     if _BASE64_TEXT.fullmatch(data):
         try:
             candidates.append(base64.b64decode(b"".join(data.split()), validate=True))
-        except (binascii.Error, ValueError):
+        except binascii.Error:
             pass
     for candidate in candidates:
         certificate = _parse_der_certificate(candidate)
@@ -152,7 +152,7 @@ def _rsa_bits(certificate: x509.Certificate) -> int:
     )
     unsupported = (
         "This certificate must hold an RSA key; this one holds a key of an unsupported type "
-        f"({getattr(algorithm, '_name', None) or algorithm.dotted_string})."
+        f"(OID {algorithm.dotted_string})."
     )
     key = _attempt(certificate.public_key, unsupported)
     if not isinstance(key, rsa.RSAPublicKey):

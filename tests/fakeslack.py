@@ -142,6 +142,7 @@ class FakeSlack:
         self.views: dict[str, JsonDict] = {}
         self.published_home: dict[str, JsonDict] = {}
         self.uploads: list[JsonDict] = []
+        self.responses: list[JsonDict] = []
         self._pending: dict[str, JsonDict] = {}
         self._inject: dict[str, deque[_Injection]] = {}
 
@@ -253,6 +254,10 @@ class FakeSlack:
             q = self._inject.setdefault(method, deque())
             q.extend([("ratelimited", 429, retry_after)] * times)
 
+    def response_url(self, key: str = "1") -> str:
+        """A slash command `response_url` on the fake; what is POSTed there lands in `responses`."""
+        return f"{self.root}commands/{self.team_id}/{key}/hook"
+
     def calls_to(self, method: str) -> list[Call]:
         """Return recorded calls to one method."""
         with self._lock:
@@ -281,6 +286,10 @@ class FakeSlack:
             return h.reply(status, text.encode(), "text/plain; charset=utf-8", {})
         if path.startswith("/files-pri/"):
             return self._download(h, path)
+        if path.startswith("/commands/") and h.command == "POST":
+            with self._lock:
+                self.responses.append({"url": path, **json.loads(body or b"{}")})
+            return h.reply(200, b"ok", "text/plain", {})
         if not path.startswith("/api/"):
             return h.reply(404, b"Not Found", "text/plain", {})
         params: JsonDict = dict(parse_qsl(url.query))

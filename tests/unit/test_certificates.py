@@ -163,7 +163,7 @@ def test_short_rsa_key_is_refused(now: datetime) -> None:
 
 def test_damaged_pem_body_is_refused(now: datetime, rsa_cert: certs.CertAndKey) -> None:
     lines = rsa_cert.pem.splitlines(keepends=True)
-    damaged = b"".join(lines[:3] + [b"!!!!\n"] + lines[3:])
+    damaged = b"".join([*lines[:3], b"!!!!\n", *lines[3:]])
     with pytest.raises(CertificateError, match="damaged"):
         load_certificate(damaged, now=now)
 
@@ -188,10 +188,13 @@ def test_fuzz_random_bytes(data: bytes) -> None:
     _check(data)
 
 
+SAMPLE = certs.self_signed_rsa()
+
+
 @FUZZ
 @given(st.data())
 def test_fuzz_truncated_and_flipped_certificates(data: st.DataObject) -> None:
-    source = data.draw(st.sampled_from([certs.self_signed_rsa().der, certs.self_signed_rsa().pem]))
+    source = data.draw(st.sampled_from([SAMPLE.der, SAMPLE.pem]))
     cut = data.draw(st.integers(min_value=0, max_value=len(source)))
     mutated = bytearray(source[:cut] if data.draw(st.booleans()) else source)
     for _ in range(data.draw(st.integers(min_value=0, max_value=8))):
@@ -205,3 +208,11 @@ def test_fuzz_truncated_and_flipped_certificates(data: st.DataObject) -> None:
 @given(st.binary(max_size=64), st.binary(max_size=64))
 def test_fuzz_pem_framing(prefix: bytes, body: bytes) -> None:
     _check(prefix + b"-----BEGIN CERTIFICATE-----\n" + body + b"\n-----END CERTIFICATE-----\n")
+
+
+def test_unknown_key_algorithm_is_refused(now: datetime, rsa_cert: certs.CertAndKey) -> None:
+    rsa_encryption = bytes.fromhex("06092a864886f70d010101")
+    assert rsa_cert.der.count(rsa_encryption) == 1
+    unknown = rsa_cert.der.replace(rsa_encryption, bytes.fromhex("06092a864886f70d01017f"))
+    with pytest.raises(CertificateError, match="must hold an RSA key; this one holds a key of"):
+        load_certificate(unknown, now=now)

@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import time
+import urllib.error
 import urllib.request
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
 import pytest
 from slack_sdk import WebClient
@@ -29,6 +30,18 @@ def fake() -> Iterator[FakeSlack]:
 def client(fake: FakeSlack) -> WebClient:
     """Return a WebClient pointed at the fake."""
     return make_client(fake)
+
+
+def _fetch(url: str, data: bytes | None = None, token: str | None = None,
+           ) -> tuple[int, str, bytes]:
+    """Fetch a URL from the fake; return status, content type and body (HTTP errors too)."""
+    headers = {"Authorization": f"Bearer {token}"} if token else {}
+    req = urllib.request.Request(url, data=data, headers=headers)  # noqa: S310
+    try:
+        with urllib.request.urlopen(req) as resp:  # noqa: S310
+            return resp.status, resp.headers["Content-Type"], resp.read()
+    except urllib.error.HTTPError as err:
+        return err.code, err.headers["Content-Type"], err.read()
 
 
 def _error(exc: pytest.ExceptionInfo[SlackApiError]) -> str:
@@ -76,7 +89,7 @@ def test_post_and_update_message(fake: FakeSlack, client: WebClient) -> None:
     assert first["text"] == "done" and first["blocks"] == blocks
     assert first["history"] == [{"text": "hi", "blocks": blocks}]
     assert fake.messages_in("C0ALERTS")[1]["thread_ts"] == a["ts"]
-    for call, code in [
+    cases: list[tuple[Callable[[], object], str]] = [
         (
             lambda: client.chat_update(channel="C0ALERTS", ts="1.000001", text="x"),
             "message_not_found",
@@ -84,7 +97,8 @@ def test_post_and_update_message(fake: FakeSlack, client: WebClient) -> None:
         (lambda: client.chat_postMessage(channel="C0NOPE", text="x"), "channel_not_found"),
         (lambda: client.api_call("chat.postMessage", json={"channel": "C0ALERTS"}), "no_text"),
         (lambda: client.chat_postMessage(channel="C0ALERTS", text="x" * 40001), "msg_too_long"),
-    ]:
+    ]
+    for call, code in cases:
         with pytest.raises(SlackApiError) as exc:
             call()
         assert _error(exc) == code
@@ -253,13 +267,8 @@ def test_upload_url_checks_length(client: WebClient) -> None:
     """The upload URL needs no auth but refuses a body whose length differs."""
     r = client.files_getUploadURLExternal(filename="a", length=3)
     assert r["upload_url"].endswith("/upload/" + r["file_id"])
-    req = urllib.request.Request(r["upload_url"], data=b"abcd", method="POST")
-    with pytest.raises(urllib.error.HTTPError) as exc:
-        urllib.request.urlopen(req)  # noqa: S310
-    assert exc.value.code == 400
-    req = urllib.request.Request(r["upload_url"], data=b"abc", method="POST")
-    with urllib.request.urlopen(req) as resp:  # noqa: S310
-        assert resp.read() == b"OK - 3"
+    assert _fetch(r["upload_url"], b"abcd")[0] == 400
+    assert _fetch(r["upload_url"], b"abc")[::2] == (200, b"OK - 3")
 
 
 def test_private_download_needs_bot_token(fake: FakeSlack, client: WebClient) -> None:
@@ -267,14 +276,11 @@ def test_private_download_needs_bot_token(fake: FakeSlack, client: WebClient) ->
     f = fake.add_private_file(b"-----BEGIN CERT", name="a b.pem", mimetype="application/x-pem")
     assert client.files_info(file=f["id"])["file"]["url_private"] == f["url_private"]
     for url in (f["url_private"], f["url_private_download"]):
-        req = urllib.request.Request(url, headers={"Authorization": "Bearer xoxb-test-token"})
-        with urllib.request.urlopen(req) as resp:  # noqa: S310
-            assert resp.read() == b"-----BEGIN CERT"
-        for headers in ({}, {"Authorization": "Bearer xoxb-other"}):
-            with urllib.request.urlopen(urllib.request.Request(url, headers=headers)) as resp:  # noqa: S310
-                assert resp.status == 200
-                assert resp.headers["Content-Type"].startswith("text/html")
-                assert b"<html" in resp.read()
+        assert _fetch(url, token="xoxb-test-token") == (200, "application/x-pem",
+                                                         b"-----BEGIN CERT")
+        for token in (None, "xoxb-other"):
+            status, ctype, body = _fetch(url, token=token)
+            assert status == 200 and ctype.startswith("text/html") and b"<html" in body
 
 
 def test_rate_limit_without_and_with_retry_handler(fake: FakeSlack) -> None:

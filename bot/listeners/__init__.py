@@ -1,0 +1,1 @@
+"""Slack listeners: each acks, calls one use case, renders the result."""

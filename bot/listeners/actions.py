@@ -1,0 +1,52 @@
+"""Button presses: App Home server actions (alert and checklist buttons live in lifecycle)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+from slack_bolt import Ack, App
+
+from bot import modals
+from bot.services import BotServices
+from core.errors import MdmbotError
+from core.roles import Permission
+from core.servers import ServerView
+
+SERVER_MODALS: dict[str, Callable[[ServerView], dict[str, Any]]] = {
+    "server_token": modals.confirm_token_modal,
+    "server_cert": modals.replace_cert_modal,
+    "server_edit": modals.edit_server_modal,
+    "server_remove": modals.confirm_remove_modal,
+}
+
+
+def open_checked(svc: BotServices, body: dict[str, Any], permission: Permission,
+                 build: Callable[[], dict[str, Any]]) -> None:
+    """Open the modal `build` returns if the presser may; otherwise show why in a modal."""
+    try:
+        svc.authorize(body["user"]["id"], permission)
+        view = build()
+    except MdmbotError as exc:
+        view = modals.message_modal("mdmbot", exc.message)
+    svc.gateway.open_view(body["trigger_id"], view)
+
+
+def register(app: App, svc: BotServices) -> None:
+    """Register the App Home button listeners."""
+
+    @app.action("home_add")
+    def on_add(ack: Ack, body: dict[str, Any]) -> None:
+        ack()
+        open_checked(svc, body, Permission.MANAGE_SERVERS, modals.add_server_modal)
+
+    def listener(build: Callable[[ServerView], dict[str, Any]]) -> Callable[..., None]:
+        def on_press(ack: Ack, body: dict[str, Any]) -> None:
+            ack()
+            value = body["actions"][0].get("value")
+            open_checked(svc, body, Permission.MANAGE_SERVERS,
+                         lambda: build(svc.server_by_id(value)))
+        return on_press
+
+    for action_id, build in SERVER_MODALS.items():
+        app.action(action_id)(listener(build))

@@ -1,0 +1,136 @@
+"""The `/mdm` slash command."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable
+from typing import Any
+
+from slack_bolt import Ack, App, Respond
+
+from bot import blocks, modals
+from bot.services import BotServices
+from core import people, servers
+from core.errors import MdmbotError
+from core.roles import Actor, Permission, parse_role
+
+USER_REF = re.compile(r"^<@([UW][A-Z0-9]+)(?:\|[^>]*)?>$|^@?([UW][A-Z0-9]{2,})$")
+Reply = dict[str, Any]
+
+
+def parse_user(text: str) -> str:
+    """The Slack user id in `<@U123|name>`, `<@U123>` or `U123`."""
+    match = USER_REF.match(text.strip())
+    if not match:
+        raise MdmbotError(f"“{text.strip()}” isn't a Slack user: mention them, like @jane.")
+    return match.group(1) or match.group(2)
+
+
+def split_command(text: str) -> tuple[str, str]:
+    """The subcommand and the rest of the text (a server name may hold spaces or quotes)."""
+    parts = text.strip().split(None, 1)
+    if not parts:
+        return "help", ""
+    rest = parts[1].strip() if len(parts) > 1 else ""
+    if len(rest) >= 2 and rest[0] == rest[-1] and rest[0] in "\"'“”":
+        rest = rest[1:-1]
+    elif len(rest) >= 2 and rest[0] == "“" and rest[-1] == "”":
+        rest = rest[1:-1]
+    return parts[0].lower(), rest
+
+
+def register(app: App, svc: BotServices) -> None:
+    """Register the `/mdm` command."""
+    handlers: dict[str, Callable[[dict[str, Any], str], Reply | None]] = {}
+
+    def reply(text: str, extra: list[blocks.Block] | None = None) -> Reply:
+        return {"text": text, "blocks": extra or [blocks.section(text)]}
+
+    def need_name(arg: str, sub: str) -> str:
+        if not arg:
+            raise MdmbotError(f"Which server? Use `/mdm {sub} NAME`.")
+        return arg
+
+    def open_modal(body: dict[str, Any], view: dict[str, Any]) -> None:
+        svc.gateway.open_view(body["trigger_id"], view)
+
+    def do_help(body: dict[str, Any], arg: str) -> Reply:
+        return {"text": "mdmbot help", "blocks": blocks.help_blocks(svc.role(body["user_id"]))}
+
+    def do_list(body: dict[str, Any], arg: str) -> Reply:
+        svc.authorize(body["user_id"], Permission.VIEW)
+        with svc.ctx.unit_of_work() as session:
+            views = servers.list_servers(session)
+        return {"text": "MDM servers", "blocks": blocks.server_list_blocks(views, svc.ctx.now())}
+
+    def do_show(body: dict[str, Any], arg: str) -> Reply:
+        svc.authorize(body["user_id"], Permission.VIEW)
+        view = svc.server_by_name(need_name(arg, "show"))
+        return {"text": view.name, "blocks": blocks.server_detail_blocks(view, svc.ctx.now())}
+
+    def modal_command(builder: Callable[[servers.ServerView], dict[str, Any]],
+                      sub: str) -> Callable[[dict[str, Any], str], None]:
+        def run(body: dict[str, Any], arg: str) -> None:
+            svc.authorize(body["user_id"], Permission.MANAGE_SERVERS)
+            open_modal(body, builder(svc.server_by_name(need_name(arg, sub))))
+        return run
+
+    def do_add(body: dict[str, Any], arg: str) -> None:
+        svc.authorize(body["user_id"], Permission.MANAGE_SERVERS)
+        open_modal(body, modals.add_server_modal())
+
+    def do_roles(body: dict[str, Any], arg: str) -> Reply:
+        svc.authorize(body["user_id"], Permission.VIEW)
+        with svc.ctx.unit_of_work() as session:
+            holders = people.list_roles(session)
+        lines = [f"{blocks.mention(h.slack_id)} — {h.role.value}" for h in holders]
+        return reply("\n".join(["*mdmbot roles*", *lines]) if lines else "Nobody holds a role.")
+
+    def do_grant(body: dict[str, Any], arg: str) -> Reply:
+        who, _, role_text = arg.partition(" ")
+        if not who or not role_text.strip():
+            raise MdmbotError("Use `/mdm grant @user ROLE` (Administrator, Site Manager or "
+                              "Device Enrollment Manager).")
+        user, role = parse_user(who), parse_role(role_text)
+        with svc.ctx.unit_of_work() as session:
+            people.grant_role(session, Actor(body["user_id"]), user, role, svc.ctx.now())
+        return reply(f"<@{user}> is now *{role.value}*.")
+
+    def do_revoke(body: dict[str, Any], arg: str) -> Reply:
+        user = parse_user(arg or "?")
+        with svc.ctx.unit_of_work() as session:
+            role = people.revoke_role(session, Actor(body["user_id"]), user, svc.ctx.now())
+        return reply(f"<@{user}> is no longer *{role.value}*.")
+
+    handlers.update({
+        "help": do_help, "list": do_list, "show": do_show, "add": do_add,
+        "token": modal_command(modals.confirm_token_modal, "token"),
+        "cert": modal_command(modals.replace_cert_modal, "cert"),
+        "edit": modal_command(modals.edit_server_modal, "edit"),
+        "remove": modal_command(modals.confirm_remove_modal, "remove"),
+        "roles": do_roles, "grant": do_grant, "revoke": do_revoke,
+    })
+    opens_modal = {"add", "token", "cert", "edit", "remove"}
+
+    @app.command("/mdm")
+    def on_mdm(ack: Ack, body: dict[str, Any], respond: Respond) -> None:
+        svc.remember_later(body["user_id"], body.get("user_name"))
+        sub, arg = split_command(body.get("text") or "")
+        handler = handlers.get(sub)
+        if handler is None:
+            ack(text=f"I don't know `/mdm {blocks.esc(sub)}`. Try `/mdm help`.")
+            return
+        if sub in opens_modal:
+            ack()
+            try:
+                handler(body, arg)
+            except MdmbotError as exc:
+                respond(text=exc.message, blocks=[blocks.section(f":no_entry: {exc.message}")],
+                        response_type="ephemeral", replace_original=False)
+            return
+        try:
+            result = handler(body, arg)
+        except MdmbotError as exc:
+            ack(text=exc.message, blocks=[blocks.section(f":no_entry: {exc.message}")])
+            return
+        ack(**(result or {}))

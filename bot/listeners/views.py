@@ -1,0 +1,149 @@
+"""Modal submissions: add a server, replace a certificate, confirm a token, remove, edit."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from slack_bolt import Ack, App
+
+from bot import blocks, modals
+from bot.services import BotServices
+from core import issuance, servers
+from core.errors import CertificateError, InvalidName, MdmbotError, PermissionDenied
+from core.issuance import IssuedToken
+from core.names import clean_name
+from core.roles import Actor, Permission
+
+log = logging.getLogger("mdmbot.bot")
+
+
+def register(app: App, svc: BotServices) -> None:
+    """Register the modal submission listeners."""
+
+    def allowed(ack: Ack, body: dict[str, Any]) -> bool:
+        try:
+            svc.authorize(body["user"]["id"], Permission.MANAGE_SERVERS)
+        except PermissionDenied as exc:
+            ack(response_action="update", view=modals.message_modal("Not allowed", exc.message))
+            return False
+        return True
+
+    def certificate(view: dict[str, Any]) -> bytes:
+        files = modals.input_value(view, "certificate").get("files") or []
+        if len(files) != 1:
+            raise CertificateError("Attach one public key certificate (.pem or .der).")
+        return svc.gateway.download_certificate(files[0])
+
+    def finish(ack: Ack, body: dict[str, Any], issued: IssuedToken, title: str) -> None:
+        ack(response_action="update", view=modals.message_modal(
+            title, f"Issuing the token for *{blocks.esc(issued.server_name)}* and sending it "
+            "to you by DM…"))
+        user = body["user"]["id"]
+        outcome = svc.deliver(issued, user)
+        text = outcome.message if outcome.ok else f":warning: {outcome.message}"
+        if outcome.reference:
+            text += f"\nReference: `{outcome.reference}`"
+        try:
+            svc.gateway.update_view(body["view"]["id"], modals.message_modal(title, text))
+        except MdmbotError:
+            log.info("could not update the modal for %s", user)
+        if outcome.ok:
+            svc.notify_origin(modals.read_metadata(body["view"]), user, outcome)
+        elif outcome.reference:
+            svc.try_dm(user, text)
+
+    @app.view(modals.ADD_SERVER)
+    def on_add(ack: Ack, body: dict[str, Any], view: dict[str, Any]) -> None:
+        if not allowed(ack, body):
+            return
+        errors: dict[str, str] = {}
+        name = (modals.input_value(view, "name").get("value") or "").strip()
+        release = bool(modals.input_value(view, "release").get("selected_options"))
+        try:
+            clean_name(name)
+        except InvalidName as exc:
+            errors["name"] = exc.message
+        data = b""
+        try:
+            data = certificate(view)
+        except CertificateError as exc:
+            errors["certificate"] = exc.message
+        if not errors:
+            try:
+                with svc.ctx.unit_of_work() as session:
+                    issued = servers.add_server(
+                        session, svc.ctx.vault, Actor(body["user"]["id"]), name=name,
+                        certificate=data, release_devices=release, now=svc.ctx.now())
+            except MdmbotError as exc:
+                errors[exc.field if exc.field in ("name", "certificate") else "name"] = exc.message
+        if errors:
+            ack(response_action="errors", errors=errors)
+            return
+        finish(ack, body, issued, "Add MDM server")
+
+    @app.view(modals.REPLACE_CERT)
+    def on_replace(ack: Ack, body: dict[str, Any], view: dict[str, Any]) -> None:
+        if not allowed(ack, body):
+            return
+        meta = modals.read_metadata(view)
+        try:
+            data = certificate(view)
+            target = svc.server_by_id(meta.get("server_id"))
+            with svc.ctx.unit_of_work() as session:
+                issued = servers.replace_certificate(session, svc.ctx.vault,
+                                                     Actor(body["user"]["id"]), target.name,
+                                                     data, svc.ctx.now())
+        except MdmbotError as exc:
+            ack(response_action="errors", errors={"certificate": exc.message})
+            return
+        finish(ack, body, issued, "Replace certificate")
+
+    @app.view(modals.CONFIRM_TOKEN)
+    def on_token(ack: Ack, body: dict[str, Any], view: dict[str, Any]) -> None:
+        if not allowed(ack, body):
+            return
+        try:
+            target = svc.server_by_id(modals.read_metadata(view).get("server_id"))
+            with svc.ctx.unit_of_work() as session:
+                server = servers.find_server(session, target.name)
+                issued = issuance.issue_token(session, svc.ctx.vault, Actor(body["user"]["id"]),
+                                              server, svc.ctx.now())
+        except MdmbotError as exc:
+            ack(response_action="update", view=modals.message_modal("New server token",
+                                                                     exc.message))
+            return
+        finish(ack, body, issued, "New server token")
+
+    @app.view(modals.CONFIRM_REMOVE)
+    def on_remove(ack: Ack, body: dict[str, Any], view: dict[str, Any]) -> None:
+        if not allowed(ack, body):
+            return
+        try:
+            target = svc.server_by_id(modals.read_metadata(view).get("server_id"))
+            with svc.ctx.unit_of_work() as session:
+                servers.remove_server(session, Actor(body["user"]["id"]), target.name,
+                                      svc.ctx.now())
+            text = f"Removed *{blocks.esc(target.name)}*; its token is revoked."
+        except MdmbotError as exc:
+            text = exc.message
+        ack(response_action="update", view=modals.message_modal("Remove MDM server", text))
+        svc.refresh_home(body["user"]["id"])
+
+    @app.view(modals.EDIT_SERVER)
+    def on_edit(ack: Ack, body: dict[str, Any], view: dict[str, Any]) -> None:
+        if not allowed(ack, body):
+            return
+        name = (modals.input_value(view, "name").get("value") or "").strip()
+        release = bool(modals.input_value(view, "release").get("selected_options"))
+        try:
+            target = svc.server_by_id(modals.read_metadata(view).get("server_id"))
+            with svc.ctx.unit_of_work() as session:
+                servers.edit_server(session, Actor(body["user"]["id"]), target.name,
+                                    now=svc.ctx.now(), rename=name, release_devices=release)
+        except MdmbotError as exc:
+            ack(response_action="errors", errors={"name": exc.message})
+            return
+        ack()
+        svc.refresh_home(body["user"]["id"])
+

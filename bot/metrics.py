@@ -1,0 +1,65 @@
+"""Prometheus metrics of one mdmbot process."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+from datetime import datetime
+
+from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
+from prometheus_client.core import GaugeMetricFamily
+from prometheus_client.registry import Collector
+
+from core.servers import ServerView
+
+registry = CollectorRegistry(auto_describe=True)
+
+requests = Counter("mdmbot_slack_requests", "Slack requests received, by kind and HTTP status",
+                   ["kind", "status"], registry=registry)
+ack_seconds = Histogram("mdmbot_ack_seconds", "Time from receiving a Slack request to answering it",
+                        ["kind"], registry=registry,
+                        buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.0, 3.0, 5.0))
+tokens_issued = Counter("mdmbot_tokens_issued", "Server tokens delivered and activated",
+                        registry=registry)
+token_delivery_failures = Counter("mdmbot_token_delivery_failures",
+                                  "Token files Slack did not deliver", registry=registry)
+alerts_sent = Counter("mdmbot_alerts_sent", "Expiry alerts and checklists posted", ["kind"],
+                      registry=registry)
+alerts_failed = Counter("mdmbot_alerts_failed", "Alert posts Slack refused (retried later)",
+                        ["kind"], registry=registry)
+
+
+class ExpiryCollector(Collector):
+    """Days until the active token of each server expires, read at scrape time."""
+
+    def __init__(self, servers: Callable[[], list[ServerView]], now: Callable[[], datetime]):
+        self._servers = servers
+        self._now = now
+
+    def collect(self) -> Iterable[GaugeMetricFamily]:
+        """One gauge sample per server with an active token."""
+        family = GaugeMetricFamily("mdmbot_token_days_until_expiry",
+                                   "Days until the server's active token expires",
+                                   labels=["server"])
+        now = self._now()
+        for view in self._servers():
+            if view.token_expires_at is not None:
+                family.add_metric([view.name],
+                                  (view.token_expires_at - now).total_seconds() / 86400)
+        yield family
+
+
+_expiry: ExpiryCollector | None = None
+
+
+def watch_expiry(servers: Callable[[], list[ServerView]], now: Callable[[], datetime]) -> None:
+    """Publish the per-server expiry gauge from this source (replacing an earlier one)."""
+    global _expiry
+    if _expiry is not None:
+        registry.unregister(_expiry)
+    _expiry = ExpiryCollector(servers, now)
+    registry.register(_expiry)
+
+
+def render() -> bytes:
+    """The metrics in Prometheus text format."""
+    return generate_latest(registry)

@@ -1,0 +1,150 @@
+"""Orchestration shared by listeners: authorise, deliver tokens, refresh the App Home."""
+
+from __future__ import annotations
+
+import logging
+import uuid
+from concurrent.futures import ThreadPoolExecutor
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from bot import blocks
+from bot.context import AppContext
+from bot.slack_gateway import SlackGateway, SlackUnavailable
+from core import issuance, people, servers
+from core.errors import MdmbotError, NotFound
+from core.issuance import Activation, IssuedToken
+from core.roles import Actor, Permission, Role
+from core.servers import ServerView
+
+log = logging.getLogger("mdmbot.bot")
+
+
+def new_reference() -> str:
+    """A short id that ties what a user is told to a log line."""
+    return uuid.uuid4().hex[:10]
+
+
+@dataclass(frozen=True)
+class Delivery:
+    """The outcome of sending a token file to someone's DM."""
+
+    ok: bool
+    message: str
+    reference: str | None = None
+    activation: Activation | None = None
+
+
+class BotServices:
+    """What listeners call: one method per user-visible step."""
+
+    def __init__(self, ctx: AppContext, gateway: SlackGateway) -> None:
+        self.ctx = ctx
+        self.gateway = gateway
+        self.background = ThreadPoolExecutor(max_workers=4, thread_name_prefix="mdmbot-bg")
+        self.origin_handlers: dict[str, Callable[[dict[str, Any], str, Delivery], None]] = {}
+
+    def notify_origin(self, meta: dict[str, Any], user_id: str, outcome: Delivery) -> None:
+        """Update the message a button was pressed on (an alert or a checklist)."""
+        handler = self.origin_handlers.get(str(meta.get("origin", "")))
+        if handler is None:
+            return
+        try:
+            handler(meta, user_id, outcome)
+        except Exception:
+            log.exception("could not update the %s message", meta.get("origin"))
+
+    def try_dm(self, user_id: str, text: str) -> None:
+        """Send a DM if Slack lets us (used to report failures)."""
+        try:
+            self.gateway.dm(user_id, text, [blocks.section(text)])
+        except SlackUnavailable:
+            log.info("could not DM %s", user_id)
+
+    def remember_later(self, user_id: str, name: str | None) -> None:
+        """Record the acting person in the background, so the ack is not delayed."""
+        def run() -> None:
+            try:
+                self.remember(user_id, name)
+            except Exception:
+                log.exception("could not record person %s", user_id)
+        self.background.submit(run)
+
+    def role(self, user_id: str) -> Role | None:
+        """The mdmbot role of a Slack user."""
+        with self.ctx.unit_of_work() as session:
+            return people.role_of(session, user_id)
+
+    def authorize(self, user_id: str, permission: Permission) -> None:
+        """Raise PermissionDenied unless the user may do `permission`."""
+        with self.ctx.unit_of_work() as session:
+            people.authorize(session, Actor(user_id), permission)
+
+    def remember(self, user_id: str, name: str | None) -> None:
+        """Record a person the first time they act (Slack scrubs deleted profiles)."""
+        with self.ctx.unit_of_work() as session:
+            person = people.ensure_person(session, user_id, self.ctx.now(), name=name)
+            known = bool(person.email)
+        if known:
+            return
+        try:
+            info = self.gateway.user_info(user_id)
+        except SlackUnavailable:
+            return
+        profile = info.get("profile") or {}
+        with self.ctx.unit_of_work() as session:
+            people.ensure_person(session, user_id, self.ctx.now(),
+                                 name=info.get("real_name") or info.get("name"),
+                                 email=profile.get("email"))
+
+    def server_by_id(self, server_id: object) -> ServerView:
+        """A live server by id (ids come from buttons and metadata; checked here)."""
+        with self.ctx.unit_of_work() as session:
+            for view in servers.list_servers(session):
+                if str(view.id) == str(server_id):
+                    return view
+        raise NotFound("That MDM server no longer exists.")
+
+    def server_by_name(self, name: str) -> ServerView:
+        """A live server by name."""
+        with self.ctx.unit_of_work() as session:
+            return servers.get_server_view(session, name)
+
+    def deliver(self, issued: IssuedToken, user_id: str) -> Delivery:
+        """DM the token file, then activate it; on any failure the previous token stays valid."""
+        actor = Actor(user_id)
+        comment = blocks.token_comment(issued.server_name, issued.expires_at, issued.warnings)
+        try:
+            self.gateway.send_file_to_dm(user_id, issued.filename, issued.content, comment)
+        except SlackUnavailable as exc:
+            reference = new_reference()
+            log.error("token delivery failed ref=%s server=%s token=%s error=%s", reference,
+                      issued.server_name, issued.token_id, exc.error)
+            with self.ctx.unit_of_work() as session:
+                issuance.discard_token(session, actor, issued.token_id, self.ctx.now(),
+                                       f"delivery failed ({exc.error})")
+            return Delivery(False, f"Slack didn't deliver the token file for "
+                            f"*{blocks.esc(issued.server_name)}*, so no new token was issued and "
+                            "the previous token (if any) stays valid. Try again in a minute.",
+                            reference)
+        try:
+            with self.ctx.unit_of_work() as session:
+                activation = issuance.activate_token(session, actor, issued.token_id,
+                                                     self.ctx.now())
+        except MdmbotError as exc:
+            return Delivery(False, exc.message)
+        self.refresh_home(user_id)
+        return Delivery(True, f"The new token for *{blocks.esc(issued.server_name)}* is in your "
+                        f"DMs. It expires {blocks.day(issued.expires_at)}.",
+                        activation=activation)
+
+    def refresh_home(self, user_id: str) -> None:
+        """Republish a user's App Home (best effort)."""
+        with self.ctx.unit_of_work() as session:
+            views = servers.list_servers(session)
+            role = people.role_of(session, user_id)
+        try:
+            self.gateway.publish_home(user_id, blocks.home_view(views, self.ctx.now(), role))
+        except SlackUnavailable:
+            log.info("could not refresh App Home for %s", user_id)

@@ -1,0 +1,169 @@
+"""The only place that calls the Slack Web API for files, DMs and posts."""
+
+from __future__ import annotations
+
+import logging
+import urllib.error
+import urllib.request
+from dataclasses import dataclass
+from typing import Any
+from urllib.parse import urlsplit
+
+from slack_sdk import WebClient
+from slack_sdk.errors import SlackApiError, SlackClientError
+from slack_sdk.http_retry.builtin_handlers import (
+    ConnectionErrorRetryHandler,
+    RateLimitErrorRetryHandler,
+    ServerErrorRetryHandler,
+)
+
+from core.certificates import MAX_CERT_BYTES
+from core.errors import CertificateError, MdmbotError
+
+log = logging.getLogger("mdmbot.slack")
+
+SLACK_FILE_HOSTS = ("files.slack.com", "slack.com", "slack-files.com")
+DOWNLOAD_TIMEOUT = 10
+
+
+class SlackUnavailable(MdmbotError):
+    """Slack refused or failed a call; `error` is Slack's error code."""
+
+    def __init__(self, message: str, *, error: str, status: int | None = None) -> None:
+        super().__init__(message)
+        self.error = error
+        self.status = status
+
+
+@dataclass(frozen=True)
+class Posted:
+    """Where a message landed."""
+
+    channel: str
+    ts: str
+
+
+def make_client(token: str, api_url: str) -> WebClient:
+    """A Web API client for `api_url` that retries rate limits, 5xx and dropped connections."""
+    return WebClient(
+        token=token,
+        base_url=api_url,
+        timeout=15,
+        retry_handlers=[
+            ConnectionErrorRetryHandler(max_retry_count=2),
+            RateLimitErrorRetryHandler(max_retry_count=3),
+            ServerErrorRetryHandler(max_retry_count=2),
+        ],
+    )
+
+
+class SlackGateway:
+    """Slack calls mdmbot makes, with Slack errors turned into SlackUnavailable."""
+
+    def __init__(self, client: WebClient, api_url: str) -> None:
+        self.client = client
+        self.api_url = api_url
+
+    def _call(self, what: str, method: str, **kwargs: Any) -> Any:
+        try:
+            return getattr(self.client, method)(**kwargs)
+        except SlackApiError as exc:
+            error = str(exc.response.get("error", "unknown_error"))
+            status = exc.response.status_code
+            log.warning("slack %s failed: %s (HTTP %s)", method, error, status)
+            raise SlackUnavailable(f"Slack refused to {what} ({error}).", error=error,
+                                   status=status) from exc
+        except (SlackClientError, OSError) as exc:
+            log.warning("slack %s failed: %s", method, type(exc).__name__)
+            raise SlackUnavailable(f"Slack could not be reached to {what}.",
+                                   error="unreachable") from exc
+
+    def open_dm(self, user_id: str) -> str:
+        """The D… channel id of the bot's DM with `user_id` (Slack: files reach a DM this way)."""
+        response = self._call("open a DM", "conversations_open", users=user_id)
+        return str(response["channel"]["id"])
+
+    def send_file_to_dm(self, user_id: str, filename: str, content: bytes, comment: str) -> str:
+        """Upload a file into the user's DM with a comment; return the DM channel id."""
+        channel = self.open_dm(user_id)
+        self._call("upload the token file", "files_upload_v2", channel=channel, content=content,
+                   filename=filename, title=filename, initial_comment=comment)
+        return channel
+
+    def post(self, channel: str, text: str, blocks: list[dict[str, Any]] | None = None) -> Posted:
+        """Post a message."""
+        response = self._call("post a message", "chat_postMessage", channel=channel, text=text,
+                              blocks=blocks, unfurl_links=False, unfurl_media=False)
+        return Posted(str(response["channel"]), str(response["ts"]))
+
+    def dm(self, user_id: str, text: str, blocks: list[dict[str, Any]] | None = None) -> Posted:
+        """Send a direct message."""
+        return self.post(self.open_dm(user_id), text, blocks)
+
+    def update(self, channel: str, ts: str, text: str, blocks: list[dict[str, Any]]) -> None:
+        """Edit a message in place."""
+        self._call("update a message", "chat_update", channel=channel, ts=ts, text=text,
+                   blocks=blocks)
+
+    def ephemeral(self, channel: str, user_id: str, text: str,
+                  blocks: list[dict[str, Any]] | None = None) -> None:
+        """Show a message to one person in a channel."""
+        self._call("reply", "chat_postEphemeral", channel=channel, user=user_id, text=text,
+                   blocks=blocks)
+
+    def open_view(self, trigger_id: str, view: dict[str, Any]) -> str:
+        """Open a modal; return its view id."""
+        response = self._call("open a dialog", "views_open", trigger_id=trigger_id, view=view)
+        return str(response["view"]["id"])
+
+    def update_view(self, view_id: str, view: dict[str, Any]) -> None:
+        """Replace an open modal."""
+        self._call("update a dialog", "views_update", view_id=view_id, view=view)
+
+    def publish_home(self, user_id: str, view: dict[str, Any]) -> None:
+        """Publish a user's App Home tab."""
+        self._call("refresh the App Home", "views_publish", user_id=user_id, view=view)
+
+    def user_info(self, user_id: str) -> dict[str, Any]:
+        """Slack's user object."""
+        response = self._call("look up a user", "users_info", user=user_id)
+        return dict(response["user"])
+
+    def download_certificate(self, file: dict[str, Any]) -> bytes:
+        """Fetch an uploaded certificate; refuse foreign hosts, HTML sign-in pages, large files."""
+        url = str(file.get("url_private_download") or file.get("url_private") or "")
+        if not self._trusted(url):
+            raise CertificateError("That file isn't stored on Slack; upload the certificate again.")
+        if int(file.get("size") or 0) > MAX_CERT_BYTES:
+            raise CertificateError(_too_large())
+        request = urllib.request.Request(  # noqa: S310 (scheme checked by _trusted)
+            url, headers={"Authorization": f"Bearer {self.client.token}"})
+        try:
+            with urllib.request.urlopen(request, timeout=DOWNLOAD_TIMEOUT) as response:  # noqa: S310
+                ctype = str(response.headers.get("Content-Type", ""))
+                data = response.read(MAX_CERT_BYTES + 1)
+        except (urllib.error.URLError, OSError) as exc:
+            log.warning("certificate download failed: %s", type(exc).__name__)
+            raise CertificateError("Slack didn't let mdmbot download the file; try again.") from exc
+        # Slack answers a private file fetched without the bot token with a 200 HTML sign-in page.
+        if ctype.startswith("text/html") or data[:64].lstrip().lower().startswith(
+                (b"<!doctype", b"<html")):
+            raise CertificateError("Slack returned a web page instead of the file; check that "
+                                   "the app has the files:read scope, then upload it again.")
+        if len(data) > MAX_CERT_BYTES:
+            raise CertificateError(_too_large())
+        return data
+
+    def _trusted(self, url: str) -> bool:
+        parts = urlsplit(url)
+        if parts.scheme == "https" and parts.hostname is not None and (
+                parts.hostname in SLACK_FILE_HOSTS
+                or parts.hostname.endswith((".slack.com", ".slack-edge.com"))):
+            return True
+        api = urlsplit(self.api_url)
+        return (parts.scheme, parts.hostname, parts.port) == (api.scheme, api.hostname, api.port)
+
+
+def _too_large() -> str:
+    return (f"That file is larger than {MAX_CERT_BYTES // 1024} KiB; a public key certificate is a "
+            "few KiB. Upload the .pem or .der certificate.")

@@ -1,0 +1,226 @@
+"""Rotation cases: tokens to replace after their downloader left or changed their password.
+
+Who may open a case: anyone may report their *own* password change; opening a case for someone
+else (`/mdm offboard @user`) needs Permission.MANAGE_SERVERS. Events the bot learns from Slack
+itself (a `user_change` with `deleted`, the daily reconciliation) act as the operator-style
+SYSTEM actor through `record_departure`. Tokens stay valid until replaced: activating a
+replacement (core.issuance.activate_token) ticks the item and closes the case when nothing is left.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+
+import sqlalchemy as sa
+from sqlmodel import Session, col, select
+
+from core import audit
+from core.errors import InvalidInput, NotFound
+from core.models import Person, RotationCase, RotationItem, Server, Token, TokenStatus
+from core.people import authorize, ensure_person
+from core.roles import Actor, Permission
+
+DEPARTURE = "departure"
+PASSWORD_CHANGE = "password_change"  # noqa: S105 (a reason, not a password)
+REASONS = (DEPARTURE, PASSWORD_CHANGE)
+SYSTEM = Actor("mdmbot", operator=True)
+
+
+@dataclass(frozen=True)
+class ItemView:
+    """One token of a case; `replaced` is True once the token is no longer active."""
+
+    item_id: int
+    token_id: int
+    server_name: str
+    expires_at: datetime
+    done_by: str | None
+    done_at: datetime | None
+    replaced: bool
+
+
+@dataclass(frozen=True)
+class CaseView:
+    """A rotation case as the checklist shows it."""
+
+    id: int
+    person_id: str
+    person_name: str | None
+    person_email: str | None
+    reason: str
+    status: str
+    opened_at: datetime
+    opened_by: str
+    channel: str | None
+    ts: str | None
+    items: tuple[ItemView, ...]
+
+    @property
+    def left(self) -> tuple[ItemView, ...]:
+        """Items not yet done."""
+        return tuple(item for item in self.items if item.done_at is None)
+
+
+def open_case(
+    session: Session, actor: Actor, person_id: str, reason: str, now: datetime
+) -> CaseView | None:
+    """Open (or return the already open) case for every active token `person_id` downloaded."""
+    if reason not in REASONS:
+        raise InvalidInput(f"“{reason}” is not a rotation reason ({', '.join(REASONS)}).")
+    if not (reason == PASSWORD_CHANGE and actor.user_id == person_id and not actor.operator):
+        authorize(session, actor, Permission.MANAGE_SERVERS)
+    person = ensure_person(session, person_id, now)
+    if reason == DEPARTURE and person.deactivated_at is None:
+        person.deactivated_at = now
+        session.add(person)
+        audit.record(session, actor, "person.deactivate", person_id, now)
+    tokens = session.exec(
+        select(Token.id).where(Token.downloaded_by == person_id,
+                               Token.status == TokenStatus.ACTIVE).order_by(col(Token.expires_at))
+    ).all()
+    existing = session.exec(
+        select(RotationCase)
+        .where(RotationCase.person_id == person_id, RotationCase.status == "open",
+               col(RotationCase.reason).in_({reason, DEPARTURE}))
+        .order_by(col(RotationCase.reason) != DEPARTURE, col(RotationCase.id))
+    ).first()
+    if existing is not None and existing.id is not None:
+        if existing.reason == DEPARTURE:  # a departure covers tokens activated since it opened
+            listed = set(session.exec(
+                select(RotationItem.token_id).where(RotationItem.case_id == existing.id)
+            ).all())
+            added = [t for t in tokens if t is not None and t not in listed]
+            _add_items(session, existing.id, added)
+            if added:
+                audit.record(session, actor, "rotation.extend", person_id, now,
+                             case=existing.id, tokens=added)
+        return get_case(session, existing.id)
+    if not tokens:
+        return None
+    case = RotationCase(person_id=person_id, reason=reason, status="open",
+                        opened_by=actor.label, opened_at=now)
+    session.add(case)
+    session.flush()
+    assert case.id is not None
+    _add_items(session, case.id, [t for t in tokens if t is not None])
+    audit.record(session, actor, "rotation.open", person_id, now, case=case.id, reason=reason,
+                 tokens=list(tokens))
+    return get_case(session, case.id)
+
+
+def record_departure(
+    session: Session,
+    person_id: str,
+    now: datetime,
+    *,
+    name: str | None = None,
+    email: str | None = None,
+) -> CaseView | None:
+    """A Slack-reported departure: keep name/email, mark deactivated, open the case as SYSTEM."""
+    ensure_person(session, person_id, now, name=name, email=email)
+    return open_case(session, SYSTEM, person_id, DEPARTURE, now)
+
+
+def cancel_for_reactivation(session: Session, person_id: str, now: datetime) -> list[int]:
+    """A reactivated user: clear deactivated_at and cancel their open departure cases."""
+    person = session.get(Person, person_id)
+    if person is None:
+        return []
+    if person.deactivated_at is not None:
+        person.deactivated_at = None
+        session.add(person)
+        audit.record(session, SYSTEM, "person.reactivate", person_id, now)
+    cases = session.exec(
+        select(RotationCase).where(RotationCase.person_id == person_id,
+                                   RotationCase.status == "open", RotationCase.reason == DEPARTURE)
+    ).all()
+    for case in cases:
+        case.status, case.closed_at = "cancelled", now
+        session.add(case)
+        audit.record(session, SYSTEM, "rotation.cancel", person_id, now, case=case.id,
+                     why="user reactivated")
+    return [case.id for case in cases if case.id is not None]
+
+
+def record_case_message(
+    session: Session, case_id: int, channel: str, ts: str, now: datetime
+) -> None:
+    """Remember where the checklist was (re-)posted."""
+    case = session.get(RotationCase, case_id)
+    if case is None:
+        raise NotFound(f"There is no rotation case {case_id}.")
+    case.channel, case.ts, case.last_posted_at = channel, ts, now
+    session.add(case)
+
+
+def get_case(session: Session, case_id: int) -> CaseView:
+    """One case with its items, soonest-expiring token first."""
+    row = session.exec(
+        select(RotationCase, Person)
+        .join(Person, col(Person.slack_id) == col(RotationCase.person_id))
+        .where(RotationCase.id == case_id)
+    ).first()
+    if row is None:
+        raise NotFound(f"There is no rotation case {case_id}.")
+    case, person = row
+    items = session.exec(
+        select(RotationItem, Token, Server.name)
+        .join(Token, col(Token.id) == col(RotationItem.token_id))
+        .join(Server, col(Server.id) == col(Token.server_id))
+        .where(RotationItem.case_id == case_id)
+        .order_by(col(Token.expires_at), col(RotationItem.id))
+    ).all()
+    return CaseView(
+        id=case_id, person_id=case.person_id, person_name=person.name, person_email=person.email,
+        reason=case.reason, status=case.status, opened_at=case.opened_at,
+        opened_by=case.opened_by, channel=case.channel, ts=case.ts,
+        items=tuple(
+            ItemView(item.id or 0, token.id or 0, server, token.expires_at, item.done_by,
+                     item.done_at, token.status != TokenStatus.ACTIVE)
+            for item, token, server in items
+        ),
+    )
+
+
+def case_for_token(session: Session, token_id: int) -> CaseView | None:
+    """The open case listing this token, if any (the newest when several do)."""
+    case_id = session.exec(
+        select(RotationCase.id)
+        .join(RotationItem, col(RotationItem.case_id) == col(RotationCase.id))
+        .where(RotationItem.token_id == token_id, RotationCase.status == "open")
+        .order_by(col(RotationCase.id).desc())
+    ).first()
+    return None if case_id is None else get_case(session, case_id)
+
+
+def cases_to_repost(
+    session: Session, now: datetime, every: timedelta = timedelta(days=1)
+) -> list[CaseView]:
+    """Open cases never posted, or last posted at least `every` ago."""
+    ids = session.exec(
+        select(RotationCase.id)
+        .where(RotationCase.status == "open", sa.or_(
+            col(RotationCase.last_posted_at).is_(None),
+            col(RotationCase.last_posted_at) <= now - every,
+        ))
+        .order_by(col(RotationCase.id))
+    ).all()
+    return [get_case(session, case_id) for case_id in ids if case_id is not None]
+
+
+def downloaders_to_reconcile(session: Session) -> list[str]:
+    """Slack user ids that downloaded an active token and are not known to have left."""
+    rows = session.exec(
+        select(Token.downloaded_by)
+        .outerjoin(Person, col(Person.slack_id) == col(Token.downloaded_by))
+        .where(Token.status == TokenStatus.ACTIVE, col(Person.deactivated_at).is_(None))
+        .distinct()
+    ).all()
+    return sorted(user for user in rows if user[:1] in ("U", "W") and user.isalnum())
+
+
+def _add_items(session: Session, case_id: int, token_ids: list[int]) -> None:
+    for token_id in token_ids:
+        session.add(RotationItem(case_id=case_id, token_id=token_id))
+    session.flush()
