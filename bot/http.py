@@ -62,9 +62,14 @@ class SlackWsgi:
         headers = {key[5:].lower().replace("_", "-"): value for key, value in environ.items()
                    if key.startswith("HTTP_")}
         headers["content-type"] = environ.get("CONTENT_TYPE", "")
-        response = self.app.dispatch(BoltRequest(body=body, query=environ.get("QUERY_STRING", ""),
-                                                 headers=headers))
         kind = request_kind(body)
+        try:
+            response = self.app.dispatch(BoltRequest(
+                body=body, query=environ.get("QUERY_STRING", ""), headers=headers))
+        except Exception:
+            log.exception("request failed")
+            metrics.requests.labels(kind, "500").inc()
+            return _reply(start_response, "500 Internal Server Error", b"", "text/plain")
         metrics.requests.labels(kind, str(response.status)).inc()
         metrics.ack_seconds.labels(kind).observe(time.perf_counter() - started)
         out = [(name, value) for name, values in response.headers.items() for value in values]

@@ -143,7 +143,7 @@ class Bot:
     def submit(self, user: str, view: dict[str, Any], values: dict[str, Any],
                view_id: str = "V0000001") -> Reply:
         """Submit a modal with `values` as state (block_id -> action state)."""
-        submitted = {**view, "id": view_id, "team_id": TEAM, "hash": "1.abc",
+        submitted = {"type": "modal", "private_metadata": "", **view, "id": view_id, "team_id": TEAM, "hash": "1.abc",
                      "state": {"values": {bid: {"value": state} for bid, state in values.items()}}}
         return self.interactive({"type": "view_submission", "team": {"id": TEAM},
                                  "user": {"id": user, "username": user.lower(), "team_id": TEAM},
@@ -176,6 +176,10 @@ class Bot:
         if retry_num is not None:
             headers = {"X-Slack-Retry-Num": str(retry_num), "X-Slack-Retry-Reason": "http_timeout"}
         return self.post(body, "application/json", headers=headers)
+
+    def opened_view(self) -> dict[str, Any]:
+        """The modal most recently opened by the bot, as Slack stored it (with its id)."""
+        return dict(list(self.fake.views.values())[-1])
 
     def wait_idle(self, predicate: Callable[[], bool], timeout: float = 10.0) -> None:
         """Wait for work done after ack()."""

@@ -1,0 +1,1 @@
+"""End-to-end tests: the installed `mdmbot` command run as an operator would run it."""
