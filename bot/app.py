@@ -25,12 +25,20 @@ def build_services(ctx: AppContext) -> BotServices:
     return BotServices(ctx, SlackGateway(client, ctx.settings.slack_api_url))
 
 
-def build_app(svc: BotServices, *, signing_secret: str | None,
-              extra: list[Callable[[App, BotServices], None]] | None = None) -> App:
+def build_app(
+    svc: BotServices,
+    *,
+    signing_secret: str | None,
+    extra: list[Callable[[App, BotServices], None]] | None = None,
+) -> App:
     """The bolt App with every listener registered."""
-    app = App(client=svc.gateway.client, signing_secret=signing_secret,
-              request_verification_enabled=signing_secret is not None,
-              name="mdmbot", logger=logging.getLogger("mdmbot.bolt"))
+    app = App(
+        client=svc.gateway.client,
+        signing_secret=signing_secret,
+        request_verification_enabled=signing_secret is not None,
+        name="mdmbot",
+        logger=logging.getLogger("mdmbot.bolt"),
+    )
 
     @app.middleware
     def deduplicate_events(body: dict[str, Any], next: Callable[[], BoltResponse]) -> Any:
@@ -49,10 +57,18 @@ def build_app(svc: BotServices, *, signing_secret: str | None,
         log.error("unhandled error ref=%s: %s", reference, type(error).__name__, exc_info=error)
         user = body.get("user_id") or (body.get("user") or {}).get("id")
         if user:
-            svc.try_dm(user, f":warning: Something went wrong in mdmbot and nothing was "
-                       f"changed. Reference: `{reference}`.")
+            svc.try_dm(
+                user,
+                f":warning: Something went wrong in mdmbot and nothing was "
+                f"changed. Reference: `{reference}`.",
+            )
 
-    for register in (commands.register, views.register, actions.register, events.register,
-                     *(extra or [])):
+    for register in (
+        commands.register,
+        views.register,
+        actions.register,
+        events.register,
+        *(extra or []),
+    ):
         register(app, svc)
     return app

@@ -47,14 +47,16 @@ def section(text: str) -> Block:
 
 def plain(text: str, limit: int = 75) -> dict[str, Any]:
     """A plain_text object cut to `limit` characters."""
-    return {"type": "plain_text", "text": text if len(text) <= limit else text[: limit - 1] + "…",
-            "emoji": True}
+    return {
+        "type": "plain_text",
+        "text": text if len(text) <= limit else text[: limit - 1] + "…",
+        "emoji": True,
+    }
 
 
 def button(text: str, action_id: str, value: str, style: str | None = None) -> Block:
     """A button (text within Slack's 75-character limit)."""
-    element: Block = {"type": "button", "text": plain(text), "action_id": action_id,
-                      "value": value}
+    element: Block = {"type": "button", "text": plain(text), "action_id": action_id, "value": value}
     if style:
         element["style"] = style
     return element
@@ -86,8 +88,9 @@ def expiry_phrase(view: ServerView, now: datetime) -> str:
 def server_line(view: ServerView, now: datetime) -> str:
     """One server on one line."""
     release = "" if view.release_devices else " · releases off"
-    return (f"{STATE_ICONS[view.state(now)]} *{esc(view.name)}* — {expiry_phrase(view, now)}"
-            f"{release}")
+    return (
+        f"{STATE_ICONS[view.state(now)]} *{esc(view.name)}* — {expiry_phrase(view, now)}{release}"
+    )
 
 
 def server_list_blocks(views: list[ServerView], now: datetime) -> list[Block]:
@@ -126,23 +129,36 @@ def server_detail_blocks(view: ServerView, now: datetime) -> list[Block]:
 def server_actions(view: ServerView) -> Block:
     """The buttons acting on one server (values carry only the server id)."""
     value = str(view.id)
-    return {"type": "actions", "block_id": f"server:{view.id}", "elements": [
-        button("New token", "server_token", value, "primary"),
-        button("Replace certificate", "server_cert", value),
-        button("Edit", "server_edit", value),
-        button("Remove", "server_remove", value, "danger"),
-    ]}
+    return {
+        "type": "actions",
+        "block_id": f"server:{view.id}",
+        "elements": [
+            button("New token", "server_token", value, "primary"),
+            button("Replace certificate", "server_cert", value),
+            button("Edit", "server_edit", value),
+            button("Remove", "server_remove", value, "danger"),
+        ],
+    }
 
 
 def home_view(views: list[ServerView], now: datetime, role: Role | None) -> dict[str, Any]:
     """The App Home tab: every server with its token state, and actions for role holders."""
     blocks: list[Block] = [{"type": "header", "text": plain("MDM servers", 150)}]
     if role is None:
-        blocks.append(section("You don't have an mdmbot role, so you can look but not act. "
-                              "Ask an Administrator to run `/mdm grant`."))
+        blocks.append(
+            section(
+                "You don't have an mdmbot role, so you can look but not act. "
+                "Ask an Administrator to run `/mdm grant`."
+            )
+        )
     else:
-        blocks.append({"type": "actions", "block_id": "home", "elements": [
-            button("Add MDM server", "home_add", "add", "primary")]})
+        blocks.append(
+            {
+                "type": "actions",
+                "block_id": "home",
+                "elements": [button("Add MDM server", "home_add", "add", "primary")],
+            }
+        )
     if not views:
         blocks.append(section("No MDM servers are linked yet."))
     per_server = 3 if allows(role, Permission.MANAGE_SERVERS) else 1
@@ -174,13 +190,19 @@ def token_comment(server_name: str, expires_at: datetime, warnings: tuple[str, .
 
 def help_blocks(role: Role | None) -> list[Block]:
     """`/mdm help`: what the caller's role allows."""
-    lines = ["*mdmbot* links MDM servers in Apple School Manager and keeps their tokens alive.",
-             "`/mdm list` · `/mdm show NAME` · `/mdm roles` · `/mdm password-changed`"]
+    lines = [
+        "*mdmbot* links MDM servers in Apple School Manager and keeps their tokens alive.",
+        "`/mdm list` · `/mdm show NAME` · `/mdm roles` · `/mdm password-changed`",
+    ]
     if allows(role, Permission.MANAGE_SERVERS):
-        lines.append("`/mdm add` · `/mdm token NAME` · `/mdm cert NAME` · `/mdm edit NAME` · "
-                     "`/mdm remove NAME` · `/mdm offboard @user`")
+        lines.append(
+            "`/mdm add` · `/mdm token NAME` · `/mdm cert NAME` · `/mdm edit NAME` · "
+            "`/mdm remove NAME` · `/mdm offboard @user`"
+        )
     if allows(role, Permission.MANAGE_ROLES):
-        lines.append("`/mdm grant @user ROLE` · `/mdm revoke @user`  (roles: Administrator, "
-                     "Site Manager, Device Enrollment Manager)")
+        lines.append(
+            "`/mdm grant @user ROLE` · `/mdm revoke @user`  (roles: Administrator, "
+            "Site Manager, Device Enrollment Manager)"
+        )
     who = f"Your role: *{role.value}*." if role else "You don't have an mdmbot role yet."
     return [section("\n".join(lines)), context(who)]

@@ -21,32 +21,45 @@ log = logging.getLogger("mdmbot.cli")
 Handler = Callable[[AppContext, argparse.Namespace], int]
 
 
-def _add(sub: argparse._SubParsersAction[argparse.ArgumentParser], name: str, handler: Handler,
-         help_text: str) -> argparse.ArgumentParser:
+def _add(
+    sub: argparse._SubParsersAction[argparse.ArgumentParser],
+    name: str,
+    handler: Handler,
+    help_text: str,
+) -> argparse.ArgumentParser:
     parser = sub.add_parser(name, help=help_text, description=help_text)
     parser.set_defaults(handler=handler)
     return parser
 
 
 def _actor(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--actor", metavar="USER",
-                        help="Slack user id recorded as the downloader (default: your login)")
+    parser.add_argument(
+        "--actor",
+        metavar="USER",
+        help="Slack user id recorded as the downloader (default: your login)",
+    )
 
 
 def build_parser() -> argparse.ArgumentParser:
     """The full argument parser."""
     parser = argparse.ArgumentParser(
-        prog="mdmbot", description="Link MDM servers in Apple School Manager and keep their "
-        "server tokens alive.")
+        prog="mdmbot",
+        description="Link MDM servers in Apple School Manager and keep their server tokens alive.",
+    )
     groups = parser.add_subparsers(dest="group", required=True, metavar="COMMAND")
 
     server = groups.add_parser("server", help="link, list, edit and remove MDM servers")
     s = server.add_subparsers(dest="action", required=True, metavar="ACTION")
     p = _add(s, "add", cli_commands.server_add, "link a new MDM server and write its first token")
     p.add_argument("name")
-    p.add_argument("--cert", required=True, metavar="FILE", help="public key certificate (.pem/.der)")
-    p.add_argument("--no-release-devices", action="store_true",
-                   help="do not allow this MDM server to release devices")
+    p.add_argument(
+        "--cert", required=True, metavar="FILE", help="public key certificate (.pem/.der)"
+    )
+    p.add_argument(
+        "--no-release-devices",
+        action="store_true",
+        help="do not allow this MDM server to release devices",
+    )
     p.add_argument("--out", metavar="TOKEN_FILE", help="where to write the token file")
     _actor(p)
     p = _add(s, "list", cli_commands.server_list, "list MDM servers and their token expiry")
@@ -65,8 +78,12 @@ def build_parser() -> argparse.ArgumentParser:
 
     cert = groups.add_parser("cert", help="replace a server's public key certificate")
     c = cert.add_subparsers(dest="action", required=True, metavar="ACTION")
-    p = _add(c, "replace", cli_commands.cert_replace,
-             "upload a new public key and write the new token (the old one stops working)")
+    p = _add(
+        c,
+        "replace",
+        cli_commands.cert_replace,
+        "upload a new public key and write the new token (the old one stops working)",
+    )
     p.add_argument("name")
     p.add_argument("--cert", required=True, metavar="FILE")
     p.add_argument("--out", metavar="TOKEN_FILE")
@@ -74,8 +91,12 @@ def build_parser() -> argparse.ArgumentParser:
 
     token = groups.add_parser("token", help="issue and list server tokens")
     t = token.add_subparsers(dest="action", required=True, metavar="ACTION")
-    p = _add(t, "issue", cli_commands.token_issue,
-             "write a new token for a server (the old one stops working)")
+    p = _add(
+        t,
+        "issue",
+        cli_commands.token_issue,
+        "write a new token for a server (the old one stops working)",
+    )
     p.add_argument("name")
     p.add_argument("--out", metavar="FILE")
     _actor(p)
@@ -87,8 +108,12 @@ def build_parser() -> argparse.ArgumentParser:
     r = roles.add_subparsers(dest="action", required=True, metavar="ACTION")
     p = _add(r, "grant", cli_commands.roles_grant, "give a Slack user a role")
     p.add_argument("user", metavar="USER")
-    p.add_argument("role", metavar="ROLE", nargs="+",
-                   help="Administrator, Site Manager or Device Enrollment Manager")
+    p.add_argument(
+        "role",
+        metavar="ROLE",
+        nargs="+",
+        help="Administrator, Site Manager or Device Enrollment Manager",
+    )
     p = _add(r, "revoke", cli_commands.roles_revoke, "take a Slack user's role away")
     p.add_argument("user", metavar="USER")
     p = _add(r, "list", cli_commands.roles_list, "list who holds which role")
@@ -124,8 +149,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     except Exception:
         reference = uuid.uuid4().hex[:8]
         log.debug("unexpected error %s", reference, exc_info=True)
-        print(f"mdmbot: unexpected error (reference {reference}); rerun with "
-              "MDMBOT_DEBUG=1 for details.", file=sys.stderr)
+        print(
+            f"mdmbot: unexpected error (reference {reference}); rerun with "
+            "MDMBOT_DEBUG=1 for details.",
+            file=sys.stderr,
+        )
         if os.environ.get("MDMBOT_DEBUG", "") not in ("", "0"):
             traceback.print_exc()
         return 3

@@ -14,8 +14,8 @@ from typing import Any
 
 from bot.context import AppContext
 from core import issuance, people, servers
-from core.errors import CertificateError, InvalidInput
 from core.certificates import MAX_CERT_BYTES
+from core.errors import CertificateError, InvalidInput
 from core.issuance import IssuedToken
 from core.roles import Actor, parse_role
 
@@ -80,8 +80,10 @@ def _deliver(ctx: AppContext, actor: Actor, issued: IssuedToken, out: str | None
         issuance.activate_token(session, actor, issued.token_id, ctx.now())
     for warning in issued.warnings:
         print(f"warning: {warning}", file=sys.stderr)
-    print(f"Wrote {path} for “{issued.server_name}”; it expires "
-          f"{issued.expires_at.strftime('%Y-%m-%dT%H:%M:%SZ')}. Upload it to the MDM server.")
+    print(
+        f"Wrote {path} for “{issued.server_name}”; it expires "
+        f"{issued.expires_at.strftime('%Y-%m-%dT%H:%M:%SZ')}. Upload it to the MDM server."
+    )
     return 0
 
 
@@ -91,8 +93,15 @@ def server_add(ctx: AppContext, args: argparse.Namespace) -> int:
     ctx.prepare_database()
     actor = _operator(args)
     with ctx.unit_of_work() as session:
-        issued = servers.add_server(session, ctx.vault, actor, name=args.name, certificate=cert,
-                                    release_devices=not args.no_release_devices, now=ctx.now())
+        issued = servers.add_server(
+            session,
+            ctx.vault,
+            actor,
+            name=args.name,
+            certificate=cert,
+            release_devices=not args.no_release_devices,
+            now=ctx.now(),
+        )
     return _deliver(ctx, actor, issued, args.out)
 
 
@@ -118,8 +127,10 @@ def server_list(ctx: AppContext, args: argparse.Namespace) -> int:
     width = max(len(v.name) for v in views)
     print(f"{'NAME':<{width}}  {'RELEASE':<7}  {'STATE':<8}  {'TOKEN EXPIRES':<20}  DOWNLOADED BY")
     for v in views:
-        print(f"{v.name:<{width}}  {'yes' if v.release_devices else 'no':<7}  "
-              f"{v.state(now):<8}  {_when(v.token_expires_at):<20}  {v.downloaded_by or '-'}")
+        print(
+            f"{v.name:<{width}}  {'yes' if v.release_devices else 'no':<7}  "
+            f"{v.state(now):<8}  {_when(v.token_expires_at):<20}  {v.downloaded_by or '-'}"
+        )
     return 0
 
 
@@ -151,14 +162,23 @@ def server_show(ctx: AppContext, args: argparse.Namespace) -> int:
 def server_edit(ctx: AppContext, args: argparse.Namespace) -> int:
     """mdmbot server edit."""
     if args.rename is None and args.release is None:
-        raise InvalidInput("Nothing to change: give --rename NEW, --release-devices or "
-                           "--no-release-devices.")
+        raise InvalidInput(
+            "Nothing to change: give --rename NEW, --release-devices or --no-release-devices."
+        )
     ctx.prepare_database()
     with ctx.unit_of_work() as session:
-        server = servers.edit_server(session, _operator(args), args.name, now=ctx.now(),
-                                     rename=args.rename, release_devices=args.release)
-    print(f"Updated “{server.name}”: release devices "
-          f"{'allowed' if server.release_devices else 'not allowed'}.")
+        server = servers.edit_server(
+            session,
+            _operator(args),
+            args.name,
+            now=ctx.now(),
+            rename=args.rename,
+            release_devices=args.release,
+        )
+    print(
+        f"Updated “{server.name}”: release devices "
+        f"{'allowed' if server.release_devices else 'not allowed'}."
+    )
     return 0
 
 
@@ -204,11 +224,15 @@ def token_list(ctx: AppContext, args: argparse.Namespace) -> int:
         print("No tokens.")
         return 0
     width = max(len(t.server_name) for t in tokens)
-    print(f"{'ID':>5}  {'SERVER':<{width}}  {'STATUS':<10}  {'ISSUED':<20}  {'EXPIRES':<20}  "
-          "DOWNLOADED BY")
+    print(
+        f"{'ID':>5}  {'SERVER':<{width}}  {'STATUS':<10}  {'ISSUED':<20}  {'EXPIRES':<20}  "
+        "DOWNLOADED BY"
+    )
     for t in tokens:
-        print(f"{t.id:>5}  {t.server_name:<{width}}  {t.status:<10}  {_when(t.issued_at):<20}  "
-              f"{_when(t.expires_at):<20}  {t.downloaded_by}")
+        print(
+            f"{t.id:>5}  {t.server_name:<{width}}  {t.status:<10}  {_when(t.issued_at):<20}  "
+            f"{_when(t.expires_at):<20}  {t.downloaded_by}"
+        )
     return 0
 
 

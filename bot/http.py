@@ -49,8 +49,12 @@ class SlackWsgi:
             status = "200 OK" if report.get("status") == "ok" else "503 Service Unavailable"
             return _reply(start_response, status, json.dumps(report).encode(), "application/json")
         if path == "/metrics" and method == "GET":
-            return _reply(start_response, "200 OK", metrics.render(),
-                          "text/plain; version=0.0.4; charset=utf-8")
+            return _reply(
+                start_response,
+                "200 OK",
+                metrics.render(),
+                "text/plain; version=0.0.4; charset=utf-8",
+            )
         return _reply(start_response, "404 Not Found", b"Not Found", "text/plain")
 
     def _slack(self, environ: dict[str, Any], start_response: StartResponse) -> Iterable[bytes]:
@@ -59,13 +63,17 @@ class SlackWsgi:
         if length > MAX_BODY:
             return _reply(start_response, "413 Payload Too Large", b"Too large", "text/plain")
         body = environ["wsgi.input"].read(length).decode("utf-8", errors="replace")
-        headers = {key[5:].lower().replace("_", "-"): value for key, value in environ.items()
-                   if key.startswith("HTTP_")}
+        headers = {
+            key[5:].lower().replace("_", "-"): value
+            for key, value in environ.items()
+            if key.startswith("HTTP_")
+        }
         headers["content-type"] = environ.get("CONTENT_TYPE", "")
         kind = request_kind(body)
         try:
-            response = self.app.dispatch(BoltRequest(
-                body=body, query=environ.get("QUERY_STRING", ""), headers=headers))
+            response = self.app.dispatch(
+                BoltRequest(body=body, query=environ.get("QUERY_STRING", ""), headers=headers)
+            )
         except Exception:
             log.exception("request failed")
             metrics.requests.labels(kind, "500").inc()
@@ -77,12 +85,17 @@ class SlackWsgi:
         return [response.body.encode("utf-8")]
 
 
-_REASONS = {200: "OK", 302: "Found", 400: "Bad Request", 401: "Unauthorized", 404: "Not Found",
-            500: "Internal Server Error"}
+_REASONS = {
+    200: "OK",
+    302: "Found",
+    400: "Bad Request",
+    401: "Unauthorized",
+    404: "Not Found",
+    500: "Internal Server Error",
+}
 
 
-def _reply(start_response: StartResponse, status: str, body: bytes,
-           ctype: str) -> Iterable[bytes]:
+def _reply(start_response: StartResponse, status: str, body: bytes, ctype: str) -> Iterable[bytes]:
     start_response(status, [("Content-Type", ctype), ("Content-Length", str(len(body)))])
     return [body]
 
@@ -91,8 +104,14 @@ class HttpServer:
     """A concurrent production HTTP server (waitress, a thread pool) that stops on SIGTERM."""
 
     def __init__(self, wsgi: SlackWsgi, host: str, port: int, threads: int = 16) -> None:
-        self.server = create_server(wsgi, host=host, port=port, threads=threads,
-                                    ident="mdmbot", clear_untrusted_proxy_headers=True)
+        self.server = create_server(
+            wsgi,
+            host=host,
+            port=port,
+            threads=threads,
+            ident="mdmbot",
+            clear_untrusted_proxy_headers=True,
+        )
         self.stopped = threading.Event()
 
     @property
@@ -102,6 +121,7 @@ class HttpServer:
 
     def serve_forever(self, on_stop: Callable[[], None] | None = None) -> None:
         """Serve until SIGTERM or SIGINT, then stop cleanly."""
+
         def stop(signum: int, frame: FrameType | None) -> None:
             raise SystemExit(0)
 

@@ -8,7 +8,9 @@ import re
 import sys
 from datetime import UTC, datetime
 
-SECRET = re.compile(r"\b(xox[abpe]-[\w-]+|xapp-[\w-]+|(?:CK|CS|AS)_[0-9a-f]{20,}|AT_O\d+O[0-9a-f]+O\d+)")
+SECRET = re.compile(
+    r"\b(xox[abpe]-[\w-]+|xapp-[\w-]+|(?:CK|CS|AS)_[0-9a-f]{20,}|AT_O\d+O[0-9a-f]+O\d+)"
+)
 
 
 def redact(text: str) -> str:

@@ -13,19 +13,31 @@ from core.servers import ServerView
 
 registry = CollectorRegistry(auto_describe=True)
 
-requests = Counter("mdmbot_slack_requests", "Slack requests received, by kind and HTTP status",
-                   ["kind", "status"], registry=registry)
-ack_seconds = Histogram("mdmbot_ack_seconds", "Time from receiving a Slack request to answering it",
-                        ["kind"], registry=registry,
-                        buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.0, 3.0, 5.0))
-tokens_issued = Counter("mdmbot_tokens_issued", "Server tokens delivered and activated",
-                        registry=registry)
-token_delivery_failures = Counter("mdmbot_token_delivery_failures",
-                                  "Token files Slack did not deliver", registry=registry)
-alerts_sent = Counter("mdmbot_alerts_sent", "Expiry alerts and checklists posted", ["kind"],
-                      registry=registry)
-alerts_failed = Counter("mdmbot_alerts_failed", "Alert posts Slack refused (retried later)",
-                        ["kind"], registry=registry)
+requests = Counter(
+    "mdmbot_slack_requests",
+    "Slack requests received, by kind and HTTP status",
+    ["kind", "status"],
+    registry=registry,
+)
+ack_seconds = Histogram(
+    "mdmbot_ack_seconds",
+    "Time from receiving a Slack request to answering it",
+    ["kind"],
+    registry=registry,
+    buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.0, 3.0, 5.0),
+)
+tokens_issued = Counter(
+    "mdmbot_tokens_issued", "Server tokens delivered and activated", registry=registry
+)
+token_delivery_failures = Counter(
+    "mdmbot_token_delivery_failures", "Token files Slack did not deliver", registry=registry
+)
+alerts_sent = Counter(
+    "mdmbot_alerts_sent", "Expiry alerts and checklists posted", ["kind"], registry=registry
+)
+alerts_failed = Counter(
+    "mdmbot_alerts_failed", "Alert posts Slack refused (retried later)", ["kind"], registry=registry
+)
 
 
 class ExpiryCollector(Collector):
@@ -37,14 +49,17 @@ class ExpiryCollector(Collector):
 
     def collect(self) -> Iterable[GaugeMetricFamily]:
         """One gauge sample per server with an active token."""
-        family = GaugeMetricFamily("mdmbot_token_days_until_expiry",
-                                   "Days until the server's active token expires",
-                                   labels=["server"])
+        family = GaugeMetricFamily(
+            "mdmbot_token_days_until_expiry",
+            "Days until the server's active token expires",
+            labels=["server"],
+        )
         now = self._now()
         for view in self._servers():
             if view.token_expires_at is not None:
-                family.add_metric([view.name],
-                                  (view.token_expires_at - now).total_seconds() / 86400)
+                family.add_metric(
+                    [view.name], (view.token_expires_at - now).total_seconds() / 86400
+                )
         yield family
 
 

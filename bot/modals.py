@@ -10,18 +10,28 @@ from core.servers import ServerView
 
 ADD_SERVER = "add_server"
 REPLACE_CERT = "replace_cert"
-CONFIRM_TOKEN = "confirm_token"
+CONFIRM_TOKEN = "confirm_token"  # noqa: S105 (a callback id, not a secret)
 CONFIRM_REMOVE = "confirm_remove"
 EDIT_SERVER = "edit_server"
 RELEASE_LABEL = "Allow this MDM server to release devices"
 CERT_FILETYPES = ["pem", "der", "cer", "crt"]
 
 
-def _modal(callback_id: str, title: str, blocks: list[Block], *, submit: str | None = None,
-           metadata: dict[str, Any] | None = None) -> dict[str, Any]:
-    view: dict[str, Any] = {"type": "modal", "callback_id": callback_id,
-                            "title": plain(title, 24), "close": plain("Cancel", 24),
-                            "blocks": blocks}
+def _modal(
+    callback_id: str,
+    title: str,
+    blocks: list[Block],
+    *,
+    submit: str | None = None,
+    metadata: dict[str, Any] | None = None,
+) -> dict[str, Any]:
+    view: dict[str, Any] = {
+        "type": "modal",
+        "callback_id": callback_id,
+        "title": plain(title, 24),
+        "close": plain("Cancel", 24),
+        "blocks": blocks,
+    }
     if submit:
         view["submit"] = plain(submit, 24)
     if metadata is not None:
@@ -30,12 +40,21 @@ def _modal(callback_id: str, title: str, blocks: list[Block], *, submit: str | N
 
 
 def _name_input(initial: str | None = None) -> Block:
-    element: Block = {"type": "plain_text_input", "action_id": "value", "max_length": 64,
-                      "placeholder": plain("e.g. Jamf Pro – District")}
+    element: Block = {
+        "type": "plain_text_input",
+        "action_id": "value",
+        "max_length": 64,
+        "placeholder": plain("e.g. Jamf Pro – District"),
+    }
     if initial:
         element["initial_value"] = initial
-    return {"type": "input", "block_id": "name", "label": plain("MDM server name"),
-            "hint": plain("Unique; not “Unassigned” or “Reassigned”.", 150), "element": element}
+    return {
+        "type": "input",
+        "block_id": "name",
+        "label": plain("MDM server name"),
+        "hint": plain("Unique; not “Unassigned” or “Reassigned”.", 150),
+        "element": element,
+    }
 
 
 def _release_input(checked: bool) -> Block:
@@ -43,64 +62,115 @@ def _release_input(checked: bool) -> Block:
     element: Block = {"type": "checkboxes", "action_id": "value", "options": [option]}
     if checked:
         element["initial_options"] = [option]
-    return {"type": "input", "block_id": "release", "optional": True,
-            "label": plain("Device release"), "element": element}
+    return {
+        "type": "input",
+        "block_id": "release",
+        "optional": True,
+        "label": plain("Device release"),
+        "element": element,
+    }
 
 
 def _certificate_input() -> Block:
-    return {"type": "input", "block_id": "certificate",
-            "label": plain("Public key certificate"),
-            "hint": plain("The .pem or .der file from your MDM server (RSA, 2048 bits or more).",
-                          150),
-            "element": {"type": "file_input", "action_id": "value",
-                        "filetypes": CERT_FILETYPES, "max_files": 1}}
+    return {
+        "type": "input",
+        "block_id": "certificate",
+        "label": plain("Public key certificate"),
+        "hint": plain("The .pem or .der file from your MDM server (RSA, 2048 bits or more).", 150),
+        "element": {
+            "type": "file_input",
+            "action_id": "value",
+            "filetypes": CERT_FILETYPES,
+            "max_files": 1,
+        },
+    }
 
 
 def add_server_modal() -> dict[str, Any]:
     """`/mdm add`: name, release-devices (checked by default), certificate upload."""
-    return _modal(ADD_SERVER, "Add MDM server", [
-        section("Link a third-party MDM server. mdmbot will DM you its server token."),
-        _name_input(), _release_input(True), _certificate_input()], submit="Add and get token")
+    return _modal(
+        ADD_SERVER,
+        "Add MDM server",
+        [
+            section("Link a third-party MDM server. mdmbot will DM you its server token."),
+            _name_input(),
+            _release_input(True),
+            _certificate_input(),
+        ],
+        submit="Add and get token",
+    )
 
 
 def replace_cert_modal(view: ServerView, origin: dict[str, str] | None = None) -> dict[str, Any]:
     """`/mdm cert NAME`: upload a new public key; a new token replaces the old one."""
-    return _modal(REPLACE_CERT, "Replace certificate", [
-        section(f"Upload the new public key certificate for *{esc(view.name)}*. The current "
-                "token stops working as soon as the new one is issued."),
-        _certificate_input()], submit="Replace and get token",
-        metadata={"server_id": view.id, **(origin or {})})
+    return _modal(
+        REPLACE_CERT,
+        "Replace certificate",
+        [
+            section(
+                f"Upload the new public key certificate for *{esc(view.name)}*. The current "
+                "token stops working as soon as the new one is issued."
+            ),
+            _certificate_input(),
+        ],
+        submit="Replace and get token",
+        metadata={"server_id": view.id, **(origin or {})},
+    )
 
 
 def confirm_token_modal(view: ServerView, origin: dict[str, str] | None = None) -> dict[str, Any]:
     """Confirm a new token: the old one stops working at once."""
-    return _modal(CONFIRM_TOKEN, "New server token", [
-        section(f"Issue a new server token for *{esc(view.name)}*?\n\n:warning: The current token "
+    return _modal(
+        CONFIRM_TOKEN,
+        "New server token",
+        [
+            section(
+                f"Issue a new server token for *{esc(view.name)}*?\n\n:warning: The current token "
                 "stops working at once: upload the new file (sent to you by DM) to the MDM "
-                "server straight away, or device enrolment for this server stops.")],
-        submit="Issue new token", metadata={"server_id": view.id, **(origin or {})})
+                "server straight away, or device enrolment for this server stops."
+            )
+        ],
+        submit="Issue new token",
+        metadata={"server_id": view.id, **(origin or {})},
+    )
 
 
 def confirm_remove_modal(view: ServerView) -> dict[str, Any]:
     """Confirm removing a server: its token is revoked."""
-    return _modal(CONFIRM_REMOVE, "Remove MDM server", [
-        section(f"Remove *{esc(view.name)}* from mdmbot?\n\n:warning: Its server token is revoked "
+    return _modal(
+        CONFIRM_REMOVE,
+        "Remove MDM server",
+        [
+            section(
+                f"Remove *{esc(view.name)}* from mdmbot?\n\n:warning: Its server token is revoked "
                 "and no more alerts are sent for it. Devices assigned to it in Apple School "
-                "Manager must be reassigned there.")],
-        submit="Remove server", metadata={"server_id": view.id})
+                "Manager must be reassigned there."
+            )
+        ],
+        submit="Remove server",
+        metadata={"server_id": view.id},
+    )
 
 
 def edit_server_modal(view: ServerView) -> dict[str, Any]:
     """Rename a server or change whether it may release devices."""
-    return _modal(EDIT_SERVER, "Edit MDM server", [
-        _name_input(view.name), _release_input(view.release_devices)],
-        submit="Save", metadata={"server_id": view.id})
+    return _modal(
+        EDIT_SERVER,
+        "Edit MDM server",
+        [_name_input(view.name), _release_input(view.release_devices)],
+        submit="Save",
+        metadata={"server_id": view.id},
+    )
 
 
 def message_modal(title: str, text: str) -> dict[str, Any]:
     """A modal that only tells something."""
-    return {"type": "modal", "title": plain(title, 24), "close": plain("Close", 24),
-            "blocks": [section(text)]}
+    return {
+        "type": "modal",
+        "title": plain(title, 24),
+        "close": plain("Close", 24),
+        "blocks": [section(text)],
+    }
 
 
 def read_metadata(view: dict[str, Any]) -> dict[str, Any]:

@@ -18,15 +18,28 @@ log = logging.getLogger("mdmbot.serve")
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """The options of `mdmbot serve`."""
-    parser.add_argument("--http", action="store_true",
-                        help="serve POST /slack/events over HTTP instead of Socket Mode")
-    parser.add_argument("--host", default=os.environ.get("MDMBOT_HOST", "0.0.0.0"),  # noqa: S104
-                        help="address to listen on with --http (default 0.0.0.0)")
-    parser.add_argument("--port", type=int, default=int(os.environ.get("PORT", "3000")),
-                        help="port to listen on with --http (default 3000 or $PORT)")
+    parser.add_argument(
+        "--http",
+        action="store_true",
+        help="serve POST /slack/events over HTTP instead of Socket Mode",
+    )
+    parser.add_argument(
+        "--host",
+        default=os.environ.get("MDMBOT_HOST", "0.0.0.0"),  # noqa: S104
+        help="address to listen on with --http (default 0.0.0.0)",
+    )
+    parser.add_argument(
+        "--port",
+        type=int,
+        default=int(os.environ.get("PORT", "3000")),
+        help="port to listen on with --http (default 3000 or $PORT)",
+    )
     parser.add_argument("--threads", type=int, default=16, help="HTTP worker threads")
-    parser.add_argument("--no-scheduler", action="store_true",
-                        help="do not run expiry and rotation sweeps in this process")
+    parser.add_argument(
+        "--no-scheduler",
+        action="store_true",
+        help="do not run expiry and rotation sweeps in this process",
+    )
 
 
 def serve(ctx: AppContext, args: argparse.Namespace) -> int:
@@ -40,8 +53,10 @@ def serve(ctx: AppContext, args: argparse.Namespace) -> int:
     if args.http:
         settings.require("SLACK_SIGNING_SECRET")
     elif not settings.slack_app_token:
-        raise ConfigError("Missing required setting SLACK_APP_TOKEN (for Socket Mode); "
-                          "or run `mdmbot serve --http`.")
+        raise ConfigError(
+            "Missing required setting SLACK_APP_TOKEN (for Socket Mode); "
+            "or run `mdmbot serve --http`."
+        )
     ctx.prepare_database()
     with ctx.unit_of_work() as session:
         granted = people.bootstrap_admins(session, settings.admins, ctx.now())
@@ -49,8 +64,11 @@ def serve(ctx: AppContext, args: argparse.Namespace) -> int:
         log.info("granted Administrator from MDMBOT_ADMINS to %s", ", ".join(granted))
     svc = build_services(ctx)
     runtime = Runtime(ctx, svc, scheduler=not args.no_scheduler)
-    app = build_app(svc, signing_secret=settings.slack_signing_secret if args.http else None,
-                    extra=runtime.extra_listeners())
+    app = build_app(
+        svc,
+        signing_secret=settings.slack_signing_secret if args.http else None,
+        extra=runtime.extra_listeners(),
+    )
     runtime.start()
     if args.http:
         server = HttpServer(SlackWsgi(app, runtime.health), args.host, args.port, args.threads)
@@ -60,11 +78,11 @@ def serve(ctx: AppContext, args: argparse.Namespace) -> int:
 
     handler = SocketModeHandler(app, settings.slack_app_token)
     try:
-        handler.start()
+        handler.start()  # type: ignore[no-untyped-call]
     except (KeyboardInterrupt, SystemExit):
         pass
     finally:
-        handler.close()
+        handler.close()  # type: ignore[no-untyped-call]
         runtime.stop()
     return 0
 

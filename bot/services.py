@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import logging
 import uuid
-from concurrent.futures import ThreadPoolExecutor
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
 
@@ -64,11 +64,13 @@ class BotServices:
 
     def remember_later(self, user_id: str, name: str | None) -> None:
         """Record the acting person in the background, so the ack is not delayed."""
+
         def run() -> None:
             try:
                 self.remember(user_id, name)
             except Exception:
                 log.exception("could not record person %s", user_id)
+
         self.background.submit(run)
 
     def role(self, user_id: str) -> Role | None:
@@ -94,9 +96,13 @@ class BotServices:
             return
         profile = info.get("profile") or {}
         with self.ctx.unit_of_work() as session:
-            people.ensure_person(session, user_id, self.ctx.now(),
-                                 name=info.get("real_name") or info.get("name"),
-                                 email=profile.get("email"))
+            people.ensure_person(
+                session,
+                user_id,
+                self.ctx.now(),
+                name=info.get("real_name") or info.get("name"),
+                email=profile.get("email"),
+            )
 
     def server_by_id(self, server_id: object) -> ServerView:
         """A live server by id (ids come from buttons and metadata; checked here)."""
@@ -119,25 +125,42 @@ class BotServices:
             self.gateway.send_file_to_dm(user_id, issued.filename, issued.content, comment)
         except SlackUnavailable as exc:
             reference = new_reference()
-            log.error("token delivery failed ref=%s server=%s token=%s error=%s", reference,
-                      issued.server_name, issued.token_id, exc.error)
+            log.error(
+                "token delivery failed ref=%s server=%s token=%s error=%s",
+                reference,
+                issued.server_name,
+                issued.token_id,
+                exc.error,
+            )
             with self.ctx.unit_of_work() as session:
-                issuance.discard_token(session, actor, issued.token_id, self.ctx.now(),
-                                       f"delivery failed ({exc.error})")
-            return Delivery(False, f"Slack didn't deliver the token file for "
-                            f"*{blocks.esc(issued.server_name)}*, so no new token was issued and "
-                            "the previous token (if any) stays valid. Try again in a minute.",
-                            reference)
+                issuance.discard_token(
+                    session,
+                    actor,
+                    issued.token_id,
+                    self.ctx.now(),
+                    f"delivery failed ({exc.error})",
+                )
+            return Delivery(
+                False,
+                f"Slack didn't deliver the token file for "
+                f"*{blocks.esc(issued.server_name)}*, so no new token was issued and "
+                "the previous token (if any) stays valid. Try again in a minute.",
+                reference,
+            )
         try:
             with self.ctx.unit_of_work() as session:
-                activation = issuance.activate_token(session, actor, issued.token_id,
-                                                     self.ctx.now())
+                activation = issuance.activate_token(
+                    session, actor, issued.token_id, self.ctx.now()
+                )
         except MdmbotError as exc:
             return Delivery(False, exc.message)
         self.refresh_home(user_id)
-        return Delivery(True, f"The new token for *{blocks.esc(issued.server_name)}* is in your "
-                        f"DMs. It expires {blocks.day(issued.expires_at)}.",
-                        activation=activation)
+        return Delivery(
+            True,
+            f"The new token for *{blocks.esc(issued.server_name)}* is in your "
+            f"DMs. It expires {blocks.day(issued.expires_at)}.",
+            activation=activation,
+        )
 
     def refresh_home(self, user_id: str) -> None:
         """Republish a user's App Home (best effort)."""

@@ -71,12 +71,14 @@ class SlackGateway:
             error = str(exc.response.get("error", "unknown_error"))
             status = exc.response.status_code
             log.warning("slack %s failed: %s (HTTP %s)", method, error, status)
-            raise SlackUnavailable(f"Slack refused to {what} ({error}).", error=error,
-                                   status=status) from exc
+            raise SlackUnavailable(
+                f"Slack refused to {what} ({error}).", error=error, status=status
+            ) from exc
         except (SlackClientError, OSError) as exc:
             log.warning("slack %s failed: %s", method, type(exc).__name__)
-            raise SlackUnavailable(f"Slack could not be reached to {what}.",
-                                   error="unreachable") from exc
+            raise SlackUnavailable(
+                f"Slack could not be reached to {what}.", error="unreachable"
+            ) from exc
 
     def open_dm(self, user_id: str) -> str:
         """The D… channel id of the bot's DM with `user_id` (Slack: files reach a DM this way)."""
@@ -86,14 +88,28 @@ class SlackGateway:
     def send_file_to_dm(self, user_id: str, filename: str, content: bytes, comment: str) -> str:
         """Upload a file into the user's DM with a comment; return the DM channel id."""
         channel = self.open_dm(user_id)
-        self._call("upload the token file", "files_upload_v2", channel=channel, content=content,
-                   filename=filename, title=filename, initial_comment=comment)
+        self._call(
+            "upload the token file",
+            "files_upload_v2",
+            channel=channel,
+            content=content,
+            filename=filename,
+            title=filename,
+            initial_comment=comment,
+        )
         return channel
 
     def post(self, channel: str, text: str, blocks: list[dict[str, Any]] | None = None) -> Posted:
         """Post a message."""
-        response = self._call("post a message", "chat_postMessage", channel=channel, text=text,
-                              blocks=blocks, unfurl_links=False, unfurl_media=False)
+        response = self._call(
+            "post a message",
+            "chat_postMessage",
+            channel=channel,
+            text=text,
+            blocks=blocks,
+            unfurl_links=False,
+            unfurl_media=False,
+        )
         return Posted(str(response["channel"]), str(response["ts"]))
 
     def dm(self, user_id: str, text: str, blocks: list[dict[str, Any]] | None = None) -> Posted:
@@ -102,14 +118,17 @@ class SlackGateway:
 
     def update(self, channel: str, ts: str, text: str, blocks: list[dict[str, Any]]) -> None:
         """Edit a message in place."""
-        self._call("update a message", "chat_update", channel=channel, ts=ts, text=text,
-                   blocks=blocks)
+        self._call(
+            "update a message", "chat_update", channel=channel, ts=ts, text=text, blocks=blocks
+        )
 
-    def ephemeral(self, channel: str, user_id: str, text: str,
-                  blocks: list[dict[str, Any]] | None = None) -> None:
+    def ephemeral(
+        self, channel: str, user_id: str, text: str, blocks: list[dict[str, Any]] | None = None
+    ) -> None:
         """Show a message to one person in a channel."""
-        self._call("reply", "chat_postEphemeral", channel=channel, user=user_id, text=text,
-                   blocks=blocks)
+        self._call(
+            "reply", "chat_postEphemeral", channel=channel, user=user_id, text=text, blocks=blocks
+        )
 
     def open_view(self, trigger_id: str, view: dict[str, Any]) -> str:
         """Open a modal; return its view id."""
@@ -137,33 +156,44 @@ class SlackGateway:
         if int(file.get("size") or 0) > MAX_CERT_BYTES:
             raise CertificateError(_too_large())
         request = urllib.request.Request(  # noqa: S310 (scheme checked by _trusted)
-            url, headers={"Authorization": f"Bearer {self.client.token}"})
+            url, headers={"Authorization": f"Bearer {self.client.token}"}
+        )
         try:
             with urllib.request.urlopen(request, timeout=DOWNLOAD_TIMEOUT) as response:  # noqa: S310
                 ctype = str(response.headers.get("Content-Type", ""))
-                data = response.read(MAX_CERT_BYTES + 1)
+                data: bytes = response.read(MAX_CERT_BYTES + 1)
         except (urllib.error.URLError, OSError) as exc:
             log.warning("certificate download failed: %s", type(exc).__name__)
             raise CertificateError("Slack didn't let mdmbot download the file; try again.") from exc
         # Slack answers a private file fetched without the bot token with a 200 HTML sign-in page.
         if ctype.startswith("text/html") or data[:64].lstrip().lower().startswith(
-                (b"<!doctype", b"<html")):
-            raise CertificateError("Slack returned a web page instead of the file; check that "
-                                   "the app has the files:read scope, then upload it again.")
+            (b"<!doctype", b"<html")
+        ):
+            raise CertificateError(
+                "Slack returned a web page instead of the file; check that "
+                "the app has the files:read scope, then upload it again."
+            )
         if len(data) > MAX_CERT_BYTES:
             raise CertificateError(_too_large())
         return data
 
     def _trusted(self, url: str) -> bool:
         parts = urlsplit(url)
-        if parts.scheme == "https" and parts.hostname is not None and (
+        if (
+            parts.scheme == "https"
+            and parts.hostname is not None
+            and (
                 parts.hostname in SLACK_FILE_HOSTS
-                or parts.hostname.endswith((".slack.com", ".slack-edge.com"))):
+                or parts.hostname.endswith((".slack.com", ".slack-edge.com"))
+            )
+        ):
             return True
         api = urlsplit(self.api_url)
         return (parts.scheme, parts.hostname, parts.port) == (api.scheme, api.hostname, api.port)
 
 
 def _too_large() -> str:
-    return (f"That file is larger than {MAX_CERT_BYTES // 1024} KiB; a public key certificate is a "
-            "few KiB. Upload the .pem or .der certificate.")
+    return (
+        f"That file is larger than {MAX_CERT_BYTES // 1024} KiB; a public key certificate is a "
+        "few KiB. Upload the .pem or .der certificate."
+    )

@@ -139,8 +139,16 @@ def activate_token(session: Session, actor: Actor, token_id: int, now: datetime)
     server = session.get(Server, token.server_id)
     assert server is not None
     ticked, closed = _tick_rotations(session, actor, [o.id for o in previous if o.id], now)
-    audit.record(session, actor, "token.issue", server.name, now, token=token_id,
-                 expires_at=token.expires_at, superseded=[o.id for o in previous])
+    audit.record(
+        session,
+        actor,
+        "token.issue",
+        server.name,
+        now,
+        token=token_id,
+        expires_at=token.expires_at,
+        superseded=[o.id for o in previous],
+    )
     return Activation(tuple(o.id for o in previous if o.id), ticked, closed)
 
 
@@ -166,8 +174,16 @@ def list_tokens(session: Session, server: Server | None = None) -> list[TokenVie
     if server is not None:
         query = query.where(Token.server_id == server.id)
     return [
-        TokenView(t.id or 0, s.name, t.status, t.issued_at, t.expires_at, t.downloaded_by,
-                  c.fingerprint_sha256, t.reason)
+        TokenView(
+            t.id or 0,
+            s.name,
+            t.status,
+            t.issued_at,
+            t.expires_at,
+            t.downloaded_by,
+            c.fingerprint_sha256,
+            t.reason,
+        )
         for t, s, c in session.exec(query).all()
     ]
 
@@ -180,8 +196,11 @@ def _tick_rotations(
     items = session.exec(
         select(RotationItem)
         .join(RotationCase, col(RotationCase.id) == col(RotationItem.case_id))
-        .where(col(RotationItem.token_id).in_(token_ids), col(RotationItem.done_at).is_(None),
-               RotationCase.status == "open")
+        .where(
+            col(RotationItem.token_id).in_(token_ids),
+            col(RotationItem.done_at).is_(None),
+            RotationCase.status == "open",
+        )
     ).all()
     for item in items:
         item.done_by, item.done_at = actor.user_id, now

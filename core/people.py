@@ -107,12 +107,13 @@ def bootstrap_admins(session: Session, slack_ids: list[str], now: datetime) -> l
     granted = []
     for slack_id in slack_ids:
         if role_of(session, slack_id) is not Role.ADMINISTRATOR:
-            grant_role(session, Actor("MDMBOT_ADMINS", operator=True), slack_id,
-                       Role.ADMINISTRATOR, now)
+            grant_role(
+                session, Actor("MDMBOT_ADMINS", operator=True), slack_id, Role.ADMINISTRATOR, now
+            )
             granted.append(slack_id)
     return granted
 
 
 def _check_user_id(slack_id: str) -> None:
-    if not slack_id or not slack_id[0] in "UW" or not slack_id.isalnum() or len(slack_id) > 32:
+    if not slack_id or slack_id[0] not in "UW" or not slack_id.isalnum() or len(slack_id) > 32:
         raise InvalidInput(f"“{slack_id}” is not a Slack user id (they look like U012ABCDEF).")

@@ -105,16 +105,25 @@ def add_server(
     except sa.exc.IntegrityError as exc:
         raise DuplicateName(_duplicate(display, display)) from exc
     cert = store_certificate(session, server, loaded, actor, now)
-    audit.record(session, actor, "server.add", display, now, release_devices=release_devices,
-                 certificate=loaded.fingerprint_sha256)
+    audit.record(
+        session,
+        actor,
+        "server.add",
+        display,
+        now,
+        release_devices=release_devices,
+        certificate=loaded.fingerprint_sha256,
+    )
     return prepare_token(session, vault, actor, server, cert, now, warnings=loaded.warnings)
 
 
 def _duplicate(wanted: str, existing: str) -> str:
     if wanted == existing:
         return f"An MDM server called “{existing}” already exists; server names must be unique."
-    return (f"“{wanted}” is taken: an MDM server called “{existing}” already exists, and names "
-            "that differ only in case, spacing or character width count as the same.")
+    return (
+        f"“{wanted}” is taken: an MDM server called “{existing}” already exists, and names "
+        "that differ only in case, spacing or character width count as the same."
+    )
 
 
 def store_certificate(
@@ -201,8 +210,10 @@ def list_servers(session: Session) -> list[ServerView]:
             Token,
             sa.and_(col(Token.server_id) == col(Server.id), col(Token.status) == "active"),
         )
-        .outerjoin(Certificate, sa.and_(col(Certificate.server_id) == col(Server.id),
-                                        col(Certificate.active)))
+        .outerjoin(
+            Certificate,
+            sa.and_(col(Certificate.server_id) == col(Server.id), col(Certificate.active)),
+        )
         .where(col(Server.removed_at).is_(None))
         .order_by(col(Server.normalized_name))
     ).all()
@@ -248,6 +259,12 @@ def replace_certificate(
     server = find_server(session, name)
     loaded = load_certificate(certificate, now=now)
     cert = store_certificate(session, server, loaded, actor, now)
-    audit.record(session, actor, "certificate.replace", server.name, now,
-                 certificate=loaded.fingerprint_sha256)
+    audit.record(
+        session,
+        actor,
+        "certificate.replace",
+        server.name,
+        now,
+        certificate=loaded.fingerprint_sha256,
+    )
     return prepare_token(session, vault, actor, server, cert, now, warnings=loaded.warnings)

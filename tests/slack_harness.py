@@ -61,21 +61,35 @@ def sign(body: str, timestamp: int, secret: str = SIGNING_SECRET) -> str:
 class Bot:
     """A running mdmbot HTTP server wired to a fake Slack."""
 
-    def __init__(self, fake: FakeSlack, database_url: str, data_dir: str,
-                 *, clock: Clock | None = None, alert_channel: str = "C0ALERTS",
-                 extra_env: dict[str, Any] | None = None) -> None:
+    def __init__(
+        self,
+        fake: FakeSlack,
+        database_url: str,
+        data_dir: str,
+        *,
+        clock: Clock | None = None,
+        alert_channel: str = "C0ALERTS",
+        extra_env: dict[str, Any] | None = None,
+    ) -> None:
         self.fake = fake
         self.clock = clock or Clock()
-        settings = Settings(slack_bot_token=fake.bot_token, slack_signing_secret=SIGNING_SECRET,
-                            slack_api_url=fake.url, mdmbot_database_url=database_url,
-                            mdmbot_data_dir=data_dir, mdmbot_alert_channel=alert_channel,
-                            mdmbot_secret_key="k" * 40, **(extra_env or {}))
+        settings = Settings(
+            slack_bot_token=fake.bot_token,
+            slack_signing_secret=SIGNING_SECRET,
+            slack_api_url=fake.url,
+            mdmbot_database_url=database_url,
+            mdmbot_data_dir=data_dir,
+            mdmbot_alert_channel=alert_channel,
+            mdmbot_secret_key="k" * 40,
+            **(extra_env or {}),
+        )
         self.ctx = AppContext(settings, clock=self.clock)
         self.ctx.prepare_database()
         self.svc: BotServices = build_services(self.ctx)
         self.runtime = Runtime(self.ctx, self.svc, scheduler=False)
-        self.app = build_app(self.svc, signing_secret=SIGNING_SECRET,
-                             extra=self.runtime.extra_listeners())
+        self.app = build_app(
+            self.svc, signing_secret=SIGNING_SECRET, extra=self.runtime.extra_listeners()
+        )
         self.server = HttpServer(SlackWsgi(self.app, self.runtime.health), "127.0.0.1", 0, 8)
         self.url = f"http://127.0.0.1:{self.server.port}"
         self._thread = threading.Thread(target=self.server.serve_forever, daemon=True)
@@ -96,26 +110,41 @@ class Bot:
             people.grant_role(session, Actor("test", operator=True), user, role, self.clock())
 
     # ----- raw requests -----
-    def post(self, body: str, content_type: str, *, timestamp: int | None = None,
-             secret: str = SIGNING_SECRET, headers: dict[str, str] | None = None) -> Reply:
+    def post(
+        self,
+        body: str,
+        content_type: str,
+        *,
+        timestamp: int | None = None,
+        secret: str = SIGNING_SECRET,
+        headers: dict[str, str] | None = None,
+    ) -> Reply:
         """POST a signed body to /slack/events."""
         ts = int(time.time()) if timestamp is None else timestamp
         request = urllib.request.Request(
-            f"{self.url}/slack/events", data=body.encode(), method="POST",
-            headers={"Content-Type": content_type, "X-Slack-Request-Timestamp": str(ts),
-                     "X-Slack-Signature": sign(body, ts, secret), **(headers or {})})
+            f"{self.url}/slack/events",
+            data=body.encode(),
+            method="POST",
+            headers={
+                "Content-Type": content_type,
+                "X-Slack-Request-Timestamp": str(ts),
+                "X-Slack-Signature": sign(body, ts, secret),
+                **(headers or {}),
+            },
+        )
         started = time.perf_counter()
         try:
-            with urllib.request.urlopen(request, timeout=10) as response:  # noqa: S310
-                return Reply(response.status, response.read().decode(),
-                             time.perf_counter() - started)
+            with urllib.request.urlopen(request, timeout=10) as response:
+                return Reply(
+                    response.status, response.read().decode(), time.perf_counter() - started
+                )
         except urllib.error.HTTPError as exc:
             return Reply(exc.code, exc.read().decode(), time.perf_counter() - started)
 
     def get(self, path: str) -> Reply:
         """GET a path on the bot."""
         try:
-            with urllib.request.urlopen(f"{self.url}{path}", timeout=10) as response:  # noqa: S310
+            with urllib.request.urlopen(f"{self.url}{path}", timeout=10) as response:
                 return Reply(response.status, response.read().decode(), 0.0)
         except urllib.error.HTTPError as exc:
             return Reply(exc.code, exc.read().decode(), 0.0)
@@ -127,51 +156,99 @@ class Bot:
     # ----- Slack-shaped payloads -----
     def command(self, user: str, text: str, *, channel: str = "C0GENERAL", **kw: Any) -> Reply:
         """A `/mdm` slash command."""
-        form = {"token": "deprecated", "team_id": TEAM, "team_domain": "school",
-                "channel_id": channel, "channel_name": "general", "user_id": user,
-                "user_name": user.lower(), "command": "/mdm", "text": text,
-                "api_app_id": "A0MDMBOT", "is_enterprise_install": "false",
-                "response_url": self.fake.response_url(str(self._seq)),
-                "trigger_id": self._trigger()}
+        form = {
+            "token": "deprecated",
+            "team_id": TEAM,
+            "team_domain": "school",
+            "channel_id": channel,
+            "channel_name": "general",
+            "user_id": user,
+            "user_name": user.lower(),
+            "command": "/mdm",
+            "text": text,
+            "api_app_id": "A0MDMBOT",
+            "is_enterprise_install": "false",
+            "response_url": self.fake.response_url(str(self._seq)),
+            "trigger_id": self._trigger(),
+        }
         return self.post(urlencode(form), "application/x-www-form-urlencoded", **kw)
 
     def interactive(self, payload: dict[str, Any], **kw: Any) -> Reply:
         """An interactivity payload (form-encoded `payload=` JSON)."""
-        return self.post(urlencode({"payload": json.dumps(payload)}),
-                         "application/x-www-form-urlencoded", **kw)
+        return self.post(
+            urlencode({"payload": json.dumps(payload)}), "application/x-www-form-urlencoded", **kw
+        )
 
-    def submit(self, user: str, view: dict[str, Any], values: dict[str, Any],
-               view_id: str = "V0000001") -> Reply:
+    def submit(
+        self, user: str, view: dict[str, Any], values: dict[str, Any], view_id: str = "V0000001"
+    ) -> Reply:
         """Submit a modal with `values` as state (block_id -> action state)."""
-        submitted = {"type": "modal", "private_metadata": "", **view, "id": view_id, "team_id": TEAM, "hash": "1.abc",
-                     "state": {"values": {bid: {"value": state} for bid, state in values.items()}}}
-        return self.interactive({"type": "view_submission", "team": {"id": TEAM},
-                                 "user": {"id": user, "username": user.lower(), "team_id": TEAM},
-                                 "api_app_id": "A0MDMBOT", "trigger_id": self._trigger(),
-                                 "view": submitted})
+        submitted = {
+            "type": "modal",
+            "private_metadata": "",
+            **view,
+            "id": view_id,
+            "team_id": TEAM,
+            "hash": "1.abc",
+            "state": {"values": {bid: {"value": state} for bid, state in values.items()}},
+        }
+        return self.interactive(
+            {
+                "type": "view_submission",
+                "team": {"id": TEAM},
+                "user": {"id": user, "username": user.lower(), "team_id": TEAM},
+                "api_app_id": "A0MDMBOT",
+                "trigger_id": self._trigger(),
+                "view": submitted,
+            }
+        )
 
-    def press(self, user: str, action_id: str, value: str, *, block_id: str = "b",
-              container: dict[str, Any] | None = None,
-              message: dict[str, Any] | None = None) -> Reply:
+    def press(
+        self,
+        user: str,
+        action_id: str,
+        value: str,
+        *,
+        block_id: str = "b",
+        container: dict[str, Any] | None = None,
+        message: dict[str, Any] | None = None,
+    ) -> Reply:
         """Press a button."""
         payload: dict[str, Any] = {
-            "type": "block_actions", "team": {"id": TEAM},
+            "type": "block_actions",
+            "team": {"id": TEAM},
             "user": {"id": user, "username": user.lower(), "team_id": TEAM},
-            "api_app_id": "A0MDMBOT", "trigger_id": self._trigger(),
+            "api_app_id": "A0MDMBOT",
+            "trigger_id": self._trigger(),
             "container": container or {"type": "view", "view_id": "VHOME"},
-            "actions": [{"type": "button", "action_id": action_id, "block_id": block_id,
-                         "value": value, "action_ts": f"{time.time():.6f}"}]}
+            "actions": [
+                {
+                    "type": "button",
+                    "action_id": action_id,
+                    "block_id": block_id,
+                    "value": value,
+                    "action_ts": f"{time.time():.6f}",
+                }
+            ],
+        }
         if message is not None:
             payload["message"] = message
             payload["channel"] = {"id": message["channel"]}
         return self.interactive(payload)
 
-    def event(self, event: dict[str, Any], *, event_id: str,
-              retry_num: int | None = None) -> Reply:
+    def event(self, event: dict[str, Any], *, event_id: str, retry_num: int | None = None) -> Reply:
         """An Events API delivery (optionally marked as Slack's retry)."""
-        body = json.dumps({"token": "x", "team_id": TEAM, "api_app_id": "A0MDMBOT",
-                           "type": "event_callback", "event_id": event_id,
-                           "event_time": int(time.time()), "event": event})
+        body = json.dumps(
+            {
+                "token": "x",
+                "team_id": TEAM,
+                "api_app_id": "A0MDMBOT",
+                "type": "event_callback",
+                "event_id": event_id,
+                "event_time": int(time.time()),
+                "event": event,
+            }
+        )
         headers = {}
         if retry_num is not None:
             headers = {"X-Slack-Retry-Num": str(retry_num), "X-Slack-Retry-Reason": "http_timeout"}

@@ -21,8 +21,12 @@ SERVER_MODALS: dict[str, Callable[[ServerView], dict[str, Any]]] = {
 }
 
 
-def open_checked(svc: BotServices, body: dict[str, Any], permission: Permission,
-                 build: Callable[[], dict[str, Any]]) -> None:
+def open_checked(
+    svc: BotServices,
+    body: dict[str, Any],
+    permission: Permission,
+    build: Callable[[], dict[str, Any]],
+) -> None:
     """Open the modal `build` returns if the presser may; otherwise show why in a modal."""
     try:
         svc.authorize(body["user"]["id"], permission)
@@ -44,8 +48,10 @@ def register(app: App, svc: BotServices) -> None:
         def on_press(ack: Ack, body: dict[str, Any]) -> None:
             ack()
             value = body["actions"][0].get("value")
-            open_checked(svc, body, Permission.MANAGE_SERVERS,
-                         lambda: build(svc.server_by_id(value)))
+            open_checked(
+                svc, body, Permission.MANAGE_SERVERS, lambda: build(svc.server_by_id(value))
+            )
+
         return on_press
 
     for action_id, build in SERVER_MODALS.items():

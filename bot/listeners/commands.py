@@ -68,11 +68,13 @@ def register(app: App, svc: BotServices) -> None:
         view = svc.server_by_name(need_name(arg, "show"))
         return {"text": view.name, "blocks": blocks.server_detail_blocks(view, svc.ctx.now())}
 
-    def modal_command(builder: Callable[[servers.ServerView], dict[str, Any]],
-                      sub: str) -> Callable[[dict[str, Any], str], None]:
+    def modal_command(
+        builder: Callable[[servers.ServerView], dict[str, Any]], sub: str
+    ) -> Callable[[dict[str, Any], str], None]:
         def run(body: dict[str, Any], arg: str) -> None:
             svc.authorize(body["user_id"], Permission.MANAGE_SERVERS)
             open_modal(body, builder(svc.server_by_name(need_name(arg, sub))))
+
         return run
 
     def do_add(body: dict[str, Any], arg: str) -> None:
@@ -89,8 +91,10 @@ def register(app: App, svc: BotServices) -> None:
     def do_grant(body: dict[str, Any], arg: str) -> Reply:
         who, _, role_text = arg.partition(" ")
         if not who or not role_text.strip():
-            raise MdmbotError("Use `/mdm grant @user ROLE` (Administrator, Site Manager or "
-                              "Device Enrollment Manager).")
+            raise MdmbotError(
+                "Use `/mdm grant @user ROLE` (Administrator, Site Manager or "
+                "Device Enrollment Manager)."
+            )
         user, role = parse_user(who), parse_role(role_text)
         with svc.ctx.unit_of_work() as session:
             people.grant_role(session, Actor(body["user_id"]), user, role, svc.ctx.now())
@@ -102,14 +106,21 @@ def register(app: App, svc: BotServices) -> None:
             role = people.revoke_role(session, Actor(body["user_id"]), user, svc.ctx.now())
         return reply(f"<@{user}> is no longer *{role.value}*.")
 
-    handlers.update({
-        "help": do_help, "list": do_list, "show": do_show, "add": do_add,
-        "token": modal_command(modals.confirm_token_modal, "token"),
-        "cert": modal_command(modals.replace_cert_modal, "cert"),
-        "edit": modal_command(modals.edit_server_modal, "edit"),
-        "remove": modal_command(modals.confirm_remove_modal, "remove"),
-        "roles": do_roles, "grant": do_grant, "revoke": do_revoke,
-    })
+    handlers.update(
+        {
+            "help": do_help,
+            "list": do_list,
+            "show": do_show,
+            "add": do_add,
+            "token": modal_command(modals.confirm_token_modal, "token"),
+            "cert": modal_command(modals.replace_cert_modal, "cert"),
+            "edit": modal_command(modals.edit_server_modal, "edit"),
+            "remove": modal_command(modals.confirm_remove_modal, "remove"),
+            "roles": do_roles,
+            "grant": do_grant,
+            "revoke": do_revoke,
+        }
+    )
     opens_modal = {"add", "token", "cert", "edit", "remove"}
 
     @app.command("/mdm")
@@ -125,8 +136,12 @@ def register(app: App, svc: BotServices) -> None:
             try:
                 handler(body, arg)
             except MdmbotError as exc:
-                respond(text=exc.message, blocks=[blocks.section(f":no_entry: {exc.message}")],
-                        response_type="ephemeral", replace_original=False)
+                respond(
+                    text=exc.message,
+                    blocks=[blocks.section(f":no_entry: {exc.message}")],
+                    response_type="ephemeral",
+                    replace_original=False,
+                )
             return
         try:
             result = handler(body, arg)

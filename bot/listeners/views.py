@@ -36,9 +36,14 @@ def register(app: App, svc: BotServices) -> None:
         return svc.gateway.download_certificate(files[0])
 
     def finish(ack: Ack, body: dict[str, Any], issued: IssuedToken, title: str) -> None:
-        ack(response_action="update", view=modals.message_modal(
-            title, f"Issuing the token for *{blocks.esc(issued.server_name)}* and sending it "
-            "to you by DM…"))
+        ack(
+            response_action="update",
+            view=modals.message_modal(
+                title,
+                f"Issuing the token for *{blocks.esc(issued.server_name)}* and sending it "
+                "to you by DM…",
+            ),
+        )
         user = body["user"]["id"]
         outcome = svc.deliver(issued, user)
         text = outcome.message if outcome.ok else f":warning: {outcome.message}"
@@ -73,8 +78,14 @@ def register(app: App, svc: BotServices) -> None:
             try:
                 with svc.ctx.unit_of_work() as session:
                     issued = servers.add_server(
-                        session, svc.ctx.vault, Actor(body["user"]["id"]), name=name,
-                        certificate=data, release_devices=release, now=svc.ctx.now())
+                        session,
+                        svc.ctx.vault,
+                        Actor(body["user"]["id"]),
+                        name=name,
+                        certificate=data,
+                        release_devices=release,
+                        now=svc.ctx.now(),
+                    )
             except MdmbotError as exc:
                 errors[exc.field if exc.field in ("name", "certificate") else "name"] = exc.message
         if errors:
@@ -91,9 +102,14 @@ def register(app: App, svc: BotServices) -> None:
             data = certificate(view)
             target = svc.server_by_id(meta.get("server_id"))
             with svc.ctx.unit_of_work() as session:
-                issued = servers.replace_certificate(session, svc.ctx.vault,
-                                                     Actor(body["user"]["id"]), target.name,
-                                                     data, svc.ctx.now())
+                issued = servers.replace_certificate(
+                    session,
+                    svc.ctx.vault,
+                    Actor(body["user"]["id"]),
+                    target.name,
+                    data,
+                    svc.ctx.now(),
+                )
         except MdmbotError as exc:
             ack(response_action="errors", errors={"certificate": exc.message})
             return
@@ -107,11 +123,13 @@ def register(app: App, svc: BotServices) -> None:
             target = svc.server_by_id(modals.read_metadata(view).get("server_id"))
             with svc.ctx.unit_of_work() as session:
                 server = servers.find_server(session, target.name)
-                issued = issuance.issue_token(session, svc.ctx.vault, Actor(body["user"]["id"]),
-                                              server, svc.ctx.now())
+                issued = issuance.issue_token(
+                    session, svc.ctx.vault, Actor(body["user"]["id"]), server, svc.ctx.now()
+                )
         except MdmbotError as exc:
-            ack(response_action="update", view=modals.message_modal("New server token",
-                                                                     exc.message))
+            ack(
+                response_action="update", view=modals.message_modal("New server token", exc.message)
+            )
             return
         finish(ack, body, issued, "New server token")
 
@@ -122,8 +140,9 @@ def register(app: App, svc: BotServices) -> None:
         try:
             target = svc.server_by_id(modals.read_metadata(view).get("server_id"))
             with svc.ctx.unit_of_work() as session:
-                servers.remove_server(session, Actor(body["user"]["id"]), target.name,
-                                      svc.ctx.now())
+                servers.remove_server(
+                    session, Actor(body["user"]["id"]), target.name, svc.ctx.now()
+                )
             text = f"Removed *{blocks.esc(target.name)}*; its token is revoked."
         except MdmbotError as exc:
             text = exc.message
@@ -139,11 +158,16 @@ def register(app: App, svc: BotServices) -> None:
         try:
             target = svc.server_by_id(modals.read_metadata(view).get("server_id"))
             with svc.ctx.unit_of_work() as session:
-                servers.edit_server(session, Actor(body["user"]["id"]), target.name,
-                                    now=svc.ctx.now(), rename=name, release_devices=release)
+                servers.edit_server(
+                    session,
+                    Actor(body["user"]["id"]),
+                    target.name,
+                    now=svc.ctx.now(),
+                    rename=name,
+                    release_devices=release,
+                )
         except MdmbotError as exc:
             ack(response_action="errors", errors={"name": exc.message})
             return
         ack()
         svc.refresh_home(body["user"]["id"])
-

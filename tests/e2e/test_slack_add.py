@@ -47,10 +47,16 @@ def test_add_flow_ends_with_a_dm_token_that_openssl_decrypts(
     token.write_bytes(upload_done["bytes"])
     key = tmp_path / "key.pem"
     key.write_bytes(cert.key_pem)
-    out = subprocess.run(["openssl", "smime", "-decrypt", "-in", str(token), "-inkey", str(key)],
-                         capture_output=True, check=True).stdout
+    out = subprocess.run(
+        ["openssl", "smime", "-decrypt", "-in", str(token), "-inkey", str(key)],
+        capture_output=True,
+        check=True,
+    ).stdout
     assert b'"consumer_key":"CK_' in out
-    bot.wait_idle(lambda: any("in your DMs" in str(c.params.get("view"))
-                              for c in fake.calls_to("views.update")))
+    bot.wait_idle(
+        lambda: any(
+            "in your DMs" in str(c.params.get("view")) for c in fake.calls_to("views.update")
+        )
+    )
     reply = bot.command(ADMIN, "list")
     assert "Jamf Pro" in reply.body and "expires" in reply.body

@@ -20,8 +20,9 @@ def add_server(bot: Bot, fake: FakeSlack, name: str = "Jamf Pro") -> dict[str, A
     bot.command(ADMIN, "add")
     bot.wait_idle(lambda: len(fake.calls_to("views.open")) > opened)
     view = bot.opened_view()
-    reply = bot.submit(ADMIN, view, add_values(fake, name, certs.self_signed_rsa().pem),
-                       view_id=view["id"])
+    reply = bot.submit(
+        ADMIN, view, add_values(fake, name, certs.self_signed_rsa().pem), view_id=view["id"]
+    )
     assert reply.json()["response_action"] == "update"
     bot.wait_idle(lambda: len(fake.uploads) > uploads)
     bot.wait_idle(lambda: "in your DMs" in json.dumps(fake.views[view["id"]]))
@@ -40,8 +41,15 @@ def active_tokens(bot: Bot) -> list[int]:
 def test_stranger_gets_nothing_at_any_entry_point(bot: Bot, fake: FakeSlack) -> None:
     add_server(bot, fake)
     fake.reset()
-    for text in ("list", "show Jamf Pro", "roles", "add", "token Jamf Pro", "remove Jamf Pro",
-                 f"grant <@{STRANGER}|sam> Administrator"):
+    for text in (
+        "list",
+        "show Jamf Pro",
+        "roles",
+        "add",
+        "token Jamf Pro",
+        "remove Jamf Pro",
+        f"grant <@{STRANGER}|sam> Administrator",
+    ):
         reply = bot.command(STRANGER, text)
         assert reply.status == 200
         assert "Jamf" not in reply.body.replace("Jamf Pro`", ""), text
@@ -49,16 +57,21 @@ def test_stranger_gets_nothing_at_any_entry_point(bot: Bot, fake: FakeSlack) -> 
     assert not fake.calls_to("views.open"), "no modal opens for a user without a role"
     assert any("role" in str(r.get("text")) for r in fake.responses)
 
-    forged = bot.submit(STRANGER, {"callback_id": modals.ADD_SERVER,
-                                   "private_metadata": json.dumps({"user": ADMIN})},
-                        add_values(fake, "Mosyle", certs.self_signed_rsa().pem))
+    forged = bot.submit(
+        STRANGER,
+        {"callback_id": modals.ADD_SERVER, "private_metadata": json.dumps({"user": ADMIN})},
+        add_values(fake, "Mosyle", certs.self_signed_rsa().pem),
+    )
     assert forged.json()["response_action"] == "update"
     assert "role" in json.dumps(forged.json()["view"])
     sid = server_id(bot, "Jamf Pro")
     before = active_tokens(bot)
     for callback in (modals.CONFIRM_TOKEN, modals.CONFIRM_REMOVE):
-        reply = bot.submit(STRANGER, {"callback_id": callback,
-                                      "private_metadata": json.dumps({"server_id": sid})}, {})
+        reply = bot.submit(
+            STRANGER,
+            {"callback_id": callback, "private_metadata": json.dumps({"server_id": sid})},
+            {},
+        )
         assert "role" in json.dumps(reply.json()["view"])
     bot.press(STRANGER, "server_token", str(sid))
     bot.wait_idle(lambda: bool(fake.calls_to("views.open")))
@@ -100,8 +113,9 @@ def test_bad_names_and_certificates_come_back_inline(bot: Bot, fake: FakeSlack) 
 
 
 def test_html_sign_in_page_is_refused(bot: Bot, fake: FakeSlack) -> None:
-    page = fake.add_private_file(b"<!DOCTYPE html><html>Sign in</html>", name="mdm.pem",
-                                 mimetype="text/html")
+    page = fake.add_private_file(
+        b"<!DOCTYPE html><html>Sign in</html>", name="mdm.pem", mimetype="text/html"
+    )
     values = add_values(fake, "Mosyle", b"")
     values["certificate"] = {"type": "file_input", "files": [page]}
     reply = bot.submit(ADMIN, {"callback_id": modals.ADD_SERVER}, values)
@@ -127,11 +141,17 @@ def test_slack_failure_during_delivery_keeps_the_old_token(bot: Bot, fake: FakeS
     fake.reset()
     fake.fail_next("files.completeUploadExternal", error="internal_error", status=500, times=5)
     sid = server_id(bot, "Jamf Pro")
-    reply = bot.submit(ADMIN, {"callback_id": modals.CONFIRM_TOKEN,
-                               "private_metadata": json.dumps({"server_id": sid})}, {})
+    reply = bot.submit(
+        ADMIN,
+        {"callback_id": modals.CONFIRM_TOKEN, "private_metadata": json.dumps({"server_id": sid})},
+        {},
+    )
     assert reply.json()["response_action"] == "update"
-    bot.wait_idle(lambda: any("Reference" in json.dumps(c.params.get("view"))
-                              for c in fake.calls_to("views.update")))
+    bot.wait_idle(
+        lambda: any(
+            "Reference" in json.dumps(c.params.get("view")) for c in fake.calls_to("views.update")
+        )
+    )
     assert active_tokens(bot) == old
     with bot.ctx.unit_of_work() as session:
         statuses = sorted(t.status for t in issuance.list_tokens(session))
@@ -156,8 +176,11 @@ def test_server_names_are_escaped_in_mrkdwn(bot: Bot, fake: FakeSlack) -> None:
 def test_token_cert_and_remove_confirm_in_a_modal(bot: Bot, fake: FakeSlack) -> None:
     add_server(bot, fake)
     fake.reset()
-    for sub, words in (("token", "stops working"), ("cert", "stops working"),
-                       ("remove", "revoked")):
+    for sub, words in (
+        ("token", "stops working"),
+        ("cert", "stops working"),
+        ("remove", "revoked"),
+    ):
         bot.command(ADMIN, f"{sub} jamf pro")
         bot.wait_idle(lambda sub=sub: len(fake.calls_to("views.open")) >= 1)
         view = fake.calls_to("views.open")[-1].params["view"]
@@ -165,17 +188,22 @@ def test_token_cert_and_remove_confirm_in_a_modal(bot: Bot, fake: FakeSlack) -> 
         fake.reset()
     cert = certs.ca_signed_rsa()
     sid = server_id(bot, "Jamf Pro")
-    reply = bot.submit(ADMIN, {"callback_id": modals.REPLACE_CERT,
-                               "private_metadata": json.dumps({"server_id": sid})},
-                       {"certificate": cert_file_state(fake, cert.pem)})
+    reply = bot.submit(
+        ADMIN,
+        {"callback_id": modals.REPLACE_CERT, "private_metadata": json.dumps({"server_id": sid})},
+        {"certificate": cert_file_state(fake, cert.pem)},
+    )
     assert reply.json()["response_action"] == "update"
     bot.wait_idle(lambda: len(fake.uploads) == 1)
     with bot.ctx.unit_of_work() as session:
         tokens = issuance.list_tokens(session)
     assert [t.status for t in tokens] == ["active", "superseded"]
     assert tokens[1].reason == "certificate replaced"
-    reply = bot.submit(ADMIN, {"callback_id": modals.CONFIRM_REMOVE,
-                               "private_metadata": json.dumps({"server_id": sid})}, {})
+    reply = bot.submit(
+        ADMIN,
+        {"callback_id": modals.CONFIRM_REMOVE, "private_metadata": json.dumps({"server_id": sid})},
+        {},
+    )
     assert "Removed" in json.dumps(reply.json())
     assert not _names(bot)
 

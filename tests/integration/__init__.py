@@ -15,10 +15,9 @@ from pathlib import Path
 import sqlalchemy as sa
 from sqlmodel import Session, SQLModel, func, select
 
+from core.roles import Actor
 from tests import certs
 from tests.conftest import NOW
-
-from core.roles import Actor
 
 OPERATOR = Actor("alice", operator=True)
 
@@ -31,6 +30,11 @@ def rsa_cert(index: int = 0, *, subject: str = "mdm.example.edu") -> certs.CertA
         key.public_key(), key, subject=subject, not_before=NOW - timedelta(days=1)
     )
     return certs.CertAndKey(certificate, key)
+
+
+def wide(text: str) -> str:
+    """The full-width form of ASCII text (A becomes U+FF21, and so on), spaces left as they are."""
+    return "".join(chr(ord(c) + 0xFEE0) if "!" <= c <= "~" else c for c in text)
 
 
 def count(session: Session, model: type[SQLModel]) -> int:

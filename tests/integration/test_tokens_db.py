@@ -23,7 +23,12 @@ from tests.integration import OPERATOR, rsa_cert, smime_decrypt
 
 def _add(session: Session, vault: Vault, name: str, now: datetime) -> issuance.IssuedToken:
     issued = servers.add_server(
-        session, vault, OPERATOR, name=name, certificate=rsa_cert().pem, release_devices=True,
+        session,
+        vault,
+        OPERATOR,
+        name=name,
+        certificate=rsa_cert().pem,
+        release_devices=True,
         now=now,
     )
     issuance.activate_token(session, OPERATOR, issued.token_id, now)
