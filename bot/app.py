@@ -8,6 +8,7 @@ from typing import Any
 
 from slack_bolt import App, BoltResponse
 
+from bot import lifecycle
 from bot.context import AppContext
 from bot.listeners import actions, commands, events, views
 from bot.services import BotServices, new_reference
@@ -68,6 +69,7 @@ def build_app(
         views.register,
         actions.register,
         events.register,
+        lifecycle.register,
         *(extra or []),
     ):
         register(app, svc)

@@ -125,6 +125,17 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = _add(groups, "serve", serve.serve, "run the Slack bot (Socket Mode, or HTTP with --http)")
     serve.add_arguments(p)
+    _add(
+        groups,
+        "scheduler",
+        serve.run_scheduler,
+        "run only the sweeps (expiry alerts, checklists, reconciliation)",
+    )
+    alerts = groups.add_parser("alerts", help="run expiry alerts now")
+    a = alerts.add_subparsers(dest="action", required=True, metavar="ACTION")
+    p = _add(a, "run", serve.alerts_run, "run one sweep now (posting to Slack)")
+    p.add_argument("--at", metavar="TIME", help="sweep as of this RFC 3339 time (a preview)")
+    p.add_argument("--dry-run", action="store_true", help="print what would be posted")
     return parser
 
 

@@ -5,13 +5,22 @@ from __future__ import annotations
 import argparse
 import logging
 import os
+import signal
 import socket
+import threading
+from datetime import UTC, datetime
 from typing import Any
 
+from sqlalchemy import text
+
+from bot import metrics
 from bot.context import AppContext
 from bot.logs import configure_logging
-from core import people
-from core.errors import ConfigError
+from bot.scheduler import Scheduler, Sweeper, preview
+from bot.services import BotServices
+from core import people, servers
+from core.errors import ConfigError, InvalidInput
+from core.servers import ServerView
 
 log = logging.getLogger("mdmbot.serve")
 
@@ -49,7 +58,7 @@ def serve(ctx: AppContext, args: argparse.Namespace) -> int:
 
     settings = ctx.settings
     configure_logging(settings.mdmbot_log_format)
-    settings.require("SLACK_BOT_TOKEN")
+    settings.require("SLACK_BOT_TOKEN", "MDMBOT_ALERT_CHANNEL")
     if args.http:
         settings.require("SLACK_SIGNING_SECRET")
     elif not settings.slack_app_token:
@@ -67,7 +76,6 @@ def serve(ctx: AppContext, args: argparse.Namespace) -> int:
     app = build_app(
         svc,
         signing_secret=settings.slack_signing_secret if args.http else None,
-        extra=runtime.extra_listeners(),
     )
     runtime.start()
     if args.http:
@@ -88,30 +96,41 @@ def serve(ctx: AppContext, args: argparse.Namespace) -> int:
 
 
 class Runtime:
-    """The long-running parts around the app: health, metrics and the scheduler."""
+    """The long-running parts around the app: health and the scheduler."""
 
-    def __init__(self, ctx: AppContext, svc: Any, *, scheduler: bool) -> None:
+    def __init__(
+        self, ctx: AppContext, svc: BotServices, *, scheduler: bool, post_interval: float = 1.0
+    ) -> None:
         self.ctx = ctx
         self.svc = svc
-        self.scheduler_enabled = scheduler
-        self.holder = f"{socket.gethostname()}:{os.getpid()}"
-        self.scheduler: Any = None
-
-    def extra_listeners(self) -> list[Any]:
-        """Listeners beyond the core set."""
-        return []
+        self.holder = f"{socket.gethostname()}:{os.getpid()}:{id(self):x}"
+        self.scheduler: Scheduler | None = None
+        if scheduler:
+            self.scheduler = Scheduler(
+                Sweeper(svc, post_interval=post_interval),
+                self.holder,
+                sweep_minutes=ctx.settings.mdmbot_sweep_minutes,
+                lease_seconds=ctx.settings.mdmbot_lease_seconds,
+            )
 
     def start(self) -> None:
         """Start background work."""
+        metrics.watch_expiry(self._servers, self.ctx.now)
+        if self.scheduler is not None:
+            self.scheduler.start()
 
     def stop(self) -> None:
         """Stop background work and wait for in-flight jobs."""
+        if self.scheduler is not None:
+            self.scheduler.stop()
         self.svc.background.shutdown(wait=True)
+
+    def _servers(self) -> list[ServerView]:
+        with self.ctx.unit_of_work() as session:
+            return servers.list_servers(session)
 
     def health(self) -> dict[str, Any]:
         """Database and scheduler state for /healthz."""
-        from sqlalchemy import text
-
         report: dict[str, Any] = {"status": "ok"}
         try:
             with self.ctx.engine.connect() as conn:
@@ -119,5 +138,48 @@ class Runtime:
             report["database"] = "ok"
         except Exception as exc:
             report["status"], report["database"] = "error", type(exc).__name__
-        report["scheduler"] = "disabled" if not self.scheduler_enabled else "running"
+        report["scheduler"] = self.scheduler.state() if self.scheduler else {"role": "disabled"}
         return report
+
+
+def run_scheduler(ctx: AppContext, args: argparse.Namespace) -> int:
+    """`mdmbot scheduler`: sweeps only, no Slack listener, until SIGTERM."""
+    from bot.app import build_services
+
+    configure_logging(ctx.settings.mdmbot_log_format)
+    ctx.settings.require("SLACK_BOT_TOKEN", "MDMBOT_ALERT_CHANNEL")
+    ctx.prepare_database()
+    runtime = Runtime(ctx, build_services(ctx), scheduler=True)
+    stop = threading.Event()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, lambda *_: stop.set())
+    runtime.start()
+    log.info("scheduler running as %s", runtime.holder)
+    stop.wait()
+    runtime.stop()
+    return 0
+
+
+def alerts_run(ctx: AppContext, args: argparse.Namespace) -> int:
+    """`mdmbot alerts run [--at TIME] [--dry-run]`: one sweep now, as of TIME."""
+    from bot.app import build_services
+
+    now = parse_time(args.at) if args.at else ctx.now()
+    ctx.prepare_database()
+    if args.dry_run:
+        lines = preview(ctx, now)
+        print("\n".join(lines) if lines else f"Nothing due as of {now:%Y-%m-%dT%H:%M:%SZ}.")
+        return 0
+    ctx.settings.require("SLACK_BOT_TOKEN", "MDMBOT_ALERT_CHANNEL")
+    report = Sweeper(build_services(ctx)).sweep(now)
+    print(report.summary())
+    return 1 if report.alerts_failed else 0
+
+
+def parse_time(text: str) -> datetime:
+    """An RFC 3339 time (a date alone means midnight UTC)."""
+    try:
+        moment = datetime.fromisoformat(text.strip().replace("Z", "+00:00"))
+    except ValueError as exc:
+        raise InvalidInput(f"“{text}” is not an RFC 3339 time like 2027-10-01T09:00:00Z.") from exc
+    return moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment.astimezone(UTC)

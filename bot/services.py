@@ -34,6 +34,7 @@ class Delivery:
     message: str
     reference: str | None = None
     activation: Activation | None = None
+    issued: IssuedToken | None = None
 
 
 class BotServices:
@@ -46,14 +47,15 @@ class BotServices:
         self.origin_handlers: dict[str, Callable[[dict[str, Any], str, Delivery], None]] = {}
 
     def notify_origin(self, meta: dict[str, Any], user_id: str, outcome: Delivery) -> None:
-        """Update the message a button was pressed on (an alert or a checklist)."""
-        handler = self.origin_handlers.get(str(meta.get("origin", "")))
-        if handler is None:
-            return
-        try:
-            handler(meta, user_id, outcome)
-        except Exception:
-            log.exception("could not update the %s message", meta.get("origin"))
+        """Update the messages a new token affects: the pressed alert, ticked checklists."""
+        for key in (str(meta.get("origin", "")), "*"):
+            handler = self.origin_handlers.get(key)
+            if handler is None:
+                continue
+            try:
+                handler(meta, user_id, outcome)
+            except Exception:
+                log.exception("could not update the message after a new token (%s)", key)
 
     def try_dm(self, user_id: str, text: str) -> None:
         """Send a DM if Slack lets us (used to report failures)."""
@@ -160,6 +162,7 @@ class BotServices:
             f"The new token for *{blocks.esc(issued.server_name)}* is in your "
             f"DMs. It expires {blocks.day(issued.expires_at)}.",
             activation=activation,
+            issued=issued,
         )
 
     def refresh_home(self, user_id: str) -> None:

@@ -35,13 +35,14 @@ class Settings(BaseSettings):
     mdmbot_alert_channel: str | None = None
     mdmbot_alert_days: str = ",".join(str(d) for d in DEFAULT_ALERT_DAYS)
     mdmbot_sweep_minutes: float = 60.0
+    mdmbot_lease_seconds: float = 60.0
     mdmbot_log_format: str = "text"
 
-    @field_validator("mdmbot_sweep_minutes")
+    @field_validator("mdmbot_sweep_minutes", "mdmbot_lease_seconds")
     @classmethod
     def _positive_minutes(cls, value: float) -> float:
         if value <= 0:
-            raise ValueError("must be a positive number of minutes")
+            raise ValueError("must be a positive number")
         return value
 
     @property

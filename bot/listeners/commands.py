@@ -8,7 +8,7 @@ from typing import Any
 
 from slack_bolt import Ack, App, Respond
 
-from bot import blocks, modals
+from bot import blocks, lifecycle, modals
 from bot.services import BotServices
 from core import people, servers
 from core.errors import MdmbotError
@@ -106,6 +106,15 @@ def register(app: App, svc: BotServices) -> None:
             role = people.revoke_role(session, Actor(body["user_id"]), user, svc.ctx.now())
         return reply(f"<@{user}> is no longer *{role.value}*.")
 
+    def do_offboard(body: dict[str, Any], arg: str) -> Reply:
+        user = parse_user(arg or "?")
+        svc.authorize(body["user_id"], Permission.MANAGE_SERVERS)
+        return reply(lifecycle.open_and_post(svc, Actor(body["user_id"]), user, "departure"))
+
+    def do_password_changed(body: dict[str, Any], arg: str) -> Reply:
+        me = body["user_id"]
+        return reply(lifecycle.open_and_post(svc, Actor(me), me, "password_change"))
+
     handlers.update(
         {
             "help": do_help,
@@ -119,9 +128,11 @@ def register(app: App, svc: BotServices) -> None:
             "roles": do_roles,
             "grant": do_grant,
             "revoke": do_revoke,
+            "offboard": do_offboard,
+            "password-changed": do_password_changed,
         }
     )
-    opens_modal = {"add", "token", "cert", "edit", "remove"}
+    slow = {"add", "token", "cert", "edit", "remove", "offboard", "password-changed"}
 
     @app.command("/mdm")
     def on_mdm(ack: Ack, body: dict[str, Any], respond: Respond) -> None:
@@ -131,10 +142,12 @@ def register(app: App, svc: BotServices) -> None:
         if handler is None:
             ack(text=f"I don't know `/mdm {blocks.esc(sub)}`. Try `/mdm help`.")
             return
-        if sub in opens_modal:
+        if sub in slow:
             ack()
             try:
-                handler(body, arg)
+                result = handler(body, arg)
+                if result:
+                    respond(response_type="ephemeral", replace_original=False, **result)
             except MdmbotError as exc:
                 respond(
                     text=exc.message,
