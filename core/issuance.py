@@ -138,7 +138,7 @@ def activate_token(session: Session, actor: Actor, token_id: int, now: datetime)
         session.add(cert)
     server = session.get(Server, token.server_id)
     assert server is not None
-    ticked, closed = _tick_rotations(session, actor, [o.id for o in previous if o.id], now)
+    ticked, closed = tick_rotations(session, actor, [o.id for o in previous if o.id], now)
     audit.record(
         session,
         actor,
@@ -197,9 +197,10 @@ def list_tokens(session: Session, server: Server | None = None) -> list[TokenVie
     ]
 
 
-def _tick_rotations(
+def tick_rotations(
     session: Session, actor: Actor, token_ids: list[int], now: datetime
 ) -> tuple[tuple[int, ...], tuple[int, ...]]:
+    """Mark the open checklist items of replaced tokens done; close cases with nothing left."""
     if not token_ids:
         return (), ()
     items = session.exec(

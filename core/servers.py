@@ -11,7 +11,7 @@ from sqlmodel import Session, col, func, select
 from core import audit
 from core.certificates import LoadedCertificate, load_certificate
 from core.errors import DuplicateName, InvalidInput, NotFound
-from core.issuance import IssuedToken, prepare_token
+from core.issuance import IssuedToken, prepare_token, tick_rotations
 from core.models import Certificate, Server, Token, TokenStatus
 from core.names import clean_name, normalize_name
 from core.people import authorize
@@ -198,6 +198,7 @@ def remove_server(session: Session, actor: Actor, name: str, now: datetime) -> S
         session.add(cert)
     server.normalized_name, server.removed_at = None, now
     session.add(server)
+    tick_rotations(session, actor, [t.id for t in tokens if t.id is not None], now)
     audit.record(session, actor, "server.remove", server.name, now, revoked_tokens=len(tokens))
     return server
 

@@ -143,13 +143,19 @@ def test_no_active_tokens_gives_no_case_but_records_departure(
         assert person is not None and (person.name, person.deactivated_at) == ("Carol", NOW)
 
 
-def test_removed_server_shows_as_replaced(engine: sa.Engine, tokens: dict[str, int]) -> None:
+def test_removed_server_ticks_its_item_and_can_close_the_case(
+    engine: sa.Engine, tokens: dict[str, int]
+) -> None:
     with db.unit_of_work(engine) as s:
         case = record_departure(s, ALICE, NOW)
         assert case is not None
         remove_server(s, ADMIN, "Fleet", NOW)
         view = get_case(s, case.id)
-    assert {i.server_name: i.replaced for i in view.items} == {"Jamf": False, "Fleet": True}
+        assert {i.server_name: i.replaced for i in view.items} == {"Jamf": False, "Fleet": True}
+        assert [i.server_name for i in view.left] == ["Jamf"]
+        assert view.status == "open"
+        remove_server(s, ADMIN, "Jamf", NOW)
+        assert get_case(s, case.id).status == "done"
 
 
 def test_reactivation_cancels_open_departure_case(

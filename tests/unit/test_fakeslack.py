@@ -36,9 +36,9 @@ def _fetch(url: str, data: bytes | None = None, token: str | None = None,
            ) -> tuple[int, str, bytes]:
     """Fetch a URL from the fake; return status, content type and body (HTTP errors too)."""
     headers = {"Authorization": f"Bearer {token}"} if token else {}
-    req = urllib.request.Request(url, data=data, headers=headers)  # noqa: S310
+    req = urllib.request.Request(url, data=data, headers=headers)
     try:
-        with urllib.request.urlopen(req) as resp:  # noqa: S310
+        with urllib.request.urlopen(req) as resp:
             return resp.status, resp.headers["Content-Type"], resp.read()
     except urllib.error.HTTPError as err:
         return err.code, err.headers["Content-Type"], err.read()
