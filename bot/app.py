@@ -37,6 +37,7 @@ def build_app(
         client=svc.gateway.client,
         signing_secret=signing_secret,
         request_verification_enabled=signing_secret is not None,
+        token_verification_enabled=False,
         name="mdmbot",
         logger=logging.getLogger("mdmbot.bolt"),
     )

@@ -18,6 +18,7 @@ from bot.context import AppContext
 from bot.logs import configure_logging
 from bot.scheduler import Scheduler, Sweeper, preview
 from bot.services import BotServices
+from bot.slack_gateway import SlackUnavailable
 from core import people, servers
 from core.errors import ConfigError, InvalidInput
 from core.servers import ServerView
@@ -72,6 +73,13 @@ def serve(ctx: AppContext, args: argparse.Namespace) -> int:
     if granted:
         log.info("granted Administrator from MDMBOT_ADMINS to %s", ", ".join(granted))
     svc = build_services(ctx)
+    try:
+        identity = svc.gateway.check_token()
+    except SlackUnavailable as exc:
+        raise ConfigError(
+            f"{exc.message} Check SLACK_BOT_TOKEN and SLACK_API_URL ({settings.slack_api_url})."
+        ) from exc
+    log.info("connected to Slack team %s as %s", identity.get("team"), identity.get("user"))
     runtime = Runtime(ctx, svc, scheduler=not args.no_scheduler)
     app = build_app(
         svc,

@@ -80,6 +80,10 @@ class SlackGateway:
                 f"Slack could not be reached to {what}.", error="unreachable"
             ) from exc
 
+    def check_token(self) -> dict[str, Any]:
+        """auth.test: who the bot is; SlackUnavailable when the token or the API is wrong."""
+        return dict(self._call("check SLACK_BOT_TOKEN", "auth_test").data)
+
     def open_dm(self, user_id: str) -> str:
         """The D… channel id of the bot's DM with `user_id` (Slack: files reach a DM this way)."""
         response = self._call("open a DM", "conversations_open", users=user_id)

@@ -1,0 +1,250 @@
+"""Ack latency of `/mdm list` and `/mdm add` through the real HTTP server, against a bare bolt app.
+
+Three processes besides this one: `mdmbot serve --http --no-scheduler` on SQLite seeded with 50
+servers, the bare app (`bench.bare_app`: same waitress HttpServer/SlackWsgi, same signing secret,
+a listener that only acks), and the load generator (`bench.loadgen`, asyncio, one new connection
+per request). The fake Slack Web API (tests/fakeslack.py) runs in this process and answers the
+`views.open` that `/mdm add` calls after its ack, and `auth.test`/`users.info`.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import tempfile
+import time
+import urllib.request
+from dataclasses import asdict
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from bench.common import (
+    ADMIN,
+    ALERT_CHANNEL,
+    BOT_TOKEN,
+    ROOT,
+    SECRET_KEY,
+    SIGNING_SECRET,
+    TEAM,
+    Row,
+    Section,
+    child_env,
+    free_port,
+    ms,
+    percentile,
+    python,
+    rss_kib,
+    sign,
+    slash_command_body,
+    stop_process,
+    wait_healthy,
+)
+from bench.loadgen import Spec
+from bench.seed import add_servers, bench_settings
+from bot.context import AppContext
+from tests.fakeslack import FakeSlack
+
+SERVERS = 50
+LEVELS = (1, 16, 64)
+TARGET_P99 = 0.100
+TARGET_RATIO = 1.5
+FULL_COUNTS = {1: 400, 16: 2000, 64: 3200}
+QUICK_COUNTS = {1: 80, 16: 400, 64: 640}
+
+
+def start_fake() -> FakeSlack:
+    """The fake Slack Web API with the benchmark's admin and channels."""
+    fake = FakeSlack(bot_token=BOT_TOKEN, team_id=TEAM).start()
+    fake.add_user(ADMIN, "Bench Admin", "admin@school.example")
+    fake.add_channel(ALERT_CHANNEL, "mdm-alerts")
+    fake.add_channel("C0GENERAL", "general")
+    return fake
+
+
+def mdmbot_env(fake: FakeSlack, data_dir: Path) -> dict[str, str]:
+    """The environment of a benchmarked `mdmbot serve --http` process."""
+    return child_env(
+        {
+            "SLACK_BOT_TOKEN": BOT_TOKEN,
+            "SLACK_SIGNING_SECRET": SIGNING_SECRET,
+            "SLACK_API_URL": fake.url,
+            "MDMBOT_DATA_DIR": str(data_dir),
+            "MDMBOT_SECRET_KEY": SECRET_KEY,
+            "MDMBOT_ALERT_CHANNEL": ALERT_CHANNEL,
+            "MDMBOT_ADMINS": ADMIN,
+        }
+    )
+
+
+def start_mdmbot(fake: FakeSlack, data_dir: Path, port: int) -> subprocess.Popen[bytes]:
+    """`mdmbot serve --http --no-scheduler` on 127.0.0.1:port, logging into data_dir."""
+    log = (data_dir / "mdmbot.log").open("wb")
+    command = [python(), "-m", "bot.cli", "serve", "--http", "--no-scheduler"]
+    return subprocess.Popen(
+        [*command, "--host", "127.0.0.1", "--port", str(port)],
+        cwd=data_dir,
+        env=mdmbot_env(fake, data_dir),
+        stdout=log,
+        stderr=subprocess.STDOUT,
+    )
+
+
+def start_bare(fake: FakeSlack, data_dir: Path, port: int) -> subprocess.Popen[bytes]:
+    """The bare bolt app on 127.0.0.1:port."""
+    log = (data_dir / "bare.log").open("wb")
+    return subprocess.Popen(
+        [python(), "-m", "bench.bare_app", "--port", str(port)],
+        cwd=data_dir,
+        env=child_env(
+            {
+                "SLACK_BOT_TOKEN": BOT_TOKEN,
+                "SLACK_SIGNING_SECRET": SIGNING_SECRET,
+                "SLACK_API_URL": fake.url,
+            }
+        ),
+        stdout=log,
+        stderr=subprocess.STDOUT,
+    )
+
+
+def post_command(port: int, text: str, seq: int, fake: FakeSlack) -> tuple[int, str]:
+    """Send one signed `/mdm` command and return (status, body)."""
+    body = slash_command_body(text, seq, fake.root)
+    timestamp = int(time.time())
+    request = urllib.request.Request(
+        f"http://127.0.0.1:{port}/slack/events",
+        data=body,
+        method="POST",
+        headers={
+            "Content-Type": "application/x-www-form-urlencoded",
+            "X-Slack-Request-Timestamp": str(timestamp),
+            "X-Slack-Signature": sign(body, timestamp),
+        },
+    )
+    with urllib.request.urlopen(request, timeout=10) as response:  # noqa: S310
+        return int(response.status), response.read().decode()
+
+
+def load(port: int, text: str, concurrency: int, count: int, seq: int, root: str) -> dict[str, Any]:
+    """Run the load generator in its own process and return its result."""
+    spec = Spec(
+        host="127.0.0.1",
+        port=port,
+        text=text,
+        concurrency=concurrency,
+        count=count,
+        warmup=max(10, 2 * concurrency),
+        response_root=root,
+        seq_start=seq,
+    )
+    done = subprocess.run(
+        [python(), "-m", "bench.loadgen"],
+        input=json.dumps(asdict(spec)).encode(),
+        capture_output=True,
+        cwd=ROOT,
+        env=child_env({}),
+        timeout=spec.deadline + 60,
+        check=True,
+    )
+    result: dict[str, Any] = json.loads(done.stdout)
+    return result
+
+
+def check_setup(fake: FakeSlack, ports: dict[str, int]) -> None:
+    """Make sure both apps answer and mdmbot lists the seeded servers and opens the modal."""
+    status, body = post_command(ports["mdmbot"], "list", 1, fake)
+    if status != 200 or f"MDM servers ({SERVERS})" not in body:
+        raise RuntimeError(f"/mdm list did not list the seeded servers: {status} {body[:300]}")
+    before = len(fake.calls_to("views.open"))
+    post_command(ports["mdmbot"], "add", 2, fake)
+    fake.wait_for(lambda: len(fake.calls_to("views.open")) > before, timeout=10)
+    status, _ = post_command(ports["bare"], "list", 3, fake)
+    if status != 200:
+        raise RuntimeError(f"the bare app answered {status}")
+
+
+def drain(fake: FakeSlack, opened_before: int, expected: int) -> None:
+    """Wait until mdmbot has opened every modal of an `add` run (work done after the ack)."""
+    fake.wait_for(lambda: len(fake.calls_to("views.open")) >= opened_before + expected, 120)
+    time.sleep(0.5)
+
+
+def run(quick: bool) -> Section:
+    """Measure ack latency at each concurrency level, bare app and mdmbot interleaved."""
+    counts = QUICK_COUNTS if quick else FULL_COUNTS
+    section = Section("Ack latency (`/mdm list`, `/mdm add`)")
+    fake = start_fake()
+    processes: dict[str, subprocess.Popen[bytes]] = {}
+    with tempfile.TemporaryDirectory(prefix="mdmbot-bench-ack-") as tmp:
+        data = Path(tmp)
+        ctx = AppContext(bench_settings(str(data), fake.url))
+        ctx.prepare_database()
+        add_servers(ctx, SERVERS, datetime.now(UTC))
+        ctx.engine.dispose()
+        ports = {"bare": free_port(), "mdmbot": free_port()}
+        try:
+            processes["bare"] = start_bare(fake, data, ports["bare"])
+            processes["mdmbot"] = start_mdmbot(fake, data, ports["mdmbot"])
+            for name, process in processes.items():
+                wait_healthy(f"http://127.0.0.1:{ports[name]}/healthz", process)
+            check_setup(fake, ports)
+            results = _measure(fake, ports, counts)
+            rss, hwm = rss_kib(processes["mdmbot"].pid)
+            section.details.append(
+                f"mdmbot serve RSS after this load: {rss / 1024:.1f} MiB "
+                f"(peak {hwm / 1024:.1f} MiB)"
+            )
+        finally:
+            for process in processes.values():
+                stop_process(process)
+            fake.stop()
+    _report(section, results)
+    return section
+
+
+def _measure(
+    fake: FakeSlack, ports: dict[str, int], counts: dict[int, int]
+) -> dict[tuple[str, str, int], dict[str, Any]]:
+    results: dict[tuple[str, str, int], dict[str, Any]] = {}
+    seq = 1000
+    for concurrency in LEVELS:
+        for text in ("list", "add"):
+            for name in ("bare", "mdmbot"):
+                opened = len(fake.calls_to("views.open"))
+                result = load(ports[name], text, concurrency, counts[concurrency], seq, fake.root)
+                seq += result["sent"] + 1
+                if name == "mdmbot" and text == "add":
+                    drain(fake, opened, result["sent"] - result["error_count"])
+                if result["error_count"]:
+                    raise RuntimeError(f"{name} /mdm {text} c={concurrency}: {result['errors']}")
+                results[(name, text, concurrency)] = result
+    return results
+
+
+def _report(section: Section, results: dict[tuple[str, str, int], dict[str, Any]]) -> None:
+    for text in ("list", "add"):
+        for concurrency in LEVELS:
+            bot = results[("mdmbot", text, concurrency)]
+            bare = results[("bare", text, concurrency)]
+            p50, p99 = (percentile(bot["latencies"], p) for p in (50, 99))
+            b50, b99 = (percentile(bare["latencies"], p) for p in (50, 99))
+            ratio = p99 / b99 if b99 else float("inf")
+            target, met = "—", None
+            if concurrency == 16:
+                target = f"p99 ≤ {ms(TARGET_P99)} and ≤ {TARGET_RATIO}× bare"
+                met = p99 <= TARGET_P99 and ratio <= TARGET_RATIO
+            section.rows.append(
+                Row(
+                    f"`/mdm {text}` ack, {concurrency} concurrent",
+                    f"p50 {ms(p50)}, p99 {ms(p99)} ({ratio:.2f}× bare p99)",
+                    f"bare bolt: p50 {ms(b50)}, p99 {ms(b99)}",
+                    target,
+                    met,
+                )
+            )
+            section.details.append(
+                f"/mdm {text} c={concurrency}: mdmbot {len(bot['latencies'])} requests, "
+                f"{bot['sent'] / bot['wall']:.0f} req/s, max {ms(max(bot['latencies']))}; "
+                f"bare {bare['sent'] / bare['wall']:.0f} req/s, max {ms(max(bare['latencies']))}"
+            )

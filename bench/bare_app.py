@@ -1,0 +1,57 @@
+"""The baseline: a bare bolt App that only acks `/mdm`, on mdmbot's own HTTP server.
+
+`python -m bench.bare_app --port N` serves it with the same waitress `HttpServer` and
+`SlackWsgi` as `mdmbot serve --http`, the same signing secret check and the same Web API client
+settings (SLACK_API_URL, SLACK_BOT_TOKEN, SLACK_SIGNING_SECRET from the environment).
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+from typing import Any
+
+from slack_bolt import Ack, App
+from slack_sdk import WebClient
+
+from bot.http import HttpServer, SlackWsgi
+
+
+def build_bare_app() -> App:
+    """A bolt App whose only listener acks `/mdm`."""
+    client = WebClient(token=os.environ["SLACK_BOT_TOKEN"], base_url=os.environ["SLACK_API_URL"])
+    app = App(
+        client=client,
+        signing_secret=os.environ["SLACK_SIGNING_SECRET"],
+        name="bare",
+        logger=logging.getLogger("bare.bolt"),
+    )
+
+    @app.command("/mdm")
+    def on_mdm(ack: Ack) -> None:
+        ack()
+
+    return app
+
+
+def health() -> dict[str, Any]:
+    """Always healthy."""
+    return {"status": "ok"}
+
+
+def main() -> int:
+    """Serve the bare app until SIGTERM."""
+    parser = argparse.ArgumentParser(prog="python -m bench.bare_app")
+    parser.add_argument("--host", default="127.0.0.1")
+    parser.add_argument("--port", type=int, required=True)
+    parser.add_argument("--threads", type=int, default=16)
+    args = parser.parse_args()
+    logging.basicConfig(level=logging.WARNING)
+    server = HttpServer(SlackWsgi(build_bare_app(), health), args.host, args.port, args.threads)
+    server.serve_forever()
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,116 @@
+"""Start real `mdmbot serve --http` processes for tests, and wait for them."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+from typing import Any
+
+from tests.fakeslack import FakeSlack
+from tests.slack_harness import SIGNING_SECRET
+
+
+def free_port() -> int:
+    """A port nobody listens on right now."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def mdmbot_command() -> list[str]:
+    """The installed console script (or the module when running from a checkout)."""
+    script = Path(sys.executable).parent / "mdmbot"
+    if script.exists():
+        return [str(script)]
+    found = shutil.which("mdmbot")
+    return [found] if found else [sys.executable, "-m", "bot.cli"]
+
+
+def bot_env(
+    fake: FakeSlack, data_dir: Path, database_url: str | None = None, **extra: str
+) -> dict[str, str]:
+    """The environment of a bot process wired to the fake Slack."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("SLACK_", "MDMBOT_"))}
+    env.update(
+        {
+            "SLACK_BOT_TOKEN": fake.bot_token,
+            "SLACK_SIGNING_SECRET": SIGNING_SECRET,
+            "SLACK_API_URL": fake.url,
+            "MDMBOT_DATA_DIR": str(data_dir),
+            "MDMBOT_ALERT_CHANNEL": "C0ALERTS",
+            "MDMBOT_SECRET_KEY": "k" * 40,
+        }
+    )
+    if database_url:
+        env["MDMBOT_DATABASE_URL"] = database_url
+    env.update(extra)
+    return env
+
+
+class ServeProcess:
+    """One `mdmbot serve --http` process."""
+
+    def __init__(self, env: dict[str, str], log_path: Path, *args: str) -> None:
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.log_path = log_path
+        self._log = log_path.open("wb")
+        self.proc = subprocess.Popen(
+            [
+                *mdmbot_command(),
+                "serve",
+                "--http",
+                "--host",
+                "127.0.0.1",
+                "--port",
+                str(self.port),
+                *args,
+            ],
+            env=env,
+            stdout=self._log,
+            stderr=subprocess.STDOUT,
+        )
+
+    def wait_ready(self, timeout: float = 30.0) -> dict[str, Any]:
+        """Wait until /healthz answers; return its report."""
+        import json
+
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise AssertionError(f"mdmbot exited early:\n{self.log()}")
+            try:
+                with urllib.request.urlopen(f"{self.url}/healthz", timeout=2) as response:
+                    return dict(json.loads(response.read()))
+            except OSError:
+                time.sleep(0.1)
+        raise AssertionError(f"mdmbot did not become ready:\n{self.log()}")
+
+    def health(self) -> dict[str, Any]:
+        """The current /healthz report."""
+        import json
+
+        with urllib.request.urlopen(f"{self.url}/healthz", timeout=5) as response:
+            return dict(json.loads(response.read()))
+
+    def terminate(self, sig: int = signal.SIGTERM, timeout: float = 20.0) -> int:
+        """Send `sig` and wait for the exit code."""
+        if self.proc.poll() is None:
+            self.proc.send_signal(sig)
+        try:
+            return self.proc.wait(timeout)
+        finally:
+            self._log.close()
+
+    def log(self) -> str:
+        """Everything the process printed so far."""
+        if not self._log.closed:
+            self._log.flush()
+        return self.log_path.read_text(errors="replace")
