@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from datetime import datetime, timedelta
 
 from bot.blocks import (
@@ -31,11 +32,17 @@ def _who(user_id: str, name: str | None) -> str:
     return f"{mention(user_id)} ({esc(name)})" if name else mention(user_id)
 
 
-def alert_headline(alert: DueAlert) -> str:
+def days_until(expires_at: datetime, now: datetime) -> int:
+    """Whole days left, counting a part day as one."""
+    return max(0, math.ceil((expires_at - now) / timedelta(days=1)))
+
+
+def alert_headline(alert: DueAlert, now: datetime) -> str:
     """The one-line summary of an expiry alert."""
-    if alert.threshold == 0:
+    if alert.threshold == 0 or alert.expires_at <= now:
         return f"The server token for {alert.server_name} has expired"
-    return f"The server token for {alert.server_name} expires in {_days(alert.threshold)}"
+    left = days_until(alert.expires_at, now)
+    return f"The server token for {alert.server_name} expires in {_days(left)}"
 
 
 def _days(days: int) -> str:
@@ -53,10 +60,10 @@ def alert_blocks(alert: DueAlert, now: datetime) -> list[Block]:
     else:
         when = (
             f":large_yellow_circle: Expires *{day(alert.expires_at)}* "
-            f"({stamp(alert.expires_at)}), in {_days(max(1, left.days))}."
+            f"({stamp(alert.expires_at)}), in {_days(days_until(alert.expires_at, now))}."
         )
     return [
-        {"type": "header", "text": plain(alert_headline(alert), 150)},
+        {"type": "header", "text": plain(alert_headline(alert, now), 150)},
         section(
             f"*MDM server:* {esc(alert.server_name)}\n{when}\n"
             f"*Downloaded by:* {_who(alert.downloaded_by, alert.downloaded_by_name)} on "

@@ -93,7 +93,7 @@ class Sweeper:
         try:
             posted = self.svc.gateway.post(
                 lifecycle.alert_channel(self.svc),
-                lb.alert_headline(alert),
+                lb.alert_headline(alert, now),
                 lb.alert_blocks(alert, now),
             )
         except SlackUnavailable as exc:
@@ -141,7 +141,7 @@ def preview(ctx: AppContext, now: datetime) -> list[str]:
         session.rollback()
     channel = ctx.settings.mdmbot_alert_channel or "(MDMBOT_ALERT_CHANNEL)"
     lines = [
-        f"would post to {channel}: {lb.alert_headline(a)} (expires "
+        f"would post to {channel}: {lb.alert_headline(a, now)} (expires "
         f"{a.expires_at:%Y-%m-%dT%H:%M:%SZ}, downloaded by {a.downloaded_by})"
         for a in due
     ]

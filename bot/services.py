@@ -9,7 +9,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
 
-from bot import blocks
+from bot import blocks, metrics
 from bot.context import AppContext
 from bot.slack_gateway import SlackGateway, SlackUnavailable
 from core import issuance, people, servers
@@ -127,6 +127,7 @@ class BotServices:
             self.gateway.send_file_to_dm(user_id, issued.filename, issued.content, comment)
         except SlackUnavailable as exc:
             reference = new_reference()
+            metrics.token_delivery_failures.inc()
             log.error(
                 "token delivery failed ref=%s server=%s token=%s error=%s",
                 reference,
@@ -156,6 +157,7 @@ class BotServices:
                 )
         except MdmbotError as exc:
             return Delivery(False, exc.message)
+        metrics.tokens_issued.inc()
         self.refresh_home(user_id)
         return Delivery(
             True,

@@ -88,6 +88,7 @@ class Bot:
         self.svc: BotServices = build_services(self.ctx)
         self.runtime = Runtime(self.ctx, self.svc, scheduler=False)
         self.app = build_app(self.svc, signing_secret=SIGNING_SECRET)
+        self.runtime.start()
         self.server = HttpServer(SlackWsgi(self.app, self.runtime.health), "127.0.0.1", 0, 8)
         self.url = f"http://127.0.0.1:{self.server.port}"
         self._thread = threading.Thread(target=self.server.serve_forever, daemon=True)

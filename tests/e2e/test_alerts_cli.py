@@ -1,0 +1,57 @@
+"""`mdmbot alerts run [--at TIME] [--dry-run]` as an operator runs it."""
+
+from __future__ import annotations
+
+import subprocess
+from datetime import datetime, timedelta
+from pathlib import Path
+
+from tests import certs
+from tests.fakeslack import FakeSlack
+from tests.processes import bot_env, mdmbot_command
+
+
+def run(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [*mdmbot_command(), *args], env=env, capture_output=True, text=True, timeout=60
+    )
+
+
+def test_alerts_run_previews_then_posts_once(fake: FakeSlack, tmp_path: Path) -> None:
+    env = bot_env(fake, tmp_path)
+    cert = tmp_path / "mdm.pem"
+    cert.write_bytes(certs.self_signed_rsa().pem)
+    added = run(
+        env,
+        "server",
+        "add",
+        "Jamf Pro",
+        "--cert",
+        str(cert),
+        "--actor",
+        "UADMIN01",
+        "--out",
+        str(tmp_path / "t.p7m"),
+    )
+    assert added.returncode == 0, added.stderr
+    expiry = datetime.fromisoformat(added.stdout.split("expires ")[1].split(".")[0])
+    preview_at = (expiry - timedelta(days=30)).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+    nothing = run(env, "alerts", "run", "--dry-run")
+    assert nothing.returncode == 0 and nothing.stdout.startswith("Nothing due")
+    preview = run(env, "alerts", "run", "--dry-run", "--at", preview_at)
+    assert preview.returncode == 0, preview.stderr
+    assert (
+        "would post to C0ALERTS: The server token for Jamf Pro expires in 30 days" in preview.stdout
+    )
+    assert not fake.calls_to("chat.postMessage"), "a dry run posts nothing"
+
+    first = run(env, "alerts", "run", "--at", preview_at)
+    assert first.returncode == 0, first.stderr
+    assert first.stdout.startswith("1 alert(s) posted")
+    again = run(env, "alerts", "run", "--at", preview_at)
+    assert again.stdout.startswith("0 alert(s) posted")
+    assert len(fake.messages_in("C0ALERTS")) == 1
+
+    bad = run(env, "alerts", "run", "--at", "next tuesday")
+    assert bad.returncode == 1 and "RFC 3339" in bad.stderr and "Traceback" not in bad.stderr
