@@ -126,6 +126,12 @@ def rss_kib(pid: int) -> tuple[int, int]:
     return values["VmRSS"], values["VmHWM"]
 
 
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time a process has used, from /proc/PID/stat."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def child_env(extra: dict[str, str]) -> dict[str, str]:
     """The environment for a benchmark subprocess: ours, minus mdmbot/Slack settings, plus extra."""
     env = {

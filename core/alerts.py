@@ -137,13 +137,9 @@ def _candidates(
     session: Session, now: datetime, alert_days: Sequence[int], limit: int | None
 ) -> list[tuple[int, datetime]]:
     horizon = now + max(thresholds(alert_days)) * DAY
-    # SQLite has no statistics and would prefer the `status` or `next_alert_at IS NULL` index
-    # (both "equality") over the selective range; wrapping those columns keeps it on the range.
-    active = col(Token.status).concat("") == TokenStatus.ACTIVE.value
+    active = col(Token.status) == TokenStatus.ACTIVE.value
     fresh = select(Token.id, Token.expires_at).where(
-        col(Token.expires_at) <= horizon,
-        sa.func.coalesce(col(Token.next_alert_at), None).is_(None),
-        active,
+        active, col(Token.next_alert_at).is_(None), col(Token.expires_at) <= horizon
     )
     waiting = select(Token.id, Token.expires_at).where(col(Token.next_alert_at) <= now, active)
     rows = {int(i): e for i, e in [*session.exec(fresh).all(), *session.exec(waiting).all()] if i}

@@ -79,6 +79,8 @@ class Certificate(SQLModel, table=True):
 class Token(SQLModel, table=True):
     """A server token; its four credentials are kept encrypted in `secrets`."""
 
+    __table_args__ = (sa.Index("ix_token_sweep", "status", "next_alert_at", "expires_at"),)
+
     id: int | None = Field(default=None, primary_key=True)
     server_id: int = Field(foreign_key="server.id", index=True)
     certificate_id: int = Field(foreign_key="certificate.id")
