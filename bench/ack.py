@@ -30,6 +30,7 @@ from bench.common import (
     Row,
     Section,
     child_env,
+    cpu_seconds,
     free_port,
     ms,
     percentile,
@@ -189,7 +190,8 @@ def run(quick: bool) -> Section:
             for name, process in processes.items():
                 wait_healthy(f"http://127.0.0.1:{ports[name]}/healthz", process)
             check_setup(fake, ports)
-            results = _measure(fake, ports, counts)
+            pids = {name: process.pid for name, process in processes.items()}
+            results = _measure(fake, ports, pids, counts)
             rss, hwm = rss_kib(processes["mdmbot"].pid)
             section.details.append(
                 f"mdmbot serve RSS after this load: {rss / 1024:.1f} MiB "
@@ -204,7 +206,7 @@ def run(quick: bool) -> Section:
 
 
 def _measure(
-    fake: FakeSlack, ports: dict[str, int], counts: dict[int, int]
+    fake: FakeSlack, ports: dict[str, int], pids: dict[str, int], counts: dict[int, int]
 ) -> dict[tuple[str, str, int], dict[str, Any]]:
     results: dict[tuple[str, str, int], dict[str, Any]] = {}
     seq = 1000
@@ -212,10 +214,12 @@ def _measure(
         for text in ("list", "add"):
             for name in ("bare", "mdmbot"):
                 opened = len(fake.calls_to("views.open"))
+                cpu = cpu_seconds(pids[name])
                 result = load(ports[name], text, concurrency, counts[concurrency], seq, fake.root)
                 seq += result["sent"] + 1
                 if name == "mdmbot" and text == "add":
                     drain(fake, opened, result["sent"] - result["error_count"])
+                result["cpu_per_request"] = (cpu_seconds(pids[name]) - cpu) / result["sent"]
                 if result["error_count"]:
                     raise RuntimeError(f"{name} /mdm {text} c={concurrency}: {result['errors']}")
                 results[(name, text, concurrency)] = result
@@ -245,6 +249,7 @@ def _report(section: Section, results: dict[tuple[str, str, int], dict[str, Any]
             )
             section.details.append(
                 f"/mdm {text} c={concurrency}: mdmbot {len(bot['latencies'])} requests, "
-                f"{bot['sent'] / bot['wall']:.0f} req/s, max {ms(max(bot['latencies']))}; "
-                f"bare {bare['sent'] / bare['wall']:.0f} req/s, max {ms(max(bare['latencies']))}"
+                f"{bot['sent'] / bot['wall']:.0f} req/s, {ms(bot['cpu_per_request'])} CPU/request, "
+                f"max {ms(max(bot['latencies']))}; bare {bare['sent'] / bare['wall']:.0f} req/s, "
+                f"{ms(bare['cpu_per_request'])} CPU/request, max {ms(max(bare['latencies']))}"
             )

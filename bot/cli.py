@@ -11,6 +11,8 @@ import traceback
 import uuid
 from collections.abc import Callable, Sequence
 
+import sqlalchemy as sa
+
 from bot import cli_commands, serve
 from bot.context import AppContext
 from core.errors import ConfigError, MdmbotError
@@ -147,8 +149,16 @@ def main(argv: Sequence[str] | None = None) -> int:
         ctx = AppContext(load_settings())
         if getattr(args, "actor", None) is None and hasattr(args, "actor"):
             args.actor = getpass.getuser()
+        ctx.prepare_database()
         handler: Handler = args.handler
         return handler(ctx, args)
+    except sa.exc.OperationalError as exc:
+        reason = str(exc.orig).strip().splitlines()[0] if exc.orig else type(exc).__name__
+        print(
+            f"mdmbot: cannot open the database ({reason}); check MDMBOT_DATABASE_URL.",
+            file=sys.stderr,
+        )
+        return 2
     except ConfigError as exc:
         print(f"mdmbot: {exc.message}", file=sys.stderr)
         return 2

@@ -52,6 +52,15 @@ def _when(value: datetime | None) -> str:
     return value.strftime("%Y-%m-%d %H:%M UTC") if value else "-"
 
 
+def _table(headers: tuple[str, ...], rows: list[tuple[str, ...]]) -> None:
+    """Print rows as aligned columns under their headers."""
+    widths = [max(len(cell) for cell in column) for column in zip(headers, *rows, strict=True)]
+    for row in (headers, *rows):
+        print(
+            "  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True)).rstrip()
+        )
+
+
 def _write_private(path: Path, content: bytes) -> None:
     """Write a file atomically, readable only by its owner."""
     path = path.expanduser()
@@ -90,7 +99,6 @@ def _deliver(ctx: AppContext, actor: Actor, issued: IssuedToken, out: str | None
 def server_add(ctx: AppContext, args: argparse.Namespace) -> int:
     """mdmbot server add."""
     cert = _read_cert(args.cert)
-    ctx.prepare_database()
     actor = _operator(args)
     with ctx.unit_of_work() as session:
         issued = servers.add_server(
@@ -114,7 +122,6 @@ def _server_dict(view: servers.ServerView, now: datetime) -> dict[str, Any]:
 
 def server_list(ctx: AppContext, args: argparse.Namespace) -> int:
     """mdmbot server list."""
-    ctx.prepare_database()
     now = ctx.now()
     with ctx.unit_of_work() as session:
         views = servers.list_servers(session)
@@ -124,19 +131,24 @@ def server_list(ctx: AppContext, args: argparse.Namespace) -> int:
     if not views:
         print("No MDM servers yet. Add one with: mdmbot server add NAME --cert FILE")
         return 0
-    width = max(len(v.name) for v in views)
-    print(f"{'NAME':<{width}}  {'RELEASE':<7}  {'STATE':<8}  {'TOKEN EXPIRES':<20}  DOWNLOADED BY")
-    for v in views:
-        print(
-            f"{v.name:<{width}}  {'yes' if v.release_devices else 'no':<7}  "
-            f"{v.state(now):<8}  {_when(v.token_expires_at):<20}  {v.downloaded_by or '-'}"
-        )
+    _table(
+        ("NAME", "RELEASE", "STATE", "TOKEN EXPIRES", "DOWNLOADED BY"),
+        [
+            (
+                v.name,
+                "yes" if v.release_devices else "no",
+                v.state(now),
+                _when(v.token_expires_at),
+                v.downloaded_by or "-",
+            )
+            for v in views
+        ],
+    )
     return 0
 
 
 def server_show(ctx: AppContext, args: argparse.Namespace) -> int:
     """mdmbot server show."""
-    ctx.prepare_database()
     now = ctx.now()
     with ctx.unit_of_work() as session:
         view = servers.get_server_view(session, args.name)
@@ -165,7 +177,6 @@ def server_edit(ctx: AppContext, args: argparse.Namespace) -> int:
         raise InvalidInput(
             "Nothing to change: give --rename NEW, --release-devices or --no-release-devices."
         )
-    ctx.prepare_database()
     with ctx.unit_of_work() as session:
         server = servers.edit_server(
             session,
@@ -184,7 +195,6 @@ def server_edit(ctx: AppContext, args: argparse.Namespace) -> int:
 
 def server_remove(ctx: AppContext, args: argparse.Namespace) -> int:
     """mdmbot server remove."""
-    ctx.prepare_database()
     with ctx.unit_of_work() as session:
         server = servers.remove_server(session, _operator(args), args.name, ctx.now())
     print(f"Removed “{server.name}”; its token is revoked.")
@@ -194,7 +204,6 @@ def server_remove(ctx: AppContext, args: argparse.Namespace) -> int:
 def cert_replace(ctx: AppContext, args: argparse.Namespace) -> int:
     """mdmbot cert replace."""
     cert = _read_cert(args.cert)
-    ctx.prepare_database()
     actor = _operator(args)
     with ctx.unit_of_work() as session:
         issued = servers.replace_certificate(session, ctx.vault, actor, args.name, cert, ctx.now())
@@ -203,7 +212,6 @@ def cert_replace(ctx: AppContext, args: argparse.Namespace) -> int:
 
 def token_issue(ctx: AppContext, args: argparse.Namespace) -> int:
     """mdmbot token issue."""
-    ctx.prepare_database()
     actor = _operator(args)
     with ctx.unit_of_work() as session:
         server = servers.find_server(session, args.name)
@@ -213,7 +221,6 @@ def token_issue(ctx: AppContext, args: argparse.Namespace) -> int:
 
 def token_list(ctx: AppContext, args: argparse.Namespace) -> int:
     """mdmbot token list."""
-    ctx.prepare_database()
     with ctx.unit_of_work() as session:
         server = servers.find_server(session, args.name) if args.name else None
         tokens = issuance.list_tokens(session, server)
@@ -223,23 +230,26 @@ def token_list(ctx: AppContext, args: argparse.Namespace) -> int:
     if not tokens:
         print("No tokens.")
         return 0
-    width = max(len(t.server_name) for t in tokens)
-    print(
-        f"{'ID':>5}  {'SERVER':<{width}}  {'STATUS':<10}  {'ISSUED':<20}  {'EXPIRES':<20}  "
-        "DOWNLOADED BY"
+    _table(
+        ("ID", "SERVER", "STATUS", "ISSUED", "EXPIRES", "DOWNLOADED BY"),
+        [
+            (
+                str(t.id),
+                t.server_name,
+                t.status,
+                _when(t.issued_at),
+                _when(t.expires_at),
+                t.downloaded_by,
+            )
+            for t in tokens
+        ],
     )
-    for t in tokens:
-        print(
-            f"{t.id:>5}  {t.server_name:<{width}}  {t.status:<10}  {_when(t.issued_at):<20}  "
-            f"{_when(t.expires_at):<20}  {t.downloaded_by}"
-        )
     return 0
 
 
 def roles_grant(ctx: AppContext, args: argparse.Namespace) -> int:
     """mdmbot roles grant."""
     role = parse_role(" ".join(args.role))
-    ctx.prepare_database()
     with ctx.unit_of_work() as session:
         people.grant_role(session, _operator(args), args.user, role, ctx.now())
     print(f"{args.user} is now {role.value}.")
@@ -248,7 +258,6 @@ def roles_grant(ctx: AppContext, args: argparse.Namespace) -> int:
 
 def roles_revoke(ctx: AppContext, args: argparse.Namespace) -> int:
     """mdmbot roles revoke."""
-    ctx.prepare_database()
     with ctx.unit_of_work() as session:
         role = people.revoke_role(session, _operator(args), args.user, ctx.now())
     print(f"{args.user} is no longer {role.value}.")
@@ -257,7 +266,6 @@ def roles_revoke(ctx: AppContext, args: argparse.Namespace) -> int:
 
 def roles_list(ctx: AppContext, args: argparse.Namespace) -> int:
     """mdmbot roles list."""
-    ctx.prepare_database()
     with ctx.unit_of_work() as session:
         holders = people.list_roles(session)
     if args.json:
@@ -265,13 +273,12 @@ def roles_list(ctx: AppContext, args: argparse.Namespace) -> int:
         return 0
     if not holders:
         print("Nobody holds a role yet. Grant one with: mdmbot roles grant USER Administrator")
-    for h in holders:
-        print(f"{h.slack_id:<12}  {h.role.value:<26}  {h.name or ''}")
+        return 0
+    _table(("USER", "ROLE", "NAME"), [(h.slack_id, h.role.value, h.name or "") for h in holders])
     return 0
 
 
 def db_upgrade(ctx: AppContext, args: argparse.Namespace) -> int:
     """mdmbot db upgrade."""
-    ctx.prepare_database()
     print("Database schema is up to date.")
     return 0

@@ -67,7 +67,6 @@ def serve(ctx: AppContext, args: argparse.Namespace) -> int:
             "Missing required setting SLACK_APP_TOKEN (for Socket Mode); "
             "or run `mdmbot serve --http`."
         )
-    ctx.prepare_database()
     with ctx.unit_of_work() as session:
         granted = people.bootstrap_admins(session, settings.admins, ctx.now())
     if granted:
@@ -156,7 +155,6 @@ def run_scheduler(ctx: AppContext, args: argparse.Namespace) -> int:
 
     configure_logging(ctx.settings.mdmbot_log_format)
     ctx.settings.require("SLACK_BOT_TOKEN", "MDMBOT_ALERT_CHANNEL")
-    ctx.prepare_database()
     runtime = Runtime(ctx, build_services(ctx), scheduler=True)
     stop = threading.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
@@ -173,7 +171,6 @@ def alerts_run(ctx: AppContext, args: argparse.Namespace) -> int:
     from bot.app import build_services
 
     now = parse_time(args.at) if args.at else ctx.now()
-    ctx.prepare_database()
     if args.dry_run:
         lines = preview(ctx, now)
         print("\n".join(lines) if lines else f"Nothing due as of {now:%Y-%m-%dT%H:%M:%SZ}.")
