@@ -142,32 +142,28 @@ def server_actions(view: ServerView) -> Block:
 
 
 def home_view(views: list[ServerView], now: datetime, role: Role | None) -> dict[str, Any]:
-    """The App Home tab: every server with its token state, and actions for role holders."""
+    """The App Home tab: every server with its token state and actions, for role holders only."""
     blocks: list[Block] = [{"type": "header", "text": plain("MDM servers", 150)}]
-    if role is None:
+    if not allows(role, Permission.VIEW):
         blocks.append(
             section(
-                "You don't have an mdmbot role, so you can look but not act. "
-                "Ask an Administrator to run `/mdm grant`."
+                "mdmbot links MDM servers in Apple School Manager and keeps their tokens alive. "
+                "You don't have an mdmbot role; ask an Administrator to run `/mdm grant`."
             )
         )
-    else:
-        blocks.append(
-            {
-                "type": "actions",
-                "block_id": "home",
-                "elements": [button("Add MDM server", "home_add", "add", "primary")],
-            }
-        )
+        return {"type": "home", "blocks": blocks}
+    blocks.append(
+        {
+            "type": "actions",
+            "block_id": "home",
+            "elements": [button("Add MDM server", "home_add", "add", "primary")],
+        }
+    )
     if not views:
         blocks.append(section("No MDM servers are linked yet."))
-    per_server = 3 if allows(role, Permission.MANAGE_SERVERS) else 1
-    room = (MAX_HOME_BLOCKS - len(blocks) - 2) // per_server
+    room = (MAX_HOME_BLOCKS - len(blocks) - 2) // 3
     for view in views[:room]:
-        blocks.append(section(server_line(view, now)))
-        if per_server == 3:
-            blocks.append(server_actions(view))
-            blocks.append({"type": "divider"})
+        blocks += [section(server_line(view, now)), server_actions(view), {"type": "divider"}]
     if len(views) > room:
         blocks.append(section(f"…and {len(views) - room} more. Use `/mdm list` to see them all."))
     blocks.append(context(f"🟢 ok · 🟡 expires within 30 days · 🔴 expired · updated {stamp(now)}"))

@@ -214,3 +214,7 @@ def test_app_home_shows_servers_with_actions(bot: Bot, fake: FakeSlack) -> None:
     bot.wait_idle(lambda: ADMIN in fake.published_home)
     home = json.dumps(fake.published_home[ADMIN], ensure_ascii=False)
     assert "Jamf Pro" in home and "server_token" in home and "🟢" in home
+    bot.event({"type": "app_home_opened", "user": STRANGER, "tab": "home"}, event_id="Ev2")
+    bot.wait_idle(lambda: STRANGER in fake.published_home)
+    home = json.dumps(fake.published_home[STRANGER], ensure_ascii=False)
+    assert "Jamf Pro" not in home and "server_token" not in home and "/mdm grant" in home

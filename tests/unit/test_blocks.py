@@ -1,0 +1,89 @@
+"""Block Kit builders stay inside Slack's documented limits whatever the data."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+
+from bot import blocks, modals
+from bot import lifecycle_blocks as lb
+from core.alerts import DueAlert
+from core.roles import Role
+from core.rotation import CaseView, ItemView
+from core.servers import ServerView
+
+NOW = datetime(2026, 11, 27, 12, 0, tzinfo=UTC)
+
+
+def server(i: int, name: str | None = None) -> ServerView:
+    return ServerView(
+        id=i,
+        name=name or f"Server {i:03d} " + "x" * 50,
+        release_devices=i % 2 == 0,
+        created_by="U1",
+        created_at=NOW,
+        certificate_subject="CN=x",
+        certificate_not_after=NOW,
+        token_id=i,
+        token_issued_at=NOW,
+        token_expires_at=NOW + timedelta(days=i),
+        downloaded_by="U1",
+    )
+
+
+def texts(value: object) -> list[str]:
+    found: list[str] = []
+    if isinstance(value, dict):
+        if value.get("type") in ("mrkdwn", "plain_text"):
+            found.append(str(value["text"]))
+        for item in value.values():
+            found += texts(item)
+    elif isinstance(value, list):
+        for item in value:
+            found += texts(item)
+    return found
+
+
+def test_home_tab_stays_under_100_blocks_with_250_servers() -> None:
+    view = blocks.home_view([server(i) for i in range(250)], NOW, Role.ADMINISTRATOR)
+    assert len(view["blocks"]) <= 100
+    assert "more" in str(view["blocks"][-2])
+
+
+def test_list_message_stays_under_50_blocks_and_3000_characters() -> None:
+    reply = blocks.server_list_blocks([server(i) for i in range(250)], NOW)
+    assert len(reply) <= 50
+    assert all(len(t) <= 3000 for t in texts(reply))
+    assert sum(t.count("Server ") for t in texts(reply)) == 250
+
+
+def test_user_text_is_escaped_and_titles_fit() -> None:
+    hostile = server(1, "<!channel> & <@U999>")
+    rendered = " ".join(texts(blocks.server_list_blocks([hostile], NOW)))
+    assert "<!channel>" not in rendered and "&lt;!channel&gt; &amp; &lt;@U999&gt;" in rendered
+    for view in (
+        modals.add_server_modal(),
+        modals.confirm_token_modal(hostile),
+        modals.replace_cert_modal(hostile),
+        modals.confirm_remove_modal(hostile),
+        modals.edit_server_modal(hostile),
+    ):
+        assert len(view["title"]["text"]) <= 24
+        assert len(view.get("submit", {"text": ""})["text"]) <= 24
+        assert len(view.get("private_metadata", "")) <= 3000
+
+
+def test_checklist_with_many_tokens_fits_one_message() -> None:
+    items = tuple(ItemView(i, i, f"Server {i}", NOW, None, None, False) for i in range(80))
+    case = CaseView(
+        1, "U1", "Lee", "lee@example.edu", "departure", "open", NOW, "system", None, None, items
+    )
+    rendered = lb.checklist_blocks(case, NOW)
+    assert len(rendered) <= 50
+    assert "more" in str(rendered[-2])
+
+
+def test_alert_counts_the_days_actually_left() -> None:
+    alert = DueAlert(1, 1, "Jamf", 60, NOW + timedelta(days=41, hours=3), "U1", None, NOW)
+    assert lb.alert_headline(alert, NOW) == "The server token for Jamf expires in 42 days"
+    expired = DueAlert(1, 1, "Jamf", 0, NOW - timedelta(hours=1), "U1", None, NOW)
+    assert lb.alert_headline(expired, NOW) == "The server token for Jamf has expired"
