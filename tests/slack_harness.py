@@ -235,6 +235,20 @@ class Bot:
             payload["channel"] = {"id": message["channel"]}
         return self.interactive(payload)
 
+    def shortcut(self, user: str, callback_id: str) -> Reply:
+        """A global shortcut."""
+        return self.interactive(
+            {
+                "type": "shortcut",
+                "token": "x",
+                "action_ts": "1.2",
+                "team": {"id": TEAM},
+                "user": {"id": user, "team_id": TEAM},
+                "callback_id": callback_id,
+                "trigger_id": self._trigger(),
+            }
+        )
+
     def event(self, event: dict[str, Any], *, event_id: str, retry_num: int | None = None) -> Reply:
         """An Events API delivery (optionally marked as Slack's retry)."""
         body = json.dumps(

@@ -1,4 +1,4 @@
-"""Button presses: App Home server actions (alert and checklist buttons live in lifecycle)."""
+"""Buttons and the shortcut: App Home server actions (alert and checklist buttons: lifecycle)."""
 
 from __future__ import annotations
 
@@ -13,6 +13,7 @@ from core.errors import MdmbotError
 from core.roles import Permission
 from core.servers import ServerView
 
+ADD_SHORTCUT = "add_mdm_server"
 SERVER_MODALS: dict[str, Callable[[ServerView], dict[str, Any]]] = {
     "server_token": modals.confirm_token_modal,
     "server_cert": modals.replace_cert_modal,
@@ -41,6 +42,11 @@ def register(app: App, svc: BotServices) -> None:
 
     @app.action("home_add")
     def on_add(ack: Ack, body: dict[str, Any]) -> None:
+        ack()
+        open_checked(svc, body, Permission.MANAGE_SERVERS, modals.add_server_modal)
+
+    @app.shortcut(ADD_SHORTCUT)
+    def on_shortcut(ack: Ack, body: dict[str, Any]) -> None:
         ack()
         open_checked(svc, body, Permission.MANAGE_SERVERS, modals.add_server_modal)
 

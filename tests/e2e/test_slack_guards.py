@@ -76,6 +76,13 @@ def test_stranger_gets_nothing_at_any_entry_point(bot: Bot, fake: FakeSlack) -> 
     bot.press(STRANGER, "server_token", str(sid))
     bot.wait_idle(lambda: bool(fake.calls_to("views.open")))
     assert "role" in json.dumps(fake.calls_to("views.open")[0].params["view"])
+    assert bot.shortcut(STRANGER, "add_mdm_server").status == 200
+    bot.wait_idle(lambda: len(fake.calls_to("views.open")) == 2)
+    refused = fake.calls_to("views.open")[1].params["view"]
+    assert "role" in json.dumps(refused) and "callback_id" not in refused
+    assert bot.shortcut(ADMIN, "add_mdm_server").status == 200
+    bot.wait_idle(lambda: len(fake.calls_to("views.open")) == 3)
+    assert fake.calls_to("views.open")[2].params["view"]["callback_id"] == modals.ADD_SERVER
     time.sleep(0.3)
     assert not fake.uploads
     assert active_tokens(bot) == before
