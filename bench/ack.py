@@ -26,7 +26,6 @@ from bench.common import (
     ROOT,
     SECRET_KEY,
     SIGNING_SECRET,
-    TEAM,
     Row,
     Section,
     child_env,
@@ -41,10 +40,10 @@ from bench.common import (
     stop_process,
     wait_healthy,
 )
+from bench.fake import FakeSlack, start_fake
 from bench.loadgen import Spec
 from bench.seed import add_servers, bench_settings
 from bot.context import AppContext
-from tests.fakeslack import FakeSlack
 
 SERVERS = 50
 LEVELS = (1, 16, 64)
@@ -52,15 +51,6 @@ TARGET_P99 = 0.100
 TARGET_RATIO = 1.5
 FULL_COUNTS = {1: 400, 16: 2000, 64: 3200}
 QUICK_COUNTS = {1: 80, 16: 400, 64: 640}
-
-
-def start_fake() -> FakeSlack:
-    """The fake Slack Web API with the benchmark's admin and channels."""
-    fake = FakeSlack(bot_token=BOT_TOKEN, team_id=TEAM).start()
-    fake.add_user(ADMIN, "Bench Admin", "admin@school.example")
-    fake.add_channel(ALERT_CHANNEL, "mdm-alerts")
-    fake.add_channel("C0GENERAL", "general")
-    return fake
 
 
 def mdmbot_env(fake: FakeSlack, data_dir: Path) -> dict[str, str]:

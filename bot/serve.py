@@ -6,22 +6,19 @@ import argparse
 import logging
 import os
 import signal
-import socket
 import threading
 from datetime import UTC, datetime
-from typing import Any
+from typing import TYPE_CHECKING
 
-from sqlalchemy import text
-
-from bot import metrics
 from bot.context import AppContext
 from bot.logs import configure_logging
-from bot.scheduler import Scheduler, Sweeper, preview
-from bot.services import BotServices
-from bot.slack_gateway import SlackUnavailable
-from core import people, servers
+from core import people
 from core.errors import ConfigError, InvalidInput
-from core.servers import ServerView
+
+if TYPE_CHECKING:
+    from slack_bolt import App
+
+    from bot.runtime import Runtime
 
 log = logging.getLogger("mdmbot.serve")
 
@@ -56,6 +53,8 @@ def serve(ctx: AppContext, args: argparse.Namespace) -> int:
     """Run the bot until stopped."""
     from bot.app import build_app, build_services
     from bot.http import HttpServer, SlackWsgi
+    from bot.runtime import Runtime
+    from bot.slack_gateway import SlackUnavailable
 
     settings = ctx.settings
     configure_logging(settings.mdmbot_log_format)
@@ -84,74 +83,44 @@ def serve(ctx: AppContext, args: argparse.Namespace) -> int:
         svc,
         signing_secret=settings.slack_signing_secret if args.http else None,
     )
-    runtime.start()
     if args.http:
+        runtime.start()
         server = HttpServer(SlackWsgi(app, runtime.health), args.host, args.port, args.threads)
         server.serve_forever(on_stop=runtime.stop)
         return 0
-    from slack_bolt.adapter.socket_mode import SocketModeHandler
+    return _serve_socket_mode(app, settings.slack_app_token or "", runtime)
 
-    handler = SocketModeHandler(app, settings.slack_app_token)
+
+def _serve_socket_mode(app: App, app_token: str, runtime: Runtime) -> int:
+    """Connect over Socket Mode (the client reconnects by itself) and run until SIGTERM."""
+    from slack_bolt.adapter.socket_mode import SocketModeHandler
+    from slack_sdk.errors import SlackApiError
+
+    handler = SocketModeHandler(app, app_token)
     try:
-        handler.start()  # type: ignore[no-untyped-call]
-    except (KeyboardInterrupt, SystemExit):
-        pass
+        handler.connect()  # type: ignore[no-untyped-call]
+    except SlackApiError as exc:
+        raise ConfigError(
+            f"Slack refused SLACK_APP_TOKEN for Socket Mode ({exc.response.get('error')}); "
+            "it must be an app-level token (xapp-…) with the connections:write scope."
+        ) from exc
+    log.info("connected over Socket Mode")
+    stop = threading.Event()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, lambda *_: stop.set())
+    runtime.start()
+    try:
+        stop.wait()
     finally:
         handler.close()  # type: ignore[no-untyped-call]
         runtime.stop()
     return 0
 
 
-class Runtime:
-    """The long-running parts around the app: health and the scheduler."""
-
-    def __init__(
-        self, ctx: AppContext, svc: BotServices, *, scheduler: bool, post_interval: float = 1.0
-    ) -> None:
-        self.ctx = ctx
-        self.svc = svc
-        self.holder = f"{socket.gethostname()}:{os.getpid()}:{id(self):x}"
-        self.scheduler: Scheduler | None = None
-        if scheduler:
-            self.scheduler = Scheduler(
-                Sweeper(svc, post_interval=post_interval),
-                self.holder,
-                sweep_minutes=ctx.settings.mdmbot_sweep_minutes,
-                lease_seconds=ctx.settings.mdmbot_lease_seconds,
-            )
-
-    def start(self) -> None:
-        """Start background work."""
-        metrics.watch_expiry(self._servers, self.ctx.now)
-        if self.scheduler is not None:
-            self.scheduler.start()
-
-    def stop(self) -> None:
-        """Stop background work and wait for in-flight jobs."""
-        if self.scheduler is not None:
-            self.scheduler.stop()
-        self.svc.background.shutdown(wait=True)
-
-    def _servers(self) -> list[ServerView]:
-        with self.ctx.unit_of_work() as session:
-            return servers.list_servers(session)
-
-    def health(self) -> dict[str, Any]:
-        """Database and scheduler state for /healthz."""
-        report: dict[str, Any] = {"status": "ok"}
-        try:
-            with self.ctx.engine.connect() as conn:
-                conn.execute(text("SELECT 1"))
-            report["database"] = "ok"
-        except Exception as exc:
-            report["status"], report["database"] = "error", type(exc).__name__
-        report["scheduler"] = self.scheduler.state() if self.scheduler else {"role": "disabled"}
-        return report
-
-
 def run_scheduler(ctx: AppContext, args: argparse.Namespace) -> int:
     """`mdmbot scheduler`: sweeps only, no Slack listener, until SIGTERM."""
     from bot.app import build_services
+    from bot.runtime import Runtime
 
     configure_logging(ctx.settings.mdmbot_log_format)
     ctx.settings.require("SLACK_BOT_TOKEN", "MDMBOT_ALERT_CHANNEL")
@@ -169,6 +138,7 @@ def run_scheduler(ctx: AppContext, args: argparse.Namespace) -> int:
 def alerts_run(ctx: AppContext, args: argparse.Namespace) -> int:
     """`mdmbot alerts run [--at TIME] [--dry-run]`: one sweep now, as of TIME."""
     from bot.app import build_services
+    from bot.scheduler import Sweeper, preview
 
     now = parse_time(args.at) if args.at else ctx.now()
     if args.dry_run:

@@ -2,6 +2,8 @@
 
 Fixtures (users, channels, DMs, private files) survive `reset()`; recorded traffic does not.
 Deleted users keep their profile (Slack's users.info still returns it for deactivated accounts).
+Socket Mode (apps.connections.open with the app-level token, then a WebSocket on the same port)
+is in tests/fakeslack_socket.py.
 """
 
 from __future__ import annotations
@@ -18,6 +20,8 @@ from typing import Any
 from urllib.parse import parse_qsl, quote, urlsplit
 
 from slack_sdk import WebClient
+
+from tests.fakeslack_socket import SocketModeServer
 
 JsonDict = dict[str, Any]
 _JSON_FIELDS = {"blocks", "view", "files", "attachments", "metadata"}
@@ -121,9 +125,10 @@ class FakeSlack:
     bot_user_id = "UBOT"
     bot_id = "BBOT"
 
-    def __init__(self, bot_token: str = "xoxb-test-token", team_id: str = "T0001") -> None:  # noqa: S107
-        """Create an unstarted fake."""
-        self.bot_token, self.team_id = bot_token, team_id
+    def __init__(self, bot_token: str = "xoxb-test-token", team_id: str = "T0001",  # noqa: S107
+                 *, app_token: str = "xapp-test") -> None:  # noqa: S107
+        """Create an unstarted fake; `app_token` is the app-level token for Socket Mode."""
+        self.bot_token, self.team_id, self.app_token = bot_token, team_id, app_token
         self.url = self.root = ""
         self._lock = threading.RLock()
         self._server: _Server | None = None
@@ -133,6 +138,7 @@ class FakeSlack:
         self._dms: dict[str, str] = {}
         self._files: dict[str, JsonDict] = {}
         self._file_bytes: dict[str, bytes] = {}
+        self._socket = SocketModeServer()
         self._clear()
 
     def _clear(self) -> None:
@@ -145,6 +151,7 @@ class FakeSlack:
         self.responses: list[JsonDict] = []
         self._pending: dict[str, JsonDict] = {}
         self._inject: dict[str, deque[_Injection]] = {}
+        self._socket.clear()
 
     # ----- lifecycle and fixtures -----
     def start(self) -> FakeSlack:
@@ -157,7 +164,8 @@ class FakeSlack:
         return self
 
     def stop(self) -> None:
-        """Stop serving."""
+        """Stop serving (Socket Mode clients are sent a close frame first)."""
+        self._socket.close_all()
         if self._server is not None:
             self._server.shutdown()
             self._server.server_close()
@@ -268,6 +276,27 @@ class FakeSlack:
         with self._lock:
             return [m for m in self.messages if m["channel"] == channel]
 
+    # ----- Socket Mode -----
+    @property
+    def socket_acks(self) -> dict[str, JsonDict]:
+        """Acknowledgements the Socket Mode client sent, by envelope_id (with any payload)."""
+        return self._socket.acks
+
+    def socket_connected(self) -> bool:
+        """Tell whether a Socket Mode client is connected."""
+        return self._socket.connected()
+
+    def socket_send(self, envelope_type: str, payload: JsonDict, *,
+                    accepts_response_payload: bool = True) -> str:
+        """Push a slash_commands, interactive or events_api envelope; return its envelope_id."""
+        return self._socket.send(envelope_type, payload,
+                                 accepts_response_payload=accepts_response_payload)
+
+    def socket_ack(self, envelope_id: str, timeout: float = 3.0) -> JsonDict:
+        """Wait for the client's acknowledgement of an envelope and return it."""
+        self.wait_for(lambda: envelope_id in self._socket.acks, timeout)
+        return self._socket.acks[envelope_id]
+
     def wait_for(self, predicate: Callable[[], bool], timeout: float = 5.0) -> None:
         """Poll until predicate() is true; raise AssertionError on timeout."""
         deadline = time.monotonic() + timeout
@@ -286,6 +315,8 @@ class FakeSlack:
             return h.reply(status, text.encode(), "text/plain; charset=utf-8", {})
         if path.startswith("/files-pri/"):
             return self._download(h, path)
+        if path == "/link/" and h.command == "GET":
+            return self._socket.serve(h)
         if path.startswith("/commands/") and h.command == "POST":
             with self._lock:
                 self.responses.append({"url": path, **json.loads(body or b"{}")})
@@ -313,10 +344,9 @@ class FakeSlack:
         """Record, authenticate, inject and run one API call."""
         with self._lock:
             self.calls.append(Call(method, params, token, time.time()))
-            if not token:
-                return 200, {"ok": False, "error": "not_authed"}, {}
-            if token != self.bot_token:
-                return 200, {"ok": False, "error": "invalid_auth"}, {}
+            refusal = self._auth_error(method, token)
+            if refusal:
+                return 200, {"ok": False, "error": refusal}, {}
             q = self._inject.get(method)
             if q:
                 error, status, retry_after = q.popleft()
@@ -333,6 +363,16 @@ class FakeSlack:
                     out["response_metadata"] = {"messages": err.messages}
                 return 200, out, {}
             return 200, {"ok": True, **result}, {}
+
+    def _auth_error(self, method: str, token: str | None) -> str | None:
+        """Slack's error for a missing, wrong or wrong-kind token (app-level vs bot)."""
+        if not token:
+            return "not_authed"
+        wanted, other = ((self.app_token, self.bot_token) if method == "apps.connections.open"
+                         else (self.bot_token, self.app_token))
+        if token == other:
+            return "not_allowed_token_type"
+        return None if token == wanted else "invalid_auth"
 
     def _receive_upload(self, fid: str, h: _Handler, body: bytes) -> tuple[int, str]:
         """Accept the raw bytes POSTed to an upload URL, no auth needed."""
@@ -368,6 +408,10 @@ class FakeSlack:
         return {"url": self.root, "team": "Fake Team", "user": "mdmbot",
                 "team_id": self.team_id, "user_id": self.bot_user_id, "bot_id": self.bot_id,
                 "is_enterprise_install": False}
+
+    def _m_apps_connections_open(self, params: JsonDict) -> JsonDict:
+        """apps.connections.open: a single-use WebSocket URL on this host."""
+        return {"url": self._socket.open_url(self.root)}
 
     def _m_conversations_open(self, params: JsonDict) -> JsonDict:
         """conversations.open for exactly one user (multi-person DMs are not faked)."""

@@ -1,4 +1,4 @@
-"""Start real `mdmbot serve --http` processes for tests, and wait for them."""
+"""Start real `mdmbot` processes (`serve` over HTTP or Socket Mode) for tests; wait for them."""
 
 from __future__ import annotations
 
@@ -10,6 +10,7 @@ import subprocess
 import sys
 import time
 import urllib.request
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -54,28 +55,58 @@ def bot_env(
     return env
 
 
-class ServeProcess:
+class BotProcess:
+    """One `mdmbot …` process, stdout and stderr captured in a log file."""
+
+    def __init__(self, env: dict[str, str], log_path: Path, *args: str) -> None:
+        self.log_path = log_path
+        self._log = log_path.open("wb")
+        self.proc = subprocess.Popen(
+            [*mdmbot_command(), *args], env=env, stdout=self._log, stderr=subprocess.STDOUT
+        )
+
+    def wait_until(self, condition: Callable[[], bool], timeout: float = 30.0) -> None:
+        """Poll `condition` until true; fail (with the log) on timeout or if the process exits."""
+        deadline = time.monotonic() + timeout
+        while not condition():
+            if self.proc.poll() is not None:
+                raise AssertionError(f"mdmbot exited early:\n{self.log()}")
+            if time.monotonic() > deadline:
+                raise AssertionError(f"condition not met within {timeout}s:\n{self.log()}")
+            time.sleep(0.05)
+
+    def terminate(self, sig: int = signal.SIGTERM, timeout: float = 20.0) -> int:
+        """Send `sig` and wait for the exit code."""
+        if self.proc.poll() is None:
+            self.proc.send_signal(sig)
+        try:
+            return self.proc.wait(timeout)
+        finally:
+            self._log.close()
+
+    def log(self) -> str:
+        """Everything the process printed so far."""
+        if not self._log.closed:
+            self._log.flush()
+        return self.log_path.read_text(errors="replace")
+
+
+class ServeProcess(BotProcess):
     """One `mdmbot serve --http` process."""
 
     def __init__(self, env: dict[str, str], log_path: Path, *args: str) -> None:
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
-        self.log_path = log_path
-        self._log = log_path.open("wb")
-        self.proc = subprocess.Popen(
-            [
-                *mdmbot_command(),
-                "serve",
-                "--http",
-                "--host",
-                "127.0.0.1",
-                "--port",
-                str(self.port),
-                *args,
-            ],
-            env=env,
-            stdout=self._log,
-            stderr=subprocess.STDOUT,
+        super().__init__(
+            env,
+            log_path,
+            "serve",
+            "--http",
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(self.port),
+            *args,
         )
 
     def wait_ready(self, timeout: float = 30.0) -> dict[str, Any]:
@@ -99,18 +130,3 @@ class ServeProcess:
 
         with urllib.request.urlopen(f"{self.url}/healthz", timeout=5) as response:
             return dict(json.loads(response.read()))
-
-    def terminate(self, sig: int = signal.SIGTERM, timeout: float = 20.0) -> int:
-        """Send `sig` and wait for the exit code."""
-        if self.proc.poll() is None:
-            self.proc.send_signal(sig)
-        try:
-            return self.proc.wait(timeout)
-        finally:
-            self._log.close()
-
-    def log(self) -> str:
-        """Everything the process printed so far."""
-        if not self._log.closed:
-            self._log.flush()
-        return self.log_path.read_text(errors="replace")

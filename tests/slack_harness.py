@@ -18,7 +18,7 @@ from urllib.parse import urlencode
 from bot.app import build_app, build_services
 from bot.context import AppContext
 from bot.http import HttpServer, SlackWsgi
-from bot.serve import Runtime
+from bot.runtime import Runtime
 from bot.services import BotServices
 from core import people
 from core.roles import Role

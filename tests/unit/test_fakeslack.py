@@ -2,17 +2,38 @@
 
 from __future__ import annotations
 
+import base64
+import json
+import os
+import socket
+import struct
 import time
 import urllib.error
 import urllib.request
 from collections.abc import Callable, Iterator
+from io import BufferedReader
+from typing import Any
+from urllib.parse import urlsplit
 
 import pytest
 from slack_sdk import WebClient
 from slack_sdk.errors import SlackApiError
 from slack_sdk.http_retry.builtin_handlers import RateLimitErrorRetryHandler
+from slack_sdk.socket_mode.builtin import SocketModeClient
+from slack_sdk.socket_mode.client import BaseSocketModeClient
+from slack_sdk.socket_mode.request import SocketModeRequest
+from slack_sdk.socket_mode.response import SocketModeResponse
 
 from tests.fakeslack import FakeSlack, make_client
+from tests.fakeslack_socket import (
+    OP_CLOSE,
+    OP_PING,
+    OP_PONG,
+    OP_TEXT,
+    accept_key,
+    encode_frame,
+    read_frame,
+)
 
 
 @pytest.fixture
@@ -319,3 +340,124 @@ def test_reset_and_wait_for(fake: FakeSlack, client: WebClient) -> None:
     assert fake.calls == [] and fake.messages == [] and fake.dm_channel_for("U1") == dm
     with pytest.raises(AssertionError):
         fake.wait_for(lambda: False, timeout=0.05)
+
+
+# ----- Socket Mode -----
+def _ws_url(fake: FakeSlack) -> str:
+    """A fresh Socket Mode URL from apps.connections.open."""
+    return str(make_client(fake).apps_connections_open(app_token=fake.app_token)["url"])
+
+
+def _raw_websocket(url: str) -> tuple[socket.socket, BufferedReader, str, dict[str, str]]:
+    """Open a WebSocket by hand; return the socket, its reader, status line and headers (+key)."""
+    parts = urlsplit(url)
+    sock = socket.create_connection((parts.hostname or "", parts.port or 80), timeout=5)
+    key = base64.b64encode(os.urandom(16)).decode()
+    sock.sendall(
+        f"GET {parts.path}?{parts.query} HTTP/1.1\r\nHost: {parts.hostname}\r\n"
+        f"Upgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Key: {key}\r\n"
+        "Sec-WebSocket-Version: 13\r\n\r\n".encode()
+    )
+    rfile = sock.makefile("rb")
+    status = rfile.readline().decode().strip()
+    headers = {"key": key}
+    while (line := rfile.readline().decode().strip()) != "":
+        name, _, value = line.partition(":")
+        headers[name.strip().lower()] = value.strip()
+    return sock, rfile, status, headers
+
+
+def _next_frame(rfile: BufferedReader) -> tuple[int, bytes]:
+    """The next frame from the server that is not one of its periodic pings."""
+    while True:
+        _fin, opcode, payload, masked = read_frame(rfile)
+        assert not masked, "server frames are never masked"
+        if opcode != OP_PING:
+            return opcode, payload
+
+
+def test_apps_connections_open_needs_the_app_level_token(fake: FakeSlack) -> None:
+    """Only the app token opens a connection; a bot token there (or the app token elsewhere)
+    is the wrong token type, and an unknown xapp token is invalid."""
+    api = WebClient(base_url=fake.url)
+    url = api.apps_connections_open(app_token="xapp-test")["url"]
+    assert url.startswith(fake.root.replace("http://", "ws://") + "link/?ticket=")
+    cases = [("apps_connections_open", {"app_token": fake.bot_token}, "not_allowed_token_type"),
+             ("apps_connections_open", {"app_token": "xapp-wrong"}, "invalid_auth"),
+             ("auth_test", {"token": "xapp-test"}, "not_allowed_token_type")]
+    for method, kwargs, code in cases:
+        with pytest.raises(SlackApiError) as exc:
+            getattr(api, method)(**kwargs)
+        assert _error(exc) == code
+    other = FakeSlack(app_token="xapp-other").start()
+    try:
+        assert WebClient(base_url=other.url).apps_connections_open(app_token="xapp-other")["ok"]
+    finally:
+        other.stop()
+
+
+def test_socket_mode_client_gets_hello_and_envelopes_and_its_acks_are_recorded(
+    fake: FakeSlack,
+) -> None:
+    """slack_sdk's builtin client connects over ws://, gets hello, and acks what is pushed."""
+    received: list[dict[str, Any]] = []
+
+    def ack(client: BaseSocketModeClient, req: SocketModeRequest) -> None:
+        body = {"text": f"got {req.payload['text']}"} if req.accepts_response_payload else None
+        client.send_socket_mode_response(SocketModeResponse(req.envelope_id, body))
+
+    client = SocketModeClient(app_token=fake.app_token, web_client=WebClient(base_url=fake.url))
+    client.message_listeners.append(lambda _c, message, _raw: received.append(message))
+    client.socket_mode_request_listeners.append(ack)
+    try:
+        client.connect()
+        fake.wait_for(lambda: fake.socket_connected() and bool(received))
+        assert received[0]["type"] == "hello" and received[0]["num_connections"] == 1
+        big = "x" * 70_000  # a 64-bit length frame
+        command = fake.socket_send("slash_commands", {"command": "/mdm", "text": big})
+        acked = fake.socket_ack(command)
+        assert acked == {"envelope_id": command, "payload": {"text": f"got {big}"}}
+        event = fake.socket_send("events_api", {"type": "event_callback", "text": "e"},
+                                 accepts_response_payload=False)
+        assert fake.socket_ack(event) == {"envelope_id": event}
+        envelope = next(m for m in received if m.get("envelope_id") == event)
+        assert envelope == {"envelope_id": event, "type": "events_api",
+                            "payload": {"type": "event_callback", "text": "e"},
+                            "accepts_response_payload": False,
+                            "retry_attempt": 0, "retry_reason": ""}
+        fake.reset()
+        assert fake.socket_acks == {} and fake.socket_connected()
+    finally:
+        client.close()
+    fake.wait_for(lambda: not fake.socket_connected(), timeout=2)
+    with pytest.raises(RuntimeError):
+        fake.socket_send("interactive", {})
+    with pytest.raises(ValueError):
+        fake.socket_send("hello", {})
+
+
+def test_websocket_handshake_ping_pong_and_close(fake: FakeSlack) -> None:
+    """RFC 6455 by hand: accept key, hello, pings both ways, close echoed; tickets are single-use
+    and unmasked client frames are refused with 1002."""
+    url = _ws_url(fake)
+    sock, rfile, status, headers = _raw_websocket(url)
+    with sock, rfile:
+        assert status == "HTTP/1.1 101 Switching Protocols"
+        assert headers["sec-websocket-accept"] == accept_key(headers["key"])
+        opcode, payload = _next_frame(rfile)
+        assert opcode == OP_TEXT and json.loads(payload)["type"] == "hello"
+        assert read_frame(rfile)[1] == OP_PING, "the server pings on its own"
+        sock.sendall(encode_frame(OP_PING, b"are you there", os.urandom(4)))
+        assert _next_frame(rfile) == (OP_PONG, b"are you there")
+        sock.sendall(encode_frame(OP_TEXT, b'{"envelope_id": "e1"}', os.urandom(4)))
+        sock.sendall(encode_frame(OP_CLOSE, struct.pack("!H", 1000), os.urandom(4)))
+        assert _next_frame(rfile) == (OP_CLOSE, struct.pack("!H", 1000))
+        assert fake.socket_acks == {"e1": {"envelope_id": "e1"}}
+    sock, rfile, status, _ = _raw_websocket(url)
+    with sock, rfile:
+        assert status.startswith("HTTP/1.1 401"), "a ticket works once"
+    sock, rfile, _, _ = _raw_websocket(_ws_url(fake))
+    with sock, rfile:
+        _next_frame(rfile)
+        sock.sendall(encode_frame(OP_TEXT, b"{}"))
+        assert _next_frame(rfile)[1][:2] == struct.pack("!H", 1002)

@@ -1,0 +1,65 @@
+# mdmbot image: `mdmbot serve` on Python 3.11, as a non-root user, data in the /data volume.
+#
+#   docker build -t mdmbot .
+#   # Socket Mode (the default command; needs SLACK_APP_TOKEN):
+#   docker run -d --name mdmbot --env-file .env -v mdmbot-data:/data mdmbot
+#   # HTTP mode (Slack POSTs to https://<host>/slack/events; put TLS in front of it):
+#   docker run -d --name mdmbot --env-file .env -v mdmbot-data:/data -p 3000:3000 \
+#       mdmbot mdmbot serve --http
+#
+# Health check: in HTTP mode it GETs http://127.0.0.1:$PORT/healthz (database and scheduler
+# state; 503 marks the container unhealthy). Socket Mode serves no HTTP, so there the check
+# passes without probing. Which mode is running is read from PID 1's command line (`--http`
+# present or not; `docker run --init` and compose `init: true` keep the command in it), or set
+# MDMBOT_MODE=http or MDMBOT_MODE=socket to say it outright. Set PORT rather than `--port`,
+# so that the server and the check agree.
+#
+# Reproducible build: every dependency, with setuptools and wheel that build mdmbot itself, is
+# pinned with hashes in requirements.lock and installed from wheels only. Regenerate the lock
+# after changing dependencies in pyproject.toml (pip-tools, Python 3.11, PyPI):
+#   pip-compile --generate-hashes --allow-unsafe --strip-extras --all-build-deps \
+#       --no-emit-index-url --no-emit-find-links --output-file=requirements.lock pyproject.toml
+# For a fully pinned base too, replace the tag below with its digest (python:3.11…@sha256:…).
+ARG PYTHON_IMAGE=python:3.11.14-slim-bookworm
+
+FROM ${PYTHON_IMAGE} AS build
+ENV PIP_NO_CACHE_DIR=1 \
+    PIP_DISABLE_PIP_VERSION_CHECK=1 \
+    PIP_NO_INPUT=1
+RUN python -m venv /opt/mdmbot
+WORKDIR /src
+COPY requirements.lock ./
+RUN /opt/mdmbot/bin/pip install --require-hashes --only-binary=:all: --no-deps \
+        -r requirements.lock
+COPY pyproject.toml README.md ./
+COPY core ./core
+COPY bot ./bot
+RUN /opt/mdmbot/bin/pip install --no-deps --no-build-isolation . \
+    && /opt/mdmbot/bin/pip check
+
+FROM ${PYTHON_IMAGE}
+LABEL org.opencontainers.image.title="mdmbot" \
+      org.opencontainers.image.description="Slack bot that links MDM servers in Apple School Manager and keeps their server tokens alive" \
+      org.opencontainers.image.licenses="Apache-2.0"
+ENV PATH=/opt/mdmbot/bin:$PATH \
+    PYTHONUNBUFFERED=1 \
+    PYTHONDONTWRITEBYTECODE=1 \
+    MDMBOT_DATA_DIR=/data \
+    PORT=3000
+RUN groupadd --system --gid 10001 mdmbot \
+    && useradd --system --uid 10001 --gid mdmbot --home-dir /data --no-create-home \
+        --shell /usr/sbin/nologin mdmbot \
+    && mkdir -p /data \
+    && chown mdmbot:mdmbot /data \
+    && chmod 0700 /data
+COPY --from=build /opt/mdmbot /opt/mdmbot
+# The SQLite database (when MDMBOT_DATABASE_URL is unset) and the generated vault key
+# (when MDMBOT_SECRET_KEY is unset) live here; a .env placed here is read too.
+VOLUME ["/data"]
+WORKDIR /data
+USER 10001:10001
+EXPOSE 3000
+STOPSIGNAL SIGTERM
+HEALTHCHECK --interval=30s --timeout=5s --start-period=30s --retries=3 \
+    CMD ["python", "-c", "import os, sys, urllib.request as u; mode = os.environ.get('MDMBOT_MODE') or ('http' if b'--http' in open('/proc/1/cmdline', 'rb').read() else 'socket'); sys.exit(0 if mode != 'http' else u.urlopen('http://127.0.0.1:%s/healthz' % os.environ.get('PORT', '3000'), timeout=4).status != 200)"]
+CMD ["mdmbot", "serve"]

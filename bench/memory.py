@@ -1,0 +1,103 @@
+"""Resident memory of an idle `mdmbot serve --http --no-scheduler`, against bare baselines.
+
+Each process is started fresh, waited for (GET /healthz answers 200, or it prints "ready"),
+left idle for a moment, and its VmRSS read from /proc/PID/status. Baselines: the interpreter
+alone, `import slack_bolt`, and the bare bolt app served by the same waitress server.
+"""
+
+from __future__ import annotations
+
+import subprocess
+import tempfile
+import time
+from pathlib import Path
+
+from bench.ack import start_bare, start_mdmbot
+from bench.common import (
+    Row,
+    Section,
+    child_env,
+    free_port,
+    python,
+    rss_kib,
+    stop_process,
+    wait_healthy,
+)
+from bench.fake import start_fake
+
+TARGET_BYTES = 150_000_000
+SETTLE_SECONDS = 2.0
+READY = "import sys; {imports}sys.stdout.write('ready\\n'); sys.stdout.flush(); sys.stdin.read()"
+
+
+def mib(kib: int) -> str:
+    """KiB as MiB and MB for the table."""
+    return f"{kib / 1024:.1f} MiB ({kib * 1024 / 1e6:.1f} MB)"
+
+
+def idle_python(imports: str) -> int:
+    """VmRSS (KiB) of a Python that ran `imports` and then waits."""
+    process = subprocess.Popen(
+        [python(), "-c", READY.format(imports=imports)],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        env=child_env({}),
+    )
+    try:
+        assert process.stdout is not None
+        if process.stdout.readline().strip() != b"ready":
+            raise RuntimeError(f"{imports!r} did not start")
+        time.sleep(SETTLE_SECONDS)
+        return rss_kib(process.pid)[0]
+    finally:
+        assert process.stdin is not None
+        process.stdin.close()
+        process.wait(10)
+
+
+def idle_server(kind: str) -> tuple[int, int, float]:
+    """(VmRSS KiB, VmHWM KiB, start-up seconds) of an idle server started fresh."""
+    fake = start_fake()
+    try:
+        with tempfile.TemporaryDirectory(prefix="mdmbot-bench-mem-") as tmp:
+            port = free_port()
+            starter = start_mdmbot if kind == "mdmbot" else start_bare
+            process = starter(fake, Path(tmp), port)
+            try:
+                started = wait_healthy(f"http://127.0.0.1:{port}/healthz", process)
+                time.sleep(SETTLE_SECONDS)
+                rss, hwm = rss_kib(process.pid)
+            finally:
+                stop_process(process)
+            return rss, hwm, started
+    finally:
+        fake.stop()
+
+
+def run(quick: bool) -> Section:
+    """Measure idle resident memory."""
+    section = Section("Resident memory (idle)")
+    interpreter = idle_python("")
+    bolt = idle_python("import slack_bolt; ")
+    bolt_waitress = idle_python("import slack_bolt, waitress; ")
+    bare, _, _ = idle_server("bare")
+    mdmbot, peak, started = idle_server("mdmbot")
+    section.rows.append(
+        Row(
+            "idle `mdmbot serve --http --no-scheduler` (VmRSS after /healthz)",
+            mib(mdmbot),
+            f"`import slack_bolt, waitress`: {mib(bolt_waitress)}; bare bolt app served: "
+            f"{mib(bare)}",
+            "< 150 MB",
+            mdmbot * 1024 < TARGET_BYTES,
+        )
+    )
+    section.details.append(
+        f"python alone {mib(interpreter)}; `import slack_bolt` {mib(bolt)}; "
+        f"`import slack_bolt, waitress` {mib(bolt_waitress)}; bare bolt app on mdmbot's "
+        f"HttpServer {mib(bare)} (bot.http imports bot.metrics, which imports core.servers and "
+        f"with it SQLModel, SQLAlchemy and pydantic); mdmbot serve {mib(mdmbot)} "
+        f"(peak {mib(peak)}), healthy {started:.1f} s after start (migrations of a fresh SQLite "
+        "database included)"
+    )
+    return section

@@ -1,0 +1,63 @@
+"""The long-running parts of a bot process: health, metrics and the scheduler."""
+
+from __future__ import annotations
+
+import os
+import socket
+from typing import Any
+
+from sqlalchemy import text
+
+from bot import metrics
+from bot.context import AppContext
+from bot.scheduler import Scheduler, Sweeper
+from bot.services import BotServices
+from core import servers
+from core.servers import ServerView
+
+
+class Runtime:
+    """The long-running parts around the app: health and the scheduler."""
+
+    def __init__(
+        self, ctx: AppContext, svc: BotServices, *, scheduler: bool, post_interval: float = 1.0
+    ) -> None:
+        self.ctx = ctx
+        self.svc = svc
+        self.holder = f"{socket.gethostname()}:{os.getpid()}:{id(self):x}"
+        self.scheduler: Scheduler | None = None
+        if scheduler:
+            self.scheduler = Scheduler(
+                Sweeper(svc, post_interval=post_interval),
+                self.holder,
+                sweep_minutes=ctx.settings.mdmbot_sweep_minutes,
+                lease_seconds=ctx.settings.mdmbot_lease_seconds,
+            )
+
+    def start(self) -> None:
+        """Start background work."""
+        metrics.watch_expiry(self._servers, self.ctx.now)
+        if self.scheduler is not None:
+            self.scheduler.start()
+
+    def stop(self) -> None:
+        """Stop background work and wait for in-flight jobs."""
+        if self.scheduler is not None:
+            self.scheduler.stop()
+        self.svc.background.shutdown(wait=True)
+
+    def _servers(self) -> list[ServerView]:
+        with self.ctx.unit_of_work() as session:
+            return servers.list_servers(session)
+
+    def health(self) -> dict[str, Any]:
+        """Database and scheduler state for /healthz."""
+        report: dict[str, Any] = {"status": "ok"}
+        try:
+            with self.ctx.engine.connect() as conn:
+                conn.execute(text("SELECT 1"))
+            report["database"] = "ok"
+        except Exception as exc:
+            report["status"], report["database"] = "error", type(exc).__name__
+        report["scheduler"] = self.scheduler.state() if self.scheduler else {"role": "disabled"}
+        return report
