@@ -87,6 +87,7 @@ def machine() -> dict[str, str]:
 
 
 def _loadavg() -> str:
+    """The 1, 5 and 15 minute load averages."""
     try:
         return " ".join(Path("/proc/loadavg").read_text().split()[:3])
     except OSError:

@@ -4,7 +4,8 @@
     python -m bench.run --quick    # fewer requests and repeats (under two minutes)
 
 Options: `--only ack,sweep` runs some benchmarks; `--no-write` leaves the README alone;
-`--strict` exits 1 when a target is missed. Run it from the repository root, in the project's
+`--strict` exits 1 when a target is missed. The README is rewritten only after a complete run of
+every benchmark without errors. Run it from the repository root, in the project's
 virtual environment, on an otherwise idle machine: the load generator, the servers and the fake
 Slack share its cores.
 """
@@ -33,7 +34,9 @@ BENCHMARKS: dict[str, Callable[[bool], Section]] = {
 }
 
 
-def render(sections: list[Section], quick: bool, seconds: float) -> str:
+def render(
+    sections: list[Section], quick: bool, seconds: float, host: dict[str, str]
+) -> str:
     """The results block for the README."""
     lines = [
         START,
@@ -43,7 +46,7 @@ def render(sections: list[Section], quick: bool, seconds: float) -> str:
         "",
         "| machine | |",
         "|---|---|",
-        *(f"| {key} | {value} |" for key, value in machine().items()),
+        *(f"| {key} | {value} |" for key, value in host.items()),
         "",
         "| benchmark | figure | baseline (same run) | target | met? |",
         "|---|---|---|---|---|",
@@ -58,6 +61,7 @@ def render(sections: list[Section], quick: bool, seconds: float) -> str:
 
 
 def _row(row: Row) -> str:
+    """One Markdown table line."""
     met = {True: "yes", False: "**no**", None: "—"}[row.met]
     cells = (row.benchmark, row.figure, row.baseline, row.target, met)
     return "| " + " | ".join(cell.replace("|", "\\|") for cell in cells) + " |"
@@ -87,6 +91,7 @@ def main(argv: list[str] | None = None) -> int:
     unknown = set(chosen) - set(BENCHMARKS)
     if unknown:
         parser.error(f"unknown benchmark(s): {', '.join(sorted(unknown))}")
+    host = machine()
     started = time.perf_counter()
     sections: list[Section] = []
     failed = False
@@ -100,9 +105,9 @@ def main(argv: list[str] | None = None) -> int:
             traceback.print_exc()
             sections.append(Section(name, details=[f"failed: {type(exc).__name__}: {exc}"]))
         print(f"  {name} took {time.perf_counter() - began:.0f} s", file=sys.stderr, flush=True)
-    block = render(sections, args.quick, time.perf_counter() - started)
+    block = render(sections, args.quick, time.perf_counter() - started, host)
     print(block)
-    if not args.no_write and set(chosen) == set(BENCHMARKS):
+    if not args.no_write and not failed and set(chosen) == set(BENCHMARKS):
         write_readme(block)
         print(f"wrote {README}", file=sys.stderr)
     missed = any(row.met is False for section in sections for row in section.rows)

@@ -11,6 +11,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 from cryptography.x509.oid import NameOID
 
+from bench.common import ALERT_CHANNEL, BOT_TOKEN, SECRET_KEY, SIGNING_SECRET
 from bot.context import AppContext
 from core import issuance, servers
 from core.roles import Actor
@@ -47,8 +48,6 @@ def certificate(now: datetime) -> BenchCertificate:
 
 def bench_settings(data_dir: str, api_url: str, database_url: str | None = None) -> Settings:
     """Settings matching the environment given to benchmark subprocesses."""
-    from bench.common import ALERT_CHANNEL, BOT_TOKEN, SECRET_KEY, SIGNING_SECRET
-
     return Settings(
         slack_bot_token=BOT_TOKEN,
         slack_signing_secret=SIGNING_SECRET,

@@ -185,6 +185,7 @@ def _report(
     baselines: dict[int, float],
     repeats: int,
 ) -> None:
+    """Turn the timings into table rows and detail lines."""
     small, large = SIZES[0], SIZES[-1]
     idle = {n: median(results[(n, False)].seconds) for n in SIZES}
     busy = {n: median(results[(n, True)].seconds) for n in SIZES}
