@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 from slack_bolt import App, BoltResponse
@@ -38,6 +39,7 @@ def build_app(
         signing_secret=signing_secret,
         request_verification_enabled=signing_secret is not None,
         token_verification_enabled=False,
+        listener_executor=ThreadPoolExecutor(max_workers=16, thread_name_prefix="mdmbot-listener"),
         name="mdmbot",
         logger=logging.getLogger("mdmbot.bolt"),
     )

@@ -43,9 +43,9 @@ class AppContext:
         db.upgrade(self.settings.database_url)
 
     @contextmanager
-    def unit_of_work(self) -> Iterator[Session]:
-        """A database session committed on success."""
-        with db.unit_of_work(self.engine) as session:
+    def unit_of_work(self, *, readonly: bool = False) -> Iterator[Session]:
+        """A database session committed on success (or only reading)."""
+        with db.unit_of_work(self.engine, readonly=readonly) as session:
             yield session
 
     def now(self) -> datetime:

@@ -47,7 +47,7 @@ class Runtime:
         self.svc.background.shutdown(wait=True)
 
     def _servers(self) -> list[ServerView]:
-        with self.ctx.unit_of_work() as session:
+        with self.ctx.unit_of_work(readonly=True) as session:
             return servers.list_servers(session)
 
     def health(self) -> dict[str, Any]:

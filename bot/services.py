@@ -13,7 +13,7 @@ from bot import blocks, metrics
 from bot.context import AppContext
 from bot.slack_gateway import SlackGateway, SlackUnavailable
 from core import issuance, people, servers
-from core.errors import MdmbotError, NotFound
+from core.errors import MdmbotError
 from core.issuance import Activation, IssuedToken
 from core.roles import Actor, Permission, Role
 from core.servers import ServerView
@@ -44,6 +44,7 @@ class BotServices:
         self.ctx = ctx
         self.gateway = gateway
         self.background = ThreadPoolExecutor(max_workers=4, thread_name_prefix="mdmbot-bg")
+        self._known: set[str] = set()
         self.origin_handlers: dict[str, Callable[[dict[str, Any], str, Delivery], None]] = {}
 
     def notify_origin(self, meta: dict[str, Any], user_id: str, outcome: Delivery) -> None:
@@ -77,21 +78,25 @@ class BotServices:
 
     def role(self, user_id: str) -> Role | None:
         """The mdmbot role of a Slack user."""
-        with self.ctx.unit_of_work() as session:
+        with self.ctx.unit_of_work(readonly=True) as session:
             return people.role_of(session, user_id)
 
     def authorize(self, user_id: str, permission: Permission) -> None:
         """Raise PermissionDenied unless the user may do `permission`."""
-        with self.ctx.unit_of_work() as session:
+        with self.ctx.unit_of_work(readonly=True) as session:
             people.authorize(session, Actor(user_id), permission)
 
     def remember(self, user_id: str, name: str | None) -> None:
         """Record a person the first time they act (Slack scrubs deleted profiles)."""
-        with self.ctx.unit_of_work() as session:
-            person = people.ensure_person(session, user_id, self.ctx.now(), name=name)
-            known = bool(person.email)
-        if known:
+        if user_id in self._known:
             return
+        with self.ctx.unit_of_work(readonly=True) as session:
+            known = people.is_recorded(session, user_id)
+        if known:
+            self._known.add(user_id)
+            return
+        with self.ctx.unit_of_work() as session:
+            people.ensure_person(session, user_id, self.ctx.now(), name=name)
         try:
             info = self.gateway.user_info(user_id)
         except SlackUnavailable:
@@ -105,18 +110,16 @@ class BotServices:
                 name=info.get("real_name") or info.get("name"),
                 email=profile.get("email"),
             )
+        self._known.add(user_id)
 
     def server_by_id(self, server_id: object) -> ServerView:
         """A live server by id (ids come from buttons and metadata; checked here)."""
-        with self.ctx.unit_of_work() as session:
-            for view in servers.list_servers(session):
-                if str(view.id) == str(server_id):
-                    return view
-        raise NotFound("That MDM server no longer exists.")
+        with self.ctx.unit_of_work(readonly=True) as session:
+            return servers.get_server_view_by_id(session, server_id)
 
     def server_by_name(self, name: str) -> ServerView:
         """A live server by name."""
-        with self.ctx.unit_of_work() as session:
+        with self.ctx.unit_of_work(readonly=True) as session:
             return servers.get_server_view(session, name)
 
     def deliver(self, issued: IssuedToken, user_id: str) -> Delivery:
@@ -169,7 +172,7 @@ class BotServices:
 
     def refresh_home(self, user_id: str) -> None:
         """Republish a user's App Home (best effort)."""
-        with self.ctx.unit_of_work() as session:
+        with self.ctx.unit_of_work(readonly=True) as session:
             views = servers.list_servers(session)
             role = people.role_of(session, user_id)
         try:

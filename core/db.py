@@ -14,6 +14,7 @@ from sqlalchemy import event
 from sqlmodel import Session
 
 MIGRATIONS = Path(__file__).with_name("migrations")
+READONLY = "mdmbot_readonly"
 
 
 def make_engine(url: str) -> sa.Engine:
@@ -36,18 +37,27 @@ def make_engine(url: str) -> sa.Engine:
 
     @event.listens_for(engine, "begin")
     def _on_begin(connection: sa.Connection) -> None:
-        connection.exec_driver_sql("BEGIN IMMEDIATE")
+        readonly = connection.get_execution_options().get(READONLY, False)
+        connection.exec_driver_sql("BEGIN" if readonly else "BEGIN IMMEDIATE")
 
     return engine
 
 
 @contextmanager
-def unit_of_work(engine: sa.Engine) -> Iterator[Session]:
-    """A session committed on success and rolled back on any error."""
-    with Session(engine, expire_on_commit=False) as session:
+def unit_of_work(engine: sa.Engine, *, readonly: bool = False) -> Iterator[Session]:
+    """A session committed on success and rolled back on any error.
+
+    A read-only unit of work does not queue behind SQLite writers (it starts a deferred
+    transaction) and is rolled back at the end.
+    """
+    bind = engine.execution_options(**{READONLY: True}) if readonly else engine
+    with Session(bind, expire_on_commit=False) as session:
         try:
             yield session
-            session.commit()
+            if readonly:
+                session.rollback()
+            else:
+                session.commit()
         except BaseException:
             session.rollback()
             raise

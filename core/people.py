@@ -46,6 +46,12 @@ def ensure_person(
     return person
 
 
+def is_recorded(session: Session, slack_id: str) -> bool:
+    """Whether the person is known with their email (nothing left to capture)."""
+    person = session.get(Person, slack_id)
+    return person is not None and bool(person.email)
+
+
 def role_of(session: Session, slack_id: str) -> Role | None:
     """The role a Slack user holds, if any."""
     grant = session.exec(select(RoleGrant).where(RoleGrant.person_id == slack_id)).first()

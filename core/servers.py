@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from typing import Any
 
 import sqlalchemy as sa
 from sqlmodel import Session, col, func, select
@@ -203,10 +204,23 @@ def remove_server(session: Session, actor: Actor, name: str, now: datetime) -> S
     return server
 
 
-def list_servers(session: Session) -> list[ServerView]:
-    """Every live server with its active certificate and token, by name."""
-    rows = session.exec(
-        select(Server, Certificate, Token)
+def list_servers(session: Session, *, server_id: int | None = None) -> list[ServerView]:
+    """Every live server (or the one with `server_id`) with its active certificate and token."""
+    columns: list[Any] = [
+        Server.id,
+        Server.name,
+        Server.release_devices,
+        Server.created_by,
+        Server.created_at,
+        Certificate.subject,
+        Certificate.not_after,
+        Token.id,
+        Token.issued_at,
+        Token.expires_at,
+        Token.downloaded_by,
+    ]
+    query = (
+        sa.select(*columns)
         .outerjoin(
             Token,
             sa.and_(col(Token.server_id) == col(Server.id), col(Token.status) == "active"),
@@ -217,34 +231,27 @@ def list_servers(session: Session) -> list[ServerView]:
         )
         .where(col(Server.removed_at).is_(None))
         .order_by(col(Server.normalized_name))
-    ).all()
-    return [_view(server, cert, token) for server, cert, token in rows]
+    )
+    if server_id is not None:
+        query = query.where(col(Server.id) == server_id)
+    return [ServerView(*row) for row in session.connection().execute(query).all()]
 
 
 def get_server_view(session: Session, name: str) -> ServerView:
     """One live server as a user sees it."""
-    server = find_server(session, name)
-    for view in list_servers(session):
-        if view.id == server.id:
-            return view
-    raise NotFound(f"There is no MDM server called “{name.strip()}”.")
+    return list_servers(session, server_id=find_server(session, name).id)[0]
 
 
-def _view(server: Server, cert: Certificate | None, token: Token | None) -> ServerView:
-    assert server.id is not None
-    return ServerView(
-        id=server.id,
-        name=server.name,
-        release_devices=server.release_devices,
-        created_by=server.created_by,
-        created_at=server.created_at,
-        certificate_subject=cert.subject if cert else None,
-        certificate_not_after=cert.not_after if cert else None,
-        token_id=token.id if token else None,
-        token_issued_at=token.issued_at if token else None,
-        token_expires_at=token.expires_at if token else None,
-        downloaded_by=token.downloaded_by if token else None,
-    )
+def get_server_view_by_id(session: Session, server_id: object) -> ServerView:
+    """One live server by id (ids arrive from buttons and metadata as text)."""
+    try:
+        number = int(str(server_id))
+    except ValueError:
+        number = None
+    views = list_servers(session, server_id=number) if number is not None else []
+    if not views:
+        raise NotFound("That MDM server no longer exists.")
+    return views[0]
 
 
 def replace_certificate(

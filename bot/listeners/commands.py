@@ -58,8 +58,8 @@ def register(app: App, svc: BotServices) -> None:
         return {"text": "mdmbot help", "blocks": blocks.help_blocks(svc.role(body["user_id"]))}
 
     def do_list(body: dict[str, Any], arg: str) -> Reply:
-        svc.authorize(body["user_id"], Permission.VIEW)
-        with svc.ctx.unit_of_work() as session:
+        with svc.ctx.unit_of_work(readonly=True) as session:
+            people.authorize(session, Actor(body["user_id"]), Permission.VIEW)
             views = servers.list_servers(session)
         return {"text": "MDM servers", "blocks": blocks.server_list_blocks(views, svc.ctx.now())}
 
@@ -82,8 +82,8 @@ def register(app: App, svc: BotServices) -> None:
         open_modal(body, modals.add_server_modal())
 
     def do_roles(body: dict[str, Any], arg: str) -> Reply:
-        svc.authorize(body["user_id"], Permission.VIEW)
-        with svc.ctx.unit_of_work() as session:
+        with svc.ctx.unit_of_work(readonly=True) as session:
+            people.authorize(session, Actor(body["user_id"]), Permission.VIEW)
             holders = people.list_roles(session)
         lines = [f"{blocks.mention(h.slack_id)} — {h.role.value}" for h in holders]
         return reply("\n".join(["*mdmbot roles*", *lines]) if lines else "Nobody holds a role.")
