@@ -35,7 +35,6 @@ _ENVELOPE_HEADER = (
     b"Content-Description: S/MIME Encrypted Message\n"
     b"\n"
 )
-_BASE64_LINE = 76
 
 
 @dataclass(frozen=True)
@@ -71,27 +70,29 @@ def generate_credentials(issued_at: datetime) -> TokenCredentials:
     issued = issued.replace(microsecond=issued.microsecond // 1000 * 1000)
     epoch_ms = (issued - _EPOCH) // timedelta(milliseconds=1)
     number = 10**9 + secrets.randbelow(9 * 10**9)
+    digits = _hex(96 + 40 + 40 + 40)
     return TokenCredentials(
-        consumer_key=f"CK_{_hex(96)}",
-        consumer_secret=f"CS_{_hex(40)}",
-        access_token=f"AT_O{number}O{_hex(40)}O{epoch_ms}",
-        access_secret=f"AS_{_hex(40)}",
+        consumer_key=f"CK_{digits[:96]}",
+        consumer_secret=f"CS_{digits[96:136]}",
+        access_token=f"AT_O{number}O{digits[136:176]}O{epoch_ms}",
+        access_secret=f"AS_{digits[176:]}",
         issued_at=issued,
         expires_at=add_one_year(issued).replace(microsecond=0),
     )
 
 
 def render_content(creds: TokenCredentials) -> bytes:
-    """Return the decrypted token content exactly as Apple lays it out."""
-    values = {
-        "consumer_key": creds.consumer_key,
-        "consumer_secret": creds.consumer_secret,
-        "access_token": creds.access_token,
-        "access_secret": creds.access_secret,
-        "access_token_expiry": f"{creds.expires_at.astimezone(UTC):%Y-%m-%dT%H:%M:%SZ}",
-    }
-    body = json.dumps(values, separators=(",", ":")).encode("ascii")
-    return _CONTENT_HEADER + _BEGIN + body + b"\n" + _END
+    """Return the decrypted token content exactly as Apple lays it out (values need no escaping)."""
+    expiry = creds.expires_at.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+    values = (
+        creds.consumer_key,
+        creds.consumer_secret,
+        creds.access_token,
+        creds.access_secret,
+        expiry,
+    )
+    body = "{" + ",".join(f'"{k}":"{v}"' for k, v in zip(_FIELDS, values, strict=True)) + "}"
+    return _CONTENT_HEADER + _BEGIN + body.encode("ascii") + b"\n" + _END
 
 
 def parse_content(content: bytes) -> dict[str, str]:
@@ -122,9 +123,7 @@ def envelope(content: bytes, certificate: x509.Certificate) -> bytes:
         .add_recipient(certificate)
         .encrypt(Encoding.DER, [PKCS7Options.Binary])
     )
-    encoded = base64.b64encode(der)
-    lines = [encoded[i : i + _BASE64_LINE] for i in range(0, len(encoded), _BASE64_LINE)]
-    return _ENVELOPE_HEADER + b"\n".join(lines) + b"\n"
+    return _ENVELOPE_HEADER + base64.encodebytes(der)
 
 
 def token_filename(server_name: str, issued_at: datetime) -> str:
