@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import datetime
 
+import sqlalchemy as sa
 from sqlmodel import Session, col, select
 
 from core import audit
@@ -54,8 +55,11 @@ def is_recorded(session: Session, slack_id: str) -> bool:
 
 def role_of(session: Session, slack_id: str) -> Role | None:
     """The role a Slack user holds, if any."""
-    grant = session.exec(select(RoleGrant).where(RoleGrant.person_id == slack_id)).first()
-    return Role(grant.role) if grant else None
+    role = session.scalar(_ROLE_OF, {"person": slack_id})
+    return Role(role) if role else None
+
+
+_ROLE_OF = sa.select(col(RoleGrant.role)).where(col(RoleGrant.person_id) == sa.bindparam("person"))
 
 
 def authorize(session: Session, actor: Actor, permission: Permission) -> None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from functools import cache
 from typing import Any
 
 import sqlalchemy as sa
@@ -204,8 +205,8 @@ def remove_server(session: Session, actor: Actor, name: str, now: datetime) -> S
     return server
 
 
-def list_servers(session: Session, *, server_id: int | None = None) -> list[ServerView]:
-    """Every live server (or the one with `server_id`) with its active certificate and token."""
+@cache
+def _listing() -> sa.Select[Any]:
     columns: list[Any] = [
         Server.id,
         Server.name,
@@ -219,7 +220,7 @@ def list_servers(session: Session, *, server_id: int | None = None) -> list[Serv
         Token.expires_at,
         Token.downloaded_by,
     ]
-    query = (
+    return (
         sa.select(*columns)
         .outerjoin(
             Token,
@@ -232,8 +233,14 @@ def list_servers(session: Session, *, server_id: int | None = None) -> list[Serv
         .where(col(Server.removed_at).is_(None))
         .order_by(col(Server.normalized_name))
     )
+
+
+def list_servers(session: Session, *, server_id: int | None = None) -> list[ServerView]:
+    """Every live server (or the one with `server_id`) with its active certificate and token."""
+    query = _listing()
     if server_id is not None:
         query = query.where(col(Server.id) == server_id)
+    session.flush()
     return [ServerView(*row) for row in session.connection().execute(query).all()]
 
 
