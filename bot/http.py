@@ -103,7 +103,7 @@ def _reply(start_response: StartResponse, status: str, body: bytes, ctype: str) 
 class HttpServer:
     """A concurrent production HTTP server (waitress, a thread pool) that stops on SIGTERM."""
 
-    def __init__(self, wsgi: SlackWsgi, host: str, port: int, threads: int = 16) -> None:
+    def __init__(self, wsgi: SlackWsgi, host: str, port: int, threads: int = 4) -> None:
         self.server = create_server(
             wsgi,
             host=host,

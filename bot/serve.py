@@ -41,7 +41,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         default=int(os.environ.get("PORT", "3000")),
         help="port to listen on with --http (default 3000 or $PORT)",
     )
-    parser.add_argument("--threads", type=int, default=16, help="HTTP worker threads")
+    parser.add_argument(
+        "--threads",
+        type=int,
+        default=4,
+        help="HTTP threads answering Slack up to the ack (work after the ack has its own pool)",
+    )
     parser.add_argument(
         "--no-scheduler",
         action="store_true",

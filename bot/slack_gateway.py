@@ -23,7 +23,7 @@ from core.errors import CertificateError, MdmbotError
 log = logging.getLogger("mdmbot.slack")
 
 SLACK_FILE_HOSTS = ("files.slack.com", "slack.com", "slack-files.com")
-DOWNLOAD_TIMEOUT = 10
+DOWNLOAD_TIMEOUT = 2  # Slack: the submission must be acknowledged within 3 seconds
 
 
 class SlackUnavailable(MdmbotError):
