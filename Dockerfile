@@ -39,8 +39,7 @@ RUN /opt/mdmbot/bin/pip install --no-deps --no-build-isolation . \
 
 FROM ${PYTHON_IMAGE}
 LABEL org.opencontainers.image.title="mdmbot" \
-      org.opencontainers.image.description="Slack bot that links MDM servers in Apple School Manager and keeps their server tokens alive" \
-      org.opencontainers.image.licenses="Apache-2.0"
+      org.opencontainers.image.description="Slack bot that links MDM servers in Apple School Manager and keeps their server tokens alive"
 ENV PATH=/opt/mdmbot/bin:$PATH \
     PYTHONUNBUFFERED=1 \
     PYTHONDONTWRITEBYTECODE=1 \
