@@ -95,8 +95,7 @@ def run(quick: bool) -> Section:
     section.details.append(
         f"python alone {mib(interpreter)}; `import slack_bolt` {mib(bolt)}; "
         f"`import slack_bolt, waitress` {mib(bolt_waitress)}; bare bolt app on mdmbot's "
-        f"HttpServer {mib(bare)} (bot.http imports bot.metrics, which imports core.servers and "
-        f"with it SQLModel, SQLAlchemy and pydantic); mdmbot serve {mib(mdmbot)} "
+        f"HttpServer {mib(bare)}; mdmbot serve {mib(mdmbot)} "
         f"(peak {mib(peak)}), healthy {started:.1f} s after start (migrations of a fresh SQLite "
         "database included)"
     )
