@@ -17,6 +17,7 @@ from core import db, issuance, people, servers
 from core.roles import Actor
 from core.vault import Vault, key_from_setting
 from tests import certs
+from tests.conftest import postgres_schema
 from tests.e2e.conftest import ADMIN
 from tests.e2e.test_slack_add import add_values
 from tests.fakeslack import FakeSlack
@@ -28,11 +29,10 @@ LEASE_SECONDS = 2.0
 
 
 @pytest.fixture
-def pg_url(database_url: str) -> str:
-    """Only the PostgreSQL parametrisation of the shared database fixture."""
-    if not database_url.startswith("postgresql"):
-        pytest.skip("replicas share a PostgreSQL database")
-    return database_url
+def pg_url() -> Iterator[str]:
+    """A private schema in the PostgreSQL test database (replicas share PostgreSQL)."""
+    with postgres_schema() as url:
+        yield url
 
 
 @pytest.fixture
