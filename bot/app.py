@@ -55,6 +55,15 @@ def build_app(
                 return BoltResponse(status=200, body="")
         return next()
 
+    @app.middleware
+    def record_actor(body: dict[str, Any], next: Callable[[], BoltResponse]) -> Any:
+        user = body.get("user")
+        if isinstance(user, dict) and body.get("type") != "event_callback":
+            svc.remember_later(str(user.get("id", "")), user.get("username") or user.get("name"))
+        elif body.get("user_id"):
+            svc.remember_later(str(body["user_id"]), body.get("user_name"))
+        return next()
+
     @app.error
     def on_error(error: Exception, body: dict[str, Any]) -> None:
         reference = new_reference()

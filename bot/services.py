@@ -67,7 +67,7 @@ class BotServices:
 
     def remember_later(self, user_id: str, name: str | None) -> None:
         """Record the acting person in the background, so the ack is not delayed."""
-        if user_id in self._known:
+        if not user_id or user_id in self._known:
             return
 
         def run() -> None:

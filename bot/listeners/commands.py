@@ -136,7 +136,6 @@ def register(app: App, svc: BotServices) -> None:
 
     @app.command("/mdm")
     def on_mdm(ack: Ack, body: dict[str, Any], respond: Respond) -> None:
-        svc.remember_later(body["user_id"], body.get("user_name"))
         sub, arg = split_command(body.get("text") or "")
         handler = handlers.get(sub)
         if handler is None:

@@ -87,6 +87,15 @@ def test_stranger_gets_nothing_at_any_entry_point(bot: Bot, fake: FakeSlack) -> 
     assert not fake.uploads
     assert active_tokens(bot) == before
     assert [v.name for v in _names(bot)] == ["Jamf Pro"]
+    bot.wait_idle(lambda: _email(bot, STRANGER) == "sam@school.example")
+
+
+def _email(bot: Bot, user: str) -> str | None:
+    from core.models import Person
+
+    with bot.ctx.unit_of_work(readonly=True) as session:
+        person = session.get(Person, user)
+        return person.email if person else None
 
 
 def _names(bot: Bot) -> list[Any]:
