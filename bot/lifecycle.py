@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from datetime import datetime
 from typing import Any
 
 from slack_bolt import Ack, App
@@ -29,13 +30,14 @@ def alert_channel(svc: BotServices) -> str:
     return channel
 
 
-def post_case(svc: BotServices, case: CaseView) -> Posted:
-    """Post a checklist to the alert channel and remember where it is."""
+def post_case(svc: BotServices, case: CaseView, now: datetime | None = None) -> Posted:
+    """Post a checklist to the alert channel (as of `now`) and remember where it is."""
+    now = now or svc.ctx.now()
     posted = svc.gateway.post(
-        alert_channel(svc), lb.checklist_text(case), lb.checklist_blocks(case, svc.ctx.now())
+        alert_channel(svc), lb.checklist_text(case), lb.checklist_blocks(case, now)
     )
     with svc.ctx.unit_of_work() as session:
-        rotation.record_case_message(session, case.id, posted.channel, posted.ts, svc.ctx.now())
+        rotation.record_case_message(session, case.id, posted.channel, posted.ts, now)
     metrics.alerts_sent.labels("checklist").inc()
     return posted
 
@@ -147,10 +149,10 @@ def register(app: App, svc: BotServices) -> None:
     svc.origin_handlers["*"] = refresh_ticked
 
 
-def try_post_case(svc: BotServices, case: CaseView) -> bool:
-    """Post a checklist; False (and logged) when Slack refuses."""
+def try_post_case(svc: BotServices, case: CaseView, now: datetime) -> bool:
+    """Post a checklist as of `now`; False (and logged) when Slack refuses."""
     try:
-        post_case(svc, case)
+        post_case(svc, case, now)
     except SlackUnavailable as exc:
         metrics.alerts_failed.labels("checklist").inc()
         log.warning("could not post checklist %s: %s", case.id, exc.error)

@@ -75,7 +75,7 @@ class Sweeper:
             inbox.forget_before(session, now - inbox.RETENTION)
         for case in reposts:
             self._pace()
-            if lifecycle.try_post_case(self.svc, case):
+            if lifecycle.try_post_case(self.svc, case, now):
                 report.checklists_posted += 1
         log.info("sweep as of %s: %s", now.isoformat(), report.summary())
         return report

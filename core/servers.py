@@ -160,7 +160,7 @@ def edit_server(
     authorize(session, actor, Permission.MANAGE_SERVERS)
     server = find_server(session, name)
     changes: dict[str, object] = {}
-    if rename is not None:
+    if rename is not None and clean_name(rename) != server.name:
         display, key = clean_name(rename), normalize_name(rename)
         clash = session.exec(select(Server).where(Server.normalized_name == key)).first()
         if clash is not None and clash.id != server.id:

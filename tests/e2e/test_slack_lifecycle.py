@@ -181,3 +181,24 @@ def test_reconciliation_catches_a_missed_departure(bot: Bot, fake: FakeSlack) ->
     assert "Jamf Pro" in json.dumps(posts(fake)[0]["blocks"])
     again = Sweeper(bot.svc, post_interval=0).sweep(bot.clock() + timedelta(hours=1))
     assert not again.reconciled and again.checklists_posted == 0
+
+
+def test_open_checklist_is_reposted_daily_until_done(bot: Bot, fake: FakeSlack) -> None:
+    add_server(bot, fake)
+    bot.command(ADMIN, "password-changed")
+    bot.wait_idle(lambda: len(posts(fake)) == 1)
+    sweeper = Sweeper(bot.svc, post_interval=0)
+    start = bot.clock()
+    assert sweeper.sweep(start + timedelta(hours=2)).checklists_posted == 0
+    assert sweeper.sweep(start + timedelta(hours=25)).checklists_posted == 1
+    assert sweeper.sweep(start + timedelta(hours=26)).checklists_posted == 0
+    assert len(posts(fake)) == 2
+    latest = posts(fake)[-1]
+    token_id = next(
+        b["accessory"]["value"]
+        for b in latest["blocks"]
+        if b.get("accessory", {}).get("action_id") == "rotate_token"
+    )
+    press_on(bot, fake, ADMIN, latest, "rotate_token", token_id)
+    bot.wait_idle(lambda: "Done" in json.dumps(fake.messages_in("C0ALERTS")[-1]["blocks"]))
+    assert sweeper.sweep(start + timedelta(hours=50)).checklists_posted == 0
