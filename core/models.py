@@ -118,6 +118,12 @@ class RoleGrant(SQLModel, table=True):
 class RotationCase(SQLModel, table=True):
     """Tokens to rotate because their downloader left or changed their password."""
 
+    __table_args__ = (
+        sa.Index("uq_rotationcase_open", "person_id", "reason", unique=True,
+                 sqlite_where=sa.text("status = 'open'"),
+                 postgresql_where=sa.text("status = 'open'")),
+    )
+
     id: int | None = Field(default=None, primary_key=True)
     person_id: str = Field(foreign_key="person.slack_id", index=True, max_length=32)
     reason: str = Field(max_length=32)

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 import sqlalchemy as sa
+from sqlalchemy.exc import IntegrityError
 from sqlmodel import Session, col, select
 
 from core import audit
@@ -100,8 +101,12 @@ def open_case(
         return None
     case = RotationCase(person_id=person_id, reason=reason, status="open",
                         opened_by=actor.label, opened_at=now)
-    session.add(case)
-    session.flush()
+    try:
+        with session.begin_nested():
+            session.add(case)
+            session.flush()
+    except IntegrityError:
+        return open_case(session, actor, person_id, reason, now)
     assert case.id is not None
     _add_items(session, case.id, [t for t in tokens if t is not None])
     audit.record(session, actor, "rotation.open", person_id, now, case=case.id, reason=reason,

@@ -208,3 +208,32 @@ def test_reconcile_lists_downloaders_not_known_to_have_left(
         s.exec(sa.update(Token).where(col(Token.downloaded_by) == ALICE)
                .values(status="revoked"))
         assert downloaders_to_reconcile(s) == ["W0GRID"]
+
+
+@pytest.mark.parametrize("reason", ["departure", "password_change"])
+def test_concurrent_reports_open_one_case(
+    engine: sa.Engine, tokens: dict[str, int], reason: str
+) -> None:
+    import threading
+
+    barrier, cases, errors = threading.Barrier(8), [], []
+
+    def depart() -> None:
+        barrier.wait()
+        try:
+            with db.unit_of_work(engine) as s:
+                case = open_case(s, Actor(ALICE), ALICE, reason, NOW)
+                cases.append(case.id if case else None)
+        except Exception as exc:  # the test reports any failure below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=depart) for _ in range(8)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(30)
+    assert not errors
+    assert len(set(cases)) == 1 and None not in cases
+    with db.unit_of_work(engine) as s:
+        open_cases = s.exec(select(RotationCase).where(RotationCase.status == "open")).all()
+    assert len(open_cases) == 1
