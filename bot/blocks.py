@@ -170,15 +170,26 @@ def home_view(views: list[ServerView], now: datetime, role: Role | None) -> dict
     return {"type": "home", "blocks": blocks}
 
 
-def token_comment(server_name: str, expires_at: datetime, warnings: tuple[str, ...] = ()) -> str:
+def token_comment(
+    server_name: str,
+    expires_at: datetime,
+    warnings: tuple[str, ...] = (),
+    *,
+    replaces_active: bool = False,
+) -> str:
     """The message that goes with a token file in the requester's DM."""
+    upload = "Upload this file to the MDM server (where it asks for the Apple server token)"
+    if replaces_active:
+        upload += " now: the previous token for this server has stopped working."
+    else:
+        upload += ", then assign devices to this server in Apple School Manager."
     lines = [
         f"Here is the new server token for *{esc(server_name)}*.",
-        "Upload this file to the MDM server (its Apple School Manager / ADE settings) now: "
-        "the previous token for this server has stopped working.",
+        upload,
         f"It expires on *{day(expires_at)}* ({stamp(expires_at)}); mdmbot will remind the team "
         "well before then.",
-        "Keep the file private — anyone with it and the server's private key can enrol devices.",
+        "Keep the file private: with the server's private key it lets anyone act as this MDM "
+        "server.",
     ]
     lines += [f":warning: {esc(w)}" for w in warnings]
     return "\n".join(lines)

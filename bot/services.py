@@ -127,7 +127,12 @@ class BotServices:
     def deliver(self, issued: IssuedToken, user_id: str) -> Delivery:
         """DM the token file, then activate it; on any failure the previous token stays valid."""
         actor = Actor(user_id)
-        comment = blocks.token_comment(issued.server_name, issued.expires_at, issued.warnings)
+        comment = blocks.token_comment(
+            issued.server_name,
+            issued.expires_at,
+            issued.warnings,
+            replaces_active=issued.replaces_active,
+        )
         try:
             self.gateway.send_file_to_dm(user_id, issued.filename, issued.content, comment)
         except SlackUnavailable as exc:

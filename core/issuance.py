@@ -30,6 +30,7 @@ class IssuedToken:
     issued_at: datetime
     expires_at: datetime
     warnings: tuple[str, ...] = ()
+    replaces_active: bool = False
 
     def __repr__(self) -> str:
         return f"IssuedToken(token_id={self.token_id}, server_name={self.server_name!r})"
@@ -99,6 +100,10 @@ def prepare_token(
         issued_at=creds.issued_at,
         expires_at=creds.expires_at,
         warnings=warnings,
+        replaces_active=session.exec(
+            select(Token.id).where(Token.server_id == server.id, Token.status == "active")
+        ).first()
+        is not None,
     )
 
 

@@ -43,6 +43,7 @@ def test_add_flow_ends_with_a_dm_token_that_openssl_decrypts(
     assert upload_done["channel_id"].startswith("D")
     assert upload_done["filename"].startswith("Jamf_Pro_Token_")
     assert "expires" in upload_done["initial_comment"]
+    assert "stopped working" not in upload_done["initial_comment"], "a first token replaces none"
     token = tmp_path / "token.p7m"
     token.write_bytes(upload_done["bytes"])
     key = tmp_path / "key.pem"

@@ -83,6 +83,9 @@ def test_departure_event_delivered_twice_gives_one_checklist_and_buttons_rotate(
     assert "stops working" in json.dumps(view)
     bot.wait_idle(lambda: len(fake.uploads) > uploads)
     assert fake.uploads[-1]["channel_id"] == fake.dm_channel_for(ADMIN)
+    assert (
+        "previous token for this server has stopped working" in fake.uploads[-1]["initial_comment"]
+    )
     bot.wait_idle(lambda: "rotated by" in json.dumps(fake.messages_in("C0ALERTS")[0]["blocks"]))
     updated = json.dumps(fake.messages_in("C0ALERTS")[0]["blocks"])
     assert f"<@{ADMIN}>" in updated and "1 of 2 left" in updated
