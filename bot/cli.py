@@ -169,7 +169,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 130
     except Exception:
         reference = uuid.uuid4().hex[:8]
-        log.debug("unexpected error %s", reference, exc_info=True)
+        if args.group in ("serve", "scheduler"):
+            log.exception("unexpected error %s", reference)
         print(
             f"mdmbot: unexpected error (reference {reference}); rerun with "
             "MDMBOT_DEBUG=1 for details.",

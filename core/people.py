@@ -113,14 +113,24 @@ def list_roles(session: Session) -> list[RoleHolder]:
 
 
 def bootstrap_admins(session: Session, slack_ids: list[str], now: datetime) -> list[str]:
-    """Grant Administrator to each configured id that lacks it; return those granted."""
+    """Grant Administrator to each configured id lacking it (replicas may race); return those."""
     granted = []
     for slack_id in slack_ids:
-        if role_of(session, slack_id) is not Role.ADMINISTRATOR:
-            grant_role(
-                session, Actor("MDMBOT_ADMINS", operator=True), slack_id, Role.ADMINISTRATOR, now
-            )
-            granted.append(slack_id)
+        try:
+            with session.begin_nested():
+                if role_of(session, slack_id) is Role.ADMINISTRATOR:
+                    continue
+                grant_role(
+                    session,
+                    Actor("MDMBOT_ADMINS", operator=True),
+                    slack_id,
+                    Role.ADMINISTRATOR,
+                    now,
+                )
+                session.flush()
+        except sa.exc.IntegrityError:
+            continue
+        granted.append(slack_id)
     return granted
 
 

@@ -5,8 +5,10 @@ from __future__ import annotations
 from datetime import timedelta
 
 import pytest
+import sqlalchemy as sa
 from sqlmodel import Session, col, select
 
+from core import db
 from core.errors import InvalidInput, NotFound, PermissionDenied
 from core.models import AuditEvent, Person, RoleGrant
 from core.people import bootstrap_admins, grant_role, list_roles, revoke_role, role_of
@@ -112,3 +114,27 @@ def test_bootstrap_admins_is_idempotent(session: Session) -> None:
     grants = session.exec(select(AuditEvent).where(AuditEvent.action == "role.grant")).all()
     assert len(grants) == 4  # U0SITE by hand, then U0A, U0SITE, U0B once each
     assert {g.actor for g in grants[1:]} == {"operator:MDMBOT_ADMINS"}
+
+
+def test_replicas_starting_together_grant_admins_once(engine: sa.Engine) -> None:
+    import threading
+
+    barrier, granted, errors = threading.Barrier(6), [], []
+
+    def start() -> None:
+        barrier.wait()
+        try:
+            with db.unit_of_work(engine) as s:
+                granted.extend(bootstrap_admins(s, ["U0BOOT1", "U0BOOT2"], NOW))
+        except Exception as exc:  # reported below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=start) for _ in range(6)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(30)
+    assert not errors
+    assert sorted(granted) == ["U0BOOT1", "U0BOOT2"]
+    with db.unit_of_work(engine) as s:
+        assert {h.slack_id for h in list_roles(s)} == {"U0BOOT1", "U0BOOT2"}
