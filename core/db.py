@@ -15,6 +15,7 @@ from sqlmodel import Session
 
 MIGRATIONS = Path(__file__).with_name("migrations")
 READONLY = "mdmbot_readonly"
+MIGRATION_LOCK = 0x6D646D62
 
 
 def make_engine(url: str) -> sa.Engine:
@@ -72,5 +73,14 @@ def alembic_config(url: str) -> Config:
 
 
 def upgrade(url: str) -> None:
-    """Run every pending migration."""
-    command.upgrade(alembic_config(url), "head")
+    """Run every pending migration; processes starting together take turns."""
+    engine = make_engine(url)
+    try:
+        with engine.begin() as connection:
+            if connection.dialect.name == "postgresql":
+                connection.exec_driver_sql(f"SELECT pg_advisory_xact_lock({MIGRATION_LOCK})")
+            config = alembic_config(url)
+            config.attributes["connection"] = connection
+            command.upgrade(config, "head")
+    finally:
+        engine.dispose()

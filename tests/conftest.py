@@ -26,8 +26,8 @@ def _pg_schema_url(base: str, schema: str) -> str:
 
 
 @contextmanager
-def postgres_schema() -> Iterator[str]:
-    """A migrated private schema in the PostgreSQL test database, dropped afterwards."""
+def postgres_schema(*, migrate: bool = True) -> Iterator[str]:
+    """A private schema in the PostgreSQL test database (migrated), dropped afterwards."""
     if not PG_URL:
         pytest.skip("MDMBOT_TEST_DATABASE_URL is not set")
     schema = f"t_{uuid.uuid4().hex[:12]}"
@@ -36,7 +36,8 @@ def postgres_schema() -> Iterator[str]:
         conn.exec_driver_sql(f"CREATE SCHEMA {schema}")
     url = _pg_schema_url(PG_URL, schema)
     try:
-        db.upgrade(url)
+        if migrate:
+            db.upgrade(url)
         yield url
     finally:
         with admin.begin() as conn:

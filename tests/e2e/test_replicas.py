@@ -30,8 +30,8 @@ LEASE_SECONDS = 2.0
 
 @pytest.fixture
 def pg_url() -> Iterator[str]:
-    """A private schema in the PostgreSQL test database (replicas share PostgreSQL)."""
-    with postgres_schema() as url:
+    """An empty PostgreSQL schema: both replicas start on it and migrate it together."""
+    with postgres_schema(migrate=False) as url:
         yield url
 
 
