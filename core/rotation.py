@@ -71,11 +71,7 @@ def open_case(
         raise InvalidInput(f"“{reason}” is not a rotation reason ({', '.join(REASONS)}).")
     if not (reason == PASSWORD_CHANGE and actor.user_id == person_id and not actor.operator):
         authorize(session, actor, Permission.MANAGE_SERVERS)
-    person = ensure_person(session, person_id, now)
-    if reason == DEPARTURE and person.deactivated_at is None:
-        person.deactivated_at = now
-        session.add(person)
-        audit.record(session, actor, "person.deactivate", person_id, now)
+    ensure_person(session, person_id, now)
     tokens = session.exec(
         select(Token.id).where(Token.downloaded_by == person_id,
                                Token.status == TokenStatus.ACTIVE).order_by(col(Token.expires_at))
@@ -123,19 +119,25 @@ def record_departure(
     email: str | None = None,
 ) -> CaseView | None:
     """A Slack-reported departure: keep name/email, mark deactivated, open the case as SYSTEM."""
-    ensure_person(session, person_id, now, name=name, email=email)
+    person = ensure_person(session, person_id, now, name=name, email=email)
+    if person.deactivated_at is None:
+        person.deactivated_at = now
+        session.add(person)
+        audit.record(session, SYSTEM, "person.deactivate", person_id, now)
     return open_case(session, SYSTEM, person_id, DEPARTURE, now)
 
 
 def cancel_for_reactivation(session: Session, person_id: str, now: datetime) -> list[int]:
-    """A reactivated user: clear deactivated_at and cancel their open departure cases."""
+    """A user Slack had deactivated is back: cancel their open departure cases.
+
+    Only a departure Slack reported is undone; an offboarding opened with `/mdm offboard` stays.
+    """
     person = session.get(Person, person_id)
-    if person is None:
+    if person is None or person.deactivated_at is None:
         return []
-    if person.deactivated_at is not None:
-        person.deactivated_at = None
-        session.add(person)
-        audit.record(session, SYSTEM, "person.reactivate", person_id, now)
+    person.deactivated_at = None
+    session.add(person)
+    audit.record(session, SYSTEM, "person.reactivate", person_id, now)
     cases = session.exec(
         select(RotationCase).where(RotationCase.person_id == person_id,
                                    RotationCase.status == "open", RotationCase.reason == DEPARTURE)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import time
 from datetime import timedelta
 from typing import Any
 
@@ -127,15 +128,24 @@ def test_password_change_opens_a_checklist_for_own_tokens(bot: Bot, fake: FakeSl
     bot.wait_idle(lambda: any("checklist" in str(r.get("text")) for r in fake.responses))
 
 
-def test_offboard_command_and_reactivation_cancels(bot: Bot, fake: FakeSlack) -> None:
+def test_offboard_survives_profile_edits_and_reactivation_cancels(
+    bot: Bot, fake: FakeSlack
+) -> None:
     fake.add_user(LEAVER, "lee", "lee@school.example")
     bot.grant(LEAVER)
     add_server_as(bot, fake, LEAVER, "Jamf Pro")
     bot.command(ADMIN, f"offboard <@{LEAVER}|lee>")
     bot.wait_idle(lambda: len(posts(fake)) == 1)
-    reactivated = {"id": LEAVER, "name": "lee", "deleted": False, "profile": {}}
-    bot.event({"type": "user_change", "user": reactivated}, event_id="Ev0BACK")
+    active = {"id": LEAVER, "name": "lee", "deleted": False, "profile": {"title": "Teacher"}}
+    bot.event({"type": "user_change", "user": active}, event_id="Ev0EDIT")
+    time.sleep(0.5)
+    assert "Cancelled" not in json.dumps(posts(fake)[0]["blocks"]), "a profile edit cancels nothing"
+
+    gone = {"id": LEAVER, "name": "lee", "deleted": True, "profile": {}}
+    bot.event({"type": "user_change", "user": gone}, event_id="Ev0GONE")
+    bot.event({"type": "user_change", "user": active}, event_id="Ev0BACK")
     bot.wait_idle(lambda: "Cancelled" in json.dumps(posts(fake)[0]["blocks"]))
+    assert len(posts(fake)) == 1, "the departure joined the open offboarding checklist"
 
 
 def test_expiry_alerts_post_once_and_renew_updates_the_alert(bot: Bot, fake: FakeSlack) -> None:
