@@ -13,7 +13,7 @@ from bot import metrics, modals
 from bot.listeners.actions import open_checked
 from bot.services import BotServices, Delivery
 from bot.slack_gateway import Posted, SlackUnavailable
-from core import issuance, rotation
+from core import rotation, servers
 from core.errors import ConfigError, InvalidInput
 from core.models import TokenStatus
 from core.roles import Actor, Permission
@@ -105,14 +105,16 @@ def register(app: App, svc: BotServices) -> None:
             }
 
             def build() -> dict[str, Any]:
-                with svc.ctx.unit_of_work() as session:
-                    server, token = issuance.server_of_token(session, token_id)
+                with svc.ctx.unit_of_work(readonly=True) as session:
+                    server, token = servers.server_of_token(session, token_id)
+                    view = servers.get_server_view_by_id(session, server.id)
                     case = rotation.case_for_token(session, token_id)
-                if token.status != TokenStatus.ACTIVE:
-                    raise InvalidInput(f"This token for “{server.name}” was already replaced.")
+                    replaced = token.status != TokenStatus.ACTIVE
+                if replaced:
+                    raise InvalidInput(f"This token for “{view.name}” was already replaced.")
                 if case is not None:
                     meta["case_id"] = str(case.id)
-                return modals.confirm_token_modal(svc.server_by_id(server.id), meta)
+                return modals.confirm_token_modal(view, meta)
 
             open_checked(svc, body, Permission.MANAGE_SERVERS, build)
 
@@ -136,7 +138,7 @@ def register(app: App, svc: BotServices) -> None:
     def refresh_ticked(meta: dict[str, Any], user_id: str, outcome: Delivery) -> None:
         if outcome.activation is None:
             return
-        with svc.ctx.unit_of_work() as session:
+        with svc.ctx.unit_of_work(readonly=True) as session:
             cases = {
                 c.id
                 for t in outcome.activation.superseded

@@ -167,15 +167,6 @@ def discard_token(session: Session, actor: Actor, token_id: int, now: datetime, 
     audit.record(session, actor, "token.discard", str(token_id), now, reason=why)
 
 
-def server_of_token(session: Session, token_id: int) -> tuple[Server, Token]:
-    """The live server a token belongs to, with the token."""
-    token = session.get(Token, token_id)
-    server = session.get(Server, token.server_id) if token is not None else None
-    if token is None or server is None or server.removed_at is not None:
-        raise NotFound("That MDM server no longer exists.")
-    return server, token
-
-
 def list_tokens(session: Session, server: Server | None = None) -> list[TokenView]:
     """Tokens (all servers or one), newest first, without credentials."""
     query = (

@@ -57,6 +57,25 @@ class ServerView:
         return (self.token_expires_at - now) // timedelta(days=1)
 
 
+def find_server_by_id(session: Session, server_id: object) -> Server:
+    """The live server with this id (ids arrive from buttons and metadata as text)."""
+    try:
+        server = session.get(Server, int(str(server_id)))
+    except ValueError:
+        server = None
+    if server is None or server.removed_at is not None:
+        raise NotFound("That MDM server no longer exists.")
+    return server
+
+
+def server_of_token(session: Session, token_id: int) -> tuple[Server, Token]:
+    """The live server a token belongs to, with the token."""
+    token = session.get(Token, token_id)
+    if token is None:
+        raise NotFound("That MDM server no longer exists.")
+    return find_server_by_id(session, token.server_id), token
+
+
 def find_server(session: Session, name: str) -> Server:
     """The live server called `name` (compared after normalisation)."""
     try:
@@ -250,15 +269,8 @@ def get_server_view(session: Session, name: str) -> ServerView:
 
 
 def get_server_view_by_id(session: Session, server_id: object) -> ServerView:
-    """One live server by id (ids arrive from buttons and metadata as text)."""
-    try:
-        number = int(str(server_id))
-    except ValueError:
-        number = None
-    views = list_servers(session, server_id=number) if number is not None else []
-    if not views:
-        raise NotFound("That MDM server no longer exists.")
-    return views[0]
+    """One live server by id, as a user sees it."""
+    return list_servers(session, server_id=find_server_by_id(session, server_id).id)[0]
 
 
 def replace_certificate(

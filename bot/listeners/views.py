@@ -6,12 +6,14 @@ import logging
 from typing import Any
 
 from slack_bolt import Ack, App
+from sqlmodel import Session
 
 from bot import blocks, modals
 from bot.services import BotServices
 from core import issuance, servers
 from core.errors import CertificateError, InvalidName, MdmbotError, PermissionDenied
 from core.issuance import IssuedToken
+from core.models import Server
 from core.names import clean_name
 from core.roles import Actor, Permission
 
@@ -28,6 +30,9 @@ def register(app: App, svc: BotServices) -> None:
             ack(response_action="update", view=modals.message_modal("Not allowed", exc.message))
             return False
         return True
+
+    def target(session: Session, view: dict[str, Any]) -> Server:
+        return servers.find_server_by_id(session, modals.read_metadata(view).get("server_id"))
 
     def certificate(view: dict[str, Any]) -> bytes:
         files = modals.input_value(view, "certificate").get("files") or []
@@ -97,16 +102,14 @@ def register(app: App, svc: BotServices) -> None:
     def on_replace(ack: Ack, body: dict[str, Any], view: dict[str, Any]) -> None:
         if not allowed(ack, body):
             return
-        meta = modals.read_metadata(view)
         try:
             data = certificate(view)
-            target = svc.server_by_id(meta.get("server_id"))
             with svc.ctx.unit_of_work() as session:
                 issued = servers.replace_certificate(
                     session,
                     svc.ctx.vault,
                     Actor(body["user"]["id"]),
-                    target.name,
+                    target(session, view).name,
                     data,
                     svc.ctx.now(),
                 )
@@ -120,11 +123,13 @@ def register(app: App, svc: BotServices) -> None:
         if not allowed(ack, body):
             return
         try:
-            target = svc.server_by_id(modals.read_metadata(view).get("server_id"))
             with svc.ctx.unit_of_work() as session:
-                server = servers.find_server(session, target.name)
                 issued = issuance.issue_token(
-                    session, svc.ctx.vault, Actor(body["user"]["id"]), server, svc.ctx.now()
+                    session,
+                    svc.ctx.vault,
+                    Actor(body["user"]["id"]),
+                    target(session, view),
+                    svc.ctx.now(),
                 )
         except MdmbotError as exc:
             ack(
@@ -138,12 +143,11 @@ def register(app: App, svc: BotServices) -> None:
         if not allowed(ack, body):
             return
         try:
-            target = svc.server_by_id(modals.read_metadata(view).get("server_id"))
             with svc.ctx.unit_of_work() as session:
-                servers.remove_server(
-                    session, Actor(body["user"]["id"]), target.name, svc.ctx.now()
+                removed = servers.remove_server(
+                    session, Actor(body["user"]["id"]), target(session, view).name, svc.ctx.now()
                 )
-            text = f"Removed *{blocks.esc(target.name)}*; its token is revoked."
+            text = f"Removed *{blocks.esc(removed.name)}*; its token is revoked."
         except MdmbotError as exc:
             text = exc.message
         ack(response_action="update", view=modals.message_modal("Remove MDM server", text))
@@ -156,12 +160,11 @@ def register(app: App, svc: BotServices) -> None:
         name = (modals.input_value(view, "name").get("value") or "").strip()
         release = bool(modals.input_value(view, "release").get("selected_options"))
         try:
-            target = svc.server_by_id(modals.read_metadata(view).get("server_id"))
             with svc.ctx.unit_of_work() as session:
                 servers.edit_server(
                     session,
                     Actor(body["user"]["id"]),
-                    target.name,
+                    target(session, view).name,
                     now=svc.ctx.now(),
                     rename=name,
                     release_devices=release,
