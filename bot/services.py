@@ -97,22 +97,21 @@ class BotServices:
         if known:
             self._known.add(user_id)
             return
-        with self.ctx.unit_of_work() as session:
-            people.ensure_person(session, user_id, self.ctx.now(), name=name)
         try:
             info = self.gateway.user_info(user_id)
         except SlackUnavailable:
-            return
+            info = {}
         profile = info.get("profile") or {}
         with self.ctx.unit_of_work() as session:
             people.ensure_person(
                 session,
                 user_id,
                 self.ctx.now(),
-                name=info.get("real_name") or info.get("name"),
+                name=name or info.get("real_name") or info.get("name"),
                 email=profile.get("email"),
             )
-        self._known.add(user_id)
+        if info:
+            self._known.add(user_id)
 
     def server_by_id(self, server_id: object) -> ServerView:
         """A live server by id (ids come from buttons and metadata; checked here)."""
