@@ -162,8 +162,14 @@ def _claimed(session: Session, token_ids: list[int]) -> dict[int, set[int]]:
 
 
 def _insert_claim(session: Session, token_id: int, threshold: int, now: datetime) -> int | None:
-    values = {"token_id": token_id, "kind": KIND, "threshold": threshold, "status": "pending",
-              "claimed_at": now, "attempts": 1}
+    values = {
+        "token_id": token_id,
+        "kind": KIND,
+        "threshold": threshold,
+        "status": "pending",
+        "claimed_at": now,
+        "attempts": 1,
+    }
     try:
         with session.begin_nested():
             result = session.execute(sa.insert(AlertDelivery).values(**values))
@@ -182,18 +188,32 @@ def _retries(
     stale = now - stale_after
     more_urgent = (
         sa.select(newer.id)
-        .where(newer.token_id == delivery.token_id, newer.kind == KIND,
-               newer.threshold < delivery.threshold, newer.status != "cancelled")
+        .where(
+            newer.token_id == delivery.token_id,
+            newer.kind == KIND,
+            newer.threshold < delivery.threshold,
+            newer.status != "cancelled",
+        )
         .exists()
     )
     rows = session.execute(
-        sa.select(delivery.id, delivery.token_id, delivery.threshold, delivery.status,
-                  delivery.claimed_at, col(Token.status), more_urgent)
+        sa.select(
+            delivery.id,
+            delivery.token_id,
+            delivery.threshold,
+            delivery.status,
+            delivery.claimed_at,
+            col(Token.status),
+            more_urgent,
+        )
         .join(Token, col(Token.id) == delivery.token_id)
-        .where(delivery.kind == KIND, sa.or_(
-            delivery.status == "failed",
-            sa.and_(delivery.status == "pending", delivery.claimed_at < stale),
-        ))
+        .where(
+            delivery.kind == KIND,
+            sa.or_(
+                delivery.status == "failed",
+                sa.and_(delivery.status == "pending", delivery.claimed_at < stale),
+            ),
+        )
         .order_by(delivery.id)
     ).all()
     return [
@@ -215,8 +235,16 @@ def _describe(session: Session, claims: Iterable[tuple[int, int, int]]) -> list[
         ).all()
         info.update({token.id or 0: (token, server, person) for token, server, person in rows})
     alerts = [
-        DueAlert(delivery_id, token_id, info[token_id][1], threshold, info[token_id][0].expires_at,
-                 info[token_id][0].downloaded_by, info[token_id][2], info[token_id][0].issued_at)
+        DueAlert(
+            delivery_id,
+            token_id,
+            info[token_id][1],
+            threshold,
+            info[token_id][0].expires_at,
+            info[token_id][0].downloaded_by,
+            info[token_id][2],
+            info[token_id][0].issued_at,
+        )
         for delivery_id, token_id, threshold in claims
     ]
     return sorted(alerts, key=lambda a: (a.expires_at, a.token_id, a.threshold))

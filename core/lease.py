@@ -29,8 +29,10 @@ def acquire(session: Session, name: str, holder: str, now: datetime, ttl: timede
         pass
     result = session.execute(
         sa.update(Lease)
-        .where(col(Lease.name) == name,
-               sa.or_(col(Lease.holder) == holder, col(Lease.expires_at) < now))
+        .where(
+            col(Lease.name) == name,
+            sa.or_(col(Lease.holder) == holder, col(Lease.expires_at) < now),
+        )
         .values(holder=holder, expires_at=until)
         .execution_options(synchronize_session=False)
     )

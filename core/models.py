@@ -119,9 +119,14 @@ class RotationCase(SQLModel, table=True):
     """Tokens to rotate because their downloader left or changed their password."""
 
     __table_args__ = (
-        sa.Index("uq_rotationcase_open", "person_id", "reason", unique=True,
-                 sqlite_where=sa.text("status = 'open'"),
-                 postgresql_where=sa.text("status = 'open'")),
+        sa.Index(
+            "uq_rotationcase_open",
+            "person_id",
+            "reason",
+            unique=True,
+            sqlite_where=sa.text("status = 'open'"),
+            postgresql_where=sa.text("status = 'open'"),
+        ),
     )
 
     id: int | None = Field(default=None, primary_key=True)

@@ -73,30 +73,44 @@ def open_case(
         authorize(session, actor, Permission.MANAGE_SERVERS)
     ensure_person(session, person_id, now)
     tokens = session.exec(
-        select(Token.id).where(Token.downloaded_by == person_id,
-                               Token.status == TokenStatus.ACTIVE).order_by(col(Token.expires_at))
+        select(Token.id)
+        .where(Token.downloaded_by == person_id, Token.status == TokenStatus.ACTIVE)
+        .order_by(col(Token.expires_at))
     ).all()
     existing = session.exec(
         select(RotationCase)
-        .where(RotationCase.person_id == person_id, RotationCase.status == "open",
-               col(RotationCase.reason).in_({reason, DEPARTURE}))
+        .where(
+            RotationCase.person_id == person_id,
+            RotationCase.status == "open",
+            col(RotationCase.reason).in_({reason, DEPARTURE}),
+        )
         .order_by(col(RotationCase.reason) != DEPARTURE, col(RotationCase.id))
     ).first()
     if existing is not None and existing.id is not None:
         if existing.reason == DEPARTURE:  # a departure covers tokens activated since it opened
-            listed = set(session.exec(
-                select(RotationItem.token_id).where(RotationItem.case_id == existing.id)
-            ).all())
+            listed = set(
+                session.exec(
+                    select(RotationItem.token_id).where(RotationItem.case_id == existing.id)
+                ).all()
+            )
             added = [t for t in tokens if t is not None and t not in listed]
             _add_items(session, existing.id, added)
             if added:
-                audit.record(session, actor, "rotation.extend", person_id, now,
-                             case=existing.id, tokens=added)
+                audit.record(
+                    session,
+                    actor,
+                    "rotation.extend",
+                    person_id,
+                    now,
+                    case=existing.id,
+                    tokens=added,
+                )
         return get_case(session, existing.id)
     if not tokens:
         return None
-    case = RotationCase(person_id=person_id, reason=reason, status="open",
-                        opened_by=actor.label, opened_at=now)
+    case = RotationCase(
+        person_id=person_id, reason=reason, status="open", opened_by=actor.label, opened_at=now
+    )
     try:
         with session.begin_nested():
             session.add(case)
@@ -105,8 +119,16 @@ def open_case(
         return open_case(session, actor, person_id, reason, now)
     assert case.id is not None
     _add_items(session, case.id, [t for t in tokens if t is not None])
-    audit.record(session, actor, "rotation.open", person_id, now, case=case.id, reason=reason,
-                 tokens=list(tokens))
+    audit.record(
+        session,
+        actor,
+        "rotation.open",
+        person_id,
+        now,
+        case=case.id,
+        reason=reason,
+        tokens=list(tokens),
+    )
     return get_case(session, case.id)
 
 
@@ -139,14 +161,18 @@ def cancel_for_reactivation(session: Session, person_id: str, now: datetime) -> 
     session.add(person)
     audit.record(session, SYSTEM, "person.reactivate", person_id, now)
     cases = session.exec(
-        select(RotationCase).where(RotationCase.person_id == person_id,
-                                   RotationCase.status == "open", RotationCase.reason == DEPARTURE)
+        select(RotationCase).where(
+            RotationCase.person_id == person_id,
+            RotationCase.status == "open",
+            RotationCase.reason == DEPARTURE,
+        )
     ).all()
     for case in cases:
         case.status, case.closed_at = "cancelled", now
         session.add(case)
-        audit.record(session, SYSTEM, "rotation.cancel", person_id, now, case=case.id,
-                     why="user reactivated")
+        audit.record(
+            session, SYSTEM, "rotation.cancel", person_id, now, case=case.id, why="user reactivated"
+        )
     return [case.id for case in cases if case.id is not None]
 
 
@@ -179,12 +205,26 @@ def get_case(session: Session, case_id: int) -> CaseView:
         .order_by(col(Token.expires_at), col(RotationItem.id))
     ).all()
     return CaseView(
-        id=case_id, person_id=case.person_id, person_name=person.name, person_email=person.email,
-        reason=case.reason, status=case.status, opened_at=case.opened_at,
-        opened_by=case.opened_by, channel=case.channel, ts=case.ts,
+        id=case_id,
+        person_id=case.person_id,
+        person_name=person.name,
+        person_email=person.email,
+        reason=case.reason,
+        status=case.status,
+        opened_at=case.opened_at,
+        opened_by=case.opened_by,
+        channel=case.channel,
+        ts=case.ts,
         items=tuple(
-            ItemView(item.id or 0, token.id or 0, server, token.expires_at, item.done_by,
-                     item.done_at, token.status != TokenStatus.ACTIVE)
+            ItemView(
+                item.id or 0,
+                token.id or 0,
+                server,
+                token.expires_at,
+                item.done_by,
+                item.done_at,
+                token.status != TokenStatus.ACTIVE,
+            )
             for item, token, server in items
         ),
     )
@@ -207,10 +247,13 @@ def cases_to_repost(
     """Open cases never posted, or last posted at least `every` ago."""
     ids = session.exec(
         select(RotationCase.id)
-        .where(RotationCase.status == "open", sa.or_(
-            col(RotationCase.last_posted_at).is_(None),
-            col(RotationCase.last_posted_at) <= now - every,
-        ))
+        .where(
+            RotationCase.status == "open",
+            sa.or_(
+                col(RotationCase.last_posted_at).is_(None),
+                col(RotationCase.last_posted_at) <= now - every,
+            ),
+        )
         .order_by(col(RotationCase.id))
     ).all()
     return [get_case(session, case_id) for case_id in ids if case_id is not None]

@@ -8,6 +8,7 @@ Revises: 0001
 Create Date: 2026-11-27
 
 """
+
 from typing import Sequence, Union
 
 from alembic import op

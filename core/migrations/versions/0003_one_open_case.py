@@ -8,6 +8,7 @@ Revises: 0002
 Create Date: 2026-11-27
 
 """
+
 from typing import Sequence, Union
 
 import sqlalchemy as sa
@@ -23,8 +24,14 @@ OPEN = sa.text("status = 'open'")
 
 def upgrade() -> None:
     """Add the partial unique index."""
-    op.create_index("uq_rotationcase_open", "rotationcase", ["person_id", "reason"], unique=True,
-                    sqlite_where=OPEN, postgresql_where=OPEN)
+    op.create_index(
+        "uq_rotationcase_open",
+        "rotationcase",
+        ["person_id", "reason"],
+        unique=True,
+        sqlite_where=OPEN,
+        postgresql_where=OPEN,
+    )
 
 
 def downgrade() -> None:
