@@ -1,1 +1,1 @@
-"""mdmbot adapters: Slack app, HTTP server, scheduler and command line."""
+"""The mdmbot process (serve, HTTP front, scheduler, runtime, metrics, logs) and its adapters."""

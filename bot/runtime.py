@@ -10,8 +10,9 @@ from sqlalchemy import text
 
 from bot import metrics
 from bot.context import AppContext
-from bot.scheduler import Scheduler, Sweeper
-from bot.services import BotServices
+from bot.scheduler import Scheduler
+from bot.slack.services import BotServices
+from bot.slack.sweeper import Sweeper
 from core import servers
 from core.servers import ServerView
 
@@ -28,7 +29,8 @@ class Runtime:
         self.scheduler: Scheduler | None = None
         if scheduler:
             self.scheduler = Scheduler(
-                Sweeper(svc, post_interval=post_interval),
+                ctx,
+                Sweeper(svc, post_interval=post_interval).sweep,
                 self.holder,
                 sweep_minutes=ctx.settings.mdmbot_sweep_minutes,
                 lease_seconds=ctx.settings.mdmbot_lease_seconds,

@@ -1,161 +1,38 @@
-"""Sweeps (expiry alerts, checklist reposts, reconciliation) and the APScheduler that runs them."""
+"""APScheduler 3.11 jobs: a lease heartbeat, and sweeps while this process holds the lease."""
 
 from __future__ import annotations
 
 import logging
 import threading
-import time
-from dataclasses import dataclass, field
+from collections.abc import Callable
 from datetime import datetime, timedelta
 
 from apscheduler.schedulers.background import BackgroundScheduler
 
-from bot import lifecycle, metrics
-from bot import lifecycle_blocks as lb
 from bot.context import AppContext
-from bot.services import BotServices
-from bot.slack_gateway import SlackUnavailable
-from core import alerts, inbox, lease, rotation
-from core.alerts import DueAlert
+from core import lease
 
 log = logging.getLogger("mdmbot.scheduler")
 
 SCHEDULER_LEASE = "scheduler"
-RECONCILE_LEASE = "reconcile"
-RECONCILE_EVERY = timedelta(days=1)
-MAX_ALERTS_PER_SWEEP = 500
 
-
-@dataclass
-class SweepReport:
-    """What one sweep did."""
-
-    alerts_sent: int = 0
-    alerts_failed: int = 0
-    checklists_posted: int = 0
-    departures_found: list[str] = field(default_factory=list)
-    reconciled: bool = False
-
-    def summary(self) -> str:
-        """One line for logs and the command line."""
-        return (
-            f"{self.alerts_sent} alert(s) posted, {self.alerts_failed} failed (retried next "
-            f"sweep), {self.checklists_posted} checklist(s) posted, "
-            f"{len(self.departures_found)} missed departure(s) found"
-        )
-
-
-class Sweeper:
-    """Runs one sweep as of a given time; safe to run concurrently (claims are unique)."""
-
-    def __init__(self, svc: BotServices, *, post_interval: float = 1.0) -> None:
-        self.svc = svc
-        self.post_interval = post_interval
-        self._last_post = 0.0
-
-    def sweep(self, now: datetime, holder: str = "sweep") -> SweepReport:
-        """Post due alerts, repost open checklists, reconcile departures once a day."""
-        report = SweepReport()
-        ctx = self.svc.ctx
-        with ctx.unit_of_work() as session:
-            due = alerts.claim_due_alerts(
-                session, now, ctx.settings.alert_days, limit=MAX_ALERTS_PER_SWEEP
-            )
-        for alert in due:
-            self._post_alert(alert, now, report)
-        with ctx.unit_of_work() as session:
-            if lease.acquire(
-                session, RECONCILE_LEASE, f"{holder}@{now.isoformat()}", now, RECONCILE_EVERY
-            ):
-                report.reconciled = True
-        if report.reconciled:
-            self.reconcile(now, report)
-        with ctx.unit_of_work() as session:
-            reposts = rotation.cases_to_repost(session, now)
-            inbox.forget_before(session, now - inbox.RETENTION)
-        for case in reposts:
-            self._pace()
-            if lifecycle.try_post_case(self.svc, case, now):
-                report.checklists_posted += 1
-        log.info("sweep as of %s: %s", now.isoformat(), report.summary())
-        return report
-
-    def _pace(self) -> None:
-        # Slack: chat.postMessage allows about one message per second per channel.
-        wait = self._last_post + self.post_interval - time.monotonic()
-        if wait > 0:
-            time.sleep(wait)
-        self._last_post = time.monotonic()
-
-    def _post_alert(self, alert: DueAlert, now: datetime, report: SweepReport) -> None:
-        ctx = self.svc.ctx
-        self._pace()
-        try:
-            posted = self.svc.gateway.post(
-                lifecycle.alert_channel(self.svc),
-                lb.alert_headline(alert, now),
-                lb.alert_blocks(alert, now),
-            )
-        except SlackUnavailable as exc:
-            with ctx.unit_of_work() as session:
-                alerts.mark_failed(session, alert.delivery_id, exc.error, now)
-            metrics.alerts_failed.labels("expiry").inc()
-            report.alerts_failed += 1
-            return
-        with ctx.unit_of_work() as session:
-            alerts.mark_sent(
-                session, alert.delivery_id, channel=posted.channel, ts=posted.ts, now=now
-            )
-        metrics.alerts_sent.labels("expiry").inc()
-        report.alerts_sent += 1
-
-    def reconcile(self, now: datetime, report: SweepReport) -> None:
-        """Ask Slack about every downloader of an active token; open cases for missed departures."""
-        with self.svc.ctx.unit_of_work() as session:
-            users = rotation.downloaders_to_reconcile(session)
-        for user_id in users:
-            try:
-                info = self.svc.gateway.user_info(user_id)
-            except SlackUnavailable as exc:
-                log.info("reconcile: users.info %s failed (%s)", user_id, exc.error)
-                continue
-            if not info.get("deleted"):
-                continue
-            report.departures_found.append(user_id)
-            profile = info.get("profile") or {}
-            with self.svc.ctx.unit_of_work() as session:
-                rotation.record_departure(
-                    session,
-                    user_id,
-                    now,
-                    name=info.get("real_name") or info.get("name"),
-                    email=profile.get("email"),
-                )
-
-
-def preview(ctx: AppContext, now: datetime) -> list[str]:
-    """What a sweep would post at `now`, writing nothing."""
-    with ctx.unit_of_work() as session:
-        due = alerts.preview_due_alerts(session, now, ctx.settings.alert_days)
-        cases = rotation.cases_to_repost(session, now)
-        session.rollback()
-    channel = ctx.settings.mdmbot_alert_channel or "(MDMBOT_ALERT_CHANNEL)"
-    lines = [
-        f"would post to {channel}: {lb.alert_headline(a, now)} (expires "
-        f"{a.expires_at:%Y-%m-%dT%H:%M:%SZ}, downloaded by {a.downloaded_by})"
-        for a in due
-    ]
-    lines += [f"would post to {channel}: {lb.checklist_text(c)}" for c in cases]
-    return lines
+SweepFn = Callable[[datetime, str], object]
 
 
 class Scheduler:
     """APScheduler 3.11 jobs; only the holder of the scheduler lease sweeps."""
 
     def __init__(
-        self, sweeper: Sweeper, holder: str, *, sweep_minutes: float, lease_seconds: float = 60.0
+        self,
+        ctx: AppContext,
+        sweep: SweepFn,
+        holder: str,
+        *,
+        sweep_minutes: float,
+        lease_seconds: float = 60.0,
     ) -> None:
-        self.sweeper = sweeper
+        self.ctx = ctx
+        self.sweep = sweep
         self.holder = holder
         self.ttl = timedelta(seconds=lease_seconds)
         self.sweep_minutes = sweep_minutes
@@ -166,7 +43,7 @@ class Scheduler:
 
     def start(self) -> None:
         """Start the heartbeat (which sweeps at once when it takes the lease) and the sweeps."""
-        now = self.sweeper.svc.ctx.now()
+        now = self.ctx.now()
         self._scheduler.add_job(
             self.heartbeat,
             "interval",
@@ -190,13 +67,13 @@ class Scheduler:
         """Stop the jobs, waiting for a running sweep, and hand the lease back."""
         if self._scheduler.running:
             self._scheduler.shutdown(wait=True)
-        with self.sweeper.svc.ctx.unit_of_work() as session:
+        with self.ctx.unit_of_work() as session:
             lease.release(session, SCHEDULER_LEASE, self.holder)
         self.leader = False
 
     def heartbeat(self) -> None:
         """Take or renew the lease; a new leader sweeps straight away."""
-        ctx = self.sweeper.svc.ctx
+        ctx = self.ctx
         try:
             with ctx.unit_of_work() as session:
                 held = lease.acquire(session, SCHEDULER_LEASE, self.holder, ctx.now(), self.ttl)
@@ -214,8 +91,8 @@ class Scheduler:
             return
         with self._lock:
             try:
-                now = self.sweeper.svc.ctx.now()
-                self.sweeper.sweep(now, self.holder)
+                now = self.ctx.now()
+                self.sweep(now, self.holder)
                 self.last_sweep = now
             except Exception:
                 log.exception("sweep failed; the next one retries")

@@ -56,10 +56,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def serve(ctx: AppContext, args: argparse.Namespace) -> int:
     """Run the bot until stopped."""
-    from bot.app import build_app, build_services
     from bot.http import HttpServer, SlackWsgi
     from bot.runtime import Runtime
-    from bot.slack_gateway import SlackUnavailable
+    from bot.slack.app import build_app, build_services
+    from bot.slack.gateway import SlackUnavailable
 
     settings = ctx.settings
     configure_logging(settings.mdmbot_log_format)
@@ -124,8 +124,8 @@ def _serve_socket_mode(app: App, app_token: str, runtime: Runtime) -> int:
 
 def run_scheduler(ctx: AppContext, args: argparse.Namespace) -> int:
     """`mdmbot scheduler`: sweeps only, no Slack listener, until SIGTERM."""
-    from bot.app import build_services
     from bot.runtime import Runtime
+    from bot.slack.app import build_services
 
     configure_logging(ctx.settings.mdmbot_log_format)
     ctx.settings.require("SLACK_BOT_TOKEN", "MDMBOT_ALERT_CHANNEL")
@@ -142,8 +142,8 @@ def run_scheduler(ctx: AppContext, args: argparse.Namespace) -> int:
 
 def alerts_run(ctx: AppContext, args: argparse.Namespace) -> int:
     """`mdmbot alerts run [--at TIME] [--dry-run]`: one sweep now, as of TIME."""
-    from bot.app import build_services
-    from bot.scheduler import Sweeper, preview
+    from bot.slack.app import build_services
+    from bot.slack.sweeper import Sweeper, preview
 
     now = parse_time(args.at) if args.at else ctx.now()
     if args.dry_run:

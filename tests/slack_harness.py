@@ -15,11 +15,11 @@ from datetime import UTC, datetime
 from typing import Any
 from urllib.parse import urlencode
 
-from bot.app import build_app, build_services
 from bot.context import AppContext
 from bot.http import HttpServer, SlackWsgi
 from bot.runtime import Runtime
-from bot.services import BotServices
+from bot.slack.app import build_app, build_services
+from bot.slack.services import BotServices
 from core import people
 from core.roles import Role
 from core.settings import Settings

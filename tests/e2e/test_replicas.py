@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from bot import modals
+from bot.slack import modals
 from core import db, issuance, people, servers
 from core.roles import Actor
 from core.vault import Vault, key_from_setting

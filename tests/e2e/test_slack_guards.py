@@ -6,7 +6,7 @@ import json
 import time
 from typing import Any
 
-from bot import modals
+from bot.slack import modals
 from core import issuance
 from tests import certs
 from tests.e2e.conftest import ADMIN, STRANGER

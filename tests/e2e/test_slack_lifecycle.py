@@ -7,7 +7,7 @@ import time
 from datetime import timedelta
 from typing import Any
 
-from bot.scheduler import Sweeper
+from bot.slack.sweeper import Sweeper
 from core import issuance
 from tests.e2e.conftest import ADMIN
 from tests.e2e.test_slack_guards import active_tokens, add_server
@@ -104,7 +104,7 @@ def test_departure_event_delivered_twice_gives_one_checklist_and_buttons_rotate(
 
 
 def add_server_as(bot: Bot, fake: FakeSlack, user: str, name: str) -> None:
-    from bot import modals
+    from bot.slack import modals
     from tests import certs
     from tests.e2e.test_slack_add import add_values
 

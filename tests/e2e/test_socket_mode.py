@@ -7,7 +7,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from bot import modals
+from bot.slack import modals
 from tests.e2e.conftest import ADMIN
 from tests.fakeslack import FakeSlack
 from tests.processes import BotProcess, bot_env, mdmbot_command

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
 
-from bot import blocks, modals
-from bot import lifecycle_blocks as lb
+from bot.slack import blocks, modals
+from bot.slack import lifecycle_blocks as lb
 from core.alerts import DueAlert
 from core.roles import Role
 from core.rotation import CaseView, ItemView

@@ -9,11 +9,11 @@ from typing import Any
 
 from slack_bolt import App, BoltResponse
 
-from bot import lifecycle
 from bot.context import AppContext
-from bot.listeners import actions, commands, events, views
-from bot.services import BotServices, new_reference
-from bot.slack_gateway import SlackGateway, make_client
+from bot.slack import lifecycle
+from bot.slack.gateway import SlackGateway, make_client
+from bot.slack.listeners import actions, commands, events, views
+from bot.slack.services import BotServices, new_reference
 from core import inbox
 
 log = logging.getLogger("mdmbot.bot")

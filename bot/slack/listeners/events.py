@@ -6,7 +6,7 @@ from typing import Any
 
 from slack_bolt import App
 
-from bot.services import BotServices
+from bot.slack.services import BotServices
 
 
 def register(app: App, svc: BotServices) -> None:

@@ -8,8 +8,8 @@ from typing import Any
 
 from slack_bolt import Ack, App, Respond
 
-from bot import blocks, lifecycle, modals
-from bot.services import BotServices
+from bot.slack import blocks, lifecycle, modals
+from bot.slack.services import BotServices
 from core import people, servers
 from core.errors import MdmbotError
 from core.roles import Actor, Permission, parse_role

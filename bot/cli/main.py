@@ -13,7 +13,8 @@ from collections.abc import Callable, Sequence
 
 import sqlalchemy as sa
 
-from bot import cli_commands, serve
+from bot import serve
+from bot.cli import commands as cli_commands
 from bot.context import AppContext
 from core.errors import ConfigError, MdmbotError
 from core.settings import load_settings
@@ -181,5 +182,3 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 3
 
 
-if __name__ == "__main__":
-    raise SystemExit(main())

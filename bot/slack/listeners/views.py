@@ -8,8 +8,8 @@ from typing import Any
 from slack_bolt import Ack, App
 from sqlmodel import Session
 
-from bot import blocks, modals
-from bot.services import BotServices
+from bot.slack import blocks, modals
+from bot.slack.services import BotServices
 from core import issuance, servers
 from core.errors import CertificateError, InvalidName, MdmbotError, PermissionDenied
 from core.issuance import IssuedToken

@@ -7,8 +7,8 @@ from typing import Any
 
 from slack_bolt import Ack, App
 
-from bot import modals
-from bot.services import BotServices
+from bot.slack import modals
+from bot.slack.services import BotServices
 from core.errors import MdmbotError
 from core.roles import Permission
 from core.servers import ServerView

@@ -8,11 +8,12 @@ from typing import Any
 
 from slack_bolt import Ack, App
 
-from bot import lifecycle_blocks as lb
-from bot import metrics, modals
-from bot.listeners.actions import open_checked
-from bot.services import BotServices, Delivery
-from bot.slack_gateway import Posted, SlackUnavailable
+from bot import metrics
+from bot.slack import lifecycle_blocks as lb
+from bot.slack import modals
+from bot.slack.gateway import Posted, SlackUnavailable
+from bot.slack.listeners.actions import open_checked
+from bot.slack.services import BotServices, Delivery
 from core import rotation, servers
 from core.errors import ConfigError, InvalidInput
 from core.models import TokenStatus

@@ -5,7 +5,7 @@ from __future__ import annotations
 import math
 from datetime import datetime, timedelta
 
-from bot.blocks import (
+from bot.slack.blocks import (
     MAX_MESSAGE_BLOCKS,
     Block,
     button,

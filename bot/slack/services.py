@@ -9,9 +9,10 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
 
-from bot import blocks, metrics
+from bot import metrics
 from bot.context import AppContext
-from bot.slack_gateway import SlackGateway, SlackUnavailable
+from bot.slack import blocks
+from bot.slack.gateway import SlackGateway, SlackUnavailable
 from core import issuance, people, servers
 from core.errors import MdmbotError
 from core.issuance import Activation, IssuedToken

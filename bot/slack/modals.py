@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from bot.blocks import Block, esc, plain, section
+from bot.slack.blocks import Block, esc, plain, section
 from core.servers import ServerView
 
 ADD_SERVER = "add_server"

@@ -1,0 +1,1 @@
+"""The Slack adapter: the bolt app, its listeners, Block Kit builders and the Web API gateway."""
