@@ -30,6 +30,7 @@ class SweepReport:
     alerts_sent: int = 0
     alerts_failed: int = 0
     checklists_posted: int = 0
+    messages_edited: int = 0
     departures_found: list[str] = field(default_factory=list)
     reconciled: bool = False
 
@@ -37,7 +38,8 @@ class SweepReport:
         """One line for logs and the command line."""
         return (
             f"{self.alerts_sent} alert(s) posted, {self.alerts_failed} failed (retried next "
-            f"sweep), {self.checklists_posted} checklist(s) posted, "
+            f"sweep), {self.checklists_posted} checklist(s) or reminder(s) posted, "
+            f"{self.messages_edited} message(s) edited after a renewal, "
             f"{len(self.departures_found)} missed departure(s) found"
         )
 
@@ -60,6 +62,7 @@ class Sweeper:
             )
         for alert in due:
             self._post_alert(alert, now, report)
+        report.messages_edited = lifecycle.edit_stale(self.svc, self._pace)
         with ctx.unit_of_work() as session:
             if lease.acquire(
                 session, RECONCILE_LEASE, f"{holder}@{now.isoformat()}", now, RECONCILE_EVERY
@@ -90,7 +93,7 @@ class Sweeper:
         try:
             posted = self.svc.gateway.post(
                 lifecycle.alert_channel(self.svc),
-                lb.alert_headline(alert, now),
+                lb.alert_text(alert, now),
                 lb.alert_blocks(alert, now),
             )
         except SlackUnavailable as exc:

@@ -121,7 +121,9 @@ def register(app: App, svc: BotServices) -> None:
             "list": do_list,
             "show": do_show,
             "add": do_add,
-            "token": modal_command(modals.confirm_token_modal, "token"),
+            "token": modal_command(
+                lambda view: modals.confirm_token_modal(view, now=svc.ctx.now()), "token"
+            ),
             "cert": modal_command(modals.replace_cert_modal, "cert"),
             "edit": modal_command(modals.edit_server_modal, "edit"),
             "remove": modal_command(modals.confirm_remove_modal, "remove"),
