@@ -131,7 +131,7 @@ def renew_state(view: ServerView, now: datetime, *, rotation: bool = False) -> s
     """What renewing changes for this server now, as the confirmation says it."""
     expires = view.token_expires_at
     if expires is None:
-        return "It has no token yet, so nothing stops working: this issues its first token."
+        return "It has no token yet: this issues its first one, replacing nothing."
     if expires <= now:
         return (
             f"Its token expired {local_date(expires)} and enrolment through it has stopped; "
