@@ -207,17 +207,21 @@ def person_name(case: CaseView) -> str:
     return esc(case.person_name or "someone")
 
 
-def no_role_text(admins: Sequence[RoleHolder]) -> str:
-    """What someone without a role reads, naming the Administrators who can grant one."""
-    text = (
-        "mdmbot links MDM servers in Apple School Manager and keeps their tokens alive. "
-        "You don't have an mdmbot role yet. "
-    )
+def ask_admins(admins: Sequence[RoleHolder]) -> str:
+    """Whom someone without a role asks for one: the Administrators, by name."""
     if not admins:
-        return text + "Nobody is an Administrator yet: whoever runs mdmbot sets `MDMBOT_ADMINS`."
+        return "Nobody is an Administrator yet: whoever runs mdmbot sets `MDMBOT_ADMINS`."
     names = ", ".join(mention(a.slack_id) for a in admins[:10])
     more = f" and {len(admins) - 10} more" if len(admins) > 10 else ""
-    return text + f"Ask an Administrator ({names}{more}) to run `/mdm grant @you ROLE`."
+    return f"Ask an Administrator ({names}{more}) to run `/mdm grant @you ROLE`."
+
+
+def no_role_text(admins: Sequence[RoleHolder]) -> str:
+    """What someone without a role reads on the App Home."""
+    return (
+        "mdmbot links MDM servers in Apple School Manager and keeps their tokens alive. "
+        f"You don't have an mdmbot role yet. {ask_admins(admins)}"
+    )
 
 
 def home_view(
@@ -293,7 +297,7 @@ def token_comment(
     return "\n".join(lines)
 
 
-def help_blocks(role: Role | None) -> list[Block]:
+def help_blocks(role: Role | None, admins: Sequence[RoleHolder] = ()) -> list[Block]:
     """`/mdm help`: what the caller's role allows."""
     lines = [
         "*mdmbot* links MDM servers in Apple School Manager and keeps their tokens alive.",
@@ -309,5 +313,9 @@ def help_blocks(role: Role | None) -> list[Block]:
             "`/mdm grant @user ROLE` · `/mdm revoke @user`  (roles: Administrator, "
             "Site Manager, Device Enrollment Manager)"
         )
-    who = f"Your role: *{role.value}*." if role else "You don't have an mdmbot role yet."
+    who = (
+        f"Your role: *{role.value}*."
+        if role
+        else f"You don't have an mdmbot role yet. {ask_admins(admins)}"
+    )
     return [section("\n".join(lines)), context(who)]

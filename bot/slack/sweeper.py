@@ -11,6 +11,7 @@ from bot import metrics
 from bot.context import AppContext
 from bot.slack import lifecycle
 from bot.slack import lifecycle_blocks as lb
+from bot.slack.blocks import plural
 from bot.slack.gateway import SlackUnavailable
 from bot.slack.services import BotServices
 from core import alerts, inbox, lease, rotation
@@ -36,11 +37,13 @@ class SweepReport:
 
     def summary(self) -> str:
         """One line for logs and the command line."""
+        checklists = plural(
+            self.checklists_posted, "checklist or reminder", "checklists or reminders"
+        )
         return (
-            f"{self.alerts_sent} alert(s) posted, {self.alerts_failed} failed (retried next "
-            f"sweep), {self.checklists_posted} checklist(s) or reminder(s) posted, "
-            f"{self.messages_edited} message(s) edited after a renewal, "
-            f"{len(self.departures_found)} missed departure(s) found"
+            f"{plural(self.alerts_sent, 'alert')} posted, {self.alerts_failed} failed (retried "
+            f"next sweep), {checklists} posted, {plural(self.messages_edited, 'message')} edited "
+            f"after a renewal, {plural(len(self.departures_found), 'missed departure')} found"
         )
 
 

@@ -55,7 +55,10 @@ def register(app: App, svc: BotServices) -> None:
         svc.gateway.open_view(body["trigger_id"], view)
 
     def do_help(body: dict[str, Any], arg: str) -> Reply:
-        return {"text": "mdmbot help", "blocks": blocks.help_blocks(svc.role(body["user_id"]))}
+        with svc.ctx.unit_of_work(readonly=True) as session:
+            role = people.role_of(session, body["user_id"])
+            admins = [] if role else people.administrators(session)
+        return {"text": "mdmbot help", "blocks": blocks.help_blocks(role, admins)}
 
     def do_list(body: dict[str, Any], arg: str) -> Reply:
         with svc.ctx.unit_of_work(readonly=True) as session:
