@@ -49,7 +49,7 @@ class BotServices:
         self.origin_handlers: dict[str, Callable[[dict[str, Any], str, Delivery], None]] = {}
 
     def notify_origin(self, meta: dict[str, Any], user_id: str, outcome: Delivery) -> None:
-        """Update the messages a new token affects: the pressed alert, ticked checklists."""
+        """Update the messages a new token affects: alerts about the old one, ticked checklists."""
         for key in (str(meta.get("origin", "")), "*"):
             handler = self.origin_handlers.get(key)
             if handler is None:
