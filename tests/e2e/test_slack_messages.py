@@ -206,6 +206,7 @@ def test_app_home_without_a_role_names_the_administrators(bot: Bot, fake: FakeSl
     text = json.dumps(home)
     assert f"Ask an Administrator (<@{ADMIN}>)" in text and "/mdm grant" in text
     assert "Jamf Pro" not in text and "server_token" not in text
+    assert f"Ask an Administrator (<@{ADMIN}>)" in bot.command(STRANGER, "help").body
 
 
 def test_healthz_says_when_the_bot_is_not_in_the_alert_channel(bot: Bot, fake: FakeSlack) -> None:
