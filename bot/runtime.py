@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import logging
 import os
 import socket
+import time
 from typing import Any
 
 from sqlalchemy import text
@@ -11,10 +13,14 @@ from sqlalchemy import text
 from bot import metrics
 from bot.context import AppContext
 from bot.scheduler import Scheduler
+from bot.slack.gateway import SlackUnavailable
 from bot.slack.services import BotServices
 from bot.slack.sweeper import Sweeper
 from core import servers
 from core.servers import ServerView
+
+log = logging.getLogger("mdmbot.runtime")
+RECHECK_SECONDS = 60.0
 
 
 class Runtime:
@@ -35,10 +41,13 @@ class Runtime:
                 sweep_minutes=ctx.settings.mdmbot_sweep_minutes,
                 lease_seconds=ctx.settings.mdmbot_lease_seconds,
             )
+        self.alert_channel: dict[str, Any] = {"member": None, "detail": "not checked yet"}
+        self._checked_at = 0.0
 
     def start(self) -> None:
         """Start background work."""
         metrics.watch_expiry(self._servers, self.ctx.now)
+        self.svc.background.submit(self.check_alert_channel)
         if self.scheduler is not None:
             self.scheduler.start()
 
@@ -47,6 +56,32 @@ class Runtime:
         if self.scheduler is not None:
             self.scheduler.stop()
         self.svc.background.shutdown(wait=True)
+
+    def check_alert_channel(self) -> dict[str, Any]:
+        """Ask Slack whether the bot is a member of MDMBOT_ALERT_CHANNEL; log it if not."""
+        channel = self.ctx.settings.mdmbot_alert_channel
+        self._checked_at = time.monotonic()
+        if not channel:
+            self.alert_channel = {"member": None, "detail": "MDMBOT_ALERT_CHANNEL is not set"}
+            return self.alert_channel
+        try:
+            member = self.svc.gateway.is_member(channel)
+        except SlackUnavailable as exc:
+            member, detail = None, f"could not check ({exc.error})"
+        else:
+            detail = "ok" if member else "not a member: invite the bot with /invite @mdmbot"
+        self.alert_channel = {"id": channel, "member": member, "detail": detail}
+        if member is False:
+            log.error(
+                "mdmbot is not a member of MDMBOT_ALERT_CHANNEL %s: alerts and checklists "
+                "can't be posted until someone runs /invite @mdmbot there",
+                channel,
+            )
+        elif member is None:
+            log.warning(
+                "could not check membership of MDMBOT_ALERT_CHANNEL %s: %s", channel, detail
+            )
+        return self.alert_channel
 
     def _servers(self) -> list[ServerView]:
         with self.ctx.unit_of_work(readonly=True) as session:
@@ -62,4 +97,9 @@ class Runtime:
         except Exception as exc:
             report["status"], report["database"] = "error", type(exc).__name__
         report["scheduler"] = self.scheduler.state() if self.scheduler else {"role": "disabled"}
+        if self.alert_channel.get("member") is not True:
+            if time.monotonic() - self._checked_at >= RECHECK_SECONDS:
+                self._checked_at = time.monotonic()
+                self.svc.background.submit(self.check_alert_channel)
+        report["alert_channel"] = dict(self.alert_channel)
         return report

@@ -248,3 +248,76 @@ def _describe(session: Session, claims: Iterable[tuple[int, int, int]]) -> list[
         for delivery_id, token_id, threshold in claims
     ]
     return sorted(alerts, key=lambda a: (a.expires_at, a.token_id, a.threshold))
+
+
+@dataclass(frozen=True)
+class StaleAlert:
+    """A posted alert offering to renew a token that was since replaced: edit it to say so."""
+
+    delivery_id: int
+    channel: str
+    ts: str
+    server_name: str
+    expires_at: datetime
+    reason: str | None
+    by: str | None
+    at: datetime
+    new_expires_at: datetime | None
+
+
+def mark_replaced(session: Session, token_ids: Sequence[int], by: str, now: datetime) -> None:
+    """Flag every alert about these tokens (posted or still being posted) for one edit."""
+    ids = [token_id for token_id in token_ids if token_id]
+    if ids:
+        session.execute(
+            sa.update(AlertDelivery)
+            .where(col(AlertDelivery.token_id).in_(ids), col(AlertDelivery.stale_at).is_(None))
+            .values(stale_at=now, stale_by=by)
+        )
+
+
+def stale_alerts(session: Session, limit: int = 200) -> list[StaleAlert]:
+    """Posted alerts whose token was replaced and that were not edited yet, oldest first."""
+    new_token = SQLModel.metadata.tables["token"].alias("new_token")
+    new = new_token.c
+    columns: list[Any] = [
+        AlertDelivery.id,
+        AlertDelivery.channel,
+        AlertDelivery.ts,
+        Server.name,
+        Token.expires_at,
+        Token.reason,
+        AlertDelivery.stale_by,
+        AlertDelivery.stale_at,
+        new.expires_at,
+    ]
+    rows = session.execute(
+        sa.select(*columns)
+        .join(Token, col(Token.id) == col(AlertDelivery.token_id))
+        .join(Server, col(Server.id) == col(Token.server_id))
+        .outerjoin(
+            new_token,
+            sa.and_(new.server_id == col(Token.server_id), new.status == TokenStatus.ACTIVE.value),
+        )
+        .where(
+            col(AlertDelivery.stale_at).is_not(None),
+            col(AlertDelivery.edited_at).is_(None),
+            col(AlertDelivery.status) == "sent",
+            col(AlertDelivery.ts).is_not(None),
+        )
+        .order_by(col(AlertDelivery.stale_at), col(AlertDelivery.id))
+        .limit(limit)
+    ).all()
+    return [
+        StaleAlert(int(i or 0), str(ch), str(ts), name, exp, why, by, at, new_exp)
+        for i, ch, ts, name, exp, why, by, at, new_exp in rows
+    ]
+
+
+def mark_edited(session: Session, delivery_id: int, now: datetime) -> None:
+    """Record that the alert now says its token was replaced (it is not edited again)."""
+    session.execute(
+        sa.update(AlertDelivery)
+        .where(col(AlertDelivery.id) == delivery_id, col(AlertDelivery.edited_at).is_(None))
+        .values(edited_at=now)
+    )

@@ -6,10 +6,11 @@ import json
 from dataclasses import dataclass
 from datetime import datetime
 
+import sqlalchemy as sa
 from cryptography import x509
 from sqlmodel import Session, col, select
 
-from core import audit
+from core import alerts, audit
 from core.errors import InvalidInput, NotFound
 from core.models import Certificate, RotationCase, RotationItem, Server, Token, TokenStatus
 from core.people import authorize
@@ -144,6 +145,7 @@ def activate_token(session: Session, actor: Actor, token_id: int, now: datetime)
     server = session.get(Server, token.server_id)
     assert server is not None
     ticked, closed = tick_rotations(session, actor, [o.id for o in previous if o.id], now)
+    alerts.mark_replaced(session, [o.id for o in previous if o.id], actor.label, now)
     audit.record(
         session,
         actor,
@@ -212,6 +214,13 @@ def tick_rotations(
         item.done_by, item.done_at = actor.user_id, now
         session.add(item)
     session.flush()
+    stale_cases = {i.case_id for i in items}
+    if stale_cases:  # the posted checklist must be edited (at once from Slack, else next sweep)
+        session.execute(
+            sa.update(RotationCase)
+            .where(col(RotationCase.id).in_(stale_cases))
+            .values(stale_at=now)
+        )
     closed = []
     for case_id in {i.case_id for i in items}:
         open_left = session.exec(

@@ -139,6 +139,8 @@ class RotationCase(SQLModel, table=True):
     channel: str | None = None
     ts: str | None = None
     last_posted_at: datetime | None = _when(nullable=True)
+    stale_at: datetime | None = _when(nullable=True)
+    edited_at: datetime | None = _when(nullable=True)
 
 
 class RotationItem(SQLModel, table=True):
@@ -167,6 +169,9 @@ class AlertDelivery(SQLModel, table=True):
     error: str | None = None
     channel: str | None = None
     ts: str | None = None
+    stale_at: datetime | None = _when(nullable=True, index=True)
+    stale_by: str | None = None
+    edited_at: datetime | None = _when(nullable=True)
 
 
 class ProcessedEvent(SQLModel, table=True):

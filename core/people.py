@@ -112,6 +112,11 @@ def list_roles(session: Session) -> list[RoleHolder]:
     ]
 
 
+def administrators(session: Session) -> list[RoleHolder]:
+    """Everyone holding the Administrator role (whom to ask for a role)."""
+    return [h for h in list_roles(session) if h.role is Role.ADMINISTRATOR]
+
+
 def bootstrap_admins(session: Session, slack_ids: list[str], now: datetime) -> list[str]:
     """Grant Administrator to each configured id lacking it (replicas may race); return those."""
     granted = []

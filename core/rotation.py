@@ -26,6 +26,8 @@ DEPARTURE = "departure"
 PASSWORD_CHANGE = "password_change"  # noqa: S105 (a reason, not a password)
 REASONS = (DEPARTURE, PASSWORD_CHANGE)
 SYSTEM = Actor("mdmbot", operator=True)
+OVERDUE_AFTER = timedelta(days=7)  # a checklist open this long is overdue
+OVERDUE_EXPIRY = timedelta(days=14)  # so is one listing a token expiring this soon
 
 
 @dataclass(frozen=True)
@@ -56,11 +58,19 @@ class CaseView:
     channel: str | None
     ts: str | None
     items: tuple[ItemView, ...]
+    stale_at: datetime | None = None
 
     @property
     def left(self) -> tuple[ItemView, ...]:
         """Items not yet done."""
         return tuple(item for item in self.items if item.done_at is None)
+
+    def overdue(self, now: datetime) -> bool:
+        """Open for OVERDUE_AFTER, or a token left expires within OVERDUE_EXPIRY."""
+        if self.status != "open" or not self.left:
+            return False
+        soonest = min(item.expires_at for item in self.left)
+        return now - self.opened_at >= OVERDUE_AFTER or soonest - now <= OVERDUE_EXPIRY
 
 
 def open_case(
@@ -168,7 +178,7 @@ def cancel_for_reactivation(session: Session, person_id: str, now: datetime) -> 
         )
     ).all()
     for case in cases:
-        case.status, case.closed_at = "cancelled", now
+        case.status, case.closed_at, case.stale_at = "cancelled", now, now
         session.add(case)
         audit.record(
             session, SYSTEM, "rotation.cancel", person_id, now, case=case.id, why="user reactivated"
@@ -185,6 +195,43 @@ def record_case_message(
         raise NotFound(f"There is no rotation case {case_id}.")
     case.channel, case.ts, case.last_posted_at = channel, ts, now
     session.add(case)
+
+
+def record_reminder(session: Session, case_id: int, now: datetime) -> None:
+    """Remember that a reminder went into the checklist's thread."""
+    session.execute(
+        sa.update(RotationCase).where(col(RotationCase.id) == case_id).values(last_posted_at=now)
+    )
+
+
+def stale_cases(session: Session, limit: int = 200) -> list[int]:
+    """Posted checklists that changed since they were last edited (e.g. a token renewed)."""
+    ids = session.exec(
+        select(RotationCase.id)
+        .where(col(RotationCase.stale_at).is_not(None), col(RotationCase.ts).is_not(None))
+        .order_by(col(RotationCase.stale_at))
+        .limit(limit)
+    ).all()
+    return [case_id for case_id in ids if case_id is not None]
+
+
+def mark_case_edited(session: Session, case: CaseView, now: datetime) -> None:
+    """The checklist message shows `case`; a change recorded since keeps it marked."""
+    if case.stale_at is None:
+        return
+    session.execute(
+        sa.update(RotationCase)
+        .where(col(RotationCase.id) == case.id, col(RotationCase.stale_at) == case.stale_at)
+        .values(stale_at=None, edited_at=now)
+    )
+
+
+def open_cases(session: Session) -> list[CaseView]:
+    """Every open checklist, oldest first."""
+    ids = session.exec(
+        select(RotationCase.id).where(RotationCase.status == "open").order_by(col(RotationCase.id))
+    ).all()
+    return [get_case(session, case_id) for case_id in ids if case_id is not None]
 
 
 def get_case(session: Session, case_id: int) -> CaseView:
@@ -227,6 +274,7 @@ def get_case(session: Session, case_id: int) -> CaseView:
             )
             for item, token, server in items
         ),
+        stale_at=case.stale_at,
     )
 
 

@@ -10,7 +10,7 @@ from typing import Any
 import sqlalchemy as sa
 from sqlmodel import Session, col, func, select
 
-from core import audit
+from core import alerts, audit
 from core.certificates import LoadedCertificate, load_certificate
 from core.errors import DuplicateName, InvalidInput, NotFound
 from core.issuance import IssuedToken, prepare_token, tick_rotations
@@ -220,6 +220,7 @@ def remove_server(session: Session, actor: Actor, name: str, now: datetime) -> S
     server.normalized_name, server.removed_at = None, now
     session.add(server)
     tick_rotations(session, actor, [t.id for t in tokens if t.id is not None], now)
+    alerts.mark_replaced(session, [t.id for t in tokens if t.id is not None], actor.label, now)
     audit.record(session, actor, "server.remove", server.name, now, revoked_tokens=len(tokens))
     return server
 

@@ -135,6 +135,7 @@ class FakeSlack:
         self._seq = 0
         self._users: dict[str, JsonDict] = {}
         self._channels: dict[str, str] = {}
+        self._outside: set[str] = set()
         self._dms: dict[str, str] = {}
         self._files: dict[str, JsonDict] = {}
         self._file_bytes: dict[str, bytes] = {}
@@ -208,10 +209,14 @@ class FakeSlack:
         with self._lock:
             self._users[user_id]["deleted"] = deleted
 
-    def add_channel(self, channel_id: str, name: str) -> None:
-        """Register a public/private channel id (e.g. C…) the bot may post to."""
+    def add_channel(self, channel_id: str, name: str, *, member: bool = True) -> None:
+        """Register a channel id (e.g. C…); the bot posts there only as a member."""
         with self._lock:
             self._channels[channel_id] = name
+            if member:
+                self._outside.discard(channel_id)
+            else:
+                self._outside.add(channel_id)
 
     def dm_channel_for(self, user_id: str) -> str:
         """Return the stable D… id conversations.open gives for this user."""
@@ -470,11 +475,24 @@ class FakeSlack:
         return m
 
     def _m_chat_postMessage(self, params: JsonDict) -> JsonDict:
-        """chat.postMessage."""
+        """chat.postMessage (thread_ts: a reply; reply_broadcast: also shown in the channel)."""
         channel = self._channel_of(params)
+        if channel in self._outside:
+            raise SlackError("not_in_channel")
         self._message_body(params)
         m = self._store(channel, params)
+        m["reply_broadcast"] = bool(params.get("thread_ts")) and str(
+            params.get("reply_broadcast", "")).lower() in ("true", "1")
         return {"channel": channel, "ts": m["ts"], "message": self._api_message(m)}
+
+    def _m_conversations_info(self, params: JsonDict) -> JsonDict:
+        """conversations.info for a registered channel, with the bot's is_member."""
+        channel = str(params.get("channel") or "")
+        if channel not in self._channels:
+            raise SlackError("channel_not_found")
+        return {"channel": {"id": channel, "name": self._channels[channel], "is_channel": True,
+                            "is_private": False, "is_archived": False,
+                            "is_member": channel not in self._outside}}
 
     def _m_chat_postEphemeral(self, params: JsonDict) -> JsonDict:
         """chat.postEphemeral (the target user is not checked for membership)."""

@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
-from datetime import datetime
+import math
+from collections.abc import Sequence
+from datetime import datetime, timedelta
 from typing import Any
 
+from core.people import RoleHolder
 from core.roles import Permission, Role, allows
+from core.rotation import CaseView
 from core.servers import ServerView
 
 Block = dict[str, Any]
@@ -22,13 +26,35 @@ def esc(text: str) -> str:
 
 
 def day(moment: datetime | None) -> str:
-    """A date as users read it."""
+    """A date as users read it (plain text: headers, buttons, fallbacks)."""
     return moment.strftime("%-d %b %Y") if moment else "—"
 
 
 def stamp(moment: datetime) -> str:
-    """A UTC timestamp."""
+    """A UTC timestamp (plain text)."""
     return moment.strftime("%Y-%m-%d %H:%M UTC")
+
+
+def local_date(moment: datetime | None) -> str:
+    """A date each reader sees in their own time zone (Slack's `<!date>` mrkdwn token)."""
+    if moment is None:
+        return "—"
+    return f"<!date^{int(moment.timestamp())}^{{date_short_pretty}}|{day(moment)}>"
+
+
+def local_time(moment: datetime) -> str:
+    """A date and time each reader sees in their own time zone (Slack's `<!date>` token)."""
+    return f"<!date^{int(moment.timestamp())}^{{date_short_pretty}} at {{time}}|{stamp(moment)}>"
+
+
+def days_until(expires_at: datetime, now: datetime) -> int:
+    """Whole days left, counting a part day as one (the App Home and alerts agree)."""
+    return max(0, math.ceil((expires_at - now) / timedelta(days=1)))
+
+
+def plural(count: int, word: str, many: str | None = None) -> str:
+    """`1 token`, `2 tokens`."""
+    return f"{count} {word if count == 1 else many or word + 's'}"
 
 
 def mention(user_id: str | None) -> str:
@@ -77,12 +103,12 @@ def error_blocks(message: str, reference: str | None = None) -> list[Block]:
 
 def expiry_phrase(view: ServerView, now: datetime) -> str:
     """How the active token's expiry reads."""
-    days = view.days_left(now)
-    if days is None:
-        return "no active token"
-    if days < 0:
-        return f"token *expired* {day(view.token_expires_at)}"
-    return f"token expires {day(view.token_expires_at)} ({days} day{'s' if days != 1 else ''})"
+    if view.token_expires_at is None:
+        return "no token"
+    if view.token_expires_at <= now:
+        return f"token *expired* {local_date(view.token_expires_at)}"
+    left = plural(days_until(view.token_expires_at, now), "day")
+    return f"token expires {local_date(view.token_expires_at)} (in {left})"
 
 
 def server_line(view: ServerView, now: datetime) -> str:
@@ -114,59 +140,133 @@ def server_detail_blocks(view: ServerView, now: datetime) -> list[Block]:
     fields = [
         f"*State*\n{STATE_ICONS[view.state(now)]} {view.state(now)}",
         f"*Release devices*\n{'allowed' if view.release_devices else 'not allowed'}",
-        f"*Token expires*\n{day(view.token_expires_at)}",
+        f"*Token expires*\n{local_date(view.token_expires_at)}",
         f"*Downloaded by*\n{mention(view.downloaded_by)}",
         f"*Certificate*\n{esc(view.certificate_subject or '—')}",
-        f"*Certificate expires*\n{day(view.certificate_not_after)}",
+        f"*Certificate expires*\n{local_date(view.certificate_not_after)}",
     ]
     return [
         {"type": "header", "text": plain(view.name, 150)},
         {"type": "section", "fields": [{"type": "mrkdwn", "text": f[:2000]} for f in fields]},
-        context(f"Added by {mention(view.created_by)} on {day(view.created_at)}"),
+        context(f"Added by {mention(view.created_by)} {local_date(view.created_at)}"),
     ]
 
 
-def server_actions(view: ServerView) -> Block:
-    """The buttons acting on one server (values carry only the server id)."""
+URGENCY = {"expired": 0, "expiring": 1, "no token": 2, "ok": 3}
+MORE = "server_more"
+MORE_OPTIONS = (
+    ("Edit", "server_edit"),
+    ("Replace certificate", "server_cert"),
+    ("Remove", "server_remove"),
+)
+
+
+def by_urgency(views: Sequence[ServerView], now: datetime) -> list[ServerView]:
+    """Expired first, then expiring, then servers without a token, then the rest."""
+    far = datetime.max.replace(tzinfo=now.tzinfo)
+    return sorted(
+        views,
+        key=lambda v: (URGENCY[v.state(now)], v.token_expires_at or far, v.name.casefold()),
+    )
+
+
+def server_actions(view: ServerView, urgent: bool = False) -> Block:
+    """Renew token (primary only when the server needs it) and an overflow of the rest."""
     value = str(view.id)
-    return {
-        "type": "actions",
-        "block_id": f"server:{view.id}",
-        "elements": [
-            button("New token", "server_token", value, "primary"),
-            button("Replace certificate", "server_cert", value),
-            button("Edit", "server_edit", value),
-            button("Remove", "server_remove", value, "danger"),
+    more: Block = {
+        "type": "overflow",
+        "action_id": MORE,
+        "options": [
+            {"text": plain(label), "value": f"{action}:{value}"} for label, action in MORE_OPTIONS
         ],
     }
+    renew = button("Renew token", "server_token", value, "primary" if urgent else None)
+    return {"type": "actions", "block_id": f"server:{view.id}", "elements": [renew, more]}
 
 
-def home_view(views: list[ServerView], now: datetime, role: Role | None) -> dict[str, Any]:
-    """The App Home tab: every server with its token state and actions, for role holders only."""
+def server_home_text(view: ServerView, now: datetime) -> str:
+    """A server as the App Home shows it: state, expiry, who downloaded the token."""
+    text = server_line(view, now)
+    if view.downloaded_by and view.token_issued_at:
+        text += f"\nDownloaded by {mention(view.downloaded_by)} {local_date(view.token_issued_at)}"
+    return text
+
+
+def case_home_line(case: CaseView) -> str:
+    """An open rotation checklist at the top of the App Home."""
+    where = f" — checklist in <#{case.channel}>" if case.channel else ""
+    left = plural(len(case.left), "token")
+    why = "left" if case.reason == "departure" else "changed their password"
+    return f":arrows_counterclockwise: *{left} to renew*: {person_name(case)} {why}{where}"
+
+
+def person_name(case: CaseView) -> str:
+    """The person of a case in mrkdwn, never a raw user id nor the name twice."""
+    if case.person_id[:1] in "UW" and case.person_id.isalnum():
+        return mention(case.person_id)
+    return esc(case.person_name or "someone")
+
+
+def ask_admins(admins: Sequence[RoleHolder]) -> str:
+    """Whom someone without a role asks for one: the Administrators, by name."""
+    if not admins:
+        return "Nobody is an Administrator yet: whoever runs mdmbot sets `MDMBOT_ADMINS`."
+    names = ", ".join(mention(a.slack_id) for a in admins[:10])
+    more = f" and {len(admins) - 10} more" if len(admins) > 10 else ""
+    return f"Ask an Administrator ({names}{more}) to run `/mdm grant @you ROLE`."
+
+
+def no_role_text(admins: Sequence[RoleHolder]) -> str:
+    """What someone without a role reads on the App Home."""
+    return (
+        "mdmbot links MDM servers in Apple School Manager and keeps their tokens alive. "
+        f"You don't have an mdmbot role yet. {ask_admins(admins)}"
+    )
+
+
+def home_view(
+    views: list[ServerView],
+    now: datetime,
+    role: Role | None,
+    *,
+    cases: Sequence[CaseView] = (),
+    admins: Sequence[RoleHolder] = (),
+) -> dict[str, Any]:
+    """The App Home tab: open checklists, then servers most urgent first, for role holders."""
     blocks: list[Block] = [{"type": "header", "text": plain("MDM servers", 150)}]
     if not allows(role, Permission.VIEW):
-        blocks.append(
-            section(
-                "mdmbot links MDM servers in Apple School Manager and keeps their tokens alive. "
-                "You don't have an mdmbot role; ask an Administrator to run `/mdm grant`."
-            )
-        )
+        blocks.append(section(no_role_text(admins)))
         return {"type": "home", "blocks": blocks}
     blocks.append(
         {
             "type": "actions",
             "block_id": "home",
-            "elements": [button("Add MDM server", "home_add", "add", "primary")],
+            "elements": [button("Add MDM server", "home_add", "add")],
         }
     )
+    for case in cases[:10]:
+        blocks.append(section(case_home_line(case)))
+    if cases:
+        blocks.append({"type": "divider"})
     if not views:
         blocks.append(section("No MDM servers are linked yet."))
     room = (MAX_HOME_BLOCKS - len(blocks) - 2) // 3
-    for view in views[:room]:
-        blocks += [section(server_line(view, now)), server_actions(view), {"type": "divider"}]
+    ordered = by_urgency(views, now)
+    for view in ordered[:room]:
+        urgent = view.state(now) != "ok"
+        blocks += [
+            section(server_home_text(view, now)),
+            server_actions(view, urgent),
+            {"type": "divider"},
+        ]
     if len(views) > room:
         blocks.append(section(f"…and {len(views) - room} more. Use `/mdm list` to see them all."))
-    blocks.append(context(f"🟢 ok · 🟡 expires within 30 days · 🔴 expired · updated {stamp(now)}"))
+    blocks.append(
+        context(
+            "🔴 expired · 🟡 expires within 30 days · ⚪️ no token · 🟢 ok · "
+            f"updated {local_time(now)}"
+        )
+    )
     return {"type": "home", "blocks": blocks}
 
 
@@ -177,17 +277,19 @@ def token_comment(
     *,
     replaces_active: bool = False,
 ) -> str:
-    """The message that goes with a token file in the requester's DM."""
+    """The message that goes with a token file in the requester's DM (sent before activation)."""
     upload = "Upload this file to the MDM server (where it asks for the Apple server token)"
     if replaces_active:
-        upload += " now: the previous token for this server has stopped working."
+        upload += (
+            " now: it replaces the current token, which stops working as soon as this one is "
+            "active."
+        )
     else:
         upload += ", then assign devices to this server in Apple School Manager."
     lines = [
         f"Here is the new server token for *{esc(server_name)}*.",
         upload,
-        f"It expires on *{day(expires_at)}* ({stamp(expires_at)}); mdmbot will remind the team "
-        "well before then.",
+        f"It expires {local_time(expires_at)}; mdmbot will remind the team well before then.",
         "Keep the file private: with the server's private key it lets anyone act as this MDM "
         "server.",
     ]
@@ -195,7 +297,7 @@ def token_comment(
     return "\n".join(lines)
 
 
-def help_blocks(role: Role | None) -> list[Block]:
+def help_blocks(role: Role | None, admins: Sequence[RoleHolder] = ()) -> list[Block]:
     """`/mdm help`: what the caller's role allows."""
     lines = [
         "*mdmbot* links MDM servers in Apple School Manager and keeps their tokens alive.",
@@ -211,5 +313,9 @@ def help_blocks(role: Role | None) -> list[Block]:
             "`/mdm grant @user ROLE` · `/mdm revoke @user`  (roles: Administrator, "
             "Site Manager, Device Enrollment Manager)"
         )
-    who = f"Your role: *{role.value}*." if role else "You don't have an mdmbot role yet."
+    who = (
+        f"Your role: *{role.value}*."
+        if role
+        else f"You don't have an mdmbot role yet. {ask_admins(admins)}"
+    )
     return [section("\n".join(lines)), context(who)]

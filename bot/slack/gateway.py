@@ -103,8 +103,19 @@ class SlackGateway:
         )
         return channel
 
-    def post(self, channel: str, text: str, blocks: list[dict[str, Any]] | None = None) -> Posted:
-        """Post a message."""
+    def post(
+        self,
+        channel: str,
+        text: str,
+        blocks: list[dict[str, Any]] | None = None,
+        *,
+        thread_ts: str | None = None,
+        broadcast: bool = False,
+    ) -> Posted:
+        """Post a message (a reply in a thread with `thread_ts`, also shown in the channel)."""
+        extra: dict[str, Any] = {"thread_ts": thread_ts} if thread_ts else {}
+        if thread_ts and broadcast:
+            extra["reply_broadcast"] = True
         response = self._call(
             "post a message",
             "chat_postMessage",
@@ -113,6 +124,7 @@ class SlackGateway:
             blocks=blocks,
             unfurl_links=False,
             unfurl_media=False,
+            **extra,
         )
         return Posted(str(response["channel"]), str(response["ts"]))
 
@@ -146,6 +158,11 @@ class SlackGateway:
     def publish_home(self, user_id: str, view: dict[str, Any]) -> None:
         """Publish a user's App Home tab."""
         self._call("refresh the App Home", "views_publish", user_id=user_id, view=view)
+
+    def is_member(self, channel: str) -> bool:
+        """conversations.info: whether the bot is in `channel` (needs it to post there)."""
+        response = self._call("look up a channel", "conversations_info", channel=channel)
+        return bool(response["channel"].get("is_member"))
 
     def user_info(self, user_id: str) -> dict[str, Any]:
         """Slack's user object."""

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from datetime import datetime
 from typing import Any
 
@@ -11,10 +12,11 @@ from slack_bolt import Ack, App
 from bot import metrics
 from bot.slack import lifecycle_blocks as lb
 from bot.slack import modals
+from bot.slack.blocks import plural, section
 from bot.slack.gateway import Posted, SlackUnavailable
 from bot.slack.listeners.actions import open_checked
 from bot.slack.services import BotServices, Delivery
-from core import rotation, servers
+from core import alerts, rotation, servers
 from core.errors import ConfigError, InvalidInput
 from core.models import TokenStatus
 from core.roles import Actor, Permission
@@ -44,13 +46,55 @@ def post_case(svc: BotServices, case: CaseView, now: datetime | None = None) -> 
 
 
 def refresh_case(svc: BotServices, case_id: int) -> None:
-    """Edit a checklist's latest message in place to show what is done and what is left."""
+    """Edit a checklist's message in place to show what is done and what is left."""
     with svc.ctx.unit_of_work() as session:
         case = rotation.get_case(session, case_id)
     if case.channel and case.ts:
+        now = svc.ctx.now()
         svc.gateway.update(
-            case.channel, case.ts, lb.checklist_text(case), lb.checklist_blocks(case, svc.ctx.now())
+            case.channel, case.ts, lb.checklist_text(case), lb.checklist_blocks(case, now)
         )
+        with svc.ctx.unit_of_work() as session:
+            rotation.mark_case_edited(session, case, now)
+
+
+# Slack errors after which editing a message can never succeed (chat.update's documented errors).
+GONE = {"message_not_found", "channel_not_found", "cant_update_message", "is_archived"}
+
+
+def edit_stale(svc: BotServices, pace: Callable[[], None] | None = None) -> int:
+    """Edit every alert and checklist that still offers to renew a replaced token; count them."""
+    now, edited = svc.ctx.now(), 0
+    with svc.ctx.unit_of_work(readonly=True) as session:
+        stale = alerts.stale_alerts(session)
+        cases = rotation.stale_cases(session)
+    for alert in stale:
+        if pace:
+            pace()
+        try:
+            svc.gateway.update(
+                alert.channel,
+                alert.ts,
+                lb.alert_replaced_text(alert),
+                lb.alert_replaced_blocks(alert),
+            )
+        except SlackUnavailable as exc:
+            if exc.error not in GONE:
+                continue  # retried at the next sweep
+            log.info("alert %s:%s can't be edited (%s)", alert.channel, alert.ts, exc.error)
+        with svc.ctx.unit_of_work() as session:
+            alerts.mark_edited(session, alert.delivery_id, now)
+        edited += 1
+    for case_id in cases:
+        if pace:
+            pace()
+        try:
+            refresh_case(svc, case_id)
+        except SlackUnavailable as exc:
+            log.info("checklist %s not edited (%s)", case_id, exc.error)
+            continue
+        edited += 1
+    return edited
 
 
 def open_and_post(svc: BotServices, actor: Actor, person: str, reason: str) -> str:
@@ -58,11 +102,13 @@ def open_and_post(svc: BotServices, actor: Actor, person: str, reason: str) -> s
     with svc.ctx.unit_of_work() as session:
         case = rotation.open_case(session, actor, person, reason, svc.ctx.now())
     if case is None:
-        return f"<@{person}> has no active server tokens, so there is nothing to rotate."
-    post_case(svc, case)
+        return f"<@{person}> has no active server tokens, so there is nothing to renew."
+    if case.ts is None:
+        post_case(svc, case)
+    where = f"<#{case.channel or alert_channel(svc)}>"
     return (
-        f"Posted a checklist of {len(case.left)} token(s) downloaded by <@{person}> in "
-        f"<#{alert_channel(svc)}>. They stay valid until rotated."
+        f"The checklist of {plural(len(case.left), 'server token')} downloaded by <@{person}> "
+        f"is in {where}. They keep working until each is renewed."
     )
 
 
@@ -90,8 +136,8 @@ def register(app: App, svc: BotServices) -> None:
             return
         with svc.ctx.unit_of_work() as session:
             cancelled = rotation.cancel_for_reactivation(session, user_id, now)
-        for case_id in cancelled:
-            refresh_case(svc, case_id)
+        if cancelled:
+            edit_stale(svc)
 
     def confirm(origin: str) -> Any:
         def on_press(ack: Ack, body: dict[str, Any]) -> None:
@@ -115,7 +161,7 @@ def register(app: App, svc: BotServices) -> None:
                     raise InvalidInput(f"This token for “{view.name}” was already replaced.")
                 if case is not None:
                     meta["case_id"] = str(case.id)
-                return modals.confirm_token_modal(view, meta)
+                return modals.confirm_token_modal(view, meta, now=svc.ctx.now())
 
             open_checked(svc, body, Permission.MANAGE_SERVERS, build)
 
@@ -124,38 +170,35 @@ def register(app: App, svc: BotServices) -> None:
     app.action(lb.RENEW)(confirm("alert"))
     app.action(lb.ROTATE)(confirm("rotation"))
 
-    def after_alert(meta: dict[str, Any], user_id: str, outcome: Delivery) -> None:
-        if outcome.issued is None or not meta.get("channel") or not meta.get("ts"):
-            return
-        svc.gateway.update(
-            str(meta["channel"]),
-            str(meta["ts"]),
-            f"Renewed: {outcome.issued.server_name}",
-            lb.alert_done_blocks(
-                outcome.issued.server_name, user_id, outcome.issued.expires_at, svc.ctx.now()
-            ),
-        )
+    def after_renewal(meta: dict[str, Any], user_id: str, outcome: Delivery) -> None:
+        if outcome.activation is not None:
+            edit_stale(svc)
 
-    def refresh_ticked(meta: dict[str, Any], user_id: str, outcome: Delivery) -> None:
-        if outcome.activation is None:
-            return
-        with svc.ctx.unit_of_work(readonly=True) as session:
-            cases = {
-                c.id
-                for t in outcome.activation.superseded
-                if (c := rotation.case_for_token(session, t)) is not None
-            }
-        for case_id in cases | set(outcome.activation.closed_cases):
-            refresh_case(svc, case_id)
+    svc.origin_handlers["*"] = after_renewal
 
-    svc.origin_handlers["alert"] = after_alert
-    svc.origin_handlers["*"] = refresh_ticked
+
+def remind(svc: BotServices, case: CaseView, now: datetime) -> None:
+    """The daily reminder, in the checklist's thread; shown in the channel too when overdue."""
+    if not case.channel or not case.ts:
+        post_case(svc, case, now)
+        return
+    text = lb.reminder_text(case, now)
+    svc.gateway.post(
+        case.channel,
+        text,
+        [section(text)],
+        thread_ts=case.ts,
+        broadcast=case.overdue(now),
+    )
+    with svc.ctx.unit_of_work() as session:
+        rotation.record_reminder(session, case.id, now)
+    metrics.alerts_sent.labels("checklist").inc()
 
 
 def try_post_case(svc: BotServices, case: CaseView, now: datetime) -> bool:
-    """Post a checklist as of `now`; False (and logged) when Slack refuses."""
+    """Post a checklist, or its daily reminder, as of `now`; False (and logged) on refusal."""
     try:
-        post_case(svc, case, now)
+        remind(svc, case, now)
     except SlackUnavailable as exc:
         metrics.alerts_failed.labels("checklist").inc()
         log.warning("could not post checklist %s: %s", case.id, exc.error)

@@ -2,22 +2,24 @@
 
 from __future__ import annotations
 
-import math
-from datetime import datetime, timedelta
+from datetime import datetime
 
 from bot.slack.blocks import (
     MAX_MESSAGE_BLOCKS,
     Block,
     button,
     context,
-    day,
+    days_until,
     esc,
+    local_date,
+    local_time,
     mention,
+    person_name,
     plain,
+    plural,
     section,
-    stamp,
 )
-from core.alerts import DueAlert
+from core.alerts import DueAlert, StaleAlert
 from core.rotation import CaseView
 
 RENEW = "renew_token"
@@ -29,45 +31,41 @@ REASON_TEXT = {
 
 
 def _who(user_id: str, name: str | None) -> str:
-    return f"{mention(user_id)} ({esc(name)})" if name else mention(user_id)
-
-
-def days_until(expires_at: datetime, now: datetime) -> int:
-    """Whole days left, counting a part day as one."""
-    return max(0, math.ceil((expires_at - now) / timedelta(days=1)))
+    """A person once: a mention for Slack ids (Slack shows the name), else the name."""
+    if user_id[:1] in "UW" and user_id.isalnum():
+        return mention(user_id)
+    return esc(name or user_id)
 
 
 def alert_headline(alert: DueAlert, now: datetime) -> str:
-    """The one-line summary of an expiry alert."""
+    """The one-line summary of an expiry alert (plain text)."""
     if alert.threshold == 0 or alert.expires_at <= now:
         return f"The server token for {alert.server_name} has expired"
-    left = days_until(alert.expires_at, now)
-    return f"The server token for {alert.server_name} expires in {_days(left)}"
+    left = plural(days_until(alert.expires_at, now), "day")
+    return f"The server token for {alert.server_name} expires in {left}"
 
 
-def _days(days: int) -> str:
-    return f"{days} day{'s' if days != 1 else ''}"
+def alert_text(alert: DueAlert, now: datetime) -> str:
+    """The notification text of an alert, escaped like the blocks."""
+    return esc(alert_headline(alert, now))
 
 
 def alert_blocks(alert: DueAlert, now: datetime) -> list[Block]:
     """An expiry alert with a "Renew token" button (its value is only the token id)."""
-    left = alert.expires_at - now
-    if alert.threshold == 0 or left <= timedelta(0):
+    if alert.threshold == 0 or alert.expires_at <= now:
         when = (
-            f":red_circle: *Expired* {stamp(alert.expires_at)}. Enrolment through this server "
-            "has stopped until a new token is uploaded to it."
+            f":red_circle: *Expired* {local_time(alert.expires_at)}. Enrolment through this "
+            "server has stopped until a renewed token is uploaded to it."
         )
     else:
-        when = (
-            f":large_yellow_circle: Expires *{day(alert.expires_at)}* "
-            f"({stamp(alert.expires_at)}), in {_days(days_until(alert.expires_at, now))}."
-        )
+        left = plural(days_until(alert.expires_at, now), "day")
+        when = f":large_yellow_circle: Expires *{local_time(alert.expires_at)}*, in {left}."
     return [
         {"type": "header", "text": plain(alert_headline(alert, now), 150)},
         section(
             f"*MDM server:* {esc(alert.server_name)}\n{when}\n"
-            f"*Downloaded by:* {_who(alert.downloaded_by, alert.downloaded_by_name)} on "
-            f"{day(alert.issued_at)}"
+            f"*Downloaded by:* {_who(alert.downloaded_by, alert.downloaded_by_name)} "
+            f"{local_date(alert.issued_at)}"
         ),
         {
             "type": "actions",
@@ -75,79 +73,103 @@ def alert_blocks(alert: DueAlert, now: datetime) -> list[Block]:
             "elements": [button("Renew token", RENEW, str(alert.token_id), "primary")],
         },
         context(
-            "Renewing issues a new token, DMs it to you and stops the old one at once: "
-            "upload it to the MDM server straight away."
+            "Renewing DMs a new token to you; the current one stops working as soon as the new "
+            "one is active, so upload it to the MDM server straight away."
         ),
     ]
 
 
-def alert_done_blocks(
-    server_name: str, renewed_by: str, new_expiry: datetime, now: datetime
-) -> list[Block]:
-    """The alert after someone renewed the token."""
+def _replaced_by(stale: StaleAlert) -> str:
+    who = stale.by or "someone"
+    if who.startswith("operator:"):
+        return f"{esc(who.removeprefix('operator:'))} (command line)"
+    return mention(who)
+
+
+def alert_replaced_text(stale: StaleAlert) -> str:
+    """The notification text of an alert whose token was replaced."""
+    return esc(alert_replaced_headline(stale))
+
+
+def alert_replaced_blocks(stale: StaleAlert) -> list[Block]:
+    """An alert after its token was replaced, from any path: what happened, no button."""
+    name, who, when = esc(stale.server_name), _replaced_by(stale), local_time(stale.at)
+    if stale.reason == "server removed":
+        line = f":wastebasket: {who} removed *{name}* from mdmbot {when}; its token was revoked."
+    else:
+        how = "replaced the certificate of" if stale.reason == "certificate replaced" else "renewed"
+        line = f":white_check_mark: {who} {how} *{name}* {when}."
+        if stale.new_expires_at is not None:
+            line += f" The new token expires {local_date(stale.new_expires_at)}."
     return [
-        {"type": "header", "text": plain(f"Renewed: {server_name}", 150)},
-        section(
-            f":white_check_mark: {mention(renewed_by)} renewed the server token for "
-            f"*{esc(server_name)}* on {stamp(now)}. The new token expires {day(new_expiry)}."
+        {"type": "header", "text": plain(alert_replaced_headline(stale), 150)},
+        section(line),
+        context(
+            f"This alert was about the token that expires {local_date(stale.expires_at)}; "
+            "nothing is left to do here."
         ),
     ]
+
+
+def alert_replaced_headline(stale: StaleAlert) -> str:
+    """The header of a replaced alert (plain text)."""
+    verb = "Removed" if stale.reason == "server removed" else "Renewed"
+    return f"{verb}: {stale.server_name}"
+
+
+def checklist_headline(case: CaseView) -> str:
+    """The checklist header as a sentence: name, then email in parentheses (plain text)."""
+    who = case.person_name or "Someone"
+    if case.person_email:
+        who += f" ({case.person_email})"
+    return f"{who} {REASON_TEXT.get(case.reason, case.reason)}"
 
 
 def checklist_text(case: CaseView) -> str:
-    """The notification text of a checklist."""
-    who = case.person_name or case.person_id
+    """The notification text of a checklist, escaped like the blocks."""
+    who = case.person_name or "someone"
     if case.status == "done":
-        return f"All tokens downloaded by {who} have been rotated"
+        return esc(f"Every server token downloaded by {who} has been renewed")
     if case.status == "cancelled":
-        return f"Rotation for {who} cancelled"
-    return f"{len(case.left)} server token(s) downloaded by {who} must be rotated"
+        return esc(f"Renewal of {who}'s server tokens cancelled")
+    return esc(f"{plural(len(case.left), 'server token')} downloaded by {who} must be renewed")
 
 
 def checklist_blocks(case: CaseView, now: datetime) -> list[Block]:
-    """The rotation checklist: one line per token, a "Rotate" button on each one left."""
-    person = _who(case.person_id, case.person_name)
-    if case.person_email:
-        person += f" · {esc(case.person_email)}"
-    reason = REASON_TEXT.get(case.reason, case.reason)
+    """The rotation checklist: one line per token, "Renew token" on each one left."""
     blocks: list[Block] = [
-        {
-            "type": "header",
-            "text": plain(
-                f"Rotate server tokens: {case.person_name or 'a user'} "
-                f"{'left' if case.reason == 'departure' else 'changed password'}",
-                150,
-            ),
-        },
+        {"type": "header", "text": plain(checklist_headline(case), 150)},
         section(
-            f"{person} {reason}. Apple requires every server token they downloaded to be "
-            "replaced. The tokens keep working until each is rotated here, so enrolment is "
-            "not interrupted."
+            f"{person_name(case)} {REASON_TEXT.get(case.reason, case.reason)}. Apple requires "
+            "every server token they downloaded to be renewed. Each keeps working until it is "
+            "renewed here, so enrolment is not interrupted."
         ),
     ]
     room = MAX_MESSAGE_BLOCKS - len(blocks) - 2
     items = list(case.items)
     shown = items[:room]
+    first_left = next((i.item_id for i in shown if i.done_at is None), None)
     for item in shown:
         if item.done_at is not None:
             blocks.append(
                 section(
-                    f":white_check_mark: *{esc(item.server_name)}* — rotated by "
-                    f"{mention(item.done_by)} on {stamp(item.done_at)}"
+                    f":white_check_mark: *{esc(item.server_name)}* — renewed by "
+                    f"{mention(item.done_by)} {local_time(item.done_at)}"
                 )
             )
             continue
         line = (
             f":arrows_counterclockwise: *{esc(item.server_name)}* — token expires "
-            f"{day(item.expires_at)}"
+            f"{local_date(item.expires_at)}"
         )
         if case.status == "open":
+            style = "primary" if item.item_id == first_left else None
             blocks.append(
                 {
                     "type": "section",
                     "block_id": f"item:{item.item_id}",
                     "text": {"type": "mrkdwn", "text": line},
-                    "accessory": button("Rotate", ROTATE, str(item.token_id), "primary"),
+                    "accessory": button("Renew token", ROTATE, str(item.token_id), style),
                 }
             )
         else:
@@ -160,10 +182,21 @@ def checklist_blocks(case: CaseView, now: datetime) -> list[Block]:
 
 def _footer(case: CaseView, now: datetime) -> str:
     if case.status == "done":
-        return f":white_check_mark: Done — every token has been rotated. Updated {stamp(now)}."
+        return f":white_check_mark: Done: every token has been renewed. Updated {local_time(now)}."
     if case.status == "cancelled":
-        return f"Cancelled: {mention(case.person_id)} was reactivated. Updated {stamp(now)}."
+        return f"Cancelled: {person_name(case)} was reactivated. Updated {local_time(now)}."
     return (
-        f"{len(case.left)} of {len(case.items)} left · opened {stamp(case.opened_at)} · "
-        "reposted daily until done"
+        f"{len(case.left)} of {len(case.items)} left · opened {local_date(case.opened_at)} · "
+        "a reminder goes in this thread daily until done"
+    )
+
+
+def reminder_text(case: CaseView, now: datetime) -> str:
+    """The daily reminder in the checklist's thread (no buttons: the checklist has them)."""
+    left = plural(len(case.left), "server token")
+    lead = ":warning: *Overdue:* " if case.overdue(now) else "Reminder: "
+    return (
+        f"{lead}{left} downloaded by {person_name(case)} still "
+        f"need{'s' if len(case.left) == 1 else ''} renewing (checklist opened "
+        f"{local_date(case.opened_at)}). Use the buttons in the checklist above."
     )

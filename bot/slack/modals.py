@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import json
+from datetime import datetime
 from typing import Any
 
-from bot.slack.blocks import Block, esc, plain, section
+from bot.slack.blocks import Block, days_until, esc, local_date, plain, plural, section
 from core.servers import ServerView
 
 ADD_SERVER = "add_server"
@@ -14,6 +15,7 @@ CONFIRM_TOKEN = "confirm_token"  # noqa: S105 (a callback id, not a secret)
 CONFIRM_REMOVE = "confirm_remove"
 EDIT_SERVER = "edit_server"
 RELEASE_LABEL = "Allow this MDM server to release devices"
+RELEASE_HELP = "Releasing removes a device from Apple School Manager for good (e.g. when sold)."
 CERT_FILETYPES = ["pem", "der", "cer", "crt"]
 
 
@@ -58,7 +60,11 @@ def _name_input(initial: str | None = None) -> Block:
 
 
 def _release_input(checked: bool) -> Block:
-    option = {"text": plain(RELEASE_LABEL), "value": "release"}
+    option = {
+        "text": plain(RELEASE_LABEL),
+        "description": plain(RELEASE_HELP, 150),
+        "value": "release",
+    }
     element: Block = {"type": "checkboxes", "action_id": "value", "options": [option]}
     if checked:
         element["initial_options"] = [option]
@@ -76,7 +82,9 @@ def _certificate_input() -> Block:
         "type": "input",
         "block_id": "certificate",
         "label": plain("Public key certificate"),
-        "hint": plain("The .pem or .der file from your MDM server (RSA, 2048 bits or more).", 150),
+        "hint": plain(
+            "The .pem, .der, .cer or .crt file from your MDM server (RSA, 2048 bits or more).", 150
+        ),
         "element": {
             "type": "file_input",
             "action_id": "value",
@@ -108,29 +116,57 @@ def replace_cert_modal(view: ServerView, origin: dict[str, str] | None = None) -
         "Replace certificate",
         [
             section(
-                f"Upload the new public key certificate for *{esc(view.name)}*. The current "
-                "token stops working as soon as the new one is issued."
+                f"Upload the new public key certificate for *{esc(view.name)}*. mdmbot renews "
+                "its token with it; the current token stops working as soon as the new one is "
+                "active."
             ),
             _certificate_input(),
         ],
-        submit="Replace and get token",
+        submit="Replace and renew",
         metadata={"server_id": view.id, **(origin or {})},
     )
 
 
-def confirm_token_modal(view: ServerView, origin: dict[str, str] | None = None) -> dict[str, Any]:
-    """Confirm a new token: the old one stops working at once."""
+def renew_state(view: ServerView, now: datetime, *, rotation: bool = False) -> str:
+    """What renewing changes for this server now, as the confirmation says it."""
+    expires = view.token_expires_at
+    if expires is None:
+        return "It has no token yet: this issues its first one, replacing nothing."
+    if expires <= now:
+        return (
+            f"Its token expired {local_date(expires)} and enrolment through it has stopped; "
+            "the renewed token starts it again."
+        )
+    days = plural(days_until(expires, now), "day")
+    left = f"The current token expires {local_date(expires)} (in {days})"
+    if rotation:
+        need = "renewing is needed because whoever downloaded it left or changed their password."
+    elif view.state(now) == "ok":
+        need = "renewing isn't needed yet; mdmbot reminds the team before it expires."
+    else:
+        need = "it is time to renew it."
+    return (
+        f"{left}: {need}\n\n:warning: The current token stops working as soon as the new one is "
+        "active: upload the new file (sent to you by DM) to the MDM server straight away, or "
+        "device enrolment for this server stops."
+    )
+
+
+def confirm_token_modal(
+    view: ServerView, origin: dict[str, str] | None = None, *, now: datetime
+) -> dict[str, Any]:
+    """Confirm renewing a token: when the current one expires, and what stops."""
+    rotation = (origin or {}).get("origin") == "rotation"
     return _modal(
         CONFIRM_TOKEN,
-        "New server token",
+        "Renew server token",
         [
             section(
-                f"Issue a new server token for *{esc(view.name)}*?\n\n:warning: The current token "
-                "stops working at once: upload the new file (sent to you by DM) to the MDM "
-                "server straight away, or device enrolment for this server stops."
+                f"Renew the server token for *{esc(view.name)}*?\n\n"
+                + renew_state(view, now, rotation=rotation)
             )
         ],
-        submit="Issue new token",
+        submit="Renew token",
         metadata={"server_id": view.id, **(origin or {})},
     )
 

@@ -13,7 +13,7 @@ from bot import metrics
 from bot.context import AppContext
 from bot.slack import blocks
 from bot.slack.gateway import SlackGateway, SlackUnavailable
-from core import issuance, people, servers
+from core import issuance, people, rotation, servers
 from core.errors import MdmbotError
 from core.issuance import Activation, IssuedToken
 from core.roles import Actor, Permission, Role
@@ -49,7 +49,7 @@ class BotServices:
         self.origin_handlers: dict[str, Callable[[dict[str, Any], str, Delivery], None]] = {}
 
     def notify_origin(self, meta: dict[str, Any], user_id: str, outcome: Delivery) -> None:
-        """Update the messages a new token affects: the pressed alert, ticked checklists."""
+        """Update the messages a new token affects: alerts about the old one, ticked checklists."""
         for key in (str(meta.get("origin", "")), "*"):
             handler = self.origin_handlers.get(key)
             if handler is None:
@@ -169,10 +169,15 @@ class BotServices:
             return Delivery(False, exc.message)
         metrics.tokens_issued.inc()
         self.refresh_home(user_id)
+        stopped = (
+            " The previous token has now stopped working: upload the new one to the MDM server."
+            if activation.superseded
+            else ""
+        )
         return Delivery(
             True,
             f"The new token for *{blocks.esc(issued.server_name)}* is in your "
-            f"DMs. It expires {blocks.day(issued.expires_at)}.",
+            f"DMs. It expires {blocks.local_date(issued.expires_at)}.{stopped}",
             activation=activation,
             issued=issued,
         )
@@ -182,7 +187,12 @@ class BotServices:
         with self.ctx.unit_of_work(readonly=True) as session:
             views = servers.list_servers(session)
             role = people.role_of(session, user_id)
+            cases = rotation.open_cases(session) if role else []
+            admins = [] if role else people.administrators(session)
         try:
-            self.gateway.publish_home(user_id, blocks.home_view(views, self.ctx.now(), role))
+            self.gateway.publish_home(
+                user_id,
+                blocks.home_view(views, self.ctx.now(), role, cases=cases, admins=admins),
+            )
         except SlackUnavailable:
             log.info("could not refresh App Home for %s", user_id)

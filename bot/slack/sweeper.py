@@ -11,6 +11,7 @@ from bot import metrics
 from bot.context import AppContext
 from bot.slack import lifecycle
 from bot.slack import lifecycle_blocks as lb
+from bot.slack.blocks import plural
 from bot.slack.gateway import SlackUnavailable
 from bot.slack.services import BotServices
 from core import alerts, inbox, lease, rotation
@@ -30,15 +31,19 @@ class SweepReport:
     alerts_sent: int = 0
     alerts_failed: int = 0
     checklists_posted: int = 0
+    messages_edited: int = 0
     departures_found: list[str] = field(default_factory=list)
     reconciled: bool = False
 
     def summary(self) -> str:
         """One line for logs and the command line."""
+        checklists = plural(
+            self.checklists_posted, "checklist or reminder", "checklists or reminders"
+        )
         return (
-            f"{self.alerts_sent} alert(s) posted, {self.alerts_failed} failed (retried next "
-            f"sweep), {self.checklists_posted} checklist(s) posted, "
-            f"{len(self.departures_found)} missed departure(s) found"
+            f"{plural(self.alerts_sent, 'alert')} posted, {self.alerts_failed} failed (retried "
+            f"next sweep), {checklists} posted, {plural(self.messages_edited, 'message')} edited "
+            f"after a renewal, {plural(len(self.departures_found), 'missed departure')} found"
         )
 
 
@@ -60,6 +65,7 @@ class Sweeper:
             )
         for alert in due:
             self._post_alert(alert, now, report)
+        report.messages_edited = lifecycle.edit_stale(self.svc, self._pace)
         with ctx.unit_of_work() as session:
             if lease.acquire(
                 session, RECONCILE_LEASE, f"{holder}@{now.isoformat()}", now, RECONCILE_EVERY
@@ -90,7 +96,7 @@ class Sweeper:
         try:
             posted = self.svc.gateway.post(
                 lifecycle.alert_channel(self.svc),
-                lb.alert_headline(alert, now),
+                lb.alert_text(alert, now),
                 lb.alert_blocks(alert, now),
             )
         except SlackUnavailable as exc:

@@ -48,9 +48,9 @@ def test_alerts_run_previews_then_posts_once(fake: FakeSlack, tmp_path: Path) ->
 
     first = run(env, "alerts", "run", "--at", preview_at)
     assert first.returncode == 0, first.stderr
-    assert first.stdout.startswith("1 alert(s) posted")
+    assert first.stdout.startswith("1 alert posted")
     again = run(env, "alerts", "run", "--at", preview_at)
-    assert again.stdout.startswith("0 alert(s) posted")
+    assert again.stdout.startswith("0 alerts posted")
     assert len(fake.messages_in("C0ALERTS")) == 1
 
     bad = run(env, "alerts", "run", "--at", "next tuesday")

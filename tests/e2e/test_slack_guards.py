@@ -210,11 +210,15 @@ def test_token_cert_and_remove_confirm_in_a_modal(bot: Bot, fake: FakeSlack) -> 
         {"certificate": cert_file_state(fake, cert.pem)},
     )
     assert reply.json()["response_action"] == "update"
-    bot.wait_idle(lambda: len(fake.uploads) == 1)
-    with bot.ctx.unit_of_work() as session:
-        tokens = issuance.list_tokens(session)
-    assert [t.status for t in tokens] == ["active", "superseded"]
-    assert tokens[1].reason == "certificate replaced"
+
+    def tokens() -> list[issuance.TokenView]:
+        with bot.ctx.unit_of_work() as session:
+            return issuance.list_tokens(session)
+
+    # The file is DM'd first and the token activated after: wait for the activation asserted.
+    bot.wait_idle(lambda: [t.status for t in tokens()] == ["active", "superseded"])
+    assert len(fake.uploads) == 1
+    assert tokens()[1].reason == "certificate replaced"
     reply = bot.submit(
         ADMIN,
         {"callback_id": modals.CONFIRM_REMOVE, "private_metadata": json.dumps({"server_id": sid})},

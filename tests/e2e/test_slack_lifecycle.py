@@ -84,10 +84,10 @@ def test_departure_event_delivered_twice_gives_one_checklist_and_buttons_rotate(
     assert "stops working" in json.dumps(view)
     bot.wait_idle(lambda: len(fake.uploads) > uploads)
     assert fake.uploads[-1]["channel_id"] == fake.dm_channel_for(ADMIN)
-    assert (
-        "previous token for this server has stopped working" in fake.uploads[-1]["initial_comment"]
-    )
-    bot.wait_idle(lambda: "rotated by" in json.dumps(fake.messages_in("C0ALERTS")[0]["blocks"]))
+    comment = fake.uploads[-1]["initial_comment"]
+    assert "it replaces the current token, which stops working as soon as" in comment
+    assert "has stopped" not in comment, "the DM goes out before the new token is active"
+    bot.wait_idle(lambda: "renewed by" in json.dumps(fake.messages_in("C0ALERTS")[0]["blocks"]))
     updated = json.dumps(fake.messages_in("C0ALERTS")[0]["blocks"])
     assert f"<@{ADMIN}>" in updated and "1 of 2 left" in updated
     after = set(active_tokens(bot))
@@ -196,22 +196,36 @@ def test_reconciliation_catches_a_missed_departure(bot: Bot, fake: FakeSlack) ->
     assert not again.reconciled and again.checklists_posted == 0
 
 
-def test_open_checklist_is_reposted_daily_until_done(bot: Bot, fake: FakeSlack) -> None:
+def thread_replies(fake: FakeSlack, parent: dict[str, Any]) -> list[dict[str, Any]]:
+    return [m for m in posts(fake) if m.get("thread_ts") == parent["ts"]]
+
+
+def test_daily_reminder_goes_in_the_checklist_thread_until_done(bot: Bot, fake: FakeSlack) -> None:
     add_server(bot, fake)
     bot.command(ADMIN, "password-changed")
     bot.wait_idle(lambda: len(posts(fake)) == 1)
+    checklist = posts(fake)[0]
     sweeper = Sweeper(bot.svc, post_interval=0)
     start = bot.clock()
     assert sweeper.sweep(start + timedelta(hours=2)).checklists_posted == 0
     assert sweeper.sweep(start + timedelta(hours=25)).checklists_posted == 1
     assert sweeper.sweep(start + timedelta(hours=26)).checklists_posted == 0
-    assert len(posts(fake)) == 2
-    latest = posts(fake)[-1]
+    top_level = [m for m in posts(fake) if not m.get("thread_ts")]
+    assert top_level == [checklist], "no second copy of the checklist in the channel"
+    (reminder,) = thread_replies(fake, checklist)
+    assert "Reminder" in reminder["text"] and "rotate_token" not in json.dumps(reminder["blocks"])
+    assert not reminder["reply_broadcast"], "nothing is overdue yet"
+
+    assert sweeper.sweep(start + timedelta(days=8)).checklists_posted == 1
+    overdue = thread_replies(fake, checklist)[-1]
+    assert "Overdue" in overdue["text"] and overdue["reply_broadcast"], "overdue: shown in channel"
+
     token_id = next(
         b["accessory"]["value"]
-        for b in latest["blocks"]
+        for b in checklist["blocks"]
         if b.get("accessory", {}).get("action_id") == "rotate_token"
     )
-    press_on(bot, fake, ADMIN, latest, "rotate_token", token_id)
-    bot.wait_idle(lambda: "Done" in json.dumps(fake.messages_in("C0ALERTS")[-1]["blocks"]))
-    assert sweeper.sweep(start + timedelta(hours=50)).checklists_posted == 0
+    press_on(bot, fake, ADMIN, checklist, "rotate_token", token_id)
+    bot.wait_idle(lambda: "Done" in json.dumps(fake.messages_in("C0ALERTS")[0]["blocks"]))
+    assert "rotate_token" not in json.dumps(fake.messages_in("C0ALERTS")[0]["blocks"])
+    assert sweeper.sweep(start + timedelta(days=10)).checklists_posted == 0

@@ -62,7 +62,7 @@ def test_user_text_is_escaped_and_titles_fit() -> None:
     assert "<!channel>" not in rendered and "&lt;!channel&gt; &amp; &lt;@U999&gt;" in rendered
     for view in (
         modals.add_server_modal(),
-        modals.confirm_token_modal(hostile),
+        modals.confirm_token_modal(hostile, now=NOW),
         modals.replace_cert_modal(hostile),
         modals.confirm_remove_modal(hostile),
         modals.edit_server_modal(hostile),

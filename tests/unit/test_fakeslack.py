@@ -461,3 +461,26 @@ def test_websocket_handshake_ping_pong_and_close(fake: FakeSlack) -> None:
         _next_frame(rfile)
         sock.sendall(encode_frame(OP_TEXT, b"{}"))
         assert _next_frame(rfile)[1][:2] == struct.pack("!H", 1002)
+
+
+def test_thread_replies_and_channel_membership(fake: FakeSlack, client: WebClient) -> None:
+    """reply_broadcast counts only in a thread; conversations.info tells is_member."""
+    parent = client.chat_postMessage(channel="C0ALERTS", text="checklist")
+    client.chat_postMessage(channel="C0ALERTS", text="quiet", thread_ts=parent["ts"])
+    client.chat_postMessage(channel="C0ALERTS", text="loud", thread_ts=parent["ts"],
+                            reply_broadcast=True)
+    client.chat_postMessage(channel="C0ALERTS", text="top", reply_broadcast=True)
+    posted = fake.messages_in("C0ALERTS")
+    flags = [(m["text"], m["thread_ts"], m["reply_broadcast"]) for m in posted]
+    assert flags == [("checklist", None, False), ("quiet", parent["ts"], False),
+                     ("loud", parent["ts"], True), ("top", None, False)]
+    assert client.conversations_info(channel="C0ALERTS")["channel"]["is_member"] is True
+    fake.add_channel("C0OTHER", "elsewhere", member=False)
+    assert client.conversations_info(channel="C0OTHER")["channel"]["is_member"] is False
+    for call, code in [
+        (lambda: client.chat_postMessage(channel="C0OTHER", text="x"), "not_in_channel"),
+        (lambda: client.conversations_info(channel="C0NOPE"), "channel_not_found"),
+    ]:
+        with pytest.raises(SlackApiError) as exc:
+            call()
+        assert _error(exc) == code

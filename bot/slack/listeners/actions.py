@@ -3,23 +3,28 @@
 from __future__ import annotations
 
 from collections.abc import Callable
+from datetime import datetime
 from typing import Any
 
 from slack_bolt import Ack, App
 
-from bot.slack import modals
+from bot.slack import blocks, modals
 from bot.slack.services import BotServices
 from core.errors import MdmbotError
 from core.roles import Permission
 from core.servers import ServerView
 
 ADD_SHORTCUT = "add_mdm_server"
-SERVER_MODALS: dict[str, Callable[[ServerView], dict[str, Any]]] = {
-    "server_token": modals.confirm_token_modal,
-    "server_cert": modals.replace_cert_modal,
-    "server_edit": modals.edit_server_modal,
-    "server_remove": modals.confirm_remove_modal,
-}
+
+
+def server_modals(now: Callable[[], datetime]) -> dict[str, Callable[[ServerView], dict[str, Any]]]:
+    """The modal each App Home server action opens (renewing says when the token expires)."""
+    return {
+        "server_token": lambda view: modals.confirm_token_modal(view, now=now()),
+        "server_cert": modals.replace_cert_modal,
+        "server_edit": modals.edit_server_modal,
+        "server_remove": modals.confirm_remove_modal,
+    }
 
 
 def open_checked(
@@ -50,15 +55,27 @@ def register(app: App, svc: BotServices) -> None:
         ack()
         open_checked(svc, body, Permission.MANAGE_SERVERS, modals.add_server_modal)
 
-    def listener(build: Callable[[ServerView], dict[str, Any]]) -> Callable[..., None]:
+    builders = server_modals(svc.ctx.now)
+
+    def open_for(body: dict[str, Any], action_id: str, value: object) -> None:
+        build = builders.get(action_id)
+        if build is None:
+            return
+        open_checked(svc, body, Permission.MANAGE_SERVERS, lambda: build(svc.server_by_id(value)))
+
+    def listener(action_id: str) -> Callable[..., None]:
         def on_press(ack: Ack, body: dict[str, Any]) -> None:
             ack()
-            value = body["actions"][0].get("value")
-            open_checked(
-                svc, body, Permission.MANAGE_SERVERS, lambda: build(svc.server_by_id(value))
-            )
+            open_for(body, action_id, body["actions"][0].get("value"))
 
         return on_press
 
-    for action_id, build in SERVER_MODALS.items():
-        app.action(action_id)(listener(build))
+    for action_id in builders:
+        app.action(action_id)(listener(action_id))
+
+    @app.action(blocks.MORE)
+    def on_more(ack: Ack, body: dict[str, Any]) -> None:
+        ack()
+        chosen = (body["actions"][0].get("selected_option") or {}).get("value", "")
+        action_id, _, value = str(chosen).partition(":")
+        open_for(body, action_id, value)

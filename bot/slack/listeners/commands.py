@@ -55,7 +55,10 @@ def register(app: App, svc: BotServices) -> None:
         svc.gateway.open_view(body["trigger_id"], view)
 
     def do_help(body: dict[str, Any], arg: str) -> Reply:
-        return {"text": "mdmbot help", "blocks": blocks.help_blocks(svc.role(body["user_id"]))}
+        with svc.ctx.unit_of_work(readonly=True) as session:
+            role = people.role_of(session, body["user_id"])
+            admins = [] if role else people.administrators(session)
+        return {"text": "mdmbot help", "blocks": blocks.help_blocks(role, admins)}
 
     def do_list(body: dict[str, Any], arg: str) -> Reply:
         with svc.ctx.unit_of_work(readonly=True) as session:
@@ -121,7 +124,9 @@ def register(app: App, svc: BotServices) -> None:
             "list": do_list,
             "show": do_show,
             "add": do_add,
-            "token": modal_command(modals.confirm_token_modal, "token"),
+            "token": modal_command(
+                lambda view: modals.confirm_token_modal(view, now=svc.ctx.now()), "token"
+            ),
             "cert": modal_command(modals.replace_cert_modal, "cert"),
             "edit": modal_command(modals.edit_server_modal, "edit"),
             "remove": modal_command(modals.confirm_remove_modal, "remove"),

@@ -8,7 +8,7 @@ from typing import Any
 from slack_bolt import Ack, App
 from sqlmodel import Session
 
-from bot.slack import blocks, modals
+from bot.slack import blocks, lifecycle, modals
 from bot.slack.services import BotServices
 from core import issuance, servers
 from core.errors import CertificateError, InvalidName, MdmbotError, PermissionDenied
@@ -133,10 +133,11 @@ def register(app: App, svc: BotServices) -> None:
                 )
         except MdmbotError as exc:
             ack(
-                response_action="update", view=modals.message_modal("New server token", exc.message)
+                response_action="update",
+                view=modals.message_modal("Renew server token", exc.message),
             )
             return
-        finish(ack, body, issued, "New server token")
+        finish(ack, body, issued, "Renew server token")
 
     @app.view(modals.CONFIRM_REMOVE)
     def on_remove(ack: Ack, body: dict[str, Any], view: dict[str, Any]) -> None:
@@ -151,6 +152,7 @@ def register(app: App, svc: BotServices) -> None:
         except MdmbotError as exc:
             text = exc.message
         ack(response_action="update", view=modals.message_modal("Remove MDM server", text))
+        lifecycle.edit_stale(svc)
         svc.refresh_home(body["user"]["id"])
 
     @app.view(modals.EDIT_SERVER)

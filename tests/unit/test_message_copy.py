@@ -1,0 +1,143 @@
+"""What alerts, checklists, the App Home and confirmations say (pure builders)."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import replace
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from bot.slack import blocks, modals
+from bot.slack import lifecycle_blocks as lb
+from core.alerts import DueAlert, StaleAlert
+from core.rotation import CaseView, ItemView
+from tests.unit.test_blocks import server
+
+NOW = datetime(2026, 11, 27, 12, 0, tzinfo=UTC)
+EXPIRES = NOW + timedelta(days=29, hours=12)
+EPOCH = int(EXPIRES.timestamp())
+
+
+def styles(value: Any) -> list[str]:
+    found: list[str] = []
+    if isinstance(value, dict):
+        if value.get("type") == "button":
+            found.append(value.get("style", "default"))
+        for item in value.values():
+            found += styles(item)
+    elif isinstance(value, list):
+        for item in value:
+            found += styles(item)
+    return found
+
+
+def alert(name: str = "Jamf Pro", threshold: int = 30) -> DueAlert:
+    return DueAlert(1, 7, name, threshold, EXPIRES, "U0ADMIN", "Alex Rivera", NOW - 335 * lb_day())
+
+
+def lb_day() -> timedelta:
+    return timedelta(days=1)
+
+
+def case(*, done: int = 0, email: str | None = "lee@school.example") -> CaseView:
+    items = tuple(
+        ItemView(
+            i,
+            10 + i,
+            f"Server {i}",
+            EXPIRES,
+            "U0ADMIN" if i < done else None,
+            NOW if i < done else None,
+            i < done,
+        )
+        for i in range(3)
+    )
+    return CaseView(
+        1,
+        "U0LEAVER",
+        "Lee Leaver",
+        email,
+        "departure",
+        "open",
+        NOW - 2 * lb_day(),
+        "mdmbot",
+        "C0ALERTS",
+        "1.0",
+        items,
+    )
+
+
+def test_alert_uses_local_dates_one_primary_button_and_an_escaped_fallback() -> None:
+    rendered = json.dumps(lb.alert_blocks(alert(), NOW))
+    assert f"<!date^{EPOCH}^{{date_short_pretty}} at {{time}}|" in rendered
+    assert styles(lb.alert_blocks(alert(), NOW)) == ["primary"]
+    assert lb.alert_headline(alert(), NOW) == "The server token for Jamf Pro expires in 30 days"
+    assert lb.alert_text(alert("<!channel> & co"), NOW).startswith(
+        "The server token for &lt;!channel&gt; &amp; co"
+    )
+    assert "Alex Rivera" not in rendered and "<@U0ADMIN>" in rendered, "the name once, as a mention"
+
+
+def test_app_home_and_alert_count_days_the_same_way() -> None:
+    view = replace(server(1, "Jamf Pro"), token_expires_at=EXPIRES)
+    assert "(in 30 days)" in blocks.server_line(view, NOW)
+    assert "expires in 30 days" in lb.alert_headline(alert(), NOW)
+    one = replace(view, token_expires_at=NOW + timedelta(hours=3))
+    assert "(in 1 day)" in blocks.server_line(one, NOW)
+
+
+def test_replaced_alert_says_who_and_has_no_button() -> None:
+    stale = StaleAlert(
+        1, "C0ALERTS", "1.0", "Jamf Pro", EXPIRES, "new token", "U0ADMIN", NOW, NOW + 365 * lb_day()
+    )
+    rendered = json.dumps(lb.alert_replaced_blocks(stale))
+    assert styles(lb.alert_replaced_blocks(stale)) == []
+    assert (
+        "<@U0ADMIN> renewed *Jamf Pro* <!date^" in rendered and "The new token expires" in rendered
+    )
+    cli = replace(stale, by="operator:root", reason="certificate replaced")
+    assert "root (command line) replaced the certificate of *Jamf Pro*" in json.dumps(
+        lb.alert_replaced_blocks(cli)
+    )
+    gone = replace(stale, reason="server removed", new_expires_at=None)
+    assert lb.alert_replaced_text(gone) == "Removed: Jamf Pro"
+    assert "removed *Jamf Pro* from mdmbot" in json.dumps(lb.alert_replaced_blocks(gone))
+
+
+def test_checklist_reads_as_sentences_with_one_primary_button() -> None:
+    built = lb.checklist_blocks(case(done=1), NOW)
+    assert built[0]["text"]["text"] == "Lee Leaver (lee@school.example) left the organisation"
+    assert styles(built) == ["primary", "default"], "one primary: the soonest token left"
+    rendered = json.dumps(built)
+    assert "Lee Leaver" not in json.dumps(built[1:]), "a mention, not the name repeated"
+    assert "renewed by <@U0ADMIN> <!date^" in rendered and "2 of 3 left" in rendered
+    assert lb.checklist_text(case()) == "3 server tokens downloaded by Lee Leaver must be renewed"
+    assert lb.checklist_text(case(done=2)).startswith("1 server token downloaded")
+    assert lb.checklist_blocks(case(email=None), NOW)[0]["text"]["text"] == (
+        "Lee Leaver left the organisation"
+    )
+    assert "Reminder: 3 server tokens" in lb.reminder_text(case(), NOW)
+    assert "Overdue" in lb.reminder_text(case(), NOW + 6 * lb_day())
+
+
+def test_renew_confirmation_says_when_the_token_expires_and_if_it_is_needed() -> None:
+    healthy = replace(server(1, "Jamf Pro"), token_expires_at=NOW + 200 * lb_day())
+    text = json.dumps(modals.confirm_token_modal(healthy, now=NOW))
+    assert "The current token expires <!date^" in text and "(in 200 days)" in text
+    assert "isn't needed yet" in text and "stops working" in text
+    soon = replace(healthy, token_expires_at=EXPIRES)
+    assert "it is time to renew it" in json.dumps(modals.confirm_token_modal(soon, now=NOW))
+    tokenless = replace(healthy, token_expires_at=None)
+    text = json.dumps(modals.confirm_token_modal(tokenless, now=NOW))
+    assert "no token yet" in text and "stops working" not in text
+    expired = replace(healthy, token_expires_at=NOW - lb_day())
+    text = json.dumps(modals.confirm_token_modal(expired, now=NOW))
+    assert "expired" in text and "stops working" not in text
+    view = modals.confirm_token_modal(healthy, now=NOW)
+    assert (view["title"]["text"], view["submit"]["text"]) == ("Renew server token", "Renew token")
+
+
+def test_add_server_modal_names_every_extension_and_explains_releasing() -> None:
+    text = json.dumps(modals.add_server_modal())
+    assert ".pem, .der, .cer or .crt" in text
+    assert "Releasing removes a device from Apple School Manager" in text
