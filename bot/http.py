@@ -20,6 +20,7 @@ log = logging.getLogger("mdmbot.http")
 
 MAX_BODY = 1024 * 1024
 StartResponse = Callable[..., Any]
+WsgiApp = Callable[[dict[str, Any], StartResponse], Iterable[bytes]]
 
 
 def request_kind(body: str) -> str:
@@ -103,7 +104,7 @@ def _reply(start_response: StartResponse, status: str, body: bytes, ctype: str) 
 class HttpServer:
     """A concurrent production HTTP server (waitress, a thread pool) that stops on SIGTERM."""
 
-    def __init__(self, wsgi: SlackWsgi, host: str, port: int, threads: int = 4) -> None:
+    def __init__(self, wsgi: WsgiApp, host: str, port: int, threads: int = 4) -> None:
         self.server = create_server(
             wsgi,
             host=host,
@@ -118,6 +119,10 @@ class HttpServer:
     def port(self) -> int:
         """The bound port (useful with port 0)."""
         return int(self.server.effective_port)  # type: ignore[union-attr]
+
+    def close(self) -> None:
+        """Stop listening (the serving thread then returns)."""
+        self.server.close()
 
     def serve_forever(self, on_stop: Callable[[], None] | None = None) -> None:
         """Serve until SIGTERM or SIGINT, then stop cleanly."""
@@ -138,3 +143,10 @@ class HttpServer:
             if on_stop is not None:
                 on_stop()
             self.stopped.set()
+
+
+def start_in_background(wsgi: WsgiApp, host: str, port: int, threads: int, name: str) -> HttpServer:
+    """Serve another WSGI app on its own listener from a daemon thread (ends with the process)."""
+    server = HttpServer(wsgi, host, port, threads)
+    threading.Thread(target=server.server.run, name=name, daemon=True).start()
+    return server

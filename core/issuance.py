@@ -143,7 +143,8 @@ def activate_token(session: Session, actor: Actor, token_id: int, now: datetime)
         session.add(cert)
     server = session.get(Server, token.server_id)
     assert server is not None
-    ticked, closed = tick_rotations(session, actor, [o.id for o in previous if o.id], now)
+    # The rotation items of the replaced tokens are done once this one is installed
+    # (core.dep_feedback.record_use), not now: until then the MDM server still has the old one.
     audit.record(
         session,
         actor,
@@ -154,7 +155,7 @@ def activate_token(session: Session, actor: Actor, token_id: int, now: datetime)
         expires_at=token.expires_at,
         superseded=[o.id for o in previous],
     )
-    return Activation(tuple(o.id for o in previous if o.id), ticked, closed)
+    return Activation(tuple(o.id for o in previous if o.id), (), ())
 
 
 def discard_token(session: Session, actor: Actor, token_id: int, now: datetime, why: str) -> None:
