@@ -114,15 +114,19 @@ class HttpServer:
             clear_untrusted_proxy_headers=True,
         )
         self.stopped = threading.Event()
+        self.thread: threading.Thread | None = None
 
     @property
     def port(self) -> int:
         """The bound port (useful with port 0)."""
         return int(self.server.effective_port)  # type: ignore[union-attr]
 
-    def close(self) -> None:
-        """Stop listening (the serving thread then returns)."""
-        self.server.close()
+    def close(self, timeout: float = 5.0) -> None:
+        """Stop a server started by `start_in_background`: its own thread closes the sockets."""
+        self.server.trigger.pull_trigger(self.server.close)  # type: ignore[union-attr]
+        if self.thread is not None:
+            self.thread.join(timeout)
+        self.server.task_dispatcher.shutdown(timeout=int(timeout))
 
     def serve_forever(self, on_stop: Callable[[], None] | None = None) -> None:
         """Serve until SIGTERM or SIGINT, then stop cleanly."""
@@ -148,5 +152,6 @@ class HttpServer:
 def start_in_background(wsgi: WsgiApp, host: str, port: int, threads: int, name: str) -> HttpServer:
     """Serve another WSGI app on its own listener from a daemon thread (ends with the process)."""
     server = HttpServer(wsgi, host, port, threads)
-    threading.Thread(target=server.server.run, name=name, daemon=True).start()
+    server.thread = threading.Thread(target=server.server.run, name=name, daemon=True)
+    server.thread.start()
     return server

@@ -18,6 +18,7 @@ from core.errors import ConfigError, InvalidInput
 if TYPE_CHECKING:
     from slack_bolt import App
 
+    from bot.http import HttpServer
     from bot.runtime import Runtime
     from bot.slack.services import BotServices
     from core.dep_feedback import ReplacedTokenAlert
@@ -114,7 +115,7 @@ def serve(ctx: AppContext, args: argparse.Namespace) -> int:
     return _serve_socket_mode(app, settings.slack_app_token or "", runtime)
 
 
-def serve_dep(ctx: AppContext, svc: BotServices, host: str, port: int) -> None:
+def serve_dep(ctx: AppContext, svc: BotServices, host: str, port: int) -> HttpServer:
     """Serve the device assignment service on its own listener, in a background thread."""
     from bot.dep.app import build_dep_app
     from bot.http import start_in_background
@@ -129,6 +130,7 @@ def serve_dep(ctx: AppContext, svc: BotServices, host: str, port: int) -> None:
     app = build_dep_app(ctx, on_replaced=on_replaced, on_cases=on_cases)
     server = start_in_background(app, host, port, threads=8, name="mdmbot-dep")
     log.info("device assignment service listening on %s:%s", host, server.port)
+    return server
 
 
 def _serve_socket_mode(app: App, app_token: str, runtime: Runtime) -> int:

@@ -9,6 +9,7 @@ clients do.
 from __future__ import annotations
 
 import json
+import tempfile
 import urllib.error
 import urllib.request
 from dataclasses import dataclass
@@ -38,9 +39,10 @@ class Creds:
     token_id: int
 
 
-def open_token(content: bytes, cert_index: int, tmp_path: Path, token_id: int) -> Creds:
+def open_token(content: bytes, key_pem: bytes, token_id: int = 0) -> Creds:
     """Decrypt a token file with the MDM server's key and read its credentials."""
-    fields = parse_content(smime_decrypt(content, rsa_cert(cert_index).key_pem, tmp_path))
+    with tempfile.TemporaryDirectory() as scratch:
+        fields = parse_content(smime_decrypt(content, key_pem, Path(scratch)))
     return Creds(
         fields["consumer_key"],
         fields["consumer_secret"],
@@ -50,9 +52,7 @@ def open_token(content: bytes, cert_index: int, tmp_path: Path, token_id: int) -
     )
 
 
-def add_server(
-    session: Session, vault: Vault, name: str, now: datetime, tmp_path: Path, *, actor: str
-) -> Creds:
+def add_server(session: Session, vault: Vault, name: str, now: datetime, *, actor: str) -> Creds:
     """Link a server (certificate 0) and activate its first token, as `/mdm add` does."""
     issued = servers.add_server(
         session,
@@ -64,17 +64,15 @@ def add_server(
         now=now,
     )
     issuance.activate_token(session, Actor(actor, operator=True), issued.token_id, now)
-    return open_token(issued.content, 0, tmp_path, issued.token_id)
+    return open_token(issued.content, rsa_cert(0).key_pem, issued.token_id)
 
 
-def renew(
-    session: Session, vault: Vault, name: str, now: datetime, tmp_path: Path, *, actor: str
-) -> Creds:
+def renew(session: Session, vault: Vault, name: str, now: datetime, *, actor: str) -> Creds:
     """Issue and activate a new token for the server (the old one is replaced)."""
     server = servers.find_server(session, name)
     issued = issuance.issue_token(session, vault, Actor(actor, operator=True), server, now)
     issuance.activate_token(session, Actor(actor, operator=True), issued.token_id, now)
-    return open_token(issued.content, 0, tmp_path, issued.token_id)
+    return open_token(issued.content, rsa_cert(0).key_pem, issued.token_id)
 
 
 def oauth_header(
@@ -129,10 +127,11 @@ def _opener() -> urllib.request.OpenerDirector:
     return opener
 
 
-def session_key(base: str, creds: Creds, *, realm: str | None = None) -> str:
+def session_key(
+    base: str, creds: Creds, *, realm: str | None = None, timestamp: str | None = None
+) -> str:
     """Open a session and return its key (asserting success)."""
-    status, body, _ = call(
-        f"{base}/session", {"Authorization": oauth_header(creds, f"{base}/session", realm=realm)}
-    )
+    header = oauth_header(creds, f"{base}/session", realm=realm, timestamp=timestamp)
+    status, body, _ = call(f"{base}/session", {"Authorization": header})
     assert status == 200, body
     return str(json.loads(body)["auth_session_token"])

@@ -47,14 +47,12 @@ class Dep:
     def add(self, name: str) -> Creds:
         """A linked server with an active token, as its MDM server decrypted it."""
         with self.ctx.unit_of_work() as session:
-            return add_server(
-                session, self.ctx.vault, name, self.ctx.now(), self.tmp_path, actor=ADMIN
-            )
+            return add_server(session, self.ctx.vault, name, self.ctx.now(), actor=ADMIN)
 
     def renew(self, name: str) -> Creds:
         """A new token for the server; the old one is replaced."""
         with self.ctx.unit_of_work() as session:
-            return renew(session, self.ctx.vault, name, self.ctx.now(), self.tmp_path, actor=ADMIN)
+            return renew(session, self.ctx.vault, name, self.ctx.now(), actor=ADMIN)
 
     def session(self, creds: Creds, **sign: str | None) -> tuple[int, str]:
         """GET /session signed with `creds`."""
@@ -88,6 +86,7 @@ def dep(database_url: str, tmp_path: Path) -> Iterator[Dep]:
     running.url = f"http://127.0.0.1:{running.server.port}"
     yield running
     running.server.close()
+    assert running.server.thread is not None and not running.server.thread.is_alive()
     ctx.engine.dispose()
 
 
