@@ -57,6 +57,13 @@ class TokenView:
     downloaded_by: str
     certificate_fingerprint: str
     reason: str | None
+    installed_at: datetime | None = None
+    installed_from: str | None = None
+    installed_user_agent: str | None = None
+    last_used_at: datetime | None = None
+    last_used_from: str | None = None
+    rejected_attempts: int = 0
+    last_rejected_at: datetime | None = None
 
 
 def prepare_token(
@@ -189,6 +196,13 @@ def list_tokens(session: Session, server: Server | None = None) -> list[TokenVie
             t.downloaded_by,
             c.fingerprint_sha256,
             t.reason,
+            t.installed_at,
+            t.installed_from,
+            t.installed_user_agent,
+            t.last_used_at,
+            t.last_used_from,
+            t.rejected_attempts,
+            t.last_rejected_at,
         )
         for t, s, c in session.exec(query).all()
     ]

@@ -15,14 +15,19 @@ import urllib.request
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
+from typing import Any
 
 from oauthlib.oauth1 import SIGNATURE_HMAC_SHA1, Client
 from sqlmodel import Session
 
+from bot.context import AppContext
+from bot.serve import serve_dep
+from bot.slack.services import BotServices
 from core import issuance, servers
 from core.roles import Actor
 from core.tokens import parse_content
 from core.vault import Vault
+from tests import certs
 from tests.integration import rsa_cert, smime_decrypt
 
 NANODEP_UA = "nanodep-g-o-dep/0"
@@ -135,3 +140,17 @@ def session_key(
     status, body, _ = call(f"{base}/session", {"Authorization": header})
     assert status == 200, body
     return str(json.loads(body)["auth_session_token"])
+
+
+def mdm_server_installs(
+    ctx: AppContext, svc: BotServices, upload: dict[str, Any], key_pem: bytes | None = None
+) -> Creds:
+    """The MDM server decrypts the DM'd token file and opens a session with it (clock of ctx)."""
+    server = serve_dep(ctx, svc, "127.0.0.1", 0)
+    try:
+        creds = open_token(upload["bytes"], key_pem or certs.self_signed_rsa().key_pem)
+        base = f"http://127.0.0.1:{server.port}"
+        session_key(base, creds, timestamp=str(int(ctx.now().timestamp())))
+    finally:
+        server.close()
+    return creds
