@@ -7,6 +7,7 @@ import re
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
+from datetime import timedelta
 from pathlib import Path
 
 import pytest
@@ -15,7 +16,7 @@ from sqlmodel import select
 from bot.context import AppContext
 from bot.dep.app import build_dep_app
 from bot.http import HttpServer, start_in_background
-from core import rotation
+from core import rotation, servers
 from core.dep_feedback import ReplacedTokenAlert
 from core.models import RotationItem, Token
 from core.roles import Actor
@@ -29,6 +30,7 @@ from tests.dep_client import (
     renew,
     session_key,
 )
+from tests.slack_harness import Clock
 
 ADMIN = "UADMIN01"
 
@@ -79,7 +81,7 @@ def dep(database_url: str, tmp_path: Path) -> Iterator[Dep]:
         mdmbot_org_name="Springfield School District",
         _env_file=None,  # type: ignore[call-arg]
     )
-    ctx = AppContext(settings)
+    ctx = AppContext(settings, clock=Clock())
     running = Dep(ctx, "", None, tmp_path)  # type: ignore[arg-type]
     app = build_dep_app(ctx, on_replaced=running.replaced.append, on_cases=running.cases.append)
     running.server = start_in_background(app, "127.0.0.1", 0, 4, "dep-test")
@@ -195,3 +197,23 @@ def test_first_use_of_the_new_token_ticks_the_checklist(dep: Dep) -> None:
         done_by = session.exec(select(RotationItem.done_by)).all()
     assert done.status == "done" and done_by == [ADMIN]
     assert dep.cases == [(case.id,)], "the checklist message is refreshed"
+
+
+def test_sessions_expire_after_three_idle_minutes_and_dead_tokens_are_refused(dep: Dep) -> None:
+    clock = dep.ctx.clock
+    assert isinstance(clock, Clock)
+    creds = dep.add("Zentral")
+    key = session_key(dep.url, creds, timestamp=str(int(clock().timestamp())))
+    for idle in (timedelta(minutes=2), timedelta(minutes=2, seconds=50)):
+        clock.now += idle
+        assert call(f"{dep.url}/account", {"X-ADM-Auth-Session": key})[0] == 200
+    clock.now += timedelta(minutes=3, seconds=1)
+    assert call(f"{dep.url}/account", {"X-ADM-Auth-Session": key})[:2] == (401, "UNAUTHORIZED")
+
+    clock.now = dep.token(creds.token_id).expires_at + timedelta(seconds=1)
+    stamp = str(int(clock().timestamp()))
+    assert dep.session(creds, timestamp=stamp) == (401, "token_expired")
+    with dep.ctx.unit_of_work() as session:
+        servers.remove_server(session, Actor(ADMIN, operator=True), "Zentral", clock())
+    assert dep.session(creds, timestamp=stamp) == (401, "token_rejected")
+    assert dep.replaced == [], "a removed server's token is refused without a replacement warning"
