@@ -10,13 +10,14 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from typing import Any, cast
 
 import sqlalchemy as sa
 from sqlmodel import Session, col, func, select
 
 from core.alerts import insert_claim
 from core.issuance import tick_rotations
-from core.models import RotationItem, Server, Token, TokenStatus
+from core.models import AlertDelivery, RotationItem, Server, Token, TokenStatus
 from core.roles import Actor
 
 REPLACED = "replaced"
@@ -100,6 +101,8 @@ def record_rejected(
     day = max(0, (now - token.superseded_at) // DAY)
     delivery_id = insert_claim(session, token.id, day, now, kind=REPLACED)
     if delivery_id is None:
+        delivery_id = _reclaim_failed(session, token.id, day, now)
+    if delivery_id is None:
         return None
     attempts = session.exec(select(Token.rejected_attempts).where(Token.id == token.id)).one()
     server = session.get(Server, token.server_id)
@@ -165,3 +168,23 @@ def install_counts(session: Session) -> dict[str, int]:
     for installed, number in rows:
         counts["installed" if installed else "not_installed"] += number
     return counts
+
+
+def _reclaim_failed(session: Session, token_id: int, day: int, now: datetime) -> int | None:
+    """Today's report failed to post (Slack was down): the next attempt takes it again."""
+    found = session.exec(
+        select(AlertDelivery.id).where(
+            AlertDelivery.token_id == token_id,
+            AlertDelivery.kind == REPLACED,
+            AlertDelivery.threshold == day,
+            AlertDelivery.status == "failed",
+        )
+    ).first()
+    if found is None:
+        return None
+    taken = session.execute(
+        sa.update(AlertDelivery)
+        .where(col(AlertDelivery.id) == found, col(AlertDelivery.status) == "failed")
+        .values(status="pending", claimed_at=now, attempts=col(AlertDelivery.attempts) + 1)
+    )
+    return found if cast(Any, taken).rowcount == 1 else None

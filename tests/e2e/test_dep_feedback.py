@@ -8,8 +8,11 @@ from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
+from sqlmodel import select
+
 from bot.serve import serve_dep
 from bot.slack.sweeper import Sweeper
+from core.models import AlertDelivery
 from tests import certs
 from tests.dep_client import call, mdm_server_installs, oauth_header
 from tests.e2e.conftest import ADMIN
@@ -32,6 +35,13 @@ def _cli(bot: Bot, tmp_path: Path, *args: str) -> str:
     )
     assert result.returncode == 0, result.stderr
     return result.stdout
+
+
+def _warning_status(bot: Bot) -> str | None:
+    with bot.ctx.unit_of_work(readonly=True) as session:
+        return session.exec(
+            select(AlertDelivery.status).where(AlertDelivery.kind == "replaced")
+        ).first()
 
 
 def _posts(fake: FakeSlack, words: str) -> list[dict[str, Any]]:
@@ -71,13 +81,22 @@ def test_replaced_token_warns_once_and_reminder_after_a_day(bot: Bot, fake: Fake
     try:
         url = f"http://127.0.0.1:{dep.port}/session"
         stamp = str(int(bot.clock().timestamp()))
-        for _ in range(3):
+
+        def attempt() -> None:
             header = oauth_header(creds, url, timestamp=stamp)
             assert call(url, {"Authorization": header})[:2] == (401, "token_rejected")
+
+        fake.fail_next("chat.postMessage", error="internal_error", status=503, times=3)
+        attempt()
+        bot.wait_idle(lambda: _warning_status(bot) == "failed")
+        for _ in range(3):
+            attempt()
     finally:
         dep.close()
     warning = "still using a replaced server token"
     bot.wait_idle(lambda: len(_posts(fake, warning)) == 1)
+    blocks = json.dumps(_posts(fake, warning)[0]["blocks"])
+    assert "*2* attempt(s)" in blocks, "the next attempt after Slack failed posts it"
 
     sweeper, start = Sweeper(bot.svc, post_interval=0), bot.clock()
     assert not _posts(fake, "not installed yet")
