@@ -24,6 +24,7 @@ REPLACED = "replaced"
 NOT_INSTALLED = "install"
 INSTALL_GRACE = timedelta(hours=24)
 DAY = timedelta(days=1)
+LAST_SEEN_EVERY = timedelta(seconds=30)  # `last seen` is rewritten at most this often
 
 
 @dataclass(frozen=True)
@@ -59,10 +60,12 @@ def record_use(
 
     Returns the rotation cases whose checklist changed.
     """
-    token.last_used_at, token.last_used_from = now, client[:64]
     if token.installed_at is not None:
-        session.add(token)
+        if token.last_used_at is None or token.last_used_at < now - LAST_SEEN_EVERY:
+            token.last_used_at, token.last_used_from = now, client[:64]
+            session.add(token)
         return ()
+    token.last_used_at, token.last_used_from = now, client[:64]
     token.installed_at, token.installed_from = now, client[:64]
     token.installed_user_agent = user_agent[:256]
     session.add(token)

@@ -83,11 +83,13 @@ class AccountResource:
 
     def on_get(self, req: falcon.Request, resp: falcon.Response) -> None:
         """Answer the account detail."""
-        with self.ctx.unit_of_work() as session:
-            token_id = dep_auth.check_session(
-                session, req.get_header(SESSION_HEADER), self.ctx.now(), req.remote_addr or ""
-            )
-            body = dep_account.account(session, token_id, self.org)
+        now = self.ctx.now()
+        with self.ctx.unit_of_work(readonly=True) as session:
+            live = dep_auth.check_session(session, req.get_header(SESSION_HEADER), now)
+            body = dep_account.account(session, live.token_id, self.org)
+        if live.stale:
+            with self.ctx.unit_of_work() as session:
+                dep_auth.touch_session(session, live, now, req.remote_addr or "")
         _json(resp, body)
 
 

@@ -12,7 +12,7 @@ from bot.slack import dep_alerts, lifecycle
 from bot.slack import lifecycle_blocks as lb
 from bot.slack.gateway import SlackUnavailable
 from bot.slack.services import BotServices
-from core import alerts, dep_feedback, inbox, lease, rotation
+from core import alerts, dep_auth, dep_feedback, inbox, lease, rotation
 from core.alerts import DueAlert
 
 log = logging.getLogger("mdmbot.sweeper")
@@ -70,6 +70,7 @@ class Sweeper:
         with ctx.unit_of_work() as session:
             reposts = rotation.cases_to_repost(session, now)
             inbox.forget_before(session, now - inbox.RETENTION)
+            dep_auth.prune(session, now)
         for case in reposts:
             self._pace()
             if lifecycle.try_post_case(self.svc, case, now):
