@@ -22,7 +22,7 @@ from oauthlib.common import Request as OAuthLibRequest
 from oauthlib.oauth1.rfc5849 import signature, utils
 from sqlalchemy.dialects.postgresql import insert as postgresql_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
-from sqlmodel import Session, col, select
+from sqlmodel import Session, col
 
 from core import dep_feedback
 from core.dep_feedback import ReplacedTokenAlert
@@ -130,29 +130,38 @@ def signature_valid(request: OAuthRequest, consumer_secret: str, access_secret: 
     return False
 
 
+def verify_request(session: Session, vault: Vault, request: OAuthRequest, now: datetime) -> int:
+    """The id of the token whose credentials signed the request (only reads); else a 401."""
+    if abs(now.timestamp() - request.timestamp) > WINDOW.total_seconds():
+        raise DepError(401, "TIMESTAMP_REFUSED", "stale_timestamp")
+    row = session.execute(_BY_KEY, {"key": request.consumer_key}).first()
+    refused = DepError(401, "SIGNATURE_INVALID", "unknown_key")
+    if row is None or row[1] == TokenStatus.PENDING:
+        raise refused
+    token_id, _, sealed = row
+    creds = json.loads(vault.decrypt(sealed))
+    if not hmac.compare_digest(creds["access_token"], request.access_token):
+        raise refused
+    if not signature_valid(request, creds["consumer_secret"], creds["access_secret"]):
+        raise DepError(401, "SIGNATURE_INVALID", "bad_signature")
+    return int(token_id)
+
+
 def open_session(
     session: Session,
-    vault: Vault,
+    token_id: int,
     request: OAuthRequest,
     now: datetime,
     *,
     client: str,
     user_agent: str,
 ) -> SessionOutcome:
-    """Verify a signed `GET /session` and open a session bound to its token."""
-    if abs(now.timestamp() - request.timestamp) > WINDOW.total_seconds():
-        return SessionOutcome(error=DepError(401, "TIMESTAMP_REFUSED", "stale_timestamp"))
-    token = session.exec(select(Token).where(Token.consumer_key == request.consumer_key)).first()
-    refused = DepError(401, "SIGNATURE_INVALID", "unknown_key")
-    if token is None or token.id is None or token.status == TokenStatus.PENDING:
-        return SessionOutcome(error=refused)
-    creds = json.loads(vault.decrypt(token.secrets))
-    if not hmac.compare_digest(creds["access_token"], request.access_token):
-        return SessionOutcome(error=refused)
-    if not signature_valid(request, creds["consumer_secret"], creds["access_secret"]):
-        return SessionOutcome(error=DepError(401, "SIGNATURE_INVALID", "bad_signature"))
+    """Open a session for a verified request: once per nonce, for a live token only."""
     if not _first_use_of_nonce(session, request, now):
         return SessionOutcome(error=DepError(401, "NONCE_USED", "replayed_nonce"))
+    token = session.get(Token, token_id)
+    if token is None:
+        return SessionOutcome(error=DepError(401, "SIGNATURE_INVALID", "unknown_key"))
     if token.status != TokenStatus.ACTIVE:
         alert = None
         if token.status == TokenStatus.SUPERSEDED:
@@ -164,13 +173,18 @@ def open_session(
     session.add(
         DepSession(
             key_hash=_hash(key),
-            token_id=token.id,
+            token_id=token_id,
             created_at=now,
             expires_at=now + SESSION_IDLE + TOUCH_EVERY,
         )
     )
     ticked = dep_feedback.record_use(session, token, now, client, user_agent)
     return SessionOutcome(session_key=key, ticked_cases=ticked)
+
+
+_BY_KEY = sa.select(col(Token.id), col(Token.status), col(Token.secrets)).where(
+    col(Token.consumer_key) == sa.bindparam("key")
+)
 
 
 @dataclass(frozen=True)

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Callable
+from contextlib import AbstractContextManager, nullcontext
 
 import falcon
 
@@ -29,8 +31,12 @@ def build_dep_app(
     """The WSGI app; `on_replaced` tells the alert channel, `on_cases` refreshes checklists."""
     app = falcon.App(middleware=[DepMiddleware()], media_type=falcon.MEDIA_JSON)
     app.req_options.strip_url_path_trailing_slash = True
-    app.add_route("/session", SessionResource(ctx, on_replaced, on_cases))
-    app.add_route("/account", AccountResource(ctx))
+    # SQLite has one writer at a time, and a writer waiting on its busy handler sleeps in steps
+    # of up to 100 ms: this process's DEP writers queue on a lock instead (PostgreSQL: no lock).
+    sqlite = ctx.settings.database_url.startswith("sqlite")
+    writes: AbstractContextManager[object] = threading.Lock() if sqlite else nullcontext()
+    app.add_route("/session", SessionResource(ctx, writes, on_replaced, on_cases))
+    app.add_route("/account", AccountResource(ctx, writes))
     app.add_error_handler(Exception, render_unexpected)
     app.add_error_handler(falcon.HTTPError, render_http_error)
     app.add_error_handler(DepError, render_dep_error)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import logging
 from collections.abc import Callable
+from contextlib import AbstractContextManager
 
 import falcon
 
@@ -37,10 +38,12 @@ class SessionResource:
     def __init__(
         self,
         ctx: AppContext,
+        writes: AbstractContextManager[object],
         on_replaced: Callable[[ReplacedTokenAlert], None],
         on_cases: Callable[[tuple[int, ...]], None],
     ) -> None:
         self.ctx = ctx
+        self.writes = writes
         self.on_replaced = on_replaced
         self.on_cases = on_cases
 
@@ -49,12 +52,15 @@ class SessionResource:
         request = dep_auth.parse_oauth(
             req.get_header("Authorization"), req.method, signed_uris(req), req.query_string
         )
-        with self.ctx.unit_of_work() as session:
+        now = self.ctx.now()
+        with self.ctx.unit_of_work(readonly=True) as session:
+            token_id = dep_auth.verify_request(session, self.ctx.vault, request, now)
+        with self.writes, self.ctx.unit_of_work() as session:
             outcome = dep_auth.open_session(
                 session,
-                self.ctx.vault,
+                token_id,
                 request,
-                self.ctx.now(),
+                now,
                 client=req.remote_addr or "",
                 user_agent=req.user_agent or "",
             )
@@ -70,8 +76,9 @@ class SessionResource:
 class AccountResource:
     """`GET /account`: the MDM server and organisation the session's token belongs to."""
 
-    def __init__(self, ctx: AppContext) -> None:
+    def __init__(self, ctx: AppContext, writes: AbstractContextManager[object]) -> None:
         self.ctx = ctx
+        self.writes = writes
         settings = ctx.settings
         self.org = dep_account.Organisation(
             name=settings.mdmbot_org_name,
@@ -88,7 +95,7 @@ class AccountResource:
             live = dep_auth.check_session(session, req.get_header(SESSION_HEADER), now)
             body = dep_account.account(session, live.token_id, self.org)
         if live.stale:
-            with self.ctx.unit_of_work() as session:
+            with self.writes, self.ctx.unit_of_work() as session:
                 dep_auth.touch_session(session, live, now, req.remote_addr or "")
         _json(resp, body)
 

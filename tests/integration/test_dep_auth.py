@@ -51,11 +51,12 @@ def test_sweep_prunes_old_nonces_and_dead_sessions(session: Session, vault: Vaul
             creds, URL, timestamp=str(int((NOW - timedelta(minutes=minutes)).timestamp()))
         )
         request = dep_auth.parse_oauth(header, "GET", [URL])
+        at = NOW - timedelta(minutes=minutes)
         opened = dep_auth.open_session(
             session,
-            vault,
+            dep_auth.verify_request(session, vault, request, at),
             request,
-            NOW - timedelta(minutes=minutes),
+            at,
             client="10.0.0.9",
             user_agent="fleetdm/nanodep",
         )
