@@ -15,6 +15,7 @@ from typing import Any, cast
 import sqlalchemy as sa
 from sqlmodel import Session, col, func, select
 
+from core import audit
 from core.alerts import insert_claim
 from core.issuance import tick_rotations
 from core.models import AlertDelivery, RotationItem, Server, Token, TokenStatus
@@ -24,6 +25,7 @@ REPLACED = "replaced"
 NOT_INSTALLED = "install"
 INSTALL_GRACE = timedelta(hours=24)
 DAY = timedelta(days=1)
+MDM_SERVER = Actor("mdm-server", operator=True)
 LAST_SEEN_EVERY = timedelta(seconds=30)  # `last seen` is rewritten at most this often
 
 
@@ -69,6 +71,17 @@ def record_use(
     token.installed_at, token.installed_from = now, client[:64]
     token.installed_user_agent = user_agent[:256]
     session.add(token)
+    server = session.get(Server, token.server_id)
+    audit.record(
+        session,
+        MDM_SERVER,
+        "token.install",
+        server.name if server else str(token.server_id),
+        now,
+        token=token.id,
+        client=client[:64],
+        user_agent=user_agent[:256],
+    )
     replaced = session.exec(
         select(Token.id).where(
             Token.server_id == token.server_id,

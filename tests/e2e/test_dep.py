@@ -18,7 +18,7 @@ from bot.dep.app import build_dep_app
 from bot.http import HttpServer, start_in_background
 from core import rotation, servers
 from core.dep_feedback import ReplacedTokenAlert
-from core.models import RotationItem, Token
+from core.models import AuditEvent, RotationItem, Token
 from core.roles import Actor
 from core.settings import Settings
 from tests.dep_client import (
@@ -114,6 +114,9 @@ def test_session_then_account(dep: Dep, realm: str | None) -> None:
     token = dep.token(creds.token_id)
     assert token.installed_at is not None and token.installed_user_agent == NANODEP_UA
     assert token.installed_from == "127.0.0.1" and token.last_used_at is not None
+    with dep.ctx.unit_of_work(readonly=True) as session:
+        audit = session.exec(select(AuditEvent).where(AuditEvent.action == "token.install")).one()
+        assert (audit.actor, audit.subject) == ("operator:mdm-server", "Springfield Jamf")
 
 
 def test_refusals_are_specific_and_open_nothing(dep: Dep) -> None:
