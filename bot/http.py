@@ -123,7 +123,10 @@ class HttpServer:
 
     def close(self, timeout: float = 5.0) -> None:
         """Stop a server started by `start_in_background`: its own thread closes the sockets."""
-        self.server.trigger.pull_trigger(self.server.close)  # type: ignore[union-attr]
+        try:
+            self.server.trigger.pull_trigger(self.server.close)  # type: ignore[union-attr]
+        except OSError:  # the loop already closed its trigger (and is ending)
+            log.warning("HTTP server on port %s was already closing", self.port)
         if self.thread is not None:
             self.thread.join(timeout)
         self.server.task_dispatcher.shutdown(timeout=int(timeout))
