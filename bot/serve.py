@@ -128,7 +128,13 @@ def serve_dep(ctx: AppContext, svc: BotServices, host: str, port: int) -> HttpSe
         svc.background.submit(dep_alerts.refresh_cases, svc, cases)
 
     app = build_dep_app(ctx, on_replaced=on_replaced, on_cases=on_cases)
-    server = start_in_background(app, host, port, threads=8, name="mdmbot-dep")
+    try:
+        server = start_in_background(app, host, port, threads=8, name="mdmbot-dep")
+    except OSError as exc:
+        raise ConfigError(
+            f"Cannot serve the device assignment service on {host}:{port} ({exc.strerror}); "
+            "check --dep-port / MDMBOT_DEP_PORT."
+        ) from exc
     log.info("device assignment service listening on %s:%s", host, server.port)
     return server
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import socket
 import subprocess
 from datetime import timedelta
 from pathlib import Path
@@ -18,7 +19,7 @@ from tests.dep_client import call, mdm_server_installs, oauth_header
 from tests.e2e.conftest import ADMIN
 from tests.e2e.test_slack_guards import add_server
 from tests.fakeslack import FakeSlack
-from tests.processes import mdmbot_command
+from tests.processes import bot_env, mdmbot_command
 from tests.slack_harness import Bot
 
 
@@ -114,3 +115,33 @@ def test_replaced_token_warns_once_and_reminder_after_a_day(bot: Bot, fake: Fake
     sweeper.sweep(start + timedelta(hours=73))
     assert len(_posts(fake, "not installed yet")) == 2, "installed: no more reminders"
     assert len(_posts(fake, warning)) == 1
+
+
+def test_a_dep_port_in_use_stops_start_up_with_one_line(fake: FakeSlack, tmp_path: Path) -> None:
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = str(taken.getsockname()[1])
+        env = bot_env(fake, tmp_path)
+        result = subprocess.run(
+            [
+                *mdmbot_command(),
+                "serve",
+                "--http",
+                "--port",
+                "0",
+                "--dep-host",
+                "127.0.0.1",
+                "--dep-port",
+                port,
+            ],
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+    assert result.returncode == 2 and "Traceback" not in result.stderr
+    assert result.stderr.strip().splitlines()[-1] == (
+        f"mdmbot: Cannot serve the device assignment service on 127.0.0.1:{port} (Address "
+        "already in use); check --dep-port / MDMBOT_DEP_PORT."
+    )
