@@ -136,6 +136,7 @@ def preview(ctx: AppContext, now: datetime) -> list[str]:
     with ctx.unit_of_work() as session:
         due = alerts.preview_due_alerts(session, now, ctx.settings.alert_days)
         cases = rotation.cases_to_repost(session, now)
+        reminders = dep_feedback.claim_install_reminders(session, now)  # rolled back below
         session.rollback()
     channel = ctx.settings.mdmbot_alert_channel or "(MDMBOT_ALERT_CHANNEL)"
     lines = [
@@ -144,4 +145,5 @@ def preview(ctx: AppContext, now: datetime) -> list[str]:
         for a in due
     ]
     lines += [f"would post to {channel}: {lb.checklist_text(c)}" for c in cases]
+    lines += [f"would post to {channel}: {dep_alerts.reminder_text(r)}" for r in reminders]
     return lines

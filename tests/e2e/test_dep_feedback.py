@@ -12,7 +12,7 @@ from typing import Any
 from sqlmodel import select
 
 from bot.serve import serve_dep
-from bot.slack.sweeper import Sweeper
+from bot.slack.sweeper import Sweeper, preview
 from core.models import AlertDelivery
 from tests import certs
 from tests.dep_client import call, mdm_server_installs, oauth_header
@@ -100,6 +100,9 @@ def test_replaced_token_warns_once_and_reminder_after_a_day(bot: Bot, fake: Fake
     assert "*2* attempt(s)" in blocks, "the next attempt after Slack failed posts it"
 
     sweeper, start = Sweeper(bot.svc, post_interval=0), bot.clock()
+    assert preview(bot.ctx, start + timedelta(hours=25)) == [
+        "would post to C0ALERTS: The new server token for Jamf Pro is not installed yet"
+    ]
     assert not _posts(fake, "not installed yet")
     sweeper.sweep(start + timedelta(hours=23))
     assert not _posts(fake, "not installed yet"), "a day's grace"
