@@ -21,7 +21,7 @@ import traceback
 from collections.abc import Callable
 from pathlib import Path
 
-from bench import ack, issuance, memory, sweep
+from bench import ack, dep, issuance, memory, sweep
 from bench.common import Row, Section, machine
 
 README = Path(__file__).with_name("README.md")
@@ -31,12 +31,11 @@ BENCHMARKS: dict[str, Callable[[bool], Section]] = {
     "sweep": sweep.run,
     "issuance": issuance.run,
     "memory": memory.run,
+    "dep": dep.run,
 }
 
 
-def render(
-    sections: list[Section], quick: bool, seconds: float, host: dict[str, str]
-) -> str:
+def render(sections: list[Section], quick: bool, seconds: float, host: dict[str, str]) -> str:
     """The results block for the README."""
     lines = [
         START,

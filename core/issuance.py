@@ -58,6 +58,13 @@ class TokenView:
     downloaded_by: str
     certificate_fingerprint: str
     reason: str | None
+    installed_at: datetime | None = None
+    installed_from: str | None = None
+    installed_user_agent: str | None = None
+    last_used_at: datetime | None = None
+    last_used_from: str | None = None
+    rejected_attempts: int = 0
+    last_rejected_at: datetime | None = None
 
 
 def prepare_token(
@@ -144,8 +151,12 @@ def activate_token(session: Session, actor: Actor, token_id: int, now: datetime)
         session.add(cert)
     server = session.get(Server, token.server_id)
     assert server is not None
-    ticked, closed = tick_rotations(session, actor, [o.id for o in previous if o.id], now)
-    alerts.mark_replaced(session, [o.id for o in previous if o.id], actor.label, now)
+    replaced = [o.id for o in previous if o.id]
+    alerts.mark_replaced(session, replaced, actor.label, now)
+    # The rotation items of the replaced tokens are done once this one is installed
+    # (core.dep_feedback.record_use), not now: until then the MDM server still has the old one,
+    # so their checklists only change to "waiting for the MDM server".
+    _mark_cases_stale(session, _open_cases_of(session, replaced), now)
     audit.record(
         session,
         actor,
@@ -156,7 +167,7 @@ def activate_token(session: Session, actor: Actor, token_id: int, now: datetime)
         expires_at=token.expires_at,
         superseded=[o.id for o in previous],
     )
-    return Activation(tuple(o.id for o in previous if o.id), ticked, closed)
+    return Activation(tuple(o.id for o in previous if o.id), (), ())
 
 
 def discard_token(session: Session, actor: Actor, token_id: int, now: datetime, why: str) -> None:
@@ -190,9 +201,40 @@ def list_tokens(session: Session, server: Server | None = None) -> list[TokenVie
             t.downloaded_by,
             c.fingerprint_sha256,
             t.reason,
+            t.installed_at,
+            t.installed_from,
+            t.installed_user_agent,
+            t.last_used_at,
+            t.last_used_from,
+            t.rejected_attempts,
+            t.last_rejected_at,
         )
         for t, s, c in session.exec(query).all()
     ]
+
+
+def _mark_cases_stale(session: Session, case_ids: set[int], now: datetime) -> None:
+    """The posted checklists must be edited (at once from Slack, else at the next sweep)."""
+    if case_ids:
+        session.execute(
+            sa.update(RotationCase).where(col(RotationCase.id).in_(case_ids)).values(stale_at=now)
+        )
+
+
+def _open_cases_of(session: Session, token_ids: list[int]) -> set[int]:
+    """The open checklists that list any of these tokens as still to renew."""
+    if not token_ids:
+        return set()
+    rows = session.exec(
+        select(RotationItem.case_id)
+        .join(RotationCase, col(RotationCase.id) == col(RotationItem.case_id))
+        .where(
+            col(RotationItem.token_id).in_(token_ids),
+            col(RotationItem.done_at).is_(None),
+            RotationCase.status == "open",
+        )
+    ).all()
+    return set(rows)
 
 
 def tick_rotations(
@@ -214,13 +256,7 @@ def tick_rotations(
         item.done_by, item.done_at = actor.user_id, now
         session.add(item)
     session.flush()
-    stale_cases = {i.case_id for i in items}
-    if stale_cases:  # the posted checklist must be edited (at once from Slack, else next sweep)
-        session.execute(
-            sa.update(RotationCase)
-            .where(col(RotationCase.id).in_(stale_cases))
-            .values(stale_at=now)
-        )
+    _mark_cases_stale(session, {i.case_id for i in items}, now)
     closed = []
     for case_id in {i.case_id for i in items}:
         open_left = session.exec(

@@ -119,6 +119,18 @@ def server_line(view: ServerView, now: datetime) -> str:
     )
 
 
+def install_phrase(view: ServerView) -> str:
+    """Whether the MDM server has used its token ("installed …" / "not installed yet")."""
+    if view.token_id is None:
+        return "—"
+    if view.token_installed_at is None:
+        return "not installed yet"
+    seen = view.token_last_used_at
+    return f"installed {local_date(view.token_installed_at)}" + (
+        f", last seen {local_time(seen)}" if seen else ""
+    )
+
+
 def server_list_blocks(views: list[ServerView], now: datetime) -> list[Block]:
     """The `/mdm list` reply, packing lines into as few sections as fit."""
     if not views:
@@ -142,6 +154,7 @@ def server_detail_blocks(view: ServerView, now: datetime) -> list[Block]:
         f"*Release devices*\n{'allowed' if view.release_devices else 'not allowed'}",
         f"*Token expires*\n{local_date(view.token_expires_at)}",
         f"*Downloaded by*\n{mention(view.downloaded_by)}",
+        f"*MDM server*\n{install_phrase(view)}",
         f"*Certificate*\n{esc(view.certificate_subject or '—')}",
         f"*Certificate expires*\n{local_date(view.certificate_not_after)}",
     ]
@@ -189,6 +202,8 @@ def server_home_text(view: ServerView, now: datetime) -> str:
     text = server_line(view, now)
     if view.downloaded_by and view.token_issued_at:
         text += f"\nDownloaded by {mention(view.downloaded_by)} {local_date(view.token_issued_at)}"
+    if view.token_id is not None:
+        text += f"\n{install_phrase(view)}"
     return text
 
 
