@@ -89,7 +89,12 @@ class Bot:
         self.runtime = Runtime(self.ctx, self.svc, scheduler=False)
         self.app = build_app(self.svc, signing_secret=SIGNING_SECRET)
         self.runtime.start()
-        self.server = HttpServer(SlackWsgi(self.app, self.runtime.health), "127.0.0.1", 0, 8)
+        self.server = HttpServer(
+            SlackWsgi(self.app, self.runtime.health, signing_secret=SIGNING_SECRET),
+            "127.0.0.1",
+            0,
+            8,
+        )
         self.url = f"http://127.0.0.1:{self.server.port}"
         self._thread = threading.Thread(target=self.server.serve_forever, daemon=True)
         self._thread.start()

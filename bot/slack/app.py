@@ -7,9 +7,10 @@ from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
-from slack_bolt import App, BoltResponse
+from slack_bolt import App, BoltContext, BoltRequest, BoltResponse
 
 from bot.context import AppContext
+from bot.http import VERIFIED
 from bot.slack import lifecycle
 from bot.slack.gateway import SlackGateway, make_client
 from bot.slack.listeners import actions, commands, events, views
@@ -65,11 +66,15 @@ def build_app(
         return next()
 
     @app.error
-    def on_error(error: Exception, body: dict[str, Any]) -> None:
+    def on_error(
+        error: Exception, body: dict[str, Any], request: BoltRequest, context: BoltContext
+    ) -> None:
         reference = new_reference()
         log.error("unhandled error ref=%s: %s", reference, type(error).__name__, exc_info=error)
+        # Only a request Slack signed (HTTP) or sent over the app's own socket names a real user.
+        verified = request.mode == "socket_mode" or context.get(VERIFIED) is True
         user = body.get("user_id") or (body.get("user") or {}).get("id")
-        if user:
+        if user and verified:
             svc.try_dm(
                 user,
                 f":warning: Something went wrong in mdmbot and nothing was "
