@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import os
 import socket
 from typing import Any
@@ -11,10 +12,13 @@ from sqlalchemy import text
 from bot import metrics
 from bot.context import AppContext
 from bot.scheduler import Scheduler
+from bot.slack.deliveries import settle_deliveries
 from bot.slack.services import BotServices
 from bot.slack.sweeper import Sweeper
 from core import servers
 from core.servers import ServerView
+
+log = logging.getLogger("mdmbot.runtime")
 
 
 class Runtime:
@@ -39,6 +43,7 @@ class Runtime:
     def start(self) -> None:
         """Start background work."""
         metrics.watch_expiry(self._servers, self.ctx.now)
+        self.svc.background.submit(self._settle)
         if self.scheduler is not None:
             self.scheduler.start()
 
@@ -47,6 +52,13 @@ class Runtime:
         if self.scheduler is not None:
             self.scheduler.stop()
         self.svc.background.shutdown(wait=True)
+
+    def _settle(self) -> None:
+        """Settle deliveries a previous process left unfinished (also done by every sweep)."""
+        try:
+            settle_deliveries(self.svc, self.ctx.now())
+        except Exception:
+            log.exception("could not settle unfinished token deliveries")
 
     def _servers(self) -> list[ServerView]:
         with self.ctx.unit_of_work(readonly=True) as session:

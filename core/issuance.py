@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 
+import sqlalchemy as sa
 from cryptography import x509
 from sqlmodel import Session, col, select
 
 from core import audit
-from core.errors import InvalidInput, NotFound
+from core.errors import InvalidInput, NotFound, TokenConflict
 from core.models import Certificate, RotationCase, RotationItem, Server, Token, TokenStatus
 from core.people import authorize
 from core.roles import Actor, Permission
@@ -31,6 +32,7 @@ class IssuedToken:
     expires_at: datetime
     warnings: tuple[str, ...] = ()
     replaces_active: bool = False
+    replaces_id: int | None = None
 
     def __repr__(self) -> str:
         return f"IssuedToken(token_id={self.token_id}, server_name={self.server_name!r})"
@@ -59,6 +61,13 @@ class TokenView:
     reason: str | None
 
 
+class Current:
+    """The `expected` default: whatever token is active when the new one is prepared."""
+
+
+CURRENT = Current()
+
+
 def prepare_token(
     session: Session,
     vault: Vault,
@@ -68,9 +77,17 @@ def prepare_token(
     now: datetime,
     *,
     warnings: tuple[str, ...] = (),
+    expected: int | Current | None = CURRENT,
 ) -> IssuedToken:
-    """Create a pending token for `server` encrypted to `certificate`."""
+    """Create a pending token for `server` encrypted to `certificate`.
+
+    `expected` is the active token the requester saw when they confirmed (None: no token);
+    if another has become active since, the request is refused (compare-and-swap).
+    """
     assert server.id is not None and certificate.id is not None
+    active = active_token_id(session, server.id)
+    if not isinstance(expected, Current) and expected != active:
+        raise TokenConflict(replaced_message(server.name))
     creds = generate_credentials(now)
     secrets = {
         "consumer_secret": creds.consumer_secret,
@@ -86,6 +103,7 @@ def prepare_token(
         expires_at=creds.expires_at,
         downloaded_by=actor.user_id,
         status=TokenStatus.PENDING,
+        replaces_id=active,
     )
     session.add(token)
     session.flush()
@@ -100,15 +118,42 @@ def prepare_token(
         issued_at=creds.issued_at,
         expires_at=creds.expires_at,
         warnings=warnings,
-        replaces_active=session.exec(
-            select(Token.id).where(Token.server_id == server.id, Token.status == "active")
-        ).first()
-        is not None,
+        replaces_active=active is not None,
+        replaces_id=active,
     )
 
 
+def replaced_message(server_name: str) -> str:
+    """What the loser of a concurrent rotation is told."""
+    return (
+        f"Someone else just replaced the token for “{server_name}”, so yours was not issued "
+        "and nothing was sent. Their new token is the active one; request another only if you "
+        "still need to."
+    )
+
+
+def active_token_id(session: Session, server_id: int) -> int | None:
+    """The id of the server's active token, if any."""
+    return session.exec(
+        select(Token.id).where(Token.server_id == server_id, Token.status == TokenStatus.ACTIVE)
+    ).first()
+
+
+def lock_server(session: Session, server_id: int) -> Server:
+    """Lock the server row until the transaction ends (PostgreSQL; SQLite writers take turns)."""
+    server = session.exec(select(Server).where(Server.id == server_id).with_for_update()).one()
+    session.refresh(server)
+    return server
+
+
 def issue_token(
-    session: Session, vault: Vault, actor: Actor, server: Server, now: datetime
+    session: Session,
+    vault: Vault,
+    actor: Actor,
+    server: Server,
+    now: datetime,
+    *,
+    expected: int | Current | None = CURRENT,
 ) -> IssuedToken:
     """Prepare a new token for a server with its current certificate."""
     authorize(session, actor, Permission.MANAGE_SERVERS)
@@ -119,17 +164,57 @@ def issue_token(
     ).first()
     if cert is None:
         raise NotFound(f"“{server.name}” has no public key certificate; upload one first.")
-    return prepare_token(session, vault, actor, server, cert, now)
+    return prepare_token(session, vault, actor, server, cert, now, expected=expected)
+
+
+def start_delivery(
+    session: Session, actor: Actor, token_id: int, target: str, now: datetime
+) -> str | None:
+    """Mark a pending token as being delivered to `target` (`slack:D…` or `file:PATH`).
+
+    Refused, and the token discarded, when another token became active or is being delivered
+    since it was prepared; the returned sentence says so (None when delivery may go ahead).
+    """
+    token = session.get(Token, token_id)
+    if token is None or token.status != TokenStatus.PENDING:
+        return "This token can no longer be delivered; request a new one."
+    server = lock_server(session, token.server_id)
+    busy = session.exec(
+        select(Token.id).where(
+            Token.server_id == token.server_id, Token.status == TokenStatus.DELIVERING
+        )
+    ).first()
+    if busy is None and active_token_id(session, token.server_id) == token.replaces_id:
+        token.status, token.delivery_target, token.delivery_started_at = (
+            TokenStatus.DELIVERING,
+            target,
+            now,
+        )
+        try:
+            with session.begin_nested():
+                session.add(token)
+        except sa.exc.IntegrityError:
+            session.refresh(token)
+        else:
+            return None
+    discard_token(session, actor, token_id, now, "someone else replaced the token first")
+    return replaced_message(server.name)
 
 
 def activate_token(session: Session, actor: Actor, token_id: int, now: datetime) -> Activation:
     """Make a delivered token the active one: the previous token stops working at once."""
     token = session.get(Token, token_id)
-    if token is None or token.status != TokenStatus.PENDING:
+    if token is None or token.status not in (TokenStatus.PENDING, TokenStatus.DELIVERING):
         raise InvalidInput("This token can no longer be activated; request a new one.")
+    server = lock_server(session, token.server_id)
+    session.refresh(token)
     previous = session.exec(
         select(Token).where(Token.server_id == token.server_id, Token.status == "active")
     ).all()
+    if token.status not in (TokenStatus.PENDING, TokenStatus.DELIVERING) or [
+        o.id for o in previous
+    ] != ([token.replaces_id] if token.replaces_id is not None else []):
+        raise TokenConflict(replaced_message(server.name))
     for old in previous:
         old.status, old.superseded_at, old.next_alert_at = TokenStatus.SUPERSEDED, now, None
         old.reason = (
@@ -141,8 +226,6 @@ def activate_token(session: Session, actor: Actor, token_id: int, now: datetime)
     for cert in session.exec(select(Certificate).where(Certificate.server_id == token.server_id)):
         cert.active = cert.id == token.certificate_id
         session.add(cert)
-    server = session.get(Server, token.server_id)
-    assert server is not None
     ticked, closed = tick_rotations(session, actor, [o.id for o in previous if o.id], now)
     audit.record(
         session,
@@ -158,13 +241,56 @@ def activate_token(session: Session, actor: Actor, token_id: int, now: datetime)
 
 
 def discard_token(session: Session, actor: Actor, token_id: int, now: datetime, why: str) -> None:
-    """Abandon a pending token that never reached its user; the active one stays valid."""
+    """Abandon a token that never reached its user; the active one stays valid."""
     token = session.get(Token, token_id)
-    if token is None or token.status != TokenStatus.PENDING:
+    if token is None or token.status not in (TokenStatus.PENDING, TokenStatus.DELIVERING):
         return
     token.status, token.superseded_at, token.reason = TokenStatus.REVOKED, now, why
     session.add(token)
     audit.record(session, actor, "token.discard", str(token_id), now, reason=why)
+
+
+DELIVERY_GRACE = timedelta(minutes=5)
+
+
+@dataclass(frozen=True)
+class StuckDelivery:
+    """A token prepared or being delivered long enough ago that its process must have stopped."""
+
+    token_id: int
+    server_name: str
+    user_id: str
+    status: str
+    target: str | None
+    filename: str
+    issued_at: datetime
+
+
+def stuck_deliveries(
+    session: Session, now: datetime, grace: timedelta = DELIVERY_GRACE
+) -> list[StuckDelivery]:
+    """Tokens still pending or being delivered `grace` after they were prepared."""
+    rows = session.exec(
+        select(Token, Server.name)
+        .join(Server, col(Server.id) == col(Token.server_id))
+        .where(
+            col(Token.status).in_([TokenStatus.PENDING, TokenStatus.DELIVERING]),
+            col(Token.issued_at) <= now - grace,
+        )
+        .order_by(col(Token.id))
+    ).all()
+    return [
+        StuckDelivery(
+            t.id or 0,
+            name,
+            t.downloaded_by,
+            t.status,
+            t.delivery_target,
+            token_filename(name, t.issued_at),
+            t.issued_at,
+        )
+        for t, name in rows
+    ]
 
 
 def list_tokens(session: Session, server: Server | None = None) -> list[TokenView]:
@@ -173,7 +299,6 @@ def list_tokens(session: Session, server: Server | None = None) -> list[TokenVie
         select(Token, Server, Certificate)
         .join(Server, col(Server.id) == col(Token.server_id))
         .join(Certificate, col(Certificate.id) == col(Token.certificate_id))
-        .where(col(Token.status) != TokenStatus.PENDING)
         .order_by(col(Token.issued_at).desc(), col(Token.id).desc())
     )
     if server is not None:

@@ -13,7 +13,7 @@ from sqlmodel import Session, col, func, select
 from core import audit
 from core.certificates import LoadedCertificate, load_certificate
 from core.errors import DuplicateName, InvalidInput, NotFound
-from core.issuance import IssuedToken, prepare_token, tick_rotations
+from core.issuance import CURRENT, Current, IssuedToken, prepare_token, tick_rotations
 from core.models import Certificate, Server, Token, TokenStatus
 from core.names import clean_name, normalize_name
 from core.people import authorize
@@ -280,6 +280,8 @@ def replace_certificate(
     name: str,
     certificate: bytes,
     now: datetime,
+    *,
+    expected: int | Current | None = CURRENT,
 ) -> IssuedToken:
     """Upload a new public key: a new token is prepared, and activating it retires the old one."""
     authorize(session, actor, Permission.MANAGE_SERVERS)
@@ -294,4 +296,6 @@ def replace_certificate(
         now,
         certificate=loaded.fingerprint_sha256,
     )
-    return prepare_token(session, vault, actor, server, cert, now, warnings=loaded.warnings)
+    return prepare_token(
+        session, vault, actor, server, cert, now, warnings=loaded.warnings, expected=expected
+    )

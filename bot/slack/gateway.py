@@ -6,6 +6,7 @@ import logging
 import urllib.error
 import urllib.request
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -89,9 +90,8 @@ class SlackGateway:
         response = self._call("open a DM", "conversations_open", users=user_id)
         return str(response["channel"]["id"])
 
-    def send_file_to_dm(self, user_id: str, filename: str, content: bytes, comment: str) -> str:
-        """Upload a file into the user's DM with a comment; return the DM channel id."""
-        channel = self.open_dm(user_id)
+    def send_file(self, channel: str, filename: str, content: bytes, comment: str) -> None:
+        """Upload a file into a channel (a D… DM) with a comment."""
         self._call(
             "upload the token file",
             "files_upload_v2",
@@ -101,7 +101,17 @@ class SlackGateway:
             title=filename,
             initial_comment=comment,
         )
-        return channel
+
+    def file_names_in(self, channel: str, since: datetime) -> set[str]:
+        """Names of the files shared in a channel since a time (files.list, files:read)."""
+        response = self._call(
+            "list files",
+            "files_list",
+            channel=channel,
+            ts_from=str(int(since.timestamp()) - 1),
+            count=100,
+        )
+        return {str(f.get("name")) for f in response.get("files") or []}
 
     def post(self, channel: str, text: str, blocks: list[dict[str, Any]] | None = None) -> Posted:
         """Post a message."""

@@ -11,6 +11,7 @@ from bot import metrics
 from bot.context import AppContext
 from bot.slack import lifecycle
 from bot.slack import lifecycle_blocks as lb
+from bot.slack.deliveries import settle_deliveries
 from bot.slack.gateway import SlackUnavailable
 from bot.slack.services import BotServices
 from core import alerts, inbox, lease, rotation
@@ -32,6 +33,7 @@ class SweepReport:
     checklists_posted: int = 0
     departures_found: list[str] = field(default_factory=list)
     reconciled: bool = False
+    deliveries_settled: int = 0
 
     def summary(self) -> str:
         """One line for logs and the command line."""
@@ -54,6 +56,7 @@ class Sweeper:
         """Post due alerts, repost open checklists, reconcile departures once a day."""
         report = SweepReport()
         ctx = self.svc.ctx
+        report.deliveries_settled = settle_deliveries(self.svc, now)
         with ctx.unit_of_work() as session:
             due = alerts.claim_due_alerts(
                 session, now, ctx.settings.alert_days, limit=MAX_ALERTS_PER_SWEEP

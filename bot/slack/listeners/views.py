@@ -60,7 +60,7 @@ def register(app: App, svc: BotServices) -> None:
             log.info("could not update the modal for %s", user)
         if outcome.ok:
             svc.notify_origin(modals.read_metadata(body["view"]), user, outcome)
-        elif outcome.reference:
+        else:
             svc.try_dm(user, text)
 
     @app.view(modals.ADD_SERVER)
