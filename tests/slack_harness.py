@@ -22,6 +22,7 @@ from bot.slack.app import build_app, build_services
 from bot.slack.services import BotServices
 from core import people
 from core.roles import Role
+from core.sealing import seal
 from core.settings import Settings
 from tests.fakeslack import FakeSlack
 
@@ -105,6 +106,10 @@ class Bot:
         self.server.server.close()
         self.svc.background.shutdown(wait=True)
         self.ctx.engine.dispose()
+
+    def metadata(self, data: dict[str, Any]) -> str:
+        """private_metadata as mdmbot signs it when it opens a modal."""
+        return seal(self.svc.gateway.metadata_key, json.dumps(data, separators=(",", ":")))
 
     def grant(self, user: str, role: Role = Role.ADMINISTRATOR) -> None:
         """Give a Slack user a role directly in the database."""

@@ -19,13 +19,16 @@ from core import inbox
 
 log = logging.getLogger("mdmbot.bot")
 
+METADATA_KEY_PURPOSE = "slack private_metadata"
+
 
 def build_services(ctx: AppContext) -> BotServices:
     """The services for the configured Slack workspace."""
     ctx.settings.require("SLACK_BOT_TOKEN")
     token = ctx.settings.slack_bot_token or ""
     client = make_client(token, ctx.settings.slack_api_url)
-    return BotServices(ctx, SlackGateway(client, ctx.settings.slack_api_url))
+    key = ctx.vault.derive_key(METADATA_KEY_PURPOSE)
+    return BotServices(ctx, SlackGateway(client, ctx.settings.slack_api_url, metadata_key=key))
 
 
 def build_app(
@@ -46,13 +49,18 @@ def build_app(
     )
 
     @app.middleware
-    def deduplicate_events(body: dict[str, Any], next: Callable[[], BoltResponse]) -> Any:
+    def deduplicate_events(
+        body: dict[str, Any], request: BoltRequest, next: Callable[[], BoltResponse]
+    ) -> Any:
         event_id = body.get("event_id") if body.get("type") == "event_callback" else None
+        if body.get("type") in inbox.INTERACTIVE:
+            # A signed payload stays valid for Slack's 5-minute window: a replay is one request.
+            event_id = inbox.interaction_key(request.raw_body)
         if event_id:
             with svc.ctx.unit_of_work() as session:
                 fresh = inbox.first_delivery(session, str(event_id), svc.ctx.now())
             if not fresh:
-                log.info("skipping repeated event %s", event_id)
+                log.info("skipping repeated delivery %s", event_id)
                 return BoltResponse(status=200, body="")
         return next()
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import logging
 import urllib.error
 import urllib.request
@@ -19,7 +20,8 @@ from slack_sdk.http_retry.builtin_handlers import (
 )
 
 from core.certificates import MAX_CERT_BYTES
-from core.errors import CertificateError, MdmbotError
+from core.errors import CertificateError, InvalidInput, MdmbotError
+from core.sealing import STALE, seal, unseal
 
 log = logging.getLogger("mdmbot.slack")
 
@@ -61,9 +63,29 @@ def make_client(token: str, api_url: str) -> WebClient:
 class SlackGateway:
     """Slack calls mdmbot makes, with Slack errors turned into SlackUnavailable."""
 
-    def __init__(self, client: WebClient, api_url: str) -> None:
+    def __init__(self, client: WebClient, api_url: str, *, metadata_key: bytes) -> None:
         self.client = client
         self.api_url = api_url
+        self.metadata_key = metadata_key
+
+    def _sealed(self, view: dict[str, Any]) -> dict[str, Any]:
+        """The view with its private_metadata signed (Slack hands it back in submissions)."""
+        if not view.get("private_metadata"):
+            return view
+        return {**view, "private_metadata": seal(self.metadata_key, view["private_metadata"])}
+
+    def read_metadata(self, view: dict[str, Any]) -> dict[str, Any]:
+        """A submitted view's private_metadata, refused (InvalidInput) unless mdmbot signed it."""
+        sealed = str(view.get("private_metadata") or "")
+        if not sealed:
+            return {}
+        try:
+            data = json.loads(unseal(self.metadata_key, sealed))
+        except ValueError:
+            data = None
+        if not isinstance(data, dict):
+            raise InvalidInput(STALE)
+        return data
 
     def _call(self, what: str, method: str, **kwargs: Any) -> Any:
         try:
@@ -146,12 +168,14 @@ class SlackGateway:
 
     def open_view(self, trigger_id: str, view: dict[str, Any]) -> str:
         """Open a modal; return its view id."""
-        response = self._call("open a dialog", "views_open", trigger_id=trigger_id, view=view)
+        response = self._call(
+            "open a dialog", "views_open", trigger_id=trigger_id, view=self._sealed(view)
+        )
         return str(response["view"]["id"])
 
     def update_view(self, view_id: str, view: dict[str, Any]) -> None:
         """Replace an open modal."""
-        self._call("update a dialog", "views_update", view_id=view_id, view=view)
+        self._call("update a dialog", "views_update", view_id=view_id, view=self._sealed(view))
 
     def publish_home(self, user_id: str, view: dict[str, Any]) -> None:
         """Publish a user's App Home tab."""

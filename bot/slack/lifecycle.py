@@ -14,7 +14,7 @@ from bot.slack import modals
 from bot.slack.gateway import Posted, SlackUnavailable
 from bot.slack.listeners.actions import open_checked
 from bot.slack.services import BotServices, Delivery
-from core import rotation, servers
+from core import alerts, rotation, servers
 from core.errors import ConfigError, InvalidInput
 from core.models import TokenStatus
 from core.roles import Actor, Permission
@@ -125,7 +125,13 @@ def register(app: App, svc: BotServices) -> None:
     app.action(lb.ROTATE)(confirm("rotation"))
 
     def after_alert(meta: dict[str, Any], user_id: str, outcome: Delivery) -> None:
-        if outcome.issued is None or not meta.get("channel") or not meta.get("ts"):
+        channel, ts = str(meta.get("channel") or ""), str(meta.get("ts") or "")
+        if outcome.issued is None or channel != alert_channel(svc) or not ts:
+            return
+        with svc.ctx.unit_of_work(readonly=True) as session:
+            ours = alerts.alert_posted_at(session, channel, ts)
+        if not ours:
+            log.warning("not editing message %s in %s: not an alert mdmbot posted", ts, channel)
             return
         svc.gateway.update(
             str(meta["channel"]),
