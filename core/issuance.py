@@ -140,8 +140,13 @@ def active_token_id(session: Session, server_id: int) -> int | None:
 
 
 def lock_server(session: Session, server_id: int) -> Server:
-    """Lock the server row until the transaction ends (PostgreSQL; SQLite writers take turns)."""
-    server = session.exec(select(Server).where(Server.id == server_id).with_for_update()).one()
+    """Lock the server row until the transaction ends (PostgreSQL; SQLite writers take turns).
+
+    FOR NO KEY UPDATE: it does not wait for the key-share lock a new token's foreign key holds.
+    """
+    server = session.exec(
+        select(Server).where(Server.id == server_id).with_for_update(key_share=True)
+    ).one()
     session.refresh(server)
     return server
 

@@ -176,6 +176,32 @@ def cancel_for_reactivation(session: Session, person_id: str, now: datetime) -> 
     return [case.id for case in cases if case.id is not None]
 
 
+def claim_post(
+    session: Session, case_id: int, now: datetime, every: timedelta | None = None
+) -> bool:
+    """Claim the (re-)post of an open checklist before posting it, so only one process posts.
+
+    With `every` None only a never-posted case is claimed (its first post); otherwise a case last
+    posted at least `every` ago. The claim is the row's `last_posted_at`.
+    """
+    due: sa.ColumnElement[bool] = col(RotationCase.last_posted_at).is_(None)
+    if every is not None:
+        due = sa.or_(due, col(RotationCase.last_posted_at) <= now - every)
+    result = session.exec(
+        sa.update(RotationCase)
+        .where(col(RotationCase.id) == case_id, col(RotationCase.status) == "open", due)
+        .values(last_posted_at=now)
+    )
+    return int(result.rowcount or 0) == 1
+
+
+def release_post(session: Session, case_id: int) -> None:
+    """Give up a claimed post that failed: the next sweep posts the checklist again."""
+    session.exec(
+        sa.update(RotationCase).where(col(RotationCase.id) == case_id).values(last_posted_at=None)
+    )
+
+
 def record_case_message(
     session: Session, case_id: int, channel: str, ts: str, now: datetime
 ) -> None:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import logging
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
 from slack_bolt import Ack, App
@@ -31,12 +31,25 @@ def alert_channel(svc: BotServices) -> str:
     return channel
 
 
-def post_case(svc: BotServices, case: CaseView, now: datetime | None = None) -> Posted:
-    """Post a checklist to the alert channel (as of `now`) and remember where it is."""
+def post_case(
+    svc: BotServices, case: CaseView, now: datetime | None = None, every: timedelta | None = None
+) -> Posted | None:
+    """Claim, then post a checklist to the alert channel (as of `now`) and remember where it is.
+
+    None when another process already claimed this post (see `rotation.claim_post`).
+    """
     now = now or svc.ctx.now()
-    posted = svc.gateway.post(
-        alert_channel(svc), lb.checklist_text(case), lb.checklist_blocks(case, now)
-    )
+    with svc.ctx.unit_of_work() as session:
+        if not rotation.claim_post(session, case.id, now, every):
+            return None
+    try:
+        posted = svc.gateway.post(
+            alert_channel(svc), lb.checklist_text(case), lb.checklist_blocks(case, now)
+        )
+    except BaseException:
+        with svc.ctx.unit_of_work() as session:
+            rotation.release_post(session, case.id)
+        raise
     with svc.ctx.unit_of_work() as session:
         rotation.record_case_message(session, case.id, posted.channel, posted.ts, now)
     metrics.alerts_sent.labels("checklist").inc()
@@ -59,7 +72,7 @@ def open_and_post(svc: BotServices, actor: Actor, person: str, reason: str) -> s
         case = rotation.open_case(session, actor, person, reason, svc.ctx.now())
     if case is None:
         return f"<@{person}> has no active server tokens, so there is nothing to rotate."
-    post_case(svc, case)
+    post_case(svc, case, every=timedelta(0))  # asked for now: post even if posted before
     return (
         f"Posted a checklist of {len(case.left)} token(s) downloaded by <@{person}> in "
         f"<#{alert_channel(svc)}>. They stay valid until rotated."
@@ -158,12 +171,11 @@ def register(app: App, svc: BotServices) -> None:
     svc.origin_handlers["*"] = refresh_ticked
 
 
-def try_post_case(svc: BotServices, case: CaseView, now: datetime) -> bool:
-    """Post a checklist as of `now`; False (and logged) when Slack refuses."""
+def try_post_case(svc: BotServices, case: CaseView, now: datetime, every: timedelta) -> bool:
+    """Repost a checklist last posted `every` ago, as of `now`; False if not posted."""
     try:
-        post_case(svc, case, now)
+        return post_case(svc, case, now, every) is not None
     except SlackUnavailable as exc:
         metrics.alerts_failed.labels("checklist").inc()
         log.warning("could not post checklist %s: %s", case.id, exc.error)
         return False
-    return True

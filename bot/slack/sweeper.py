@@ -22,6 +22,7 @@ log = logging.getLogger("mdmbot.sweeper")
 RECONCILE_LEASE = "reconcile"
 RECONCILE_EVERY = timedelta(days=1)
 MAX_ALERTS_PER_SWEEP = 500
+REPOST_EVERY = timedelta(days=1)
 
 
 @dataclass
@@ -71,11 +72,11 @@ class Sweeper:
         if report.reconciled:
             self.reconcile(now, report)
         with ctx.unit_of_work() as session:
-            reposts = rotation.cases_to_repost(session, now)
+            reposts = rotation.cases_to_repost(session, now, REPOST_EVERY)
             inbox.forget_before(session, now - inbox.RETENTION)
         for case in reposts:
             self._pace()
-            if lifecycle.try_post_case(self.svc, case, now):
+            if lifecycle.try_post_case(self.svc, case, now, REPOST_EVERY):
                 report.checklists_posted += 1
         log.info("sweep as of %s: %s", now.isoformat(), report.summary())
         return report
