@@ -606,7 +606,8 @@ class FakeSlack:
             and f["created"] >= since
         ]
         found.sort(key=lambda f: f["created"], reverse=True)
-        return {"files": found, "paging": {"count": 100, "total": len(found), "page": 1, "pages": 1}}
+        paging = {"count": 100, "total": len(found), "page": 1, "pages": 1}
+        return {"files": found, "paging": paging}
 
     def _m_files_getUploadURLExternal(self, params: JsonDict) -> JsonDict:
         """files.getUploadURLExternal."""
