@@ -62,11 +62,14 @@ def test_parallel_token_issues_leave_exactly_one_active_token(
     engine: sa.Engine, vault: Vault, round_: int
 ) -> None:
     server_id = _linked(engine, vault)
+    prepared = threading.Barrier(CONTENDERS)
 
     def rotate(index: int) -> Activation:
         with unit_of_work(engine) as session:
             server = servers.find_server_by_id(session, server_id)
             issued = issuance.issue_token(session, vault, OPERATOR, server, NOW)
+            if session.bind is not None and session.bind.dialect.name == "postgresql":
+                prepared.wait(timeout=30)  # all saw the same active token (SQLite: one writer)
             return issuance.activate_token(session, OPERATOR, issued.token_id, NOW)
 
     outcomes = _run_together(CONTENDERS, rotate)
@@ -130,6 +133,4 @@ def test_the_database_refuses_a_second_active_token(engine: sa.Engine, vault: Va
         server = servers.find_server_by_id(session, server_id)
         pending = issuance.issue_token(session, vault, OPERATOR, server, NOW)
     with pytest.raises(sa.exc.IntegrityError), unit_of_work(engine) as session:
-        session.exec(
-            sa.update(Token).where(Token.id == pending.token_id).values(status="active")
-        )
+        session.exec(sa.update(Token).where(Token.id == pending.token_id).values(status="active"))
