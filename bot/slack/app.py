@@ -53,8 +53,9 @@ def build_app(
         body: dict[str, Any], request: BoltRequest, next: Callable[[], BoltResponse]
     ) -> Any:
         event_id = body.get("event_id") if body.get("type") == "event_callback" else None
-        if body.get("type") in inbox.INTERACTIVE:
+        if body.get("type") in inbox.INTERACTIVE and request.mode == "http" and request.raw_body:
             # A signed payload stays valid for Slack's 5-minute window: a replay is one request.
+            # (Socket Mode payloads arrive over the app's own connection: nothing to replay.)
             event_id = inbox.interaction_key(request.raw_body)
         if event_id:
             with svc.ctx.unit_of_work() as session:

@@ -194,3 +194,25 @@ def test_a_renew_button_outside_the_alert_channel_edits_nothing(bot: Bot, fake: 
     time.sleep(0.5)
     assert [c.params.get("channel") for c in fake.calls_to("chat.update")] == []
     assert fake.messages_in("C0GENERAL")[0]["text"] == "not an alert"
+
+
+def test_socket_mode_presses_are_not_mistaken_for_replays(bot: Bot, fake: FakeSlack) -> None:
+    add_server(bot, fake)
+    app = build_app(bot.svc, signing_secret=None)
+    opened = len(fake.calls_to("views.open"))
+    for n in range(2):
+        payload = {
+            "type": "block_actions",
+            "team": {"id": TEAM},
+            "user": {"id": ADMIN, "team_id": TEAM},
+            "trigger_id": f"5{n}.{int(time.time())}.trigger",
+            "actions": [
+                {
+                    "type": "button",
+                    "action_id": "server_token",
+                    "value": str(server_id(bot, "Jamf Pro")),
+                }
+            ],
+        }
+        app.dispatch(BoltRequest(body=payload, mode="socket_mode"))
+    bot.wait_idle(lambda: len(fake.calls_to("views.open")) == opened + 2)
