@@ -207,7 +207,9 @@ def remove_server(session: Session, actor: Actor, name: str, now: datetime) -> S
     tokens = session.exec(
         select(Token).where(
             Token.server_id == server.id,
-            col(Token.status).in_([TokenStatus.ACTIVE, TokenStatus.PENDING]),
+            col(Token.status).in_(
+                [TokenStatus.ACTIVE, TokenStatus.PENDING, TokenStatus.DELIVERING]
+            ),
         )
     ).all()
     for token in tokens:

@@ -11,7 +11,7 @@ from sqlmodel import select
 
 from core import issuance, servers
 from core.db import unit_of_work
-from core.errors import TokenConflict
+from core.errors import InvalidInput, TokenConflict
 from core.issuance import Activation
 from core.models import Token, TokenStatus
 from core.vault import Vault
@@ -134,3 +134,16 @@ def test_the_database_refuses_a_second_active_token(engine: sa.Engine, vault: Va
         pending = issuance.issue_token(session, vault, OPERATOR, server, NOW)
     with pytest.raises(sa.exc.IntegrityError), unit_of_work(engine) as session:
         session.exec(sa.update(Token).where(Token.id == pending.token_id).values(status="active"))
+
+
+def test_removing_a_server_revokes_a_token_being_delivered(engine: sa.Engine, vault: Vault) -> None:
+    server_id = _linked(engine, vault)
+    with unit_of_work(engine) as session:
+        server = servers.find_server_by_id(session, server_id)
+        issued = issuance.issue_token(session, vault, OPERATOR, server, NOW)
+        assert issuance.start_delivery(session, OPERATOR, issued.token_id, "slack:D1", NOW) is None
+    with unit_of_work(engine) as session:
+        servers.remove_server(session, OPERATOR, "Jamf Pro", NOW)
+    assert _statuses(engine) == ["revoked", "revoked"]
+    with pytest.raises(InvalidInput), unit_of_work(engine) as session:
+        issuance.activate_token(session, OPERATOR, issued.token_id, NOW)
