@@ -3,8 +3,12 @@
 from __future__ import annotations
 
 import stat
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
+import pytest
+
+from tests.conftest import postgres_schema
 from tests.e2e.test_cli import Cli, _valid_now
 
 
@@ -57,3 +61,24 @@ def test_add_with_an_unwritable_out_leaves_nothing_and_a_retry_works(tmp_path: P
     cli.ok("server", "add", "Jamf Pro", "--cert", str(cert), "--out", "token.p7m")
     [server] = cli.json("server", "list")
     assert (server["name"], server["state"]) == ("Jamf Pro", "ok")
+
+
+@pytest.mark.postgres
+def test_four_parallel_token_issues_on_postgresql_leave_one_active_token(tmp_path: Path) -> None:
+    with postgres_schema() as url:
+        cli = Cli(tmp_path, database_url=url)
+        cli.ok("server", "add", "Jamf Pro", "--cert", str(_cert(cli)), "--out", "first.p7m")
+        with ThreadPoolExecutor(max_workers=4) as pool:
+            results = list(
+                pool.map(
+                    lambda n: cli.run("token", "issue", "Jamf Pro", "--out", f"t{n}.p7m"), range(4)
+                )
+            )
+        tokens = cli.json("token", "list")
+    assert [t["status"] for t in tokens].count("active") == 1
+    for n, result in enumerate(results):
+        if result.returncode == 0:
+            assert (cli.work / f"t{n}.p7m").exists()
+        else:
+            assert "Someone else just replaced the token" in result.stderr
+            assert not (cli.work / f"t{n}.p7m").exists(), "the loser's file is never written"
