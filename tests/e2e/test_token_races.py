@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import json
 import threading
+from collections.abc import Iterator
+from contextlib import ExitStack
 from datetime import timedelta
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -14,6 +17,7 @@ from bot.slack.sweeper import Sweeper
 from core import issuance, servers
 from core.models import Token
 from core.roles import Actor
+from tests.conftest import postgres_schema
 from tests.e2e.conftest import ADMIN
 from tests.e2e.test_slack_guards import active_tokens, add_server
 from tests.fakeslack import FakeSlack
@@ -44,10 +48,24 @@ def told(fake: FakeSlack, reply: Reply, user: str, view_id: str, text: str) -> b
     )
 
 
+@pytest.fixture(params=["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)])
+def any_bot(request: pytest.FixtureRequest, fake: FakeSlack, tmp_path: Path) -> Iterator[Bot]:
+    """The bot on SQLite or on a private PostgreSQL schema, with ADMIN as Administrator."""
+    with ExitStack() as stack:
+        url = f"sqlite:///{tmp_path / 'bot.db'}"
+        if request.param == "postgresql":
+            url = stack.enter_context(postgres_schema())
+        running = Bot(fake, url, str(tmp_path))
+        running.grant(ADMIN)
+        yield running
+        running.stop()
+
+
 @pytest.mark.parametrize("round_", range(3))
 def test_two_people_confirming_at_once_get_one_token(
-    bot: Bot, fake: FakeSlack, round_: int
+    any_bot: Bot, fake: FakeSlack, round_: int
 ) -> None:
+    bot = any_bot
     fake.add_user(OTHER, "robin", "robin@school.example")
     bot.grant(OTHER)
     add_server(bot, fake)
