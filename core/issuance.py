@@ -79,11 +79,8 @@ def prepare_token(
     warnings: tuple[str, ...] = (),
     expected: int | Current | None = CURRENT,
 ) -> IssuedToken:
-    """Create a pending token for `server` encrypted to `certificate`.
-
-    `expected` is the active token the requester saw when they confirmed (None: no token);
-    if another has become active since, the request is refused (compare-and-swap).
-    """
+    """Create a pending token for `server`, refused unless `expected` is still the active token."""
+    # `expected`: the active token the requester confirmed replacing (None: none), compare-and-swap.
     assert server.id is not None and certificate.id is not None
     active = active_token_id(session, server.id)
     if not isinstance(expected, Current) and expected != active:
@@ -140,10 +137,8 @@ def active_token_id(session: Session, server_id: int) -> int | None:
 
 
 def lock_server(session: Session, server_id: int) -> Server:
-    """Lock the server row until the transaction ends (PostgreSQL; SQLite writers take turns).
-
-    FOR NO KEY UPDATE: it does not wait for the key-share lock a new token's foreign key holds.
-    """
+    """Lock the server row until the transaction ends (PostgreSQL; SQLite writers take turns)."""
+    # FOR NO KEY UPDATE: it does not wait for the key-share lock a new token's foreign key holds.
     server = session.exec(
         select(Server).where(Server.id == server_id).with_for_update(key_share=True)
     ).one()
@@ -175,11 +170,8 @@ def issue_token(
 def start_delivery(
     session: Session, actor: Actor, token_id: int, target: str, now: datetime
 ) -> str | None:
-    """Mark a pending token as being delivered to `target` (`slack:D…` or `file:PATH`).
-
-    Refused, and the token discarded, when another token became active or is being delivered
-    since it was prepared; the returned sentence says so (None when delivery may go ahead).
-    """
+    """Mark a pending token as being delivered to `target`; else discard it and say why."""
+    # Refused when another token became active or started delivery since this one was prepared.
     token = session.get(Token, token_id)
     if token is None or token.status != TokenStatus.PENDING:
         return "This token can no longer be delivered; request a new one."

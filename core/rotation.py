@@ -179,11 +179,7 @@ def cancel_for_reactivation(session: Session, person_id: str, now: datetime) -> 
 def claim_post(
     session: Session, case_id: int, now: datetime, every: timedelta | None = None
 ) -> bool:
-    """Claim the (re-)post of an open checklist before posting it, so only one process posts.
-
-    With `every` None only a never-posted case is claimed (its first post); otherwise a case last
-    posted at least `every` ago. The claim is the row's `last_posted_at`.
-    """
+    """Claim a checklist's first post (`every` None) or repost before posting; False if taken."""
     due: sa.ColumnElement[bool] = col(RotationCase.last_posted_at).is_(None)
     if every is not None:
         due = sa.or_(due, col(RotationCase.last_posted_at) <= now - every)

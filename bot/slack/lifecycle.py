@@ -34,10 +34,7 @@ def alert_channel(svc: BotServices) -> str:
 def post_case(
     svc: BotServices, case: CaseView, now: datetime | None = None, every: timedelta | None = None
 ) -> Posted | None:
-    """Claim, then post a checklist to the alert channel (as of `now`) and remember where it is.
-
-    None when another process already claimed this post (see `rotation.claim_post`).
-    """
+    """Claim, post a checklist (as of `now`) and remember where; None if already claimed."""
     now = now or svc.ctx.now()
     with svc.ctx.unit_of_work() as session:
         if not rotation.claim_post(session, case.id, now, every):

@@ -127,11 +127,7 @@ class BotServices:
             return servers.get_server_view(session, name)
 
     def deliver(self, issued: IssuedToken, user_id: str) -> Delivery:
-        """DM the token file, then activate it; on any failure the previous token stays valid.
-
-        The token is marked as being delivered (with its DM) before the upload, so a crash
-        before activation is settled by `settle_deliveries`.
-        """
+        """Mark the token delivering, DM its file, activate it; on failure the old one stays."""
         actor = Actor(user_id)
         comment = blocks.token_comment(
             issued.server_name,
