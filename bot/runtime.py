@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import os
 import socket
+import threading
 from typing import Any
 
 from sqlalchemy import text
@@ -16,6 +17,7 @@ from bot.slack.deliveries import settle_deliveries
 from bot.slack.services import BotServices
 from bot.slack.sweeper import Sweeper
 from core import servers
+from core.issuance import DELIVERY_GRACE
 from core.servers import ServerView
 
 log = logging.getLogger("mdmbot.runtime")
@@ -31,6 +33,7 @@ class Runtime:
         self.svc = svc
         self.holder = f"{socket.gethostname()}:{os.getpid()}:{id(self):x}"
         self.scheduler: Scheduler | None = None
+        self._settle_later: threading.Timer | None = None
         if scheduler:
             self.scheduler = Scheduler(
                 ctx,
@@ -44,11 +47,17 @@ class Runtime:
         """Start background work."""
         metrics.watch_expiry(self._servers, self.ctx.now)
         self.svc.background.submit(self._settle)
+        # A delivery cut short just before this start is settled once its grace period is over.
+        self._settle_later = threading.Timer(DELIVERY_GRACE.total_seconds() + 5, self._settle)
+        self._settle_later.daemon = True
+        self._settle_later.start()
         if self.scheduler is not None:
             self.scheduler.start()
 
     def stop(self) -> None:
         """Stop background work and wait for in-flight jobs."""
+        if self._settle_later is not None:
+            self._settle_later.cancel()
         if self.scheduler is not None:
             self.scheduler.stop()
         self.svc.background.shutdown(wait=True)

@@ -104,7 +104,7 @@ class Bot:
     def stop(self) -> None:
         """Stop the HTTP server."""
         self.server.server.close()
-        self.svc.background.shutdown(wait=True)
+        self.runtime.stop()
         self.ctx.engine.dispose()
 
     def metadata(self, data: dict[str, Any]) -> str:

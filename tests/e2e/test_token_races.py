@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import threading
+import time
 from collections.abc import Iterator
 from contextlib import ExitStack
 from datetime import timedelta
@@ -12,6 +13,7 @@ from typing import Any
 
 import pytest
 
+from bot import runtime as runtime_module
 from bot.runtime import Runtime
 from bot.slack.sweeper import Sweeper
 from core import issuance, servers
@@ -147,6 +149,7 @@ def test_a_token_that_never_reached_the_dm_is_discarded_at_start_up(
     bot.wait_idle(
         lambda: "didn't reach you" in json.dumps(fake.messages_in(fake.dm_channel_for(ADMIN)))
     )
+    runtime.stop()
 
 
 def test_a_delivery_in_progress_is_left_alone(bot: Bot, fake: FakeSlack) -> None:
@@ -155,3 +158,21 @@ def test_a_delivery_in_progress_is_left_alone(bot: Bot, fake: FakeSlack) -> None
     bot.clock.now -= timedelta(minutes=9)  # the sweep runs a minute after the delivery began
     Sweeper(bot.svc, post_interval=0).sweep(bot.clock())
     assert status(bot, token_id) == ("delivering", None)
+
+
+def test_a_delivery_cut_short_just_before_start_up_is_settled_after_its_grace(
+    bot: Bot, fake: FakeSlack, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    add_server(bot, fake)
+    [old] = active_tokens(bot)
+    token_id = stuck_delivery(bot, fake, uploaded=False)
+    bot.clock.now -= timedelta(minutes=9)  # the process stopped a minute into the delivery
+    monkeypatch.setattr(runtime_module, "DELIVERY_GRACE", timedelta(seconds=-4))  # timer: 1 s
+    runtime = Runtime(bot.ctx, bot.svc, scheduler=False)
+    runtime.start()
+    time.sleep(0.5)
+    assert status(bot, token_id) == ("delivering", None), "too recent to judge at start-up"
+    bot.clock.now += timedelta(minutes=5)
+    bot.wait_idle(lambda: status(bot, token_id)[0] == "revoked")
+    assert active_tokens(bot) == [old]
+    runtime.stop()
