@@ -61,6 +61,9 @@ class TokenView:
     reason: str | None
 
 
+DELIVERY_GRACE = timedelta(minutes=5)  # a delivery older than this was cut short
+
+
 class Current:
     """The `expected` default: whatever token is active when the new one is prepared."""
 
@@ -176,11 +179,20 @@ def start_delivery(
     if token is None or token.status != TokenStatus.PENDING:
         return "This token can no longer be delivered; request a new one."
     server = lock_server(session, token.server_id)
+    session.refresh(token)
+    if token.status != TokenStatus.PENDING:
+        return "This token can no longer be delivered; request a new one."
     busy = session.exec(
-        select(Token.id).where(
+        select(Token.delivery_started_at).where(
             Token.server_id == token.server_id, Token.status == TokenStatus.DELIVERING
         )
     ).first()
+    if busy is not None and busy <= now - DELIVERY_GRACE:
+        discard_token(session, actor, token_id, now, "an earlier delivery is unsettled")
+        return (
+            f"An earlier new token for “{server.name}” was cut off while being delivered; "
+            "mdmbot settles it within minutes. Nothing was changed; try again shortly."
+        )
     if busy is None and active_token_id(session, token.server_id) == token.replaces_id:
         token.status, token.delivery_target, token.delivery_started_at = (
             TokenStatus.DELIVERING,
@@ -245,9 +257,6 @@ def discard_token(session: Session, actor: Actor, token_id: int, now: datetime, 
     token.status, token.superseded_at, token.reason = TokenStatus.REVOKED, now, why
     session.add(token)
     audit.record(session, actor, "token.discard", str(token_id), now, reason=why)
-
-
-DELIVERY_GRACE = timedelta(minutes=5)
 
 
 @dataclass(frozen=True)

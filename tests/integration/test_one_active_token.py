@@ -147,3 +147,20 @@ def test_removing_a_server_revokes_a_token_being_delivered(engine: sa.Engine, va
     assert _statuses(engine) == ["revoked", "revoked"]
     with pytest.raises(InvalidInput), unit_of_work(engine) as session:
         issuance.activate_token(session, OPERATOR, issued.token_id, NOW)
+
+
+def test_a_delivery_cut_off_earlier_is_named_not_blamed_on_someone_else(
+    engine: sa.Engine, vault: Vault
+) -> None:
+    server_id = _linked(engine, vault)
+    with unit_of_work(engine) as session:
+        server = servers.find_server_by_id(session, server_id)
+        cut = issuance.issue_token(session, vault, OPERATOR, server, NOW)
+        assert issuance.start_delivery(session, OPERATOR, cut.token_id, "slack:D1", NOW) is None
+    later = NOW + issuance.DELIVERY_GRACE
+    with unit_of_work(engine) as session:
+        server = servers.find_server_by_id(session, server_id)
+        issued = issuance.issue_token(session, vault, OPERATOR, server, later)
+        refusal = issuance.start_delivery(session, OPERATOR, issued.token_id, "slack:D2", later)
+    assert refusal is not None and "cut off while being delivered" in refusal
+    assert _statuses(engine) == ["active", "delivering", "revoked"]
