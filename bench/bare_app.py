@@ -48,7 +48,12 @@ def main() -> int:
     parser.add_argument("--threads", type=int, default=16)
     args = parser.parse_args()
     logging.basicConfig(level=logging.WARNING)
-    server = HttpServer(SlackWsgi(build_bare_app(), health), args.host, args.port, args.threads)
+    server = HttpServer(
+        SlackWsgi(build_bare_app(), health, signing_secret=os.environ["SLACK_SIGNING_SECRET"]),
+        args.host,
+        args.port,
+        args.threads,
+    )
     server.serve_forever()
     return 0
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import hashlib
+import hmac
 import json
 import logging
 import signal
@@ -19,8 +21,23 @@ from bot import metrics
 log = logging.getLogger("mdmbot.http")
 
 MAX_BODY = 1024 * 1024
+SIGNATURE_WINDOW = 300  # Slack: reject requests whose timestamp is more than 5 minutes off
+VERIFIED = "mdmbot_verified"  # set in the bolt context of requests whose signature was checked
 StartResponse = Callable[..., Any]
 WsgiApp = Callable[[dict[str, Any], StartResponse], Iterable[bytes]]
+
+
+def signature_ok(secret: str, body: bytes, headers: dict[str, str], now: float) -> bool:
+    """Slack's v0 request signature over the raw body, with a 5-minute timestamp window."""
+    timestamp = headers.get("x-slack-request-timestamp", "")
+    signature = headers.get("x-slack-signature", "")
+    if not (timestamp.isascii() and timestamp.isdigit() and len(timestamp) <= 12):
+        return False
+    if abs(now - int(timestamp)) > SIGNATURE_WINDOW:
+        return False
+    base = b"v0:" + timestamp.encode() + b":" + body
+    expected = "v0=" + hmac.new(secret.encode(), base, hashlib.sha256).hexdigest()
+    return hmac.compare_digest(expected.encode(), signature.encode("utf-8", "replace"))
 
 
 def request_kind(body: str) -> str:
@@ -37,9 +54,12 @@ def request_kind(body: str) -> str:
 class SlackWsgi:
     """A WSGI application in front of the bolt App."""
 
-    def __init__(self, app: App, health: Callable[[], dict[str, Any]]) -> None:
+    def __init__(
+        self, app: App, health: Callable[[], dict[str, Any]], *, signing_secret: str
+    ) -> None:
         self.app = app
         self.health = health
+        self.signing_secret = signing_secret
 
     def __call__(self, environ: dict[str, Any], start_response: StartResponse) -> Iterable[bytes]:
         method, path = environ.get("REQUEST_METHOD", "GET"), environ.get("PATH_INFO", "")
@@ -63,17 +83,26 @@ class SlackWsgi:
         length = int(environ.get("CONTENT_LENGTH") or 0)
         if length > MAX_BODY:
             return _reply(start_response, "413 Payload Too Large", b"Too large", "text/plain")
-        body = environ["wsgi.input"].read(length).decode("utf-8", errors="replace")
+        raw = environ["wsgi.input"].read(length)
         headers = {
             key[5:].lower().replace("_", "-"): value
             for key, value in environ.items()
             if key.startswith("HTTP_")
         }
         headers["content-type"] = environ.get("CONTENT_TYPE", "")
+        if not signature_ok(self.signing_secret, raw, headers, time.time()):
+            metrics.requests.labels("unverified", "401").inc()
+            return _reply(start_response, "401 Unauthorized", b"Unauthorized", "text/plain")
+        body = raw.decode("utf-8", errors="replace")
         kind = request_kind(body)
         try:
             response = self.app.dispatch(
-                BoltRequest(body=body, query=environ.get("QUERY_STRING", ""), headers=headers)
+                BoltRequest(
+                    body=body,
+                    query=environ.get("QUERY_STRING", ""),
+                    headers=headers,
+                    context={VERIFIED: True},
+                )
             )
         except Exception:
             log.exception("request failed")

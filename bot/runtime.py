@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import os
 import socket
+import threading
 import time
 from typing import Any
 
@@ -13,10 +14,12 @@ from sqlalchemy import text
 from bot import metrics
 from bot.context import AppContext
 from bot.scheduler import Scheduler
+from bot.slack.deliveries import settle_deliveries
 from bot.slack.gateway import SlackUnavailable
 from bot.slack.services import BotServices
 from bot.slack.sweeper import Sweeper
 from core import servers
+from core.issuance import DELIVERY_GRACE
 from core.servers import ServerView
 
 log = logging.getLogger("mdmbot.runtime")
@@ -33,6 +36,7 @@ class Runtime:
         self.svc = svc
         self.holder = f"{socket.gethostname()}:{os.getpid()}:{id(self):x}"
         self.scheduler: Scheduler | None = None
+        self._settle_later: threading.Timer | None = None
         if scheduler:
             self.scheduler = Scheduler(
                 ctx,
@@ -48,11 +52,18 @@ class Runtime:
         """Start background work."""
         metrics.watch_expiry(self._servers, self.ctx.now)
         self.svc.background.submit(self.check_alert_channel)
+        self.svc.background.submit(self._settle)
+        # A delivery cut short just before this start is settled once its grace period is over.
+        self._settle_later = threading.Timer(DELIVERY_GRACE.total_seconds() + 5, self._settle)
+        self._settle_later.daemon = True
+        self._settle_later.start()
         if self.scheduler is not None:
             self.scheduler.start()
 
     def stop(self) -> None:
         """Stop background work and wait for in-flight jobs."""
+        if self._settle_later is not None:
+            self._settle_later.cancel()
         if self.scheduler is not None:
             self.scheduler.stop()
         self.svc.background.shutdown(wait=True)
@@ -82,6 +93,12 @@ class Runtime:
                 "could not check membership of MDMBOT_ALERT_CHANNEL %s: %s", channel, detail
             )
         return self.alert_channel
+    def _settle(self) -> None:
+        """Settle deliveries a previous process left unfinished (also done by every sweep)."""
+        try:
+            settle_deliveries(self.svc, self.ctx.now())
+        except Exception:
+            log.exception("could not settle unfinished token deliveries")
 
     def _servers(self) -> list[ServerView]:
         with self.ctx.unit_of_work(readonly=True) as session:

@@ -109,7 +109,12 @@ def serve(ctx: AppContext, args: argparse.Namespace) -> int:
         serve_dep(ctx, svc, args.dep_host or settings.mdmbot_dep_host, dep_port)
     if args.http:
         runtime.start()
-        server = HttpServer(SlackWsgi(app, runtime.health), args.host, args.port, args.threads)
+        server = HttpServer(
+            SlackWsgi(app, runtime.health, signing_secret=settings.slack_signing_secret or ""),
+            args.host,
+            args.port,
+            args.threads,
+        )
         server.serve_forever(on_stop=runtime.stop)
         return 0
     return _serve_socket_mode(app, settings.slack_app_token or "", runtime)

@@ -17,9 +17,9 @@ from sqlmodel import Session, col, func, select
 
 from core import audit
 from core.alerts import insert_claim
-from core.issuance import tick_rotations
 from core.models import AlertDelivery, RotationItem, Server, Token, TokenStatus
 from core.roles import Actor
+from core.rotation import tick_rotations
 
 REPLACED = "replaced"
 NOT_INSTALLED = "install"

@@ -53,3 +53,7 @@ class DeliveryFailed(MdmbotError):
     def __init__(self, message: str, *, reference: str) -> None:
         super().__init__(message)
         self.reference = reference
+
+
+class TokenConflict(MdmbotError):
+    """Someone else replaced the server's token first; this request's token was discarded."""

@@ -1,13 +1,21 @@
-"""De-duplication of Slack Events API deliveries (Slack retries them with the same event_id)."""
+"""De-duplication of Slack deliveries: retried events (same event_id), replayed interactions."""
 
 from __future__ import annotations
 
+import hashlib
 from datetime import datetime, timedelta
 
 import sqlalchemy as sa
 from sqlmodel import Session, col, delete
 
 from core.models import ProcessedEvent
+
+INTERACTIVE = ("block_actions", "view_submission")
+
+
+def interaction_key(raw_body: str) -> str:
+    """The record key of an interactive payload: a digest of its exact signed body."""
+    return "i:" + hashlib.sha256(raw_body.encode("utf-8")).hexdigest()[:62]
 
 
 def first_delivery(session: Session, event_id: str, now: datetime) -> bool:

@@ -4,17 +4,18 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 
 import sqlalchemy as sa
 from cryptography import x509
 from sqlmodel import Session, col, select
 
 from core import alerts, audit
-from core.errors import InvalidInput, NotFound
-from core.models import Certificate, RotationCase, RotationItem, Server, Token, TokenStatus
+from core.errors import InvalidInput, NotFound, TokenConflict
+from core.models import Certificate, Server, Token, TokenStatus
 from core.people import authorize
 from core.roles import Actor, Permission
+from core.rotation import mark_cases_stale, open_cases_of
 from core.tokens import build_token_file, generate_credentials, token_filename
 from core.vault import Vault
 
@@ -32,6 +33,7 @@ class IssuedToken:
     expires_at: datetime
     warnings: tuple[str, ...] = ()
     replaces_active: bool = False
+    replaces_id: int | None = None
 
     def __repr__(self) -> str:
         return f"IssuedToken(token_id={self.token_id}, server_name={self.server_name!r})"
@@ -67,6 +69,16 @@ class TokenView:
     last_rejected_at: datetime | None = None
 
 
+DELIVERY_GRACE = timedelta(minutes=5)  # a delivery older than this was cut short
+
+
+class Current:
+    """The `expected` default: whatever token is active when the new one is prepared."""
+
+
+CURRENT = Current()
+
+
 def prepare_token(
     session: Session,
     vault: Vault,
@@ -76,9 +88,14 @@ def prepare_token(
     now: datetime,
     *,
     warnings: tuple[str, ...] = (),
+    expected: int | Current | None = CURRENT,
 ) -> IssuedToken:
-    """Create a pending token for `server` encrypted to `certificate`."""
+    """Create a pending token for `server`, refused unless `expected` is still the active token."""
+    # `expected`: the active token the requester confirmed replacing (None: none), compare-and-swap.
     assert server.id is not None and certificate.id is not None
+    active = active_token_id(session, server.id)
+    if not isinstance(expected, Current) and expected != active:
+        raise TokenConflict(replaced_message(server.name))
     creds = generate_credentials(now)
     secrets = {
         "consumer_secret": creds.consumer_secret,
@@ -94,6 +111,7 @@ def prepare_token(
         expires_at=creds.expires_at,
         downloaded_by=actor.user_id,
         status=TokenStatus.PENDING,
+        replaces_id=active,
     )
     session.add(token)
     session.flush()
@@ -108,15 +126,45 @@ def prepare_token(
         issued_at=creds.issued_at,
         expires_at=creds.expires_at,
         warnings=warnings,
-        replaces_active=session.exec(
-            select(Token.id).where(Token.server_id == server.id, Token.status == "active")
-        ).first()
-        is not None,
+        replaces_active=active is not None,
+        replaces_id=active,
     )
 
 
+def replaced_message(server_name: str) -> str:
+    """What the loser of a concurrent rotation is told."""
+    return (
+        f"Someone else just replaced the token for “{server_name}”, so yours was not issued "
+        "and nothing was sent. Their new token is the active one; request another only if you "
+        "still need to."
+    )
+
+
+def active_token_id(session: Session, server_id: int) -> int | None:
+    """The id of the server's active token, if any."""
+    return session.exec(
+        select(Token.id).where(Token.server_id == server_id, Token.status == TokenStatus.ACTIVE)
+    ).first()
+
+
+def lock_server(session: Session, server_id: int) -> Server:
+    """Lock the server row until the transaction ends (PostgreSQL; SQLite writers take turns)."""
+    # FOR NO KEY UPDATE: it does not wait for the key-share lock a new token's foreign key holds.
+    server = session.exec(
+        select(Server).where(Server.id == server_id).with_for_update(key_share=True)
+    ).one()
+    session.refresh(server)
+    return server
+
+
 def issue_token(
-    session: Session, vault: Vault, actor: Actor, server: Server, now: datetime
+    session: Session,
+    vault: Vault,
+    actor: Actor,
+    server: Server,
+    now: datetime,
+    *,
+    expected: int | Current | None = CURRENT,
 ) -> IssuedToken:
     """Prepare a new token for a server with its current certificate."""
     authorize(session, actor, Permission.MANAGE_SERVERS)
@@ -127,17 +175,63 @@ def issue_token(
     ).first()
     if cert is None:
         raise NotFound(f"“{server.name}” has no public key certificate; upload one first.")
-    return prepare_token(session, vault, actor, server, cert, now)
+    return prepare_token(session, vault, actor, server, cert, now, expected=expected)
+
+
+def start_delivery(
+    session: Session, actor: Actor, token_id: int, target: str, now: datetime
+) -> str | None:
+    """Mark a pending token as being delivered to `target`; else discard it and say why."""
+    # Refused when another token became active or started delivery since this one was prepared.
+    token = session.get(Token, token_id)
+    if token is None or token.status != TokenStatus.PENDING:
+        return "This token can no longer be delivered; request a new one."
+    server = lock_server(session, token.server_id)
+    session.refresh(token)
+    if token.status != TokenStatus.PENDING:
+        return "This token can no longer be delivered; request a new one."
+    busy = session.exec(
+        select(Token.delivery_started_at).where(
+            Token.server_id == token.server_id, Token.status == TokenStatus.DELIVERING
+        )
+    ).first()
+    if busy is not None and busy <= now - DELIVERY_GRACE:
+        discard_token(session, actor, token_id, now, "an earlier delivery is unsettled")
+        return (
+            f"An earlier new token for “{server.name}” was cut off while being delivered; "
+            "mdmbot settles it within minutes. Nothing was changed; try again shortly."
+        )
+    if busy is None and active_token_id(session, token.server_id) == token.replaces_id:
+        token.status, token.delivery_target, token.delivery_started_at = (
+            TokenStatus.DELIVERING,
+            target,
+            now,
+        )
+        try:
+            with session.begin_nested():
+                session.add(token)
+        except sa.exc.IntegrityError:
+            session.refresh(token)
+        else:
+            return None
+    discard_token(session, actor, token_id, now, "someone else replaced the token first")
+    return replaced_message(server.name)
 
 
 def activate_token(session: Session, actor: Actor, token_id: int, now: datetime) -> Activation:
     """Make a delivered token the active one: the previous token stops working at once."""
     token = session.get(Token, token_id)
-    if token is None or token.status != TokenStatus.PENDING:
+    if token is None or token.status not in (TokenStatus.PENDING, TokenStatus.DELIVERING):
         raise InvalidInput("This token can no longer be activated; request a new one.")
+    server = lock_server(session, token.server_id)
+    session.refresh(token)
     previous = session.exec(
         select(Token).where(Token.server_id == token.server_id, Token.status == "active")
     ).all()
+    if token.status not in (TokenStatus.PENDING, TokenStatus.DELIVERING) or [
+        o.id for o in previous
+    ] != ([token.replaces_id] if token.replaces_id is not None else []):
+        raise TokenConflict(replaced_message(server.name))
     for old in previous:
         old.status, old.superseded_at, old.next_alert_at = TokenStatus.SUPERSEDED, now, None
         old.reason = (
@@ -149,14 +243,12 @@ def activate_token(session: Session, actor: Actor, token_id: int, now: datetime)
     for cert in session.exec(select(Certificate).where(Certificate.server_id == token.server_id)):
         cert.active = cert.id == token.certificate_id
         session.add(cert)
-    server = session.get(Server, token.server_id)
-    assert server is not None
     replaced = [o.id for o in previous if o.id]
     alerts.mark_replaced(session, replaced, actor.label, now)
     # The rotation items of the replaced tokens are done once this one is installed
     # (core.dep_feedback.record_use), not now: until then the MDM server still has the old one,
     # so their checklists only change to "waiting for the MDM server".
-    _mark_cases_stale(session, _open_cases_of(session, replaced), now)
+    mark_cases_stale(session, open_cases_of(session, replaced), now)
     audit.record(
         session,
         actor,
@@ -171,13 +263,53 @@ def activate_token(session: Session, actor: Actor, token_id: int, now: datetime)
 
 
 def discard_token(session: Session, actor: Actor, token_id: int, now: datetime, why: str) -> None:
-    """Abandon a pending token that never reached its user; the active one stays valid."""
+    """Abandon a token that never reached its user; the active one stays valid."""
     token = session.get(Token, token_id)
-    if token is None or token.status != TokenStatus.PENDING:
+    if token is None or token.status not in (TokenStatus.PENDING, TokenStatus.DELIVERING):
         return
     token.status, token.superseded_at, token.reason = TokenStatus.REVOKED, now, why
     session.add(token)
     audit.record(session, actor, "token.discard", str(token_id), now, reason=why)
+
+
+@dataclass(frozen=True)
+class StuckDelivery:
+    """A token prepared or being delivered long enough ago that its process must have stopped."""
+
+    token_id: int
+    server_name: str
+    user_id: str
+    status: str
+    target: str | None
+    filename: str
+    issued_at: datetime
+
+
+def stuck_deliveries(
+    session: Session, now: datetime, grace: timedelta = DELIVERY_GRACE
+) -> list[StuckDelivery]:
+    """Tokens still pending or being delivered `grace` after they were prepared."""
+    rows = session.exec(
+        select(Token, Server.name)
+        .join(Server, col(Server.id) == col(Token.server_id))
+        .where(
+            col(Token.status).in_([TokenStatus.PENDING, TokenStatus.DELIVERING]),
+            col(Token.issued_at) <= now - grace,
+        )
+        .order_by(col(Token.id))
+    ).all()
+    return [
+        StuckDelivery(
+            t.id or 0,
+            name,
+            t.downloaded_by,
+            t.status,
+            t.delivery_target,
+            token_filename(name, t.issued_at),
+            t.issued_at,
+        )
+        for t, name in rows
+    ]
 
 
 def list_tokens(session: Session, server: Server | None = None) -> list[TokenView]:
@@ -186,7 +318,6 @@ def list_tokens(session: Session, server: Server | None = None) -> list[TokenVie
         select(Token, Server, Certificate)
         .join(Server, col(Server.id) == col(Token.server_id))
         .join(Certificate, col(Certificate.id) == col(Token.certificate_id))
-        .where(col(Token.status) != TokenStatus.PENDING)
         .order_by(col(Token.issued_at).desc(), col(Token.id).desc())
     )
     if server is not None:
@@ -211,63 +342,3 @@ def list_tokens(session: Session, server: Server | None = None) -> list[TokenVie
         )
         for t, s, c in session.exec(query).all()
     ]
-
-
-def _mark_cases_stale(session: Session, case_ids: set[int], now: datetime) -> None:
-    """The posted checklists must be edited (at once from Slack, else at the next sweep)."""
-    if case_ids:
-        session.execute(
-            sa.update(RotationCase).where(col(RotationCase.id).in_(case_ids)).values(stale_at=now)
-        )
-
-
-def _open_cases_of(session: Session, token_ids: list[int]) -> set[int]:
-    """The open checklists that list any of these tokens as still to renew."""
-    if not token_ids:
-        return set()
-    rows = session.exec(
-        select(RotationItem.case_id)
-        .join(RotationCase, col(RotationCase.id) == col(RotationItem.case_id))
-        .where(
-            col(RotationItem.token_id).in_(token_ids),
-            col(RotationItem.done_at).is_(None),
-            RotationCase.status == "open",
-        )
-    ).all()
-    return set(rows)
-
-
-def tick_rotations(
-    session: Session, actor: Actor, token_ids: list[int], now: datetime
-) -> tuple[tuple[int, ...], tuple[int, ...]]:
-    """Mark the open checklist items of replaced tokens done; close cases with nothing left."""
-    if not token_ids:
-        return (), ()
-    items = session.exec(
-        select(RotationItem)
-        .join(RotationCase, col(RotationCase.id) == col(RotationItem.case_id))
-        .where(
-            col(RotationItem.token_id).in_(token_ids),
-            col(RotationItem.done_at).is_(None),
-            RotationCase.status == "open",
-        )
-    ).all()
-    for item in items:
-        item.done_by, item.done_at = actor.user_id, now
-        session.add(item)
-    session.flush()
-    _mark_cases_stale(session, {i.case_id for i in items}, now)
-    closed = []
-    for case_id in {i.case_id for i in items}:
-        open_left = session.exec(
-            select(RotationItem.id).where(
-                RotationItem.case_id == case_id, col(RotationItem.done_at).is_(None)
-            )
-        ).first()
-        if open_left is None:
-            case = session.get(RotationCase, case_id)
-            assert case is not None
-            case.status, case.closed_at = "done", now
-            session.add(case)
-            closed.append(case_id)
-    return tuple(i.id for i in items if i.id), tuple(closed)

@@ -45,9 +45,22 @@ class TokenStatus(StrEnum):
     """A token's state; only `active` ones are in use by an MDM server."""
 
     PENDING = "pending"
+    DELIVERING = "delivering"
     ACTIVE = "active"
     SUPERSEDED = "superseded"
     REVOKED = "revoked"
+
+
+def _one_per_server(status: str) -> sa.Index:
+    """At most one token in `status` per server, enforced by a partial unique index."""
+    where = sa.text(f"status = '{status}'")
+    return sa.Index(
+        f"uq_token_{status}_server",
+        "server_id",
+        unique=True,
+        sqlite_where=where,
+        postgresql_where=where,
+    )
 
 
 class Server(SQLModel, table=True):
@@ -79,7 +92,11 @@ class Certificate(SQLModel, table=True):
 class Token(SQLModel, table=True):
     """A server token; its four credentials are kept encrypted in `secrets`."""
 
-    __table_args__ = (sa.Index("ix_token_sweep", "status", "next_alert_at", "expires_at"),)
+    __table_args__ = (
+        sa.Index("ix_token_sweep", "status", "next_alert_at", "expires_at"),
+        _one_per_server(TokenStatus.ACTIVE),
+        _one_per_server(TokenStatus.DELIVERING),
+    )
 
     id: int | None = Field(default=None, primary_key=True)
     server_id: int = Field(foreign_key="server.id", index=True)
@@ -101,6 +118,9 @@ class Token(SQLModel, table=True):
     rejected_attempts: int = 0
     last_rejected_at: datetime | None = _when(nullable=True)
     last_rejected_from: str | None = Field(default=None, max_length=64)
+    replaces_id: int | None = None
+    delivery_target: str | None = Field(default=None, max_length=1024)
+    delivery_started_at: datetime | None = _when(nullable=True)
 
 
 class Person(SQLModel, table=True):

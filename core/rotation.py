@@ -187,6 +187,28 @@ def cancel_for_reactivation(session: Session, person_id: str, now: datetime) -> 
     return [case.id for case in cases if case.id is not None]
 
 
+def claim_post(
+    session: Session, case_id: int, now: datetime, every: timedelta | None = None
+) -> bool:
+    """Claim a checklist's first post (`every` None) or repost before posting; False if taken."""
+    due: sa.ColumnElement[bool] = col(RotationCase.last_posted_at).is_(None)
+    if every is not None:
+        due = sa.or_(due, col(RotationCase.last_posted_at) <= now - every)
+    result = session.exec(
+        sa.update(RotationCase)
+        .where(col(RotationCase.id) == case_id, col(RotationCase.status) == "open", due)
+        .values(last_posted_at=now)
+    )
+    return int(result.rowcount or 0) == 1
+
+
+def release_post(session: Session, case_id: int) -> None:
+    """Give up a claimed post that failed: the next sweep posts the checklist again."""
+    session.exec(
+        sa.update(RotationCase).where(col(RotationCase.id) == case_id).values(last_posted_at=None)
+    )
+
+
 def record_case_message(
     session: Session, case_id: int, channel: str, ts: str, now: datetime
 ) -> None:
@@ -196,13 +218,6 @@ def record_case_message(
         raise NotFound(f"There is no rotation case {case_id}.")
     case.channel, case.ts, case.last_posted_at = channel, ts, now
     session.add(case)
-
-
-def record_reminder(session: Session, case_id: int, now: datetime) -> None:
-    """Remember that a reminder went into the checklist's thread."""
-    session.execute(
-        sa.update(RotationCase).where(col(RotationCase.id) == case_id).values(last_posted_at=now)
-    )
 
 
 def stale_cases(session: Session, limit: int = 200) -> list[int]:
@@ -323,3 +338,63 @@ def _add_items(session: Session, case_id: int, token_ids: list[int]) -> None:
     for token_id in token_ids:
         session.add(RotationItem(case_id=case_id, token_id=token_id))
     session.flush()
+
+
+def mark_cases_stale(session: Session, case_ids: set[int], now: datetime) -> None:
+    """The posted checklists must be edited (at once from Slack, else at the next sweep)."""
+    if case_ids:
+        session.execute(
+            sa.update(RotationCase).where(col(RotationCase.id).in_(case_ids)).values(stale_at=now)
+        )
+
+
+def open_cases_of(session: Session, token_ids: list[int]) -> set[int]:
+    """The open checklists that list any of these tokens as still to renew."""
+    if not token_ids:
+        return set()
+    rows = session.exec(
+        select(RotationItem.case_id)
+        .join(RotationCase, col(RotationCase.id) == col(RotationItem.case_id))
+        .where(
+            col(RotationItem.token_id).in_(token_ids),
+            col(RotationItem.done_at).is_(None),
+            RotationCase.status == "open",
+        )
+    ).all()
+    return set(rows)
+
+
+def tick_rotations(
+    session: Session, actor: Actor, token_ids: list[int], now: datetime
+) -> tuple[tuple[int, ...], tuple[int, ...]]:
+    """Mark the open checklist items of replaced tokens done; close cases with nothing left."""
+    if not token_ids:
+        return (), ()
+    items = session.exec(
+        select(RotationItem)
+        .join(RotationCase, col(RotationCase.id) == col(RotationItem.case_id))
+        .where(
+            col(RotationItem.token_id).in_(token_ids),
+            col(RotationItem.done_at).is_(None),
+            RotationCase.status == "open",
+        )
+    ).all()
+    for item in items:
+        item.done_by, item.done_at = actor.user_id, now
+        session.add(item)
+    session.flush()
+    mark_cases_stale(session, {i.case_id for i in items}, now)
+    closed = []
+    for case_id in {i.case_id for i in items}:
+        open_left = session.exec(
+            select(RotationItem.id).where(
+                RotationItem.case_id == case_id, col(RotationItem.done_at).is_(None)
+            )
+        ).first()
+        if open_left is None:
+            case = session.get(RotationCase, case_id)
+            assert case is not None
+            case.status, case.closed_at = "done", now
+            session.add(case)
+            closed.append(case_id)
+    return tuple(i.id for i in items if i.id), tuple(closed)

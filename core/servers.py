@@ -13,11 +13,12 @@ from sqlmodel import Session, col, func, select
 from core import alerts, audit
 from core.certificates import LoadedCertificate, load_certificate
 from core.errors import DuplicateName, InvalidInput, NotFound
-from core.issuance import IssuedToken, prepare_token, tick_rotations
+from core.issuance import CURRENT, Current, IssuedToken, prepare_token
 from core.models import Certificate, Server, Token, TokenStatus
 from core.names import clean_name, normalize_name
 from core.people import authorize
 from core.roles import Actor, Permission
+from core.rotation import tick_rotations
 from core.vault import Vault
 
 MAX_CERTIFICATES = 250
@@ -209,7 +210,9 @@ def remove_server(session: Session, actor: Actor, name: str, now: datetime) -> S
     tokens = session.exec(
         select(Token).where(
             Token.server_id == server.id,
-            col(Token.status).in_([TokenStatus.ACTIVE, TokenStatus.PENDING]),
+            col(Token.status).in_(
+                [TokenStatus.ACTIVE, TokenStatus.PENDING, TokenStatus.DELIVERING]
+            ),
         )
     ).all()
     for token in tokens:
@@ -285,6 +288,8 @@ def replace_certificate(
     name: str,
     certificate: bytes,
     now: datetime,
+    *,
+    expected: int | Current | None = CURRENT,
 ) -> IssuedToken:
     """Upload a new public key: a new token is prepared, and activating it retires the old one."""
     authorize(session, actor, Permission.MANAGE_SERVERS)
@@ -299,4 +304,6 @@ def replace_certificate(
         now,
         certificate=loaded.fingerprint_sha256,
     )
-    return prepare_token(session, vault, actor, server, cert, now, warnings=loaded.warnings)
+    return prepare_token(
+        session, vault, actor, server, cert, now, warnings=loaded.warnings, expected=expected
+    )

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import hashlib
+import hmac
 import os
 from pathlib import Path
 
@@ -19,6 +20,11 @@ class Vault:
 
     def __init__(self, key: bytes) -> None:
         self._fernet = Fernet(key)
+        self._key = key
+
+    def derive_key(self, purpose: str) -> bytes:
+        """A key for another use (e.g. signing Slack metadata) that reveals nothing of this one."""
+        return hmac.new(self._key, b"mdmbot-derive\x00" + purpose.encode(), hashlib.sha256).digest()
 
     def __repr__(self) -> str:
         return "Vault(<key hidden>)"

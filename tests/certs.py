@@ -5,6 +5,7 @@ from __future__ import annotations
 import functools
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
@@ -16,6 +17,8 @@ from cryptography.hazmat.primitives.asymmetric.types import (
 from cryptography.x509.oid import NameOID
 
 NOW = datetime(2027, 11, 27, 14, 3, 34, tzinfo=UTC)
+# A real token Apple issued, with its key and certificate (see the folder's README.md).
+APPLE_FIXTURE = Path(__file__).resolve().parent / "fixtures" / "apple-server-token"
 
 
 @dataclass(frozen=True)

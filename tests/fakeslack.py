@@ -145,6 +145,7 @@ class FakeSlack:
     def _clear(self) -> None:
         """Drop recorded traffic and injections."""
         self.calls: list[Call] = []
+        self.reply_delay: dict[str, float] = {}
         self.messages: list[JsonDict] = []
         self.views: dict[str, JsonDict] = {}
         self.published_home: dict[str, JsonDict] = {}
@@ -342,6 +343,7 @@ class FakeSlack:
         params.pop("token", None)
         method = path[len("/api/"):]
         status, payload, headers = self._api(method, params, token)
+        time.sleep(self.reply_delay.get(method, 0.0))  # done, but slow to answer (set by tests)
         h.reply(status, json.dumps(payload).encode(), "application/json; charset=utf-8", headers)
 
     def _api(self, method: str, params: JsonDict, token: str | None,
@@ -609,6 +611,21 @@ class FakeSlack:
         if f is None:
             raise SlackError("file_not_found")
         return {"file": f, "comments": [], "response_metadata": {"next_cursor": ""}}
+
+    def _m_files_list(self, params: JsonDict) -> JsonDict:
+        """files.list: filtered by channel, user and ts_from, newest first."""
+        channel, user = params.get("channel"), params.get("user")
+        since = int(params.get("ts_from") or 0)
+        found = [
+            f
+            for f in self._files.values()
+            if (not channel or channel in f["channels"] + f["ims"] + f["groups"])
+            and (not user or f["user"] == user)
+            and f["created"] >= since
+        ]
+        found.sort(key=lambda f: f["created"], reverse=True)
+        paging = {"count": 100, "total": len(found), "page": 1, "pages": 1}
+        return {"files": found, "paging": paging}
 
     def _m_files_getUploadURLExternal(self, params: JsonDict) -> JsonDict:
         """files.getUploadURLExternal."""

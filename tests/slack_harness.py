@@ -22,6 +22,7 @@ from bot.slack.app import build_app, build_services
 from bot.slack.services import BotServices
 from core import people
 from core.roles import Role
+from core.sealing import seal
 from core.settings import Settings
 from tests.fakeslack import FakeSlack
 
@@ -89,7 +90,12 @@ class Bot:
         self.runtime = Runtime(self.ctx, self.svc, scheduler=False)
         self.app = build_app(self.svc, signing_secret=SIGNING_SECRET)
         self.runtime.start()
-        self.server = HttpServer(SlackWsgi(self.app, self.runtime.health), "127.0.0.1", 0, 8)
+        self.server = HttpServer(
+            SlackWsgi(self.app, self.runtime.health, signing_secret=SIGNING_SECRET),
+            "127.0.0.1",
+            0,
+            8,
+        )
         self.url = f"http://127.0.0.1:{self.server.port}"
         self._thread = threading.Thread(target=self.server.serve_forever, daemon=True)
         self._thread.start()
@@ -98,8 +104,12 @@ class Bot:
     def stop(self) -> None:
         """Stop the HTTP server."""
         self.server.server.close()
-        self.svc.background.shutdown(wait=True)
+        self.runtime.stop()
         self.ctx.engine.dispose()
+
+    def metadata(self, data: dict[str, Any]) -> str:
+        """private_metadata as mdmbot signs it when it opens a modal."""
+        return seal(self.svc.gateway.metadata_key, json.dumps(data, separators=(",", ":")))
 
     def grant(self, user: str, role: Role = Role.ADMINISTRATOR) -> None:
         """Give a Slack user a role directly in the database."""

@@ -7,17 +7,22 @@ import json
 import os
 import sys
 import tempfile
+from collections.abc import Callable
 from dataclasses import asdict
 from datetime import datetime
 from pathlib import Path
 from typing import Any
 
+from sqlmodel import Session
+
 from bot.context import AppContext
 from core import issuance, people, servers
 from core.certificates import MAX_CERT_BYTES
-from core.errors import CertificateError, InvalidInput
+from core.errors import CertificateError, InvalidInput, TokenConflict
 from core.issuance import IssuedToken
 from core.roles import Actor, parse_role
+
+FILE_TARGET = "file:"  # a token's delivery target when written by this command line
 
 
 def _operator(args: argparse.Namespace) -> Actor:
@@ -65,47 +70,98 @@ def _table(headers: tuple[str, ...], rows: list[tuple[str, ...]]) -> None:
         )
 
 
-def _write_private(path: Path, content: bytes) -> None:
-    """Write a file atomically, readable only by its owner."""
-    path = path.expanduser()
-    fd, tmp = tempfile.mkstemp(dir=path.parent if str(path.parent) else ".", prefix=".mdmbot-")
+def _check_file(path: Path, force: bool) -> Path:
+    """Refuse a token file path that exists (unless forced) or whose directory cannot be written."""
+    if path.is_dir():
+        raise InvalidInput(f"{path} is a directory.")
+    if path.exists() and not force:
+        raise InvalidInput(f"{path} already exists; pass --force to overwrite it.")
+    if not path.parent.is_dir():
+        raise InvalidInput(f"Cannot write {path}: the directory {path.parent} does not exist.")
+    if not os.access(path.parent, os.W_OK | os.X_OK):
+        raise InvalidInput(f"Cannot write {path}: the directory {path.parent} is not writable.")
+    return path
+
+
+def _destination(out: str | None, force: bool) -> Path:
+    """Where the token file goes, checked before anything changes: a file, or a directory."""
+    path = Path(out or ".").expanduser().absolute()
+    if path.is_dir():
+        if not os.access(path, os.W_OK | os.X_OK):
+            raise InvalidInput(f"Cannot write into {path}: the directory is not writable.")
+        return path
+    return _check_file(path, force)
+
+
+def _write_private(path: Path, content: bytes, *, force: bool) -> None:
+    """Write to a temporary file (mode 0600) and move it into place; never clobber unless forced."""
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".mdmbot-")
     try:
         with os.fdopen(fd, "wb") as handle:
             handle.write(content)
-        os.replace(tmp, path)
-    except BaseException:
+            handle.flush()
+            os.fsync(handle.fileno())
+        if force:
+            os.replace(tmp, path)
+        else:
+            os.link(tmp, path)  # fails if the path appeared meanwhile: nothing is overwritten
+    finally:
         Path(tmp).unlink(missing_ok=True)
-        raise
 
 
-def _deliver(ctx: AppContext, actor: Actor, issued: IssuedToken, out: str | None) -> int:
-    """Write the pending token to disk, then activate it; on failure the old token stays."""
-    path = Path(out) if out else Path(issued.filename)
-    try:
-        _write_private(path, issued.content)
-    except OSError as exc:
-        with ctx.unit_of_work() as session:
-            issuance.discard_token(session, actor, issued.token_id, ctx.now(), "not written")
-        raise InvalidInput(
-            f"Cannot write {path}: {exc.strerror or exc}. The previous token stays valid."
-        ) from exc
+def _issue_to_file(
+    ctx: AppContext,
+    actor: Actor,
+    args: argparse.Namespace,
+    prepare: Callable[[Session], IssuedToken],
+) -> int:
+    """Prepare, write and activate a token in one unit of work: any failure leaves nothing."""
+    force = bool(getattr(args, "force", False))
+    destination = _destination(args.out, force)
+    now = ctx.now()
     with ctx.unit_of_work() as session:
-        issuance.activate_token(session, actor, issued.token_id, ctx.now())
+        issued = prepare(session)
+        path = destination
+        if destination.is_dir():
+            path = _check_file(destination / issued.filename, force)
+        refusal = issuance.start_delivery(
+            session, actor, issued.token_id, f"{FILE_TARGET}{path}", now
+        )
+        if refusal is not None:
+            raise TokenConflict(refusal)
+        try:
+            _write_private(path, issued.content, force=force)
+        except FileExistsError as exc:
+            raise InvalidInput(f"{path} already exists; pass --force to overwrite it.") from exc
+        except OSError as exc:
+            raise InvalidInput(
+                f"Cannot write {path}: {exc.strerror or exc}. Nothing was changed."
+            ) from exc
+        try:
+            issuance.activate_token(session, actor, issued.token_id, now)
+            session.commit()
+        except BaseException:
+            path.unlink(missing_ok=True)  # the token was never recorded: its file is useless
+            raise
     for warning in issued.warnings:
         print(f"warning: {warning}", file=sys.stderr)
+    shown = path.relative_to(Path.cwd()) if path.is_relative_to(Path.cwd()) else path
     print(
-        f"Wrote {path} for “{issued.server_name}”; it expires "
+        f"Wrote {shown} for “{issued.server_name}”; it expires "
         f"{issued.expires_at.strftime('%Y-%m-%dT%H:%M:%SZ')}. Upload it to the MDM server."
     )
     return 0
 
 
 def server_add(ctx: AppContext, args: argparse.Namespace) -> int:
-    """mdmbot server add."""
+    """mdmbot server add: the server exists only if its first token was written."""
     cert = _read_cert(args.cert)
     actor = _operator(args)
-    with ctx.unit_of_work() as session:
-        issued = servers.add_server(
+    return _issue_to_file(
+        ctx,
+        actor,
+        args,
+        lambda session: servers.add_server(
             session,
             ctx.vault,
             actor,
@@ -113,8 +169,8 @@ def server_add(ctx: AppContext, args: argparse.Namespace) -> int:
             certificate=cert,
             release_devices=not args.no_release_devices,
             now=ctx.now(),
-        )
-    return _deliver(ctx, actor, issued, args.out)
+        ),
+    )
 
 
 def _server_dict(view: servers.ServerView, now: datetime) -> dict[str, Any]:
@@ -211,18 +267,27 @@ def cert_replace(ctx: AppContext, args: argparse.Namespace) -> int:
     """mdmbot cert replace."""
     cert = _read_cert(args.cert)
     actor = _operator(args)
-    with ctx.unit_of_work() as session:
-        issued = servers.replace_certificate(session, ctx.vault, actor, args.name, cert, ctx.now())
-    return _deliver(ctx, actor, issued, args.out)
+    return _issue_to_file(
+        ctx,
+        actor,
+        args,
+        lambda session: servers.replace_certificate(
+            session, ctx.vault, actor, args.name, cert, ctx.now()
+        ),
+    )
 
 
 def token_issue(ctx: AppContext, args: argparse.Namespace) -> int:
     """mdmbot token issue."""
     actor = _operator(args)
-    with ctx.unit_of_work() as session:
-        server = servers.find_server(session, args.name)
-        issued = issuance.issue_token(session, ctx.vault, actor, server, ctx.now())
-    return _deliver(ctx, actor, issued, args.out)
+    return _issue_to_file(
+        ctx,
+        actor,
+        args,
+        lambda session: issuance.issue_token(
+            session, ctx.vault, actor, servers.find_server(session, args.name), ctx.now()
+        ),
+    )
 
 
 def token_list(ctx: AppContext, args: argparse.Namespace) -> int:

@@ -43,6 +43,17 @@ def _actor(parser: argparse.ArgumentParser) -> None:
     )
 
 
+def _out(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--out",
+        metavar="TOKEN_FILE",
+        help="where to write the token file (a file, or a directory for Apple's file name)",
+    )
+    parser.add_argument(
+        "--force", action="store_true", help="overwrite TOKEN_FILE if it already exists"
+    )
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The full argument parser."""
     parser = argparse.ArgumentParser(
@@ -63,7 +74,7 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="do not allow this MDM server to release devices",
     )
-    p.add_argument("--out", metavar="TOKEN_FILE", help="where to write the token file")
+    _out(p)
     _actor(p)
     p = _add(s, "list", cli_commands.server_list, "list MDM servers and their token expiry")
     p.add_argument("--json", action="store_true")
@@ -89,7 +100,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("name")
     p.add_argument("--cert", required=True, metavar="FILE")
-    p.add_argument("--out", metavar="TOKEN_FILE")
+    _out(p)
     _actor(p)
 
     token = groups.add_parser("token", help="issue and list server tokens")
@@ -101,7 +112,7 @@ def build_parser() -> argparse.ArgumentParser:
         "write a new token for a server (the old one stops working)",
     )
     p.add_argument("name")
-    p.add_argument("--out", metavar="FILE")
+    _out(p)
     _actor(p)
     p = _add(t, "list", cli_commands.token_list, "list tokens (never their secrets)")
     p.add_argument("name", nargs="?")
@@ -180,5 +191,3 @@ def main(argv: Sequence[str] | None = None) -> int:
         if os.environ.get("MDMBOT_DEBUG", "") not in ("", "0"):
             traceback.print_exc()
         return 3
-
-

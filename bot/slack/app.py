@@ -7,9 +7,10 @@ from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
-from slack_bolt import App, BoltResponse
+from slack_bolt import App, BoltContext, BoltRequest, BoltResponse
 
 from bot.context import AppContext
+from bot.http import VERIFIED
 from bot.slack import lifecycle
 from bot.slack.gateway import SlackGateway, make_client
 from bot.slack.listeners import actions, commands, events, views
@@ -18,13 +19,16 @@ from core import inbox
 
 log = logging.getLogger("mdmbot.bot")
 
+METADATA_KEY_PURPOSE = "slack private_metadata"
+
 
 def build_services(ctx: AppContext) -> BotServices:
     """The services for the configured Slack workspace."""
     ctx.settings.require("SLACK_BOT_TOKEN")
     token = ctx.settings.slack_bot_token or ""
     client = make_client(token, ctx.settings.slack_api_url)
-    return BotServices(ctx, SlackGateway(client, ctx.settings.slack_api_url))
+    key = ctx.vault.derive_key(METADATA_KEY_PURPOSE)
+    return BotServices(ctx, SlackGateway(client, ctx.settings.slack_api_url, metadata_key=key))
 
 
 def build_app(
@@ -45,13 +49,19 @@ def build_app(
     )
 
     @app.middleware
-    def deduplicate_events(body: dict[str, Any], next: Callable[[], BoltResponse]) -> Any:
+    def deduplicate_events(
+        body: dict[str, Any], request: BoltRequest, next: Callable[[], BoltResponse]
+    ) -> Any:
         event_id = body.get("event_id") if body.get("type") == "event_callback" else None
+        if body.get("type") in inbox.INTERACTIVE and request.mode == "http" and request.raw_body:
+            # A signed payload stays valid for Slack's 5-minute window: a replay is one request.
+            # (Socket Mode payloads arrive over the app's own connection: nothing to replay.)
+            event_id = inbox.interaction_key(request.raw_body)
         if event_id:
             with svc.ctx.unit_of_work() as session:
                 fresh = inbox.first_delivery(session, str(event_id), svc.ctx.now())
             if not fresh:
-                log.info("skipping repeated event %s", event_id)
+                log.info("skipping repeated delivery %s", event_id)
                 return BoltResponse(status=200, body="")
         return next()
 
@@ -65,11 +75,15 @@ def build_app(
         return next()
 
     @app.error
-    def on_error(error: Exception, body: dict[str, Any]) -> None:
+    def on_error(
+        error: Exception, body: dict[str, Any], request: BoltRequest, context: BoltContext
+    ) -> None:
         reference = new_reference()
         log.error("unhandled error ref=%s: %s", reference, type(error).__name__, exc_info=error)
+        # Only a request Slack signed (HTTP) or sent over the app's own socket names a real user.
+        verified = request.mode == "socket_mode" or context.get(VERIFIED) is True
         user = body.get("user_id") or (body.get("user") or {}).get("id")
-        if user:
+        if user and verified:
             svc.try_dm(
                 user,
                 f":warning: Something went wrong in mdmbot and nothing was "

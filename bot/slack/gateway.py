@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import json
 import logging
 import urllib.error
 import urllib.request
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -18,7 +20,8 @@ from slack_sdk.http_retry.builtin_handlers import (
 )
 
 from core.certificates import MAX_CERT_BYTES
-from core.errors import CertificateError, MdmbotError
+from core.errors import CertificateError, InvalidInput, MdmbotError
+from core.sealing import STALE, seal, unseal
 
 log = logging.getLogger("mdmbot.slack")
 
@@ -60,9 +63,29 @@ def make_client(token: str, api_url: str) -> WebClient:
 class SlackGateway:
     """Slack calls mdmbot makes, with Slack errors turned into SlackUnavailable."""
 
-    def __init__(self, client: WebClient, api_url: str) -> None:
+    def __init__(self, client: WebClient, api_url: str, *, metadata_key: bytes) -> None:
         self.client = client
         self.api_url = api_url
+        self.metadata_key = metadata_key
+
+    def _sealed(self, view: dict[str, Any]) -> dict[str, Any]:
+        """The view with its private_metadata signed (Slack hands it back in submissions)."""
+        if not view.get("private_metadata"):
+            return view
+        return {**view, "private_metadata": seal(self.metadata_key, view["private_metadata"])}
+
+    def read_metadata(self, view: dict[str, Any]) -> dict[str, Any]:
+        """A submitted view's private_metadata, refused (InvalidInput) unless mdmbot signed it."""
+        sealed = str(view.get("private_metadata") or "")
+        if not sealed:
+            return {}
+        try:
+            data = json.loads(unseal(self.metadata_key, sealed))
+        except ValueError:
+            data = None
+        if not isinstance(data, dict):
+            raise InvalidInput(STALE)
+        return data
 
     def _call(self, what: str, method: str, **kwargs: Any) -> Any:
         try:
@@ -89,9 +112,8 @@ class SlackGateway:
         response = self._call("open a DM", "conversations_open", users=user_id)
         return str(response["channel"]["id"])
 
-    def send_file_to_dm(self, user_id: str, filename: str, content: bytes, comment: str) -> str:
-        """Upload a file into the user's DM with a comment; return the DM channel id."""
-        channel = self.open_dm(user_id)
+    def send_file(self, channel: str, filename: str, content: bytes, comment: str) -> None:
+        """Upload a file into a channel (a D… DM) with a comment."""
         self._call(
             "upload the token file",
             "files_upload_v2",
@@ -101,7 +123,17 @@ class SlackGateway:
             title=filename,
             initial_comment=comment,
         )
-        return channel
+
+    def file_names_in(self, channel: str, since: datetime) -> set[str]:
+        """Names of the files shared in a channel since a time (files.list, files:read)."""
+        response = self._call(
+            "list files",
+            "files_list",
+            channel=channel,
+            ts_from=str(int(since.timestamp()) - 1),
+            count=100,
+        )
+        return {str(f.get("name")) for f in response.get("files") or []}
 
     def post(
         self,
@@ -148,12 +180,14 @@ class SlackGateway:
 
     def open_view(self, trigger_id: str, view: dict[str, Any]) -> str:
         """Open a modal; return its view id."""
-        response = self._call("open a dialog", "views_open", trigger_id=trigger_id, view=view)
+        response = self._call(
+            "open a dialog", "views_open", trigger_id=trigger_id, view=self._sealed(view)
+        )
         return str(response["view"]["id"])
 
     def update_view(self, view_id: str, view: dict[str, Any]) -> None:
         """Replace an open modal."""
-        self._call("update a dialog", "views_update", view_id=view_id, view=view)
+        self._call("update a dialog", "views_update", view_id=view_id, view=self._sealed(view))
 
     def publish_home(self, user_id: str, view: dict[str, Any]) -> None:
         """Publish a user's App Home tab."""

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
 from slack_bolt import Ack, App
@@ -33,12 +33,22 @@ def alert_channel(svc: BotServices) -> str:
     return channel
 
 
-def post_case(svc: BotServices, case: CaseView, now: datetime | None = None) -> Posted:
-    """Post a checklist to the alert channel (as of `now`) and remember where it is."""
+def post_case(
+    svc: BotServices, case: CaseView, now: datetime | None = None, every: timedelta | None = None
+) -> Posted | None:
+    """Claim, post a checklist (as of `now`) and remember where; None if already claimed."""
     now = now or svc.ctx.now()
-    posted = svc.gateway.post(
-        alert_channel(svc), lb.checklist_text(case), lb.checklist_blocks(case, now)
-    )
+    with svc.ctx.unit_of_work() as session:
+        if not rotation.claim_post(session, case.id, now, every):
+            return None
+    try:
+        posted = svc.gateway.post(
+            alert_channel(svc), lb.checklist_text(case), lb.checklist_blocks(case, now)
+        )
+    except BaseException:
+        with svc.ctx.unit_of_work() as session:
+            rotation.release_post(session, case.id)
+        raise
     with svc.ctx.unit_of_work() as session:
         rotation.record_case_message(session, case.id, posted.channel, posted.ts, now)
     metrics.alerts_sent.labels("checklist").inc()
@@ -177,30 +187,31 @@ def register(app: App, svc: BotServices) -> None:
     svc.origin_handlers["*"] = after_renewal
 
 
-def remind(svc: BotServices, case: CaseView, now: datetime) -> None:
-    """The daily reminder, in the checklist's thread; shown in the channel too when overdue."""
+def remind(svc: BotServices, case: CaseView, now: datetime, every: timedelta) -> bool:
+    """Claim and post a checklist's daily reminder in its thread; False if another took it."""
     if not case.channel or not case.ts:
-        post_case(svc, case, now)
-        return
-    text = lb.reminder_text(case, now)
-    svc.gateway.post(
-        case.channel,
-        text,
-        [section(text)],
-        thread_ts=case.ts,
-        broadcast=case.overdue(now),
-    )
+        return post_case(svc, case, now, every) is not None
     with svc.ctx.unit_of_work() as session:
-        rotation.record_reminder(session, case.id, now)
-    metrics.alerts_sent.labels("checklist").inc()
-
-
-def try_post_case(svc: BotServices, case: CaseView, now: datetime) -> bool:
-    """Post a checklist, or its daily reminder, as of `now`; False (and logged) on refusal."""
+        if not rotation.claim_post(session, case.id, now, every):
+            return False
+    text = lb.reminder_text(case, now)
     try:
-        remind(svc, case, now)
+        svc.gateway.post(
+            case.channel, text, [section(text)], thread_ts=case.ts, broadcast=case.overdue(now)
+        )
+    except BaseException:
+        with svc.ctx.unit_of_work() as session:
+            rotation.release_post(session, case.id)
+        raise
+    metrics.alerts_sent.labels("checklist").inc()
+    return True
+
+
+def try_post_case(svc: BotServices, case: CaseView, now: datetime, every: timedelta) -> bool:
+    """Post a checklist, or its daily reminder, as of `now`; False if not posted."""
+    try:
+        return remind(svc, case, now, every)
     except SlackUnavailable as exc:
         metrics.alerts_failed.labels("checklist").inc()
         log.warning("could not post checklist %s: %s", case.id, exc.error)
         return False
-    return True

@@ -123,7 +123,7 @@ def replace_cert_modal(view: ServerView, origin: dict[str, str] | None = None) -
             _certificate_input(),
         ],
         submit="Replace and renew",
-        metadata={"server_id": view.id, **(origin or {})},
+        metadata={"server_id": view.id, "expects": view.token_id, **(origin or {})},
     )
 
 
@@ -167,7 +167,7 @@ def confirm_token_modal(
             )
         ],
         submit="Renew token",
-        metadata={"server_id": view.id, **(origin or {})},
+        metadata={"server_id": view.id, "expects": view.token_id, **(origin or {})},
     )
 
 
@@ -207,15 +207,6 @@ def message_modal(title: str, text: str) -> dict[str, Any]:
         "close": plain("Close", 24),
         "blocks": [section(text)],
     }
-
-
-def read_metadata(view: dict[str, Any]) -> dict[str, Any]:
-    """The private_metadata of a submitted view (targets only, never identity)."""
-    try:
-        data = json.loads(view.get("private_metadata") or "{}")
-    except ValueError:
-        return {}
-    return data if isinstance(data, dict) else {}
 
 
 def input_value(view: dict[str, Any], block_id: str) -> Any:

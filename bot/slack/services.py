@@ -21,6 +21,8 @@ from core.servers import ServerView
 
 log = logging.getLogger("mdmbot.bot")
 
+SLACK_TARGET = "slack:"  # a token's delivery target: the DM channel it is uploaded to
+
 
 def new_reference() -> str:
     """A short id that ties what a user is told to a log line."""
@@ -125,7 +127,7 @@ class BotServices:
             return servers.get_server_view(session, name)
 
     def deliver(self, issued: IssuedToken, user_id: str) -> Delivery:
-        """DM the token file, then activate it; on any failure the previous token stays valid."""
+        """Mark the token delivering, DM its file, activate it; on failure the old one stays."""
         actor = Actor(user_id)
         comment = blocks.token_comment(
             issued.server_name,
@@ -134,39 +136,27 @@ class BotServices:
             replaces_active=issued.replaces_active,
         )
         try:
-            self.gateway.send_file_to_dm(user_id, issued.filename, issued.content, comment)
-        except SlackUnavailable as exc:
-            reference = new_reference()
-            metrics.token_delivery_failures.inc()
-            log.error(
-                "token delivery failed ref=%s server=%s token=%s error=%s",
-                reference,
-                issued.server_name,
-                issued.token_id,
-                exc.error,
-            )
+            channel = self.gateway.open_dm(user_id)
             with self.ctx.unit_of_work() as session:
-                issuance.discard_token(
-                    session,
-                    actor,
-                    issued.token_id,
-                    self.ctx.now(),
-                    f"delivery failed ({exc.error})",
+                refusal = issuance.start_delivery(
+                    session, actor, issued.token_id, f"{SLACK_TARGET}{channel}", self.ctx.now()
                 )
-            return Delivery(
-                False,
-                f"Slack didn't deliver the token file for "
-                f"*{blocks.esc(issued.server_name)}*, so no new token was issued and "
-                "the previous token (if any) stays valid. Try again in a minute.",
-                reference,
-            )
+            if refusal is not None:
+                return Delivery(False, refusal)
+            self.gateway.send_file(channel, issued.filename, issued.content, comment)
+        except SlackUnavailable as exc:
+            return self._undelivered(issued, actor, exc)
         try:
             with self.ctx.unit_of_work() as session:
                 activation = issuance.activate_token(
                     session, actor, issued.token_id, self.ctx.now()
                 )
         except MdmbotError as exc:
-            return Delivery(False, exc.message)
+            with self.ctx.unit_of_work() as session:
+                issuance.discard_token(
+                    session, actor, issued.token_id, self.ctx.now(), "not activated"
+                )
+            return Delivery(False, f"{exc.message} The file you were sent will not work.")
         metrics.tokens_issued.inc()
         self.refresh_home(user_id)
         stopped = (
@@ -180,6 +170,28 @@ class BotServices:
             f"DMs. It expires {blocks.local_date(issued.expires_at)}.{stopped}",
             activation=activation,
             issued=issued,
+        )
+
+    def _undelivered(self, issued: IssuedToken, actor: Actor, exc: SlackUnavailable) -> Delivery:
+        reference = new_reference()
+        metrics.token_delivery_failures.inc()
+        log.error(
+            "token delivery failed ref=%s server=%s token=%s error=%s",
+            reference,
+            issued.server_name,
+            issued.token_id,
+            exc.error,
+        )
+        with self.ctx.unit_of_work() as session:
+            issuance.discard_token(
+                session, actor, issued.token_id, self.ctx.now(), f"delivery failed ({exc.error})"
+            )
+        return Delivery(
+            False,
+            f"Slack didn't deliver the token file for "
+            f"*{blocks.esc(issued.server_name)}*, so no new token was issued and "
+            "the previous token (if any) stays valid. Try again in a minute.",
+            reference,
         )
 
     def refresh_home(self, user_id: str) -> None:

@@ -11,6 +11,7 @@ from bot.context import AppContext
 from bot.slack import dep_alerts, lifecycle
 from bot.slack import lifecycle_blocks as lb
 from bot.slack.blocks import plural
+from bot.slack.deliveries import settle_deliveries
 from bot.slack.gateway import SlackUnavailable
 from bot.slack.services import BotServices
 from core import alerts, dep_auth, dep_feedback, inbox, lease, rotation
@@ -21,6 +22,7 @@ log = logging.getLogger("mdmbot.sweeper")
 RECONCILE_LEASE = "reconcile"
 RECONCILE_EVERY = timedelta(days=1)
 MAX_ALERTS_PER_SWEEP = 500
+REPOST_EVERY = timedelta(days=1)
 
 
 @dataclass
@@ -33,6 +35,7 @@ class SweepReport:
     messages_edited: int = 0
     departures_found: list[str] = field(default_factory=list)
     reconciled: bool = False
+    deliveries_settled: int = 0
 
     def summary(self) -> str:
         """One line for logs and the command line."""
@@ -58,6 +61,7 @@ class Sweeper:
         """Post due alerts, repost open checklists, reconcile departures once a day."""
         report = SweepReport()
         ctx = self.svc.ctx
+        report.deliveries_settled = settle_deliveries(self.svc, now)
         with ctx.unit_of_work() as session:
             due = alerts.claim_due_alerts(
                 session, now, ctx.settings.alert_days, limit=MAX_ALERTS_PER_SWEEP
@@ -74,12 +78,12 @@ class Sweeper:
         if report.reconciled:
             self.reconcile(now, report)
         with ctx.unit_of_work() as session:
-            reposts = rotation.cases_to_repost(session, now)
+            reposts = rotation.cases_to_repost(session, now, REPOST_EVERY)
             inbox.forget_before(session, now - inbox.RETENTION)
             dep_auth.prune(session, now)
         for case in reposts:
             self._pace()
-            if lifecycle.try_post_case(self.svc, case, now):
+            if lifecycle.try_post_case(self.svc, case, now, REPOST_EVERY):
                 report.checklists_posted += 1
         log.info("sweep as of %s: %s", now.isoformat(), report.summary())
         return report

@@ -79,10 +79,11 @@ def _past_token(pg_url: str, name: str, issued: datetime) -> None:
 def test_replicas_add_once_alert_once_and_take_over_the_lease(
     fake: FakeSlack, pg_url: str, replicas: list[ServeProcess], tmp_path: Path
 ) -> None:
-    # The same /mdm add submission reaching both replicas at once creates one server.
+    # Two submissions adding the same name, each reaching another replica at once: one server.
+    # (The very same signed submission twice would be a replay, handled once.)
     harnesses = [Bot.__new__(Bot) for _ in replicas]
-    for harness, proc in zip(harnesses, replicas, strict=True):
-        harness.fake, harness.url, harness._seq = fake, proc.url, 0
+    for index, (harness, proc) in enumerate(zip(harnesses, replicas, strict=True)):
+        harness.fake, harness.url, harness._seq = fake, proc.url, index * 100
     values = add_values(fake, "District Jamf", certs.self_signed_rsa().pem)
     barrier, answers = threading.Barrier(2), []
 

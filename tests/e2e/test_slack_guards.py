@@ -69,7 +69,7 @@ def test_stranger_gets_nothing_at_any_entry_point(bot: Bot, fake: FakeSlack) -> 
     for callback in (modals.CONFIRM_TOKEN, modals.CONFIRM_REMOVE):
         reply = bot.submit(
             STRANGER,
-            {"callback_id": callback, "private_metadata": json.dumps({"server_id": sid})},
+            {"callback_id": callback, "private_metadata": bot.metadata({"server_id": sid})},
             {},
         )
         assert "role" in json.dumps(reply.json()["view"])
@@ -159,7 +159,7 @@ def test_slack_failure_during_delivery_keeps_the_old_token(bot: Bot, fake: FakeS
     sid = server_id(bot, "Jamf Pro")
     reply = bot.submit(
         ADMIN,
-        {"callback_id": modals.CONFIRM_TOKEN, "private_metadata": json.dumps({"server_id": sid})},
+        {"callback_id": modals.CONFIRM_TOKEN, "private_metadata": bot.metadata({"server_id": sid})},
         {},
     )
     assert reply.json()["response_action"] == "update"
@@ -206,7 +206,7 @@ def test_token_cert_and_remove_confirm_in_a_modal(bot: Bot, fake: FakeSlack) -> 
     sid = server_id(bot, "Jamf Pro")
     reply = bot.submit(
         ADMIN,
-        {"callback_id": modals.REPLACE_CERT, "private_metadata": json.dumps({"server_id": sid})},
+        {"callback_id": modals.REPLACE_CERT, "private_metadata": bot.metadata({"server_id": sid})},
         {"certificate": cert_file_state(fake, cert.pem)},
     )
     assert reply.json()["response_action"] == "update"
@@ -221,7 +221,10 @@ def test_token_cert_and_remove_confirm_in_a_modal(bot: Bot, fake: FakeSlack) -> 
     assert tokens()[1].reason == "certificate replaced"
     reply = bot.submit(
         ADMIN,
-        {"callback_id": modals.CONFIRM_REMOVE, "private_metadata": json.dumps({"server_id": sid})},
+        {
+            "callback_id": modals.CONFIRM_REMOVE,
+            "private_metadata": bot.metadata({"server_id": sid}),
+        },
         {},
     )
     assert "Removed" in json.dumps(reply.json())

@@ -240,3 +240,16 @@ def test_daily_reminder_goes_in_the_checklist_thread_until_done(bot: Bot, fake: 
     bot.wait_idle(lambda: "Done" in json.dumps(fake.messages_in("C0ALERTS")[0]["blocks"]))
     assert "rotate_token" not in json.dumps(fake.messages_in("C0ALERTS")[0]["blocks"])
     assert sweeper.sweep(start + timedelta(days=11)).checklists_posted == 0
+
+
+def test_a_sweep_during_a_slow_checklist_post_does_not_post_it_again(
+    bot: Bot, fake: FakeSlack
+) -> None:
+    add_server(bot, fake)
+    fake.reply_delay["chat.postMessage"] = 1.0  # Slack took the message but answers slowly
+    bot.command(ADMIN, "password-changed")
+    bot.wait_idle(lambda: len(posts(fake)) == 1)
+    sweeper = Sweeper(bot.svc, post_interval=0)
+    assert sweeper.sweep(bot.clock() + timedelta(hours=2)).checklists_posted == 0
+    time.sleep(1.5)
+    assert len(posts(fake)) == 1, "the checklist was claimed before it was posted"

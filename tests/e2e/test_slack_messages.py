@@ -110,7 +110,10 @@ def test_removing_a_server_edits_its_alerts(bot: Bot, fake: FakeSlack) -> None:
 
     reply = bot.submit(
         ADMIN,
-        {"callback_id": modals.CONFIRM_REMOVE, "private_metadata": json.dumps({"server_id": sid})},
+        {
+            "callback_id": modals.CONFIRM_REMOVE,
+            "private_metadata": bot.metadata({"server_id": sid}),
+        },
         {},
     )
     assert "Removed" in reply.body

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import threading
+from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime, timedelta
 
 import pytest
@@ -19,11 +21,13 @@ from core.rotation import (
     cancel_for_reactivation,
     case_for_token,
     cases_to_repost,
+    claim_post,
     downloaders_to_reconcile,
     get_case,
     open_case,
     record_case_message,
     record_departure,
+    release_post,
 )
 from core.servers import add_server, find_server, remove_server
 from core.vault import Vault
@@ -249,3 +253,31 @@ def test_concurrent_reports_open_one_case(
     with db.unit_of_work(engine) as s:
         open_cases = s.exec(select(RotationCase).where(RotationCase.status == "open")).all()
     assert len(open_cases) == 1
+
+
+def test_a_checklist_post_is_claimed_by_one_of_several_sweeps(
+    engine: sa.Engine, tokens: dict[str, int]
+) -> None:
+    with db.unit_of_work(engine) as s:
+        case = record_departure(s, ALICE, NOW)
+        assert case is not None
+    day = timedelta(days=1)
+
+    def claim(when: datetime, every: timedelta | None) -> list[bool]:
+        barrier = threading.Barrier(4)
+
+        def one(_: int) -> bool:
+            barrier.wait(timeout=30)
+            with db.unit_of_work(engine) as s:
+                assert case is not None
+                return claim_post(s, case.id, when, every)
+
+        with ThreadPoolExecutor(max_workers=4) as pool:
+            return list(pool.map(one, range(4)))
+
+    assert sorted(claim(NOW, None)) == [False, False, False, True], "the first post, once"
+    assert claim(NOW + timedelta(hours=23), day) == [False] * 4, "posted less than a day ago"
+    assert sorted(claim(NOW + day, day)) == [False, False, False, True], "the daily repost, once"
+    with db.unit_of_work(engine) as s:
+        release_post(s, case.id)  # Slack refused that post: the next sweep tries again
+        assert [c.id for c in cases_to_repost(s, NOW + day)] == [case.id]

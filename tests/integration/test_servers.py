@@ -173,10 +173,13 @@ def test_a_refused_add_writes_nothing(engine: sa.Engine, vault: Vault) -> None:
         assert [v.name for v in servers.list_servers(session)] == ["Jamf"]
 
 
-def test_a_pending_token_is_not_listed_until_activated(session: Session, vault: Vault) -> None:
+def test_a_pending_token_is_listed_as_pending_until_activated(
+    session: Session, vault: Vault
+) -> None:
     issued = add(session, vault, "Jamf")
 
-    assert issuance.list_tokens(session) == []
+    [pending] = issuance.list_tokens(session)
+    assert (pending.id, pending.status) == (issued.token_id, "pending")
     view = servers.get_server_view(session, "Jamf")
     assert (view.token_id, view.token_expires_at, view.state(NOW)) == (None, None, "no token")
 

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import hashlib
 from datetime import UTC, datetime
-from pathlib import Path
 
 import pytest
 from cryptography import x509
@@ -16,7 +15,7 @@ from core.certificates import MAX_CERT_BYTES, MIN_RSA_BITS, LoadedCertificate, l
 from core.errors import CertificateError
 from tests import certs
 
-FIXTURE = Path(__file__).resolve().parents[3] / "shared" / "fixtures" / "apple-server-token"
+FIXTURE = certs.APPLE_FIXTURE
 
 
 def test_pem_is_loaded(now: datetime, rsa_cert: certs.CertAndKey) -> None:

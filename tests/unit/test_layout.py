@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import ast
+import re
 from pathlib import Path
 
 import pytest
@@ -58,3 +59,19 @@ def test_modules_stay_small_and_the_process_package_stays_short() -> None:
     }
     assert {m: n for m, n in sizes.items() if n > 400 and ".migrations." not in m} == {}
     assert len(list((ROOT / "bot").glob("*.py"))) <= 8
+
+
+def _reaches_outside(path: Path) -> list[str]:
+    """What in a test file points above the repository: `../shared`, `shared`, deep `parents[n]`."""
+    text = path.read_text()
+    found = re.findall(r"\.\./+shared|shared/fixtures|/\s*\"shared\"|\"shared\"\s*/", text)
+    for depth in re.findall(r"parents\[(\d+)\]", text):
+        if not path.resolve().parents[int(depth)].is_relative_to(ROOT):
+            found.append(f"parents[{depth}]")
+    return found
+
+
+def test_no_test_reads_outside_the_repository() -> None:
+    files = [p for p in _sources("tests") + _sources("bench") if p != Path(__file__).resolve()]
+    offenders = {_module(p): hits for p in files if (hits := _reaches_outside(p))}
+    assert offenders == {}

@@ -21,7 +21,7 @@ from core.tokens import (
 )
 from tests import certs
 
-FIXTURE = Path(__file__).resolve().parents[3] / "shared" / "fixtures" / "apple-server-token"
+FIXTURE = certs.APPLE_FIXTURE
 APPLE_TOKEN = FIXTURE / "server-token_smime.p7m"
 APPLE_KEY = FIXTURE / "private-key.pem"
 ISSUED = datetime(2027, 11, 27, 14, 3, 34, 567891, tzinfo=UTC)

@@ -11,8 +11,14 @@ from sqlmodel import Session
 from bot.slack import blocks, lifecycle, modals
 from bot.slack.services import BotServices
 from core import issuance, servers
-from core.errors import CertificateError, InvalidName, MdmbotError, PermissionDenied
-from core.issuance import IssuedToken
+from core.errors import (
+    CertificateError,
+    InvalidName,
+    MdmbotError,
+    PermissionDenied,
+    TokenConflict,
+)
+from core.issuance import CURRENT, Current, IssuedToken
 from core.models import Server
 from core.names import clean_name
 from core.roles import Actor, Permission
@@ -32,7 +38,14 @@ def register(app: App, svc: BotServices) -> None:
         return True
 
     def target(session: Session, view: dict[str, Any]) -> Server:
-        return servers.find_server_by_id(session, modals.read_metadata(view).get("server_id"))
+        return servers.find_server_by_id(session, svc.gateway.read_metadata(view).get("server_id"))
+
+    def expects(view: dict[str, Any]) -> int | Current | None:
+        """The active token the confirmation was shown for (compare-and-swap)."""
+        meta = svc.gateway.read_metadata(view)
+        if "expects" not in meta:
+            return CURRENT
+        return None if meta["expects"] is None else int(meta["expects"])
 
     def certificate(view: dict[str, Any]) -> bytes:
         files = modals.input_value(view, "certificate").get("files") or []
@@ -59,8 +72,8 @@ def register(app: App, svc: BotServices) -> None:
         except MdmbotError:
             log.info("could not update the modal for %s", user)
         if outcome.ok:
-            svc.notify_origin(modals.read_metadata(body["view"]), user, outcome)
-        elif outcome.reference:
+            svc.notify_origin(svc.gateway.read_metadata(body["view"]), user, outcome)
+        else:
             svc.try_dm(user, text)
 
     @app.view(modals.ADD_SERVER)
@@ -112,7 +125,14 @@ def register(app: App, svc: BotServices) -> None:
                     target(session, view).name,
                     data,
                     svc.ctx.now(),
+                    expected=expects(view),
                 )
+        except TokenConflict as exc:
+            ack(
+                response_action="update",
+                view=modals.message_modal("Replace certificate", exc.message),
+            )
+            return
         except MdmbotError as exc:
             ack(response_action="errors", errors={"certificate": exc.message})
             return
@@ -130,6 +150,7 @@ def register(app: App, svc: BotServices) -> None:
                     Actor(body["user"]["id"]),
                     target(session, view),
                     svc.ctx.now(),
+                    expected=expects(view),
                 )
         except MdmbotError as exc:
             ack(
