@@ -137,7 +137,7 @@ def build_parser() -> argparse.ArgumentParser:
     alerts = groups.add_parser("alerts", help="run expiry alerts now")
     a = alerts.add_subparsers(dest="action", required=True, metavar="ACTION")
     p = _add(a, "run", serve.alerts_run, "run one sweep now (posting to Slack)")
-    p.add_argument("--at", metavar="TIME", help="sweep as of this RFC 3339 time (a preview)")
+    p.add_argument("--at", metavar="TIME", help="with --dry-run: preview as of this RFC 3339 time")
     p.add_argument("--dry-run", action="store_true", help="print what would be posted")
     return parser
 
@@ -180,5 +180,3 @@ def main(argv: Sequence[str] | None = None) -> int:
         if os.environ.get("MDMBOT_DEBUG", "") not in ("", "0"):
             traceback.print_exc()
         return 3
-
-
