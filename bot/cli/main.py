@@ -16,6 +16,7 @@ import sqlalchemy as sa
 from bot import serve
 from bot.cli import commands as cli_commands
 from bot.context import AppContext
+from core import people
 from core.errors import ConfigError, MdmbotError
 from core.settings import load_settings
 
@@ -39,7 +40,7 @@ def _actor(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--actor",
         metavar="USER",
-        help="Slack user id recorded as the downloader (default: your login)",
+        help="Slack user id (U…) recorded as the downloader (default: your login)",
     )
 
 
@@ -148,7 +149,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     try:
         ctx = AppContext(load_settings())
-        if getattr(args, "actor", None) is None and hasattr(args, "actor"):
+        if getattr(args, "actor", None) is not None:
+            people.check_user_id(args.actor)
+        elif hasattr(args, "actor"):
             args.actor = getpass.getuser()
         ctx.prepare_database()
         handler: Handler = args.handler

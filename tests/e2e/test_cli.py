@@ -234,6 +234,10 @@ REFUSALS: dict[str, Refusal] = {
     "RSA 1024": Refusal((*ADD, "New", "--cert", "rsa1024.pem"), "is 1024 bits"),
     "over 64 KiB": Refusal((*ADD, "New", "--cert", "big.pem"), "64 KiB"),
     "missing file": Refusal((*ADD, "New", "--cert", "missing.pem"), "Cannot read"),
+    "actor not a user id": Refusal(
+        ("token", "issue", "Jamf", "--out", "t.p7m", "--actor", "alice"),
+        "“alice” is not a Slack user id",
+    ),
     "replace with EC": Refusal(
         ("cert", "replace", "Jamf", "--cert", "ec.pem", "--out", "t.p7m"), "holds an EC key"
     ),
