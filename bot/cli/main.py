@@ -23,6 +23,7 @@ from core.settings import load_settings
 log = logging.getLogger("mdmbot.cli")
 
 Handler = Callable[[AppContext, argparse.Namespace], int]
+MIGRATING = {("serve", None), ("scheduler", None), ("db", "upgrade")}
 
 
 def _add(
@@ -153,7 +154,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             people.check_user_id(args.actor)
         elif hasattr(args, "actor"):
             args.actor = getpass.getuser()
-        ctx.prepare_database()
+        if (args.group, getattr(args, "action", None)) in MIGRATING:
+            ctx.prepare_database()
+        else:
+            ctx.check_database()
         handler: Handler = args.handler
         return handler(ctx, args)
     except sa.exc.OperationalError as exc:

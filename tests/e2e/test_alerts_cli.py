@@ -21,6 +21,7 @@ def test_alerts_run_previews_then_posts_once(fake: FakeSlack, tmp_path: Path) ->
     env = bot_env(fake, tmp_path)
     cert = tmp_path / "mdm.pem"
     cert.write_bytes(certs.self_signed_rsa().pem)
+    assert run(env, "db", "upgrade").returncode == 0
     added = run(
         env,
         "server",

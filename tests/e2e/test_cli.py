@@ -116,6 +116,7 @@ def test_the_operator_flow(tmp_path: Path) -> None:
     (cli.work / "jamf.pem").write_bytes(first.pem)
     (cli.work / "new.der").write_bytes(second.der)
 
+    assert cli.ok("db", "upgrade") == "Database schema is up to date.\n"
     started = datetime.now(UTC).replace(microsecond=0)
     # server add: the token file lands in the working directory, readable by its owner only.
     out = cli.ok("server", "add", "  Jamf   Pro ", "--cert", "jamf.pem", "--actor", "U0AAA")
@@ -290,6 +291,7 @@ def refusals(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RefusalRun]:
     """One linked server "Jamf", then every refusal run side by side, each in an empty dir."""
     cli = Cli(tmp_path_factory.mktemp("refusals"))
     _write_bad_files(cli.work)
+    cli.ok("db", "upgrade")
     cli.ok("server", "add", "Jamf", "--cert", "good.pem", "--out", "jamf.p7m")
     before = (cli.ok("server", "list", "--json"), _dump(cli))
     cwds: dict[str, Path] = {}
