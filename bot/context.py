@@ -36,13 +36,17 @@ class AppContext:
 
     @cached_property
     def vault(self) -> Vault:
-        """The vault that encrypts token secrets at rest."""
-        return open_vault(self.settings.mdmbot_secret_key, self.settings.mdmbot_data_dir)
+        """The vault that encrypts token secrets at rest; resolve it outside a unit of work."""
+        with self.unit_of_work() as session:
+            return open_vault(
+                session, self.settings.mdmbot_secret_key, self.settings.mdmbot_data_dir, self.now()
+            )
 
     def prepare_database(self) -> None:
         """Bring the schema up to date (only `serve`, `scheduler` and `db upgrade` migrate)."""
         self._check_schema(migrate=True)
         db.upgrade(self.settings.database_url)
+        _ = self.vault  # a lost or wrong key stops start-up here, not in a listener
 
     def check_database(self) -> None:
         """Refuse to work on a database whose schema is not this version's; migrate nothing."""

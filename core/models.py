@@ -193,3 +193,11 @@ class Lease(SQLModel, table=True):
     name: str = Field(primary_key=True, max_length=64)
     holder: str
     expires_at: datetime = _when()
+
+
+class KeyCheck(SQLModel, table=True):
+    """A known text encrypted with the secret key, so a lost or replaced key is noticed."""
+
+    id: int = Field(default=1, primary_key=True)
+    value: str
+    created_at: datetime = _when()

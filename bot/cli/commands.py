@@ -99,11 +99,11 @@ def _deliver(ctx: AppContext, actor: Actor, issued: IssuedToken, out: str | None
 def server_add(ctx: AppContext, args: argparse.Namespace) -> int:
     """mdmbot server add."""
     cert = _read_cert(args.cert)
-    actor = _operator(args)
+    actor, vault = _operator(args), ctx.vault
     with ctx.unit_of_work() as session:
         issued = servers.add_server(
             session,
-            ctx.vault,
+            vault,
             actor,
             name=args.name,
             certificate=cert,
@@ -204,18 +204,18 @@ def server_remove(ctx: AppContext, args: argparse.Namespace) -> int:
 def cert_replace(ctx: AppContext, args: argparse.Namespace) -> int:
     """mdmbot cert replace."""
     cert = _read_cert(args.cert)
-    actor = _operator(args)
+    actor, vault = _operator(args), ctx.vault
     with ctx.unit_of_work() as session:
-        issued = servers.replace_certificate(session, ctx.vault, actor, args.name, cert, ctx.now())
+        issued = servers.replace_certificate(session, vault, actor, args.name, cert, ctx.now())
     return _deliver(ctx, actor, issued, args.out)
 
 
 def token_issue(ctx: AppContext, args: argparse.Namespace) -> int:
     """mdmbot token issue."""
-    actor = _operator(args)
+    actor, vault = _operator(args), ctx.vault
     with ctx.unit_of_work() as session:
         server = servers.find_server(session, args.name)
-        issued = issuance.issue_token(session, ctx.vault, actor, server, ctx.now())
+        issued = issuance.issue_token(session, vault, actor, server, ctx.now())
     return _deliver(ctx, actor, issued, args.out)
 
 
