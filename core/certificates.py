@@ -21,7 +21,7 @@ MIN_RSA_BITS = 2048
 
 _T = TypeVar("_T")
 
-_PEM_BLOCK = re.compile(rb"-----BEGIN ([A-Z0-9 ]+)-----(.*?)-----END \1-----", re.DOTALL)
+_PEM_MARKER = re.compile(rb"-----(BEGIN|END) ([A-Z0-9 ]+)-----")
 _CERT_LABELS = frozenset({b"CERTIFICATE", b"X509 CERTIFICATE", b"TRUSTED CERTIFICATE"})
 _CSR_LABELS = frozenset({b"CERTIFICATE REQUEST", b"NEW CERTIFICATE REQUEST"})
 _PUBLIC_KEY_LABELS = frozenset({b"PUBLIC KEY", b"RSA PUBLIC KEY"})
@@ -103,9 +103,23 @@ def _parse_der_certificate(data: bytes) -> x509.Certificate | None:
         return None
 
 
+def pem_blocks(data: bytes) -> list[tuple[bytes, bytes]]:
+    """The (label, body) of each complete PEM block, in one pass over the markers (RFC 7468)."""
+    blocks: list[tuple[bytes, bytes]] = []
+    opened: tuple[bytes, int] | None = None
+    for marker in _PEM_MARKER.finditer(data):
+        kind, label = marker.group(1), marker.group(2)
+        if kind == b"BEGIN":
+            opened = (label, marker.end())
+        elif opened is not None and opened[0] == label:
+            blocks.append((label, data[opened[1] : marker.start()]))
+            opened = None
+    return blocks
+
+
 def _from_pem(data: bytes) -> x509.Certificate:
     """Return the first certificate of a PEM file, refusing keys and requests."""
-    blocks = [(label, body) for label, body in _PEM_BLOCK.findall(data)]
+    blocks = pem_blocks(data)
     labels = {label for label, _ in blocks}
     if any(label.endswith(b"PRIVATE KEY") for label in labels):
         raise CertificateError(_PRIVATE_KEY)

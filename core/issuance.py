@@ -10,6 +10,7 @@ from cryptography import x509
 from sqlmodel import Session, col, select
 
 from core import audit
+from core.certificates import LoadedCertificate
 from core.errors import InvalidInput, NotFound
 from core.models import Certificate, RotationCase, RotationItem, Server, Token, TokenStatus
 from core.people import authorize
@@ -67,9 +68,9 @@ def prepare_token(
     certificate: Certificate,
     now: datetime,
     *,
-    warnings: tuple[str, ...] = (),
+    loaded: LoadedCertificate | None = None,
 ) -> IssuedToken:
-    """Create a pending token for `server` encrypted to `certificate`."""
+    """Create a pending token for `server` encrypted to `certificate` (parsed as `loaded`)."""
     assert server.id is not None and certificate.id is not None
     creds = generate_credentials(now)
     secrets = {
@@ -90,7 +91,11 @@ def prepare_token(
     session.add(token)
     session.flush()
     assert token.id is not None
-    cert = x509.load_pem_x509_certificate(certificate.pem.encode("ascii"))
+    cert = (
+        loaded.certificate
+        if loaded is not None
+        else x509.load_pem_x509_certificate(certificate.pem.encode("ascii"))
+    )
     return IssuedToken(
         token_id=token.id,
         server_id=server.id,
@@ -99,7 +104,7 @@ def prepare_token(
         content=build_token_file(creds, cert),
         issued_at=creds.issued_at,
         expires_at=creds.expires_at,
-        warnings=warnings,
+        warnings=loaded.warnings if loaded is not None else (),
         replaces_active=session.exec(
             select(Token.id).where(Token.server_id == server.id, Token.status == "active")
         ).first()

@@ -96,15 +96,15 @@ def add_server(
     actor: Actor,
     *,
     name: str,
-    certificate: bytes,
+    certificate: bytes | LoadedCertificate,
     release_devices: bool,
     now: datetime,
 ) -> IssuedToken:
     """Link a new server and prepare its first token (pending until delivered and activated)."""
+    loaded = loaded_certificate(certificate, now)
     authorize(session, actor, Permission.MANAGE_SERVERS)
     display = clean_name(name)
     key = normalize_name(display)
-    loaded = load_certificate(certificate, now=now)
     existing = session.exec(select(Server.name).where(Server.normalized_name == key)).first()
     if existing is not None:
         raise DuplicateName(_duplicate(display, existing))
@@ -135,7 +135,14 @@ def add_server(
         release_devices=release_devices,
         certificate=loaded.fingerprint_sha256,
     )
-    return prepare_token(session, vault, actor, server, cert, now, warnings=loaded.warnings)
+    return prepare_token(session, vault, actor, server, cert, now, loaded=loaded)
+
+
+def loaded_certificate(certificate: bytes | LoadedCertificate, now: datetime) -> LoadedCertificate:
+    """The certificate parsed before any statement, so no write transaction waits on parsing."""
+    if isinstance(certificate, LoadedCertificate):
+        return certificate
+    return load_certificate(certificate, now=now)
 
 
 def _duplicate(wanted: str, existing: str) -> str:
@@ -278,13 +285,13 @@ def replace_certificate(
     vault: Vault,
     actor: Actor,
     name: str,
-    certificate: bytes,
+    certificate: bytes | LoadedCertificate,
     now: datetime,
 ) -> IssuedToken:
     """Upload a new public key: a new token is prepared, and activating it retires the old one."""
+    loaded = loaded_certificate(certificate, now)
     authorize(session, actor, Permission.MANAGE_SERVERS)
     server = find_server(session, name)
-    loaded = load_certificate(certificate, now=now)
     cert = store_certificate(session, server, loaded, actor, now)
     audit.record(
         session,
@@ -294,4 +301,4 @@ def replace_certificate(
         now,
         certificate=loaded.fingerprint_sha256,
     )
-    return prepare_token(session, vault, actor, server, cert, now, warnings=loaded.warnings)
+    return prepare_token(session, vault, actor, server, cert, now, loaded=loaded)

@@ -14,7 +14,7 @@ from typing import Any
 
 from bot.context import AppContext
 from core import issuance, people, servers
-from core.certificates import MAX_CERT_BYTES
+from core.certificates import MAX_CERT_BYTES, load_certificate
 from core.errors import CertificateError, InvalidInput
 from core.issuance import IssuedToken
 from core.roles import Actor, parse_role
@@ -98,7 +98,7 @@ def _deliver(ctx: AppContext, actor: Actor, issued: IssuedToken, out: str | None
 
 def server_add(ctx: AppContext, args: argparse.Namespace) -> int:
     """mdmbot server add."""
-    cert = _read_cert(args.cert)
+    cert = load_certificate(_read_cert(args.cert), now=ctx.now())
     actor, vault = _operator(args), ctx.vault
     with ctx.unit_of_work() as session:
         issued = servers.add_server(
@@ -203,7 +203,7 @@ def server_remove(ctx: AppContext, args: argparse.Namespace) -> int:
 
 def cert_replace(ctx: AppContext, args: argparse.Namespace) -> int:
     """mdmbot cert replace."""
-    cert = _read_cert(args.cert)
+    cert = load_certificate(_read_cert(args.cert), now=ctx.now())
     actor, vault = _operator(args), ctx.vault
     with ctx.unit_of_work() as session:
         issued = servers.replace_certificate(session, vault, actor, args.name, cert, ctx.now())
