@@ -8,6 +8,7 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 from slack_bolt import App, BoltResponse
+from slack_bolt.logger.messages import warning_client_prioritized_and_token_skipped
 
 from bot.context import AppContext
 from bot.slack import lifecycle
@@ -27,6 +28,11 @@ def build_services(ctx: AppContext) -> BotServices:
     return BotServices(ctx, SlackGateway(client, ctx.settings.slack_api_url))
 
 
+def _not_token_skipped(record: logging.LogRecord) -> bool:
+    """Drop bolt's warning that SLACK_BOT_TOKEN is unused: mdmbot gives bolt its own client."""
+    return record.getMessage() != warning_client_prioritized_and_token_skipped()
+
+
 def build_app(
     svc: BotServices,
     *,
@@ -34,6 +40,8 @@ def build_app(
     extra: list[Callable[[App, BotServices], None]] | None = None,
 ) -> App:
     """The bolt App with every listener registered."""
+    bolt_log = logging.getLogger("mdmbot.bolt")
+    bolt_log.addFilter(_not_token_skipped)
     app = App(
         client=svc.gateway.client,
         signing_secret=signing_secret,
@@ -41,7 +49,7 @@ def build_app(
         token_verification_enabled=False,
         listener_executor=ThreadPoolExecutor(max_workers=16, thread_name_prefix="mdmbot-listener"),
         name="mdmbot",
-        logger=logging.getLogger("mdmbot.bolt"),
+        logger=bolt_log,
     )
 
     @app.middleware

@@ -20,6 +20,9 @@ from core.certificates import MAX_CERT_BYTES
 from core.errors import CertificateError, MdmbotError
 
 log = logging.getLogger("mdmbot.slack")
+# The SDK logs every attempt of every retried call; SlackGateway logs one line per failed call.
+SDK_LOG = logging.getLogger("mdmbot.slack.sdk")
+SDK_LOG.setLevel(logging.CRITICAL)
 
 SLACK_FILE_HOSTS = ("files.slack.com", "slack.com", "slack-files.com")
 
@@ -47,6 +50,7 @@ def make_client(token: str, api_url: str) -> WebClient:
         token=token,
         base_url=api_url,
         timeout=15,
+        logger=SDK_LOG,
         retry_handlers=[
             ConnectionErrorRetryHandler(max_retry_count=2),
             RateLimitErrorRetryHandler(max_retry_count=3),

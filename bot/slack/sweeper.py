@@ -32,14 +32,18 @@ class SweepReport:
     checklists_posted: int = 0
     departures_found: list[str] = field(default_factory=list)
     reconciled: bool = False
+    unreachable: bool = False
 
     def summary(self) -> str:
         """One line for logs and the command line."""
-        return (
+        line = (
             f"{self.alerts_sent} alert(s) posted, {self.alerts_failed} failed (retried next "
             f"sweep), {self.checklists_posted} checklist(s) posted, "
             f"{len(self.departures_found)} missed departure(s) found"
         )
+        if self.unreachable:
+            line += "; Slack could not be reached, so this sweep stopped posting"
+        return line
 
 
 class Sweeper:
@@ -58,8 +62,13 @@ class Sweeper:
             due = alerts.claim_due_alerts(
                 session, now, ctx.settings.alert_days, limit=MAX_ALERTS_PER_SWEEP
             )
-        for alert in due:
-            self._post_alert(alert, now, report)
+        for index, alert in enumerate(due):
+            if not self._post_alert(alert, now, report):
+                self._give_up(due[index + 1 :], now, report)
+                break
+        if report.unreachable:
+            log.warning("sweep as of %s: %s", now.isoformat(), report.summary())
+            return report
         with ctx.unit_of_work() as session:
             if lease.acquire(
                 session, RECONCILE_LEASE, f"{holder}@{now.isoformat()}", now, RECONCILE_EVERY
@@ -84,7 +93,17 @@ class Sweeper:
             time.sleep(wait)
         self._last_post = time.monotonic()
 
-    def _post_alert(self, alert: DueAlert, now: datetime, report: SweepReport) -> None:
+    def _give_up(self, left: list[DueAlert], now: datetime, report: SweepReport) -> None:
+        """Slack is unreachable: fail the sweep's remaining alerts at once (the next retries)."""
+        report.unreachable = True
+        with self.svc.ctx.unit_of_work() as session:
+            for alert in left:
+                alerts.mark_failed(session, alert.delivery_id, "not tried: Slack unreachable", now)
+        metrics.alerts_failed.labels("expiry").inc(len(left))
+        report.alerts_failed += len(left)
+
+    def _post_alert(self, alert: DueAlert, now: datetime, report: SweepReport) -> bool:
+        """Post one alert; False when Slack could not be reached at all."""
         ctx = self.svc.ctx
         self._pace()
         try:
@@ -98,13 +117,14 @@ class Sweeper:
                 alerts.mark_failed(session, alert.delivery_id, exc.error, now)
             metrics.alerts_failed.labels("expiry").inc()
             report.alerts_failed += 1
-            return
+            return exc.error != "unreachable"
         with ctx.unit_of_work() as session:
             alerts.mark_sent(
                 session, alert.delivery_id, channel=posted.channel, ts=posted.ts, now=now
             )
         metrics.alerts_sent.labels("expiry").inc()
         report.alerts_sent += 1
+        return True
 
     def reconcile(self, now: datetime, report: SweepReport) -> None:
         """Ask Slack about every downloader of an active token; open cases for missed departures."""
