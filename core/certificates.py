@@ -7,7 +7,7 @@ import binascii
 import re
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import TypeVar
 
 from cryptography import x509
@@ -18,6 +18,7 @@ from core.errors import CertificateError
 
 MAX_CERT_BYTES = 64 * 1024
 MIN_RSA_BITS = 2048
+EXPIRES_SOON = timedelta(days=30)
 
 _T = TypeVar("_T")
 
@@ -191,6 +192,11 @@ def _warnings(certificate: x509.Certificate, now: datetime) -> tuple[str, ...]:
         found.append(
             f"This certificate expired on {not_after:%Y-%m-%d}; Apple accepts it, "
             "but check that your MDM server still uses this key."
+        )
+    elif not_after - now <= EXPIRES_SOON < not_after - not_before:  # short-lived ones are normal
+        found.append(
+            f"This certificate expires on {not_after:%Y-%m-%d}, within "
+            f"{EXPIRES_SOON.days} days; get a new one from your MDM server soon."
         )
     if not_before > now:
         found.append(f"This certificate is not valid until {not_before:%Y-%m-%d}.")

@@ -13,7 +13,7 @@ from sqlmodel import Session, col, func, select
 from core import audit
 from core.certificates import LoadedCertificate, load_certificate
 from core.errors import DuplicateName, InvalidInput, NotFound
-from core.issuance import IssuedToken, prepare_token, tick_rotations
+from core.issuance import IssuedToken, TokenView, list_tokens, prepare_token, tick_rotations
 from core.models import Certificate, Server, Token, TokenStatus
 from core.names import clean_name, normalize_name
 from core.people import authorize
@@ -78,10 +78,7 @@ def server_of_token(session: Session, token_id: int) -> tuple[Server, Token]:
 
 def find_server(session: Session, name: str) -> Server:
     """The live server called `name` (compared after normalisation)."""
-    try:
-        key = normalize_name(name)
-    except InvalidInput:
-        key = None
+    key = _key_or_none(name)
     server = None
     if key is not None:
         server = session.exec(select(Server).where(Server.normalized_name == key)).first()
@@ -107,7 +104,7 @@ def add_server(
     key = normalize_name(display)
     existing = session.exec(select(Server.name).where(Server.normalized_name == key)).first()
     if existing is not None:
-        raise DuplicateName(_duplicate(display, existing))
+        raise DuplicateName(_duplicate(existing))
     live = session.exec(
         select(func.count()).select_from(Certificate).where(col(Certificate.active))
     ).one()
@@ -124,7 +121,7 @@ def add_server(
     try:
         session.flush()
     except sa.exc.IntegrityError as exc:
-        raise DuplicateName(_duplicate(display, display)) from exc
+        raise DuplicateName(_duplicate(display)) from exc
     cert = store_certificate(session, server, loaded, actor, now)
     audit.record(
         session,
@@ -145,12 +142,10 @@ def loaded_certificate(certificate: bytes | LoadedCertificate, now: datetime) ->
     return load_certificate(certificate, now=now)
 
 
-def _duplicate(wanted: str, existing: str) -> str:
-    if wanted == existing:
-        return f"An MDM server called “{existing}” already exists; server names must be unique."
+def _duplicate(existing: str) -> str:
     return (
-        f"“{wanted}” is taken: an MDM server called “{existing}” already exists, and names "
-        "that differ only in case, spacing or character width count as the same."
+        f"An MDM server called “{existing}” already exists; names that differ only in case, "
+        "spacing or character width count as the same."
     )
 
 
@@ -190,7 +185,7 @@ def edit_server(
         display, key = clean_name(rename), normalize_name(rename)
         clash = session.exec(select(Server).where(Server.normalized_name == key)).first()
         if clash is not None and clash.id != server.id:
-            raise DuplicateName(_duplicate(display, clash.name))
+            raise DuplicateName(_duplicate(clash.name))
         changes["name"] = [server.name, display]
         server.name, server.normalized_name = display, key
     if release_devices is not None and release_devices != server.release_devices:
@@ -202,7 +197,7 @@ def edit_server(
     try:
         session.flush()
     except sa.exc.IntegrityError as exc:
-        raise DuplicateName(_duplicate(server.name, server.name)) from exc
+        raise DuplicateName(_duplicate(server.name)) from exc
     audit.record(session, actor, "server.edit", server.name, now, **changes)
     return server
 
@@ -229,6 +224,27 @@ def remove_server(session: Session, actor: Actor, name: str, now: datetime) -> S
     tick_rotations(session, actor, [t.id for t in tokens if t.id is not None], now)
     audit.record(session, actor, "server.remove", server.name, now, revoked_tokens=len(tokens))
     return server
+
+
+def token_history(session: Session, name: str) -> list[TokenView]:
+    """The tokens of the live server called `name`, or of the removed servers that were."""
+    try:
+        return list_tokens(session, find_server(session, name))
+    except NotFound:
+        key = _key_or_none(name)
+        removed = session.exec(select(Server).where(col(Server.removed_at).is_not(None))).all()
+        named = [s for s in removed if key is not None and _key_or_none(s.name) == key]
+        if not named:
+            raise
+    views = [view for server in named for view in list_tokens(session, server)]
+    return sorted(views, key=lambda v: (v.issued_at, v.id), reverse=True)
+
+
+def _key_or_none(name: str) -> str | None:
+    try:
+        return normalize_name(name)
+    except InvalidInput:
+        return None
 
 
 @cache

@@ -10,6 +10,7 @@ import sys
 import traceback
 import uuid
 from collections.abc import Callable, Sequence
+from importlib import metadata
 
 import sqlalchemy as sa
 
@@ -51,6 +52,7 @@ def build_parser() -> argparse.ArgumentParser:
         prog="mdmbot",
         description="Link MDM servers in Apple School Manager and keep their server tokens alive.",
     )
+    parser.add_argument("--version", action="version", version=f"mdmbot {_version()}")
     groups = parser.add_subparsers(dest="group", required=True, metavar="COMMAND")
 
     server = groups.add_parser("server", help="link, list, edit and remove MDM servers")
@@ -144,9 +146,21 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _version() -> str:
+    try:
+        return metadata.version("mdmbot")
+    except metadata.PackageNotFoundError:
+        return "(not installed)"
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Run one command; refusals print one line on stderr and exit non-zero."""
-    args = build_parser().parse_args(argv)
+    argv = sys.argv[1:] if argv is None else argv
+    parser = build_parser()
+    if not argv:
+        parser.print_help()
+        return 0
+    args = parser.parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     try:
         ctx = AppContext(load_settings())

@@ -145,7 +145,7 @@ def test_the_operator_flow(tmp_path: Path) -> None:
     assert listed["days_left"] in (364, 365)
 
     out = cli.ok("server", "edit", "jamf pro", "--rename", "Jamf School", "--no-release-devices")
-    assert "Updated “Jamf School”: release devices not allowed." in out
+    assert out == "Renamed “Jamf Pro” to “Jamf School”; release devices not allowed.\n"
     shown = cli.json("server", "show", wide("JAMF") + " school")
     assert (shown["name"], shown["release_devices"]) == ("Jamf School", False)
     assert shown["certificate_subject"] == "CN=jamf.example.edu"

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import hashlib
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
@@ -251,3 +251,17 @@ def test_64_kib_of_unterminated_markers_is_refused(hostile: bytes, now: datetime
     assert pem_blocks(hostile) == []
     with pytest.raises(CertificateError, match=r"not a PEM or DER X\.509 certificate"):
         load_certificate(hostile, now=now)
+
+
+def test_a_long_lived_certificate_about_to_expire_gets_a_warning(now: datetime) -> None:
+    ending = certs.self_signed_rsa(not_before=now - timedelta(days=350), days=365)
+    [warning] = load_certificate(ending.pem, now=now).warnings
+    end = (now + timedelta(days=15)).date()
+    assert warning == (
+        f"This certificate expires on {end:%Y-%m-%d}, within 30 days; get a new one from your "
+        "MDM server soon."
+    )
+    # A certificate issued short-lived on purpose (NanoDEP: one day) is normal.
+    assert load_certificate(certs.nanodep_like_rsa().pem, now=now).warnings == ()
+    fresh = certs.self_signed_rsa(not_before=now - timedelta(days=1), days=365)
+    assert load_certificate(fresh.pem, now=now).warnings == ()
