@@ -12,7 +12,7 @@ from slack_bolt.logger.messages import warning_client_prioritized_and_token_skip
 
 from bot.context import AppContext
 from bot.slack import lifecycle
-from bot.slack.gateway import SlackGateway, make_client
+from bot.slack.gateway import SlackGateway, SlackUnavailable, make_client
 from bot.slack.listeners import actions, commands, events, views
 from bot.slack.services import BotServices, new_reference
 from core import inbox
@@ -75,9 +75,12 @@ def build_app(
     @app.error
     def on_error(error: Exception, body: dict[str, Any]) -> None:
         reference = new_reference()
-        log.error("unhandled error ref=%s: %s", reference, type(error).__name__, exc_info=error)
+        if isinstance(error, SlackUnavailable):  # the gateway logged the failed call already
+            log.error("Slack call failed ref=%s: %s", reference, error.error)
+        else:
+            log.error("unhandled error ref=%s: %s", reference, type(error).__name__, exc_info=error)
         user = body.get("user_id") or (body.get("user") or {}).get("id")
-        if user:
+        if user and getattr(error, "error", None) != "unreachable":
             svc.try_dm(
                 user,
                 f":warning: Something went wrong in mdmbot and nothing was "

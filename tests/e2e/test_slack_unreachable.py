@@ -13,6 +13,7 @@ import pytest
 
 from bot.context import AppContext
 from bot.slack.app import build_app
+from bot.slack.listeners.actions import ADD_SHORTCUT
 from core import issuance, servers
 from core.roles import Actor
 from core.settings import Settings
@@ -111,3 +112,19 @@ def test_bolt_does_not_warn_about_the_token_at_start(
     with caplog.at_level(logging.DEBUG):
         build_app(bot.svc, signing_secret="secret")
     assert not [r for r in caplog.records if r.levelno >= logging.WARNING]
+
+
+def test_a_failed_slack_call_in_a_listener_is_one_log_line(
+    bot: Bot, fake: FakeSlack, caplog: pytest.LogCaptureFixture
+) -> None:
+    fake.fail_next("views.open", error="internal_error", status=500, times=3)
+    with caplog.at_level(logging.INFO):
+        reply = bot.shortcut("UADMIN01", ADD_SHORTCUT)
+        assert reply.status == 200
+        bot.wait_idle(lambda: bool(fake.calls_to("chat.postMessage")))
+    logged = [r for r in caplog.records if r.name.startswith(("mdmbot", "slack"))]
+    assert not [r for r in logged if r.exc_info], "no traceback"
+    assert [r.getMessage().split(" ref=")[0] for r in logged if r.levelno >= logging.WARNING] == [
+        "slack views_open failed: internal_error (HTTP 500)",
+        "Slack call failed",
+    ]
