@@ -5,6 +5,7 @@ from __future__ import annotations
 import base64
 import hashlib
 import os
+import tempfile
 from datetime import datetime
 from pathlib import Path
 
@@ -87,14 +88,17 @@ def _read_key_file(path: Path) -> bytes | None:
 
 
 def _create_key_file(path: Path) -> bytes:
-    """Generate the key into a new file readable only by its owner (another process may win)."""
-    try:
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    except FileExistsError:
-        return _read_key_file(path) or b""
+    """Generate the key into a new 0600 file, complete when it appears (another may win)."""
     key = Fernet.generate_key()
-    with os.fdopen(fd, "wb") as handle:
-        handle.write(key + b"\n")
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".secret-")  # mode 0600
+    try:
+        with os.fdopen(fd, "wb") as handle:
+            handle.write(key + b"\n")
+        os.link(tmp, path)
+    except FileExistsError:
+        return _read_key_file(path) or key
+    finally:
+        os.unlink(tmp)
     return key
 
 
