@@ -6,7 +6,9 @@
   layout, the envelope and the MIME/base64 wrapping;
 - full: `servers.add_server` then `issuance.activate_token` through SQLite, each in its own unit of
   work as the bot does (certificate parsing, vault encryption of the secrets, audit rows, commits;
-  no Slack). Apple allows 250 live certificates, so it starts a fresh database every 200 servers.
+  no Slack). Apple allows 250 live certificates, so it starts a fresh database every 200 servers;
+- PEM scanning: `load_certificate` on 64 KiB of `-----BEGIN A-----` (a hostile upload) against
+  a real certificate, so that scanning stays linear in the file size.
 The raw and core loops alternate in rounds so that drift in machine speed hits both alike.
 """
 
@@ -27,9 +29,12 @@ from bench.common import Row, Section, median
 from bench.seed import OPERATOR, bench_settings, certificate
 from bot.context import AppContext
 from core import issuance, servers
+from core.certificates import MAX_CERT_BYTES, load_certificate
+from core.errors import CertificateError
 from core.tokens import build_token_file, envelope, generate_credentials, render_content
 
 TARGET_RATIO = 0.5
+PEM_TARGET_MS = 50.0
 PER_DATABASE = 200
 
 
@@ -96,6 +101,33 @@ def full_path_rate(count: int, now: datetime) -> float:
     return done / elapsed
 
 
+def parse_ms(data: bytes, now: datetime, repeats: int) -> float:
+    """Median milliseconds `load_certificate` takes on `data` (refused or not)."""
+    times = []
+    for _ in range(repeats):
+        started = time.perf_counter()
+        try:
+            load_certificate(data, now=now)
+        except CertificateError:
+            pass
+        times.append((time.perf_counter() - started) * 1000)
+    return median(times)
+
+
+def pem_row(now: datetime, repeats: int) -> Row:
+    """Hostile PEM framing (64 KiB of BEGIN lines) against parsing a real certificate."""
+    hostile = (b"-----BEGIN A-----" * (MAX_CERT_BYTES // 17 + 1))[:MAX_CERT_BYTES]
+    hostile_ms = parse_ms(hostile, now, repeats)
+    good_ms = parse_ms(certificate(now).pem, now, repeats)
+    return Row(
+        "`load_certificate` on 64 KiB of `-----BEGIN A-----` (refused)",
+        f"{hostile_ms:.2f} ms",
+        f"a real 2048-bit certificate PEM: {good_ms:.2f} ms",
+        f"< {PEM_TARGET_MS:.0f} ms (was 2–5 s when scanning was quadratic)",
+        hostile_ms < PEM_TARGET_MS,
+    )
+
+
 def run(quick: bool) -> Section:
     """Compare issuance rates."""
     rounds, per_round, full = (7, 200, 60) if quick else (21, 500, 400)
@@ -134,6 +166,7 @@ def run(quick: bool) -> Section:
             None,
         )
     )
+    section.rows.append(pem_row(now, 5 if quick else 21))
     micro = {name: 1e6 / median(values) for name, values in rates.items()}
     section.details.append(
         f"per token file: raw envelope {micro['raw']:.0f} µs; `envelope()` (raw + MIME/base64 "

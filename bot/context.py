@@ -12,6 +12,7 @@ import sqlalchemy as sa
 from sqlmodel import Session
 
 from core import db
+from core.errors import ConfigError
 from core.settings import Settings
 from core.vault import Vault, open_vault
 
@@ -35,12 +36,40 @@ class AppContext:
 
     @cached_property
     def vault(self) -> Vault:
-        """The vault that encrypts token secrets at rest."""
-        return open_vault(self.settings.mdmbot_secret_key, self.settings.mdmbot_data_dir)
+        """The vault that encrypts token secrets at rest; resolve it outside a unit of work."""
+        with self.unit_of_work() as session:
+            return open_vault(
+                session, self.settings.mdmbot_secret_key, self.settings.mdmbot_data_dir, self.now()
+            )
 
     def prepare_database(self) -> None:
-        """Bring the schema up to date."""
+        """Bring the schema up to date (only `serve`, `scheduler` and `db upgrade` migrate)."""
+        self._check_schema(migrate=True)
         db.upgrade(self.settings.database_url)
+        _ = self.vault  # a lost or wrong key stops start-up here, not in a listener
+
+    def check_database(self) -> None:
+        """Refuse to work on a database whose schema is not this version's; migrate nothing."""
+        self._check_schema(migrate=False)
+
+    def _check_schema(self, *, migrate: bool) -> None:
+        current, head, known = db.schema_revisions(self.settings.database_url)
+        if current == head or (migrate and known):
+            return
+        if current is None:
+            raise ConfigError(
+                "The database has no mdmbot tables yet; create them with `mdmbot db upgrade` "
+                "(`mdmbot serve` does it too)."
+            )
+        if not known:
+            raise ConfigError(
+                f"The database schema (revision {current}) is newer than this mdmbot "
+                f"(revision {head}); upgrade mdmbot."
+            )
+        raise ConfigError(
+            f"The database schema is behind (revision {current}; this mdmbot needs {head}); "
+            "run `mdmbot db upgrade`."
+        )
 
     @contextmanager
     def unit_of_work(self, *, readonly: bool = False) -> Iterator[Session]:

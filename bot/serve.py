@@ -193,6 +193,11 @@ def alerts_run(ctx: AppContext, args: argparse.Namespace) -> int:
     from bot.slack.app import build_services
     from bot.slack.sweeper import Sweeper, preview
 
+    if args.at and not args.dry_run:
+        raise InvalidInput(
+            "--at only previews: add --dry-run to see what would be posted then. "
+            "A real sweep always runs as of now."
+        )
     now = parse_time(args.at) if args.at else ctx.now()
     if args.dry_run:
         lines = preview(ctx, now)

@@ -7,7 +7,7 @@ import binascii
 import re
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import TypeVar
 
 from cryptography import x509
@@ -18,10 +18,11 @@ from core.errors import CertificateError
 
 MAX_CERT_BYTES = 64 * 1024
 MIN_RSA_BITS = 2048
+EXPIRES_SOON = timedelta(days=30)
 
 _T = TypeVar("_T")
 
-_PEM_BLOCK = re.compile(rb"-----BEGIN ([A-Z0-9 ]+)-----(.*?)-----END \1-----", re.DOTALL)
+_PEM_MARKER = re.compile(rb"-----(BEGIN|END) ([A-Z0-9 ]+)-----")
 _CERT_LABELS = frozenset({b"CERTIFICATE", b"X509 CERTIFICATE", b"TRUSTED CERTIFICATE"})
 _CSR_LABELS = frozenset({b"CERTIFICATE REQUEST", b"NEW CERTIFICATE REQUEST"})
 _PUBLIC_KEY_LABELS = frozenset({b"PUBLIC KEY", b"RSA PUBLIC KEY"})
@@ -103,9 +104,23 @@ def _parse_der_certificate(data: bytes) -> x509.Certificate | None:
         return None
 
 
+def pem_blocks(data: bytes) -> list[tuple[bytes, bytes]]:
+    """The (label, body) of each complete PEM block, in one pass over the markers (RFC 7468)."""
+    blocks: list[tuple[bytes, bytes]] = []
+    opened: tuple[bytes, int] | None = None
+    for marker in _PEM_MARKER.finditer(data):
+        kind, label = marker.group(1), marker.group(2)
+        if kind == b"BEGIN":
+            opened = (label, marker.end())
+        elif opened is not None and opened[0] == label:
+            blocks.append((label, data[opened[1] : marker.start()]))
+            opened = None
+    return blocks
+
+
 def _from_pem(data: bytes) -> x509.Certificate:
     """Return the first certificate of a PEM file, refusing keys and requests."""
-    blocks = [(label, body) for label, body in _PEM_BLOCK.findall(data)]
+    blocks = pem_blocks(data)
     labels = {label for label, _ in blocks}
     if any(label.endswith(b"PRIVATE KEY") for label in labels):
         raise CertificateError(_PRIVATE_KEY)
@@ -177,6 +192,11 @@ def _warnings(certificate: x509.Certificate, now: datetime) -> tuple[str, ...]:
         found.append(
             f"This certificate expired on {not_after:%Y-%m-%d}; Apple accepts it, "
             "but check that your MDM server still uses this key."
+        )
+    elif not_after - now <= EXPIRES_SOON < not_after - not_before:  # short-lived ones are normal
+        found.append(
+            f"This certificate expires on {not_after:%Y-%m-%d}, within "
+            f"{EXPIRES_SOON.days} days; get a new one from your MDM server soon."
         )
     if not_before > now:
         found.append(f"This certificate is not valid until {not_before:%Y-%m-%d}.")

@@ -10,21 +10,62 @@ from typing import Any
 import sqlalchemy as sa
 from alembic import command
 from alembic.config import Config
+from alembic.runtime.migration import MigrationContext
+from alembic.script import ScriptDirectory
+from alembic.util import CommandError
 from sqlalchemy import event
 from sqlmodel import Session
+
+from core.errors import ConfigError
+from core.files import private_database, private_directory
 
 MIGRATIONS = Path(__file__).with_name("migrations")
 READONLY = "mdmbot_readonly"
 MIGRATION_LOCK = 0x6D646D62
+SUPPORTED_DRIVERS = ("sqlite+pysqlite", "postgresql+psycopg", "postgresql+psycopg2")
+
+
+def parse_url(url: str) -> sa.URL:
+    """The database URL, refused in one line unless it names a supported, installed driver."""
+    example = "postgresql+psycopg://USER@HOST/mdmbot or sqlite:////PATH/mdmbot.db"
+    try:
+        parsed = sa.engine.make_url(url)
+    except sa.exc.ArgumentError as exc:
+        raise ConfigError(f"MDMBOT_DATABASE_URL is not a database URL; use {example}.") from exc
+    try:
+        name = f"{parsed.get_backend_name()}+{parsed.get_driver_name()}"
+    except sa.exc.NoSuchModuleError:
+        name = parsed.drivername
+    if name not in SUPPORTED_DRIVERS:
+        raise ConfigError(
+            f"MDMBOT_DATABASE_URL names an unsupported database ({name}); mdmbot runs on "
+            f"PostgreSQL or SQLite: use {example}."
+        )
+    try:
+        parsed.get_dialect().import_dbapi()
+    except ImportError as exc:
+        raise ConfigError(
+            f"MDMBOT_DATABASE_URL needs the {name} driver, which is not installed; use {example}."
+        ) from exc
+    return parsed
+
+
+def _sqlite_file(url: sa.URL) -> Path | None:
+    """The SQLite database file of `url` (None for other databases and in-memory SQLite)."""
+    if url.get_backend_name() != "sqlite" or url.database in (None, "", ":memory:"):
+        return None
+    return Path(str(url.database))
 
 
 def make_engine(url: str) -> sa.Engine:
     """An engine for `url`; SQLite gets WAL, foreign keys and writers that wait for each other."""
-    if not url.startswith("sqlite"):
-        return sa.create_engine(url, pool_pre_ping=True, pool_size=10, max_overflow=20)
-    database = sa.engine.make_url(url).database
-    if database and database != ":memory:":
-        Path(database).parent.mkdir(parents=True, exist_ok=True)
+    parsed = parse_url(url)
+    if parsed.get_backend_name() != "sqlite":
+        return sa.create_engine(parsed, pool_pre_ping=True, pool_size=10, max_overflow=20)
+    database = _sqlite_file(parsed)
+    if database is not None:
+        private_directory(database.parent, "The database directory")
+        private_database(database)
     engine = sa.create_engine(url, connect_args={"timeout": 30, "check_same_thread": False})
 
     @event.listens_for(engine, "connect")
@@ -84,3 +125,24 @@ def upgrade(url: str) -> None:
             command.upgrade(config, "head")
     finally:
         engine.dispose()
+
+
+def schema_revisions(url: str) -> tuple[str | None, str, bool]:
+    """The schema revision (None: no schema), the packaged head, and whether it is known."""
+    script = ScriptDirectory.from_config(alembic_config(url))
+    head = script.get_current_head()
+    assert head is not None
+    database = _sqlite_file(parse_url(url))
+    if database is not None and not database.exists():
+        return None, head, True
+    engine = sa.create_engine(url)
+    try:
+        with engine.connect() as connection:
+            current = MigrationContext.configure(connection).get_current_revision()
+    finally:
+        engine.dispose()
+    try:
+        known = current is None or script.get_revision(current) is not None
+    except CommandError:
+        known = False
+    return current, head, known

@@ -11,6 +11,7 @@ from cryptography import x509
 from sqlmodel import Session, col, select
 
 from core import alerts, audit
+from core.certificates import LoadedCertificate
 from core.errors import InvalidInput, NotFound, TokenConflict
 from core.models import Certificate, Server, Token, TokenStatus
 from core.people import authorize
@@ -87,7 +88,7 @@ def prepare_token(
     certificate: Certificate,
     now: datetime,
     *,
-    warnings: tuple[str, ...] = (),
+    loaded: LoadedCertificate | None = None,
     expected: int | Current | None = CURRENT,
 ) -> IssuedToken:
     """Create a pending token for `server`, refused unless `expected` is still the active token."""
@@ -116,7 +117,11 @@ def prepare_token(
     session.add(token)
     session.flush()
     assert token.id is not None
-    cert = x509.load_pem_x509_certificate(certificate.pem.encode("ascii"))
+    cert = (
+        loaded.certificate
+        if loaded is not None
+        else x509.load_pem_x509_certificate(certificate.pem.encode("ascii"))
+    )
     return IssuedToken(
         token_id=token.id,
         server_id=server.id,
@@ -125,7 +130,7 @@ def prepare_token(
         content=build_token_file(creds, cert),
         issued_at=creds.issued_at,
         expires_at=creds.expires_at,
-        warnings=warnings,
+        warnings=loaded.warnings if loaded is not None else (),
         replaces_active=active is not None,
         replaces_id=active,
     )

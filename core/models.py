@@ -247,3 +247,9 @@ class DepSession(SQLModel, table=True):
     token_id: int = Field(foreign_key="token.id", index=True)
     created_at: datetime = _when()
     expires_at: datetime = _when(index=True)
+class KeyCheck(SQLModel, table=True):
+    """A known text encrypted with the secret key, so a lost or replaced key is noticed."""
+
+    id: int = Field(default=1, primary_key=True)
+    value: str
+    created_at: datetime = _when()

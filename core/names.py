@@ -25,9 +25,15 @@ _RESERVED_KEYS = frozenset(_fold(name) for name in RESERVED_NAMES)
 def clean_name(raw: str) -> str:
     """Return the display form of a server name, or raise InvalidName if Apple would refuse it."""
     text = unicodedata.normalize("NFKC", raw)
-    if any(unicodedata.category(char) in _CONTROL_CATEGORIES for char in text):
+    odd = next((c for c in text if unicodedata.category(c) in _CONTROL_CATEGORIES), None)
+    if odd is not None and unicodedata.category(odd) == "Cc":
         raise InvalidName(
             "A server name can't contain control characters such as tabs or line breaks."
+        )
+    if odd is not None:
+        raise InvalidName(
+            f"A server name can't contain invisible or special characters; this one has "
+            f"U+{ord(odd):04X} ({unicodedata.name(odd, 'unnamed').lower()})."
         )
     cleaned = " ".join(text.split())
     if not cleaned:

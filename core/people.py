@@ -70,10 +70,12 @@ def authorize(session: Session, actor: Actor, permission: Permission) -> None:
 def grant_role(session: Session, actor: Actor, slack_id: str, role: Role, now: datetime) -> None:
     """Give a person a role (replacing the one they had)."""
     authorize(session, actor, Permission.MANAGE_ROLES)
-    _check_user_id(slack_id)
+    check_user_id(slack_id)
     ensure_person(session, slack_id, now)
     grant = session.exec(select(RoleGrant).where(RoleGrant.person_id == slack_id)).first()
     previous = grant.role if grant else None
+    if grant is not None and role != Role.ADMINISTRATOR:
+        _keep_an_administrator(session, grant, "change the role of")
     if grant is None:
         grant = RoleGrant(person_id=slack_id, role=role, granted_by=actor.label, granted_at=now)
     else:
@@ -83,21 +85,31 @@ def grant_role(session: Session, actor: Actor, slack_id: str, role: Role, now: d
 
 
 def revoke_role(session: Session, actor: Actor, slack_id: str, now: datetime) -> Role:
-    """Take away a person's role; the last Administrator cannot be removed from Slack."""
+    """Take away a person's role; the last Administrator keeps theirs."""
     authorize(session, actor, Permission.MANAGE_ROLES)
     grant = session.exec(select(RoleGrant).where(RoleGrant.person_id == slack_id)).first()
     if grant is None:
         raise NotFound(f"<@{slack_id}> has no mdmbot role.")
-    if not actor.operator and grant.role == Role.ADMINISTRATOR:
-        admins = session.exec(
-            select(RoleGrant).where(RoleGrant.role == Role.ADMINISTRATOR.value)
-        ).all()
-        if len(admins) <= 1:
-            raise InvalidInput("You can't revoke the last Administrator.")
+    _keep_an_administrator(session, grant, "revoke")
     role = Role(grant.role)
     session.delete(grant)
     audit.record(session, actor, "role.revoke", slack_id, now, role=role.value)
     return role
+
+
+def _keep_an_administrator(session: Session, grant: RoleGrant, verb: str) -> None:
+    """Refuse to take Administrator from the last person holding it (nobody could grant again)."""
+    if grant.role != Role.ADMINISTRATOR:
+        return
+    admins = session.exec(
+        select(RoleGrant.person_id)
+        .where(RoleGrant.role == Role.ADMINISTRATOR.value)
+        .with_for_update()
+    ).all()
+    if len(admins) <= 1:
+        raise InvalidInput(
+            f"You can't {verb} the last Administrator; grant Administrator to someone else first."
+        )
 
 
 def list_roles(session: Session) -> list[RoleHolder]:
@@ -139,6 +151,7 @@ def bootstrap_admins(session: Session, slack_ids: list[str], now: datetime) -> l
     return granted
 
 
-def _check_user_id(slack_id: str) -> None:
+def check_user_id(slack_id: str) -> None:
+    """Refuse anything that does not look like a Slack user id."""
     if not slack_id or slack_id[0] not in "UW" or not slack_id.isalnum() or len(slack_id) > 32:
         raise InvalidInput(f"“{slack_id}” is not a Slack user id (they look like U012ABCDEF).")

@@ -13,7 +13,7 @@ from sqlmodel import Session, col, func, select
 from core import alerts, audit
 from core.certificates import LoadedCertificate, load_certificate
 from core.errors import DuplicateName, InvalidInput, NotFound
-from core.issuance import CURRENT, Current, IssuedToken, prepare_token
+from core.issuance import CURRENT, Current, IssuedToken, TokenView, list_tokens, prepare_token
 from core.models import Certificate, Server, Token, TokenStatus
 from core.names import clean_name, normalize_name
 from core.people import authorize
@@ -81,10 +81,7 @@ def server_of_token(session: Session, token_id: int) -> tuple[Server, Token]:
 
 def find_server(session: Session, name: str) -> Server:
     """The live server called `name` (compared after normalisation)."""
-    try:
-        key = normalize_name(name)
-    except InvalidInput:
-        key = None
+    key = _key_or_none(name)
     server = None
     if key is not None:
         server = session.exec(select(Server).where(Server.normalized_name == key)).first()
@@ -99,18 +96,18 @@ def add_server(
     actor: Actor,
     *,
     name: str,
-    certificate: bytes,
+    certificate: bytes | LoadedCertificate,
     release_devices: bool,
     now: datetime,
 ) -> IssuedToken:
     """Link a new server and prepare its first token (pending until delivered and activated)."""
+    loaded = loaded_certificate(certificate, now)
     authorize(session, actor, Permission.MANAGE_SERVERS)
     display = clean_name(name)
     key = normalize_name(display)
-    loaded = load_certificate(certificate, now=now)
     existing = session.exec(select(Server.name).where(Server.normalized_name == key)).first()
     if existing is not None:
-        raise DuplicateName(_duplicate(display, existing))
+        raise DuplicateName(_duplicate(existing))
     live = session.exec(
         select(func.count()).select_from(Certificate).where(col(Certificate.active))
     ).one()
@@ -127,7 +124,7 @@ def add_server(
     try:
         session.flush()
     except sa.exc.IntegrityError as exc:
-        raise DuplicateName(_duplicate(display, display)) from exc
+        raise DuplicateName(_duplicate(display)) from exc
     cert = store_certificate(session, server, loaded, actor, now)
     audit.record(
         session,
@@ -138,15 +135,20 @@ def add_server(
         release_devices=release_devices,
         certificate=loaded.fingerprint_sha256,
     )
-    return prepare_token(session, vault, actor, server, cert, now, warnings=loaded.warnings)
+    return prepare_token(session, vault, actor, server, cert, now, loaded=loaded)
 
 
-def _duplicate(wanted: str, existing: str) -> str:
-    if wanted == existing:
-        return f"An MDM server called “{existing}” already exists; server names must be unique."
+def loaded_certificate(certificate: bytes | LoadedCertificate, now: datetime) -> LoadedCertificate:
+    """The certificate parsed before any statement, so no write transaction waits on parsing."""
+    if isinstance(certificate, LoadedCertificate):
+        return certificate
+    return load_certificate(certificate, now=now)
+
+
+def _duplicate(existing: str) -> str:
     return (
-        f"“{wanted}” is taken: an MDM server called “{existing}” already exists, and names "
-        "that differ only in case, spacing or character width count as the same."
+        f"An MDM server called “{existing}” already exists; names that differ only in case, "
+        "spacing or character width count as the same."
     )
 
 
@@ -186,7 +188,7 @@ def edit_server(
         display, key = clean_name(rename), normalize_name(rename)
         clash = session.exec(select(Server).where(Server.normalized_name == key)).first()
         if clash is not None and clash.id != server.id:
-            raise DuplicateName(_duplicate(display, clash.name))
+            raise DuplicateName(_duplicate(clash.name))
         changes["name"] = [server.name, display]
         server.name, server.normalized_name = display, key
     if release_devices is not None and release_devices != server.release_devices:
@@ -198,7 +200,7 @@ def edit_server(
     try:
         session.flush()
     except sa.exc.IntegrityError as exc:
-        raise DuplicateName(_duplicate(server.name, server.name)) from exc
+        raise DuplicateName(_duplicate(server.name)) from exc
     audit.record(session, actor, "server.edit", server.name, now, **changes)
     return server
 
@@ -228,6 +230,27 @@ def remove_server(session: Session, actor: Actor, name: str, now: datetime) -> S
     alerts.mark_replaced(session, [t.id for t in tokens if t.id is not None], actor.label, now)
     audit.record(session, actor, "server.remove", server.name, now, revoked_tokens=len(tokens))
     return server
+
+
+def token_history(session: Session, name: str) -> list[TokenView]:
+    """The tokens of the live server called `name`, or of the removed servers that were."""
+    try:
+        return list_tokens(session, find_server(session, name))
+    except NotFound:
+        key = _key_or_none(name)
+        removed = session.exec(select(Server).where(col(Server.removed_at).is_not(None))).all()
+        named = [s for s in removed if key is not None and _key_or_none(s.name) == key]
+        if not named:
+            raise
+    views = [view for server in named for view in list_tokens(session, server)]
+    return sorted(views, key=lambda v: (v.issued_at, v.id), reverse=True)
+
+
+def _key_or_none(name: str) -> str | None:
+    try:
+        return normalize_name(name)
+    except InvalidInput:
+        return None
 
 
 @cache
@@ -286,15 +309,15 @@ def replace_certificate(
     vault: Vault,
     actor: Actor,
     name: str,
-    certificate: bytes,
+    certificate: bytes | LoadedCertificate,
     now: datetime,
     *,
     expected: int | Current | None = CURRENT,
 ) -> IssuedToken:
     """Upload a new public key: a new token is prepared, and activating it retires the old one."""
+    loaded = loaded_certificate(certificate, now)
     authorize(session, actor, Permission.MANAGE_SERVERS)
     server = find_server(session, name)
-    loaded = load_certificate(certificate, now=now)
     cert = store_certificate(session, server, loaded, actor, now)
     audit.record(
         session,
@@ -305,5 +328,5 @@ def replace_certificate(
         certificate=loaded.fingerprint_sha256,
     )
     return prepare_token(
-        session, vault, actor, server, cert, now, warnings=loaded.warnings, expected=expected
+        session, vault, actor, server, cert, now, loaded=loaded, expected=expected
     )

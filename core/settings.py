@@ -9,6 +9,7 @@ from pydantic import Field, ValidationError, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from core.errors import ConfigError
+from core.files import refuse_file
 
 DEFAULT_ALERT_DAYS = (60, 30, 14, 7, 3, 1)
 
@@ -88,8 +89,10 @@ class Settings(BaseSettings):
 def load_settings() -> Settings:
     """Read the settings, turning a malformed value into one readable line."""
     try:
-        return Settings()
+        settings = Settings()
     except ValidationError as exc:
         first = exc.errors()[0]
         where = str(first["loc"][0]).upper() if first["loc"] else "settings"
         raise ConfigError(f"Invalid setting {where}: {first['msg']}.") from exc
+    refuse_file(settings.mdmbot_data_dir, "MDMBOT_DATA_DIR")
+    return settings

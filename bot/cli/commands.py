@@ -14,10 +14,11 @@ from pathlib import Path
 from typing import Any
 
 from sqlmodel import Session
+from wcwidth import wcswidth
 
 from bot.context import AppContext
 from core import issuance, people, servers
-from core.certificates import MAX_CERT_BYTES
+from core.certificates import MAX_CERT_BYTES, load_certificate
 from core.errors import CertificateError, InvalidInput, TokenConflict
 from core.issuance import IssuedToken
 from core.roles import Actor, parse_role
@@ -63,11 +64,17 @@ def _installed(moment: datetime | None) -> str:
 
 def _table(headers: tuple[str, ...], rows: list[tuple[str, ...]]) -> None:
     """Print rows as aligned columns under their headers."""
-    widths = [max(len(cell) for cell in column) for column in zip(headers, *rows, strict=True)]
+    columns = zip(headers, *rows, strict=True)
+    widths = [max(_width(cell) for cell in column) for column in columns]
     for row in (headers, *rows):
-        print(
-            "  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True)).rstrip()
-        )
+        cells = zip(row, widths, strict=True)
+        print("  ".join(cell + " " * (width - _width(cell)) for cell, width in cells).rstrip())
+
+
+def _width(text: str) -> int:
+    """Columns `text` takes in a terminal (East Asian wide characters take two)."""
+    width = wcswidth(text)
+    return width if width >= 0 else len(text)
 
 
 def _check_file(path: Path, force: bool) -> Path:
@@ -155,15 +162,15 @@ def _issue_to_file(
 
 def server_add(ctx: AppContext, args: argparse.Namespace) -> int:
     """mdmbot server add: the server exists only if its first token was written."""
-    cert = _read_cert(args.cert)
-    actor = _operator(args)
+    cert = load_certificate(_read_cert(args.cert), now=ctx.now())
+    actor, vault = _operator(args), ctx.vault
     return _issue_to_file(
         ctx,
         actor,
         args,
         lambda session: servers.add_server(
             session,
-            ctx.vault,
+            vault,
             actor,
             name=args.name,
             certificate=cert,
@@ -240,6 +247,8 @@ def server_edit(ctx: AppContext, args: argparse.Namespace) -> int:
             "Nothing to change: give --rename NEW, --release-devices or --no-release-devices."
         )
     with ctx.unit_of_work() as session:
+        before = servers.find_server(session, args.name)
+        old_name, old_release = before.name, before.release_devices
         server = servers.edit_server(
             session,
             _operator(args),
@@ -248,10 +257,13 @@ def server_edit(ctx: AppContext, args: argparse.Namespace) -> int:
             rename=args.rename,
             release_devices=args.release,
         )
-    print(
-        f"Updated “{server.name}”: release devices "
-        f"{'allowed' if server.release_devices else 'not allowed'}."
-    )
+    release = f"release devices {'allowed' if server.release_devices else 'not allowed'}"
+    if (server.name, server.release_devices) == (old_name, old_release):
+        print(f"Nothing changed: “{server.name}” already has that name and {release}.")
+    elif server.name != old_name:
+        print(f"Renamed “{old_name}” to “{server.name}”; {release}.")
+    else:
+        print(f"Updated “{server.name}”: {release}.")
     return 0
 
 
@@ -265,27 +277,27 @@ def server_remove(ctx: AppContext, args: argparse.Namespace) -> int:
 
 def cert_replace(ctx: AppContext, args: argparse.Namespace) -> int:
     """mdmbot cert replace."""
-    cert = _read_cert(args.cert)
-    actor = _operator(args)
+    cert = load_certificate(_read_cert(args.cert), now=ctx.now())
+    actor, vault = _operator(args), ctx.vault
     return _issue_to_file(
         ctx,
         actor,
         args,
         lambda session: servers.replace_certificate(
-            session, ctx.vault, actor, args.name, cert, ctx.now()
+            session, vault, actor, args.name, cert, ctx.now()
         ),
     )
 
 
 def token_issue(ctx: AppContext, args: argparse.Namespace) -> int:
     """mdmbot token issue."""
-    actor = _operator(args)
+    actor, vault = _operator(args), ctx.vault
     return _issue_to_file(
         ctx,
         actor,
         args,
         lambda session: issuance.issue_token(
-            session, ctx.vault, actor, servers.find_server(session, args.name), ctx.now()
+            session, vault, actor, servers.find_server(session, args.name), ctx.now()
         ),
     )
 
@@ -293,8 +305,10 @@ def token_issue(ctx: AppContext, args: argparse.Namespace) -> int:
 def token_list(ctx: AppContext, args: argparse.Namespace) -> int:
     """mdmbot token list."""
     with ctx.unit_of_work() as session:
-        server = servers.find_server(session, args.name) if args.name else None
-        tokens = issuance.list_tokens(session, server)
+        if args.name:
+            tokens = servers.token_history(session, args.name)
+        else:
+            tokens = issuance.list_tokens(session)
     if args.json:
         _json([asdict(t) for t in tokens])
         return 0

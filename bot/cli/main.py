@@ -10,18 +10,21 @@ import sys
 import traceback
 import uuid
 from collections.abc import Callable, Sequence
+from importlib import metadata
 
 import sqlalchemy as sa
 
 from bot import serve
 from bot.cli import commands as cli_commands
 from bot.context import AppContext
+from core import people
 from core.errors import ConfigError, MdmbotError
 from core.settings import load_settings
 
 log = logging.getLogger("mdmbot.cli")
 
 Handler = Callable[[AppContext, argparse.Namespace], int]
+MIGRATING = {("serve", None), ("scheduler", None), ("db", "upgrade")}
 
 
 def _add(
@@ -39,7 +42,7 @@ def _actor(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--actor",
         metavar="USER",
-        help="Slack user id recorded as the downloader (default: your login)",
+        help="Slack user id (U…) recorded as the downloader (default: your login)",
     )
 
 
@@ -60,6 +63,7 @@ def build_parser() -> argparse.ArgumentParser:
         prog="mdmbot",
         description="Link MDM servers in Apple School Manager and keep their server tokens alive.",
     )
+    parser.add_argument("--version", action="version", version=f"mdmbot {_version()}")
     groups = parser.add_subparsers(dest="group", required=True, metavar="COMMAND")
 
     server = groups.add_parser("server", help="link, list, edit and remove MDM servers")
@@ -148,20 +152,37 @@ def build_parser() -> argparse.ArgumentParser:
     alerts = groups.add_parser("alerts", help="run expiry alerts now")
     a = alerts.add_subparsers(dest="action", required=True, metavar="ACTION")
     p = _add(a, "run", serve.alerts_run, "run one sweep now (posting to Slack)")
-    p.add_argument("--at", metavar="TIME", help="sweep as of this RFC 3339 time (a preview)")
+    p.add_argument("--at", metavar="TIME", help="with --dry-run: preview as of this RFC 3339 time")
     p.add_argument("--dry-run", action="store_true", help="print what would be posted")
     return parser
 
 
+def _version() -> str:
+    try:
+        return metadata.version("mdmbot")
+    except metadata.PackageNotFoundError:
+        return "(not installed)"
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Run one command; refusals print one line on stderr and exit non-zero."""
-    args = build_parser().parse_args(argv)
+    argv = sys.argv[1:] if argv is None else argv
+    parser = build_parser()
+    if not argv:
+        parser.print_help()
+        return 0
+    args = parser.parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     try:
         ctx = AppContext(load_settings())
-        if getattr(args, "actor", None) is None and hasattr(args, "actor"):
+        if getattr(args, "actor", None) is not None:
+            people.check_user_id(args.actor)
+        elif hasattr(args, "actor"):
             args.actor = getpass.getuser()
-        ctx.prepare_database()
+        if (args.group, getattr(args, "action", None)) in MIGRATING:
+            ctx.prepare_database()
+        else:
+            ctx.check_database()
         handler: Handler = args.handler
         return handler(ctx, args)
     except sa.exc.OperationalError as exc:

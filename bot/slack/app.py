@@ -8,11 +8,12 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 from slack_bolt import App, BoltContext, BoltRequest, BoltResponse
+from slack_bolt.logger.messages import warning_client_prioritized_and_token_skipped
 
 from bot.context import AppContext
 from bot.http import VERIFIED
 from bot.slack import lifecycle
-from bot.slack.gateway import SlackGateway, make_client
+from bot.slack.gateway import SlackGateway, SlackUnavailable, make_client
 from bot.slack.listeners import actions, commands, events, views
 from bot.slack.services import BotServices, new_reference
 from core import inbox
@@ -31,6 +32,11 @@ def build_services(ctx: AppContext) -> BotServices:
     return BotServices(ctx, SlackGateway(client, ctx.settings.slack_api_url, metadata_key=key))
 
 
+def _not_token_skipped(record: logging.LogRecord) -> bool:
+    """Drop bolt's warning that SLACK_BOT_TOKEN is unused: mdmbot gives bolt its own client."""
+    return record.getMessage() != warning_client_prioritized_and_token_skipped()
+
+
 def build_app(
     svc: BotServices,
     *,
@@ -38,6 +44,8 @@ def build_app(
     extra: list[Callable[[App, BotServices], None]] | None = None,
 ) -> App:
     """The bolt App with every listener registered."""
+    bolt_log = logging.getLogger("mdmbot.bolt")
+    bolt_log.addFilter(_not_token_skipped)
     app = App(
         client=svc.gateway.client,
         signing_secret=signing_secret,
@@ -45,7 +53,7 @@ def build_app(
         token_verification_enabled=False,
         listener_executor=ThreadPoolExecutor(max_workers=16, thread_name_prefix="mdmbot-listener"),
         name="mdmbot",
-        logger=logging.getLogger("mdmbot.bolt"),
+        logger=bolt_log,
     )
 
     @app.middleware
@@ -79,11 +87,14 @@ def build_app(
         error: Exception, body: dict[str, Any], request: BoltRequest, context: BoltContext
     ) -> None:
         reference = new_reference()
-        log.error("unhandled error ref=%s: %s", reference, type(error).__name__, exc_info=error)
+        if isinstance(error, SlackUnavailable):  # the gateway logged the failed call already
+            log.error("Slack call failed ref=%s: %s", reference, error.error)
+        else:
+            log.error("unhandled error ref=%s: %s", reference, type(error).__name__, exc_info=error)
         # Only a request Slack signed (HTTP) or sent over the app's own socket names a real user.
         verified = request.mode == "socket_mode" or context.get(VERIFIED) is True
         user = body.get("user_id") or (body.get("user") or {}).get("id")
-        if user and verified:
+        if user and verified and getattr(error, "error", None) != "unreachable":
             svc.try_dm(
                 user,
                 f":warning: Something went wrong in mdmbot and nothing was "

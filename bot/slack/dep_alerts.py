@@ -19,19 +19,19 @@ log = logging.getLogger("mdmbot.dep_alerts")
 
 def post_claimed(
     svc: BotServices, delivery_id: int, kind: str, text: str, blocks: list[Block], now: datetime
-) -> bool:
-    """Post a claimed alert to the alert channel and record the outcome (retried when failed)."""
+) -> str | None:
+    """Post a claimed alert and record the outcome (retried when failed); Slack's error or None."""
     try:
         posted = svc.gateway.post(alert_channel(svc), text, blocks)
     except SlackUnavailable as exc:
         with svc.ctx.unit_of_work() as session:
             alerts.mark_failed(session, delivery_id, exc.error, now)
         metrics.alerts_failed.labels(kind).inc()
-        return False
+        return exc.error
     with svc.ctx.unit_of_work() as session:
         alerts.mark_sent(session, delivery_id, channel=posted.channel, ts=posted.ts, now=now)
     metrics.alerts_sent.labels(kind).inc()
-    return True
+    return None
 
 
 def replaced_text(alert: ReplacedTokenAlert) -> str:

@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import json
 import logging
-import urllib.error
-import urllib.request
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -19,14 +17,17 @@ from slack_sdk.http_retry.builtin_handlers import (
     ServerErrorRetryHandler,
 )
 
+from bot.slack import download
 from core.certificates import MAX_CERT_BYTES
 from core.errors import CertificateError, InvalidInput, MdmbotError
 from core.sealing import STALE, seal, unseal
 
 log = logging.getLogger("mdmbot.slack")
+# The SDK logs every attempt of every retried call; SlackGateway logs one line per failed call.
+SDK_LOG = logging.getLogger("mdmbot.slack.sdk")
+SDK_LOG.setLevel(logging.CRITICAL)
 
 SLACK_FILE_HOSTS = ("files.slack.com", "slack.com", "slack-files.com")
-DOWNLOAD_TIMEOUT = 2  # Slack: the submission must be acknowledged within 3 seconds
 
 
 class SlackUnavailable(MdmbotError):
@@ -52,6 +53,7 @@ def make_client(token: str, api_url: str) -> WebClient:
         token=token,
         base_url=api_url,
         timeout=15,
+        logger=SDK_LOG,
         retry_handlers=[
             ConnectionErrorRetryHandler(max_retry_count=2),
             RateLimitErrorRetryHandler(max_retry_count=3),
@@ -210,16 +212,14 @@ class SlackGateway:
             raise CertificateError("That file isn't stored on Slack; upload the certificate again.")
         if int(file.get("size") or 0) > MAX_CERT_BYTES:
             raise CertificateError(_too_large())
-        request = urllib.request.Request(  # noqa: S310 (scheme checked by _trusted)
-            url, headers={"Authorization": f"Bearer {self.client.token}"}
-        )
         try:
-            with urllib.request.urlopen(request, timeout=DOWNLOAD_TIMEOUT) as response:  # noqa: S310
-                ctype = str(response.headers.get("Content-Type", ""))
-                data: bytes = response.read(MAX_CERT_BYTES + 1)
-        except (urllib.error.URLError, OSError) as exc:
-            log.warning("certificate download failed: %s", type(exc).__name__)
+            fetched = download.fetch(url, str(self.client.token), MAX_CERT_BYTES, self._trusted)
+        except download.DownloadFailed as exc:
+            log.warning("certificate download failed: %s", exc.reason)
+            if isinstance(exc, download.TooSlow):
+                raise CertificateError("Slack took too long to send the file; try again.") from exc
             raise CertificateError("Slack didn't let mdmbot download the file; try again.") from exc
+        ctype, data = fetched.content_type, fetched.body
         # Slack answers a private file fetched without the bot token with a 200 HTML sign-in page.
         if ctype.startswith("text/html") or data[:64].lstrip().lower().startswith(
             (b"<!doctype", b"<html")

@@ -7,6 +7,7 @@ import time
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
+from bot import metrics
 from bot.context import AppContext
 from bot.slack import dep_alerts, lifecycle
 from bot.slack import lifecycle_blocks as lb
@@ -36,17 +37,21 @@ class SweepReport:
     departures_found: list[str] = field(default_factory=list)
     reconciled: bool = False
     deliveries_settled: int = 0
+    unreachable: bool = False
 
     def summary(self) -> str:
         """One line for logs and the command line."""
         checklists = plural(
             self.checklists_posted, "checklist or reminder", "checklists or reminders"
         )
-        return (
+        line = (
             f"{plural(self.alerts_sent, 'alert')} posted, {self.alerts_failed} failed (retried "
             f"next sweep), {checklists} posted, {plural(self.messages_edited, 'message')} edited "
             f"after a renewal, {plural(len(self.departures_found), 'missed departure')} found"
         )
+        if self.unreachable:
+            line += "; Slack could not be reached, so this sweep stopped posting"
+        return line
 
 
 class Sweeper:
@@ -66,8 +71,13 @@ class Sweeper:
             due = alerts.claim_due_alerts(
                 session, now, ctx.settings.alert_days, limit=MAX_ALERTS_PER_SWEEP
             )
-        for alert in due:
-            self._post_alert(alert, now, report)
+        for index, alert in enumerate(due):
+            if not self._post_alert(alert, now, report):
+                self._give_up(due[index + 1 :], now, report)
+                break
+        if report.unreachable:
+            log.warning("sweep as of %s: %s", now.isoformat(), report.summary())
+            return report
         self._remind_installs(now, report)
         report.messages_edited = lifecycle.edit_stale(self.svc, self._pace)
         with ctx.unit_of_work() as session:
@@ -95,13 +105,25 @@ class Sweeper:
             time.sleep(wait)
         self._last_post = time.monotonic()
 
-    def _post_alert(self, alert: DueAlert, now: datetime, report: SweepReport) -> None:
+    def _give_up(self, left: list[DueAlert], now: datetime, report: SweepReport) -> None:
+        """Slack is unreachable: fail the sweep's remaining alerts at once (the next retries)."""
+        report.unreachable = True
+        with self.svc.ctx.unit_of_work() as session:
+            for alert in left:
+                alerts.mark_failed(session, alert.delivery_id, "not tried: Slack unreachable", now)
+        metrics.alerts_failed.labels("expiry").inc(len(left))
+        report.alerts_failed += len(left)
+
+    def _post_alert(self, alert: DueAlert, now: datetime, report: SweepReport) -> bool:
+        """Post one alert; False when Slack could not be reached at all."""
         self._pace()
         text, blocks = lb.alert_text(alert, now), lb.alert_blocks(alert, now)
-        if dep_alerts.post_claimed(self.svc, alert.delivery_id, "expiry", text, blocks, now):
+        error = dep_alerts.post_claimed(self.svc, alert.delivery_id, "expiry", text, blocks, now)
+        if error is None:
             report.alerts_sent += 1
-        else:
-            report.alerts_failed += 1
+            return True
+        report.alerts_failed += 1
+        return error != "unreachable"
 
     def _remind_installs(self, now: datetime, report: SweepReport) -> None:
         """A new token its MDM server has not used 24 hours after issue: remind the channel."""
@@ -110,9 +132,10 @@ class Sweeper:
         for reminder in reminders:
             self._pace()
             text, blocks = dep_alerts.reminder_text(reminder), dep_alerts.reminder_blocks(reminder)
-            if dep_alerts.post_claimed(
+            error = dep_alerts.post_claimed(
                 self.svc, reminder.delivery_id, "install", text, blocks, now
-            ):
+            )
+            if error is None:
                 report.alerts_sent += 1
             else:
                 report.alerts_failed += 1

@@ -21,6 +21,7 @@ def test_alerts_run_previews_then_posts_once(fake: FakeSlack, tmp_path: Path) ->
     env = bot_env(fake, tmp_path)
     cert = tmp_path / "mdm.pem"
     cert.write_bytes(certs.self_signed_rsa().pem)
+    assert run(env, "db", "upgrade").returncode == 0
     added = run(
         env,
         "server",
@@ -46,12 +47,25 @@ def test_alerts_run_previews_then_posts_once(fake: FakeSlack, tmp_path: Path) ->
     )
     assert not fake.calls_to("chat.postMessage"), "a dry run posts nothing"
 
-    first = run(env, "alerts", "run", "--at", preview_at)
+    # --at is a preview only: without --dry-run it is refused and claims nothing.
+    refused = run(env, "alerts", "run", "--at", preview_at)
+    assert refused.returncode == 1 and refused.stdout == ""
+    assert refused.stderr == (
+        "mdmbot: --at only previews: add --dry-run to see what would be posted then. "
+        "A real sweep always runs as of now.\n"
+    )
+    assert not fake.calls_to("chat.postMessage")
+    still = run(env, "alerts", "run", "--dry-run", "--at", preview_at)
+    assert "expires in 30 days" in still.stdout, "the 30-day alert is still unclaimed"
+
+    # A real sweep runs as of now: with a 400-day threshold the new token's alert is due today.
+    env["MDMBOT_ALERT_DAYS"] = "400"
+    first = run(env, "alerts", "run")
     assert first.returncode == 0, first.stderr
     assert first.stdout.startswith("1 alert posted")
-    again = run(env, "alerts", "run", "--at", preview_at)
+    again = run(env, "alerts", "run")
     assert again.stdout.startswith("0 alerts posted")
     assert len(fake.messages_in("C0ALERTS")) == 1
 
-    bad = run(env, "alerts", "run", "--at", "next tuesday")
+    bad = run(env, "alerts", "run", "--dry-run", "--at", "next tuesday")
     assert bad.returncode == 1 and "RFC 3339" in bad.stderr and "Traceback" not in bad.stderr

@@ -116,6 +116,7 @@ def test_the_operator_flow(tmp_path: Path) -> None:
     (cli.work / "jamf.pem").write_bytes(first.pem)
     (cli.work / "new.der").write_bytes(second.der)
 
+    assert cli.ok("db", "upgrade") == "Database schema is up to date.\n"
     started = datetime.now(UTC).replace(microsecond=0)
     # server add: the token file lands in the working directory, readable by its owner only.
     out = cli.ok("server", "add", "  Jamf   Pro ", "--cert", "jamf.pem", "--actor", "U0AAA")
@@ -144,7 +145,7 @@ def test_the_operator_flow(tmp_path: Path) -> None:
     assert listed["days_left"] in (364, 365)
 
     out = cli.ok("server", "edit", "jamf pro", "--rename", "Jamf School", "--no-release-devices")
-    assert "Updated “Jamf School”: release devices not allowed." in out
+    assert out == "Renamed “Jamf Pro” to “Jamf School”; release devices not allowed.\n"
     shown = cli.json("server", "show", wide("JAMF") + " school")
     assert (shown["name"], shown["release_devices"]) == ("Jamf School", False)
     assert shown["certificate_subject"] == "CN=jamf.example.edu"
@@ -234,6 +235,10 @@ REFUSALS: dict[str, Refusal] = {
     "RSA 1024": Refusal((*ADD, "New", "--cert", "rsa1024.pem"), "is 1024 bits"),
     "over 64 KiB": Refusal((*ADD, "New", "--cert", "big.pem"), "64 KiB"),
     "missing file": Refusal((*ADD, "New", "--cert", "missing.pem"), "Cannot read"),
+    "actor not a user id": Refusal(
+        ("token", "issue", "Jamf", "--out", "t.p7m", "--actor", "alice"),
+        "“alice” is not a Slack user id",
+    ),
     "replace with EC": Refusal(
         ("cert", "replace", "Jamf", "--cert", "ec.pem", "--out", "t.p7m"), "holds an EC key"
     ),
@@ -286,6 +291,7 @@ def refusals(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RefusalRun]:
     """One linked server "Jamf", then every refusal run side by side, each in an empty dir."""
     cli = Cli(tmp_path_factory.mktemp("refusals"))
     _write_bad_files(cli.work)
+    cli.ok("db", "upgrade")
     cli.ok("server", "add", "Jamf", "--cert", "good.pem", "--out", "jamf.p7m")
     before = (cli.ok("server", "list", "--json"), _dump(cli))
     cwds: dict[str, Path] = {}

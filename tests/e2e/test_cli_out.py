@@ -12,6 +12,12 @@ from tests.conftest import postgres_schema
 from tests.e2e.test_cli import Cli, _valid_now
 
 
+def _migrated(tmp_path: Path) -> Cli:
+    cli = Cli(tmp_path)
+    cli.ok("db", "upgrade")
+    return cli
+
+
 def _cert(cli: Cli) -> Path:
     path = cli.work / "mdm.pem"
     path.write_bytes(_valid_now(0, "mdm.example.edu").pem)
@@ -19,7 +25,7 @@ def _cert(cli: Cli) -> Path:
 
 
 def test_out_refuses_an_existing_file_unless_forced(tmp_path: Path) -> None:
-    cli = Cli(tmp_path)
+    cli = _migrated(tmp_path)
     cli.ok("server", "add", "Jamf Pro", "--cert", str(_cert(cli)), "--out", "first.p7m")
     key = cli.work / "mdm-private-key.pem"
     key.write_bytes(b"-----BEGIN PRIVATE KEY-----\nprecious\n-----END PRIVATE KEY-----\n")
@@ -39,7 +45,7 @@ def test_out_refuses_an_existing_file_unless_forced(tmp_path: Path) -> None:
 
 
 def test_out_may_name_a_directory_for_apples_file_name(tmp_path: Path) -> None:
-    cli = Cli(tmp_path)
+    cli = _migrated(tmp_path)
     tokens = cli.work / "tokens"
     tokens.mkdir()
     out = cli.ok("server", "add", "Jamf Pro", "--cert", str(_cert(cli)), "--out", str(tokens))
@@ -49,7 +55,7 @@ def test_out_may_name_a_directory_for_apples_file_name(tmp_path: Path) -> None:
 
 
 def test_add_with_an_unwritable_out_leaves_nothing_and_a_retry_works(tmp_path: Path) -> None:
-    cli = Cli(tmp_path)
+    cli = _migrated(tmp_path)
     cert = _cert(cli)
     missing = tmp_path / "no-such-dir" / "token.p7m"
     refused = cli.run("server", "add", "Jamf Pro", "--cert", str(cert), "--out", str(missing))

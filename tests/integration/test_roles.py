@@ -81,21 +81,25 @@ def test_only_administrators_grant_and_revoke(session: Session) -> None:
     assert grant.granted_by == "U0ADMIN"
 
 
-def test_the_last_administrator_cannot_be_revoked_from_slack(session: Session) -> None:
+def test_the_last_administrator_cannot_be_revoked_or_demoted(session: Session) -> None:
     grant_role(session, OPERATOR, "U0ONE", Role.ADMINISTRATOR, NOW)
 
-    with pytest.raises(InvalidInput, match="last Administrator"):
-        revoke_role(session, Actor("U0ONE"), "U0ONE", NOW)
-    assert role_of(session, "U0ONE") is Role.ADMINISTRATOR
+    for actor in (Actor("U0ONE"), OPERATOR):
+        with pytest.raises(InvalidInput, match="can't revoke the last Administrator"):
+            revoke_role(session, actor, "U0ONE", NOW)
+        for lower in (Role.SITE_MANAGER, Role.DEVICE_ENROLLMENT_MANAGER):
+            with pytest.raises(InvalidInput, match="can't change the role of the last Admin"):
+                grant_role(session, actor, "U0ONE", lower, NOW)
+    assert holders(session) == [("U0ONE", Role.ADMINISTRATOR)]
+    grant_role(session, OPERATOR, "U0ONE", Role.ADMINISTRATOR, LATER)  # no change: allowed
 
     grant_role(session, Actor("U0ONE"), "U0TWO", Role.ADMINISTRATOR, NOW)
     assert revoke_role(session, Actor("U0TWO"), "U0ONE", NOW) is Role.ADMINISTRATOR
     with pytest.raises(InvalidInput, match="last Administrator"):
-        revoke_role(session, Actor("U0TWO"), "U0TWO", NOW)
-
-    # The operator on the command line can still do it (e.g. to hand over the bot).
-    assert revoke_role(session, OPERATOR, "U0TWO", NOW) is Role.ADMINISTRATOR
-    assert holders(session) == []
+        revoke_role(session, OPERATOR, "U0TWO", NOW)
+    grant_role(session, Actor("U0TWO"), "U0ONE", Role.ADMINISTRATOR, NOW)
+    grant_role(session, OPERATOR, "U0TWO", Role.SITE_MANAGER, LATER)  # another Admin remains
+    assert holders(session) == [("U0ONE", Role.ADMINISTRATOR), ("U0TWO", Role.SITE_MANAGER)]
 
 
 def test_bootstrap_admins_is_idempotent(session: Session) -> None:

@@ -392,3 +392,27 @@ def test_times_come_back_timezone_aware_utc(engine: sa.Engine, vault: Vault) -> 
     assert new.expires_at == datetime(2027, 11, 27, 14, 3, 34, tzinfo=UTC)
     assert cert.not_after == rsa_cert().certificate.not_valid_after_utc
     assert view.state(NOW) == "ok"  # comparing with an aware clock does not raise
+
+
+def test_certificates_are_parsed_before_the_transaction_opens(
+    engine: sa.Engine, vault: Vault
+) -> None:
+    with unit_of_work(engine) as session:
+        grant_role(session, OPERATOR, "U0SITE", Role.SITE_MANAGER, NOW)
+        add_active(session, vault, "Jamf")
+    statements: list[str] = []
+
+    def record(_conn: object, _cursor: object, statement: str, *_args: object) -> None:
+        statements.append(statement)
+
+    hostile = (b"-----BEGIN CERTIFICATE-----\n" * 2340)[: 64 * 1024]
+    sa.event.listen(engine, "before_cursor_execute", record)
+    try:
+        with pytest.raises(CertificateError), unit_of_work(engine) as session:
+            add(session, vault, "Mosyle", actor=Actor("U0SITE"), certificate=hostile)
+        with pytest.raises(CertificateError), unit_of_work(engine) as session:
+            servers.replace_certificate(session, vault, Actor("U0SITE"), "Jamf", hostile, NOW)
+    finally:
+        sa.event.remove(engine, "before_cursor_execute", record)
+    # Nothing reached the database: no write lock was held while the upload was parsed.
+    assert statements == []

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import hashlib
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
 import pytest
 from cryptography import x509
@@ -11,7 +11,13 @@ from cryptography.hazmat.primitives import serialization
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from core.certificates import MAX_CERT_BYTES, MIN_RSA_BITS, LoadedCertificate, load_certificate
+from core.certificates import (
+    MAX_CERT_BYTES,
+    MIN_RSA_BITS,
+    LoadedCertificate,
+    load_certificate,
+    pem_blocks,
+)
 from core.errors import CertificateError
 from tests import certs
 
@@ -215,3 +221,46 @@ def test_unknown_key_algorithm_is_refused(now: datetime, rsa_cert: certs.CertAnd
     unknown = rsa_cert.der.replace(rsa_encryption, bytes.fromhex("06092a864886f70d01017f"))
     with pytest.raises(CertificateError, match="must hold an RSA key; this one holds a key of"):
         load_certificate(unknown, now=now)
+
+
+def test_pem_blocks_are_found_in_one_pass_over_the_markers() -> None:
+    data = (
+        b"text -----BEGIN A----- left open\n"
+        b"-----BEGIN CERTIFICATE-----\nAAAA\n-----END CERTIFICATE-----\n"
+        b"-----END B----- stray\n-----BEGIN C-----\nxx\n-----END D-----\n"
+        b"-----BEGIN PUBLIC KEY-----\nBBBB\n-----END PUBLIC KEY-----"
+    )
+
+    assert pem_blocks(data) == [(b"CERTIFICATE", b"\nAAAA\n"), (b"PUBLIC KEY", b"\nBBBB\n")]
+
+
+@pytest.mark.parametrize(
+    "hostile",
+    [
+        b"-----BEGIN A-----" * 3855,
+        b"-----BEGIN CERTIFICATE-----\n" * 2340,
+        b"-----BEGIN " + b"A" * 65000,
+        b"-----END A-----" * 4369,
+    ],
+    ids=["BEGIN A", "BEGIN CERTIFICATE", "long label", "END A"],
+)
+def test_64_kib_of_unterminated_markers_is_refused(hostile: bytes, now: datetime) -> None:
+    # bench/issuance.py times this case (it took seconds when the scan was quadratic).
+    assert len(hostile) <= MAX_CERT_BYTES
+    assert pem_blocks(hostile) == []
+    with pytest.raises(CertificateError, match=r"not a PEM or DER X\.509 certificate"):
+        load_certificate(hostile, now=now)
+
+
+def test_a_long_lived_certificate_about_to_expire_gets_a_warning(now: datetime) -> None:
+    ending = certs.self_signed_rsa(not_before=now - timedelta(days=350), days=365)
+    [warning] = load_certificate(ending.pem, now=now).warnings
+    end = (now + timedelta(days=15)).date()
+    assert warning == (
+        f"This certificate expires on {end:%Y-%m-%d}, within 30 days; get a new one from your "
+        "MDM server soon."
+    )
+    # A certificate issued short-lived on purpose (NanoDEP: one day) is normal.
+    assert load_certificate(certs.nanodep_like_rsa().pem, now=now).warnings == ()
+    fresh = certs.self_signed_rsa(not_before=now - timedelta(days=1), days=365)
+    assert load_certificate(fresh.pem, now=now).warnings == ()

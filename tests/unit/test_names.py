@@ -68,11 +68,27 @@ def test_names_containing_a_reserved_word_are_fine() -> None:
 
 @pytest.mark.parametrize(
     "raw",
-    ["Lab\tServer", "Lab\nServer", "Lab\rServer", "Lab\x00Server", "Lab\x7fServer", "Lab\u200bX"],
+    ["Lab\tServer", "Lab\nServer", "Lab\rServer", "Lab\x00Server", "Lab\x7fServer"],
 )
 def test_control_characters_are_refused(raw: str) -> None:
     with pytest.raises(InvalidName, match="control characters"):
         clean_name(raw)
+
+
+@pytest.mark.parametrize(
+    ("raw", "named"),
+    [
+        ("Lab\u200bX", "U+200B (zero width space)"),
+        ("Lab\u2060X", "U+2060 (word joiner)"),
+        ("Lab\ue000X", "U+E000 (unnamed)"),
+    ],
+)
+def test_invisible_characters_are_named(raw: str, named: str) -> None:
+    with pytest.raises(InvalidName) as refused:
+        clean_name(raw)
+    assert refused.value.message == (
+        f"A server name can't contain invisible or special characters; this one has {named}."
+    )
 
 
 @pytest.mark.parametrize("raw", ["", " ", "   \u3000  ", "\u00a0"])

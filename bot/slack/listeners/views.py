@@ -11,6 +11,7 @@ from sqlmodel import Session
 from bot.slack import blocks, lifecycle, modals
 from bot.slack.services import BotServices
 from core import issuance, servers
+from core.certificates import load_certificate
 from core.errors import (
     CertificateError,
     InvalidName,
@@ -87,12 +88,12 @@ def register(app: App, svc: BotServices) -> None:
             clean_name(name)
         except InvalidName as exc:
             errors["name"] = exc.message
-        data = b""
+        loaded = None
         try:
-            data = certificate(view)
+            loaded = load_certificate(certificate(view), now=svc.ctx.now())
         except CertificateError as exc:
             errors["certificate"] = exc.message
-        if not errors:
+        if loaded is not None and not errors:
             try:
                 with svc.ctx.unit_of_work() as session:
                     issued = servers.add_server(
@@ -100,7 +101,7 @@ def register(app: App, svc: BotServices) -> None:
                         svc.ctx.vault,
                         Actor(body["user"]["id"]),
                         name=name,
-                        certificate=data,
+                        certificate=loaded,
                         release_devices=release,
                         now=svc.ctx.now(),
                     )
@@ -116,14 +117,14 @@ def register(app: App, svc: BotServices) -> None:
         if not allowed(ack, body):
             return
         try:
-            data = certificate(view)
+            loaded = load_certificate(certificate(view), now=svc.ctx.now())
             with svc.ctx.unit_of_work() as session:
                 issued = servers.replace_certificate(
                     session,
                     svc.ctx.vault,
                     Actor(body["user"]["id"]),
                     target(session, view).name,
-                    data,
+                    loaded,
                     svc.ctx.now(),
                     expected=expects(view),
                 )
