@@ -53,3 +53,12 @@ class DeliveryFailed(MdmbotError):
     def __init__(self, message: str, *, reference: str) -> None:
         super().__init__(message)
         self.reference = reference
+
+
+class DepError(Exception):
+    """A refusal of the device assignment service: Apple's bare error `code` and HTTP `status`."""
+
+    def __init__(self, code: str, status: int = 400) -> None:
+        super().__init__(code)
+        self.code = code
+        self.status = status

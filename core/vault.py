@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import hashlib
+import hmac
 import os
 from pathlib import Path
 
@@ -19,6 +20,7 @@ class Vault:
 
     def __init__(self, key: bytes) -> None:
         self._fernet = Fernet(key)
+        self._key = key
 
     def __repr__(self) -> str:
         return "Vault(<key hidden>)"
@@ -36,6 +38,10 @@ class Vault:
                 "Stored token secrets cannot be decrypted: MDMBOT_SECRET_KEY is not the key "
                 "they were encrypted with."
             ) from exc
+
+    def derive_key(self, purpose: str) -> bytes:
+        """A 32-byte key for `purpose` (e.g. signing cursors), derived from the vault's key."""
+        return hmac.new(self._key, b"mdmbot-derive\x00" + purpose.encode(), hashlib.sha256).digest()
 
 
 def key_from_setting(value: str) -> bytes:

@@ -1,0 +1,187 @@
+"""The device endpoints of the device assignment service (DEP-API.md): fetch, sync, details,
+disown. Each takes the session's server id and the request's JSON, and returns the answer's JSON.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from sqlmodel import Session, col, select
+
+from core import audit, cursors
+from core.device_log import DELETED, last_change_id, lock_devices
+from core.devices import release
+from core.errors import DepError
+from core.models import Device, DeviceChange, Server
+from core.roles import Actor
+
+DEFAULT_LIMIT = 100
+MAX_LIMIT = 1000
+MAX_DEVICES = 1000
+CURSOR_KEY = "dep-cursor"
+
+
+def rfc3339(moment: datetime) -> str:
+    """A timestamp as Apple writes them: UTC, whole seconds, `Z`."""
+    return moment.strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def device_json(device: Device, *, profile: bool = True) -> dict[str, Any]:
+    """A device as the DEP API shows it; absent values are left out, never `""`."""
+    data: dict[str, Any] = {
+        "serial_number": device.serial_number,
+        "model": device.model,
+        "description": device.description,
+        "color": device.color,
+        "asset_tag": device.asset_tag,
+        "os": device.os,
+        "device_family": device.device_family,
+    }
+    if profile:
+        data |= {
+            "profile_status": device.profile_status,
+            "profile_uuid": device.profile_uuid,
+            "profile_assign_time": device.profile_assign_time,
+            "profile_push_time": device.profile_push_time,
+            "device_assigned_date": device.assigned_at,
+            "device_assigned_by": device.assigned_by,
+        }
+    return {
+        k: rfc3339(v) if isinstance(v, datetime) else v
+        for k, v in data.items()
+        if v is not None and v != ""
+    }
+
+
+def request_object(body: object) -> dict[str, Any]:
+    """The request body as a JSON object."""
+    if not isinstance(body, dict):
+        raise DepError("MALFORMED_REQUEST_BODY")
+    return body
+
+
+def parse_limit(body: dict[str, Any]) -> int:
+    """`limit`: default 100, at most 1,000 (larger asks get 1,000)."""
+    value = body.get("limit")
+    if value is None:
+        return DEFAULT_LIMIT
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise DepError("MALFORMED_REQUEST_BODY")
+    return max(1, min(value, MAX_LIMIT))
+
+
+def serial_list(body: object) -> list[str]:
+    """The `devices` list of serial numbers (at least one)."""
+    devices = request_object(body).get("devices")
+    if devices is None or devices == []:
+        raise DepError("DEVICE_ID_REQUIRED")
+    if not isinstance(devices, list) or not all(isinstance(s, str) for s in devices):
+        raise DepError("MALFORMED_REQUEST_BODY")
+    if len(devices) > MAX_DEVICES:
+        raise DepError("MALFORMED_REQUEST_BODY")
+    return list(dict.fromkeys(devices))
+
+
+def own_devices(session: Session, server_id: int, serials: list[str]) -> dict[str, Device]:
+    """The server's devices among `serials` (as sent), row-locked; others are left out."""
+    found = lock_devices(session, [s.strip().upper() for s in serials])
+    return {
+        s: found[s.strip().upper()]
+        for s in serials
+        if s.strip().upper() in found and found[s.strip().upper()].server_id == server_id
+    }
+
+
+def _page(cursor: str, devices: list[dict[str, Any]], more: bool, now: datetime) -> dict[str, Any]:
+    return {
+        "cursor": cursor,
+        "devices": devices,
+        "fetched_until": rfc3339(now),
+        "more_to_follow": more,
+    }
+
+
+def fetch_devices(
+    session: Session, key: bytes, server_id: int, body: object, now: datetime
+) -> dict[str, Any]:
+    """`POST /server/devices`: the server's devices by serial, one keyset page per call."""
+    request = request_object(body)
+    limit = parse_limit(request)
+    text = request.get("cursor")
+    if text:
+        start = cursors.decode(key, text, server_id, now)
+        if start.done:
+            raise DepError("EXHAUSTED_CURSOR")
+    else:
+        start = cursors.Cursor(server_id, last_change_id(session, server_id), 0)
+    query = select(Device).where(Device.server_id == server_id)
+    if start.after:
+        query = query.where(col(Device.serial_number) > start.after)
+    rows = list(session.exec(query.order_by(col(Device.serial_number)).limit(limit + 1)))
+    more = len(rows) > limit
+    rows = rows[:limit]
+    after = rows[-1].serial_number if more else None
+    issued = int(now.timestamp())
+    next_cursor = cursors.Cursor(server_id, start.change_id, issued, after, done=not more)
+    return _page(cursors.encode(key, next_cursor), [device_json(d) for d in rows], more, now)
+
+
+def sync_devices(
+    session: Session, key: bytes, server_id: int, body: object, now: datetime
+) -> dict[str, Any]:
+    """`POST /devices/sync`: the server's changes after the cursor, oldest first."""
+    request = request_object(body)
+    limit = parse_limit(request)
+    if not request.get("cursor"):
+        raise DepError("CURSOR_REQUIRED")
+    start = cursors.decode(key, request["cursor"], server_id, now)
+    rows = list(
+        session.exec(
+            select(DeviceChange, Device)
+            .join(Device, col(Device.id) == col(DeviceChange.device_id))
+            .where(DeviceChange.server_id == server_id, col(DeviceChange.id) > start.change_id)
+            .order_by(col(DeviceChange.id))
+            .limit(limit + 1)
+        )
+    )
+    more = len(rows) > limit
+    rows = rows[:limit]
+    position = rows[-1][0].id if rows else start.change_id
+    assert position is not None
+    devices = [
+        device_json(device, profile=change.op_type != DELETED)
+        | {"op_type": change.op_type, "op_date": rfc3339(change.op_date)}
+        for change, device in rows
+    ]
+    next_cursor = cursors.Cursor(server_id, position, int(now.timestamp()), done=True)
+    return _page(cursors.encode(key, next_cursor), devices, more, now)
+
+
+def device_details(session: Session, server_id: int, body: object) -> dict[str, Any]:
+    """`POST /devices`: details of the server's own devices; others are `NOT_ACCESSIBLE`."""
+    serials = serial_list(body)
+    mine = own_devices(session, server_id, serials)
+    return {
+        "devices": {
+            s: device_json(mine[s]) | {"response_status": "SUCCESS"}
+            if s in mine
+            else {"response_status": "NOT_ACCESSIBLE"}
+            for s in serials
+        }
+    }
+
+
+def disown_devices(session: Session, server_id: int, body: object, now: datetime) -> dict[str, Any]:
+    """`POST /devices/disown`: release the server's devices, if its release switch is on."""
+    server = session.get(Server, server_id)
+    if server is None or server.removed_at is not None or not server.release_devices:
+        raise DepError("ACCESS_DENIED", 403)
+    serials = serial_list(body)
+    mine = own_devices(session, server_id, serials)
+    by = f"mdm:{server.name}"
+    release(session, list(mine.values()), by, now)
+    if mine:
+        released = sorted(d.serial_number for d in mine.values())
+        audit.record(session, Actor(by), "devices.release", server.name, now, serials=released)
+    return {"devices": {s: "SUCCESS" if s in mine else "NOT_ACCESSIBLE" for s in serials}}
