@@ -7,9 +7,11 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
+import sqlalchemy as sa
 from sqlmodel import Session
 
-from core import servers
+from core import dep_devices, servers
+from core.db import unit_of_work
 from core.errors import DepError
 from core.roles import Actor
 from core.vault import Vault
@@ -96,3 +98,14 @@ class WalkingClient:
             self.step(limit)
         while self.step(limit):
             pass
+
+
+def core_caller(engine: sa.Engine, server_id: int, clock: Callable[[], datetime]) -> Call:
+    """A client's calls answered by the core use cases, each in its own unit of work."""
+
+    def call(kind: str, body: dict[str, Any]) -> dict[str, Any]:
+        use_case = dep_devices.fetch_devices if kind == "fetch" else dep_devices.sync_devices
+        with unit_of_work(engine) as session:
+            return use_case(session, KEY, server_id, body, clock())
+
+    return call

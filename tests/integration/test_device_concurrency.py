@@ -6,18 +6,17 @@ from __future__ import annotations
 import threading
 from concurrent.futures import ThreadPoolExecutor
 from datetime import timedelta
-from typing import Any
 
 import pytest
 import sqlalchemy as sa
 from sqlmodel import select
 
-from core import dep_devices, dep_profiles, device_import, devices
+from core import dep_profiles, device_import, devices
 from core.db import unit_of_work
 from core.models import Device, DeviceChange
 from core.vault import Vault
 from tests.conftest import NOW
-from tests.devices_support import KEY, OPERATOR, WalkingClient, add_server, csv_of, serial
+from tests.devices_support import OPERATOR, WalkingClient, add_server, core_caller, csv_of, serial
 
 CONTENDERS = 12
 SERVERS = 4
@@ -36,16 +35,7 @@ def test_concurrent_assignment_of_the_same_serials(engine: sa.Engine, vault: Vau
             for sid in ids
         ]
 
-    def caller(server_id: int) -> Any:
-        def call(kind: str, body: dict[str, Any]) -> dict[str, Any]:
-            with unit_of_work(engine) as session:
-                if kind == "fetch":
-                    return dep_devices.fetch_devices(session, KEY, server_id, body, NOW)
-                return dep_devices.sync_devices(session, KEY, server_id, body, NOW)
-
-        return call
-
-    clients = [WalkingClient(caller(sid)) for sid in ids]
+    clients = [WalkingClient(core_caller(engine, sid, lambda: NOW)) for sid in ids]
     for client in clients:
         client.drain(7)
     barrier = threading.Barrier(CONTENDERS)
@@ -85,6 +75,6 @@ def test_concurrent_assignment_of_the_same_serials(engine: sa.Engine, vault: Vau
     for sid, client in zip(ids, clients, strict=True):
         client.drain(3)
         assert {s: d.get("profile_uuid") for s, d in client.devices.items()} == truth[sid]
-        fresh = WalkingClient(caller(sid))
+        fresh = WalkingClient(core_caller(engine, sid, lambda: NOW))
         fresh.drain(1000)
         assert set(fresh.devices) == set(truth[sid]), later

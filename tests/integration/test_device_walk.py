@@ -4,8 +4,7 @@
 from __future__ import annotations
 
 import itertools
-from datetime import timedelta
-from typing import Any
+from datetime import datetime, timedelta
 
 import sqlalchemy as sa
 from hypothesis import HealthCheck, given, settings
@@ -18,7 +17,14 @@ from core.errors import DepError
 from core.models import Device
 from core.vault import Vault
 from tests.conftest import NOW
-from tests.devices_support import KEY, OPERATOR, WalkingClient, add_server, csv_of, serial
+from tests.devices_support import (
+    OPERATOR,
+    WalkingClient,
+    add_server,
+    core_caller,
+    csv_of,
+    serial,
+)
 
 SERVERS = 3
 DEVICES = 12
@@ -58,17 +64,10 @@ class World:
                 )["profile_uuid"]
                 for sid in self.ids
             ]
-        self.clients = [WalkingClient(self._caller(sid)) for sid in self.ids]
+        self.clients = [WalkingClient(core_caller(engine, sid, self.clock)) for sid in self.ids]
 
-    def _caller(self, server_id: int) -> Any:
-        def call(kind: str, body: dict[str, Any]) -> dict[str, Any]:
-            with unit_of_work(self.engine) as session:
-                use_case = (
-                    dep_devices.fetch_devices if kind == "fetch" else dep_devices.sync_devices
-                )
-                return use_case(session, KEY, server_id, body, self.now)
-
-        return call
+    def clock(self) -> datetime:
+        return self.now
 
     def apply(self, op: str, target: int, picks: list[int]) -> None:
         self.now += timedelta(seconds=1)

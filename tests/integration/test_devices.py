@@ -21,25 +21,12 @@ from tests.devices_support import (
     HEADER,
     KEY,
     OPERATOR,
-    WalkingClient,
     add_server,
     csv_of,
     serial,
 )
 
 LATER = NOW + timedelta(hours=1)
-
-
-def client(engine: sa.Engine, server_id: int, now: Any = LATER) -> WalkingClient:
-    """A walking client talking to the core use cases in their own units of work."""
-
-    def call(kind: str, body: dict[str, Any]) -> dict[str, Any]:
-        with unit_of_work(engine) as session:
-            if kind == "fetch":
-                return dep_devices.fetch_devices(session, KEY, server_id, body, now)
-            return dep_devices.sync_devices(session, KEY, server_id, body, now)
-
-    return WalkingClient(call)
 
 
 def sync_ops(session: Session, server_id: int, cursor: str) -> list[tuple[str, str]]:
