@@ -229,8 +229,8 @@ def release(session: Session, devices: Sequence[Device], by: str, now: datetime)
 
 def set_default(
     session: Session, actor: Actor, family: str, server_name: str, now: datetime
-) -> str:
-    """Make a server the default for a device family; returns the family's proper name."""
+) -> tuple[str, str]:
+    """Make a server the default for a device family; returns the family's and server's names."""
     authorize(session, actor, Permission.MANAGE_DEVICES)
     name = parse_family(family)
     server = find_server(session, server_name)
@@ -250,7 +250,7 @@ def set_default(
         server=server.name,
         previous_server_id=previous,
     )
-    return name
+    return name, server.name
 
 
 def list_defaults(session: Session) -> list[tuple[str, str | None]]:
