@@ -81,7 +81,7 @@ def test_a_bad_csv_imports_nothing_and_lists_every_bad_row(tmp_path: Path) -> No
     assert result.returncode == 1
     assert result.stderr.splitlines() == [
         "mdmbot: Nothing was imported: 2 bad row(s).",
-        "line 3: “bad!” is not a serial number (8 to 20 letters and digits).",
+        "line 3: “bad!” is not a serial number (8–20 letters and digits).",
         "line 4: “Phone” is not a device family: iPad, iPhone, iPod, Mac, AppleTV, Vision.",
     ]
     assert cli.json("devices", "list") == []
