@@ -199,11 +199,7 @@ def unassign_devices(
     return _assign(session, actor, None, serials, now, partial=False)
 
 
-def release_devices(
-    session: Session, actor: Actor, serials: Sequence[str], now: datetime
-) -> list[str]:
-    """Release devices from the organisation (Administrator only; all or nothing)."""
-    authorize(session, actor, Permission.RELEASE_DEVICES)
+def _releasable(session: Session, serials: Sequence[str]) -> dict[str, Device]:
     wanted, invalid = _clean_all(serials)
     if not wanted and not invalid:
         raise InvalidInput("Give at least one serial number.")
@@ -213,7 +209,23 @@ def release_devices(
     problem.released = [s for s in wanted if s in devices and devices[s].released_at]
     if problem.refused:
         raise InvalidInput("Nothing was released. Not releasable — " + _refusal(problem) + ".")
+    return {s: devices[s] for s in wanted}
+
+
+def releasable(session: Session, actor: Actor, serials: Sequence[str]) -> list[str]:
+    """The cleaned serials if the actor may release them all (to confirm before releasing)."""
+    authorize(session, actor, Permission.RELEASE_DEVICES)
+    return list(_releasable(session, serials))
+
+
+def release_devices(
+    session: Session, actor: Actor, serials: Sequence[str], now: datetime
+) -> list[str]:
+    """Release devices from the organisation (Administrator only; all or nothing)."""
+    authorize(session, actor, Permission.RELEASE_DEVICES)
+    devices = _releasable(session, serials)
     release(session, list(devices.values()), actor.label, now)
+    wanted = list(devices)
     audit.record(session, actor, "devices.release", f"{len(wanted)} devices", now, serials=wanted)
     return wanted
 
@@ -228,29 +240,31 @@ def release(session: Session, devices: Sequence[Device], by: str, now: datetime)
 
 
 def set_default(
-    session: Session, actor: Actor, family: str, server_name: str, now: datetime
-) -> tuple[str, str]:
-    """Make a server the default for a device family; returns the family's and server's names."""
+    session: Session, actor: Actor, family: str, server_name: str | None, now: datetime
+) -> tuple[str, str | None]:
+    """Make a server the default for a device family (None: no default); returns both names."""
     authorize(session, actor, Permission.MANAGE_DEVICES)
     name = parse_family(family)
-    server = find_server(session, server_name)
-    assert server.id is not None
+    server = find_server(session, server_name) if server_name is not None else None
     row = session.get(DefaultAssignment, name)
     previous = row.server_id if row else None
-    if row is None:
-        row = DefaultAssignment(device_family=name, server_id=server.id, set_by=actor.label)
-    row.server_id, row.set_by, row.set_at = server.id, actor.label, now
-    session.add(row)
+    if server is None or server.id is None:
+        if row is not None:
+            session.delete(row)
+    elif row is None:
+        session.add(
+            DefaultAssignment(
+                device_family=name, server_id=server.id, set_by=actor.label, set_at=now
+            )
+        )
+    else:
+        row.server_id, row.set_by, row.set_at = server.id, actor.label, now
+        session.add(row)
+    shown = server.name if server else None
     audit.record(
-        session,
-        actor,
-        "devices.default",
-        name,
-        now,
-        server=server.name,
-        previous_server_id=previous,
+        session, actor, "devices.default", name, now, server=shown, previous_server_id=previous
     )
-    return name, server.name
+    return name, shown
 
 
 def list_defaults(session: Session) -> list[tuple[str, str | None]]:
@@ -296,6 +310,15 @@ def show_device(session: Session, serial: str) -> DeviceView:
     return _view(*row)
 
 
+def server_devices(
+    session: Session, server_name: str, limit: int
+) -> tuple[str, Counter[str], list[DeviceView]]:
+    """A server's name, its devices by family, and its first `limit` devices by serial."""
+    server = find_server(session, server_name)
+    families = family_counts(session, server.id)
+    return server.name, families, list_devices(session, server_name=server_name, limit=limit)
+
+
 def device_counts(session: Session) -> dict[int, int]:
     """How many devices each server has."""
     rows = session.exec(
@@ -314,3 +337,21 @@ def family_counts(session: Session, server_id: int | None) -> Counter[str]:
     else:
         query = query.where(col(Device.server_id) == server_id)
     return Counter({family: int(n) for family, n in session.execute(query).all()})
+
+
+def overview(session: Session) -> tuple[list[tuple[str, Counter[str]]], Counter[str]]:
+    """Each live server's devices by family (by name), and the unassigned ones by family."""
+    rows = session.execute(
+        sa.select(col(Device.server_id), col(Device.device_family), func.count())
+        .where(col(Device.released_at).is_(None))
+        .group_by(col(Device.server_id), col(Device.device_family))
+    ).all()
+    counts: dict[int | None, Counter[str]] = {}
+    for server_id, family, n in rows:
+        counts.setdefault(server_id, Counter())[family] = int(n)
+    live = session.exec(
+        select(Server.id, Server.name)
+        .where(col(Server.removed_at).is_(None))
+        .order_by(col(Server.normalized_name))
+    ).all()
+    return [(name, counts.get(sid, Counter())) for sid, name in live], counts.get(None, Counter())

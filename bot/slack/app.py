@@ -10,7 +10,7 @@ from typing import Any
 from slack_bolt import App, BoltResponse
 
 from bot.context import AppContext
-from bot.slack import lifecycle
+from bot.slack import devices, lifecycle
 from bot.slack.gateway import SlackGateway, make_client
 from bot.slack.listeners import actions, commands, events, views
 from bot.slack.services import BotServices, new_reference
@@ -82,6 +82,7 @@ def build_app(
         actions.register,
         events.register,
         lifecycle.register,
+        devices.register,
         *(extra or []),
     ):
         register(app, svc)

@@ -141,8 +141,14 @@ def server_actions(view: ServerView) -> Block:
     }
 
 
-def home_view(views: list[ServerView], now: datetime, role: Role | None) -> dict[str, Any]:
-    """The App Home tab: every server with its token state and actions, for role holders only."""
+def home_view(
+    views: list[ServerView],
+    now: datetime,
+    role: Role | None,
+    device_counts: dict[int, int] | None = None,
+) -> dict[str, Any]:
+    """The App Home tab: every server with its token state, devices and actions (role holders)."""
+    counts = device_counts or {}
     blocks: list[Block] = [{"type": "header", "text": plain("MDM servers", 150)}]
     if not allows(role, Permission.VIEW):
         blocks.append(
@@ -163,7 +169,9 @@ def home_view(views: list[ServerView], now: datetime, role: Role | None) -> dict
         blocks.append(section("No MDM servers are linked yet."))
     room = (MAX_HOME_BLOCKS - len(blocks) - 2) // 3
     for view in views[:room]:
-        blocks += [section(server_line(view, now)), server_actions(view), {"type": "divider"}]
+        n = counts.get(view.id, 0)
+        line = f"{server_line(view, now)} · {n} device{'s' if n != 1 else ''}"
+        blocks += [section(line), server_actions(view), {"type": "divider"}]
     if len(views) > room:
         blocks.append(section(f"…and {len(views) - room} more. Use `/mdm list` to see them all."))
     blocks.append(context(f"🟢 ok · 🟡 expires within 30 days · 🔴 expired · updated {stamp(now)}"))

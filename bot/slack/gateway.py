@@ -154,31 +154,45 @@ class SlackGateway:
 
     def download_certificate(self, file: dict[str, Any]) -> bytes:
         """Fetch an uploaded certificate; refuse foreign hosts, HTML sign-in pages, large files."""
+        return self.download_file(
+            file, limit=MAX_CERT_BYTES, error=CertificateError, too_large=_too_large()
+        )
+
+    def download_file(
+        self,
+        file: dict[str, Any],
+        *,
+        limit: int,
+        too_large: str,
+        error: type[MdmbotError] = MdmbotError,
+        timeout: float = DOWNLOAD_TIMEOUT,
+    ) -> bytes:
+        """Fetch an uploaded file with the bot token; refuse foreign hosts, HTML, large files."""
         url = str(file.get("url_private_download") or file.get("url_private") or "")
         if not self._trusted(url):
-            raise CertificateError("That file isn't stored on Slack; upload the certificate again.")
-        if int(file.get("size") or 0) > MAX_CERT_BYTES:
-            raise CertificateError(_too_large())
+            raise error("That file isn't stored on Slack; upload it again.")
+        if int(file.get("size") or 0) > limit:
+            raise error(too_large)
         request = urllib.request.Request(  # noqa: S310 (scheme checked by _trusted)
             url, headers={"Authorization": f"Bearer {self.client.token}"}
         )
         try:
-            with urllib.request.urlopen(request, timeout=DOWNLOAD_TIMEOUT) as response:  # noqa: S310
+            with urllib.request.urlopen(request, timeout=timeout) as response:  # noqa: S310
                 ctype = str(response.headers.get("Content-Type", ""))
-                data: bytes = response.read(MAX_CERT_BYTES + 1)
+                data: bytes = response.read(limit + 1)
         except (urllib.error.URLError, OSError) as exc:
-            log.warning("certificate download failed: %s", type(exc).__name__)
-            raise CertificateError("Slack didn't let mdmbot download the file; try again.") from exc
+            log.warning("file download failed: %s", type(exc).__name__)
+            raise error("Slack didn't let mdmbot download the file; try again.") from exc
         # Slack answers a private file fetched without the bot token with a 200 HTML sign-in page.
         if ctype.startswith("text/html") or data[:64].lstrip().lower().startswith(
             (b"<!doctype", b"<html")
         ):
-            raise CertificateError(
+            raise error(
                 "Slack returned a web page instead of the file; check that "
                 "the app has the files:read scope, then upload it again."
             )
-        if len(data) > MAX_CERT_BYTES:
-            raise CertificateError(_too_large())
+        if len(data) > limit:
+            raise error(too_large)
         return data
 
     def _trusted(self, url: str) -> bool:

@@ -13,7 +13,7 @@ from bot import metrics
 from bot.context import AppContext
 from bot.slack import blocks
 from bot.slack.gateway import SlackGateway, SlackUnavailable
-from core import issuance, people, servers
+from core import devices, issuance, people, servers
 from core.errors import MdmbotError
 from core.issuance import Activation, IssuedToken
 from core.roles import Actor, Permission, Role
@@ -182,7 +182,9 @@ class BotServices:
         with self.ctx.unit_of_work(readonly=True) as session:
             views = servers.list_servers(session)
             role = people.role_of(session, user_id)
+            counts = devices.device_counts(session)
         try:
-            self.gateway.publish_home(user_id, blocks.home_view(views, self.ctx.now(), role))
+            home = blocks.home_view(views, self.ctx.now(), role, counts)
+            self.gateway.publish_home(user_id, home)
         except SlackUnavailable:
             log.info("could not refresh App Home for %s", user_id)
