@@ -214,6 +214,12 @@ def help_blocks(role: Role | None) -> list[Block]:
             "`/mdm add` · `/mdm token NAME` · `/mdm cert NAME` · `/mdm edit NAME` · "
             "`/mdm remove NAME` · `/mdm offboard @user`"
         )
+    if allows(role, Permission.MANAGE_DEVICES):
+        lines.append(
+            "`/mdm devices [SERVER]` · `/mdm devices import` · `/mdm assign SERVER` · "
+            "`/mdm defaults`"
+            + (" · `/mdm release SERIAL…`" if allows(role, Permission.RELEASE_DEVICES) else "")
+        )
     if allows(role, Permission.MANAGE_ROLES):
         lines.append(
             "`/mdm grant @user ROLE` · `/mdm revoke @user`  (roles: Administrator, "
