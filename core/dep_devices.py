@@ -4,10 +4,12 @@ disown. Each takes the session's server id and the request's JSON, and returns t
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
 
-from sqlmodel import Session, col, select
+import sqlalchemy as sa
+from sqlmodel import Session, col
 
 from core import audit, cursors
 from core.device_log import DELETED, last_change_id, lock_devices
@@ -27,31 +29,41 @@ def rfc3339(moment: datetime) -> str:
     return moment.strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
+# (attribute of Device, name in Apple's Device object); the first seven carry no profile state.
+_FIELDS = (
+    ("serial_number", "serial_number"),
+    ("model", "model"),
+    ("description", "description"),
+    ("color", "color"),
+    ("asset_tag", "asset_tag"),
+    ("os", "os"),
+    ("device_family", "device_family"),
+    ("profile_status", "profile_status"),
+    ("profile_uuid", "profile_uuid"),
+    ("profile_assign_time", "profile_assign_time"),
+    ("profile_push_time", "profile_push_time"),
+    ("assigned_at", "device_assigned_date"),
+    ("assigned_by", "device_assigned_by"),
+)
+BASIC = 7
+_COLUMNS = tuple(getattr(Device, attribute) for attribute, _ in _FIELDS)
+
+
+def _json(values: Sequence[Any], profile: bool, times: dict[datetime, str]) -> dict[str, Any]:
+    """Apple's Device object from column values; absent values are left out, never `""`."""
+    data: dict[str, Any] = {}
+    for (_, name), value in zip(_FIELDS if profile else _FIELDS[:BASIC], values, strict=False):
+        if value is None or value == "":
+            continue
+        if isinstance(value, datetime):
+            value = times.get(value) or times.setdefault(value, rfc3339(value))
+        data[name] = value
+    return data
+
+
 def device_json(device: Device, *, profile: bool = True) -> dict[str, Any]:
-    """A device as the DEP API shows it; absent values are left out, never `""`."""
-    data: dict[str, Any] = {
-        "serial_number": device.serial_number,
-        "model": device.model,
-        "description": device.description,
-        "color": device.color,
-        "asset_tag": device.asset_tag,
-        "os": device.os,
-        "device_family": device.device_family,
-    }
-    if profile:
-        data |= {
-            "profile_status": device.profile_status,
-            "profile_uuid": device.profile_uuid,
-            "profile_assign_time": device.profile_assign_time,
-            "profile_push_time": device.profile_push_time,
-            "device_assigned_date": device.assigned_at,
-            "device_assigned_by": device.assigned_by,
-        }
-    return {
-        k: rfc3339(v) if isinstance(v, datetime) else v
-        for k, v in data.items()
-        if v is not None and v != ""
-    }
+    """A device as the DEP API shows it."""
+    return _json([getattr(device, attribute) for attribute, _ in _FIELDS], profile, {})
 
 
 def request_object(body: object) -> dict[str, Any]:
@@ -115,16 +127,19 @@ def fetch_devices(
             raise DepError("EXHAUSTED_CURSOR")
     else:
         start = cursors.Cursor(server_id, last_change_id(session, server_id), 0)
-    query = select(Device).where(Device.server_id == server_id)
+    query = sa.select(*_COLUMNS).where(col(Device.server_id) == server_id)
     if start.after:
         query = query.where(col(Device.serial_number) > start.after)
-    rows = list(session.exec(query.order_by(col(Device.serial_number)).limit(limit + 1)))
+    query = query.order_by(col(Device.serial_number)).limit(limit + 1)
+    session.flush()
+    rows = session.connection().execute(query).all()
     more = len(rows) > limit
     rows = rows[:limit]
-    after = rows[-1].serial_number if more else None
+    after = rows[-1][0] if more else None
     issued = int(now.timestamp())
     next_cursor = cursors.Cursor(server_id, start.change_id, issued, after, done=not more)
-    return _page(cursors.encode(key, next_cursor), [device_json(d) for d in rows], more, now)
+    times: dict[datetime, str] = {}
+    return _page(cursors.encode(key, next_cursor), [_json(r, True, times) for r in rows], more, now)
 
 
 def sync_devices(
@@ -136,23 +151,24 @@ def sync_devices(
     if not request.get("cursor"):
         raise DepError("CURSOR_REQUIRED")
     start = cursors.decode(key, request["cursor"], server_id, now)
-    rows = list(
-        session.exec(
-            select(DeviceChange, Device)
-            .join(Device, col(Device.id) == col(DeviceChange.device_id))
-            .where(DeviceChange.server_id == server_id, col(DeviceChange.id) > start.change_id)
-            .order_by(col(DeviceChange.id))
-            .limit(limit + 1)
-        )
+    query = (
+        sa.select(col(DeviceChange.id), col(DeviceChange.op_type), col(DeviceChange.op_date))
+        .add_columns(*_COLUMNS)
+        .join(Device, col(Device.id) == col(DeviceChange.device_id))
+        .where(col(DeviceChange.server_id) == server_id, col(DeviceChange.id) > start.change_id)
+        .order_by(col(DeviceChange.id))
+        .limit(limit + 1)
     )
+    session.flush()
+    rows = session.connection().execute(query).all()
     more = len(rows) > limit
     rows = rows[:limit]
-    position = rows[-1][0].id if rows else start.change_id
-    assert position is not None
+    position = int(rows[-1][0]) if rows else start.change_id
+    times: dict[datetime, str] = {}
     devices = [
-        device_json(device, profile=change.op_type != DELETED)
-        | {"op_type": change.op_type, "op_date": rfc3339(change.op_date)}
-        for change, device in rows
+        _json(row[3:], row[1] != DELETED, times)
+        | {"op_type": row[1], "op_date": times.get(row[2]) or rfc3339(row[2])}
+        for row in rows
     ]
     next_cursor = cursors.Cursor(server_id, position, int(now.timestamp()), done=True)
     return _page(cursors.encode(key, next_cursor), devices, more, now)
