@@ -95,9 +95,11 @@ def serial_list(body: object) -> list[str]:
     return list(dict.fromkeys(devices))
 
 
-def own_devices(session: Session, server_id: int, serials: list[str]) -> dict[str, Device]:
+def own_devices(
+    session: Session, server_id: int, serials: list[str], *, lock: bool = True
+) -> dict[str, Device]:
     """The server's devices among `serials` (as sent), row-locked; others are left out."""
-    found = lock_devices(session, [s.strip().upper() for s in serials])
+    found = lock_devices(session, [s.strip().upper() for s in serials], lock=lock)
     return {
         s: found[s.strip().upper()]
         for s in serials
@@ -177,7 +179,7 @@ def sync_devices(
 def device_details(session: Session, server_id: int, body: object) -> dict[str, Any]:
     """`POST /devices`: details of the server's own devices; others are `NOT_ACCESSIBLE`."""
     serials = serial_list(body)
-    mine = own_devices(session, server_id, serials)
+    mine = own_devices(session, server_id, serials, lock=False)
     return {
         "devices": {
             s: device_json(mine[s]) | {"response_status": "SUCCESS"}

@@ -22,16 +22,15 @@ def chunks(items: Sequence[str], size: int = CHUNK) -> Iterable[Sequence[str]]:
         yield items[start : start + size]
 
 
-def lock_devices(session: Session, serials: Sequence[str]) -> dict[str, Device]:
+def lock_devices(
+    session: Session, serials: Sequence[str], *, lock: bool = True
+) -> dict[str, Device]:
     """The devices with these serials, row-locked in id order (locks: devices, then servers)."""
     found: dict[str, Device] = {}
     for part in chunks(sorted(set(serials))):
-        query = (
-            select(Device)
-            .where(col(Device.serial_number).in_(part))
-            .order_by(col(Device.id))
-            .with_for_update()
-        )
+        query = select(Device).where(col(Device.serial_number).in_(part)).order_by(col(Device.id))
+        if lock:
+            query = query.with_for_update()
         found.update((d.serial_number, d) for d in session.exec(query))
     return found
 
