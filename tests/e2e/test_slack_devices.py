@@ -153,3 +153,15 @@ def test_stranger_gets_nothing_from_device_commands(bot: Bot, fake: FakeSlack) -
         reply = bot.submit(STRANGER, {"callback_id": callback, "private_metadata": "{}"}, {})
         shown = json.dumps(reply.json()["view"])
         assert "role" in shown or "Only an Administrator" in shown, callback
+
+
+def test_unknown_server_and_empty_paste(bot: Bot, fake: FakeSlack) -> None:
+    link(bot, "Jamf Pro")
+    assert "There is no MDM server called “Nope”" in respond_text(bot, fake, ADMIN, "devices Nope")
+    assert "/mdm assign SERVER" in respond_text(bot, fake, ADMIN, "assign")
+    view = open_modal(bot, fake, ADMIN, "assign Jamf Pro")
+    reply = bot.submit(ADMIN, view, {"serials": {"type": "plain_text_input", "value": " \n"}})
+    assert reply.json() == {
+        "response_action": "errors",
+        "errors": {"serials": "Give at least one serial number."},
+    }

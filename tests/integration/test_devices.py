@@ -321,3 +321,17 @@ def test_removing_a_server_moves_devices_to_defaults(session: Session, vault: Va
     ).all()
     assert ops[-3:] == [(gone, "deleted"), (fallback, "added"), (gone, "deleted")]
     assert devices.device_counts(session) == {fallback: 1}
+
+
+def test_reimport_sends_unassigned_devices_to_a_new_default(session: Session, vault: Vault) -> None:
+    carts = add_server(session, vault, "Carts", NOW)
+    device_import.import_devices(session, OPERATOR, csv_of([serial(1), serial(2)]), NOW)
+    devices.assign_devices(session, OPERATOR, "Carts", [serial(2)], NOW)
+    cursor = dep_devices.fetch_devices(session, KEY, carts, {}, NOW)["cursor"]
+    devices.set_default(session, OPERATOR, "iPad", "Carts", NOW)
+    summary = device_import.import_devices(session, OPERATOR, csv_of([serial(1), serial(2)]), NOW)
+    assert (summary.created, summary.updated, summary.unchanged) == (0, 1, 1)
+    assert summary.to_default == {"Carts": 1}
+    assert sync_ops(session, carts, cursor) == [(serial(1), "added")]
+    audit = session.exec(select(AuditEvent).where(AuditEvent.action == "devices.import")).all()
+    assert '"to_default": {"Carts": 1}' in audit[-1].detail
