@@ -68,12 +68,14 @@ def mdmbot_env(fake: FakeSlack, data_dir: Path) -> dict[str, str]:
     )
 
 
-def start_mdmbot(fake: FakeSlack, data_dir: Path, port: int) -> subprocess.Popen[bytes]:
+def start_mdmbot(
+    fake: FakeSlack, data_dir: Path, port: int, *extra: str
+) -> subprocess.Popen[bytes]:
     """`mdmbot serve --http --no-scheduler` on 127.0.0.1:port, logging into data_dir."""
     log = (data_dir / "mdmbot.log").open("wb")
     command = [python(), "-m", "bot.cli", "serve", "--http", "--no-scheduler"]
     return subprocess.Popen(
-        [*command, "--host", "127.0.0.1", "--port", str(port)],
+        [*command, "--host", "127.0.0.1", "--port", str(port), *extra],
         cwd=data_dir,
         env=mdmbot_env(fake, data_dir),
         stdout=log,
@@ -224,8 +226,10 @@ def _measure(
                 cpu = cpu_seconds(pids[name])
                 result = load(ports[name], text, concurrency, counts[concurrency], seq, fake.root)
                 seq += result["sent"] + 1
-                result["drained"] = name != "mdmbot" or text != "add" or drain(
-                    fake, opened, result["sent"] - result["error_count"]
+                result["drained"] = (
+                    name != "mdmbot"
+                    or text != "add"
+                    or drain(fake, opened, result["sent"] - result["error_count"])
                 )
                 settle(pids[name])
                 result["cpu_per_request"] = (cpu_seconds(pids[name]) - cpu) / result["sent"]

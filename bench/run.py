@@ -21,7 +21,7 @@ import traceback
 from collections.abc import Callable
 from pathlib import Path
 
-from bench import ack, devices, issuance, memory, sweep
+from bench import ack, dep, devices, issuance, memory, sweep
 from bench.common import Row, Section, machine
 
 README = Path(__file__).with_name("README.md")
@@ -32,12 +32,11 @@ BENCHMARKS: dict[str, Callable[[bool], Section]] = {
     "issuance": issuance.run,
     "memory": memory.run,
     "devices": devices.run,
+    "dep": dep.run,
 }
 
 
-def render(
-    sections: list[Section], quick: bool, seconds: float, host: dict[str, str]
-) -> str:
+def render(sections: list[Section], quick: bool, seconds: float, host: dict[str, str]) -> str:
     """The results block for the README."""
     lines = [
         START,

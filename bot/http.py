@@ -20,6 +20,7 @@ log = logging.getLogger("mdmbot.http")
 
 MAX_BODY = 1024 * 1024
 StartResponse = Callable[..., Any]
+WsgiApp = Callable[[dict[str, Any], StartResponse], Iterable[bytes]]
 
 
 def request_kind(body: str) -> str:
@@ -103,7 +104,7 @@ def _reply(start_response: StartResponse, status: str, body: bytes, ctype: str) 
 class HttpServer:
     """A concurrent production HTTP server (waitress, a thread pool) that stops on SIGTERM."""
 
-    def __init__(self, wsgi: SlackWsgi, host: str, port: int, threads: int = 4) -> None:
+    def __init__(self, wsgi: WsgiApp, host: str, port: int, threads: int = 4) -> None:
         self.server = create_server(
             wsgi,
             host=host,
@@ -113,11 +114,22 @@ class HttpServer:
             clear_untrusted_proxy_headers=True,
         )
         self.stopped = threading.Event()
+        self.thread: threading.Thread | None = None
 
     @property
     def port(self) -> int:
         """The bound port (useful with port 0)."""
         return int(self.server.effective_port)  # type: ignore[union-attr]
+
+    def close(self, timeout: float = 5.0) -> None:
+        """Stop a server started by `start_in_background`: its own thread closes the sockets."""
+        try:
+            self.server.trigger.pull_trigger(self.server.close)  # type: ignore[union-attr]
+        except OSError:  # the loop already closed its trigger (and is ending)
+            log.warning("HTTP server on port %s was already closing", self.port)
+        if self.thread is not None:
+            self.thread.join(timeout)
+        self.server.task_dispatcher.shutdown(timeout=int(timeout))
 
     def serve_forever(self, on_stop: Callable[[], None] | None = None) -> None:
         """Serve until SIGTERM or SIGINT, then stop cleanly."""
@@ -138,3 +150,11 @@ class HttpServer:
             if on_stop is not None:
                 on_stop()
             self.stopped.set()
+
+
+def start_in_background(wsgi: WsgiApp, host: str, port: int, threads: int, name: str) -> HttpServer:
+    """Serve another WSGI app on its own listener from a daemon thread (ends with the process)."""
+    server = HttpServer(wsgi, host, port, threads)
+    server.thread = threading.Thread(target=server.server.run, name=name, daemon=True)
+    server.thread.start()
+    return server

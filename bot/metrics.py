@@ -81,3 +81,47 @@ def watch_expiry(servers: Callable[[], list[ServerView]], now: Callable[[], date
 def render() -> bytes:
     """The metrics in Prometheus text format."""
     return generate_latest(registry)
+
+
+dep_requests = Counter(
+    "mdmbot_dep_requests",
+    "Device assignment service requests, by endpoint and HTTP status",
+    ["endpoint", "status"],
+    registry=registry,
+)
+dep_session_failures = Counter(
+    "mdmbot_dep_session_failures",
+    "Refused GET /session requests, by reason",
+    ["reason"],
+    registry=registry,
+)
+
+
+class InstallCollector(Collector):
+    """Active tokens installed by their MDM server or not, read at scrape time."""
+
+    def __init__(self, counts: Callable[[], dict[str, int]]) -> None:
+        self._counts = counts
+
+    def collect(self) -> Iterable[GaugeMetricFamily]:
+        """One sample per state (`installed`, `not_installed`)."""
+        family = GaugeMetricFamily(
+            "mdmbot_tokens_installed",
+            "Active server tokens by whether their MDM server has used them",
+            labels=["state"],
+        )
+        for state, number in sorted(self._counts().items()):
+            family.add_metric([state], number)
+        yield family
+
+
+_installs: InstallCollector | None = None
+
+
+def watch_installs(counts: Callable[[], dict[str, int]]) -> None:
+    """Publish the installed/not-installed token gauge from this source (replacing an earlier)."""
+    global _installs
+    if _installs is not None:
+        registry.unregister(_installs)
+    _installs = InstallCollector(counts)
+    registry.register(_installs)

@@ -18,7 +18,10 @@ from core.errors import ConfigError, InvalidInput
 if TYPE_CHECKING:
     from slack_bolt import App
 
+    from bot.http import HttpServer
     from bot.runtime import Runtime
+    from bot.slack.services import BotServices
+    from core.dep_feedback import ReplacedTokenAlert
 
 log = logging.getLogger("mdmbot.serve")
 
@@ -46,6 +49,19 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         type=int,
         default=4,
         help="HTTP threads answering Slack up to the ack (work after the ack has its own pool)",
+    )
+    parser.add_argument(
+        "--dep-port",
+        type=int,
+        default=None,
+        help="serve the device assignment service (Apple's DEP API) for MDM servers on this port "
+        "(default $MDMBOT_DEP_PORT; off when neither is set)",
+    )
+    parser.add_argument(
+        "--dep-host",
+        default=None,
+        help="address the device assignment service listens on (default $MDMBOT_DEP_HOST or "
+        "0.0.0.0)",
     )
     parser.add_argument(
         "--no-scheduler",
@@ -88,12 +104,39 @@ def serve(ctx: AppContext, args: argparse.Namespace) -> int:
         svc,
         signing_secret=settings.slack_signing_secret if args.http else None,
     )
+    dep_port = args.dep_port if args.dep_port is not None else settings.mdmbot_dep_port
+    if dep_port is not None:
+        serve_dep(ctx, svc, args.dep_host or settings.mdmbot_dep_host, dep_port)
     if args.http:
         runtime.start()
         server = HttpServer(SlackWsgi(app, runtime.health), args.host, args.port, args.threads)
         server.serve_forever(on_stop=runtime.stop)
         return 0
     return _serve_socket_mode(app, settings.slack_app_token or "", runtime)
+
+
+def serve_dep(ctx: AppContext, svc: BotServices, host: str, port: int) -> HttpServer:
+    """Serve the device assignment service on its own listener, in a background thread."""
+    from bot.dep.app import build_dep_app
+    from bot.http import start_in_background
+    from bot.slack import dep_alerts
+
+    def on_replaced(alert: ReplacedTokenAlert) -> None:
+        svc.background.submit(dep_alerts.post_replaced, svc, alert)
+
+    def on_cases(cases: tuple[int, ...]) -> None:
+        svc.background.submit(dep_alerts.refresh_cases, svc, cases)
+
+    app = build_dep_app(ctx, on_replaced=on_replaced, on_cases=on_cases)
+    try:
+        server = start_in_background(app, host, port, threads=8, name="mdmbot-dep")
+    except OSError as exc:
+        raise ConfigError(
+            f"Cannot serve the device assignment service on {host}:{port} ({exc.strerror}); "
+            "check --dep-port / MDMBOT_DEP_PORT."
+        ) from exc
+    log.info("device assignment service listening on %s:%s", host, server.port)
+    return server
 
 
 def _serve_socket_mode(app: App, app_token: str, runtime: Runtime) -> int:

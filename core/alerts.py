@@ -63,7 +63,7 @@ def claim_due_alerts(
         done = seen.get(token_id, set())
         threshold = due_threshold(expires_at, now, alert_days, done)
         if threshold is not None:
-            delivery_id = _insert_claim(session, token_id, threshold, now)
+            delivery_id = insert_claim(session, token_id, threshold, now)
             if delivery_id is not None:
                 claims.append((delivery_id, token_id, threshold))
             done = done | {threshold}  # claimed here or by a concurrent sweep
@@ -161,10 +161,13 @@ def _claimed(session: Session, token_ids: list[int]) -> dict[int, set[int]]:
     return seen
 
 
-def _insert_claim(session: Session, token_id: int, threshold: int, now: datetime) -> int | None:
+def insert_claim(
+    session: Session, token_id: int, threshold: int, now: datetime, *, kind: str = KIND
+) -> int | None:
+    """Claim (token, kind, threshold) in a SAVEPOINT; None when it was already claimed."""
     values = {
         "token_id": token_id,
-        "kind": KIND,
+        "kind": kind,
         "threshold": threshold,
         "status": "pending",
         "claimed_at": now,

@@ -12,7 +12,7 @@ import hmac
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-from core.errors import DepError
+from core.dep_errors import refused
 
 VERSION = "1"
 LIFETIME = timedelta(days=7)
@@ -59,19 +59,19 @@ def encode(key: bytes, cursor: Cursor) -> str:
 def decode(key: bytes, text: object, server_id: int, now: datetime) -> Cursor:
     """The cursor a client sent back, checked: signature, server, then age (Apple: 7 days)."""
     if not isinstance(text, str) or len(text) > MAX_LENGTH or text.count(".") != 1:
-        raise DepError("INVALID_CURSOR")
+        raise refused("INVALID_CURSOR")
     body, signature = text.split(".")
     try:
         payload = _unb64(body)
         fields = payload.decode("ascii").split(":")
     except (ValueError, UnicodeDecodeError) as exc:
-        raise DepError("INVALID_CURSOR") from exc
+        raise refused("INVALID_CURSOR") from exc
     if not hmac.compare_digest(_sign(key, payload), signature) or len(fields) != 6:
-        raise DepError("INVALID_CURSOR")
+        raise refused("INVALID_CURSOR")
     version, server, change, issued, state, after = fields
     if version != VERSION or int(server) != server_id:
-        raise DepError("INVALID_CURSOR")
+        raise refused("INVALID_CURSOR")
     cursor = Cursor(int(server), int(change), int(issued), after or None, state == "d")
     if now.timestamp() - cursor.issued_at > LIFETIME.total_seconds():
-        raise DepError("EXPIRED_CURSOR")
+        raise refused("EXPIRED_CURSOR")
     return cursor

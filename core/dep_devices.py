@@ -9,19 +9,31 @@ from datetime import datetime
 from typing import Any
 
 import sqlalchemy as sa
-from sqlmodel import Session, col
+from sqlmodel import Session, col, select
 
 from core import audit, cursors
+from core.dep_errors import refused
 from core.device_log import DELETED, last_change_id, lock_devices
 from core.devices import release
-from core.errors import DepError
-from core.models import Device, DeviceChange, Server
+from core.models import Device, DeviceChange, Server, Token
 from core.roles import Actor
 
 DEFAULT_LIMIT = 100
 MAX_LIMIT = 1000
 MAX_DEVICES = 1000
 CURSOR_KEY = "dep-cursor"
+
+
+def server_of_token(session: Session, token_id: int) -> int:
+    """The live server a session's token belongs to (a removed server's sessions are over)."""
+    server = session.exec(
+        select(Server)
+        .join(Token, col(Token.server_id) == col(Server.id))
+        .where(Token.id == token_id)
+    ).first()
+    if server is None or server.id is None or server.removed_at is not None:
+        raise refused("UNAUTHORIZED", 401)
+    return server.id
 
 
 def rfc3339(moment: datetime) -> str:
@@ -69,7 +81,7 @@ def device_json(device: Device, *, profile: bool = True) -> dict[str, Any]:
 def request_object(body: object) -> dict[str, Any]:
     """The request body as a JSON object."""
     if not isinstance(body, dict):
-        raise DepError("MALFORMED_REQUEST_BODY")
+        raise refused("MALFORMED_REQUEST_BODY")
     return body
 
 
@@ -79,7 +91,7 @@ def parse_limit(body: dict[str, Any]) -> int:
     if value is None:
         return DEFAULT_LIMIT
     if isinstance(value, bool) or not isinstance(value, int):
-        raise DepError("MALFORMED_REQUEST_BODY")
+        raise refused("MALFORMED_REQUEST_BODY")
     return max(1, min(value, MAX_LIMIT))
 
 
@@ -87,11 +99,11 @@ def serial_list(body: object) -> list[str]:
     """The `devices` list of serial numbers (at least one)."""
     devices = request_object(body).get("devices")
     if devices is None or devices == []:
-        raise DepError("DEVICE_ID_REQUIRED")
+        raise refused("DEVICE_ID_REQUIRED")
     if not isinstance(devices, list) or not all(isinstance(s, str) for s in devices):
-        raise DepError("MALFORMED_REQUEST_BODY")
+        raise refused("MALFORMED_REQUEST_BODY")
     if len(devices) > MAX_DEVICES:
-        raise DepError("MALFORMED_REQUEST_BODY")
+        raise refused("MALFORMED_REQUEST_BODY")
     return list(dict.fromkeys(devices))
 
 
@@ -126,7 +138,7 @@ def fetch_devices(
     if text:
         start = cursors.decode(key, text, server_id, now)
         if start.done:
-            raise DepError("EXHAUSTED_CURSOR")
+            raise refused("EXHAUSTED_CURSOR")
     else:
         start = cursors.Cursor(server_id, last_change_id(session, server_id), 0)
     query = sa.select(*_COLUMNS).where(col(Device.server_id) == server_id)
@@ -151,7 +163,7 @@ def sync_devices(
     request = request_object(body)
     limit = parse_limit(request)
     if not request.get("cursor"):
-        raise DepError("CURSOR_REQUIRED")
+        raise refused("CURSOR_REQUIRED")
     start = cursors.decode(key, request["cursor"], server_id, now)
     query = (
         sa.select(col(DeviceChange.id), col(DeviceChange.op_type), col(DeviceChange.op_date))
@@ -194,7 +206,7 @@ def disown_devices(session: Session, server_id: int, body: object, now: datetime
     """`POST /devices/disown`: release the server's devices, if its release switch is on."""
     server = session.get(Server, server_id)
     if server is None or server.removed_at is not None or not server.release_devices:
-        raise DepError("ACCESS_DENIED", 403)
+        raise refused("ACCESS_DENIED", 403)
     serials = serial_list(body)
     mine = own_devices(session, server_id, serials)
     by = f"mdm:{server.name}"

@@ -10,8 +10,8 @@ from typing import Any
 from sqlmodel import Session, select
 
 from core.dep_devices import own_devices, request_object, serial_list
+from core.dep_errors import refused
 from core.device_log import MODIFIED, clear_profile, lock_servers, log
-from core.errors import DepError
 from core.models import Profile
 
 # Apple's "Define Profile" field limits and the error code each one answers with.
@@ -31,10 +31,10 @@ def _validate(profile: dict[str, Any]) -> None:
         if value is None and not required:
             continue
         if not isinstance(value, str) or len(value) > limit or (required and not value.strip()):
-            raise DepError(code)
+            raise refused(code)
     # Apple: FLAGS_INVALID when is_mdm_removable is false on a profile that does not supervise.
     if profile.get("is_mdm_removable") is False and profile.get("is_supervised") is not True:
-        raise DepError("FLAGS_INVALID")
+        raise refused("FLAGS_INVALID")
 
 
 def _assign(
@@ -81,10 +81,10 @@ def _find(session: Session, server_id: int, profile_uuid: object) -> Profile | N
 def get_profile(session: Session, server_id: int, profile_uuid: str | None) -> dict[str, Any]:
     """`GET /profile?profile_uuid=`: a profile this server defined."""
     if not profile_uuid:
-        raise DepError("PROFILE_UUID_REQUIRED")
+        raise refused("PROFILE_UUID_REQUIRED")
     profile = _find(session, server_id, profile_uuid)
     if profile is None:
-        raise DepError("NOT_FOUND")
+        raise refused("NOT_FOUND")
     stored: dict[str, Any] = json.loads(profile.body)
     return stored | {"profile_uuid": profile.profile_uuid}
 
@@ -94,10 +94,10 @@ def assign_profile(session: Session, server_id: int, body: object, now: datetime
     request = request_object(body)
     profile_uuid = request.get("profile_uuid")
     if not profile_uuid:
-        raise DepError("PROFILE_UUID_REQUIRED")
+        raise refused("PROFILE_UUID_REQUIRED")
     serials = serial_list(request)
     if _find(session, server_id, profile_uuid) is None:
-        raise DepError("NOT_FOUND", 404)
+        raise refused("NOT_FOUND", 404)
     assert isinstance(profile_uuid, str)
     return {
         "profile_uuid": profile_uuid,

@@ -54,11 +54,3 @@ class DeliveryFailed(MdmbotError):
         super().__init__(message)
         self.reference = reference
 
-
-class DepError(Exception):
-    """A refusal of the device assignment service: Apple's bare error `code` and HTTP `status`."""
-
-    def __init__(self, code: str, status: int = 400) -> None:
-        super().__init__(code)
-        self.code = code
-        self.status = status

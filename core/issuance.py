@@ -57,6 +57,13 @@ class TokenView:
     downloaded_by: str
     certificate_fingerprint: str
     reason: str | None
+    installed_at: datetime | None = None
+    installed_from: str | None = None
+    installed_user_agent: str | None = None
+    last_used_at: datetime | None = None
+    last_used_from: str | None = None
+    rejected_attempts: int = 0
+    last_rejected_at: datetime | None = None
 
 
 def prepare_token(
@@ -143,7 +150,8 @@ def activate_token(session: Session, actor: Actor, token_id: int, now: datetime)
         session.add(cert)
     server = session.get(Server, token.server_id)
     assert server is not None
-    ticked, closed = tick_rotations(session, actor, [o.id for o in previous if o.id], now)
+    # The rotation items of the replaced tokens are done once this one is installed
+    # (core.dep_feedback.record_use), not now: until then the MDM server still has the old one.
     audit.record(
         session,
         actor,
@@ -154,7 +162,7 @@ def activate_token(session: Session, actor: Actor, token_id: int, now: datetime)
         expires_at=token.expires_at,
         superseded=[o.id for o in previous],
     )
-    return Activation(tuple(o.id for o in previous if o.id), ticked, closed)
+    return Activation(tuple(o.id for o in previous if o.id), (), ())
 
 
 def discard_token(session: Session, actor: Actor, token_id: int, now: datetime, why: str) -> None:
@@ -188,6 +196,13 @@ def list_tokens(session: Session, server: Server | None = None) -> list[TokenVie
             t.downloaded_by,
             c.fingerprint_sha256,
             t.reason,
+            t.installed_at,
+            t.installed_from,
+            t.installed_user_agent,
+            t.last_used_at,
+            t.last_used_from,
+            t.rejected_attempts,
+            t.last_rejected_at,
         )
         for t, s, c in session.exec(query).all()
     ]

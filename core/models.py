@@ -93,6 +93,14 @@ class Token(SQLModel, table=True):
     superseded_at: datetime | None = _when(nullable=True)
     reason: str | None = None
     next_alert_at: datetime | None = _when(nullable=True, index=True)
+    installed_at: datetime | None = _when(nullable=True)
+    installed_from: str | None = Field(default=None, max_length=64)
+    installed_user_agent: str | None = Field(default=None, max_length=256)
+    last_used_at: datetime | None = _when(nullable=True)
+    last_used_from: str | None = Field(default=None, max_length=64)
+    rejected_attempts: int = 0
+    last_rejected_at: datetime | None = _when(nullable=True)
+    last_rejected_from: str | None = Field(default=None, max_length=64)
 
 
 class Person(SQLModel, table=True):
@@ -193,6 +201,27 @@ class Lease(SQLModel, table=True):
     name: str = Field(primary_key=True, max_length=64)
     holder: str
     expires_at: datetime = _when()
+
+
+class DepNonce(SQLModel, table=True):
+    """An OAuth nonce already used with its timestamp (RFC 5849 §3.3), kept for the window."""
+
+    __table_args__ = (sa.UniqueConstraint("consumer_key", "timestamp", "nonce"),)
+
+    id: int | None = Field(default=None, primary_key=True)
+    consumer_key: str = Field(max_length=128)
+    timestamp: int = Field(sa_type=sa.BigInteger)
+    nonce: str = Field(max_length=128)
+    seen_at: datetime = _when(index=True)
+
+
+class DepSession(SQLModel, table=True):
+    """A device assignment service session (X-ADM-Auth-Session), stored as a SHA-256 hash."""
+
+    key_hash: str = Field(primary_key=True, max_length=64)
+    token_id: int = Field(foreign_key="token.id", index=True)
+    created_at: datetime = _when()
+    expires_at: datetime = _when(index=True)
 
 
 class Device(SQLModel, table=True):

@@ -3,8 +3,9 @@
 Who may open a case: anyone may report their *own* password change; opening a case for someone
 else (`/mdm offboard @user`) needs Permission.MANAGE_SERVERS. Events the bot learns from Slack
 itself (a `user_change` with `deleted`, the daily reconciliation) act as the operator-style
-SYSTEM actor through `record_departure`. Tokens stay valid until replaced: activating a
-replacement (core.issuance.activate_token) ticks the item and closes the case when nothing is left.
+SYSTEM actor through `record_departure`. Tokens stay valid until replaced: an item is done when
+its token is replaced *and* the MDM server has used the new one (core.dep_feedback.record_use);
+the case closes when nothing is left.
 """
 
 from __future__ import annotations

@@ -40,6 +40,8 @@ class ServerView:
     token_issued_at: datetime | None
     token_expires_at: datetime | None
     downloaded_by: str | None
+    token_installed_at: datetime | None = None
+    token_last_used_at: datetime | None = None
 
     def state(self, now: datetime) -> str:
         """`no token`, `expired`, `expiring` (within 30 days) or `ok`."""
@@ -245,6 +247,8 @@ def _listing() -> sa.Select[Any]:
         Token.issued_at,
         Token.expires_at,
         Token.downloaded_by,
+        Token.installed_at,
+        Token.last_used_at,
     ]
     return (
         sa.select(*columns)

@@ -37,6 +37,13 @@ class Settings(BaseSettings):
     mdmbot_sweep_minutes: float = 60.0
     mdmbot_lease_seconds: float = 60.0
     mdmbot_log_format: str = "text"
+    mdmbot_dep_port: int | None = None
+    mdmbot_dep_host: str = "0.0.0.0"  # noqa: S104
+    mdmbot_org_name: str = "mdmbot"
+    mdmbot_org_email: str = ""
+    mdmbot_org_phone: str = ""
+    mdmbot_org_address: str = ""
+    mdmbot_org_id: str = "mdmbot"
 
     @field_validator("mdmbot_sweep_minutes", "mdmbot_lease_seconds")
     @classmethod

@@ -12,7 +12,7 @@ from sqlmodel import Session
 
 from core import dep_devices, servers
 from core.db import unit_of_work
-from core.errors import DepError
+from core.dep_auth import DepError
 from core.roles import Actor
 from core.vault import Vault
 from tests.integration import rsa_cert

@@ -52,6 +52,10 @@ def _when(value: datetime | None) -> str:
     return value.strftime("%Y-%m-%d %H:%M UTC") if value else "-"
 
 
+def _installed(moment: datetime | None) -> str:
+    return f"installed {_when(moment)}" if moment else "not installed yet"
+
+
 def _table(headers: tuple[str, ...], rows: list[tuple[str, ...]]) -> None:
     """Print rows as aligned columns under their headers."""
     widths = [max(len(cell) for cell in column) for column in zip(headers, *rows, strict=True)]
@@ -162,6 +166,8 @@ def server_show(ctx: AppContext, args: argparse.Namespace) -> int:
         ("Token issued", _when(view.token_issued_at)),
         ("Token expires", _when(view.token_expires_at)),
         ("Downloaded by", view.downloaded_by or "-"),
+        ("MDM server", _installed(view.token_installed_at) if view.token_id else "-"),
+        ("Last seen", _when(view.token_last_used_at)),
         ("Certificate", view.certificate_subject or "-"),
         ("Certificate expires", _when(view.certificate_not_after)),
         ("Added by", f"{view.created_by} on {_when(view.created_at)}"),
@@ -231,7 +237,7 @@ def token_list(ctx: AppContext, args: argparse.Namespace) -> int:
         print("No tokens.")
         return 0
     _table(
-        ("ID", "SERVER", "STATUS", "ISSUED", "EXPIRES", "DOWNLOADED BY"),
+        ("ID", "SERVER", "STATUS", "ISSUED", "EXPIRES", "DOWNLOADED BY", "INSTALLED", "LAST SEEN"),
         [
             (
                 str(t.id),
@@ -240,6 +246,8 @@ def token_list(ctx: AppContext, args: argparse.Namespace) -> int:
                 _when(t.issued_at),
                 _when(t.expires_at),
                 t.downloaded_by,
+                _when(t.installed_at) if t.installed_at else "not yet",
+                _when(t.last_used_at),
             )
             for t in tokens
         ],

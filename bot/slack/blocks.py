@@ -93,6 +93,18 @@ def server_line(view: ServerView, now: datetime) -> str:
     )
 
 
+def install_phrase(view: ServerView) -> str:
+    """Whether the MDM server has used its token ("installed …" / "not installed yet")."""
+    if view.token_id is None:
+        return "—"
+    if view.token_installed_at is None:
+        return "not installed yet"
+    seen = view.token_last_used_at
+    return f"installed {day(view.token_installed_at)}" + (
+        f", last seen {stamp(seen)}" if seen else ""
+    )
+
+
 def server_list_blocks(views: list[ServerView], now: datetime) -> list[Block]:
     """The `/mdm list` reply, packing lines into as few sections as fit."""
     if not views:
@@ -116,6 +128,7 @@ def server_detail_blocks(view: ServerView, now: datetime) -> list[Block]:
         f"*Release devices*\n{'allowed' if view.release_devices else 'not allowed'}",
         f"*Token expires*\n{day(view.token_expires_at)}",
         f"*Downloaded by*\n{mention(view.downloaded_by)}",
+        f"*MDM server*\n{install_phrase(view)}",
         f"*Certificate*\n{esc(view.certificate_subject or '—')}",
         f"*Certificate expires*\n{day(view.certificate_not_after)}",
     ]
@@ -171,6 +184,8 @@ def home_view(
     for view in views[:room]:
         n = counts.get(view.id, 0)
         line = f"{server_line(view, now)} · {n} device{'s' if n != 1 else ''}"
+        if view.token_id is not None:
+            line += f"\n{install_phrase(view)}"
         blocks += [section(line), server_actions(view), {"type": "divider"}]
     if len(views) > room:
         blocks.append(section(f"…and {len(views) - room} more. Use `/mdm list` to see them all."))

@@ -21,6 +21,7 @@ from core.alerts import DueAlert
 from core.rotation import CaseView
 
 RENEW = "renew_token"
+WAITING = "replaced, waiting for the MDM server to use the new token"
 ROTATE = "rotate_token"
 REASON_TEXT = {
     "departure": "left the organisation",
@@ -141,6 +142,10 @@ def checklist_blocks(case: CaseView, now: datetime) -> list[Block]:
             f":arrows_counterclockwise: *{esc(item.server_name)}* — token expires "
             f"{day(item.expires_at)}"
         )
+        if item.replaced:
+            line = f":hourglass_flowing_sand: *{esc(item.server_name)}* — {WAITING}"
+            blocks.append(section(line))
+            continue
         if case.status == "open":
             blocks.append(
                 {

@@ -7,13 +7,12 @@ import time
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
-from bot import metrics
 from bot.context import AppContext
-from bot.slack import lifecycle
+from bot.slack import dep_alerts, lifecycle
 from bot.slack import lifecycle_blocks as lb
 from bot.slack.gateway import SlackUnavailable
 from bot.slack.services import BotServices
-from core import alerts, inbox, lease, rotation
+from core import alerts, dep_auth, dep_feedback, inbox, lease, rotation
 from core.alerts import DueAlert
 
 log = logging.getLogger("mdmbot.sweeper")
@@ -60,6 +59,7 @@ class Sweeper:
             )
         for alert in due:
             self._post_alert(alert, now, report)
+        self._remind_installs(now, report)
         with ctx.unit_of_work() as session:
             if lease.acquire(
                 session, RECONCILE_LEASE, f"{holder}@{now.isoformat()}", now, RECONCILE_EVERY
@@ -70,6 +70,7 @@ class Sweeper:
         with ctx.unit_of_work() as session:
             reposts = rotation.cases_to_repost(session, now)
             inbox.forget_before(session, now - inbox.RETENTION)
+            dep_auth.prune(session, now)
         for case in reposts:
             self._pace()
             if lifecycle.try_post_case(self.svc, case, now):
@@ -85,26 +86,26 @@ class Sweeper:
         self._last_post = time.monotonic()
 
     def _post_alert(self, alert: DueAlert, now: datetime, report: SweepReport) -> None:
-        ctx = self.svc.ctx
         self._pace()
-        try:
-            posted = self.svc.gateway.post(
-                lifecycle.alert_channel(self.svc),
-                lb.alert_headline(alert, now),
-                lb.alert_blocks(alert, now),
-            )
-        except SlackUnavailable as exc:
-            with ctx.unit_of_work() as session:
-                alerts.mark_failed(session, alert.delivery_id, exc.error, now)
-            metrics.alerts_failed.labels("expiry").inc()
+        text, blocks = lb.alert_headline(alert, now), lb.alert_blocks(alert, now)
+        if dep_alerts.post_claimed(self.svc, alert.delivery_id, "expiry", text, blocks, now):
+            report.alerts_sent += 1
+        else:
             report.alerts_failed += 1
-            return
-        with ctx.unit_of_work() as session:
-            alerts.mark_sent(
-                session, alert.delivery_id, channel=posted.channel, ts=posted.ts, now=now
-            )
-        metrics.alerts_sent.labels("expiry").inc()
-        report.alerts_sent += 1
+
+    def _remind_installs(self, now: datetime, report: SweepReport) -> None:
+        """A new token its MDM server has not used 24 hours after issue: remind the channel."""
+        with self.svc.ctx.unit_of_work() as session:
+            reminders = dep_feedback.claim_install_reminders(session, now)
+        for reminder in reminders:
+            self._pace()
+            text, blocks = dep_alerts.reminder_text(reminder), dep_alerts.reminder_blocks(reminder)
+            if dep_alerts.post_claimed(
+                self.svc, reminder.delivery_id, "install", text, blocks, now
+            ):
+                report.alerts_sent += 1
+            else:
+                report.alerts_failed += 1
 
     def reconcile(self, now: datetime, report: SweepReport) -> None:
         """Ask Slack about every downloader of an active token; open cases for missed departures."""
@@ -135,6 +136,7 @@ def preview(ctx: AppContext, now: datetime) -> list[str]:
     with ctx.unit_of_work() as session:
         due = alerts.preview_due_alerts(session, now, ctx.settings.alert_days)
         cases = rotation.cases_to_repost(session, now)
+        reminders = dep_feedback.claim_install_reminders(session, now)  # rolled back below
         session.rollback()
     channel = ctx.settings.mdmbot_alert_channel or "(MDMBOT_ALERT_CHANNEL)"
     lines = [
@@ -143,4 +145,5 @@ def preview(ctx: AppContext, now: datetime) -> list[str]:
         for a in due
     ]
     lines += [f"would post to {channel}: {lb.checklist_text(c)}" for c in cases]
+    lines += [f"would post to {channel}: {dep_alerts.reminder_text(r)}" for r in reminders]
     return lines

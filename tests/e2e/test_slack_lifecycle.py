@@ -7,8 +7,11 @@ import time
 from datetime import timedelta
 from typing import Any
 
+from bot.slack.lifecycle_blocks import WAITING
 from bot.slack.sweeper import Sweeper
 from core import issuance
+from tests import certs
+from tests.dep_client import mdm_server_installs
 from tests.e2e.conftest import ADMIN
 from tests.e2e.test_slack_guards import active_tokens, add_server
 from tests.fakeslack import FakeSlack
@@ -87,6 +90,8 @@ def test_departure_event_delivered_twice_gives_one_checklist_and_buttons_rotate(
     assert (
         "previous token for this server has stopped working" in fake.uploads[-1]["initial_comment"]
     )
+    bot.wait_idle(lambda: WAITING in json.dumps(fake.messages_in("C0ALERTS")[0]["blocks"]))
+    mdm_server_installs(bot.ctx, bot.svc, fake.uploads[-1])
     bot.wait_idle(lambda: "rotated by" in json.dumps(fake.messages_in("C0ALERTS")[0]["blocks"]))
     updated = json.dumps(fake.messages_in("C0ALERTS")[0]["blocks"])
     assert f"<@{ADMIN}>" in updated and "1 of 2 left" in updated
@@ -98,14 +103,16 @@ def test_departure_event_delivered_twice_gives_one_checklist_and_buttons_rotate(
         for b in fake.messages_in("C0ALERTS")[0]["blocks"]
         if b.get("accessory", {}).get("action_id") == "rotate_token"
     )
+    uploads = len(fake.uploads)
     press_on(bot, fake, ADMIN, fake.messages_in("C0ALERTS")[0], "rotate_token", second)
+    bot.wait_idle(lambda: len(fake.uploads) > uploads)
+    mdm_server_installs(bot.ctx, bot.svc, fake.uploads[-1])
     bot.wait_idle(lambda: "Done" in json.dumps(fake.messages_in("C0ALERTS")[0]["blocks"]))
     assert len(posts(fake)) == 1
 
 
 def add_server_as(bot: Bot, fake: FakeSlack, user: str, name: str) -> None:
     from bot.slack import modals
-    from tests import certs
     from tests.e2e.test_slack_add import add_values
 
     uploads = len(fake.uploads)
@@ -212,6 +219,10 @@ def test_open_checklist_is_reposted_daily_until_done(bot: Bot, fake: FakeSlack) 
         for b in latest["blocks"]
         if b.get("accessory", {}).get("action_id") == "rotate_token"
     )
+    uploads = len(fake.uploads)
     press_on(bot, fake, ADMIN, latest, "rotate_token", token_id)
+    bot.wait_idle(lambda: len(fake.uploads) > uploads)
+    assert sweeper.sweep(start + timedelta(hours=49)).checklists_posted == 1, "still waiting"
+    mdm_server_installs(bot.ctx, bot.svc, fake.uploads[-1])
     bot.wait_idle(lambda: "Done" in json.dumps(fake.messages_in("C0ALERTS")[-1]["blocks"]))
-    assert sweeper.sweep(start + timedelta(hours=50)).checklists_posted == 0
+    assert sweeper.sweep(start + timedelta(hours=75)).checklists_posted == 0

@@ -8,9 +8,10 @@ from pathlib import Path
 from typing import Any
 
 from bot.slack import modals
+from tests.dep_client import call
 from tests.e2e.conftest import ADMIN
 from tests.fakeslack import FakeSlack
-from tests.processes import BotProcess, bot_env, mdmbot_command
+from tests.processes import BotProcess, bot_env, free_port, mdmbot_command
 
 
 def command(fake: FakeSlack, user: str, text: str, trigger: str) -> dict[str, Any]:
@@ -35,7 +36,15 @@ def command(fake: FakeSlack, user: str, text: str, trigger: str) -> dict[str, An
 def test_serve_over_socket_mode_acks_commands_opens_modals_and_stops_on_sigterm(
     fake: FakeSlack, tmp_path: Path
 ) -> None:
-    env = bot_env(fake, tmp_path, SLACK_APP_TOKEN=fake.app_token, MDMBOT_ADMINS=ADMIN)
+    dep = f"http://127.0.0.1:{free_port()}"
+    env = bot_env(
+        fake,
+        tmp_path,
+        SLACK_APP_TOKEN=fake.app_token,
+        MDMBOT_ADMINS=ADMIN,
+        MDMBOT_DEP_HOST="127.0.0.1",
+        MDMBOT_DEP_PORT=dep.rsplit(":", 1)[1],
+    )
     del env["SLACK_SIGNING_SECRET"]  # not needed without --http
     bot = BotProcess(env, tmp_path / "serve.log", "serve")
     try:
@@ -56,6 +65,10 @@ def test_serve_over_socket_mode_acks_commands_opens_modals_and_stops_on_sigterm(
         opened_view = fake.calls_to("views.open")[0].params
         assert opened_view["trigger_id"] == add["trigger_id"]
         assert opened_view["view"]["callback_id"] == modals.ADD_SERVER == "add_server"
+
+        # The device assignment service answers on its own port in Socket Mode too.
+        assert call(f"{dep}/session", {}, user_agent=None)[:2] == (400, "USER_AGENT_MISSING")
+        assert call(f"{dep}/session", {})[:2] == (400, "OAUTH_HEADER_MISSING")
     finally:
         started = time.monotonic()
         code = bot.terminate(timeout=10)
@@ -74,9 +87,13 @@ def test_a_bot_token_as_app_token_stops_start_up_with_one_line(
     )
     assert result.returncode == 2 and "Traceback" not in result.stderr
     refusals = [line for line in result.stderr.splitlines() if line.startswith("mdmbot:")]
-    assert refusals == [result.stderr.strip().splitlines()[-1]] == [
-        "mdmbot: Slack refused SLACK_APP_TOKEN for Socket Mode (not_allowed_token_type); "
-        "it must be an app-level token (xapp-…) with the connections:write scope."
-    ]
+    assert (
+        refusals
+        == [result.stderr.strip().splitlines()[-1]]
+        == [
+            "mdmbot: Slack refused SLACK_APP_TOKEN for Socket Mode (not_allowed_token_type); "
+            "it must be an app-level token (xapp-…) with the connections:write scope."
+        ]
+    )
     assert fake.bot_token not in result.stderr
     assert [c.token for c in fake.calls_to("apps.connections.open")] == [fake.bot_token]

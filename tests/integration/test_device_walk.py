@@ -13,7 +13,7 @@ from sqlmodel import Session, select
 
 from core import dep_devices, dep_profiles, device_import, devices
 from core.db import unit_of_work
-from core.errors import DepError
+from core.dep_auth import DepError
 from core.models import Device
 from core.vault import Vault
 from tests.conftest import NOW

@@ -11,7 +11,8 @@ from sqlmodel import Session, select
 
 from core import dep_devices, dep_profiles, device_import, devices, servers
 from core.db import unit_of_work
-from core.errors import DepError, InvalidInput, PermissionDenied
+from core.dep_auth import DepError
+from core.errors import InvalidInput, PermissionDenied
 from core.models import AuditEvent, Device, DeviceChange
 from core.people import grant_role
 from core.roles import Actor, Role

@@ -9,6 +9,7 @@ import sqlalchemy as sa
 from sqlmodel import Session, col, select
 
 from core import db
+from core.dep_feedback import record_use
 from core.errors import InvalidInput, PermissionDenied
 from core.issuance import activate_token, issue_token
 from core.models import AuditEvent, Person, RotationCase, Token
@@ -89,23 +90,34 @@ def test_departure_lists_only_active_tokens_and_is_idempotent(
     assert "person.deactivate" in actions and actions.count("rotation.open") == 1
 
 
-def test_replacing_each_token_ticks_items_and_closes_case(
+def install(session: Session, token_id: int, when: datetime) -> tuple[int, ...]:
+    """The MDM server's first successful /session with this token."""
+    token = session.get(Token, token_id)
+    assert token is not None
+    return record_use(session, token, when, "10.0.0.5", "nanodep-g-o-dep/0")
+
+
+def test_an_item_is_done_once_the_replacement_is_installed(
     engine: sa.Engine, vault: Vault, tokens: dict[str, int]
 ) -> None:
     with db.unit_of_work(engine) as s:
         case = open_case(s, ADMIN, ALICE, "departure", NOW)
         assert case is not None
-    when = NOW + timedelta(hours=2)
+    when, seen = NOW + timedelta(hours=2), NOW + timedelta(hours=3)
     with db.unit_of_work(engine) as s:
-        rotate(s, vault, BOB, "Jamf", when)
+        new_jamf = rotate(s, vault, BOB, "Jamf", when)
+        [waiting] = [i for i in get_case(s, case.id).items if i.token_id == tokens["Jamf"]]
+        assert (waiting.done_by, waiting.done_at, waiting.replaced) == (None, None, True)
+        assert install(s, new_jamf, seen) == (case.id,)
+        assert install(s, new_jamf, seen + timedelta(minutes=1)) == (), "only the first use"
         view = get_case(s, case.id)
         assert view.status == "open"
         [done] = [i for i in view.items if i.token_id == tokens["Jamf"]]
-        assert (done.done_by, done.done_at, done.replaced) == (BOB, when, True)
+        assert (done.done_by, done.done_at, done.replaced) == (BOB, seen, True)
         assert [i.server_name for i in view.left] == ["Fleet"]
         assert case_for_token(s, tokens["Fleet"]) == view
     with db.unit_of_work(engine) as s:
-        rotate(s, vault, ADMIN.user_id, "Fleet", when)
+        install(s, rotate(s, vault, ADMIN.user_id, "Fleet", when), seen)
         assert get_case(s, case.id).status == "done"
         assert case_for_token(s, tokens["Fleet"]) is None
 
@@ -165,7 +177,7 @@ def test_reactivation_cancels_open_departure_case(
         case = record_departure(s, ALICE, NOW)
         pw = open_case(s, Actor(BOB), BOB, "password_change", NOW)
         assert case is not None and pw is not None
-        rotate(s, vault, ADMIN.user_id, "Jamf", NOW)
+        install(s, rotate(s, vault, ADMIN.user_id, "Jamf", NOW), NOW)
     with db.unit_of_work(engine) as s:
         assert cancel_for_reactivation(s, ALICE, NOW + timedelta(days=1)) == [case.id]
         assert cancel_for_reactivation(s, BOB, NOW) == []

@@ -7,7 +7,7 @@ from datetime import datetime, timedelta
 import pytest
 
 from core import cursors
-from core.errors import DepError
+from core.dep_auth import DepError
 
 KEY = b"s" * 32
 

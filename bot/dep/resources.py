@@ -1,0 +1,113 @@
+"""The DEP endpoints of part 1: `GET /session` and `GET /account` (DEP-API.md)."""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Callable
+from contextlib import AbstractContextManager
+
+import falcon
+
+from bot.context import AppContext
+from bot.dep.middleware import JSON
+from core import dep_account, dep_auth
+from core.dep_auth import DepError
+from core.dep_feedback import ReplacedTokenAlert
+
+log = logging.getLogger("mdmbot.dep")
+
+SESSION_HEADER = "X-ADM-Auth-Session"
+
+
+def _json(resp: falcon.Response, body: object) -> None:
+    resp.content_type = JSON
+    resp.text = json.dumps(body, separators=(",", ":"))
+
+
+def signed_uris(req: falcon.Request) -> list[str]:
+    """The URL the client signed: as received, then with the other scheme (a TLS proxy in front
+    changes it; the scheme is no secret)."""
+    other = "http" if req.scheme == "https" else "https"
+    return [req.uri, other + req.uri[len(req.scheme) :]]
+
+
+class SessionResource:
+    """`GET /session`: verify the OAuth 1.0a signature and open a session."""
+
+    def __init__(
+        self,
+        ctx: AppContext,
+        writes: AbstractContextManager[object],
+        on_replaced: Callable[[ReplacedTokenAlert], None],
+        on_cases: Callable[[tuple[int, ...]], None],
+    ) -> None:
+        self.ctx = ctx
+        self.writes = writes
+        self.on_replaced = on_replaced
+        self.on_cases = on_cases
+
+    def on_get(self, req: falcon.Request, resp: falcon.Response) -> None:
+        """Answer `{"auth_session_token": …}` or the refusal."""
+        request = dep_auth.parse_oauth(
+            req.get_header("Authorization"), req.method, signed_uris(req), req.query_string
+        )
+        now = self.ctx.now()
+        with self.ctx.unit_of_work(readonly=True) as session:
+            token_id = dep_auth.verify_request(session, self.ctx.vault, request, now)
+        with self.writes, self.ctx.unit_of_work() as session:
+            outcome = dep_auth.open_session(
+                session,
+                token_id,
+                request,
+                now,
+                client=req.remote_addr or "",
+                user_agent=req.user_agent or "",
+            )
+        if outcome.alert is not None:
+            self.on_replaced(outcome.alert)
+        if outcome.ticked_cases:
+            self.on_cases(outcome.ticked_cases)
+        if outcome.error is not None:
+            raise outcome.error
+        _json(resp, {"auth_session_token": outcome.session_key})
+
+
+class AccountResource:
+    """`GET /account`: the MDM server and organisation the session's token belongs to."""
+
+    def __init__(self, ctx: AppContext, writes: AbstractContextManager[object]) -> None:
+        self.ctx = ctx
+        self.writes = writes
+        settings = ctx.settings
+        self.org = dep_account.Organisation(
+            name=settings.mdmbot_org_name,
+            email=settings.mdmbot_org_email,
+            phone=settings.mdmbot_org_phone,
+            address=settings.mdmbot_org_address,
+            org_id=settings.mdmbot_org_id,
+        )
+
+    def on_get(self, req: falcon.Request, resp: falcon.Response) -> None:
+        """Answer the account detail."""
+        now = self.ctx.now()
+        with self.ctx.unit_of_work(readonly=True) as session:
+            live = dep_auth.check_session(session, req.get_header(SESSION_HEADER), now)
+            body = dep_account.account(session, live.token_id, self.org)
+        if live.stale:
+            with self.writes, self.ctx.unit_of_work() as session:
+                dep_auth.touch_session(session, live, now, req.remote_addr or "")
+        _json(resp, body)
+
+
+def log_replaced(alert: ReplacedTokenAlert) -> None:
+    """The default when no alert channel is wired: the log says it."""
+    log.warning(
+        "replaced token of %s presented %d time(s), last from %s",
+        alert.server_name,
+        alert.attempts,
+        alert.last_from,
+    )
+
+
+__all__ = ["AccountResource", "DepError", "SessionResource", "log_replaced"]

@@ -1,0 +1,96 @@
+"""Slack side of the token feedback loop: replaced tokens still presented, tokens not installed."""
+
+from __future__ import annotations
+
+import logging
+from datetime import datetime
+
+from bot import metrics
+from bot.slack.blocks import Block, context, mention, plain, section, stamp
+from bot.slack.blocks import esc as _esc
+from bot.slack.gateway import SlackUnavailable
+from bot.slack.lifecycle import alert_channel, refresh_case
+from bot.slack.services import BotServices
+from core import alerts
+from core.dep_feedback import InstallReminder, ReplacedTokenAlert
+
+log = logging.getLogger("mdmbot.dep_alerts")
+
+
+def post_claimed(
+    svc: BotServices, delivery_id: int, kind: str, text: str, blocks: list[Block], now: datetime
+) -> bool:
+    """Post a claimed alert to the alert channel and record the outcome (retried when failed)."""
+    try:
+        posted = svc.gateway.post(alert_channel(svc), text, blocks)
+    except SlackUnavailable as exc:
+        with svc.ctx.unit_of_work() as session:
+            alerts.mark_failed(session, delivery_id, exc.error, now)
+        metrics.alerts_failed.labels(kind).inc()
+        return False
+    with svc.ctx.unit_of_work() as session:
+        alerts.mark_sent(session, delivery_id, channel=posted.channel, ts=posted.ts, now=now)
+    metrics.alerts_sent.labels(kind).inc()
+    return True
+
+
+def replaced_text(alert: ReplacedTokenAlert) -> str:
+    """The notification text of a replaced-token report."""
+    return f"{alert.server_name} is still using a replaced server token"
+
+
+def replaced_blocks(alert: ReplacedTokenAlert) -> list[Block]:
+    """Which server, since when, how many attempts, from where, and what to do."""
+    why = f" ({_esc(alert.reason)})" if alert.reason else ""
+    return [
+        {"type": "header", "text": plain(replaced_text(alert), 150)},
+        section(
+            f":no_entry: *MDM server:* {_esc(alert.server_name)}\n"
+            f"Its token was replaced {stamp(alert.replaced_at)}{why}, but the MDM server still "
+            f"presents the old one: *{alert.attempts}* attempt(s), the last from "
+            f"`{_esc(alert.last_from or '?')}` at {stamp(alert.last_at)}. mdmbot refuses it, so "
+            "this server cannot enrol or sync devices.\n"
+            "*Upload the new token file to the MDM server.*"
+        ),
+        context("Reported once, then at most once a day while the old token is still presented."),
+    ]
+
+
+def reminder_text(reminder: InstallReminder) -> str:
+    """The notification text of a not-installed reminder."""
+    return f"The new server token for {reminder.server_name} is not installed yet"
+
+
+def reminder_blocks(reminder: InstallReminder) -> list[Block]:
+    """A new token its MDM server has not used a day after issue."""
+    seen = f", last seen {stamp(reminder.old_last_seen)}" if reminder.old_last_seen else ""
+    return [
+        {"type": "header", "text": plain(reminder_text(reminder), 150)},
+        section(
+            f":hourglass_flowing_sand: *MDM server:* {_esc(reminder.server_name)}\n"
+            f"{mention(reminder.downloaded_by)} downloaded a new token {stamp(reminder.issued_at)}"
+            f", but the MDM server has not used it; it was using the old token{seen}.\n"
+            "*Upload the new token file to the MDM server.*"
+        ),
+    ]
+
+
+def post_replaced(svc: BotServices, alert: ReplacedTokenAlert) -> None:
+    """Tell the alert channel that a replaced token was presented."""
+    post_claimed(
+        svc,
+        alert.delivery_id,
+        "replaced",
+        replaced_text(alert),
+        replaced_blocks(alert),
+        svc.ctx.now(),
+    )
+
+
+def refresh_cases(svc: BotServices, case_ids: tuple[int, ...]) -> None:
+    """Update checklists whose items a first use just ticked."""
+    for case_id in case_ids:
+        try:
+            refresh_case(svc, case_id)
+        except SlackUnavailable as exc:
+            log.warning("could not update checklist %s: %s", case_id, exc.error)

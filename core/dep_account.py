@@ -1,0 +1,83 @@
+"""`GET /account` of the device assignment service (DEP-API.md "Endpoints")."""
+
+from __future__ import annotations
+
+import hashlib
+import uuid
+from dataclasses import dataclass
+from typing import Any
+
+from sqlmodel import Session, col, select
+
+from core.errors import NotFound
+from core.models import Person, Server, Token
+
+_SERVER_NAMESPACE = uuid.UUID("6d646d62-6f74-4465-9020-736572766572")
+DEFAULT_LIMIT, MAX_LIMIT = 100, 1000  # ours: the fetch/sync `limit` (DEP-API.md "Cursors")
+
+# Endpoints this service answers, as `/account` advertises them; device endpoints add theirs.
+ENDPOINTS: list[tuple[str, tuple[str, ...]]] = [
+    ("/session", ("GET",)),
+    ("/account", ("GET",)),
+    ("/server/devices", ("POST",)),
+    ("/devices/sync", ("POST",)),
+    ("/devices", ("POST",)),
+    ("/devices/disown", ("POST",)),
+    ("/profile", ("POST", "GET")),
+    ("/profile/devices", ("PUT", "POST", "DELETE")),
+]
+
+
+@dataclass(frozen=True)
+class Organisation:
+    """The organisation as `/account` describes it (MDMBOT_ORG_* settings)."""
+
+    name: str
+    email: str
+    phone: str
+    address: str
+    org_id: str
+
+    @property
+    def id_hash(self) -> str:
+        """A stable hash of the organisation id (Apple's `org_id_hash` is an opaque hex digest)."""
+        return hashlib.sha256(f"mdmbot-org:{self.org_id}".encode()).hexdigest()
+
+
+def server_uuid(server: Server) -> str:
+    """The server's stable `server_uuid` (from its id and creation time, never reused)."""
+    return str(uuid.uuid5(_SERVER_NAMESPACE, f"{server.id}:{server.created_at.isoformat()}"))
+
+
+def account(session: Session, token_id: int, org: Organisation) -> dict[str, Any]:
+    """The account detail of the MDM server that owns the token."""
+    row = session.exec(
+        select(Server, Token.downloaded_by, Person.email)
+        .join(Token, col(Token.server_id) == col(Server.id))
+        .outerjoin(Person, col(Person.slack_id) == col(Token.downloaded_by))
+        .where(Token.id == token_id)
+    ).first()
+    if row is None:
+        raise NotFound("That token's MDM server no longer exists.")
+    server, downloaded_by, email = row
+    return {
+        "server_name": server.name,
+        "server_uuid": server_uuid(server),
+        "admin_id": email or downloaded_by,
+        "org_name": org.name,
+        "org_email": org.email,
+        "org_phone": org.phone,
+        "org_address": org.address,
+        "org_id": org.org_id,
+        "org_id_hash": org.id_hash,
+        "org_type": "edu",
+        "org_version": "v2",
+        "urls": [
+            {
+                "uri": uri,
+                "http_method": list(methods),
+                "limit": {"default": DEFAULT_LIMIT, "maximum": MAX_LIMIT},
+            }
+            for uri, methods in ENDPOINTS
+        ],
+    }

@@ -1,0 +1,271 @@
+"""Authentication of MDM servers to the device assignment service (DEP-API.md "Authentication").
+
+`GET /session` carries an OAuth 1.0a HMAC-SHA1 Authorization header (RFC 5849) signed with the
+four credentials inside a server token; oauthlib verifies the signature. Nonces are kept in the
+database per (consumer key, timestamp) so every replica refuses a replay, and sessions are stored
+as SHA-256 hashes bound to their token, so they work on any replica and end with the token.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import json
+import secrets
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from typing import Any, cast
+
+import sqlalchemy as sa
+from oauthlib.common import Request as OAuthLibRequest
+from oauthlib.oauth1.rfc5849 import signature, utils
+from sqlalchemy.dialects.postgresql import insert as postgresql_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+from sqlmodel import Session, col
+
+from core import dep_feedback
+from core.dep_feedback import ReplacedTokenAlert
+from core.models import DepNonce, DepSession, Token, TokenStatus
+from core.vault import Vault
+
+WINDOW = timedelta(minutes=5)  # ours: accepted clock skew of oauth_timestamp
+SESSION_IDLE = timedelta(minutes=3)  # ours: MicroMDM renews every 3 minutes on its own clock
+TOUCH_EVERY = timedelta(seconds=30)  # sessions and `last seen` are rewritten at most this often
+REQUIRED = (
+    "oauth_consumer_key",
+    "oauth_token",
+    "oauth_signature_method",
+    "oauth_signature",
+    "oauth_timestamp",
+    "oauth_nonce",
+)
+
+
+class DepError(Exception):
+    """A refusal with its HTTP status, the bare code clients match on, and a metric reason."""
+
+    def __init__(self, status: int, code: str, reason: str) -> None:
+        super().__init__(code)
+        self.status, self.code, self.reason = status, code, reason
+
+
+def _malformed(code: str, reason: str) -> DepError:
+    return DepError(400, code, reason)
+
+
+@dataclass(frozen=True)
+class OAuthRequest:
+    """The parts of a `GET /session` request its signature covers."""
+
+    method: str
+    uris: tuple[str, ...]
+    params: tuple[tuple[str, str], ...] = field(repr=False)
+    consumer_key: str
+    access_token: str = field(repr=False)
+    signature: str = field(repr=False)
+    timestamp: int
+    nonce: str
+
+
+@dataclass(frozen=True)
+class SessionOutcome:
+    """A new session key, or the refusal; and what the alert channel must hear about."""
+
+    session_key: str | None = field(default=None, repr=False)
+    error: DepError | None = None
+    alert: ReplacedTokenAlert | None = None
+    ticked_cases: tuple[int, ...] = ()
+
+
+def parse_oauth(
+    authorization: str | None, method: str, uris: Sequence[str], query: str = ""
+) -> OAuthRequest:
+    """Read the OAuth header (realm optional, never signed); a malformed one is a 400."""
+    if not authorization:
+        raise _malformed("OAUTH_HEADER_MISSING", "header_missing")
+    if authorization[:6].lower() != "oauth ":
+        raise _malformed("OAUTH_HEADER_MALFORMED", "header_malformed")
+    keys = [item.split("=", 1)[0].strip() for item in utils.parse_http_list(authorization[6:])]
+    if len(keys) != len(set(keys)):
+        raise _malformed("OAUTH_PARAMETER_DUPLICATED", "parameter_duplicated")
+    try:
+        params = signature.collect_parameters(
+            uri_query=query,
+            headers={"Authorization": authorization},
+            exclude_oauth_signature=False,
+            with_realm=False,
+        )
+    except (ValueError, IndexError) as exc:
+        raise _malformed("OAUTH_HEADER_MALFORMED", "header_malformed") from exc
+    oauth = dict(params)
+    if any(not oauth.get(name) for name in REQUIRED):
+        raise _malformed("OAUTH_PARAMETER_MISSING", "parameter_missing")
+    if oauth["oauth_signature_method"] != "HMAC-SHA1":
+        raise _malformed("OAUTH_SIGNATURE_METHOD_UNSUPPORTED", "method_unsupported")
+    if oauth.get("oauth_version", "1.0") != "1.0":
+        raise _malformed("OAUTH_VERSION_UNSUPPORTED", "version_unsupported")
+    stamp = oauth["oauth_timestamp"]
+    if not stamp.isdigit() or len(stamp) > 12 or len(oauth["oauth_nonce"]) > 128:
+        raise _malformed("OAUTH_PARAMETER_MALFORMED", "parameter_malformed")
+    return OAuthRequest(
+        method=method.upper(),
+        uris=tuple(uris),
+        params=tuple((k, v) for k, v in params if k != "oauth_signature"),
+        consumer_key=oauth["oauth_consumer_key"],
+        access_token=oauth["oauth_token"],
+        signature=oauth["oauth_signature"],
+        timestamp=int(stamp),
+        nonce=oauth["oauth_nonce"],
+    )
+
+
+def signature_valid(request: OAuthRequest, consumer_secret: str, access_secret: str) -> bool:
+    """Whether the HMAC-SHA1 signature matches for one of the URLs the client may have signed."""
+    for uri in request.uris:
+        signed: Any = OAuthLibRequest(uri, http_method=cast(Any, request.method))
+        signed.params, signed.signature = list(request.params), request.signature
+        if signature.verify_hmac_sha1(signed, consumer_secret, access_secret):
+            return True
+    return False
+
+
+def verify_request(session: Session, vault: Vault, request: OAuthRequest, now: datetime) -> int:
+    """The id of the token whose credentials signed the request (only reads); else a 401."""
+    if abs(now.timestamp() - request.timestamp) > WINDOW.total_seconds():
+        raise DepError(401, "TIMESTAMP_REFUSED", "stale_timestamp")
+    row = session.execute(_BY_KEY, {"key": request.consumer_key}).first()
+    refused = DepError(401, "SIGNATURE_INVALID", "unknown_key")
+    if row is None or row[1] == TokenStatus.PENDING:
+        raise refused
+    token_id, _, sealed = row
+    creds = json.loads(vault.decrypt(sealed))
+    if not hmac.compare_digest(creds["access_token"], request.access_token):
+        raise refused
+    if not signature_valid(request, creds["consumer_secret"], creds["access_secret"]):
+        raise DepError(401, "SIGNATURE_INVALID", "bad_signature")
+    return int(token_id)
+
+
+def open_session(
+    session: Session,
+    token_id: int,
+    request: OAuthRequest,
+    now: datetime,
+    *,
+    client: str,
+    user_agent: str,
+) -> SessionOutcome:
+    """Open a session for a verified request: once per nonce, for a live token only."""
+    if not _first_use_of_nonce(session, request, now):
+        return SessionOutcome(error=DepError(401, "NONCE_USED", "replayed_nonce"))
+    token = session.get(Token, token_id)
+    if token is None:
+        return SessionOutcome(error=DepError(401, "SIGNATURE_INVALID", "unknown_key"))
+    if token.status != TokenStatus.ACTIVE:
+        alert = None
+        if token.status == TokenStatus.SUPERSEDED:
+            alert = dep_feedback.record_rejected(session, token, now, client)
+        return SessionOutcome(error=DepError(401, "token_rejected", "token_rejected"), alert=alert)
+    if token.expires_at <= now:
+        return SessionOutcome(error=DepError(401, "token_expired", "token_expired"))
+    key = secrets.token_urlsafe(32)
+    session.add(
+        DepSession(
+            key_hash=_hash(key),
+            token_id=token_id,
+            created_at=now,
+            expires_at=now + SESSION_IDLE + TOUCH_EVERY,
+        )
+    )
+    ticked = dep_feedback.record_use(session, token, now, client, user_agent)
+    return SessionOutcome(session_key=key, ticked_cases=ticked)
+
+
+_BY_KEY = sa.select(col(Token.id), col(Token.status), col(Token.secrets)).where(
+    col(Token.consumer_key) == sa.bindparam("key")
+)
+
+
+@dataclass(frozen=True)
+class LiveSession:
+    """A session that answered; `stale` when its expiry or the token's last use need a write."""
+
+    key_hash: str = field(repr=False)
+    token_id: int
+    stale: bool
+
+
+def check_session(session: Session, key: str | None, now: datetime) -> LiveSession:
+    """The live session for `key` (read only); else 401 UNAUTHORIZED.
+
+    Writes are batched: a session's expiry is pushed to `SESSION_IDLE + TOUCH_EVERY` ahead, and
+    only rewritten once less than `SESSION_IDLE` is left, so it lives at least 3 idle minutes
+    while most requests only read.
+    """
+    unauthorized = DepError(401, "UNAUTHORIZED", "session_unknown")
+    if not key or len(key) > 256:
+        raise unauthorized
+    digest = _hash(key)
+    row = session.execute(_LIVE, {"digest": digest}).first()
+    if row is None:
+        raise unauthorized
+    expires_at, token_id, status, token_expires, last_used = row
+    if expires_at <= now or status != TokenStatus.ACTIVE or token_expires <= now or not token_id:
+        raise unauthorized
+    stale = expires_at < now + SESSION_IDLE or last_used is None or last_used < now - TOUCH_EVERY
+    return LiveSession(digest, token_id, stale)
+
+
+_LIVE = (
+    sa.select(
+        col(DepSession.expires_at),
+        col(Token.id),
+        col(Token.status),
+        col(Token.expires_at),
+        col(Token.last_used_at),
+    )
+    .join(Token, col(Token.id) == col(DepSession.token_id))
+    .where(col(DepSession.key_hash) == sa.bindparam("digest"))
+)
+
+
+def touch_session(session: Session, live: LiveSession, now: datetime, client: str) -> None:
+    """Push the session's expiry out and record the token's use (`last seen`)."""
+    session.execute(
+        sa.update(DepSession)
+        .where(col(DepSession.key_hash) == live.key_hash)
+        .values(expires_at=now + SESSION_IDLE + TOUCH_EVERY)
+    )
+    session.execute(
+        sa.update(Token)
+        .where(col(Token.id) == live.token_id)
+        .values(last_used_at=now, last_used_from=client[:64])
+    )
+
+
+def _hash(key: str) -> str:
+    return hashlib.sha256(key.encode()).hexdigest()
+
+
+def _first_use_of_nonce(session: Session, request: OAuthRequest, now: datetime) -> bool:
+    """Record the nonce; False when (key, timestamp, nonce) was already used (on any replica)."""
+    insert = sqlite_insert if session.get_bind().dialect.name == "sqlite" else postgresql_insert
+    added = session.execute(
+        insert(DepNonce)
+        .values(
+            consumer_key=request.consumer_key,
+            timestamp=request.timestamp,
+            nonce=request.nonce,
+            seen_at=now,
+        )
+        .on_conflict_do_nothing(index_elements=["consumer_key", "timestamp", "nonce"])
+        .returning(col(DepNonce.id))
+    )
+    return added.first() is not None
+
+
+def prune(session: Session, now: datetime) -> None:
+    """Forget nonces once their timestamps fall out of the window, and dead sessions (sweep)."""
+    session.execute(sa.delete(DepNonce).where(col(DepNonce.seen_at) < now - 2 * WINDOW))
+    session.execute(sa.delete(DepSession).where(col(DepSession.expires_at) < now - SESSION_IDLE))

@@ -1,0 +1,150 @@
+"""The token feedback loop as a user sees it: installed / last seen, warnings and reminders."""
+
+from __future__ import annotations
+
+import json
+import socket
+import subprocess
+from datetime import timedelta
+from pathlib import Path
+from typing import Any
+
+from sqlmodel import select
+
+from bot.serve import serve_dep
+from bot.slack.sweeper import Sweeper, preview
+from core.models import AlertDelivery
+from tests import certs
+from tests.dep_client import call, mdm_server_installs, oauth_header
+from tests.e2e.conftest import ADMIN
+from tests.e2e.test_slack_guards import add_server
+from tests.fakeslack import FakeSlack
+from tests.processes import bot_env, mdmbot_command
+from tests.slack_harness import Bot
+
+
+def _cli(bot: Bot, tmp_path: Path, *args: str) -> str:
+    env = {
+        "PATH": "/usr/bin:/bin",
+        "HOME": str(tmp_path),
+        "MDMBOT_DATABASE_URL": bot.ctx.settings.database_url,
+        "MDMBOT_DATA_DIR": str(tmp_path),
+        "MDMBOT_SECRET_KEY": "k" * 40,
+    }
+    result = subprocess.run(
+        [*mdmbot_command(), *args], env=env, capture_output=True, text=True, timeout=60
+    )
+    assert result.returncode == 0, result.stderr
+    return result.stdout
+
+
+def _warning_status(bot: Bot) -> str | None:
+    with bot.ctx.unit_of_work(readonly=True) as session:
+        return session.exec(
+            select(AlertDelivery.status).where(AlertDelivery.kind == "replaced")
+        ).first()
+
+
+def _posts(fake: FakeSlack, words: str) -> list[dict[str, Any]]:
+    return [m for m in fake.messages_in("C0ALERTS") if words in str(m.get("text"))]
+
+
+def test_installed_and_last_seen_show_everywhere(bot: Bot, fake: FakeSlack, tmp_path: Path) -> None:
+    upload = add_server(bot, fake)
+    shown = bot.command(ADMIN, "show Jamf Pro").json()
+    assert "not installed yet" in json.dumps(shown)
+    assert json.loads(_cli(bot, tmp_path, "token", "list", "--json"))[0]["installed_at"] is None
+
+    mdm_server_installs(bot.ctx, bot.svc, upload)
+    shown = json.dumps(bot.command(ADMIN, "show Jamf Pro").json())
+    assert "installed" in shown and "not installed" not in shown and "last seen" in shown
+    [token] = json.loads(_cli(bot, tmp_path, "token", "list", "--json"))
+    assert token["installed_at"] and token["last_used_at"]
+    assert token["installed_user_agent"] == "nanodep-g-o-dep/0"
+    assert token["installed_from"] == "127.0.0.1"
+    show = _cli(bot, tmp_path, "server", "show", "Jamf Pro")
+    assert "MDM server:" in show and "installed 20" in show and "Last seen:" in show
+    bot.event({"type": "app_home_opened", "user": ADMIN, "tab": "home"}, event_id="EvHome")
+    bot.wait_idle(lambda: ADMIN in fake.published_home)
+    assert "installed" in json.dumps(fake.published_home[ADMIN])
+
+
+def test_replaced_token_warns_once_and_reminder_after_a_day(bot: Bot, fake: FakeSlack) -> None:
+    creds = mdm_server_installs(bot.ctx, bot.svc, add_server(bot, fake))
+    bot.command(ADMIN, "token Jamf Pro")
+    bot.wait_idle(lambda: len(fake.calls_to("views.open")) >= 2)
+    view = bot.opened_view()
+    uploads = len(fake.uploads)
+    bot.submit(ADMIN, view, {}, view_id=view["id"])
+    bot.wait_idle(lambda: len(fake.uploads) > uploads)
+
+    dep = serve_dep(bot.ctx, bot.svc, "127.0.0.1", 0)
+    try:
+        url = f"http://127.0.0.1:{dep.port}/session"
+        stamp = str(int(bot.clock().timestamp()))
+
+        def attempt() -> None:
+            header = oauth_header(creds, url, timestamp=stamp)
+            assert call(url, {"Authorization": header})[:2] == (401, "token_rejected")
+
+        fake.fail_next("chat.postMessage", error="internal_error", status=503, times=3)
+        attempt()
+        bot.wait_idle(lambda: _warning_status(bot) == "failed")
+        for _ in range(3):
+            attempt()
+    finally:
+        dep.close()
+    warning = "still using a replaced server token"
+    bot.wait_idle(lambda: len(_posts(fake, warning)) == 1)
+    blocks = json.dumps(_posts(fake, warning)[0]["blocks"])
+    assert "*2* attempt(s)" in blocks, "the next attempt after Slack failed posts it"
+
+    sweeper, start = Sweeper(bot.svc, post_interval=0), bot.clock()
+    assert preview(bot.ctx, start + timedelta(hours=25)) == [
+        "would post to C0ALERTS: The new server token for Jamf Pro is not installed yet"
+    ]
+    assert not _posts(fake, "not installed yet")
+    sweeper.sweep(start + timedelta(hours=23))
+    assert not _posts(fake, "not installed yet"), "a day's grace"
+    sweeper.sweep(start + timedelta(hours=25))
+    sweeper.sweep(start + timedelta(hours=26))
+    [reminder] = _posts(fake, "not installed yet")
+    assert "Jamf Pro" in reminder["text"] and "Upload the new token" in json.dumps(
+        reminder["blocks"]
+    )
+    sweeper.sweep(start + timedelta(hours=49))
+    assert len(_posts(fake, "not installed yet")) == 2, "again the next day"
+    mdm_server_installs(bot.ctx, bot.svc, fake.uploads[-1], certs.self_signed_rsa().key_pem)
+    sweeper.sweep(start + timedelta(hours=73))
+    assert len(_posts(fake, "not installed yet")) == 2, "installed: no more reminders"
+    assert len(_posts(fake, warning)) == 1
+
+
+def test_a_dep_port_in_use_stops_start_up_with_one_line(fake: FakeSlack, tmp_path: Path) -> None:
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = str(taken.getsockname()[1])
+        env = bot_env(fake, tmp_path)
+        result = subprocess.run(
+            [
+                *mdmbot_command(),
+                "serve",
+                "--http",
+                "--port",
+                "0",
+                "--dep-host",
+                "127.0.0.1",
+                "--dep-port",
+                port,
+            ],
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+    assert result.returncode == 2 and "Traceback" not in result.stderr
+    assert result.stderr.strip().splitlines()[-1] == (
+        f"mdmbot: Cannot serve the device assignment service on 127.0.0.1:{port} (Address "
+        "already in use); check --dep-port / MDMBOT_DEP_PORT."
+    )

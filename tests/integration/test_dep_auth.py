@@ -1,0 +1,66 @@
+"""Core of the DEP authentication: header parsing, nonces and sessions over a real database."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+import pytest
+from sqlmodel import Session, select
+
+from core import dep_auth
+from core.dep_auth import DepError
+from core.models import DepNonce, DepSession
+from core.vault import Vault
+from tests.conftest import NOW
+from tests.dep_client import add_server, oauth_header
+
+URL = "http://dep.school.example/session"
+
+
+def test_realm_is_optional_and_never_signed(session: Session, vault: Vault) -> None:
+    creds = add_server(session, vault, "Jamf", NOW, actor="operator")
+    stamp = str(int(NOW.timestamp()))
+    for realm in (None, "ADM"):
+        header = oauth_header(creds, URL, realm=realm, timestamp=stamp, nonce=f"n{realm}")
+        request = dep_auth.parse_oauth(header, "GET", [URL])
+        assert "realm" not in dict(request.params)
+        assert dep_auth.signature_valid(request, creds.consumer_secret, creds.access_secret)
+        assert not dep_auth.signature_valid(request, creds.consumer_secret, "AS_other")
+    lower = oauth_header(creds, URL, timestamp=stamp).replace("OAuth ", "oauth ", 1)
+    assert dep_auth.parse_oauth(lower, "GET", [URL]).consumer_key == creds.consumer_key
+
+
+@pytest.mark.parametrize(
+    ("header", "code"),
+    [
+        ("Basic dXNlcjpwYXNz", "OAUTH_HEADER_MALFORMED"),
+        ('OAuth oauth_consumer_key="a", oauth_consumer_key="b"', "OAUTH_PARAMETER_DUPLICATED"),
+        ('OAuth oauth_consumer_key="a"', "OAUTH_PARAMETER_MISSING"),
+    ],
+)
+def test_malformed_headers_are_400(header: str, code: str) -> None:
+    with pytest.raises(DepError) as refused:
+        dep_auth.parse_oauth(header, "GET", [URL])
+    assert (refused.value.status, refused.value.code) == (400, code)
+
+
+def test_sweep_prunes_old_nonces_and_dead_sessions(session: Session, vault: Vault) -> None:
+    creds = add_server(session, vault, "Fleet", NOW, actor="operator")
+    for minutes in (0, 11):
+        header = oauth_header(
+            creds, URL, timestamp=str(int((NOW - timedelta(minutes=minutes)).timestamp()))
+        )
+        request = dep_auth.parse_oauth(header, "GET", [URL])
+        at = NOW - timedelta(minutes=minutes)
+        opened = dep_auth.open_session(
+            session,
+            dep_auth.verify_request(session, vault, request, at),
+            request,
+            at,
+            client="10.0.0.9",
+            user_agent="fleetdm/nanodep",
+        )
+        assert opened.session_key and opened.error is None
+    dep_auth.prune(session, NOW)
+    assert len(session.exec(select(DepNonce)).all()) == 1
+    assert len(session.exec(select(DepSession)).all()) == 1
