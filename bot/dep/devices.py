@@ -23,12 +23,12 @@ UseCase = Callable[[Session, bytes, int, Any, datetime], dict[str, Any]]
 
 
 def _body(req: falcon.Request) -> object:
-    """The request's JSON body (clients send `application/json;charset=UTF8`)."""
+    """The request's JSON body (clients send `application/json;charset=UTF8`); none is `{}`."""
     raw = req.bounded_stream.read(MAX_BODY + 1)
     if len(raw) > MAX_BODY:
         raise refused("MALFORMED_REQUEST_BODY")
     try:
-        return json.loads(raw or b"null")
+        return json.loads(raw) if raw.strip() else {}
     except ValueError as exc:
         raise refused("MALFORMED_REQUEST_BODY") from exc
 
