@@ -2,13 +2,18 @@
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable, Iterable
 from datetime import datetime
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, TypeVar
 
 from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
 from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import Collector
+from sqlalchemy.exc import SQLAlchemyError
+
+log = logging.getLogger("mdmbot.metrics")
+_T = TypeVar("_T")
 
 if TYPE_CHECKING:
     from core.servers import ServerView
@@ -43,6 +48,15 @@ alerts_failed = Counter(
 )
 
 
+def _read(source: Callable[[], _T], fallback: _T) -> _T:
+    """A gauge's data; during a database outage the scrape still answers, without its samples."""
+    try:
+        return source()
+    except SQLAlchemyError as exc:
+        log.warning("metrics: database unavailable (%s)", type(exc).__name__)
+        return fallback
+
+
 class ExpiryCollector(Collector):
     """Days until the active token of each server expires, read at scrape time."""
 
@@ -58,7 +72,8 @@ class ExpiryCollector(Collector):
             labels=["server"],
         )
         now = self._now()
-        for view in self._servers():
+        views: list[ServerView] = _read(self._servers, [])
+        for view in views:
             if view.token_expires_at is not None:
                 family.add_metric(
                     [view.name], (view.token_expires_at - now).total_seconds() / 86400
@@ -110,7 +125,8 @@ class InstallCollector(Collector):
             "Active server tokens by whether their MDM server has used them",
             labels=["state"],
         )
-        for state, number in sorted(self._counts().items()):
+        counts: dict[str, int] = _read(self._counts, {})
+        for state, number in sorted(counts.items()):
             family.add_metric([state], number)
         yield family
 

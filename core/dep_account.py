@@ -19,6 +19,12 @@ DEFAULT_LIMIT, MAX_LIMIT = 100, 1000  # ours: the fetch/sync `limit` (DEP-API.md
 ENDPOINTS: list[tuple[str, tuple[str, ...]]] = [
     ("/session", ("GET",)),
     ("/account", ("GET",)),
+    ("/server/devices", ("POST",)),
+    ("/devices/sync", ("POST",)),
+    ("/devices", ("POST",)),
+    ("/devices/disown", ("POST",)),
+    ("/profile", ("POST", "GET")),
+    ("/profile/devices", ("PUT", "POST", "DELETE")),
 ]
 
 

@@ -253,3 +253,60 @@ class KeyCheck(SQLModel, table=True):
     id: int = Field(default=1, primary_key=True)
     value: str
     created_at: datetime = _when()
+
+
+class Device(SQLModel, table=True):
+    """A device of the organisation; `server_id` is the MDM server it is assigned to."""
+
+    __table_args__ = (sa.Index("ix_device_server_serial", "server_id", "serial_number"),)
+
+    id: int | None = Field(default=None, primary_key=True)
+    serial_number: str = Field(max_length=20, unique=True)
+    model: str = ""
+    description: str = ""
+    color: str = ""
+    asset_tag: str | None = None
+    device_family: str = Field(max_length=16)
+    os: str = Field(max_length=16)
+    order_number: str | None = None
+    server_id: int | None = Field(default=None, foreign_key="server.id")
+    assigned_at: datetime | None = _when(nullable=True)
+    assigned_by: str | None = None
+    profile_status: str = Field(default="empty", max_length=16)
+    profile_uuid: str | None = Field(default=None, max_length=64)
+    profile_assign_time: datetime | None = _when(nullable=True)
+    profile_push_time: datetime | None = _when(nullable=True)
+    released_at: datetime | None = _when(nullable=True)
+    released_by: str | None = None
+    imported_at: datetime = _when()
+
+
+class DeviceChange(SQLModel, table=True):
+    """One change an MDM server can see, in its append-only, ordered log (sync cursors walk it)."""
+
+    __table_args__ = (sa.Index("ix_devicechange_server_id", "server_id", "id"),)
+
+    id: int | None = Field(default=None, primary_key=True)
+    server_id: int = Field(foreign_key="server.id")
+    device_id: int = Field(foreign_key="device.id")
+    op_type: str = Field(max_length=16)
+    op_date: datetime = _when()
+
+
+class Profile(SQLModel, table=True):
+    """An enrollment profile an MDM server defined (`POST /profile`); `body` is its JSON."""
+
+    id: int | None = Field(default=None, primary_key=True)
+    profile_uuid: str = Field(max_length=64, unique=True)
+    server_id: int = Field(foreign_key="server.id", index=True)
+    body: str
+    created_at: datetime = _when()
+
+
+class DefaultAssignment(SQLModel, table=True):
+    """Apple's "Default Device Assignment": the server new devices of a family go to."""
+
+    device_family: str = Field(primary_key=True, max_length=16)
+    server_id: int = Field(foreign_key="server.id")
+    set_by: str
+    set_at: datetime = _when()

@@ -22,12 +22,18 @@ class Permission(StrEnum):
     VIEW = "view"
     MANAGE_SERVERS = "manage servers"
     MANAGE_ROLES = "manage roles"
+    MANAGE_DEVICES = "manage devices"
+    RELEASE_DEVICES = "release devices"
 
 
 _GRANTS: dict[Role, frozenset[Permission]] = {
     Role.ADMINISTRATOR: frozenset(Permission),
-    Role.SITE_MANAGER: frozenset({Permission.VIEW, Permission.MANAGE_SERVERS}),
-    Role.DEVICE_ENROLLMENT_MANAGER: frozenset({Permission.VIEW, Permission.MANAGE_SERVERS}),
+    Role.SITE_MANAGER: frozenset(
+        {Permission.VIEW, Permission.MANAGE_SERVERS, Permission.MANAGE_DEVICES}
+    ),
+    Role.DEVICE_ENROLLMENT_MANAGER: frozenset(
+        {Permission.VIEW, Permission.MANAGE_SERVERS, Permission.MANAGE_DEVICES}
+    ),
 }
 
 _ALIASES = {
@@ -77,6 +83,8 @@ def require(actor: Actor, role: Role | None, permission: Permission) -> None:
         return
     if permission is Permission.MANAGE_ROLES:
         raise PermissionDenied("Only an Administrator can grant or revoke roles.")
+    if permission is Permission.RELEASE_DEVICES:
+        raise PermissionDenied("Only an Administrator can release devices.")
     raise PermissionDenied(
         "You need the Administrator, Site Manager or Device Enrollment Manager role in mdmbot "
         "to do this. Ask an Administrator to run `/mdm grant`."

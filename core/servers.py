@@ -12,6 +12,7 @@ from sqlmodel import Session, col, func, select
 
 from core import alerts, audit
 from core.certificates import LoadedCertificate, load_certificate
+from core.device_log import evacuate_server
 from core.errors import DuplicateName, InvalidInput, NotFound
 from core.issuance import CURRENT, Current, IssuedToken, TokenView, list_tokens, prepare_token
 from core.models import Certificate, Server, Token, TokenStatus
@@ -224,11 +225,17 @@ def remove_server(session: Session, actor: Actor, name: str, now: datetime) -> S
     for cert in session.exec(select(Certificate).where(Certificate.server_id == server.id)):
         cert.active = False
         session.add(cert)
+    moved, unassigned = evacuate_server(session, server, actor.label, now)
     server.normalized_name, server.removed_at = None, now
     session.add(server)
     tick_rotations(session, actor, [t.id for t in tokens if t.id is not None], now)
     alerts.mark_replaced(session, [t.id for t in tokens if t.id is not None], actor.label, now)
-    audit.record(session, actor, "server.remove", server.name, now, revoked_tokens=len(tokens))
+    devices = {"devices_to_default": moved, "devices_unassigned": unassigned}
+    if not moved and not unassigned:
+        devices = {}
+    audit.record(
+        session, actor, "server.remove", server.name, now, revoked_tokens=len(tokens), **devices
+    )
     return server
 
 

@@ -29,10 +29,6 @@ class Vault:
         self._fernet = Fernet(key)
         self._key = key
 
-    def derive_key(self, purpose: str) -> bytes:
-        """A key for another use (e.g. signing Slack metadata) that reveals nothing of this one."""
-        return hmac.new(self._key, b"mdmbot-derive\x00" + purpose.encode(), hashlib.sha256).digest()
-
     def __repr__(self) -> str:
         return "Vault(<key hidden>)"
 
@@ -57,6 +53,10 @@ class Vault:
                 "Stored token secrets cannot be decrypted: MDMBOT_SECRET_KEY is not the key "
                 "they were encrypted with."
             ) from exc
+
+    def derive_key(self, purpose: str) -> bytes:
+        """A 32-byte key for `purpose` (e.g. signing cursors), derived from the vault's key."""
+        return hmac.new(self._key, b"mdmbot-derive\x00" + purpose.encode(), hashlib.sha256).digest()
 
 
 def key_from_setting(value: str) -> bytes:

@@ -16,6 +16,7 @@ import sqlalchemy as sa
 
 from bot import serve
 from bot.cli import commands as cli_commands
+from bot.cli import devices as cli_devices
 from bot.context import AppContext
 from core import people
 from core.errors import ConfigError, MdmbotError
@@ -136,6 +137,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("user", metavar="USER")
     p = _add(r, "list", cli_commands.roles_list, "list who holds which role")
     p.add_argument("--json", action="store_true")
+
+    cli_devices.add_parsers(groups)
 
     dbp = groups.add_parser("db", help="database maintenance")
     d = dbp.add_subparsers(dest="action", required=True, metavar="ACTION")

@@ -10,6 +10,7 @@ import falcon
 
 from bot import metrics
 from bot.context import AppContext
+from bot.dep import devices
 from bot.dep.middleware import (
     DepMiddleware,
     render_dep_error,
@@ -37,6 +38,7 @@ def build_dep_app(
     writes: AbstractContextManager[object] = threading.Lock() if sqlite else nullcontext()
     app.add_route("/session", SessionResource(ctx, writes, on_replaced, on_cases))
     app.add_route("/account", AccountResource(ctx, writes))
+    devices.add_routes(app, ctx, writes)
     app.add_error_handler(Exception, render_unexpected)
     app.add_error_handler(falcon.HTTPError, render_http_error)
     app.add_error_handler(DepError, render_dep_error)

@@ -14,7 +14,18 @@ from core.dep_auth import DepError
 log = logging.getLogger("mdmbot.dep")
 
 JSON = "application/json;charset=UTF8"  # Apple's exact Content-Type
-ENDPOINTS = frozenset({"/session", "/account"})
+ENDPOINTS = frozenset(
+    {
+        "/session",
+        "/account",
+        "/server/devices",
+        "/devices/sync",
+        "/devices",
+        "/devices/disown",
+        "/profile",
+        "/profile/devices",
+    }
+)
 
 
 class DepMiddleware:

@@ -197,9 +197,9 @@ def server_actions(view: ServerView, urgent: bool = False) -> Block:
     return {"type": "actions", "block_id": f"server:{view.id}", "elements": [renew, more]}
 
 
-def server_home_text(view: ServerView, now: datetime) -> str:
-    """A server as the App Home shows it: state, expiry, who downloaded the token."""
-    text = server_line(view, now)
+def server_home_text(view: ServerView, now: datetime, devices: int = 0) -> str:
+    """A server as the App Home shows it: state, expiry, devices, who downloaded the token."""
+    text = f"{server_line(view, now)} · {plural(devices, 'device')}"
     if view.downloaded_by and view.token_issued_at:
         text += f"\nDownloaded by {mention(view.downloaded_by)} {local_date(view.token_issued_at)}"
     if view.token_id is not None:
@@ -246,8 +246,10 @@ def home_view(
     *,
     cases: Sequence[CaseView] = (),
     admins: Sequence[RoleHolder] = (),
+    device_counts: dict[int, int] | None = None,
 ) -> dict[str, Any]:
     """The App Home tab: open checklists, then servers most urgent first, for role holders."""
+    counts = device_counts or {}
     blocks: list[Block] = [{"type": "header", "text": plain("MDM servers", 150)}]
     if not allows(role, Permission.VIEW):
         blocks.append(section(no_role_text(admins)))
@@ -270,7 +272,7 @@ def home_view(
     for view in ordered[:room]:
         urgent = view.state(now) != "ok"
         blocks += [
-            section(server_home_text(view, now)),
+            section(server_home_text(view, now, counts.get(view.id, 0))),
             server_actions(view, urgent),
             {"type": "divider"},
         ]
@@ -322,6 +324,12 @@ def help_blocks(role: Role | None, admins: Sequence[RoleHolder] = ()) -> list[Bl
         lines.append(
             "`/mdm add` · `/mdm token NAME` · `/mdm cert NAME` · `/mdm edit NAME` · "
             "`/mdm remove NAME` · `/mdm offboard @user`"
+        )
+    if allows(role, Permission.MANAGE_DEVICES):
+        lines.append(
+            "`/mdm devices [SERVER]` · `/mdm devices import` · `/mdm assign SERVER` · "
+            "`/mdm defaults`"
+            + (" · `/mdm release SERIAL…`" if allows(role, Permission.RELEASE_DEVICES) else "")
         )
     if allows(role, Permission.MANAGE_ROLES):
         lines.append(

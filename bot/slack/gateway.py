@@ -207,29 +207,45 @@ class SlackGateway:
 
     def download_certificate(self, file: dict[str, Any]) -> bytes:
         """Fetch an uploaded certificate; refuse foreign hosts, HTML sign-in pages, large files."""
+        return self.download_file(
+            file, limit=MAX_CERT_BYTES, error=CertificateError, too_large=_too_large()
+        )
+
+    def download_file(
+        self,
+        file: dict[str, Any],
+        *,
+        limit: int,
+        too_large: str,
+        error: type[MdmbotError] = MdmbotError,
+        deadline: float = download.DEADLINE,
+    ) -> bytes:
+        """Fetch an uploaded file with the bot token; refuse foreign hosts, HTML, large files."""
         url = str(file.get("url_private_download") or file.get("url_private") or "")
         if not self._trusted(url):
-            raise CertificateError("That file isn't stored on Slack; upload the certificate again.")
-        if int(file.get("size") or 0) > MAX_CERT_BYTES:
-            raise CertificateError(_too_large())
+            raise error("That file isn't stored on Slack; upload it again.")
+        if int(file.get("size") or 0) > limit:
+            raise error(too_large)
         try:
-            fetched = download.fetch(url, str(self.client.token), MAX_CERT_BYTES, self._trusted)
+            fetched = download.fetch(
+                url, str(self.client.token), limit, self._trusted, deadline=deadline
+            )
         except download.DownloadFailed as exc:
-            log.warning("certificate download failed: %s", exc.reason)
+            log.warning("file download failed: %s", exc.reason)
             if isinstance(exc, download.TooSlow):
-                raise CertificateError("Slack took too long to send the file; try again.") from exc
-            raise CertificateError("Slack didn't let mdmbot download the file; try again.") from exc
+                raise error("Slack took too long to send the file; try again.") from exc
+            raise error("Slack didn't let mdmbot download the file; try again.") from exc
         ctype, data = fetched.content_type, fetched.body
         # Slack answers a private file fetched without the bot token with a 200 HTML sign-in page.
         if ctype.startswith("text/html") or data[:64].lstrip().lower().startswith(
             (b"<!doctype", b"<html")
         ):
-            raise CertificateError(
+            raise error(
                 "Slack returned a web page instead of the file; check that "
                 "the app has the files:read scope, then upload it again."
             )
-        if len(data) > MAX_CERT_BYTES:
-            raise CertificateError(_too_large())
+        if len(data) > limit:
+            raise error(too_large)
         return data
 
     def _trusted(self, url: str) -> bool:

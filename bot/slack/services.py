@@ -13,7 +13,7 @@ from bot import metrics
 from bot.context import AppContext
 from bot.slack import blocks
 from bot.slack.gateway import SlackGateway, SlackUnavailable
-from core import issuance, people, rotation, servers
+from core import devices, issuance, people, rotation, servers
 from core.errors import MdmbotError
 from core.issuance import Activation, IssuedToken
 from core.roles import Actor, Permission, Role
@@ -201,10 +201,13 @@ class BotServices:
             role = people.role_of(session, user_id)
             cases = rotation.open_cases(session) if role else []
             admins = [] if role else people.administrators(session)
+            counts = devices.device_counts(session) if role else {}
         try:
             self.gateway.publish_home(
                 user_id,
-                blocks.home_view(views, self.ctx.now(), role, cases=cases, admins=admins),
+                blocks.home_view(
+                    views, self.ctx.now(), role, cases=cases, admins=admins, device_counts=counts
+                ),
             )
         except SlackUnavailable:
             log.info("could not refresh App Home for %s", user_id)

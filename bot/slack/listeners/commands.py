@@ -8,7 +8,7 @@ from typing import Any
 
 from slack_bolt import Ack, App, Respond
 
-from bot.slack import blocks, lifecycle, modals
+from bot.slack import blocks, devices, lifecycle, modals
 from bot.slack.services import BotServices
 from core import people, servers
 from core.errors import MdmbotError
@@ -137,7 +137,9 @@ def register(app: App, svc: BotServices) -> None:
             "password-changed": do_password_changed,
         }
     )
+    handlers.update(devices.commands(svc, open_modal))
     slow = {"add", "token", "cert", "edit", "remove", "offboard", "password-changed"}
+    slow |= devices.SLOW
 
     @app.command("/mdm")
     def on_mdm(ack: Ack, body: dict[str, Any], respond: Respond) -> None:

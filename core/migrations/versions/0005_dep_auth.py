@@ -1,7 +1,7 @@
 """device assignment service: token feedback columns, OAuth nonces, sessions
 
 Revision ID: 0005
-Revises: 0008
+Revises: 0004
 Create Date: 2026-11-27
 
 """
@@ -13,7 +13,7 @@ from alembic import op
 
 
 revision: str = "0005"
-down_revision: Union[str, Sequence[str], None] = "0008"
+down_revision: Union[str, Sequence[str], None] = "0004"
 branch_labels: Union[str, Sequence[str], None] = None
 depends_on: Union[str, Sequence[str], None] = None
 

@@ -5,7 +5,7 @@ the replacement, from any path) and edited once, at once from Slack or at the ne
 `edited_at` records when. Alerts already sent for tokens no longer active are marked now, so the
 first sweep after the upgrade corrects them too.
 
-Revision ID: 0008
+Revision ID: 0004
 Revises: 0003
 Create Date: 2026-11-27
 
@@ -16,7 +16,7 @@ from typing import Sequence, Union
 import sqlalchemy as sa
 from alembic import op
 
-revision: str = "0008"
+revision: str = "0004"
 down_revision: Union[str, Sequence[str], None] = "0003"
 branch_labels: Union[str, Sequence[str], None] = None
 depends_on: Union[str, Sequence[str], None] = None

@@ -1,4 +1,4 @@
-"""Migration 0004 on a database the concurrency bug already hurt: the newest active token stays."""
+"""Migration 0006 on a database the concurrency bug already hurt: the newest active token stays."""
 
 from __future__ import annotations
 

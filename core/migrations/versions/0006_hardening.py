@@ -6,7 +6,7 @@ expects to replace (compare-and-swap) and where it is being delivered, so a cras
 DM and activation can be reconciled. Servers that already have several active tokens keep the
 newest; the others are marked superseded.
 
-Revision ID: 0004
+Revision ID: 0006
 Revises: 0005
 Create Date: 2026-11-27
 
@@ -17,7 +17,7 @@ from typing import Sequence, Union
 import sqlalchemy as sa
 from alembic import op
 
-revision: str = "0004"
+revision: str = "0006"
 down_revision: Union[str, Sequence[str], None] = "0005"
 branch_labels: Union[str, Sequence[str], None] = None
 depends_on: Union[str, Sequence[str], None] = None

@@ -1,0 +1,202 @@
+"""The `mdmbot devices …` commands: import, assign, unassign, list, show, defaults, release."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from dataclasses import asdict
+from pathlib import Path
+
+from bot.cli.commands import _json, _operator, _table, _when
+from bot.context import AppContext
+from core import device_import, devices
+from core.errors import InvalidInput
+
+MAX_FILE = device_import.MAX_BYTES
+
+
+def add_parsers(groups: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    """Add `devices` and its actions to the command line."""
+    group = groups.add_parser("devices", help="import, assign, list and release devices")
+    sub = group.add_subparsers(dest="action", required=True, metavar="ACTION")
+
+    def add(name: str, handler: object, text: str) -> argparse.ArgumentParser:
+        parser = sub.add_parser(name, help=text, description=text)
+        parser.set_defaults(handler=handler)
+        parser.add_argument("--actor", metavar="USER", help="who is acting (default: your login)")
+        return parser
+
+    p = add("import", devices_import, "import devices from a CSV file (all rows or none)")
+    p.add_argument("file", metavar="FILE.csv")
+    p = add("assign", devices_assign, "assign devices to an MDM server")
+    p.add_argument("server", metavar="SERVER")
+    _serials(p)
+    p = add("unassign", devices_unassign, "take devices off their MDM server")
+    _serials(p)
+    p = add("list", devices_list, "list devices (never released ones)")
+    which = p.add_mutually_exclusive_group()
+    which.add_argument("--server", metavar="NAME")
+    which.add_argument("--unassigned", action="store_true")
+    p.add_argument("--json", action="store_true")
+    p = add("show", devices_show, "show one device")
+    p.add_argument("serial", metavar="SERIAL")
+    p.add_argument("--json", action="store_true")
+    p = add("default", devices_default, "make SERVER the default for a device family")
+    p.add_argument("family", metavar="FAMILY", help=", ".join(devices.FAMILIES))
+    p.add_argument("server", metavar="SERVER")
+    add("defaults", devices_defaults, "list the default server of each device family")
+    p = add("release", devices_release, "release devices from the organisation (cannot be undone)")
+    _serials(p)
+    p.add_argument("--yes", action="store_true", help="do not ask for confirmation")
+
+
+def _serials(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("serials", metavar="SERIAL", nargs="*")
+    parser.add_argument("--file", metavar="F", help="serial numbers, one per line (or CSV cells)")
+
+
+def _read(path: str) -> bytes:
+    file = Path(path)
+    try:
+        if file.stat().st_size > MAX_FILE:
+            raise InvalidInput(f"{path} is larger than {MAX_FILE // (1024 * 1024)} MB.")
+        return file.read_bytes()
+    except OSError as exc:
+        raise InvalidInput(f"Cannot read {path}: {exc.strerror or exc}.") from exc
+
+
+def _given(args: argparse.Namespace) -> list[str]:
+    serials = list(args.serials)
+    if args.file:
+        serials += devices.split_serials(_read(args.file).decode("utf-8-sig", errors="replace"))
+    if not serials:
+        raise InvalidInput("Give serial numbers as arguments or with --file F.")
+    return serials
+
+
+def devices_import(ctx: AppContext, args: argparse.Namespace) -> int:
+    """mdmbot devices import."""
+    content = _read(args.file)
+    with ctx.unit_of_work() as session:
+        summary = device_import.import_devices(
+            session, _operator(args), content, ctx.now(), source=Path(args.file).name
+        )
+    print(
+        f"Imported {summary.total} devices: {summary.created} new, {summary.updated} updated, "
+        f"{summary.unchanged} unchanged."
+    )
+    for server, count in sorted(summary.to_default.items()):
+        print(f"  {count} assigned to “{server}” (their family's default)")
+    return 0
+
+
+def devices_assign(ctx: AppContext, args: argparse.Namespace) -> int:
+    """mdmbot devices assign."""
+    serials = _given(args)
+    with ctx.unit_of_work() as session:
+        result = devices.assign_devices(session, _operator(args), args.server, serials, ctx.now())
+    print(
+        f"Assigned {len(result.assigned)} devices to “{result.server}”"
+        + (f" ({len(result.unchanged)} were already there)." if result.unchanged else ".")
+    )
+    return 0
+
+
+def devices_unassign(ctx: AppContext, args: argparse.Namespace) -> int:
+    """mdmbot devices unassign."""
+    serials = _given(args)
+    with ctx.unit_of_work() as session:
+        result = devices.unassign_devices(session, _operator(args), serials, ctx.now())
+    print(f"Unassigned {len(result.assigned)} devices ({len(result.unchanged)} already were).")
+    return 0
+
+
+def devices_list(ctx: AppContext, args: argparse.Namespace) -> int:
+    """mdmbot devices list."""
+    with ctx.unit_of_work(readonly=True) as session:
+        views = devices.list_devices(session, server_name=args.server, unassigned=args.unassigned)
+    if args.json:
+        _json([asdict(v) for v in views])
+        return 0
+    if not views:
+        print("No devices. Import some with: mdmbot devices import FILE.csv")
+        return 0
+    _table(
+        ("SERIAL", "FAMILY", "MODEL", "ASSET TAG", "SERVER", "PROFILE"),
+        [
+            (
+                v.serial_number,
+                v.device_family,
+                v.model,
+                v.asset_tag or "-",
+                v.server or "Unassigned",
+                v.profile_status,
+            )
+            for v in views
+        ],
+    )
+    return 0
+
+
+def devices_show(ctx: AppContext, args: argparse.Namespace) -> int:
+    """mdmbot devices show."""
+    with ctx.unit_of_work(readonly=True) as session:
+        view = devices.show_device(session, args.serial)
+    if args.json:
+        _json(asdict(view))
+        return 0
+    rows = [
+        ("Serial number", view.serial_number),
+        ("Model", f"{view.model} ({view.device_family}, {view.os})"),
+        ("Description", view.description or "-"),
+        ("Color", view.color or "-"),
+        ("Asset tag", view.asset_tag or "-"),
+        ("Order number", view.order_number or "-"),
+        ("Server", view.server or ("released" if view.released_at else "Unassigned")),
+        ("Assigned", f"{_when(view.assigned_at)} by {view.assigned_by or '-'}"),
+        ("Profile", f"{view.profile_status} {view.profile_uuid or ''}".rstrip()),
+        ("Released", _when(view.released_at)),
+    ]
+    for label, value in rows:
+        print(f"{label + ':':<15}{value}")
+    return 0
+
+
+def devices_default(ctx: AppContext, args: argparse.Namespace) -> int:
+    """mdmbot devices default."""
+    with ctx.unit_of_work() as session:
+        family, server = devices.set_default(
+            session, _operator(args), args.family, args.server, ctx.now()
+        )
+    print(f"New {family} devices now go to “{server}”.")
+    return 0
+
+
+def devices_defaults(ctx: AppContext, args: argparse.Namespace) -> int:
+    """mdmbot devices defaults."""
+    with ctx.unit_of_work(readonly=True) as session:
+        rows = devices.list_defaults(session)
+    _table(("FAMILY", "DEFAULT SERVER"), [(f, s or "-") for f, s in rows])
+    return 0
+
+
+def devices_release(ctx: AppContext, args: argparse.Namespace) -> int:
+    """mdmbot devices release."""
+    serials = _given(args)
+    if not args.yes:
+        if not sys.stdin.isatty():
+            raise InvalidInput("Releasing cannot be undone: add --yes to confirm.")
+        answer = input(
+            f"Release {len(serials)} device(s) from the organisation? They leave Apple School "
+            "Manager and every MDM server. Type 'release' to confirm: "
+        )
+        if answer.strip().lower() != "release":
+            print("Nothing was released.")
+            return 1
+    with ctx.unit_of_work() as session:
+        released = devices.release_devices(session, _operator(args), serials, ctx.now())
+    print(
+        f"Released {len(released)} device(s): {', '.join(released[:20])}"
+        + (" …" if len(released) > 20 else "")
+    )
+    return 0
