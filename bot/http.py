@@ -1,18 +1,25 @@
-"""The HTTP front: Slack requests on /slack/events, /healthz and /metrics, served by waitress."""
+"""The HTTP front: each listener serves one WSGI app (Slack, metrics, …).
+
+One process is served by waitress, several worker processes by gunicorn (threaded workers).
+"""
 
 from __future__ import annotations
 
 import json
 import logging
+import os
 import signal
 import threading
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass
 from types import FrameType
 from typing import Any
 
 from slack_bolt import App, BoltRequest
+from waitress import wasyncore
 from waitress.server import create_server
+from waitress.task import ThreadedTaskDispatcher
 
 from bot import metrics
 
@@ -20,6 +27,17 @@ log = logging.getLogger("mdmbot.http")
 
 MAX_BODY = 1024 * 1024
 StartResponse = Callable[..., Any]
+WsgiApp = Callable[[dict[str, Any], StartResponse], Iterable[bytes]]
+
+
+@dataclass(frozen=True)
+class Listener:
+    """One listening address and the WSGI app it serves."""
+
+    name: str
+    host: str
+    port: int
+    app: WsgiApp
 
 
 def request_kind(body: str) -> str:
@@ -48,13 +66,6 @@ class SlackWsgi:
             report = self.health()
             status = "200 OK" if report.get("status") == "ok" else "503 Service Unavailable"
             return _reply(start_response, status, json.dumps(report).encode(), "application/json")
-        if path == "/metrics" and method == "GET":
-            return _reply(
-                start_response,
-                "200 OK",
-                metrics.render(),
-                "text/plain; version=0.0.4; charset=utf-8",
-            )
         return _reply(start_response, "404 Not Found", b"Not Found", "text/plain")
 
     def _slack(self, environ: dict[str, Any], start_response: StartResponse) -> Iterable[bytes]:
@@ -101,23 +112,33 @@ def _reply(start_response: StartResponse, status: str, body: bytes, ctype: str) 
 
 
 class HttpServer:
-    """A concurrent production HTTP server (waitress, a thread pool) that stops on SIGTERM."""
+    """One process serving every listener with waitress (one thread pool), stopping on SIGTERM."""
 
-    def __init__(self, wsgi: SlackWsgi, host: str, port: int, threads: int = 4) -> None:
-        self.server = create_server(
-            wsgi,
-            host=host,
-            port=port,
-            threads=threads,
-            ident="mdmbot",
-            clear_untrusted_proxy_headers=True,
-        )
+    def __init__(self, listeners: Sequence[Listener], threads: int = 4) -> None:
+        self._map: dict[int, Any] = {}
+        self._tasks = ThreadedTaskDispatcher()
+        self._tasks.set_thread_count(threads)
+        self.servers = {
+            listener.name: create_server(
+                listener.app,
+                map=self._map,
+                _dispatcher=self._tasks,
+                host=listener.host,
+                port=listener.port,
+                threads=threads,
+                ident="mdmbot",
+                clear_untrusted_proxy_headers=True,
+                # An oversized declared body is refused (413) before waitress buffers it.
+                max_request_body_size=MAX_BODY,
+            )
+            for listener in listeners
+        }
         self.stopped = threading.Event()
 
     @property
-    def port(self) -> int:
-        """The bound port (useful with port 0)."""
-        return int(self.server.effective_port)  # type: ignore[union-attr]
+    def ports(self) -> dict[str, int]:
+        """The bound port of each listener (useful with port 0)."""
+        return {name: int(server.effective_port) for name, server in self.servers.items()}  # type: ignore[union-attr]
 
     def serve_forever(self, on_stop: Callable[[], None] | None = None) -> None:
         """Serve until SIGTERM or SIGINT, then stop cleanly."""
@@ -128,13 +149,102 @@ class HttpServer:
         if threading.current_thread() is threading.main_thread():
             signal.signal(signal.SIGTERM, stop)
             signal.signal(signal.SIGINT, stop)
-        log.info("listening on port %s", self.port)
+        for name, port in self.ports.items():
+            log.info("listening on port %s (%s)", port, name)
         try:
-            self.server.run()
+            wasyncore.loop(timeout=1.0, map=self._map)
         except SystemExit:
             log.info("stopping")
         finally:
-            self.server.close()
+            self.close()
             if on_stop is not None:
                 on_stop()
             self.stopped.set()
+
+    def close(self) -> None:
+        """Stop accepting, finish the requests in hand and close every socket."""
+        self._tasks.shutdown()
+        wasyncore.close_all(self._map)
+
+
+@dataclass(frozen=True)
+class WorkerHooks:
+    """What each worker process does around serving (background threads start after fork)."""
+
+    start: Callable[[], None]
+    stop: Callable[[], None]
+    after_fork: Callable[[], None] = lambda: None
+
+
+def serve_workers(
+    listeners: Sequence[Listener], workers: int, threads: int, hooks: WorkerHooks
+) -> int:
+    """Serve every listener from `workers` gunicorn processes of `threads` threads until SIGTERM.
+
+    The apps are built once before forking; each accepted connection is routed to the app of
+    the listener it arrived on (the socket's local port).
+    """
+    from gunicorn.app.base import BaseApplication
+    from gunicorn.glogging import Logger
+
+    by_port: dict[int, WsgiApp] = {}
+
+    def route(environ: dict[str, Any], start_response: StartResponse) -> Iterable[bytes]:
+        app = by_port.get(environ["gunicorn.socket"].getsockname()[1])
+        if app is None:
+            return _reply(start_response, "404 Not Found", b"Not Found", "text/plain")
+        worker = ("X-Mdmbot-Worker", str(os.getpid()))
+
+        def start(status: str, headers: list[tuple[str, str]], exc_info: Any = None) -> Any:
+            return start_response(status, [*headers, worker], exc_info)
+
+        return app(environ, start)
+
+    def when_ready(arbiter: Any) -> None:
+        for listener, sock in zip(listeners, arbiter.LISTENERS, strict=True):
+            by_port[sock.getsockname()[1]] = listener.app
+            log.info("listening on port %s (%s)", sock.getsockname()[1], listener.name)
+
+    class RootLogger(Logger):  # type: ignore[misc]
+        """gunicorn's messages go through mdmbot's logging (text or JSON, redacted)."""
+
+        def setup(self, cfg: Any) -> None:
+            super().setup(cfg)
+            for logger in (self.error_log, self.access_log):
+                logger.handlers.clear()
+                logger.propagate = True
+
+    options: dict[str, Any] = {
+        "bind": [_bind(listener.host, listener.port) for listener in listeners],
+        "workers": workers,
+        "worker_class": "gthread",
+        "threads": threads,
+        "preload_app": True,
+        "graceful_timeout": 20,
+        "proc_name": "mdmbot",
+        "logger_class": RootLogger,
+        "control_socket_disable": True,
+        "when_ready": when_ready,
+        "post_fork": lambda arbiter, worker: hooks.after_fork(),
+        "post_worker_init": lambda worker: hooks.start(),
+        "worker_exit": lambda arbiter, worker: hooks.stop(),
+        "child_exit": lambda arbiter, worker: metrics.worker_exited(worker.pid),
+    }
+
+    class Front(BaseApplication):  # type: ignore[misc]
+        def load_config(self) -> None:
+            for key, value in options.items():
+                self.cfg.set(key, value)
+
+        def load(self) -> WsgiApp:
+            return route
+
+    try:
+        Front().run()
+    except SystemExit as exc:
+        return int(exc.code or 0)
+    return 0
+
+
+def _bind(host: str, port: int) -> str:
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"

@@ -5,7 +5,9 @@ from __future__ import annotations
 import argparse
 import logging
 import os
+import shutil
 import signal
+import tempfile
 import threading
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING
@@ -45,7 +47,26 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--threads",
         type=int,
         default=4,
-        help="HTTP threads answering Slack up to the ack (work after the ack has its own pool)",
+        help="HTTP threads (per worker) answering Slack up to the ack "
+        "(work after the ack has its own pool)",
+    )
+    parser.add_argument(
+        "--workers",
+        default=os.environ.get("MDMBOT_WORKERS", "1"),
+        metavar="N",
+        help="HTTP worker processes (gunicorn) sharing the listeners, or `auto` for one per "
+        "core; HTTP mode only (default 1 or $MDMBOT_WORKERS)",
+    )
+    parser.add_argument(
+        "--metrics-host",
+        default=os.environ.get("MDMBOT_METRICS_HOST", "127.0.0.1"),
+        help="address of the /metrics listener with --http (default 127.0.0.1)",
+    )
+    parser.add_argument(
+        "--metrics-port",
+        type=int,
+        default=int(os.environ.get("MDMBOT_METRICS_PORT", "9464")),
+        help="port of the /metrics listener with --http (default 9464)",
     )
     parser.add_argument(
         "--no-scheduler",
@@ -54,13 +75,50 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
 
 
+def worker_count(value: str, http: bool) -> int:
+    """How many worker processes `--workers` asks for (`auto`: one per core in HTTP mode)."""
+    if value.strip().lower() == "auto":
+        return len(os.sched_getaffinity(0)) if http else 1
+    try:
+        count = int(value)
+    except ValueError:
+        count = 0
+    if count < 1:
+        raise ConfigError(
+            f"--workers must be a whole number of 1 or more, or auto (not “{value}”)."
+        )
+    if count > 1 and not http:
+        raise ConfigError(
+            "--workers is for HTTP mode: Socket Mode keeps one connection to Slack, so it runs "
+            "in one process. Use `mdmbot serve --http --workers N`, or drop --workers."
+        )
+    return count
+
+
 def serve(ctx: AppContext, args: argparse.Namespace) -> int:
     """Run the bot until stopped."""
-    from bot.http import HttpServer, SlackWsgi
+    workers = worker_count(args.workers, args.http)
+    # Metrics are shared between workers through files; this must precede importing them.
+    metrics_dir = tempfile.mkdtemp(prefix="mdmbot-metrics-") if workers > 1 else None
+    os.environ.pop("PROMETHEUS_MULTIPROC_DIR", None)
+    if metrics_dir:
+        os.environ["PROMETHEUS_MULTIPROC_DIR"] = metrics_dir
+    try:
+        return _serve(ctx, args, workers)
+    finally:
+        if metrics_dir:
+            shutil.rmtree(metrics_dir, ignore_errors=True)
+
+
+def _serve(ctx: AppContext, args: argparse.Namespace, workers: int) -> int:
+    from bot import metrics
+    from bot.http import HttpServer, Listener, SlackWsgi, WorkerHooks, serve_workers
     from bot.runtime import Runtime
     from bot.slack.app import build_app, build_services
     from bot.slack.gateway import SlackUnavailable
 
+    if metrics.multiprocess_mode() != (workers > 1):
+        raise RuntimeError("bot.metrics was imported before the worker count was known")
     settings = ctx.settings
     configure_logging(settings.mdmbot_log_format)
     settings.require("SLACK_BOT_TOKEN", "MDMBOT_ALERT_CHANNEL")
@@ -89,9 +147,21 @@ def serve(ctx: AppContext, args: argparse.Namespace) -> int:
         signing_secret=settings.slack_signing_secret if args.http else None,
     )
     if args.http:
+        listeners = [
+            Listener("slack", args.host, args.port, SlackWsgi(app, runtime.health)),
+            Listener("metrics", args.metrics_host, args.metrics_port, metrics.wsgi),
+        ]
+        if workers > 1:
+            # No connection may cross the fork: each worker opens its own.
+            ctx.engine.dispose()
+            hooks = WorkerHooks(
+                start=runtime.start,
+                stop=runtime.stop,
+                after_fork=lambda: ctx.engine.dispose(close=False),
+            )
+            return serve_workers(listeners, workers, args.threads, hooks)
         runtime.start()
-        server = HttpServer(SlackWsgi(app, runtime.health), args.host, args.port, args.threads)
-        server.serve_forever(on_stop=runtime.stop)
+        HttpServer(listeners, args.threads).serve_forever(on_stop=runtime.stop)
         return 0
     return _serve_socket_mode(app, settings.slack_app_token or "", runtime)
 
