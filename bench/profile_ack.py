@@ -71,12 +71,12 @@ def summarize(path: str, top: int) -> None:
     inclusive: collections.Counter[str] = collections.Counter()
     total = 0
     for line in open(path, encoding="utf-8"):
-        stack, _, count = line.rstrip().rpartition(" ")
+        stack, _, samples = line.rstrip().rpartition(" ")
         if "SlackWsgi.__call__" not in stack and "thread_runner" not in stack:
             continue
-        total += int(count)
+        total += int(samples)
         for frame in set(stack.split(";")):
-            inclusive[frame] += int(count)
+            inclusive[frame] += int(samples)
     for frame, count in inclusive.most_common(top):
         print(f"{100 * count / total:5.1f}%  {frame}")
 
