@@ -24,20 +24,21 @@ from datetime import UTC, datetime
 from typing import Any
 
 from bench.bare_app import build_bare_app
-from bench.common import BOT_TOKEN, SIGNING_SECRET, sign, slash_command_body
+from bench.common import ADMIN, BOT_TOKEN, SIGNING_SECRET, sign, slash_command_body
 from bench.fake import start_fake
 from bench.seed import add_servers, bench_settings
 from bot.context import AppContext
 from bot.http import SlackWsgi
 from bot.runtime import Runtime
 from bot.slack.app import build_app, build_services
+from core import people
 
 SERVERS = 50
 WsgiApp = Callable[[dict[str, Any], Callable[..., Any]], Iterable[bytes]]
 
 
-def call(app: WsgiApp, seq: int, root: str) -> str:
-    """One signed `/mdm list` through the WSGI app; the status line."""
+def call(app: WsgiApp, seq: int, root: str) -> tuple[str, bytes]:
+    """One signed `/mdm list` through the WSGI app; the status line and the body."""
     body = slash_command_body("list", seq, root)
     ts = int(time.time())
     environ = {
@@ -50,16 +51,16 @@ def call(app: WsgiApp, seq: int, root: str) -> str:
         "wsgi.input": io.BytesIO(body),
     }
     seen: list[str] = []
-    b"".join(app(environ, lambda status, headers, exc_info=None: seen.append(status)))
-    return seen[0]
+    body = b"".join(app(environ, lambda status, headers, exc_info=None: seen.append(status)))
+    return seen[0], body
 
 
-def run(app: WsgiApp, requests: int, root: str) -> float:
+def run(app: WsgiApp, requests: int, root: str, *, listing: bool) -> float:
     """CPU seconds per request (every thread of this process) after a warm-up."""
     for seq in range(50):
-        status = call(app, seq, root)
-        if not status.startswith("200"):
-            raise RuntimeError(f"/mdm list answered {status}")
+        status, body = call(app, seq, root)
+        if not status.startswith("200") or (b"MDM servers" in body) != listing:
+            raise RuntimeError(f"/mdm list answered {status}: {body[:200]!r}")
     started = time.process_time()
     for seq in range(requests):
         call(app, 1000 + seq, root)
@@ -101,13 +102,15 @@ def main() -> int:
             ctx = AppContext(bench_settings(tmp, fake.url))
             ctx.prepare_database()
             add_servers(ctx, SERVERS, datetime.now(UTC))
+            with ctx.unit_of_work() as session:
+                people.bootstrap_admins(session, [ADMIN], datetime.now(UTC))
             svc = build_services(ctx)
             runtime = Runtime(ctx, svc, scheduler=False)
             if args.app == "mdmbot":
                 app = SlackWsgi(build_app(svc, signing_secret=SIGNING_SECRET), runtime.health)
             else:
                 app = SlackWsgi(build_bare_app(), runtime.health)
-            per_request = run(app, args.requests, fake.root)
+            per_request = run(app, args.requests, fake.root, listing=args.app == "mdmbot")
             print(f"{args.app}: {per_request * 1000:.2f} ms CPU per /mdm list request")
             svc.background.shutdown(wait=True)
             ctx.engine.dispose()

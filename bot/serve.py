@@ -46,9 +46,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--threads",
         type=int,
-        default=4,
-        help="HTTP threads (per worker) answering Slack up to the ack "
-        "(work after the ack has its own pool)",
+        help="HTTP threads answering Slack up to the ack, per worker (default 4 in one "
+        "process, 8 per worker with several; work after the ack has its own pool)",
     )
     parser.add_argument(
         "--workers",
@@ -159,9 +158,9 @@ def _serve(ctx: AppContext, args: argparse.Namespace, workers: int) -> int:
                 stop=runtime.stop,
                 after_fork=lambda: ctx.engine.dispose(close=False),
             )
-            return serve_workers(listeners, workers, args.threads, hooks)
+            return serve_workers(listeners, workers, args.threads or 8, hooks)
         runtime.start()
-        HttpServer(listeners, args.threads).serve_forever(on_stop=runtime.stop)
+        HttpServer(listeners, args.threads or 4).serve_forever(on_stop=runtime.stop)
         return 0
     return _serve_socket_mode(app, settings.slack_app_token or "", runtime)
 
