@@ -48,10 +48,11 @@ def main() -> int:
     parser.add_argument("--port", type=int, required=True)
     parser.add_argument("--threads", type=int, default=16)
     parser.add_argument("--workers", type=int, default=1)
+    parser.add_argument("--gunicorn", action="store_true", help="gunicorn even for one worker")
     args = parser.parse_args()
     logging.basicConfig(level=logging.WARNING)
     listeners = [Listener("slack", args.host, args.port, SlackWsgi(build_bare_app(), health))]
-    if args.workers > 1:
+    if args.workers > 1 or args.gunicorn:
         idle = WorkerHooks(start=lambda: None, stop=lambda: None)
         return serve_workers(listeners, args.workers, args.threads, idle)
     HttpServer(listeners, args.threads).serve_forever()
