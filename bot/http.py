@@ -9,6 +9,7 @@ import json
 import logging
 import os
 import signal
+import socket
 import threading
 import time
 from collections.abc import Callable, Iterable, Sequence
@@ -22,6 +23,7 @@ from waitress.server import create_server
 from waitress.task import ThreadedTaskDispatcher
 
 from bot import metrics
+from core.errors import ConfigError
 
 log = logging.getLogger("mdmbot.http")
 
@@ -38,6 +40,24 @@ class Listener:
     host: str
     port: int
     app: WsgiApp
+
+
+def check_listeners(listeners: Sequence[Listener]) -> None:
+    """Refuse, in one line, listeners that share a port or whose address is taken."""
+    ports = [listener.port for listener in listeners if listener.port]
+    if len(ports) != len(set(ports)):
+        raise ConfigError("Each listener needs its own port (--port, --metrics-port, …).")
+    for listener in listeners:
+        family = socket.AF_INET6 if ":" in listener.host else socket.AF_INET
+        with socket.socket(family, socket.SOCK_STREAM) as probe:
+            probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            try:
+                probe.bind((listener.host, listener.port))
+            except OSError as exc:
+                raise ConfigError(
+                    f"Cannot listen on {listener.host}:{listener.port} for {listener.name} "
+                    f"({exc.strerror or exc}); is another process using it?"
+                ) from exc
 
 
 def request_kind(body: str) -> str:

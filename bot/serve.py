@@ -111,7 +111,14 @@ def serve(ctx: AppContext, args: argparse.Namespace) -> int:
 
 def _serve(ctx: AppContext, args: argparse.Namespace, workers: int) -> int:
     from bot import metrics
-    from bot.http import HttpServer, Listener, SlackWsgi, WorkerHooks, serve_workers
+    from bot.http import (
+        HttpServer,
+        Listener,
+        SlackWsgi,
+        WorkerHooks,
+        check_listeners,
+        serve_workers,
+    )
     from bot.runtime import Runtime
     from bot.slack.app import build_app, build_services
     from bot.slack.gateway import SlackUnavailable
@@ -150,6 +157,7 @@ def _serve(ctx: AppContext, args: argparse.Namespace, workers: int) -> int:
             Listener("slack", args.host, args.port, SlackWsgi(app, runtime.health)),
             Listener("metrics", args.metrics_host, args.metrics_port, metrics.wsgi),
         ]
+        check_listeners(listeners)
         if workers > 1:
             # No connection may cross the fork: each worker opens its own.
             ctx.engine.dispose()

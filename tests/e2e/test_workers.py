@@ -172,3 +172,26 @@ def test_workers_are_refused_in_socket_mode(fake: FakeSlack, tmp_path: Path) -> 
     )
     assert result.returncode == 2 and "Traceback" not in result.stderr
     assert result.stderr.strip().startswith("mdmbot: --workers is for HTTP mode")
+
+
+@pytest.mark.parametrize("workers", ["1", "2"])
+def test_a_port_in_use_is_refused_in_one_line(
+    fake: FakeSlack, tmp_path: Path, workers: str
+) -> None:
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = str(taken.getsockname()[1])
+        listen = ["--host", "127.0.0.1", "--port", port, "--workers", workers]
+        result = subprocess.run(
+            [*mdmbot_command(), "serve", "--http", *listen],
+            env=bot_env(fake, tmp_path),
+            capture_output=True,
+            text=True,
+            timeout=30,
+        )
+    assert result.returncode == 2 and "Traceback" not in result.stderr
+    assert result.stderr.strip().splitlines()[-1] == (
+        f"mdmbot: Cannot listen on 127.0.0.1:{port} for slack (Address already in use); "
+        "is another process using it?"
+    )
