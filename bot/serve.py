@@ -97,6 +97,8 @@ def worker_count(value: str, http: bool) -> int:
 def serve(ctx: AppContext, args: argparse.Namespace) -> int:
     """Run the bot until stopped."""
     workers = worker_count(args.workers, args.http)
+    if args.threads is not None and args.threads < 1:
+        raise ConfigError(f"--threads must be 1 or more (not {args.threads}).")
     # Metrics are shared between workers through files; this must precede importing them.
     metrics_dir = tempfile.mkdtemp(prefix="mdmbot-metrics-") if workers > 1 else None
     os.environ.pop("PROMETHEUS_MULTIPROC_DIR", None)
