@@ -30,6 +30,7 @@ from bench.common import (
     Row,
     Section,
     child_env,
+    children,
     free_port,
     ms,
     percentile,
@@ -217,10 +218,12 @@ def run(quick: bool) -> Section:
             check_setup(fake, ports)
             pids = {name: process.pid for name, process in processes.items()}
             results = _measure(fake, ports, pids, counts)
-            rss, hwm = rss_kib(processes["mdmbot"].pid)
+            master = processes["mdmbot"].pid
+            workers = [rss_kib(child)[0] / 1024 for child in children(master)]
             section.details.append(
-                f"mdmbot serve RSS after this load: {rss / 1024:.1f} MiB "
-                f"(peak {hwm / 1024:.1f} MiB)"
+                f"mdmbot serve RSS after this load: master {rss_kib(master)[0] / 1024:.1f} MiB, "
+                f"workers {', '.join(f'{rss:.1f}' for rss in workers)} MiB (shared pages "
+                "counted in each)"
             )
         finally:
             for process in processes.values():

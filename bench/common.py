@@ -141,9 +141,9 @@ def cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
-def tree_cpu_seconds(pid: int) -> float:
-    """CPU time of a process and its live children (a server's worker processes)."""
-    total = cpu_seconds(pid)
+def children(pid: int) -> list[int]:
+    """The live child processes of `pid` (a server's workers)."""
+    found = []
     for entry in Path("/proc").iterdir():
         if not entry.name.isdigit():
             continue
@@ -152,7 +152,18 @@ def tree_cpu_seconds(pid: int) -> float:
         except OSError:
             continue
         if int(fields[1]) == pid:
-            total += (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+            found.append(int(entry.name))
+    return found
+
+
+def tree_cpu_seconds(pid: int) -> float:
+    """CPU time of a process and its live children (a server's worker processes)."""
+    total = cpu_seconds(pid)
+    for child in children(pid):
+        try:
+            total += cpu_seconds(child)
+        except OSError:
+            continue
     return total
 
 
