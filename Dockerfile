@@ -7,6 +7,11 @@
 #   docker run -d --name mdmbot --env-file .env -v mdmbot-data:/data -p 3000:3000 \
 #       mdmbot mdmbot serve --http
 #
+# HTTP mode runs one worker process per core (MDMBOT_WORKERS=auto; Socket Mode always runs one).
+# /metrics listens on 127.0.0.1:9464 inside the container; to scrape it from outside set
+# MDMBOT_METRICS_HOST=0.0.0.0 and publish it only where Prometheus can reach it, e.g.
+# -p 127.0.0.1:9464:9464 (it names your servers: never expose it publicly).
+#
 # Health check: in HTTP mode it GETs http://127.0.0.1:$PORT/healthz (database and scheduler
 # state; 503 marks the container unhealthy). Socket Mode serves no HTTP, so there the check
 # passes without probing. Which mode is running is read from PID 1's command line (`--http`
@@ -44,6 +49,7 @@ ENV PATH=/opt/mdmbot/bin:$PATH \
     PYTHONUNBUFFERED=1 \
     PYTHONDONTWRITEBYTECODE=1 \
     MDMBOT_DATA_DIR=/data \
+    MDMBOT_WORKERS=auto \
     PORT=3000
 RUN groupadd --system --gid 10001 mdmbot \
     && useradd --system --uid 10001 --gid mdmbot --home-dir /data --no-create-home \

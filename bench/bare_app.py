@@ -1,8 +1,9 @@
-"""The baseline: a bare bolt App that only acks `/mdm`, on mdmbot's own HTTP server.
+"""The baseline: a bare bolt App that only acks `/mdm`, on mdmbot's own HTTP front.
 
-`python -m bench.bare_app --port N` serves it with the same waitress `HttpServer` and
-`SlackWsgi` as `mdmbot serve --http`, the same signing secret check and the same Web API client
-settings (SLACK_API_URL, SLACK_BOT_TOKEN, SLACK_SIGNING_SECRET from the environment).
+`python -m bench.bare_app --port N [--workers W --threads T]` serves it with the same front as
+`mdmbot serve --http` (waitress `HttpServer` for one process, gunicorn threaded workers through
+`serve_workers` for several) and `SlackWsgi`, the same signing secret check and the same Web API
+client settings (SLACK_API_URL, SLACK_BOT_TOKEN, SLACK_SIGNING_SECRET from the environment).
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ from typing import Any
 from slack_bolt import Ack, App
 from slack_sdk import WebClient
 
-from bot.http import HttpServer, SlackWsgi
+from bot.http import HttpServer, Listener, SlackWsgi, WorkerHooks, serve_workers
 
 
 def build_bare_app() -> App:
@@ -46,15 +47,17 @@ def main() -> int:
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, required=True)
     parser.add_argument("--threads", type=int, default=16)
+    parser.add_argument("--workers", type=int, default=1)
+    parser.add_argument("--gunicorn", action="store_true", help="gunicorn even for one worker")
     args = parser.parse_args()
     logging.basicConfig(level=logging.WARNING)
-    server = HttpServer(
-        SlackWsgi(build_bare_app(), health, signing_secret=os.environ["SLACK_SIGNING_SECRET"]),
-        args.host,
-        args.port,
-        args.threads,
-    )
-    server.serve_forever()
+    secret = os.environ["SLACK_SIGNING_SECRET"]
+    slack = SlackWsgi(build_bare_app(), health, signing_secret=secret)
+    listeners = [Listener("slack", args.host, args.port, slack)]
+    if args.workers > 1 or args.gunicorn:
+        idle = WorkerHooks(start=lambda: None, stop=lambda: None)
+        return serve_workers(listeners, args.workers, args.threads, idle)
+    HttpServer(listeners, args.threads).serve_forever()
     return 0
 
 

@@ -121,6 +121,7 @@ def _pairs(quick: bool, section: Section) -> None:
                 fake,
                 data,
                 ports["slack"],
+                1,
                 "--dep-host",
                 "127.0.0.1",
                 "--dep-port",

@@ -10,10 +10,10 @@ import argparse
 from collections.abc import Iterable
 from typing import Any
 
-from bot.http import HttpServer, StartResponse
+from bot.http import HttpServer, Listener, StartResponse
 
 BODY = b'{"auth_session_token":"bare","server_name":"bare"}'
-THREADS = 8  # bot.serve.serve_dep
+THREADS = 4  # `mdmbot serve --http` serves every listener from one pool of 4 threads
 
 
 def constant_json(environ: dict[str, Any], start_response: StartResponse) -> Iterable[bytes]:
@@ -30,7 +30,7 @@ def main() -> int:
     parser = argparse.ArgumentParser(prog="python -m bench.dep_bare")
     parser.add_argument("--port", type=int, required=True)
     args = parser.parse_args()
-    HttpServer(constant_json, "127.0.0.1", args.port, THREADS).serve_forever()
+    HttpServer([Listener("bare", "127.0.0.1", args.port, constant_json)], THREADS).serve_forever()
     return 0
 
 

@@ -1,4 +1,7 @@
-"""The HTTP front: Slack requests on /slack/events, /healthz and /metrics, served by waitress."""
+"""The HTTP front: each listener serves one WSGI app (Slack, metrics, …).
+
+One process is served by waitress, several worker processes by gunicorn (threaded workers).
+"""
 
 from __future__ import annotations
 
@@ -6,17 +9,23 @@ import hashlib
 import hmac
 import json
 import logging
+import os
 import signal
+import socket
 import threading
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass
 from types import FrameType
 from typing import Any
 
 from slack_bolt import App, BoltRequest
+from waitress import wasyncore
 from waitress.server import create_server
+from waitress.task import ThreadedTaskDispatcher
 
 from bot import metrics
+from core.errors import ConfigError
 
 log = logging.getLogger("mdmbot.http")
 
@@ -38,6 +47,34 @@ def signature_ok(secret: str, body: bytes, headers: dict[str, str], now: float) 
     base = b"v0:" + timestamp.encode() + b":" + body
     expected = "v0=" + hmac.new(secret.encode(), base, hashlib.sha256).hexdigest()
     return hmac.compare_digest(expected.encode(), signature.encode("utf-8", "replace"))
+
+
+@dataclass(frozen=True)
+class Listener:
+    """One listening address and the WSGI app it serves."""
+
+    name: str
+    host: str
+    port: int
+    app: WsgiApp
+
+
+def check_listeners(listeners: Sequence[Listener]) -> None:
+    """Refuse, in one line, listeners that share a port or whose address is taken."""
+    ports = [listener.port for listener in listeners if listener.port]
+    if len(ports) != len(set(ports)):
+        raise ConfigError("Each listener needs its own port (--port, --metrics-port, …).")
+    for listener in listeners:
+        family = socket.AF_INET6 if ":" in listener.host else socket.AF_INET
+        with socket.socket(family, socket.SOCK_STREAM) as probe:
+            probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            try:
+                probe.bind((listener.host, listener.port))
+            except OSError as exc:
+                raise ConfigError(
+                    f"Cannot listen on {listener.host}:{listener.port} for {listener.name} "
+                    f"({exc.strerror or exc}); is another process using it?"
+                ) from exc
 
 
 def request_kind(body: str) -> str:
@@ -69,13 +106,6 @@ class SlackWsgi:
             report = self.health()
             status = "200 OK" if report.get("status") == "ok" else "503 Service Unavailable"
             return _reply(start_response, status, json.dumps(report).encode(), "application/json")
-        if path == "/metrics" and method == "GET":
-            return _reply(
-                start_response,
-                "200 OK",
-                metrics.render(),
-                "text/plain; version=0.0.4; charset=utf-8",
-            )
         return _reply(start_response, "404 Not Found", b"Not Found", "text/plain")
 
     def _slack(self, environ: dict[str, Any], start_response: StartResponse) -> Iterable[bytes]:
@@ -131,34 +161,39 @@ def _reply(start_response: StartResponse, status: str, body: bytes, ctype: str) 
 
 
 class HttpServer:
-    """A concurrent production HTTP server (waitress, a thread pool) that stops on SIGTERM."""
+    """One process serving every listener with waitress (one thread pool), stopping on SIGTERM."""
 
-    def __init__(self, wsgi: WsgiApp, host: str, port: int, threads: int = 4) -> None:
-        self.server = create_server(
-            wsgi,
-            host=host,
-            port=port,
-            threads=threads,
-            ident="mdmbot",
-            clear_untrusted_proxy_headers=True,
-        )
+    def __init__(self, listeners: Sequence[Listener], threads: int = 4) -> None:
+        self._map: dict[int, Any] = {}
+        self._tasks = ThreadedTaskDispatcher()
+        self._tasks.set_thread_count(threads)
+        self.servers = {
+            listener.name: create_server(
+                listener.app,
+                map=self._map,
+                _dispatcher=self._tasks,
+                host=listener.host,
+                port=listener.port,
+                threads=threads,
+                ident="mdmbot",
+                clear_untrusted_proxy_headers=True,
+                # An oversized declared body is refused (413) before waitress buffers it.
+                max_request_body_size=MAX_BODY,
+            )
+            for listener in listeners
+        }
         self.stopped = threading.Event()
         self.thread: threading.Thread | None = None
 
     @property
     def port(self) -> int:
-        """The bound port (useful with port 0)."""
-        return int(self.server.effective_port)  # type: ignore[union-attr]
+        """The bound port of the first listener."""
+        return next(iter(self.ports.values()))
 
-    def close(self, timeout: float = 5.0) -> None:
-        """Stop a server started by `start_in_background`: its own thread closes the sockets."""
-        try:
-            self.server.trigger.pull_trigger(self.server.close)  # type: ignore[union-attr]
-        except OSError:  # the loop already closed its trigger (and is ending)
-            log.warning("HTTP server on port %s was already closing", self.port)
-        if self.thread is not None:
-            self.thread.join(timeout)
-        self.server.task_dispatcher.shutdown(timeout=int(timeout))
+    @property
+    def ports(self) -> dict[str, int]:
+        """The bound port of each listener (useful with port 0)."""
+        return {name: int(server.effective_port) for name, server in self.servers.items()}  # type: ignore[union-attr]
 
     def serve_forever(self, on_stop: Callable[[], None] | None = None) -> None:
         """Serve until SIGTERM or SIGINT, then stop cleanly."""
@@ -169,21 +204,124 @@ class HttpServer:
         if threading.current_thread() is threading.main_thread():
             signal.signal(signal.SIGTERM, stop)
             signal.signal(signal.SIGINT, stop)
-        log.info("listening on port %s", self.port)
+        for name, port in self.ports.items():
+            log.info("listening on port %s (%s)", port, name)
         try:
-            self.server.run()
+            wasyncore.loop(timeout=1.0, map=self._map)
         except SystemExit:
             log.info("stopping")
         finally:
-            self.server.close()
+            self.close()
             if on_stop is not None:
                 on_stop()
             self.stopped.set()
 
+    def start_in_background(self, name: str) -> HttpServer:
+        """Serve from a daemon thread (ends with the process, or with `close`)."""
+        self.thread = threading.Thread(
+            target=wasyncore.loop, kwargs={"timeout": 1.0, "map": self._map}, name=name, daemon=True
+        )
+        self.thread.start()
+        return self
+
+    def close(self, timeout: float = 5.0) -> None:
+        """Stop accepting, finish the requests in hand and close every socket."""
+        if self.thread is not None and self.thread.is_alive():
+            # Sockets are closed by the loop's own thread, never under its feet (waitress).
+            trigger: Any = next(iter(self.servers.values())).trigger  # type: ignore[union-attr]
+            try:
+                trigger.pull_trigger(lambda: wasyncore.close_all(self._map))
+            except OSError:  # the loop already closed its trigger (and is ending)
+                log.warning("HTTP server was already closing")
+            self.thread.join(timeout)
+        else:
+            wasyncore.close_all(self._map)
+        self._tasks.shutdown(timeout=int(timeout))
+
 
 def start_in_background(wsgi: WsgiApp, host: str, port: int, threads: int, name: str) -> HttpServer:
-    """Serve another WSGI app on its own listener from a daemon thread (ends with the process)."""
-    server = HttpServer(wsgi, host, port, threads)
-    server.thread = threading.Thread(target=server.server.run, name=name, daemon=True)
-    server.thread.start()
-    return server
+    """Serve one more WSGI app on its own listener from a daemon thread."""
+    return HttpServer([Listener(name, host, port, wsgi)], threads).start_in_background(name)
+
+
+@dataclass(frozen=True)
+class WorkerHooks:
+    """What each worker process does around serving (background threads start after fork)."""
+
+    start: Callable[[], None]
+    stop: Callable[[], None]
+    after_fork: Callable[[], None] = lambda: None
+
+
+def serve_workers(
+    listeners: Sequence[Listener], workers: int, threads: int, hooks: WorkerHooks
+) -> int:
+    """Serve every listener from `workers` gunicorn processes of `threads` threads until SIGTERM.
+
+    The apps are built once before forking; each accepted connection is routed to the app of
+    the listener it arrived on (the socket's local port).
+    """
+    from gunicorn.app.base import BaseApplication
+    from gunicorn.glogging import Logger
+
+    by_port: dict[int, WsgiApp] = {}
+
+    def route(environ: dict[str, Any], start_response: StartResponse) -> Iterable[bytes]:
+        app = by_port.get(environ["gunicorn.socket"].getsockname()[1])
+        if app is None:
+            return _reply(start_response, "404 Not Found", b"Not Found", "text/plain")
+        worker = ("X-Mdmbot-Worker", str(os.getpid()))
+
+        def start(status: str, headers: list[tuple[str, str]], exc_info: Any = None) -> Any:
+            return start_response(status, [*headers, worker], exc_info)
+
+        return app(environ, start)
+
+    def when_ready(arbiter: Any) -> None:
+        for listener, sock in zip(listeners, arbiter.LISTENERS, strict=True):
+            by_port[sock.getsockname()[1]] = listener.app
+            log.info("listening on port %s (%s)", sock.getsockname()[1], listener.name)
+
+    class RootLogger(Logger):  # type: ignore[misc]
+        """gunicorn's messages go through mdmbot's logging (text or JSON, redacted)."""
+
+        def setup(self, cfg: Any) -> None:
+            super().setup(cfg)
+            for logger in (self.error_log, self.access_log):
+                logger.handlers.clear()
+                logger.propagate = True
+
+    options: dict[str, Any] = {
+        "bind": [_bind(listener.host, listener.port) for listener in listeners],
+        "workers": workers,
+        "worker_class": "gthread",
+        "threads": threads,
+        "preload_app": True,
+        "graceful_timeout": 20,
+        "proc_name": "mdmbot",
+        "logger_class": RootLogger,
+        "control_socket_disable": True,
+        "when_ready": when_ready,
+        "post_fork": lambda arbiter, worker: hooks.after_fork(),
+        "post_worker_init": lambda worker: hooks.start(),
+        "worker_exit": lambda arbiter, worker: hooks.stop(),
+        "child_exit": lambda arbiter, worker: metrics.worker_exited(worker.pid),
+    }
+
+    class Front(BaseApplication):  # type: ignore[misc]
+        def load_config(self) -> None:
+            for key, value in options.items():
+                self.cfg.set(key, value)
+
+        def load(self) -> WsgiApp:
+            return route
+
+    try:
+        Front().run()
+    except SystemExit as exc:
+        return int(exc.code or 0)
+    return 0
+
+
+def _bind(host: str, port: int) -> str:
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"

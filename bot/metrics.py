@@ -1,13 +1,27 @@
-"""Prometheus metrics of one mdmbot process."""
+"""Prometheus metrics of mdmbot, summed over its worker processes, and the /metrics app.
+
+With several workers, `bot.serve` sets PROMETHEUS_MULTIPROC_DIR before this module is imported:
+each worker then writes its samples to files there, and a scrape adds them up.
+"""
 
 from __future__ import annotations
 
 import logging
+import os
 from collections.abc import Callable, Iterable
 from datetime import datetime
-from typing import TYPE_CHECKING, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
-from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
+from prometheus_client import (
+    CONTENT_TYPE_LATEST,
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    generate_latest,
+    multiprocess,
+    values,
+)
 from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import Collector
 from sqlalchemy.exc import SQLAlchemyError
@@ -45,6 +59,19 @@ alerts_sent = Counter(
 )
 alerts_failed = Counter(
     "mdmbot_alerts_failed", "Alert posts Slack refused (retried later)", ["kind"], registry=registry
+)
+
+scheduler_leader = Gauge(
+    "mdmbot_scheduler_leader",
+    "1 while this process holds the scheduler lease and runs the sweeps",
+    registry=registry,
+    multiprocess_mode="livesum",
+)
+last_sweep = Gauge(
+    "mdmbot_scheduler_last_sweep_timestamp_seconds",
+    "When this process last finished a sweep (Unix time)",
+    registry=registry,
+    multiprocess_mode="max",
 )
 
 
@@ -93,9 +120,42 @@ def watch_expiry(servers: Callable[[], list[ServerView]], now: Callable[[], date
     registry.register(_expiry)
 
 
+def multiprocess_mode() -> bool:
+    """True when samples are shared between worker processes (PROMETHEUS_MULTIPROC_DIR)."""
+    return values.ValueClass is not values.MutexValue
+
+
+def worker_exited(pid: int) -> None:
+    """Drop the live gauges of a worker that exited (its counters still count)."""
+    if multiprocess_mode():
+        multiprocess.mark_process_dead(pid)  # type: ignore[no-untyped-call]
+
+
 def render() -> bytes:
-    """The metrics in Prometheus text format."""
-    return generate_latest(registry)
+    """The metrics in Prometheus text format, every worker's samples added up."""
+    if not multiprocess_mode():
+        return generate_latest(registry)
+    scrape = CollectorRegistry()
+    multiprocess.MultiProcessCollector(  # type: ignore[no-untyped-call]
+        scrape, os.environ["PROMETHEUS_MULTIPROC_DIR"]
+    )
+    for collector in (_expiry, _installs):
+        if collector is not None:
+            scrape.register(collector)
+    return generate_latest(scrape)
+
+
+def wsgi(environ: dict[str, Any], start_response: Callable[..., Any]) -> Iterable[bytes]:
+    """The metrics listener: GET /metrics, nothing else."""
+    if environ.get("PATH_INFO") != "/metrics" or environ.get("REQUEST_METHOD") not in (
+        "GET",
+        "HEAD",
+    ):
+        body, status, ctype = b"Not Found", "404 Not Found", "text/plain"
+    else:
+        body, status, ctype = render(), "200 OK", CONTENT_TYPE_LATEST
+    start_response(status, [("Content-Type", ctype), ("Content-Length", str(len(body)))])
+    return [body]
 
 
 dep_requests = Counter(

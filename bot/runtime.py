@@ -27,29 +27,28 @@ RECHECK_SECONDS = 60.0
 
 
 class Runtime:
-    """The long-running parts around the app: health and the scheduler."""
+    """The long-running parts around the app: health and the scheduler.
+
+    With several worker processes each worker has its own, started after the fork: the
+    scheduler's lease holder names the worker's pid, so only one worker sweeps.
+    """
 
     def __init__(
         self, ctx: AppContext, svc: BotServices, *, scheduler: bool, post_interval: float = 1.0
     ) -> None:
         self.ctx = ctx
         self.svc = svc
-        self.holder = f"{socket.gethostname()}:{os.getpid()}:{id(self):x}"
+        self.holder = ""
+        self._wants_scheduler = scheduler
+        self._post_interval = post_interval
         self.scheduler: Scheduler | None = None
         self._settle_later: threading.Timer | None = None
-        if scheduler:
-            self.scheduler = Scheduler(
-                ctx,
-                Sweeper(svc, post_interval=post_interval).sweep,
-                self.holder,
-                sweep_minutes=ctx.settings.mdmbot_sweep_minutes,
-                lease_seconds=ctx.settings.mdmbot_lease_seconds,
-            )
         self.alert_channel: dict[str, Any] = {"member": None, "detail": "not checked yet"}
         self._checked_at = 0.0
 
     def start(self) -> None:
-        """Start background work."""
+        """Start background work (in the process that serves: after any fork)."""
+        self.holder = f"{socket.gethostname()}:{os.getpid()}:{id(self):x}"
         metrics.watch_expiry(self._servers, self.ctx.now)
         self.svc.background.submit(self.check_alert_channel)
         self.svc.background.submit(self._settle)
@@ -57,7 +56,14 @@ class Runtime:
         self._settle_later = threading.Timer(DELIVERY_GRACE.total_seconds() + 5, self._settle)
         self._settle_later.daemon = True
         self._settle_later.start()
-        if self.scheduler is not None:
+        if self._wants_scheduler:
+            self.scheduler = Scheduler(
+                self.ctx,
+                Sweeper(self.svc, post_interval=self._post_interval).sweep,
+                self.holder,
+                sweep_minutes=self.ctx.settings.mdmbot_sweep_minutes,
+                lease_seconds=self.ctx.settings.mdmbot_lease_seconds,
+            )
             self.scheduler.start()
 
     def stop(self) -> None:
@@ -81,7 +87,7 @@ class Runtime:
             member, detail = None, f"could not check ({exc.error})"
         else:
             detail = "ok" if member else "not a member: invite the bot with /invite @mdmbot"
-        self.alert_channel = {"id": channel, "member": member, "detail": detail}
+        self.alert_channel = {"member": member, "detail": detail}
         if member is False:
             log.error(
                 "mdmbot is not a member of MDMBOT_ALERT_CHANNEL %s: alerts and checklists "
@@ -93,6 +99,7 @@ class Runtime:
                 "could not check membership of MDMBOT_ALERT_CHANNEL %s: %s", channel, detail
             )
         return self.alert_channel
+
     def _settle(self) -> None:
         """Settle deliveries a previous process left unfinished (also done by every sweep)."""
         try:
@@ -105,18 +112,15 @@ class Runtime:
             return servers.list_servers(session)
 
     def health(self) -> dict[str, Any]:
-        """Database and scheduler state for /healthz."""
-        report: dict[str, Any] = {"status": "ok"}
+        """For /healthz: a status ("unavailable" without the database) and alert channel state."""
         try:
             with self.ctx.engine.connect() as conn:
                 conn.execute(text("SELECT 1"))
-            report["database"] = "ok"
         except Exception as exc:
-            report["status"], report["database"] = "error", type(exc).__name__
-        report["scheduler"] = self.scheduler.state() if self.scheduler else {"role": "disabled"}
+            log.warning("health check: database unavailable (%s)", type(exc).__name__)
+            return {"status": "unavailable"}
         if self.alert_channel.get("member") is not True:
             if time.monotonic() - self._checked_at >= RECHECK_SECONDS:
                 self._checked_at = time.monotonic()
                 self.svc.background.submit(self.check_alert_channel)
-        report["alert_channel"] = dict(self.alert_channel)
-        return report
+        return {"status": "ok", "alert_channel": dict(self.alert_channel)}

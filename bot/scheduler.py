@@ -9,6 +9,7 @@ from datetime import datetime, timedelta
 
 from apscheduler.schedulers.background import BackgroundScheduler
 
+from bot import metrics
 from bot.context import AppContext
 from core import lease
 
@@ -70,6 +71,7 @@ class Scheduler:
         with self.ctx.unit_of_work() as session:
             lease.release(session, SCHEDULER_LEASE, self.holder)
         self.leader = False
+        metrics.scheduler_leader.set(0)
 
     def heartbeat(self) -> None:
         """Take or renew the lease; a new leader sweeps straight away."""
@@ -81,6 +83,7 @@ class Scheduler:
             log.exception("lease heartbeat failed")
             held = False
         took_over, self.leader = held and not self.leader, held
+        metrics.scheduler_leader.set(1 if held else 0)
         if took_over:
             log.info("%s holds the scheduler lease", self.holder)
             self.sweep_if_leader()
@@ -94,13 +97,6 @@ class Scheduler:
                 now = self.ctx.now()
                 self.sweep(now, self.holder)
                 self.last_sweep = now
+                metrics.last_sweep.set(now.timestamp())
             except Exception:
                 log.exception("sweep failed; the next one retries")
-
-    def state(self) -> dict[str, object]:
-        """For /healthz."""
-        return {
-            "role": "leader" if self.leader else "standby",
-            "holder": self.holder,
-            "last_sweep": self.last_sweep.isoformat() if self.last_sweep else None,
-        }

@@ -5,7 +5,9 @@ from __future__ import annotations
 import argparse
 import logging
 import os
+import shutil
 import signal
+import tempfile
 import threading
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING
@@ -18,7 +20,7 @@ from core.errors import ConfigError, InvalidInput
 if TYPE_CHECKING:
     from slack_bolt import App
 
-    from bot.http import HttpServer
+    from bot.http import HttpServer, WsgiApp
     from bot.runtime import Runtime
     from bot.slack.services import BotServices
     from core.dep_feedback import ReplacedTokenAlert
@@ -47,8 +49,26 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--threads",
         type=int,
-        default=4,
-        help="HTTP threads answering Slack up to the ack (work after the ack has its own pool)",
+        help="HTTP threads answering Slack up to the ack, per worker (default 4 in one "
+        "process, 8 per worker with several; work after the ack has its own pool)",
+    )
+    parser.add_argument(
+        "--workers",
+        default=os.environ.get("MDMBOT_WORKERS", "1"),
+        metavar="N",
+        help="HTTP worker processes (gunicorn) sharing the listeners, or `auto` for one per "
+        "core; HTTP mode only (default 1 or $MDMBOT_WORKERS)",
+    )
+    parser.add_argument(
+        "--metrics-host",
+        default=os.environ.get("MDMBOT_METRICS_HOST", "127.0.0.1"),
+        help="address of the /metrics listener with --http (default 127.0.0.1)",
+    )
+    parser.add_argument(
+        "--metrics-port",
+        type=int,
+        default=int(os.environ.get("MDMBOT_METRICS_PORT", "9464")),
+        help="port of the /metrics listener with --http (default 9464)",
     )
     parser.add_argument(
         "--dep-port",
@@ -70,13 +90,59 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
 
 
+def worker_count(value: str, http: bool) -> int:
+    """How many worker processes `--workers` asks for (`auto`: one per core in HTTP mode)."""
+    if value.strip().lower() == "auto":
+        return len(os.sched_getaffinity(0)) if http else 1
+    try:
+        count = int(value)
+    except ValueError:
+        count = 0
+    if count < 1:
+        raise ConfigError(
+            f"--workers must be a whole number of 1 or more, or auto (not “{value}”)."
+        )
+    if count > 1 and not http:
+        raise ConfigError(
+            "--workers is for HTTP mode: Socket Mode keeps one connection to Slack, so it runs "
+            "in one process. Use `mdmbot serve --http --workers N`, or drop --workers."
+        )
+    return count
+
+
 def serve(ctx: AppContext, args: argparse.Namespace) -> int:
     """Run the bot until stopped."""
-    from bot.http import HttpServer, SlackWsgi
+    workers = worker_count(args.workers, args.http)
+    if args.threads is not None and args.threads < 1:
+        raise ConfigError(f"--threads must be 1 or more (not {args.threads}).")
+    # Metrics are shared between workers through files; this must precede importing them.
+    metrics_dir = tempfile.mkdtemp(prefix="mdmbot-metrics-") if workers > 1 else None
+    os.environ.pop("PROMETHEUS_MULTIPROC_DIR", None)
+    if metrics_dir:
+        os.environ["PROMETHEUS_MULTIPROC_DIR"] = metrics_dir
+    try:
+        return _serve(ctx, args, workers)
+    finally:
+        if metrics_dir:
+            shutil.rmtree(metrics_dir, ignore_errors=True)
+
+
+def _serve(ctx: AppContext, args: argparse.Namespace, workers: int) -> int:
+    from bot import metrics
+    from bot.http import (
+        HttpServer,
+        Listener,
+        SlackWsgi,
+        WorkerHooks,
+        check_listeners,
+        serve_workers,
+    )
     from bot.runtime import Runtime
     from bot.slack.app import build_app, build_services
     from bot.slack.gateway import SlackUnavailable
 
+    if metrics.multiprocess_mode() != (workers > 1):
+        raise RuntimeError("bot.metrics was imported before the worker count was known")
     settings = ctx.settings
     configure_logging(settings.mdmbot_log_format)
     settings.require("SLACK_BOT_TOKEN", "MDMBOT_ALERT_CHANNEL")
@@ -105,25 +171,44 @@ def serve(ctx: AppContext, args: argparse.Namespace) -> int:
         signing_secret=settings.slack_signing_secret if args.http else None,
     )
     dep_port = args.dep_port if args.dep_port is not None else settings.mdmbot_dep_port
+    dep = None
     if dep_port is not None:
-        serve_dep(ctx, svc, args.dep_host or settings.mdmbot_dep_host, dep_port)
-    if args.http:
-        runtime.start()
-        server = HttpServer(
-            SlackWsgi(app, runtime.health, signing_secret=settings.slack_signing_secret or ""),
-            args.host,
-            args.port,
-            args.threads,
+        dep = Listener(
+            "device assignment service (--dep-port)",
+            args.dep_host or settings.mdmbot_dep_host,
+            dep_port,
+            dep_app(ctx, svc),
         )
-        server.serve_forever(on_stop=runtime.stop)
+    if args.http:
+        slack = SlackWsgi(app, runtime.health, signing_secret=settings.slack_signing_secret or "")
+        listeners = [
+            Listener("slack", args.host, args.port, slack),
+            Listener("metrics", args.metrics_host, args.metrics_port, metrics.wsgi),
+            *([dep] if dep else []),
+        ]
+        check_listeners(listeners)
+        if workers > 1:
+            # No connection may cross the fork: each worker opens its own.
+            ctx.engine.dispose()
+            hooks = WorkerHooks(
+                start=runtime.start,
+                stop=runtime.stop,
+                after_fork=lambda: ctx.engine.dispose(close=False),
+            )
+            return serve_workers(listeners, workers, args.threads or 8, hooks)
+        runtime.start()
+        HttpServer(listeners, args.threads or 4).serve_forever(on_stop=runtime.stop)
         return 0
+    if dep is not None:
+        check_listeners([dep])
+        HttpServer([dep], 8).start_in_background("mdmbot-dep")
+        log.info("device assignment service listening on %s:%s", dep.host, dep.port)
     return _serve_socket_mode(app, settings.slack_app_token or "", runtime)
 
 
-def serve_dep(ctx: AppContext, svc: BotServices, host: str, port: int) -> HttpServer:
-    """Serve the device assignment service on its own listener, in a background thread."""
+def dep_app(ctx: AppContext, svc: BotServices) -> WsgiApp:
+    """The device assignment service's WSGI app, telling Slack what MDM servers do."""
     from bot.dep.app import build_dep_app
-    from bot.http import start_in_background
     from bot.slack import dep_alerts
 
     def on_replaced(alert: ReplacedTokenAlert) -> None:
@@ -132,16 +217,16 @@ def serve_dep(ctx: AppContext, svc: BotServices, host: str, port: int) -> HttpSe
     def on_cases(cases: tuple[int, ...]) -> None:
         svc.background.submit(dep_alerts.refresh_cases, svc, cases)
 
-    app = build_dep_app(ctx, on_replaced=on_replaced, on_cases=on_cases)
-    try:
-        server = start_in_background(app, host, port, threads=8, name="mdmbot-dep")
-    except OSError as exc:
-        raise ConfigError(
-            f"Cannot serve the device assignment service on {host}:{port} ({exc.strerror}); "
-            "check --dep-port / MDMBOT_DEP_PORT."
-        ) from exc
-    log.info("device assignment service listening on %s:%s", host, server.port)
-    return server
+    return build_dep_app(ctx, on_replaced=on_replaced, on_cases=on_cases)
+
+
+def serve_dep(ctx: AppContext, svc: BotServices, host: str, port: int) -> HttpServer:
+    """Serve the device assignment service alone, from a background thread (tests, tools)."""
+    from bot.http import HttpServer, Listener, check_listeners
+
+    listener = Listener("device assignment service (--dep-port)", host, port, dep_app(ctx, svc))
+    check_listeners([listener])
+    return HttpServer([listener], 8).start_in_background("mdmbot-dep")
 
 
 def _serve_socket_mode(app: App, app_token: str, runtime: Runtime) -> int:

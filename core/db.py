@@ -92,7 +92,7 @@ def unit_of_work(engine: sa.Engine, *, readonly: bool = False) -> Iterator[Sessi
     A read-only unit of work does not queue behind SQLite writers (it starts a deferred
     transaction) and is rolled back at the end.
     """
-    bind = engine.execution_options(**{READONLY: True}) if readonly else engine
+    bind = _readonly(engine) if readonly else engine
     with Session(bind, expire_on_commit=False) as session:
         try:
             yield session
@@ -103,6 +103,15 @@ def unit_of_work(engine: sa.Engine, *, readonly: bool = False) -> Iterator[Sessi
         except BaseException:
             session.rollback()
             raise
+
+
+def _readonly(engine: sa.Engine) -> sa.Engine:
+    """The engine's read-only variant, made once (building one costs as much as a query)."""
+    reader: sa.Engine | None = getattr(engine, "_mdmbot_readonly", None)
+    if reader is None:
+        reader = engine.execution_options(**{READONLY: True})
+        setattr(engine, "_mdmbot_readonly", reader)  # noqa: B010
+    return reader
 
 
 def alembic_config(url: str) -> Config:

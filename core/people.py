@@ -55,7 +55,8 @@ def is_recorded(session: Session, slack_id: str) -> bool:
 
 def role_of(session: Session, slack_id: str) -> Role | None:
     """The role a Slack user holds, if any."""
-    role = session.scalar(_ROLE_OF, {"person": slack_id})
+    session.flush()
+    role = session.connection().execute(_ROLE_OF, {"person": slack_id}).scalar()
     return Role(role) if role else None
 
 

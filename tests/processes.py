@@ -95,8 +95,9 @@ class ServeProcess(BotProcess):
     """One `mdmbot serve --http` process."""
 
     def __init__(self, env: dict[str, str], log_path: Path, *args: str) -> None:
-        self.port = free_port()
+        self.port, self.metrics_port = free_port(), free_port()
         self.url = f"http://127.0.0.1:{self.port}"
+        self.metrics_url = f"http://127.0.0.1:{self.metrics_port}"
         super().__init__(
             env,
             log_path,
@@ -106,6 +107,8 @@ class ServeProcess(BotProcess):
             "127.0.0.1",
             "--port",
             str(self.port),
+            "--metrics-port",
+            str(self.metrics_port),
             *args,
         )
 
@@ -130,3 +133,15 @@ class ServeProcess(BotProcess):
 
         with urllib.request.urlopen(f"{self.url}/healthz", timeout=5) as response:
             return dict(json.loads(response.read()))
+
+    def metrics(self) -> str:
+        """The Prometheus text of the metrics listener."""
+        with urllib.request.urlopen(f"{self.metrics_url}/metrics", timeout=5) as response:
+            return str(response.read().decode())
+
+    def metric(self, sample: str) -> float:
+        """The value of one sample line (name with labels), 0 when absent."""
+        for line in self.metrics().splitlines():
+            if line.startswith(sample + " "):
+                return float(line.rsplit(" ", 1)[1])
+        return 0.0

@@ -5,7 +5,6 @@ from __future__ import annotations
 import hashlib
 import hmac
 import json
-import threading
 import time
 import urllib.error
 import urllib.request
@@ -15,8 +14,9 @@ from datetime import UTC, datetime
 from typing import Any
 from urllib.parse import urlencode
 
+from bot import metrics
 from bot.context import AppContext
-from bot.http import HttpServer, SlackWsgi
+from bot.http import HttpServer, Listener, SlackWsgi
 from bot.runtime import Runtime
 from bot.slack.app import build_app, build_services
 from bot.slack.services import BotServices
@@ -90,20 +90,21 @@ class Bot:
         self.runtime = Runtime(self.ctx, self.svc, scheduler=False)
         self.app = build_app(self.svc, signing_secret=SIGNING_SECRET)
         self.runtime.start()
-        self.server = HttpServer(
-            SlackWsgi(self.app, self.runtime.health, signing_secret=SIGNING_SECRET),
+        slack = Listener(
+            "slack",
             "127.0.0.1",
             0,
-            8,
+            SlackWsgi(self.app, self.runtime.health, signing_secret=SIGNING_SECRET),
         )
-        self.url = f"http://127.0.0.1:{self.server.port}"
-        self._thread = threading.Thread(target=self.server.serve_forever, daemon=True)
-        self._thread.start()
+        self.server = HttpServer([slack, Listener("metrics", "127.0.0.1", 0, metrics.wsgi)], 8)
+        self.url = f"http://127.0.0.1:{self.server.ports['slack']}"
+        self.metrics_url = f"http://127.0.0.1:{self.server.ports['metrics']}"
+        self.server.start_in_background("test-bot")
         self._seq = 0
 
     def stop(self) -> None:
         """Stop the HTTP server."""
-        self.server.server.close()
+        self.server.close()
         self.runtime.stop()
         self.ctx.engine.dispose()
 
@@ -150,10 +151,10 @@ class Bot:
         except urllib.error.HTTPError as exc:
             return Reply(exc.code, exc.read().decode(), time.perf_counter() - started)
 
-    def get(self, path: str) -> Reply:
-        """GET a path on the bot."""
+    def get(self, path: str, *, base: str | None = None) -> Reply:
+        """GET a path on the bot (on its Slack listener unless `base` names another)."""
         try:
-            with urllib.request.urlopen(f"{self.url}{path}", timeout=10) as response:
+            with urllib.request.urlopen(f"{base or self.url}{path}", timeout=10) as response:
                 return Reply(response.status, response.read().decode(), 0.0)
         except urllib.error.HTTPError as exc:
             return Reply(exc.code, exc.read().decode(), 0.0)

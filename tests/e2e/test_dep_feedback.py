@@ -145,6 +145,6 @@ def test_a_dep_port_in_use_stops_start_up_with_one_line(fake: FakeSlack, tmp_pat
         )
     assert result.returncode == 2 and "Traceback" not in result.stderr
     assert result.stderr.strip().splitlines()[-1] == (
-        f"mdmbot: Cannot serve the device assignment service on 127.0.0.1:{port} (Address "
-        "already in use); check --dep-port / MDMBOT_DEP_PORT."
+        f"mdmbot: Cannot listen on 127.0.0.1:{port} for device assignment service (--dep-port) "
+        "(Address already in use); is another process using it?"
     )

@@ -6,7 +6,6 @@ import json
 import signal
 import threading
 import time
-import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -123,7 +122,6 @@ def test_sessions_work_on_every_replica_and_a_replaced_token_is_reported_once(
     assert "District Jamf" in text and "127.0.0.1" in text and "Upload the new token" in text
 
     assert session_key(two.dep_url, new)
-    with urllib.request.urlopen(f"{one.url}/metrics", timeout=5) as response:
-        metrics = response.read().decode()
+    metrics = one.metrics()
     assert 'mdmbot_dep_session_failures_total{reason="token_rejected"}' in metrics
     assert 'mdmbot_tokens_installed{state="installed"} 1.0' in metrics

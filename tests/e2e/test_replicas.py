@@ -76,6 +76,15 @@ def _past_token(pg_url: str, name: str, issued: datetime) -> None:
     engine.dispose()
 
 
+def assert_alerted_once(fake: FakeSlack, url: str, name: str) -> None:
+    """Make a token due for an alert now; it is posted once, however many processes sweep."""
+    _past_token(url, name, datetime.now(UTC) - timedelta(days=340))
+    fake.wait_for(lambda: any(name in m.get("text", "") for m in fake.messages_in("C0ALERTS")), 20)
+    time.sleep(3)
+    alerts = [m for m in fake.messages_in("C0ALERTS") if name in m.get("text", "")]
+    assert len(alerts) == 1
+
+
 def test_replicas_add_once_alert_once_and_take_over_the_lease(
     fake: FakeSlack, pg_url: str, replicas: list[ServeProcess], tmp_path: Path
 ) -> None:
@@ -101,21 +110,15 @@ def test_replicas_add_once_alert_once_and_take_over_the_lease(
     fake.wait_for(lambda: len(fake.uploads) == 1, 15)
 
     # Both replicas sweep every ~1 s; an alert due now is posted exactly once.
-    _past_token(pg_url, "Mosyle", datetime.now(UTC) - timedelta(days=340))
-    fake.wait_for(
-        lambda: any("Mosyle" in m.get("text", "") for m in fake.messages_in("C0ALERTS")), 20
-    )
-    time.sleep(3)
-    alerts = [m for m in fake.messages_in("C0ALERTS") if "Mosyle" in m.get("text", "")]
-    assert len(alerts) == 1
+    assert_alerted_once(fake, pg_url, "Mosyle")
 
     # Killing the lease holder lets the other replica take over within two lease periods.
-    roles = {proc.url: proc.health()["scheduler"]["role"] for proc in replicas}
-    assert sorted(roles.values()) == ["leader", "standby"]
-    leader = next(p for p in replicas if roles[p.url] == "leader")
+    roles = {proc.url: proc.metric("mdmbot_scheduler_leader") for proc in replicas}
+    assert sorted(roles.values()) == [0.0, 1.0]
+    leader = next(p for p in replicas if roles[p.url] == 1.0)
     standby = next(p for p in replicas if p is not leader)
     leader.terminate(signal.SIGKILL)
     killed = time.monotonic()
-    while standby.health()["scheduler"]["role"] != "leader":
+    while standby.metric("mdmbot_scheduler_leader") != 1.0:
         assert time.monotonic() - killed < 2 * LEASE_SECONDS, "no takeover in two lease periods"
         time.sleep(0.05)

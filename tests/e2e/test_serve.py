@@ -13,7 +13,8 @@ from tests.processes import ServeProcess, bot_env, mdmbot_command
 from tests.slack_harness import sign
 
 
-def post_command(url: str, text: str, user: str, fake: FakeSlack) -> tuple[int, str]:
+def post_command(url: str, text: str, user: str, fake: FakeSlack) -> tuple[int, str, str]:
+    """One signed `/mdm` command on a new connection: status, body and the answering worker."""
     import time
     from urllib.parse import urlencode
 
@@ -41,7 +42,8 @@ def post_command(url: str, text: str, user: str, fake: FakeSlack) -> tuple[int, 
         },
     )
     with urllib.request.urlopen(request, timeout=10) as response:
-        return response.status, response.read().decode()
+        worker = response.headers.get("X-Mdmbot-Worker", "")
+        return response.status, response.read().decode(), worker
 
 
 def test_serve_over_http_answers_reports_health_and_stops_on_sigterm(
@@ -51,14 +53,15 @@ def test_serve_over_http_answers_reports_health_and_stops_on_sigterm(
     bot = ServeProcess(env, tmp_path / "serve.log")
     try:
         health = bot.wait_ready()
-        assert health["status"] == "ok" and health["database"] == "ok"
-        assert health["scheduler"]["role"] in ("leader", "standby")
-        status, body = post_command(bot.url, "help", ADMIN, fake)
+        assert health["status"] == "ok" and set(health) == {"status", "alert_channel"}, (
+            "/healthz says only a status and whether the bot can post alerts"
+        )
+        status, body, _ = post_command(bot.url, "help", ADMIN, fake)
         assert status == 200 and "Administrator" in body, "MDMBOT_ADMINS granted the role"
-        with urllib.request.urlopen(f"{bot.url}/metrics", timeout=5) as response:
-            metrics = response.read().decode()
+        metrics = bot.metrics()
         assert 'mdmbot_slack_requests_total{kind="command",status="200"} 1.0' in metrics
         assert "mdmbot_ack_seconds_bucket" in metrics
+        bot.wait_until(lambda: bot.metric("mdmbot_scheduler_leader") == 1.0)
     finally:
         code = bot.terminate()
     assert code == 0

@@ -61,7 +61,7 @@ def test_add_flow_ends_with_a_dm_token_that_openssl_decrypts(
     )
     reply = bot.command(ADMIN, "list")
     assert "Jamf Pro" in reply.body and "expires" in reply.body
-    metrics = bot.get("/metrics").body
+    metrics = bot.get("/metrics", base=bot.metrics_url).body
     assert 'mdmbot_token_days_until_expiry{server="Jamf Pro"} 36' in metrics
     issued = next(
         line for line in metrics.splitlines() if line.startswith("mdmbot_tokens_issued_total")
