@@ -19,7 +19,7 @@
 # MDMBOT_MODE=http or MDMBOT_MODE=socket to say it outright. Set PORT rather than `--port`,
 # so that the server and the check agree.
 #
-# Reproducible build: every dependency, with setuptools and wheel that build mdmbot itself, is
+# Reproducible build: every dependency, with the setuptools that builds mdmbot itself, is
 # pinned with hashes in requirements.lock and installed from wheels only. Regenerate the lock
 # after changing dependencies in pyproject.toml (pip-tools, Python 3.11, PyPI):
 #   pip-compile --generate-hashes --allow-unsafe --strip-extras --all-build-deps \

@@ -28,7 +28,7 @@ pytestmark = pytest.mark.postgres
 class DepReplica(ServeProcess):
     """A replica that also serves the device assignment service."""
 
-    def __init__(self, env: dict[str, str], log_path: Path) -> None:
+    def __init__(self, env: dict[str, str], log_path: Path, *extra: str) -> None:
         self.dep_port = free_port()
         self.dep_url = f"http://127.0.0.1:{self.dep_port}"
         super().__init__(
@@ -39,6 +39,7 @@ class DepReplica(ServeProcess):
             "127.0.0.1",
             "--dep-port",
             str(self.dep_port),
+            *extra,
         )
 
 
@@ -125,3 +126,23 @@ def test_sessions_work_on_every_replica_and_a_replaced_token_is_reported_once(
     metrics = one.metrics()
     assert 'mdmbot_dep_session_failures_total{reason="token_rejected"}' in metrics
     assert 'mdmbot_tokens_installed{state="installed"} 1.0' in metrics
+
+
+def test_workers_share_the_dep_port_and_its_sessions(fake: FakeSlack, tmp_path: Path) -> None:
+    with postgres_schema(migrate=False) as url:
+        proc = DepReplica(bot_env(fake, tmp_path, url), tmp_path / "workers.log", "--workers", "2")
+        try:
+            proc.wait_ready()
+            proc.wait_until(lambda: call(f"{proc.dep_url}/session", {})[0] == 400)
+            creds = _token(url, "District Mosyle")
+            workers: set[str] = set()
+            for _ in range(40):
+                key = session_key(proc.dep_url, creds)
+                status, body, headers = call(f"{proc.dep_url}/account", {"X-ADM-Auth-Session": key})
+                assert status == 200 and json.loads(body)["server_name"] == "District Mosyle"
+                workers.add(headers["X-Mdmbot-Worker"])
+                if len(workers) == 2:
+                    break
+            assert len(workers) == 2, "both workers answer the device assignment service"
+        finally:
+            assert proc.terminate(signal.SIGTERM) == 0
