@@ -348,37 +348,33 @@ def mark_cases_stale(session: Session, case_ids: set[int], now: datetime) -> Non
         )
 
 
+def _open_items(session: Session, token_ids: list[int]) -> list[RotationItem]:
+    """The items of open checklists that list any of these tokens as still to renew."""
+    if not token_ids:
+        return []
+    return list(
+        session.exec(
+            select(RotationItem)
+            .join(RotationCase, col(RotationCase.id) == col(RotationItem.case_id))
+            .where(
+                col(RotationItem.token_id).in_(token_ids),
+                col(RotationItem.done_at).is_(None),
+                RotationCase.status == "open",
+            )
+        ).all()
+    )
+
+
 def open_cases_of(session: Session, token_ids: list[int]) -> set[int]:
     """The open checklists that list any of these tokens as still to renew."""
-    if not token_ids:
-        return set()
-    rows = session.exec(
-        select(RotationItem.case_id)
-        .join(RotationCase, col(RotationCase.id) == col(RotationItem.case_id))
-        .where(
-            col(RotationItem.token_id).in_(token_ids),
-            col(RotationItem.done_at).is_(None),
-            RotationCase.status == "open",
-        )
-    ).all()
-    return set(rows)
+    return {item.case_id for item in _open_items(session, token_ids)}
 
 
 def tick_rotations(
     session: Session, actor: Actor, token_ids: list[int], now: datetime
 ) -> tuple[tuple[int, ...], tuple[int, ...]]:
     """Mark the open checklist items of replaced tokens done; close cases with nothing left."""
-    if not token_ids:
-        return (), ()
-    items = session.exec(
-        select(RotationItem)
-        .join(RotationCase, col(RotationCase.id) == col(RotationItem.case_id))
-        .where(
-            col(RotationItem.token_id).in_(token_ids),
-            col(RotationItem.done_at).is_(None),
-            RotationCase.status == "open",
-        )
-    ).all()
+    items = _open_items(session, token_ids)
     for item in items:
         item.done_by, item.done_at = actor.user_id, now
         session.add(item)
