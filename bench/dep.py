@@ -24,19 +24,19 @@ from typing import Any
 from oauthlib.oauth1 import SIGNATURE_HMAC_SHA1, Client
 from sqlmodel import select
 
-from bench.ack import start_mdmbot
+from bench.ack import WORKERS, start_mdmbot
 from bench.common import (
     ROOT,
     Row,
     Section,
     child_env,
-    cpu_seconds,
     free_port,
     http_get,
     ms,
     percentile,
     python,
     stop_process,
+    tree_cpu_seconds,
     wait_healthy,
 )
 from bench.dep_load import Spec
@@ -113,7 +113,15 @@ def _pairs(quick: bool, section: Section) -> None:
         ports = {"bare": free_port(), "mdmbot": free_port(), "slack": free_port()}
         try:
             processes["bare"] = subprocess.Popen(
-                [python(), "-m", "bench.dep_bare", "--port", str(ports["bare"])],
+                [
+                    python(),
+                    "-m",
+                    "bench.dep_bare",
+                    "--port",
+                    str(ports["bare"]),
+                    "--workers",
+                    str(WORKERS),
+                ],
                 env=child_env({}),
                 cwd=ROOT,
             )
@@ -121,7 +129,7 @@ def _pairs(quick: bool, section: Section) -> None:
                 fake,
                 data,
                 ports["slack"],
-                1,
+                WORKERS,
                 "--dep-host",
                 "127.0.0.1",
                 "--dep-port",
@@ -132,9 +140,11 @@ def _pairs(quick: bool, section: Section) -> None:
                 _wait_dep(ports[name], processes[name])
             for _ in range(ROUNDS[quick]):
                 for name in ("bare", "mdmbot"):
-                    cpu = cpu_seconds(processes[name].pid)
+                    cpu = tree_cpu_seconds(processes[name].pid)
                     result = _load(ports[name], creds, PAIRS[quick])
-                    result["cpu"] = (cpu_seconds(processes[name].pid) - cpu) / (2 * result["sent"])
+                    result["cpu"] = (tree_cpu_seconds(processes[name].pid) - cpu) / (
+                        2 * result["sent"]
+                    )
                     results[name].append(result)
         finally:
             for process in processes.values():

@@ -1,7 +1,8 @@
 """The DEP baseline: a bare WSGI app answering a constant JSON, on mdmbot's own HTTP server.
 
-`python -m bench.dep_bare --port N` serves it with the same waitress `HttpServer` and thread count
-as `mdmbot serve --dep-port`, so the difference is mdmbot's own work (Falcon, OAuth, database).
+`python -m bench.dep_bare --port N [--workers W]` serves it with the same front and thread count
+as `mdmbot serve --http --workers W --dep-port` (waitress for one process, gunicorn threaded
+workers for several), so the difference is mdmbot's own work (Falcon, OAuth, database).
 """
 
 from __future__ import annotations
@@ -10,10 +11,10 @@ import argparse
 from collections.abc import Iterable
 from typing import Any
 
-from bot.http import HttpServer, Listener, StartResponse
+from bot.http import HttpServer, Listener, StartResponse, WorkerHooks, serve_workers
 
 BODY = b'{"auth_session_token":"bare","server_name":"bare"}'
-THREADS = 4  # `mdmbot serve --http` serves every listener from one pool of 4 threads
+THREADS = {1: 4, 2: 8}  # `mdmbot serve --http`: 4 threads in one process, 8 per worker
 
 
 def constant_json(environ: dict[str, Any], start_response: StartResponse) -> Iterable[bytes]:
@@ -29,8 +30,13 @@ def main() -> int:
     """Serve until SIGTERM."""
     parser = argparse.ArgumentParser(prog="python -m bench.dep_bare")
     parser.add_argument("--port", type=int, required=True)
+    parser.add_argument("--workers", type=int, default=1)
     args = parser.parse_args()
-    HttpServer([Listener("bare", "127.0.0.1", args.port, constant_json)], THREADS).serve_forever()
+    listeners = [Listener("bare", "127.0.0.1", args.port, constant_json)]
+    if args.workers > 1:
+        idle = WorkerHooks(start=lambda: None, stop=lambda: None)
+        return serve_workers(listeners, args.workers, THREADS[2], idle)
+    HttpServer(listeners, THREADS[1]).serve_forever()
     return 0
 
 
