@@ -239,9 +239,10 @@ class HttpServer:
         self._tasks.shutdown(timeout=int(timeout))
 
 
-def start_in_background(wsgi: WsgiApp, host: str, port: int, threads: int, name: str) -> HttpServer:
-    """Serve one more WSGI app on its own listener from a daemon thread."""
-    return HttpServer([Listener(name, host, port, wsgi)], threads).start_in_background(name)
+def start_in_background(listener: Listener, threads: int) -> HttpServer:
+    """Serve one more listener from a daemon thread (refused in one line if its port is taken)."""
+    check_listeners([listener])
+    return HttpServer([listener], threads).start_in_background(listener.name)
 
 
 @dataclass(frozen=True)

@@ -26,6 +26,7 @@ if TYPE_CHECKING:
     from core.dep_feedback import ReplacedTokenAlert
 
 log = logging.getLogger("mdmbot.serve")
+DEP_THREADS = 8  # the device assignment service's own pool when it is not one of --http's
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -136,6 +137,7 @@ def _serve(ctx: AppContext, args: argparse.Namespace, workers: int) -> int:
         WorkerHooks,
         check_listeners,
         serve_workers,
+        start_in_background,
     )
     from bot.runtime import Runtime
     from bot.slack.app import build_app, build_services
@@ -200,8 +202,7 @@ def _serve(ctx: AppContext, args: argparse.Namespace, workers: int) -> int:
         HttpServer(listeners, args.threads or 4).serve_forever(on_stop=runtime.stop)
         return 0
     if dep is not None:
-        check_listeners([dep])
-        HttpServer([dep], 8).start_in_background("mdmbot-dep")
+        start_in_background(dep, DEP_THREADS)
         log.info("device assignment service listening on %s:%s", dep.host, dep.port)
     return _serve_socket_mode(app, settings.slack_app_token or "", runtime)
 
@@ -222,11 +223,10 @@ def dep_app(ctx: AppContext, svc: BotServices) -> WsgiApp:
 
 def serve_dep(ctx: AppContext, svc: BotServices, host: str, port: int) -> HttpServer:
     """Serve the device assignment service alone, from a background thread (tests, tools)."""
-    from bot.http import HttpServer, Listener, check_listeners
+    from bot.http import Listener, start_in_background
 
     listener = Listener("device assignment service (--dep-port)", host, port, dep_app(ctx, svc))
-    check_listeners([listener])
-    return HttpServer([listener], 8).start_in_background("mdmbot-dep")
+    return start_in_background(listener, DEP_THREADS)
 
 
 def _serve_socket_mode(app: App, app_token: str, runtime: Runtime) -> int:

@@ -15,7 +15,7 @@ from sqlmodel import select
 
 from bot.context import AppContext
 from bot.dep.app import build_dep_app
-from bot.http import HttpServer, start_in_background
+from bot.http import HttpServer, Listener, start_in_background
 from core import rotation, servers
 from core.dep_feedback import ReplacedTokenAlert
 from core.models import AuditEvent, RotationItem, Token
@@ -84,7 +84,7 @@ def dep(database_url: str, tmp_path: Path) -> Iterator[Dep]:
     ctx = AppContext(settings, clock=Clock())
     running = Dep(ctx, "", None, tmp_path)  # type: ignore[arg-type]
     app = build_dep_app(ctx, on_replaced=running.replaced.append, on_cases=running.cases.append)
-    running.server = start_in_background(app, "127.0.0.1", 0, 4, "dep-test")
+    running.server = start_in_background(Listener("dep-test", "127.0.0.1", 0, app), 4)
     running.url = f"http://127.0.0.1:{running.server.port}"
     yield running
     running.server.close()

@@ -12,7 +12,7 @@ import pytest
 
 from bot.context import AppContext
 from bot.dep.app import build_dep_app
-from bot.http import HttpServer, start_in_background
+from bot.http import HttpServer, Listener, start_in_background
 from core import device_import, devices, servers
 from core.settings import Settings
 from tests.dep_client import Creds, add_server
@@ -59,7 +59,9 @@ def service(database_url: str, tmp_path: Path) -> Iterator[Service]:
     )
     clock = Clock()
     ctx = AppContext(settings, clock=clock)
-    server = start_in_background(build_dep_app(ctx), "127.0.0.1", 0, 4, "dep-devices-test")
+    server = start_in_background(
+        Listener("dep-devices-test", "127.0.0.1", 0, build_dep_app(ctx)), 4
+    )
     yield Service(ctx, clock, f"http://127.0.0.1:{server.port}", server)
     server.close()
     ctx.engine.dispose()
