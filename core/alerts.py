@@ -119,14 +119,6 @@ def mark_sent(session: Session, delivery_id: int, *, channel: str, ts: str, now:
     session.add(delivery)
 
 
-def alert_posted_at(session: Session, channel: str, ts: str) -> bool:
-    """Whether mdmbot posted an expiry alert as this message (only those are edited in place)."""
-    found = session.exec(
-        select(AlertDelivery.id).where(AlertDelivery.channel == channel, AlertDelivery.ts == ts)
-    ).first()
-    return found is not None
-
-
 def mark_failed(session: Session, delivery_id: int, error: str, now: datetime) -> None:
     """Record that posting failed (e.g. Slack 429/5xx); the next sweep re-claims it."""
     delivery = _delivery(session, delivery_id)

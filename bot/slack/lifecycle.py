@@ -153,13 +153,7 @@ def register(app: App, svc: BotServices) -> None:
         def on_press(ack: Ack, body: dict[str, Any]) -> None:
             ack()
             token_id = int(body["actions"][0].get("value") or 0)
-            message = body.get("container") or {}
-            meta = {
-                "origin": origin,
-                "token_id": str(token_id),
-                "channel": str(message.get("channel_id", "")),
-                "ts": str(message.get("message_ts", "")),
-            }
+            meta = {"origin": origin, "token_id": str(token_id)}
 
             def build() -> dict[str, Any]:
                 with svc.ctx.unit_of_work(readonly=True) as session:
