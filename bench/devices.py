@@ -1,13 +1,13 @@
 """Devices at school-district scale: 100,000 devices over 50 servers in SQLite.
 
-- fetch: every 1,000-device page of a 10,000-device server (`core.dep_devices.fetch_devices`,
+- fetch: every 1,000-device page of a 10,000-device server (`core.dep.devices.fetch_devices`,
   keyset pages on (server_id, serial_number)); baseline: the naive page, which reads all of the
   server's devices, sorts them and slices out the page.
 - sync: 100 changes since the cursor, at 10,000 and at 100,000 devices, and 1,000 changes at
   100,000 (`sync_devices`, a range of the (server_id, id) change-log index); baseline: the
   naive sync without a change log, which reads the server's whole device set to diff it.
 - import: a 100,000-row CSV into a fresh database with a default server per family
-  (`core.device_import.import_devices`: parse, bulk insert, change log), and re-importing it
+  (`core.devices.csv_import.import_devices`: parse, bulk insert, change log), and re-importing it
   unchanged; baseline: the naive import, one ORM lookup and one insert per row, on 10,000 rows.
 """
 
@@ -24,7 +24,10 @@ import sqlalchemy as sa
 from sqlmodel import Session, SQLModel, col, select
 
 from bench.common import Row, Section, median, ms, percentile
-from core import db, dep_devices, device_import, devices
+from core import db
+from core.dep import devices as dep_devices
+from core.devices import csv_import as device_import
+from core.devices import inventory as devices
 from core.models import Device
 from core.roles import Actor
 
@@ -202,7 +205,7 @@ def naive_import(engine: sa.Engine, content: bytes) -> None:
 
 def run(quick: bool) -> Section:
     """Fetch pages, syncs and imports, each against its naive baseline."""
-    section = Section("Devices (`core.dep_devices`, `core.device_import`, SQLite)")
+    section = Section("Devices (`core.dep.devices`, `core.devices.csv_import`, SQLite)")
     walks, repeats = (3, 5) if quick else (10, 21)
     with tempfile.TemporaryDirectory(prefix="mdmbot-bench-devices-") as tmp:
         big, built = build(Path(tmp) / "big.db", 100_000)

@@ -28,10 +28,10 @@ from cryptography.hazmat.primitives.serialization.pkcs7 import PKCS7EnvelopeBuil
 from bench.common import Row, Section, median
 from bench.seed import OPERATOR, bench_settings, certificate
 from bot.context import AppContext
-from core import issuance, servers
-from core.certificates import MAX_CERT_BYTES, load_certificate
 from core.errors import CertificateError
-from core.tokens import build_token_file, envelope, generate_credentials, render_content
+from core.tokens import issuance, servers
+from core.tokens.certificates import MAX_CERT_BYTES, load_certificate
+from core.tokens.token_file import build_token_file, envelope, generate_credentials, render_content
 
 TARGET_RATIO = 0.5
 PEM_TARGET_MS = 50.0

@@ -31,7 +31,7 @@ from bot.context import AppContext
 from bot.http import SlackWsgi
 from bot.runtime import Runtime
 from bot.slack.app import build_app, build_services
-from core import people
+from core.people import persons as people
 
 SERVERS = 50
 WsgiApp = Callable[[dict[str, Any], Callable[..., Any]], Iterable[bytes]]

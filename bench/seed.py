@@ -13,9 +13,9 @@ from cryptography.x509.oid import NameOID
 
 from bench.common import ALERT_CHANNEL, BOT_TOKEN, SECRET_KEY, SIGNING_SECRET
 from bot.context import AppContext
-from core import issuance, servers
 from core.roles import Actor
 from core.settings import Settings
+from core.tokens import issuance, servers
 
 OPERATOR = Actor("bench", operator=True)
 

@@ -1,4 +1,4 @@
-"""One expiry-alert sweep (`core.alerts.claim_due_alerts`) over 1k, 10k and 100k active tokens.
+"""One expiry-alert sweep (`core.people.alerts.claim_due_alerts`) over 1k to 100k active tokens.
 
 Each database is filled in bulk with SQLAlchemy core inserts (one server and certificate per
 token), in the steady state that hourly sweeps leave behind: every token within the largest
@@ -7,7 +7,7 @@ window opens; tokens further out were never examined (`next_alert_at` NULL). "No
 that state as of the sweep time. "1% due" moves every hundredth token so that one threshold
 window (60, 30, 14, 7, 3, 1 days or expiry, in turn) opened half an hour ago, after the
 previous sweep. The baseline is the naive design: read every active token and evaluate
-`core.lifecycle.due_threshold` on each (no claims written).
+`core.people.lifecycle.due_threshold` on each (no claims written).
 """
 
 from __future__ import annotations
@@ -25,8 +25,9 @@ import sqlalchemy as sa
 from sqlmodel import SQLModel
 
 from bench.common import Row, Section, median, ms
-from core import alerts, db
-from core.lifecycle import DAY, due_threshold, next_check_at, thresholds, window_opens
+from core import db
+from core.people import alerts
+from core.people.lifecycle import DAY, due_threshold, next_check_at, thresholds, window_opens
 from core.settings import DEFAULT_ALERT_DAYS
 
 NOW = datetime(2027, 3, 1, 9, 0, tzinfo=UTC)
@@ -157,7 +158,7 @@ def naive_scan(base: Path) -> float:
 def run(quick: bool) -> Section:
     """Time sweeps at each size, with nothing due and with 1% due."""
     repeats = 2 if quick else 5
-    section = Section("Expiry sweep (`core.alerts.claim_due_alerts`, SQLite)")
+    section = Section("Expiry sweep (`core.people.alerts.claim_due_alerts`, SQLite)")
     results: dict[tuple[int, bool], Timing] = {}
     baselines: dict[int, float] = {}
     with tempfile.TemporaryDirectory(prefix="mdmbot-bench-sweep-") as tmp:

@@ -30,7 +30,7 @@ log = logging.getLogger("mdmbot.metrics")
 _T = TypeVar("_T")
 
 if TYPE_CHECKING:
-    from core.servers import ServerView
+    from core.tokens.servers import ServerView
 
 
 registry = CollectorRegistry(auto_describe=True)

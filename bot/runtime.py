@@ -18,9 +18,9 @@ from bot.slack.deliveries import settle_deliveries
 from bot.slack.gateway import SlackUnavailable
 from bot.slack.services import BotServices
 from bot.slack.sweeper import Sweeper
-from core import servers
-from core.issuance import DELIVERY_GRACE
-from core.servers import ServerView
+from core.tokens import servers
+from core.tokens.issuance import DELIVERY_GRACE
+from core.tokens.servers import ServerView
 
 log = logging.getLogger("mdmbot.runtime")
 RECHECK_SECONDS = 60.0

@@ -14,8 +14,8 @@ from typing import TYPE_CHECKING
 
 from bot.context import AppContext
 from bot.logs import configure_logging
-from core import people
 from core.errors import ConfigError, InvalidInput
+from core.people import persons as people
 
 if TYPE_CHECKING:
     from slack_bolt import App
@@ -23,7 +23,7 @@ if TYPE_CHECKING:
     from bot.http import HttpServer, WsgiApp
     from bot.runtime import Runtime
     from bot.slack.services import BotServices
-    from core.dep_feedback import ReplacedTokenAlert
+    from core.dep.feedback import ReplacedTokenAlert
 
 log = logging.getLogger("mdmbot.serve")
 DEP_THREADS = 8  # the device assignment service's own pool when it is not one of --http's

@@ -23,9 +23,9 @@ from sqlmodel import Session
 from bot.context import AppContext
 from bot.serve import serve_dep
 from bot.slack.services import BotServices
-from core import issuance, servers
 from core.roles import Actor
-from core.tokens import parse_content
+from core.tokens import issuance, servers
+from core.tokens.token_file import parse_content
 from core.vault import Vault
 from tests import certs
 from tests.integration import rsa_cert, smime_decrypt

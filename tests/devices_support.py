@@ -10,10 +10,11 @@ from typing import Any
 import sqlalchemy as sa
 from sqlmodel import Session
 
-from core import dep_devices, servers
 from core.db import unit_of_work
-from core.dep_auth import DepError
+from core.dep import devices as dep_devices
+from core.dep.auth import DepError
 from core.roles import Actor
+from core.tokens import servers
 from core.vault import Vault
 from tests.integration import rsa_cert
 

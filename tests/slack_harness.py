@@ -20,7 +20,7 @@ from bot.http import HttpServer, Listener, SlackWsgi
 from bot.runtime import Runtime
 from bot.slack.app import build_app, build_services
 from bot.slack.services import BotServices
-from core import people
+from core.people import persons as people
 from core.roles import Role
 from core.sealing import seal
 from core.settings import Settings

@@ -17,11 +17,13 @@ from sqlmodel import Session
 from wcwidth import wcswidth
 
 from bot.context import AppContext
-from core import issuance, people, servers
-from core.certificates import MAX_CERT_BYTES, load_certificate
+from core.devices import unlink
 from core.errors import CertificateError, InvalidInput, TokenConflict
-from core.issuance import IssuedToken
+from core.people import persons as people
 from core.roles import Actor, parse_role
+from core.tokens import issuance, servers
+from core.tokens.certificates import MAX_CERT_BYTES, load_certificate
+from core.tokens.issuance import IssuedToken
 
 FILE_TARGET = "file:"  # a token's delivery target when written by this command line
 
@@ -270,7 +272,7 @@ def server_edit(ctx: AppContext, args: argparse.Namespace) -> int:
 def server_remove(ctx: AppContext, args: argparse.Namespace) -> int:
     """mdmbot server remove."""
     with ctx.unit_of_work() as session:
-        server = servers.remove_server(session, _operator(args), args.name, ctx.now())
+        server = unlink.remove_server(session, _operator(args), args.name, ctx.now())
     print(f"Removed “{server.name}”; its token is revoked.")
     return 0
 

@@ -9,7 +9,8 @@ from pathlib import Path
 
 from bot.cli.commands import _json, _operator, _table, _when
 from bot.context import AppContext
-from core import device_import, devices
+from core.devices import csv_import as device_import
+from core.devices import inventory as devices
 from core.errors import InvalidInput
 
 MAX_FILE = device_import.MAX_BYTES

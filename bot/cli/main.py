@@ -18,8 +18,8 @@ from bot import serve
 from bot.cli import commands as cli_commands
 from bot.cli import devices as cli_devices
 from bot.context import AppContext
-from core import people
 from core.errors import ConfigError, MdmbotError
+from core.people import persons as people
 from core.settings import load_settings
 
 log = logging.getLogger("mdmbot.cli")

@@ -18,9 +18,9 @@ from bot.dep.middleware import (
     render_unexpected,
 )
 from bot.dep.resources import AccountResource, SessionResource, log_replaced
-from core import dep_feedback
-from core.dep_auth import DepError
-from core.dep_feedback import ReplacedTokenAlert
+from core.dep import feedback as dep_feedback
+from core.dep.auth import DepError
+from core.dep.feedback import ReplacedTokenAlert
 
 
 def build_dep_app(

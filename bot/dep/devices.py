@@ -14,8 +14,10 @@ from sqlmodel import Session
 
 from bot.context import AppContext
 from bot.dep.resources import SESSION_HEADER, _json
-from core import dep_auth, dep_devices, dep_profiles
-from core.dep_errors import refused
+from core.dep import auth as dep_auth
+from core.dep import devices as dep_devices
+from core.dep import profiles as dep_profiles
+from core.dep.errors import refused
 
 MAX_BODY = 1024 * 1024
 # (session, cursor key, server id, parsed body or query, now) -> the answer's JSON

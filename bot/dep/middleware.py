@@ -9,7 +9,7 @@ from typing import Any
 import falcon
 
 from bot import metrics
-from core.dep_auth import DepError
+from core.dep.auth import DepError
 
 log = logging.getLogger("mdmbot.dep")
 

@@ -11,9 +11,10 @@ import falcon
 
 from bot.context import AppContext
 from bot.dep.middleware import JSON
-from core import dep_account, dep_auth
-from core.dep_auth import DepError
-from core.dep_feedback import ReplacedTokenAlert
+from core.dep import account as dep_account
+from core.dep import auth as dep_auth
+from core.dep.auth import DepError
+from core.dep.feedback import ReplacedTokenAlert
 
 log = logging.getLogger("mdmbot.dep")
 

@@ -5,14 +5,14 @@ from __future__ import annotations
 import logging
 from datetime import datetime
 
-from bot.slack import blocks
+from bot.slack.builders import blocks
 from bot.slack.gateway import SlackUnavailable
 from bot.slack.services import SLACK_TARGET, BotServices
-from core import issuance
 from core.errors import MdmbotError
-from core.issuance import StuckDelivery
 from core.models import TokenStatus
 from core.roles import Actor
+from core.tokens import issuance
+from core.tokens.issuance import StuckDelivery
 
 log = logging.getLogger("mdmbot.deliveries")
 

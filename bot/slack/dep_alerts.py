@@ -6,13 +6,13 @@ import logging
 from datetime import datetime
 
 from bot import metrics
-from bot.slack.blocks import Block, context, local_time, mention, plain, plural, section
-from bot.slack.blocks import esc as _esc
+from bot.slack.builders.blocks import Block, context, local_time, mention, plain, plural, section
+from bot.slack.builders.blocks import esc as _esc
 from bot.slack.gateway import SlackUnavailable
 from bot.slack.lifecycle import alert_channel, refresh_case
 from bot.slack.services import BotServices
-from core import alerts
-from core.dep_feedback import InstallReminder, ReplacedTokenAlert
+from core.dep.feedback import InstallReminder, ReplacedTokenAlert
+from core.people import alerts
 
 log = logging.getLogger("mdmbot.dep_alerts")
 

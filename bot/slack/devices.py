@@ -9,12 +9,14 @@ from typing import Any
 
 from slack_bolt import Ack, App
 
-from bot.slack import blocks, modals
-from bot.slack import device_blocks as ui
+from bot.slack.builders import blocks, modals
+from bot.slack.builders import device_blocks as ui
 from bot.slack.services import BotServices, new_reference
-from core import device_import, devices, servers
+from core.devices import csv_import as device_import
+from core.devices import inventory as devices
 from core.errors import InvalidInput, MdmbotError, PermissionDenied
 from core.roles import Actor, Permission
+from core.tokens import servers
 
 log = logging.getLogger("mdmbot.bot")
 

@@ -18,9 +18,9 @@ from slack_sdk.http_retry.builtin_handlers import (
 )
 
 from bot.slack import download
-from core.certificates import MAX_CERT_BYTES
 from core.errors import CertificateError, InvalidInput, MdmbotError
 from core.sealing import STALE, seal, unseal
+from core.tokens.certificates import MAX_CERT_BYTES
 
 log = logging.getLogger("mdmbot.slack")
 # The SDK logs every attempt of every retried call; SlackGateway logs one line per failed call.

@@ -10,17 +10,18 @@ from typing import Any
 from slack_bolt import Ack, App
 
 from bot import metrics
-from bot.slack import lifecycle_blocks as lb
-from bot.slack import modals
-from bot.slack.blocks import plural, section
+from bot.slack.builders import lifecycle_blocks as lb
+from bot.slack.builders import modals
+from bot.slack.builders.blocks import plural, section
 from bot.slack.gateway import Posted, SlackUnavailable
 from bot.slack.listeners.actions import open_checked
 from bot.slack.services import BotServices, Delivery
-from core import alerts, rotation, servers
 from core.errors import ConfigError, InvalidInput
 from core.models import TokenStatus
+from core.people import alerts, rotation
+from core.people.rotation import CaseView
 from core.roles import Actor, Permission
-from core.rotation import CaseView
+from core.tokens import servers
 
 log = logging.getLogger("mdmbot.lifecycle")
 

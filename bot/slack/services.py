@@ -11,13 +11,16 @@ from typing import Any
 
 from bot import metrics
 from bot.context import AppContext
-from bot.slack import blocks
+from bot.slack.builders import blocks
 from bot.slack.gateway import SlackGateway, SlackUnavailable
-from core import devices, issuance, people, rotation, servers
+from core.devices import inventory as devices
 from core.errors import MdmbotError
-from core.issuance import Activation, IssuedToken
+from core.people import persons as people
+from core.people import rotation
 from core.roles import Actor, Permission, Role
-from core.servers import ServerView
+from core.tokens import issuance, servers
+from core.tokens.issuance import Activation, IssuedToken
+from core.tokens.servers import ServerView
 
 log = logging.getLogger("mdmbot.bot")
 

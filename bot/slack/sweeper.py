@@ -10,13 +10,16 @@ from datetime import datetime, timedelta
 from bot import metrics
 from bot.context import AppContext
 from bot.slack import dep_alerts, lifecycle
-from bot.slack import lifecycle_blocks as lb
-from bot.slack.blocks import plural
+from bot.slack.builders import lifecycle_blocks as lb
+from bot.slack.builders.blocks import plural
 from bot.slack.deliveries import settle_deliveries
 from bot.slack.gateway import SlackUnavailable
 from bot.slack.services import BotServices
-from core import alerts, dep_auth, dep_feedback, inbox, lease, rotation
-from core.alerts import DueAlert
+from core import inbox, lease
+from core.dep import auth as dep_auth
+from core.dep import feedback as dep_feedback
+from core.people import alerts, rotation
+from core.people.alerts import DueAlert
 
 log = logging.getLogger("mdmbot.sweeper")
 

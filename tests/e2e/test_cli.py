@@ -24,7 +24,7 @@ import pytest
 import sqlalchemy as sa
 from sqlmodel import SQLModel
 
-from core.tokens import add_one_year, parse_content
+from core.tokens.token_file import add_one_year, parse_content
 from tests import certs
 from tests.integration import wide
 

@@ -16,9 +16,10 @@ from sqlmodel import select
 from bot.context import AppContext
 from bot.dep.app import build_dep_app
 from bot.http import HttpServer, Listener, start_in_background
-from core import rotation, servers
-from core.dep_feedback import ReplacedTokenAlert
+from core.dep.feedback import ReplacedTokenAlert
+from core.devices import unlink
 from core.models import AuditEvent, RotationItem, Token
+from core.people import rotation
 from core.roles import Actor
 from core.settings import Settings
 from tests.dep_client import (
@@ -217,6 +218,6 @@ def test_sessions_last_three_idle_minutes_and_dead_tokens_are_refused(dep: Dep) 
     stamp = str(int(clock().timestamp()))
     assert dep.session(creds, timestamp=stamp) == (401, "token_expired")
     with dep.ctx.unit_of_work() as session:
-        servers.remove_server(session, Actor(ADMIN, operator=True), "Zentral", clock())
+        unlink.remove_server(session, Actor(ADMIN, operator=True), "Zentral", clock())
     assert dep.session(creds, timestamp=stamp) == (401, "token_rejected")
     assert dep.replaced == [], "a removed server's token is refused without a replacement warning"

@@ -13,8 +13,10 @@ import pytest
 from bot.context import AppContext
 from bot.dep.app import build_dep_app
 from bot.http import HttpServer, Listener, start_in_background
-from core import device_import, devices, servers
+from core.devices import csv_import as device_import
+from core.devices import inventory as devices
 from core.settings import Settings
+from core.tokens import servers
 from tests.dep_client import Creds, add_server
 from tests.dep_devices_client import NanoDep
 from tests.devices_support import OPERATOR, csv_of, serial

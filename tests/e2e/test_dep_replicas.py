@@ -12,8 +12,9 @@ from pathlib import Path
 import pytest
 
 from bot.context import utc_now
-from core import db, issuance, servers
+from core import db
 from core.roles import Actor
+from core.tokens import issuance, servers
 from core.vault import Vault, key_from_setting
 from tests import certs
 from tests.conftest import postgres_schema

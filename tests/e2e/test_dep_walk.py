@@ -8,7 +8,8 @@ import itertools
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from core import device_import, devices
+from core.devices import csv_import as device_import
+from core.devices import inventory as devices
 from tests.dep_devices_client import NanoDep
 from tests.devices_support import OPERATOR, csv_of, serial
 from tests.e2e.test_dep_devices import Service, held, service  # noqa: F401 (fixture)

@@ -15,8 +15,8 @@ from slack_bolt import BoltRequest
 
 from bot.http import VERIFIED
 from bot.slack.app import build_app
-from core import issuance
 from core.sealing import seal
+from core.tokens import issuance
 from tests.e2e.conftest import ADMIN
 from tests.e2e.test_slack_guards import active_tokens, add_server, server_id
 from tests.e2e.test_slack_lifecycle import press_on

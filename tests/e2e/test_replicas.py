@@ -12,9 +12,11 @@ from pathlib import Path
 
 import pytest
 
-from bot.slack import modals
-from core import db, issuance, people, servers
+from bot.slack.builders import modals
+from core import db
+from core.people import persons as people
 from core.roles import Actor
+from core.tokens import issuance, servers
 from core.vault import Vault, key_from_setting
 from tests import certs
 from tests.conftest import postgres_schema

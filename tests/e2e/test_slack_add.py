@@ -5,7 +5,7 @@ from __future__ import annotations
 import subprocess
 from pathlib import Path
 
-from bot.slack import modals
+from bot.slack.builders import modals
 from tests import certs
 from tests.e2e.conftest import ADMIN
 from tests.fakeslack import FakeSlack

@@ -5,9 +5,11 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from bot.slack import device_blocks as ui
-from core import device_import, devices, servers
+from bot.slack.builders import device_blocks as ui
+from core.devices import csv_import as device_import
+from core.devices import inventory as devices
 from core.roles import Actor, Role
+from core.tokens import servers
 from tests import certs
 from tests.devices_support import HEADER, csv_of, serial
 from tests.e2e.conftest import ADMIN, STRANGER

@@ -6,8 +6,8 @@ import json
 import time
 from typing import Any
 
-from bot.slack import modals
-from core import issuance
+from bot.slack.builders import modals
+from core.tokens import issuance
 from tests import certs
 from tests.e2e.conftest import ADMIN, STRANGER
 from tests.e2e.test_slack_add import add_values
@@ -99,7 +99,7 @@ def _email(bot: Bot, user: str) -> str | None:
 
 
 def _names(bot: Bot) -> list[Any]:
-    from core import servers
+    from core.tokens import servers
 
     with bot.ctx.unit_of_work() as session:
         return servers.list_servers(session)

@@ -7,9 +7,9 @@ import time
 from datetime import timedelta
 from typing import Any
 
-from bot.slack.lifecycle_blocks import WAITING
+from bot.slack.builders.lifecycle_blocks import WAITING
 from bot.slack.sweeper import Sweeper
-from core import issuance
+from core.tokens import issuance
 from tests import certs
 from tests.dep_client import mdm_server_installs
 from tests.e2e.conftest import ADMIN
@@ -112,7 +112,7 @@ def test_departure_event_delivered_twice_gives_one_checklist_and_buttons_rotate(
 
 
 def add_server_as(bot: Bot, fake: FakeSlack, user: str, name: str) -> None:
-    from bot.slack import modals
+    from bot.slack.builders import modals
     from tests.e2e.test_slack_add import add_values
 
     uploads = len(fake.uploads)

@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from bot.slack.sweeper import Sweeper
-from core import issuance
+from core.tokens import issuance
 from tests.e2e.conftest import ADMIN, STRANGER
 from tests.e2e.test_slack_guards import add_server
 from tests.e2e.test_slack_lifecycle import posts
@@ -106,7 +106,7 @@ def test_removing_a_server_edits_its_alerts(bot: Bot, fake: FakeSlack) -> None:
     add_server(bot, fake)
     post_two_alerts(bot, fake)
     sid = bot.svc.server_by_name("Jamf Pro").id
-    from bot.slack import modals
+    from bot.slack.builders import modals
 
     reply = bot.submit(
         ADMIN,

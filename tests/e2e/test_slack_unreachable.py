@@ -14,9 +14,9 @@ import pytest
 from bot.context import AppContext
 from bot.slack.app import build_app
 from bot.slack.listeners.actions import ADD_SHORTCUT
-from core import issuance, servers
 from core.roles import Actor
 from core.settings import Settings
+from core.tokens import issuance, servers
 from tests.e2e.test_cli import _valid_now
 from tests.fakeslack import FakeSlack
 from tests.processes import bot_env, mdmbot_command

@@ -7,7 +7,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from bot.slack import modals
+from bot.slack.builders import modals
 from tests.dep_client import call
 from tests.e2e.conftest import ADMIN
 from tests.fakeslack import FakeSlack

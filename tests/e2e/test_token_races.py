@@ -16,9 +16,9 @@ import pytest
 from bot import runtime as runtime_module
 from bot.runtime import Runtime
 from bot.slack.sweeper import Sweeper
-from core import issuance, servers
 from core.models import Token
 from core.roles import Actor
+from core.tokens import issuance, servers
 from tests.conftest import postgres_schema
 from tests.e2e.conftest import ADMIN
 from tests.e2e.test_slack_guards import active_tokens, add_server

@@ -11,12 +11,13 @@ import sqlalchemy as sa
 from sqlmodel import Session, col, select
 
 from core import db
-from core.alerts import claim_due_alerts, mark_failed, mark_sent, preview_due_alerts
-from core.issuance import activate_token, issue_token
+from core.devices.unlink import remove_server
 from core.models import AlertDelivery, Token
-from core.people import ensure_person, grant_role
+from core.people.alerts import claim_due_alerts, mark_failed, mark_sent, preview_due_alerts
+from core.people.persons import ensure_person, grant_role
 from core.roles import Actor, Role
-from core.servers import add_server, find_server, remove_server
+from core.tokens.issuance import activate_token, issue_token
+from core.tokens.servers import add_server, find_server
 from core.vault import Vault
 from tests import certs
 from tests.conftest import NOW

@@ -8,11 +8,11 @@ from concurrent.futures import ThreadPoolExecutor
 import sqlalchemy as sa
 from sqlmodel import select
 
-from core import servers
 from core.db import unit_of_work
 from core.errors import DuplicateName
-from core.issuance import IssuedToken
 from core.models import AuditEvent, Certificate, Server, Token
+from core.tokens import servers
+from core.tokens.issuance import IssuedToken
 from core.vault import Vault
 from tests.conftest import NOW
 from tests.integration import OPERATOR, row_counts, rsa_cert, wide

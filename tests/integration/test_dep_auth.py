@@ -7,8 +7,8 @@ from datetime import timedelta
 import pytest
 from sqlmodel import Session, select
 
-from core import dep_auth
-from core.dep_auth import DepError
+from core.dep import auth as dep_auth
+from core.dep.auth import DepError
 from core.models import DepNonce, DepSession
 from core.vault import Vault
 from tests.conftest import NOW

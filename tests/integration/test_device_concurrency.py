@@ -11,8 +11,10 @@ import pytest
 import sqlalchemy as sa
 from sqlmodel import select
 
-from core import dep_profiles, device_import, devices
 from core.db import unit_of_work
+from core.dep import profiles as dep_profiles
+from core.devices import csv_import as device_import
+from core.devices import inventory as devices
 from core.models import Device, DeviceChange
 from core.vault import Vault
 from tests.conftest import NOW

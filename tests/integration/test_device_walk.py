@@ -11,9 +11,12 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from sqlmodel import Session, select
 
-from core import dep_devices, dep_profiles, device_import, devices
 from core.db import unit_of_work
-from core.dep_auth import DepError
+from core.dep import devices as dep_devices
+from core.dep import profiles as dep_profiles
+from core.dep.auth import DepError
+from core.devices import csv_import as device_import
+from core.devices import inventory as devices
 from core.models import Device
 from core.vault import Vault
 from tests.conftest import NOW

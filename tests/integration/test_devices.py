@@ -9,13 +9,18 @@ import pytest
 import sqlalchemy as sa
 from sqlmodel import Session, select
 
-from core import dep_devices, dep_profiles, device_import, devices, servers
 from core.db import unit_of_work
-from core.dep_auth import DepError
+from core.dep import devices as dep_devices
+from core.dep import profiles as dep_profiles
+from core.dep.auth import DepError
+from core.devices import csv_import as device_import
+from core.devices import inventory as devices
+from core.devices import unlink
 from core.errors import InvalidInput, PermissionDenied
 from core.models import AuditEvent, Device, DeviceChange
-from core.people import grant_role
+from core.people.persons import grant_role
 from core.roles import Actor, Role
+from core.tokens import servers
 from core.vault import Vault
 from tests.conftest import NOW
 from tests.devices_support import (
@@ -308,7 +313,7 @@ def test_removing_a_server_moves_devices_to_defaults(session: Session, vault: Va
     devices.assign_devices(session, OPERATOR, "Gone", [serial(1), serial(2)], NOW)
     devices.set_default(session, OPERATOR, "iPad", "Fallback", NOW)
     devices.set_default(session, OPERATOR, "Mac", "Gone", NOW)
-    servers.remove_server(session, OPERATOR, "Gone", LATER)
+    unlink.remove_server(session, OPERATOR, "Gone", LATER)
     assert devices.show_device(session, serial(1)).server == "Fallback"
     assert devices.show_device(session, serial(2)).server is None
     assert devices.list_defaults(session)[:4] == [

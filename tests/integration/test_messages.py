@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import sqlalchemy as sa
 
-from core import db, rotation
-from core.alerts import mark_edited, stale_alerts
-from core.issuance import activate_token, issue_token
+from core import db
+from core.devices.unlink import remove_server
+from core.people import rotation
+from core.people.alerts import mark_edited, stale_alerts
 from core.roles import Actor
-from core.servers import find_server, remove_server
+from core.tokens.issuance import activate_token, issue_token
+from core.tokens.servers import find_server
 from core.vault import Vault
 from tests.conftest import NOW
 from tests.integration.test_alerts import ROOT, D, make_token, sweep_and_send

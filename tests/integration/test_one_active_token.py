@@ -9,11 +9,12 @@ import pytest
 import sqlalchemy as sa
 from sqlmodel import select
 
-from core import issuance, servers
 from core.db import unit_of_work
+from core.devices import unlink
 from core.errors import InvalidInput, TokenConflict
-from core.issuance import Activation
 from core.models import Token, TokenStatus
+from core.tokens import issuance, servers
+from core.tokens.issuance import Activation
 from core.vault import Vault
 from tests.conftest import NOW
 from tests.integration import OPERATOR, rsa_cert
@@ -143,7 +144,7 @@ def test_removing_a_server_revokes_a_token_being_delivered(engine: sa.Engine, va
         issued = issuance.issue_token(session, vault, OPERATOR, server, NOW)
         assert issuance.start_delivery(session, OPERATOR, issued.token_id, "slack:D1", NOW) is None
     with unit_of_work(engine) as session:
-        servers.remove_server(session, OPERATOR, "Jamf Pro", NOW)
+        unlink.remove_server(session, OPERATOR, "Jamf Pro", NOW)
     assert _statuses(engine) == ["revoked", "revoked"]
     with pytest.raises(InvalidInput), unit_of_work(engine) as session:
         issuance.activate_token(session, OPERATOR, issued.token_id, NOW)

@@ -11,7 +11,7 @@ from sqlmodel import Session, col, select
 from core import db
 from core.errors import InvalidInput, NotFound, PermissionDenied
 from core.models import AuditEvent, Person, RoleGrant
-from core.people import bootstrap_admins, grant_role, list_roles, revoke_role, role_of
+from core.people.persons import bootstrap_admins, grant_role, list_roles, revoke_role, role_of
 from core.roles import Actor, Role
 from tests.conftest import NOW
 from tests.integration import OPERATOR, count

@@ -11,13 +11,12 @@ import sqlalchemy as sa
 from sqlmodel import Session, col, select
 
 from core import db
-from core.dep_feedback import record_use
+from core.dep.feedback import record_use
+from core.devices.unlink import remove_server
 from core.errors import InvalidInput, PermissionDenied
-from core.issuance import activate_token, issue_token
 from core.models import AuditEvent, Person, RotationCase, Token
-from core.people import grant_role
-from core.roles import Actor, Role
-from core.rotation import (
+from core.people.persons import grant_role
+from core.people.rotation import (
     cancel_for_reactivation,
     case_for_token,
     cases_to_repost,
@@ -29,7 +28,9 @@ from core.rotation import (
     record_departure,
     release_post,
 )
-from core.servers import add_server, find_server, remove_server
+from core.roles import Actor, Role
+from core.tokens.issuance import activate_token, issue_token
+from core.tokens.servers import add_server, find_server
 from core.vault import Vault
 from tests import certs
 from tests.conftest import NOW

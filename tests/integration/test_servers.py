@@ -10,8 +10,8 @@ import pytest
 import sqlalchemy as sa
 from sqlmodel import Session, col, select
 
-from core import issuance, servers
 from core.db import unit_of_work
+from core.devices import unlink
 from core.errors import (
     CertificateError,
     DuplicateName,
@@ -20,10 +20,11 @@ from core.errors import (
     NotFound,
     PermissionDenied,
 )
-from core.issuance import IssuedToken
 from core.models import AuditEvent, Certificate, Server, Token
-from core.people import grant_role
+from core.people.persons import grant_role
 from core.roles import Actor, Role
+from core.tokens import issuance, servers
+from core.tokens.issuance import IssuedToken
 from core.vault import Vault
 from tests import certs
 from tests.conftest import NOW
@@ -268,7 +269,7 @@ def test_removing_a_server_revokes_its_tokens_and_frees_its_name(
         session, vault, OPERATOR, servers.find_server(session, "Jamf"), NOW
     )
 
-    removed = servers.remove_server(session, OPERATOR, "jamf", LATER)
+    removed = unlink.remove_server(session, OPERATOR, "jamf", LATER)
 
     assert removed.removed_at == LATER
     for token_id in (first.token_id, pending.token_id):
@@ -278,7 +279,7 @@ def test_removing_a_server_revokes_its_tokens_and_frees_its_name(
     with pytest.raises(NotFound, match="no MDM server called “Jamf”"):
         servers.find_server(session, "Jamf")
     with pytest.raises(NotFound):
-        servers.remove_server(session, OPERATOR, "Jamf", LATER)
+        unlink.remove_server(session, OPERATOR, "Jamf", LATER)
     assert not any(c.active for c in session.exec(select(Certificate)).all())
 
     again = add_active(session, vault, "JAMF", now=LATER)
@@ -334,7 +335,7 @@ def test_every_change_writes_an_audit_event(session: Session, vault: Vault) -> N
     servers.edit_server(session, OPERATOR, "Jamf", now=LATER, rename="Jamf Pro")
     servers.edit_server(session, OPERATOR, "Jamf Pro", now=LATER, release_devices=False)
     servers.edit_server(session, OPERATOR, "Jamf Pro", now=LATER, release_devices=False)  # no-op
-    servers.remove_server(session, OPERATOR, "Jamf Pro", LATER)
+    unlink.remove_server(session, OPERATOR, "Jamf Pro", LATER)
 
     events = session.exec(select(AuditEvent).order_by(col(AuditEvent.id))).all()
 

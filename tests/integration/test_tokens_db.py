@@ -11,11 +11,11 @@ import pytest
 import sqlalchemy as sa
 from sqlmodel import Session
 
-from core import issuance, servers
 from core.db import unit_of_work
 from core.errors import ConfigError
 from core.models import Token
-from core.tokens import parse_content
+from core.tokens import issuance, servers
+from core.tokens.token_file import parse_content
 from core.vault import Vault
 from tests.conftest import NOW
 from tests.integration import OPERATOR, rsa_cert, smime_decrypt

@@ -4,12 +4,12 @@ from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
 
-from bot.slack import blocks, modals
-from bot.slack import lifecycle_blocks as lb
-from core.alerts import DueAlert
+from bot.slack.builders import blocks, modals
+from bot.slack.builders import lifecycle_blocks as lb
+from core.people.alerts import DueAlert
+from core.people.rotation import CaseView, ItemView
 from core.roles import Role
-from core.rotation import CaseView, ItemView
-from core.servers import ServerView
+from core.tokens.servers import ServerView
 
 NOW = datetime(2026, 11, 27, 12, 0, tzinfo=UTC)
 

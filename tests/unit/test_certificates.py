@@ -11,14 +11,14 @@ from cryptography.hazmat.primitives import serialization
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from core.certificates import (
+from core.errors import CertificateError
+from core.tokens.certificates import (
     MAX_CERT_BYTES,
     MIN_RSA_BITS,
     LoadedCertificate,
     load_certificate,
     pem_blocks,
 )
-from core.errors import CertificateError
 from tests import certs
 
 FIXTURE = certs.APPLE_FIXTURE

@@ -6,8 +6,8 @@ from datetime import datetime, timedelta
 
 import pytest
 
-from core import cursors
-from core.dep_auth import DepError
+from core.dep import cursors
+from core.dep.auth import DepError
 
 KEY = b"s" * 32
 

@@ -9,7 +9,12 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
-ADAPTERS = ("bot.slack", "bot.cli", "bot.dep")
+ADAPTERS = ("bot.slack", "bot.cli", "bot.dep", "bot.mdm")
+# core's domains, lowest first: each imports the foundation (core's root) and the domains before
+# it, never one after it (README, "Architecture").
+DOMAINS = ("core.people", "core.tokens", "core.devices", "core.dep", "core.connections")
+FOUNDATION = ("core.settings", "core.db", "core.models", "core.errors", "core.files", "core.audit",
+              "core.lease", "core.inbox", "core.sealing", "core.vault", "core.roles")
 
 
 def _module(path: Path) -> str:
@@ -53,11 +58,54 @@ def test_an_adapter_never_imports_another(adapter: str) -> None:
     assert {m: i for m, i in offenders.items() if i} == {}
 
 
-def test_modules_stay_small_and_the_process_package_stays_short() -> None:
+def _domain(name: str) -> str | None:
+    return next((d for d in DOMAINS if _within(name, d)), None)
+
+
+def test_the_foundation_imports_no_domain() -> None:
+    offenders = {
+        _module(p): sorted(i for i in _imports(p) if _domain(i))
+        for p in _sources("core")
+        if _module(p).removesuffix(".__init__") in FOUNDATION
+    }
+    assert {m: i for m, i in offenders.items() if i} == {}
+
+
+@pytest.mark.parametrize("domain", DOMAINS)
+def test_a_domain_imports_only_the_domains_below_it(domain: str) -> None:
+    above = DOMAINS[DOMAINS.index(domain) + 1 :]
+    offenders = {
+        _module(p): sorted(i for i in _imports(p) for a in above if _within(i, a))
+        for p in _sources(domain.replace(".", "/"))
+    }
+    assert {m: i for m, i in offenders.items() if i} == {}
+
+
+def test_every_core_module_is_in_the_foundation_or_a_domain() -> None:
+    loose = [
+        m
+        for p in _sources("core")
+        if not _within(m := _module(p).removesuffix(".__init__"), "core.migrations")
+        and m != "core"
+        and m not in FOUNDATION
+        and _domain(m) is None
+    ]
+    assert loose == []
+
+
+def test_modules_stay_small_and_folders_stay_short() -> None:
     sizes = {
         _module(p): len(p.read_text().splitlines()) for p in _sources("bot") + _sources("core")
     }
     assert {m: n for m, n in sizes.items() if n > 400 and ".migrations." not in m} == {}
+    folders = {p.parent for p in _sources("bot") + _sources("core")}
+    crowded = {
+        str(f.relative_to(ROOT)): n
+        for f in folders
+        if (n := len([m for m in f.glob("*.py") if m.name != "__init__.py"])) > 12
+        and f.name != "versions"
+    }
+    assert crowded == {}
     assert len(list((ROOT / "bot").glob("*.py"))) <= 8
 
 

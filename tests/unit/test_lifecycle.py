@@ -6,7 +6,7 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from core.lifecycle import (
+from core.people.lifecycle import (
     AT_EXPIRY,
     days_left,
     due_threshold,

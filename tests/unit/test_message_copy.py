@@ -7,10 +7,10 @@ from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from bot.slack import blocks, modals
-from bot.slack import lifecycle_blocks as lb
-from core.alerts import DueAlert, StaleAlert
-from core.rotation import CaseView, ItemView
+from bot.slack.builders import blocks, modals
+from bot.slack.builders import lifecycle_blocks as lb
+from core.people.alerts import DueAlert, StaleAlert
+from core.people.rotation import CaseView, ItemView
 from tests.unit.test_blocks import server
 
 NOW = datetime(2026, 11, 27, 12, 0, tzinfo=UTC)

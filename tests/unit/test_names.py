@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from core.errors import InvalidName
-from core.names import MAX_NAME_LENGTH, clean_name, normalize_name, safe_filename
+from core.tokens.names import MAX_NAME_LENGTH, clean_name, normalize_name, safe_filename
 
 
 def fullwidth(ascii_text: str) -> str:

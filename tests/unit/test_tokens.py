@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from core.tokens import (
+from core.tokens.token_file import (
     TokenCredentials,
     add_one_year,
     build_token_file,

@@ -8,11 +8,11 @@ from typing import Any
 
 from slack_bolt import Ack, App
 
-from bot.slack import blocks, modals
+from bot.slack.builders import blocks, modals
 from bot.slack.services import BotServices
 from core.errors import MdmbotError
 from core.roles import Permission
-from core.servers import ServerView
+from core.tokens.servers import ServerView
 
 ADD_SHORTCUT = "add_mdm_server"
 

@@ -8,11 +8,13 @@ from typing import Any
 
 from slack_bolt import Ack, App, Respond
 
-from bot.slack import blocks, devices, lifecycle, modals
+from bot.slack import devices, lifecycle
+from bot.slack.builders import blocks, modals
 from bot.slack.services import BotServices
-from core import people, servers
 from core.errors import MdmbotError
+from core.people import persons as people
 from core.roles import Actor, Permission, parse_role
+from core.tokens import servers
 
 USER_REF = re.compile(r"^<@([UW][A-Z0-9]+)(?:\|[^>]*)?>$|^@?([UW][A-Z0-9]{2,})$")
 Reply = dict[str, Any]

@@ -8,10 +8,10 @@ from typing import Any
 from slack_bolt import Ack, App
 from sqlmodel import Session
 
-from bot.slack import blocks, lifecycle, modals
+from bot.slack import lifecycle
+from bot.slack.builders import blocks, modals
 from bot.slack.services import BotServices
-from core import issuance, servers
-from core.certificates import load_certificate
+from core.devices import unlink
 from core.errors import (
     CertificateError,
     InvalidName,
@@ -19,10 +19,12 @@ from core.errors import (
     PermissionDenied,
     TokenConflict,
 )
-from core.issuance import CURRENT, Current, IssuedToken
 from core.models import Server
-from core.names import clean_name
 from core.roles import Actor, Permission
+from core.tokens import issuance, servers
+from core.tokens.certificates import load_certificate
+from core.tokens.issuance import CURRENT, Current, IssuedToken
+from core.tokens.names import clean_name
 
 log = logging.getLogger("mdmbot.bot")
 
@@ -167,7 +169,7 @@ def register(app: App, svc: BotServices) -> None:
             return
         try:
             with svc.ctx.unit_of_work() as session:
-                removed = servers.remove_server(
+                removed = unlink.remove_server(
                     session, Actor(body["user"]["id"]), target(session, view).name, svc.ctx.now()
                 )
             text = f"Removed *{blocks.esc(removed.name)}*; its token is revoked."

@@ -24,8 +24,8 @@ from sqlalchemy.dialects.postgresql import insert as postgresql_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlmodel import Session, col
 
-from core import dep_feedback
-from core.dep_feedback import ReplacedTokenAlert
+from core.dep import feedback as dep_feedback
+from core.dep.feedback import ReplacedTokenAlert
 from core.models import DepNonce, DepSession, Token, TokenStatus
 from core.vault import Vault
 

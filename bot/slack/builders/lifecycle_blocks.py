@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from bot.slack.blocks import (
+from bot.slack.builders.blocks import (
     MAX_MESSAGE_BLOCKS,
     Block,
     button,
@@ -19,8 +19,8 @@ from bot.slack.blocks import (
     plural,
     section,
 )
-from core.alerts import DueAlert, StaleAlert
-from core.rotation import CaseView
+from core.people.alerts import DueAlert, StaleAlert
+from core.people.rotation import CaseView
 
 RENEW = "renew_token"
 WAITING = "replaced, waiting for the MDM server to use the new token"

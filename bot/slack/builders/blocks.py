@@ -7,10 +7,10 @@ from collections.abc import Sequence
 from datetime import datetime, timedelta
 from typing import Any
 
-from core.people import RoleHolder
+from core.people.persons import RoleHolder
+from core.people.rotation import CaseView
 from core.roles import Permission, Role, allows
-from core.rotation import CaseView
-from core.servers import ServerView
+from core.tokens.servers import ServerView
 
 Block = dict[str, Any]
 

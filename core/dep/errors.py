@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from core.dep_auth import DepError
+from core.dep.auth import DepError
 
 
 def refused(code: str, status: int = 400) -> DepError:

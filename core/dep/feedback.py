@@ -16,10 +16,10 @@ import sqlalchemy as sa
 from sqlmodel import Session, col, func, select
 
 from core import audit
-from core.alerts import insert_claim
 from core.models import AlertDelivery, RotationItem, Server, Token, TokenStatus
+from core.people.alerts import insert_claim
+from core.people.rotation import tick_rotations
 from core.roles import Actor
-from core.rotation import tick_rotations
 
 REPLACED = "replaced"
 NOT_INSTALLED = "install"

@@ -10,14 +10,15 @@ import sqlalchemy as sa
 from cryptography import x509
 from sqlmodel import Session, col, select
 
-from core import alerts, audit
-from core.certificates import LoadedCertificate
+from core import audit
 from core.errors import InvalidInput, NotFound, TokenConflict
 from core.models import Certificate, Server, Token, TokenStatus
-from core.people import authorize
+from core.people import alerts
+from core.people.persons import authorize
+from core.people.rotation import mark_cases_stale, open_cases_of
 from core.roles import Actor, Permission
-from core.rotation import mark_cases_stale, open_cases_of
-from core.tokens import build_token_file, generate_credentials, token_filename
+from core.tokens.certificates import LoadedCertificate
+from core.tokens.token_file import build_token_file, generate_credentials, token_filename
 from core.vault import Vault
 
 
@@ -251,7 +252,7 @@ def activate_token(session: Session, actor: Actor, token_id: int, now: datetime)
     replaced = [o.id for o in previous if o.id]
     alerts.mark_replaced(session, replaced, actor.label, now)
     # The rotation items of the replaced tokens are done once this one is installed
-    # (core.dep_feedback.record_use), not now: until then the MDM server still has the old one,
+    # (core.dep.feedback.record_use), not now: until then the MDM server still has the old one,
     # so their checklists only change to "waiting for the MDM server".
     mark_cases_stale(session, open_cases_of(session, replaced), now)
     audit.record(

@@ -10,16 +10,21 @@ from typing import Any
 import sqlalchemy as sa
 from sqlmodel import Session, col, func, select
 
-from core import alerts, audit
-from core.certificates import LoadedCertificate, load_certificate
-from core.device_log import evacuate_server
+from core import audit
 from core.errors import DuplicateName, InvalidInput, NotFound
-from core.issuance import CURRENT, Current, IssuedToken, TokenView, list_tokens, prepare_token
-from core.models import Certificate, Server, Token, TokenStatus
-from core.names import clean_name, normalize_name
-from core.people import authorize
+from core.models import Certificate, Server, Token
+from core.people.persons import authorize
 from core.roles import Actor, Permission
-from core.rotation import tick_rotations
+from core.tokens.certificates import LoadedCertificate, load_certificate
+from core.tokens.issuance import (
+    CURRENT,
+    Current,
+    IssuedToken,
+    TokenView,
+    list_tokens,
+    prepare_token,
+)
+from core.tokens.names import clean_name, normalize_name
 from core.vault import Vault
 
 MAX_CERTIFICATES = 250
@@ -203,39 +208,6 @@ def edit_server(
     except sa.exc.IntegrityError as exc:
         raise DuplicateName(_duplicate(server.name)) from exc
     audit.record(session, actor, "server.edit", server.name, now, **changes)
-    return server
-
-
-def remove_server(session: Session, actor: Actor, name: str, now: datetime) -> Server:
-    """Unlink a server: its tokens are revoked and its name freed."""
-    authorize(session, actor, Permission.MANAGE_SERVERS)
-    server = find_server(session, name)
-    tokens = session.exec(
-        select(Token).where(
-            Token.server_id == server.id,
-            col(Token.status).in_(
-                [TokenStatus.ACTIVE, TokenStatus.PENDING, TokenStatus.DELIVERING]
-            ),
-        )
-    ).all()
-    for token in tokens:
-        token.status, token.superseded_at, token.reason = TokenStatus.REVOKED, now, "server removed"
-        token.next_alert_at = None
-        session.add(token)
-    for cert in session.exec(select(Certificate).where(Certificate.server_id == server.id)):
-        cert.active = False
-        session.add(cert)
-    moved, unassigned = evacuate_server(session, server, actor.label, now)
-    server.normalized_name, server.removed_at = None, now
-    session.add(server)
-    tick_rotations(session, actor, [t.id for t in tokens if t.id is not None], now)
-    alerts.mark_replaced(session, [t.id for t in tokens if t.id is not None], actor.label, now)
-    devices = {"devices_to_default": moved, "devices_unassigned": unassigned}
-    if not moved and not unassigned:
-        devices = {}
-    audit.record(
-        session, actor, "server.remove", server.name, now, revoked_tokens=len(tokens), **devices
-    )
     return server
 
 

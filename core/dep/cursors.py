@@ -12,7 +12,7 @@ import hmac
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-from core.dep_errors import refused
+from core.dep.errors import refused
 
 VERSION = "1"
 LIFETIME = timedelta(days=7)

@@ -6,10 +6,10 @@ from __future__ import annotations
 from collections import Counter
 from typing import Any
 
-from bot.slack.blocks import MAX_SECTION_TEXT, Block, context, esc, plain, section
-from bot.slack.modals import _modal
-from core.devices import FAMILIES, DeviceView
-from core.servers import ServerView
+from bot.slack.builders.blocks import MAX_SECTION_TEXT, Block, context, esc, plain, section
+from bot.slack.builders.modals import _modal
+from core.devices.inventory import FAMILIES, DeviceView
+from core.tokens.servers import ServerView
 
 ASSIGN_DEVICES = "assign_devices"
 IMPORT_DEVICES = "import_devices"

@@ -13,7 +13,7 @@ from cryptography.hazmat.primitives.ciphers import algorithms
 from cryptography.hazmat.primitives.serialization import Encoding
 from cryptography.hazmat.primitives.serialization.pkcs7 import PKCS7EnvelopeBuilder, PKCS7Options
 
-from core.names import safe_filename
+from core.tokens.names import safe_filename
 
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 _CONTENT_HEADER = (

@@ -12,12 +12,12 @@ import sqlalchemy as sa
 from sqlmodel import Session, col, func, select
 
 from core import audit
-from core.device_log import defaults, lock_devices, lock_servers, move
+from core.devices.changelog import defaults, lock_devices, lock_servers, move
 from core.errors import InvalidInput, NotFound
 from core.models import DefaultAssignment, Device, Server
-from core.people import authorize
+from core.people.persons import authorize
 from core.roles import Actor, Permission
-from core.servers import find_server
+from core.tokens.servers import find_server
 
 FAMILIES = ("iPad", "iPhone", "iPod", "Mac", "AppleTV", "Vision")
 OSES = ("iOS", "iPadOS", "OSX", "tvOS", "visionOS")

@@ -9,9 +9,9 @@ from typing import Any
 
 from sqlmodel import Session, select
 
-from core.dep_devices import own_devices, request_object, serial_list
-from core.dep_errors import refused
-from core.device_log import MODIFIED, clear_profile, lock_servers, log
+from core.dep.devices import own_devices, request_object, serial_list
+from core.dep.errors import refused
+from core.devices.changelog import MODIFIED, clear_profile, lock_servers, log
 from core.models import Profile
 
 # Apple's "Define Profile" field limits and the error code each one answers with.

@@ -13,11 +13,11 @@ import sqlalchemy as sa
 from sqlmodel import Session, col, select
 
 from core import audit
-from core.device_log import ADDED, MODIFIED, chunks, defaults, lock_servers
-from core.devices import clean_serial, parse_family, parse_os
+from core.devices.changelog import ADDED, MODIFIED, chunks, defaults, lock_servers
+from core.devices.inventory import clean_serial, parse_family, parse_os
 from core.errors import InvalidInput
 from core.models import Device, DeviceChange, Server
-from core.people import authorize
+from core.people.persons import authorize
 from core.roles import Actor, Permission
 
 REQUIRED = ("serial_number", "model", "description", "color", "device_family", "os")

@@ -25,8 +25,8 @@ from sqlalchemy.exc import IntegrityError
 from sqlmodel import Session, SQLModel, col, select
 
 from core.errors import NotFound
-from core.lifecycle import DAY, due_threshold, next_check_at, thresholds
 from core.models import AlertDelivery, Person, Server, Token, TokenStatus
+from core.people.lifecycle import DAY, due_threshold, next_check_at, thresholds
 
 KIND = "expiry"
 NEVER = datetime(9999, 12, 31, tzinfo=UTC)  # next_alert_at once the on-expiry alert is claimed

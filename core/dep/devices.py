@@ -11,10 +11,11 @@ from typing import Any
 import sqlalchemy as sa
 from sqlmodel import Session, col, select
 
-from core import audit, cursors
-from core.dep_errors import refused
-from core.device_log import DELETED, last_change_id, lock_devices
-from core.devices import release
+from core import audit
+from core.dep import cursors
+from core.dep.errors import refused
+from core.devices.changelog import DELETED, last_change_id, lock_devices
+from core.devices.inventory import release
 from core.models import Device, DeviceChange, Server, Token
 from core.roles import Actor
 

@@ -6,8 +6,8 @@ import json
 from datetime import datetime
 from typing import Any
 
-from bot.slack.blocks import Block, days_until, esc, local_date, plain, plural, section
-from core.servers import ServerView
+from bot.slack.builders.blocks import Block, days_until, esc, local_date, plain, plural, section
+from core.tokens.servers import ServerView
 
 ADD_SERVER = "add_server"
 REPLACE_CERT = "replace_cert"

@@ -4,7 +4,7 @@ Who may open a case: anyone may report their *own* password change; opening a ca
 else (`/mdm offboard @user`) needs Permission.MANAGE_SERVERS. Events the bot learns from Slack
 itself (a `user_change` with `deleted`, the daily reconciliation) act as the operator-style
 SYSTEM actor through `record_departure`. Tokens stay valid until replaced: an item is done when
-its token is replaced *and* the MDM server has used the new one (core.dep_feedback.record_use);
+its token is replaced *and* the MDM server has used the new one (core.dep.feedback.record_use);
 the case closes when nothing is left.
 """
 
@@ -20,7 +20,7 @@ from sqlmodel import Session, col, select
 from core import audit
 from core.errors import InvalidInput, NotFound
 from core.models import Person, RotationCase, RotationItem, Server, Token, TokenStatus
-from core.people import authorize, ensure_person
+from core.people.persons import authorize, ensure_person
 from core.roles import Actor, Permission
 
 DEPARTURE = "departure"

@@ -1,0 +1,1 @@
+"""Block Kit builders: messages, modals, the App Home (no Slack calls, no database)."""

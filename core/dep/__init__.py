@@ -1,0 +1,1 @@
+"""The device assignment service's use cases: authentication, account, devices, profiles."""

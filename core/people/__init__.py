@@ -1,0 +1,1 @@
+"""People and their lifecycle: who acted, password changes and departures, expiry alerts."""
