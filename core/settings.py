@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
+from urllib.parse import urlsplit
 
 from pydantic import Field, ValidationError, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -40,6 +41,7 @@ class Settings(BaseSettings):
     mdmbot_log_format: str = "text"
     mdmbot_dep_port: int | None = None
     mdmbot_dep_host: str = "0.0.0.0"  # noqa: S104
+    mdmbot_dep_public_url: str | None = None
     mdmbot_org_name: str = "mdmbot"
     mdmbot_org_email: str = ""
     mdmbot_org_phone: str = ""
@@ -52,6 +54,22 @@ class Settings(BaseSettings):
         if value <= 0:
             raise ValueError("must be a positive number")
         return value
+
+    @field_validator("mdmbot_dep_public_url")
+    @classmethod
+    def _public_url(cls, value: str | None) -> str | None:
+        if not value:
+            return None
+        try:
+            parts = urlsplit(value)
+            parts.port  # noqa: B018 (raises ValueError for a bad port)
+        except ValueError as exc:
+            raise ValueError("MDMBOT_DEP_PUBLIC_URL has a malformed host or port") from exc
+        if parts.scheme not in ("http", "https") or not parts.hostname or "@" in parts.netloc:
+            raise ValueError("MDMBOT_DEP_PUBLIC_URL must be an http(s) URL naming a host")
+        if parts.path not in ("", "/") or parts.query or parts.fragment:
+            raise ValueError("MDMBOT_DEP_PUBLIC_URL must be scheme://host[:port]/ alone")
+        return f"{parts.scheme}://{parts.netloc}"
 
     @property
     def database_url(self) -> str:

@@ -4,7 +4,7 @@ profiles. Each verifies the session, calls one core use case for the session's s
 from __future__ import annotations
 
 import json
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from contextlib import AbstractContextManager
 from datetime import datetime
 from typing import Any
@@ -24,15 +24,32 @@ MAX_BODY = 1024 * 1024
 UseCase = Callable[[Session, bytes, int, Any, datetime], dict[str, Any]]
 
 
-def _body(req: falcon.Request) -> object:
-    """The request's JSON body (clients send `application/json;charset=UTF8`); none is `{}`."""
+MAX_DEPTH = 4  # ours: Apple's request bodies nest two levels ({"devices": [serial]})
+
+
+def _read(req: falcon.Request) -> Callable[[], object]:
+    """Read the body now (bounded); parse it only once the session is known to be good."""
     raw = req.bounded_stream.read(MAX_BODY + 1)
+    return lambda: _parse(raw)
+
+
+def _parse(raw: bytes) -> object:
+    """The JSON body (clients send `application/json;charset=UTF8`); none is `{}`."""
     if len(raw) > MAX_BODY:
         raise refused("MALFORMED_REQUEST_BODY")
     try:
-        return json.loads(raw) if raw.strip() else {}
-    except ValueError as exc:
+        body = json.loads(raw) if raw.strip() else {}
+    except (ValueError, RecursionError) as exc:
         raise refused("MALFORMED_REQUEST_BODY") from exc
+    containers: list[tuple[object, int]] = [(body, 1)]
+    while containers:
+        value, depth = containers.pop()
+        inner = value.values() if isinstance(value, dict) else value
+        assert isinstance(inner, Iterable)
+        if depth > MAX_DEPTH:
+            raise refused("MALFORMED_REQUEST_BODY")
+        containers.extend((v, depth + 1) for v in inner if isinstance(v, dict | list))
+    return body
 
 
 class DeviceEndpoints:
@@ -48,7 +65,7 @@ class DeviceEndpoints:
         req: falcon.Request,
         resp: falcon.Response,
         use_case: UseCase,
-        payload: object,
+        payload: Callable[[], object],
         *,
         write: bool,
     ) -> None:
@@ -72,12 +89,12 @@ class DeviceEndpoints:
         session: Session,
         header: str | None,
         use_case: UseCase,
-        payload: object,
+        payload: Callable[[], object],
         now: datetime,
     ) -> tuple[dep_auth.LiveSession, dict[str, Any]]:
         live = dep_auth.check_session(session, header, now)
         server_id = dep_devices.server_of_token(session, live.token_id)
-        return live, use_case(session, self.key, server_id, payload, now)
+        return live, use_case(session, self.key, server_id, payload(), now)
 
 
 def _fetch(s: Session, key: bytes, server: int, body: Any, now: datetime) -> dict[str, Any]:
@@ -123,7 +140,11 @@ class Route:
         if method not in self.methods:
             raise falcon.HTTPMethodNotAllowed([m.upper() for m in self.methods])
         use_case, write = self.methods[method]
-        payload = req.get_param("profile_uuid") if method == "get" else _body(req)
+        if method == "get":
+            uuid = req.get_param("profile_uuid")
+            payload: Callable[[], object] = lambda: uuid  # noqa: E731
+        else:
+            payload = _read(req)
         self.endpoints.serve(req, resp, use_case, payload, write=write)
 
     def on_get(self, req: falcon.Request, resp: falcon.Response) -> None:

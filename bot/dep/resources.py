@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 from collections.abc import Callable
 from contextlib import AbstractContextManager
 
@@ -26,9 +27,19 @@ def _json(resp: falcon.Response, body: object) -> None:
     resp.text = json.dumps(body, separators=(",", ":"))
 
 
-def signed_uris(req: falcon.Request) -> list[str]:
-    """The URL the client signed: as received, then with the other scheme (a TLS proxy in front
-    changes it; the scheme is no secret)."""
+_HOST = re.compile(r"(?:[A-Za-z0-9._-]+|\[[0-9A-Fa-f:.]+\])(?::(?P<port>[0-9]{1,5}))?")
+
+
+def signed_uris(req: falcon.Request, public_url: str | None = None) -> list[str]:
+    """The URLs the client may have signed: the public URL alone when it is set; otherwise the
+    URL as received, then with the other scheme (a TLS proxy in front changes it; the scheme is
+    no secret). A malformed Host names no URL at all."""
+    target = req.path + (f"?{req.query_string}" if req.query_string else "")
+    if public_url:
+        return [public_url + target]
+    host = _HOST.fullmatch(req.get_header("Host") or "")
+    if host is None or int(host["port"] or 80) > 65535:
+        return []
     other = "http" if req.scheme == "https" else "https"
     return [req.uri, other + req.uri[len(req.scheme) :]]
 
@@ -47,11 +58,14 @@ class SessionResource:
         self.writes = writes
         self.on_replaced = on_replaced
         self.on_cases = on_cases
+        self.public_url = ctx.settings.mdmbot_dep_public_url
 
     def on_get(self, req: falcon.Request, resp: falcon.Response) -> None:
         """Answer `{"auth_session_token": …}` or the refusal."""
         request = dep_auth.parse_oauth(
-            req.get_header("Authorization"), req.method, signed_uris(req), req.query_string
+            req.get_header("Authorization"), req.method,
+            signed_uris(req, self.public_url),
+            req.query_string,
         )
         now = self.ctx.now()
         with self.ctx.unit_of_work(readonly=True) as session:

@@ -16,6 +16,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any, cast
+from urllib.parse import parse_qsl
 
 import sqlalchemy as sa
 from oauthlib.common import Request as OAuthLibRequest
@@ -81,7 +82,9 @@ class SessionOutcome:
 def parse_oauth(
     authorization: str | None, method: str, uris: Sequence[str], query: str = ""
 ) -> OAuthRequest:
-    """Read the OAuth header (realm optional, never signed); a malformed one is a 400."""
+    """Read the OAuth parameters from the Authorization header only (Apple's clients send them
+    there; in a query they end up in proxy logs); realm optional, never signed; a malformed
+    request is a 400."""
     if not authorization:
         raise _malformed("OAUTH_HEADER_MISSING", "header_missing")
     if authorization[:6].lower() != "oauth ":
@@ -98,6 +101,9 @@ def parse_oauth(
         )
     except (ValueError, IndexError) as exc:
         raise _malformed("OAUTH_HEADER_MALFORMED", "header_malformed") from exc
+    in_query = {k for k, _ in parse_qsl(query, keep_blank_values=True) if k.startswith("oauth_")}
+    if in_query & set(keys):
+        raise _malformed("OAUTH_PARAMETER_DUPLICATED", "parameter_duplicated")
     oauth = dict(params)
     if any(not oauth.get(name) for name in REQUIRED):
         raise _malformed("OAUTH_PARAMETER_MISSING", "parameter_missing")
@@ -106,7 +112,10 @@ def parse_oauth(
     if oauth.get("oauth_version", "1.0") != "1.0":
         raise _malformed("OAUTH_VERSION_UNSUPPORTED", "version_unsupported")
     stamp = oauth["oauth_timestamp"]
-    if not stamp.isdigit() or len(stamp) > 12 or len(oauth["oauth_nonce"]) > 128:
+    printable = all(v.isascii() and v.isprintable() for k, v in params if k.startswith("oauth_"))
+    if in_query or not printable or not (stamp.isascii() and stamp.isdigit()):
+        raise _malformed("OAUTH_PARAMETER_MALFORMED", "parameter_malformed")
+    if len(stamp) > 12 or len(oauth["oauth_nonce"]) > 128:
         raise _malformed("OAUTH_PARAMETER_MALFORMED", "parameter_malformed")
     return OAuthRequest(
         method=method.upper(),
@@ -125,8 +134,11 @@ def signature_valid(request: OAuthRequest, consumer_secret: str, access_secret: 
     for uri in request.uris:
         signed: Any = OAuthLibRequest(uri, http_method=cast(Any, request.method))
         signed.params, signed.signature = list(request.params), request.signature
-        if signature.verify_hmac_sha1(signed, consumer_secret, access_secret):
-            return True
+        try:
+            if signature.verify_hmac_sha1(signed, consumer_secret, access_secret):
+                return True
+        except ValueError:  # a URL oauthlib cannot normalise was not what the client signed
+            continue
     return False
 
 

@@ -58,7 +58,9 @@ def encode(key: bytes, cursor: Cursor) -> str:
 
 def decode(key: bytes, text: object, server_id: int, now: datetime) -> Cursor:
     """The cursor a client sent back, checked: signature, server, then age (Apple: 7 days)."""
-    if not isinstance(text, str) or len(text) > MAX_LENGTH or text.count(".") != 1:
+    if not isinstance(text, str) or len(text) > MAX_LENGTH or not text.isascii():
+        raise refused("INVALID_CURSOR")
+    if text.count(".") != 1:
         raise refused("INVALID_CURSOR")
     body, signature = text.split(".")
     try:
