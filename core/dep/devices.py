@@ -160,7 +160,11 @@ def fetch_devices(
 def sync_devices(
     session: Session, key: bytes, server_id: int, body: object, now: datetime
 ) -> dict[str, Any]:
-    """`POST /devices/sync`: the server's changes after the cursor, oldest first."""
+    """`POST /devices/sync`: the server's changes after the cursor, oldest first.
+
+    A change shows the device's live row; once the device has left this server its profile and
+    assignment are another server's, so only its inventory fields are shown.
+    """
     request = request_object(body)
     limit = parse_limit(request)
     if not request.get("cursor"):
@@ -168,7 +172,7 @@ def sync_devices(
     start = cursors.decode(key, request["cursor"], server_id, now)
     query = (
         sa.select(col(DeviceChange.id), col(DeviceChange.op_type), col(DeviceChange.op_date))
-        .add_columns(*_COLUMNS)
+        .add_columns(col(Device.server_id), *_COLUMNS)
         .join(Device, col(Device.id) == col(DeviceChange.device_id))
         .where(col(DeviceChange.server_id) == server_id, col(DeviceChange.id) > start.change_id)
         .order_by(col(DeviceChange.id))
@@ -181,7 +185,7 @@ def sync_devices(
     position = int(rows[-1][0]) if rows else start.change_id
     times: dict[datetime, str] = {}
     devices = [
-        _json(row[3:], row[1] != DELETED, times)
+        _json(row[4:], row[1] != DELETED and row[3] == server_id, times)
         | {"op_type": row[1], "op_date": times.get(row[2]) or rfc3339(row[2])}
         for row in rows
     ]
