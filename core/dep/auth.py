@@ -33,6 +33,7 @@ from core.vault import Vault
 WINDOW = timedelta(minutes=5)  # ours: accepted clock skew of oauth_timestamp
 SESSION_IDLE = timedelta(minutes=3)  # ours: MicroMDM renews every 3 minutes on its own clock
 TOUCH_EVERY = timedelta(seconds=30)  # sessions and `last seen` are rewritten at most this often
+PRUNE_BATCH = 50  # ours: stale nonces and dead sessions each `/session` deletes at most
 REQUIRED = (
     "oauth_consumer_key",
     "oauth_token",
@@ -169,6 +170,7 @@ def open_session(
     user_agent: str,
 ) -> SessionOutcome:
     """Open a session for a verified request: once per nonce, for a live token only."""
+    prune(session, now, PRUNE_BATCH)
     if not _first_use_of_nonce(session, request, now):
         return SessionOutcome(error=DepError(401, "NONCE_USED", "replayed_nonce"))
     token = session.get(Token, token_id)
@@ -277,7 +279,16 @@ def _first_use_of_nonce(session: Session, request: OAuthRequest, now: datetime) 
     return added.first() is not None
 
 
-def prune(session: Session, now: datetime) -> None:
-    """Forget nonces once their timestamps fall out of the window, and dead sessions (sweep)."""
-    session.execute(sa.delete(DepNonce).where(col(DepNonce.seen_at) < now - 2 * WINDOW))
-    session.execute(sa.delete(DepSession).where(col(DepSession.expires_at) < now - SESSION_IDLE))
+def prune(session: Session, now: datetime, limit: int | None = None) -> None:
+    """Forget nonces once their timestamps fall out of the window, and dead sessions; at most
+    `limit` of each when given (every `/session` prunes a batch, the sweep the rest)."""
+    nonces = sa.select(col(DepNonce.id)).where(col(DepNonce.seen_at) < now - 2 * WINDOW)
+    dead = sa.select(col(DepSession.key_hash)).where(
+        col(DepSession.expires_at) < now - SESSION_IDLE
+    )
+    if limit is not None:
+        nonces, dead = nonces.limit(limit), dead.limit(limit)
+    session.execute(sa.delete(DepNonce).where(col(DepNonce.id).in_(nonces.scalar_subquery())))
+    session.execute(
+        sa.delete(DepSession).where(col(DepSession.key_hash).in_(dead.scalar_subquery()))
+    )

@@ -7,12 +7,12 @@ import uuid
 from datetime import datetime
 from typing import Any
 
-from sqlmodel import Session, select
+from sqlmodel import Session, col, func, select
 
 from core.dep.devices import own_devices, request_object, serial_list
 from core.dep.errors import refused
 from core.devices.changelog import MODIFIED, clear_profile, lock_servers, log
-from core.models import Profile
+from core.models import Device, Profile
 
 # Apple's "Define Profile" field limits and the error code each one answers with.
 _LIMITS = (
@@ -23,9 +23,36 @@ _LIMITS = (
     ("support_email_address", 250, "SUPPORT_EMAIL_INVALID", False),
     ("support_phone_number", 50, "SUPPORT_PHONE_INVALID", False),
 )
+# The other keys of Apple's Profile object ("Define Profile"), by the JSON type each one takes.
+_TYPES: dict[str, type] = {
+    "allow_pairing": bool,
+    "is_supervised": bool,
+    "is_multi_user": bool,
+    "is_mandatory": bool,
+    "await_device_configured": bool,
+    "is_mdm_removable": bool,
+    "auto_advance_setup": bool,
+    "language": str,
+    "region": str,
+    "configuration_web_url": str,
+    "anchor_certs": list,
+    "supervising_host_certs": list,
+    "skip_setup_items": list,
+    "devices": list,
+}
+KEYS = frozenset(_TYPES) | {name for name, *_ in _LIMITS}
+MAX_PROFILE_BYTES = 64 * 1024  # ours: a profile as stored (Apple's certificates are ~2 KB each)
+MAX_PROFILES = 1000  # ours: profiles kept per server; the oldest unused one makes room
 
 
 def _validate(profile: dict[str, Any]) -> None:
+    if not KEYS.issuperset(profile):
+        raise refused("MALFORMED_REQUEST_BODY")
+    for name, kind in _TYPES.items():
+        value = profile.get(name, kind())
+        wrong = not isinstance(value, kind)
+        if wrong or (kind is list and not all(isinstance(item, str) for item in value)):
+            raise refused("MALFORMED_REQUEST_BODY")
     for name, limit, code, required in _LIMITS:
         value = profile.get(name)
         if value is None and not required:
@@ -37,11 +64,44 @@ def _validate(profile: dict[str, Any]) -> None:
         raise refused("FLAGS_INVALID")
 
 
+def _make_room(session: Session, server_id: int) -> None:
+    """Keep at most MAX_PROFILES per server: delete the oldest that no device of the server
+    holds; when every one is held, refuse (Apple: ACCESS_DENIED, no access to the request)."""
+    count = session.exec(select(func.count()).where(col(Profile.server_id) == server_id)).one()
+    if count < MAX_PROFILES:
+        return
+    held = select(Device.profile_uuid).where(
+        col(Device.server_id) == server_id, col(Device.profile_uuid).is_not(None)
+    )
+    spare = session.exec(
+        select(Profile)
+        .where(col(Profile.server_id) == server_id, col(Profile.profile_uuid).not_in(held))
+        .order_by(col(Profile.id))
+        .limit(count - MAX_PROFILES + 1)
+    ).all()
+    if len(spare) < count - MAX_PROFILES + 1:
+        raise refused("ACCESS_DENIED", 403)
+    for profile in spare:
+        session.delete(profile)
+    session.flush()
+
+
 def _assign(
     session: Session, server_id: int, profile_uuid: str, serials: list[str], now: datetime
 ) -> dict[str, str]:
     mine = own_devices(session, server_id, serials)
     lock_servers(session, [server_id])
+    return _apply(session, server_id, profile_uuid, serials, mine, now)
+
+
+def _apply(
+    session: Session,
+    server_id: int,
+    profile_uuid: str,
+    serials: list[str],
+    mine: dict[str, Device],
+    now: datetime,
+) -> dict[str, str]:
     for device in mine.values():
         device.profile_uuid, device.profile_status = profile_uuid, "assigned"
         device.profile_assign_time, device.profile_push_time = now, None
@@ -55,19 +115,19 @@ def define_profile(session: Session, server_id: int, body: object, now: datetime
     request = request_object(body)
     _validate(request)
     profile = {k: v for k, v in request.items() if k != "devices"}
+    stored = json.dumps(profile, sort_keys=True)
+    if len(stored.encode()) > MAX_PROFILE_BYTES:
+        raise refused("MALFORMED_REQUEST_BODY")
+    serials = serial_list(request) if request.get("devices") else []
+    mine = own_devices(session, server_id, serials) if serials else {}
+    lock_servers(session, [server_id])
+    _make_room(session, server_id)
     profile_uuid = uuid.uuid4().hex.upper()
     session.add(
-        Profile(
-            profile_uuid=profile_uuid,
-            server_id=server_id,
-            body=json.dumps(profile, sort_keys=True),
-            created_at=now,
-        )
+        Profile(profile_uuid=profile_uuid, server_id=server_id, body=stored, created_at=now)
     )
     session.flush()
-    devices: dict[str, str] = {}
-    if request.get("devices"):
-        devices = _assign(session, server_id, profile_uuid, serial_list(request), now)
+    devices = _apply(session, server_id, profile_uuid, serials, mine, now)
     return {"profile_uuid": profile_uuid, "devices": devices}
 
 

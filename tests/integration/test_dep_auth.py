@@ -64,3 +64,30 @@ def test_sweep_prunes_old_nonces_and_dead_sessions(session: Session, vault: Vaul
     dep_auth.prune(session, NOW)
     assert len(session.exec(select(DepNonce)).all()) == 1
     assert len(session.exec(select(DepSession)).all()) == 1
+
+
+def test_opening_a_session_prunes_a_bounded_batch_without_a_sweep(
+    session: Session, vault: Vault
+) -> None:
+    creds = add_server(session, vault, "Mosyle", NOW, actor="operator")
+    old, token_id = NOW - timedelta(hours=2), creds.token_id
+    extra = dep_auth.PRUNE_BATCH + 20
+    for i in range(extra):
+        session.add(DepNonce(consumer_key="CK_x", timestamp=i, nonce=f"n{i}", seen_at=old))
+        dead = DepSession(key_hash=f"{i:064d}", token_id=token_id, created_at=old, expires_at=old)
+        session.add(dead)
+    session.flush()
+
+    def open_one(nonce: str) -> None:
+        header = oauth_header(creds, URL, timestamp=str(int(NOW.timestamp())), nonce=nonce)
+        request = dep_auth.parse_oauth(header, "GET", [URL])
+        token = dep_auth.verify_request(session, vault, request, NOW)
+        opened = dep_auth.open_session(session, token, request, NOW, client="", user_agent="ua")
+        assert opened.session_key is not None
+
+    open_one("first")
+    assert len(session.exec(select(DepNonce)).all()) == extra - dep_auth.PRUNE_BATCH + 1
+    assert len(session.exec(select(DepSession)).all()) == extra - dep_auth.PRUNE_BATCH + 1
+    open_one("second")
+    assert [n.nonce for n in session.exec(select(DepNonce))] == ["first", "second"]
+    assert len(session.exec(select(DepSession)).all()) == 2, "live sessions stay"
