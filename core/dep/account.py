@@ -13,6 +13,9 @@ from core.errors import NotFound
 from core.models import Person, Server, Token
 
 _SERVER_NAMESPACE = uuid.UUID("6d646d62-6f74-4465-9020-736572766572")
+# ours: `admin_id` when the issuer's email is unknown (a command-line login or a Slack id is
+# never shown); `.invalid` is reserved (RFC 2606), so it cannot be taken for a real address.
+ADMIN_PLACEHOLDER = "unknown-admin@mdmbot.invalid"
 DEFAULT_LIMIT, MAX_LIMIT = 100, 1000  # ours: the fetch/sync `limit` (DEP-API.md "Cursors")
 
 # Endpoints this service answers, as `/account` advertises them; device endpoints add theirs.
@@ -52,18 +55,18 @@ def server_uuid(server: Server) -> str:
 def account(session: Session, token_id: int, org: Organisation) -> dict[str, Any]:
     """The account detail of the MDM server that owns the token."""
     row = session.exec(
-        select(Server, Token.downloaded_by, Person.email)
+        select(Server, Person.email)
         .join(Token, col(Token.server_id) == col(Server.id))
         .outerjoin(Person, col(Person.slack_id) == col(Token.downloaded_by))
         .where(Token.id == token_id)
     ).first()
     if row is None:
         raise NotFound("That token's MDM server no longer exists.")
-    server, downloaded_by, email = row
+    server, email = row
     return {
         "server_name": server.name,
         "server_uuid": server_uuid(server),
-        "admin_id": email or downloaded_by,
+        "admin_id": email or ADMIN_PLACEHOLDER,
         "org_name": org.name,
         "org_email": org.email,
         "org_phone": org.phone,

@@ -85,6 +85,8 @@ def _row(names: list[str], cells: list[str]) -> dict[str, Any]:
     row["serial_number"] = clean_serial(row["serial_number"])
     row["device_family"] = parse_family(row["device_family"])
     row["os"] = parse_os(row["os"])
+    if row["device_family"] == "iPad" and row["os"] == "iOS":
+        row["os"] = "iPadOS"  # Apple: iPads run iPadOS (the DEP Device object since protocol 7)
     return row
 
 

@@ -18,10 +18,11 @@ from bot.dep.app import build_dep_app
 from bot.http import HttpServer, Listener, start_in_background
 from core.dep.feedback import ReplacedTokenAlert
 from core.devices import unlink
-from core.models import AuditEvent, RotationItem, Token
+from core.models import AuditEvent, Person, RotationItem, Token
 from core.people import rotation
 from core.roles import Actor
 from core.settings import Settings
+from tests.conftest import NOW
 from tests.dep_client import (
     NANODEP_UA,
     Creds,
@@ -106,7 +107,7 @@ def test_session_then_account(dep: Dep, realm: str | None) -> None:
     assert status == 200, body
     account = json.loads(body)
     assert account["server_name"] == "Springfield Jamf"
-    assert account["admin_id"] == ADMIN
+    assert account["admin_id"] == "unknown-admin@mdmbot.invalid", "never a Slack id or login"
     assert account["org_name"] == "Springfield School District"
     assert (account["org_type"], account["org_version"]) == ("edu", "v2")
     assert {"uri": "/session", "http_method": ["GET"]}.items() <= account["urls"][0].items()
@@ -221,3 +222,15 @@ def test_sessions_last_three_idle_minutes_and_dead_tokens_are_refused(dep: Dep) 
         unlink.remove_server(session, Actor(ADMIN, operator=True), "Zentral", clock())
     assert dep.session(creds, timestamp=stamp) == (401, "token_rejected")
     assert dep.replaced == [], "a removed server's token is refused without a replacement warning"
+
+
+def test_account_names_the_issuers_email_never_a_login(dep: Dep) -> None:
+    with dep.ctx.unit_of_work() as session:
+        session.add(Person(slack_id=ADMIN, email="it.lead@school.example", first_seen_at=NOW))
+    jamf = dep.add("Jamf Pro")
+    with dep.ctx.unit_of_work() as session:
+        cli = add_server(session, dep.ctx.vault, "Kandji", dep.ctx.now(), actor="root")
+    for creds, admin in ((jamf, "it.lead@school.example"), (cli, "unknown-admin@mdmbot.invalid")):
+        key = session_key(dep.url, creds)
+        account = json.loads(call(f"{dep.url}/account", {"X-ADM-Auth-Session": key})[1])
+        assert account["admin_id"] == admin
