@@ -41,13 +41,14 @@ def _parse(raw: bytes) -> object:
         body = json.loads(raw) if raw.strip() else {}
     except (ValueError, RecursionError) as exc:
         raise refused("MALFORMED_REQUEST_BODY") from exc
-    containers: list[tuple[object, int]] = [(body, 1)]
+    containers: list[tuple[dict[str, object] | list[object], int]] = []
+    if isinstance(body, dict | list):
+        containers.append((body, 1))
     while containers:
         value, depth = containers.pop()
-        inner = value.values() if isinstance(value, dict) else value
-        assert isinstance(inner, Iterable)
         if depth > MAX_DEPTH:
             raise refused("MALFORMED_REQUEST_BODY")
+        inner: Iterable[object] = value.values() if isinstance(value, dict) else value
         containers.extend((v, depth + 1) for v in inner if isinstance(v, dict | list))
     return body
 

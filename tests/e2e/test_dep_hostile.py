@@ -123,6 +123,9 @@ def test_deep_json_without_a_session_is_unauthorized_and_with_one_malformed(
         400,
         "MALFORMED_REQUEST_BODY",
     )
+    for scalar in (b"5", b'"text"', b"null", b"[]"):
+        got = dep.send("POST", "/devices", session, scalar)
+        assert got == (400, "MALFORMED_REQUEST_BODY"), scalar
     assert dep.send("POST", "/devices", session, b'{"devices": ["C02000000001"]}')[0] == 200
 
 
