@@ -46,11 +46,17 @@ def _parse(raw: bytes) -> object:
         containers.append((body, 1))
     while containers:
         value, depth = containers.pop()
-        if depth > MAX_DEPTH:
-            raise refused("MALFORMED_REQUEST_BODY")
+        keys: Iterable[object] = value.keys() if isinstance(value, dict) else ()
         inner: Iterable[object] = value.values() if isinstance(value, dict) else value
+        if depth > MAX_DEPTH or any(_nul(v) for v in (*keys, *inner)):
+            raise refused("MALFORMED_REQUEST_BODY")
         containers.extend((v, depth + 1) for v in inner if isinstance(v, dict | list))
     return body
+
+
+def _nul(value: object) -> bool:
+    """A NUL character: no serial or profile field holds one, and PostgreSQL text cannot."""
+    return isinstance(value, str) and "\x00" in value
 
 
 class DeviceEndpoints:

@@ -132,7 +132,7 @@ def define_profile(session: Session, server_id: int, body: object, now: datetime
 
 
 def _find(session: Session, server_id: int, profile_uuid: object) -> Profile | None:
-    if not isinstance(profile_uuid, str):
+    if not isinstance(profile_uuid, str) or len(profile_uuid) > 64 or "\x00" in profile_uuid:
         return None
     profile = session.exec(select(Profile).where(Profile.profile_uuid == profile_uuid)).first()
     return profile if profile is not None and profile.server_id == server_id else None

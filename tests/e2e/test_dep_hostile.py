@@ -197,3 +197,21 @@ def test_a_public_url_must_be_an_http_url_without_query() -> None:
     url = "https://dep.example:8443/"
     fine = Settings(mdmbot_dep_public_url=url, _env_file=None)  # type: ignore[call-arg]
     assert fine.mdmbot_dep_public_url == "https://dep.example:8443"
+
+
+def test_nul_characters_are_refused_not_sent_to_the_database(
+    dep: Dep, no_tracebacks: None
+) -> None:
+    key = session_key(dep.url, dep.add("Kandji"), timestamp=_stamp(dep))
+    session = {"X-ADM-Auth-Session": key}
+    profile = {"profile_name": "a\u0000b", "url": "https://mdm.example/enroll"}
+    malformed = (400, "MALFORMED_REQUEST_BODY")
+    cases = [
+        ("POST", "/devices", json.dumps({"devices": ["C02\u0000"]}).encode(), malformed),
+        ("POST", "/devices/disown", json.dumps({"devices": ["\u0000"]}).encode(), malformed),
+        ("DELETE", "/profile/devices", json.dumps({"\u0000": 1}).encode(), malformed),
+        ("POST", "/profile", json.dumps(profile).encode(), malformed),
+        ("GET", "/profile?profile_uuid=%00", None, (400, "NOT_FOUND")),
+    ]
+    for method, target, body, expected in cases:
+        assert dep.send(method, target, session, body) == expected, (method, target)
