@@ -30,10 +30,10 @@ MAX_DEPTH = 4  # ours: Apple's request bodies nest two levels ({"devices": [seri
 def _read(req: falcon.Request) -> Callable[[], object]:
     """Read the body now (bounded); parse it only once the session is known to be good."""
     raw = req.bounded_stream.read(MAX_BODY + 1)
-    return lambda: _parse(raw)
+    return lambda: parse_body(raw)
 
 
-def _parse(raw: bytes) -> object:
+def parse_body(raw: bytes) -> object:
     """The JSON body (clients send `application/json;charset=UTF8`); none is `{}`."""
     if len(raw) > MAX_BODY:
         raise refused("MALFORMED_REQUEST_BODY")

@@ -1,0 +1,51 @@
+"""Property: whatever a caller sends, the DEP parsers answer with a refusal code (DepError),
+never another exception (which would be a 500 and a traceback in the log)."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from bot.dep.devices import parse_body
+from core.dep import auth as dep_auth
+from core.dep import cursors
+from core.dep.auth import DepError
+
+NOW = datetime(2026, 11, 27, 14, 3, 34, tzinfo=UTC)
+PIECES = st.sampled_from(
+    ['oauth_', "consumer_key", "token", "timestamp", "nonce", "signature", '="', '"', ",", "=",
+     " ", "%", "C2%B2", "\u00b2", "realm", "OAuth ", "\\", "é", "\x00", "1.0", "HMAC-SHA1"]
+)
+HEADERS = st.lists(st.one_of(PIECES, st.text(max_size=5)), max_size=30).map("".join)
+
+
+@settings(max_examples=400, deadline=None)
+@given(header=HEADERS, query=HEADERS)
+def test_any_authorization_header_parses_or_is_refused(header: str, query: str) -> None:
+    for sent in (header, "OAuth " + header):
+        try:
+            dep_auth.parse_oauth(sent, "GET", ["http://dep.example/session"], query)
+        except DepError as refused:
+            assert refused.status == 400
+
+
+@settings(max_examples=300, deadline=None)
+@given(text=st.one_of(st.text(max_size=60), HEADERS, st.binary(max_size=40).map(repr)))
+def test_any_cursor_decodes_or_is_refused(text: str) -> None:
+    for sent in (text, text + "." + text, "MToxOjA6MTc5NjM5NzgxNDpkOg." + text):
+        try:
+            cursors.decode(b"k" * 32, sent, 1, NOW)
+        except DepError as refused:
+            assert refused.code == "INVALID_CURSOR"
+
+
+@settings(max_examples=300, deadline=None)
+@given(raw=st.one_of(st.binary(max_size=60), st.text(max_size=60).map(str.encode)))
+def test_any_body_parses_or_is_malformed(raw: bytes) -> None:
+    for sent in (raw, b"[" * 50 + raw, b'{"devices": [' + raw + b"]}"):
+        try:
+            parse_body(sent)
+        except DepError as refused:
+            assert refused.code == "MALFORMED_REQUEST_BODY"
