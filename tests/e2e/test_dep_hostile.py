@@ -11,10 +11,12 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+from sqlmodel import select
 
 from bot.context import AppContext
 from bot.dep.app import build_dep_app
 from bot.http import HttpServer, Listener, start_in_background
+from core.models import Profile
 from core.settings import Settings
 from tests.dep_client import NANODEP_UA, Creds, add_server, oauth_header, session_key
 from tests.slack_harness import Clock
@@ -215,3 +217,18 @@ def test_nul_characters_are_refused_not_sent_to_the_database(
     ]
     for method, target, body, expected in cases:
         assert dep.send(method, target, session, body) == expected, (method, target)
+
+
+def test_a_token_holder_cannot_grow_the_profile_table(dep: Dep, no_tracebacks: None) -> None:
+    key = session_key(dep.url, dep.add("Addigy"), timestamp=_stamp(dep))
+    session = {"X-ADM-Auth-Session": key}
+    base = {"profile_name": "Students", "url": "https://mdm.example/enroll"}
+    big = json.dumps(base | {"anchor_certs": ["A" * 900_000]}).encode()
+    other = json.dumps(base | {"payload": "A" * 1000}).encode()
+    for _ in range(20):
+        assert dep.send("POST", "/profile", session, big) == (400, "MALFORMED_REQUEST_BODY")
+    assert dep.send("POST", "/profile", session, other) == (400, "MALFORMED_REQUEST_BODY")
+    with dep.ctx.unit_of_work(readonly=True) as db:
+        assert db.exec(select(Profile)).all() == []
+    status, body = dep.send("POST", "/profile", session, json.dumps(base).encode())
+    assert status == 200 and json.loads(body)["profile_uuid"]
