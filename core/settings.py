@@ -64,11 +64,11 @@ class Settings(BaseSettings):
             parts = urlsplit(value)
             parts.port  # noqa: B018 (raises ValueError for a bad port)
         except ValueError as exc:
-            raise ValueError("MDMBOT_DEP_PUBLIC_URL has a malformed host or port") from exc
+            raise ValueError("the host or port is malformed") from exc
         if parts.scheme not in ("http", "https") or not parts.hostname or "@" in parts.netloc:
-            raise ValueError("MDMBOT_DEP_PUBLIC_URL must be an http(s) URL naming a host")
+            raise ValueError("it must be an http(s) URL naming a host")
         if parts.path not in ("", "/") or parts.query or parts.fragment:
-            raise ValueError("MDMBOT_DEP_PUBLIC_URL must be scheme://host[:port]/ alone")
+            raise ValueError("it must be scheme://host[:port]/ alone")
         return f"{parts.scheme}://{parts.netloc}"
 
     @property

@@ -63,7 +63,8 @@ class SessionResource:
     def on_get(self, req: falcon.Request, resp: falcon.Response) -> None:
         """Answer `{"auth_session_token": …}` or the refusal."""
         request = dep_auth.parse_oauth(
-            req.get_header("Authorization"), req.method,
+            req.get_header("Authorization"),
+            req.method,
             signed_uris(req, self.public_url),
             req.query_string,
         )

@@ -194,7 +194,7 @@ def test_a_public_url_is_the_only_url_signatures_are_checked_against(
 
 def test_a_public_url_must_be_an_http_url_without_query() -> None:
     for bad in ("dep.school.example", "ftp://dep.school.example/", "https://x/?a=b", "https://"):
-        with pytest.raises(ValueError, match=r"MDMBOT_DEP_PUBLIC_URL"):
+        with pytest.raises(ValueError, match=r"mdmbot_dep_public_url"):
             Settings(mdmbot_dep_public_url=bad, _env_file=None)  # type: ignore[call-arg]
     url = "https://dep.example:8443/"
     fine = Settings(mdmbot_dep_public_url=url, _env_file=None)  # type: ignore[call-arg]
