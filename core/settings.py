@@ -45,12 +45,21 @@ class Settings(BaseSettings):
     mdmbot_org_phone: str = ""
     mdmbot_org_address: str = ""
     mdmbot_org_id: str = "mdmbot"
+    mdmbot_backup_dir: Path | None = None
+    mdmbot_backup_keep: int = 7
 
     @field_validator("mdmbot_sweep_minutes", "mdmbot_lease_seconds")
     @classmethod
     def _positive_minutes(cls, value: float) -> float:
         if value <= 0:
             raise ValueError("must be a positive number")
+        return value
+
+    @field_validator("mdmbot_backup_keep")
+    @classmethod
+    def _at_least_one(cls, value: int) -> int:
+        if value < 1:
+            raise ValueError("must keep at least 1 backup")
         return value
 
     @property
