@@ -14,7 +14,7 @@ from core.models import Lease
 
 BACKUP_LEASE = "backup"
 FAILURE_LEASE = "backup-failed"
-BACKUP_EVERY = timedelta(days=1)
+BACKUP_EVERY = timedelta(hours=23)  # a day, less the drift of hourly sweeps
 REMEMBER_FAILURE = timedelta(days=3650)
 NAME = re.compile(r"^mdmbot-(\d{8}T\d{6}Z)\.mdmbackup$")
 
