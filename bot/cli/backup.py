@@ -16,7 +16,10 @@ from core.backup.snapshot import take_backup
 from core.roles import Actor
 from core.vault import KEY_FILE_NAME, Vault, configured_keys
 
-NO_SCHEMA_CHECK = {("restore", None)}  # restore builds the schema itself
+
+def reads_no_database(args: argparse.Namespace) -> bool:
+    """`restore` builds the schema itself; `backup --print-key-check` reads only the file."""
+    return bool(args.group == "restore" or getattr(args, "print_key_check", False))
 
 
 def add_parsers(groups: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:

@@ -187,7 +187,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             args.actor = getpass.getuser()
         if (args.group, getattr(args, "action", None)) in MIGRATING:
             ctx.prepare_database()
-        elif (args.group, getattr(args, "action", None)) not in cli_backup.NO_SCHEMA_CHECK:
+        elif not cli_backup.reads_no_database(args):
             ctx.check_database()
         handler: Handler = args.handler
         return handler(ctx, args)
