@@ -1,7 +1,8 @@
 """The backup file: a ZIP archive of one JSON-lines file per table and a signed manifest.
 
-Format version 1 (README, "Backups and disaster recovery"): `tables/NAME.jsonl` holds one JSON
-object per row (column name to value; times as ISO 8601 UTC), `manifest.json` names the format,
+Format version 1 (README, "Backups and disaster recovery"): `tables/NAME.jsonl` holds a JSON
+array of the column names, then one JSON array of values per row (times as ISO 8601 UTC);
+`manifest.json` names the format,
 the schema revision, the creation time, the mdmbot version, the key's fingerprint and check value
 and, per table, its row count and SHA-256; an HMAC keyed from the secret key seals the manifest.
 """
@@ -13,7 +14,7 @@ import hmac
 import json
 import zipfile
 import zlib
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import asdict, dataclass, field
 from datetime import datetime
 from importlib import metadata
@@ -74,15 +75,18 @@ def table_member(name: str) -> str:
     return f"tables/{name}.jsonl"
 
 
-def encode_row(row: dict[str, Any]) -> bytes:
-    """One JSON line; times in ISO 8601."""
-    return json.dumps(row, default=_encode, separators=(",", ":")).encode() + b"\n"
-
-
 def _encode(value: Any) -> Any:
     if isinstance(value, datetime):
         return value.isoformat()
     raise TypeError(f"cannot back up a {type(value).__name__}")
+
+
+_ENCODER = json.JSONEncoder(separators=(",", ":"), default=_encode)
+
+
+def encode_line(values: Sequence[Any]) -> bytes:
+    """One JSON line: the column names, or one row's values; times in ISO 8601."""
+    return (_ENCODER.encode(values) + "\n").encode()
 
 
 def write_manifest(archive: zipfile.ZipFile, manifest: Manifest, key: bytes) -> None:
@@ -132,19 +136,27 @@ class BackupReader:
         if not hmac.compare_digest(self.mac, self.manifest.seal(key)):
             raise self._edited("its manifest was changed")
         for entry in self.manifest.tables:
-            digest, rows = hashlib.sha256(), 0
+            digest, lines = hashlib.sha256(), 0
             with self._open(entry.name) as handle:
                 for line in self._lines(handle):
                     digest.update(line)
-                    rows += 1
-            if digest.hexdigest() != entry.sha256 or rows != entry.rows:
+                    lines += 1
+            if digest.hexdigest() != entry.sha256 or lines != entry.rows + 1:
                 raise self._edited(f"table {entry.name} does not match its manifest")
 
-    def rows(self, name: str) -> Iterator[dict[str, Any]]:
-        """The rows of one table, as stored."""
+    def columns(self, name: str) -> list[str]:
+        """The column names of one table's rows."""
         with self._open(name) as handle:
-            for line in self._lines(handle):
-                yield json.loads(line)
+            return list(json.loads(next(self._lines(handle))))
+
+    def rows(self, name: str) -> Iterator[list[Any]]:
+        """The rows of one table, as stored (values in the order of `columns`)."""
+        decode = json.JSONDecoder().decode
+        with self._open(name) as handle:
+            lines = self._lines(handle)
+            next(lines)
+            for line in lines:
+                yield decode(line.decode())
 
     def _open(self, name: str) -> IO[bytes]:
         try:

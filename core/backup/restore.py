@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterator
 from datetime import datetime
 from itertools import islice
 from pathlib import Path
@@ -105,22 +106,63 @@ def _load(conn: sa.Connection, reader: BackupReader, entries: list[TableEntry]) 
     schema.reflect(conn)
     for entry in entries:
         table = schema.tables.get(entry.name)
-        if table is None:
+        names = reader.columns(entry.name)
+        if table is None or not set(names) <= set(table.columns.keys()):
             raise InvalidInput(
-                f"{reader.path} holds table {entry.name}, which its schema revision does not "
-                "have; nothing was restored."
+                f"{reader.path} holds table {entry.name} with columns its schema revision does "
+                "not have; nothing was restored."
             )
-        times = {c.name for c in table.columns if isinstance(c.type, sa.DateTime)}
-        rows = (_typed(row, times) for row in reader.rows(entry.name))
+        insert = table.insert().compile(dialect=conn.dialect, column_keys=names)
+        order = [names.index(k) for k in (insert.positiontup or names)]
+        convert = [_converter(table.columns[n].type, conn.dialect) for n in names]
+        rows = (_row(values, convert, order) for values in reader.rows(entry.name))
+        if conn.dialect.driver == "psycopg":
+            _copy(conn, table.name, [names[i] for i in order], rows)
+            continue
         while chunk := list(islice(rows, CHUNK_ROWS)):
-            conn.execute(table.insert(), chunk)
+            if conn.dialect.positional:
+                conn.exec_driver_sql(str(insert), chunk)
+            else:
+                conn.exec_driver_sql(str(insert), [dict(zip(names, r, strict=True)) for r in chunk])
 
 
-def _typed(row: dict[str, Any], times: set[str]) -> dict[str, Any]:
-    for name in times:
-        if row.get(name) is not None:
-            row[name] = datetime.fromisoformat(row[name])
-    return row
+def _copy(conn: sa.Connection, table: str, names: list[str], rows: Iterator[Any]) -> None:
+    """PostgreSQL with psycopg: COPY the rows in (far faster than INSERTs)."""
+    quote = conn.dialect.identifier_preparer.quote
+    columns = ", ".join(quote(n) for n in names)
+    raw: Any = conn.connection.dbapi_connection
+    statement = f"COPY {quote(table)} ({columns}) FROM STDIN"
+    error = conn.dialect.loaded_dbapi.Error
+    try:
+        with raw.cursor() as cursor, cursor.copy(statement) as copy:
+            for row in rows:
+                copy.write_row(row)
+    except error as exc:  # raised as SQLAlchemy raises its other driver errors
+        raise sa.exc.DBAPIError.instance(statement, None, exc, error) from exc
+
+
+Convert = Callable[[Any], Any] | None
+
+
+def _converter(kind: sa.types.TypeEngine[Any], dialect: sa.Dialect) -> Convert:
+    """How a stored JSON value becomes what the driver takes for this column."""
+    bind = kind.dialect_impl(dialect).bind_processor(dialect)
+    if not isinstance(kind, sa.DateTime):
+        return bind
+
+    def moment(value: Any) -> Any:
+        parsed = datetime.fromisoformat(value)
+        return bind(parsed) if bind else parsed
+
+    return moment
+
+
+def _row(values: list[Any], convert: list[Convert], order: list[int]) -> tuple[Any, ...]:
+    """The driver's parameters for one row, in the statement's order."""
+    for i, step in enumerate(convert):
+        if step is not None and values[i] is not None:
+            values[i] = step(values[i])
+    return tuple(values[i] for i in order)
 
 
 def _reset_sequences(conn: sa.Connection) -> None:

@@ -16,7 +16,13 @@ import sqlalchemy as sa
 from sqlmodel import SQLModel
 
 import core.models  # noqa: F401  (every table registers itself in SQLModel.metadata)
-from core.backup.archive import Manifest, TableEntry, encode_row, table_member, write_manifest
+from core.backup.archive import (
+    Manifest,
+    TableEntry,
+    encode_line,
+    table_member,
+    write_manifest,
+)
 from core.db import READONLY
 from core.errors import InvalidInput
 from core.vault import KEY_CHECK_ID, Vault, fingerprint
@@ -114,9 +120,12 @@ def _dump(
     info.compress_type = zipfile.ZIP_DEFLATED
     info.external_attr = 0o600 << 16
     with archive.open(info, "w", force_zip64=True) as member:
+        header = encode_line([c.name for c in table.columns])
+        member.write(header)
+        digest.update(header)
         result = conn.execution_options(yield_per=CHUNK_ROWS).execute(query)
-        for chunk in result.mappings().partitions():
-            data = b"".join(encode_row(dict(row)) for row in chunk)
+        for chunk in result.partitions():
+            data = b"".join(encode_line(tuple(row)) for row in chunk)
             member.write(data)
             digest.update(data)
             rows += len(chunk)

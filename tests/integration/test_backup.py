@@ -198,7 +198,7 @@ def test_a_failed_restore_leaves_the_database_as_it_was(
     before = all_rows(source)
     with zipfile.ZipFile(path) as archive:
         rows = archive.read(table_member("server"))
-    clash = rows + rows.splitlines(keepends=True)[0]  # the same id twice: the insert fails
+    clash = rows + rows.splitlines(keepends=True)[1]  # the same id twice: the insert fails
     broken = tmp_path / "clash.mdmbackup"
     reader = BackupReader(path)
     reader.close()
