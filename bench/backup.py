@@ -90,11 +90,27 @@ def _device(i: int) -> dict[str, Any]:
             "profile_status": "empty", "imported_at": NOW}
 
 
-def timed(action: Callable[[], object]) -> float:
-    """Seconds one call takes."""
-    started = time.perf_counter()
-    action()
-    return time.perf_counter() - started
+class Timed:
+    """Wall-clock and this process's CPU seconds of one call."""
+
+    def __init__(self, action: Callable[[], object]) -> None:
+        wall, cpu = time.perf_counter(), time.process_time()
+        action()
+        self.wall = time.perf_counter() - wall
+        self.cpu = time.process_time() - cpu
+
+    def __str__(self) -> str:
+        return f"{self.wall:.1f} s ({self.cpu:.1f} s CPU)"
+
+    @property
+    def met(self) -> str:
+        """Whether it stayed well under a minute (30 s)."""
+        return "yes" if self.wall < 30 else "**no**"
+
+
+def timed(action: Callable[[], object]) -> Timed:
+    """Time one call."""
+    return Timed(action)
 
 
 def _pg_schema(base: str) -> tuple[str, Callable[[], None]]:
@@ -137,13 +153,12 @@ def run(pg: str | None) -> list[str]:
         mb = path.stat().st_size / 1e6
         rows.append(
             f"| `mdmbot backup`, SQLite, {SERVERS:,} servers + {DEVICES:,} devices "
-            f"({size / 1e6:.0f} MB database) | {backup:.1f} s, file {mb:.1f} MB | SQLite "
-            f"online backup API (page copy): {raw:.2f} s | well under a minute | "
-            f"{'yes' if backup < 30 else '**no**'} |"
+            f"({size / 1e6:.0f} MB database) | {backup}, file {mb:.1f} MB | SQLite "
+            f"online backup API (page copy): {raw.wall:.2f} s | < 30 s | {backup.met} |"
         )
         rows.append(
-            f"| `mdmbot restore` of that file into a new SQLite | {into_sqlite:.1f} s | page copy: "
-            f"{raw:.2f} s | well under a minute | {'yes' if into_sqlite < 30 else '**no**'} |"
+            f"| `mdmbot restore` of that file into a new SQLite | {into_sqlite} | page copy: "
+            f"{raw.wall:.2f} s | < 30 s | {into_sqlite.met} |"
         )
         if pg:
             url, drop = _pg_schema(pg)
@@ -158,13 +173,12 @@ def run(pg: str | None) -> list[str]:
             finally:
                 drop()
             rows.append(
-                f"| `mdmbot restore` of that file into PostgreSQL (the move) | {into_pg:.1f} s | "
-                f"page copy: {raw:.2f} s | well under a minute | "
-                f"{'yes' if into_pg < 30 else '**no**'} |"
+                f"| `mdmbot restore` of that file into PostgreSQL (the move; COPY) | {into_pg} | "
+                f"page copy: {raw.wall:.2f} s | < 30 s | {into_pg.met} |"
             )
             rows.append(
-                f"| `mdmbot backup` from PostgreSQL, same data | {pg_backup:.1f} s | page copy: "
-                f"{raw:.2f} s | well under a minute | {'yes' if pg_backup < 30 else '**no**'} |"
+                f"| `mdmbot backup` from PostgreSQL, same data | {pg_backup} | page copy: "
+                f"{raw.wall:.2f} s | < 30 s | {pg_backup.met} |"
             )
     return rows
 
