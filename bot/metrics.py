@@ -139,7 +139,7 @@ def render() -> bytes:
     multiprocess.MultiProcessCollector(  # type: ignore[no-untyped-call]
         scrape, os.environ["PROMETHEUS_MULTIPROC_DIR"]
     )
-    for collector in (_expiry, _installs):
+    for collector in (_expiry, _installs, _backups):
         if collector is not None:
             scrape.register(collector)
     return generate_latest(scrape)
@@ -201,3 +201,32 @@ def watch_installs(counts: Callable[[], dict[str, int]]) -> None:
         registry.unregister(_installs)
     _installs = InstallCollector(counts)
     registry.register(_installs)
+
+
+class BackupCollector(Collector):
+    """Seconds since the newest scheduled backup in MDMBOT_BACKUP_DIR, read at scrape time."""
+
+    def __init__(self, age: Callable[[], float | None]) -> None:
+        self._age = age
+
+    def collect(self) -> Iterable[GaugeMetricFamily]:
+        """One sample when a scheduled backup exists."""
+        family = GaugeMetricFamily(
+            "mdmbot_backup_age_seconds", "Seconds since the newest scheduled backup was written"
+        )
+        age = self._age()
+        if age is not None:
+            family.add_metric([], age)
+        yield family
+
+
+_backups: BackupCollector | None = None
+
+
+def watch_backups(age: Callable[[], float | None]) -> None:
+    """Publish the newest backup's age from this source (replacing an earlier one)."""
+    global _backups
+    if _backups is not None:
+        registry.unregister(_backups)
+    _backups = BackupCollector(age)
+    registry.register(_backups)

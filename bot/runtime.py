@@ -18,6 +18,7 @@ from bot.slack.deliveries import settle_deliveries
 from bot.slack.gateway import SlackUnavailable
 from bot.slack.services import BotServices
 from bot.slack.sweeper import Sweeper
+from core.backup import schedule
 from core.tokens import servers
 from core.tokens.issuance import DELIVERY_GRACE
 from core.tokens.servers import ServerView
@@ -50,6 +51,9 @@ class Runtime:
         """Start background work (in the process that serves: after any fork)."""
         self.holder = f"{socket.gethostname()}:{os.getpid()}:{id(self):x}"
         metrics.watch_expiry(self._servers, self.ctx.now)
+        directory = self.ctx.settings.mdmbot_backup_dir
+        if directory is not None:
+            metrics.watch_backups(lambda: schedule.newest_age(directory, self.ctx.now()))
         self.svc.background.submit(self.check_alert_channel)
         self.svc.background.submit(self._settle)
         # A delivery cut short just before this start is settled once its grace period is over.

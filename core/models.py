@@ -41,6 +41,11 @@ def _when(*, nullable: bool = False, index: bool = False) -> Any:
     return Field(default=None, sa_type=UTCDateTime, nullable=nullable, index=index)
 
 
+def _encrypted() -> Any:
+    """A column holding text encrypted with the secret key (`mdmbot key rotate` re-encrypts it)."""
+    return Field(sa_column_kwargs={"info": {"encrypted": True}})
+
+
 class TokenStatus(StrEnum):
     """A token's state; only `active` ones are in use by an MDM server."""
 
@@ -102,7 +107,7 @@ class Token(SQLModel, table=True):
     server_id: int = Field(foreign_key="server.id", index=True)
     certificate_id: int = Field(foreign_key="certificate.id")
     consumer_key: str = Field(max_length=128, unique=True)
-    secrets: str
+    secrets: str = _encrypted()
     issued_at: datetime = _when()
     expires_at: datetime = _when(index=True)
     downloaded_by: str = Field(index=True)
@@ -251,7 +256,7 @@ class KeyCheck(SQLModel, table=True):
     """A known text encrypted with the secret key, so a lost or replaced key is noticed."""
 
     id: int = Field(default=1, primary_key=True)
-    value: str
+    value: str = _encrypted()
     created_at: datetime = _when()
 
 

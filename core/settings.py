@@ -47,6 +47,8 @@ class Settings(BaseSettings):
     mdmbot_org_phone: str = ""
     mdmbot_org_address: str = ""
     mdmbot_org_id: str = "mdmbot"
+    mdmbot_backup_dir: Path | None = None
+    mdmbot_backup_keep: int = 7
 
     @field_validator("mdmbot_sweep_minutes", "mdmbot_lease_seconds")
     @classmethod
@@ -70,6 +72,13 @@ class Settings(BaseSettings):
         if parts.path not in ("", "/") or parts.query or parts.fragment:
             raise ValueError("it must be scheme://host[:port]/ alone")
         return f"{parts.scheme}://{parts.netloc}"
+
+    @field_validator("mdmbot_backup_keep")
+    @classmethod
+    def _at_least_one(cls, value: int) -> int:
+        if value < 1:
+            raise ValueError("must keep at least 1 backup")
+        return value
 
     @property
     def database_url(self) -> str:

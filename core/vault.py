@@ -11,7 +11,7 @@ from datetime import datetime
 from pathlib import Path
 
 import sqlalchemy as sa
-from cryptography.fernet import Fernet, InvalidToken
+from cryptography.fernet import Fernet, InvalidToken, MultiFernet
 from sqlmodel import Session, select
 
 from core.errors import ConfigError
@@ -20,13 +20,16 @@ from core.models import KeyCheck, Token
 
 KEY_FILE_NAME = "secret.key"
 KEY_CHECK_TEXT = "mdmbot key check value"
+KEY_CHECK_ID = 1
+SEED_ID = 2  # a KeyCheck row holding the key derived keys come from, once a key was rotated
 
 
 class Vault:
-    """Encrypts and decrypts small secrets with one key."""
+    """Encrypts with its first key; decrypts with any of its keys (during a key rotation)."""
 
-    def __init__(self, key: bytes) -> None:
-        self._fernet = Fernet(key)
+    def __init__(self, key: bytes, *older: bytes) -> None:
+        self._keys = (key, *older)
+        self._fernet = MultiFernet([Fernet(k) for k in self._keys])
         self._key = key
 
     def __repr__(self) -> str:
@@ -55,12 +58,38 @@ class Vault:
             ) from exc
 
     def derive_key(self, purpose: str) -> bytes:
-        """A 32-byte key for `purpose` (e.g. signing cursors), derived from the vault's key."""
+        """A 32-byte key for `purpose` (e.g. signing cursors), kept across key rotations."""
         return hmac.new(self._key, b"mdmbot-derive\x00" + purpose.encode(), hashlib.sha256).digest()
 
+    @property
+    def keys(self) -> tuple[bytes, ...]:
+        """The keys, the one that encrypts first."""
+        return self._keys
 
-def key_from_setting(value: str) -> bytes:
-    """A Fernet key from MDMBOT_SECRET_KEY: a Fernet key as is, or any passphrase of 32+ chars."""
+    def rotate(self, ciphertext: str) -> str:
+        """`ciphertext` encrypted again with the first key."""
+        return self._fernet.rotate(ciphertext.encode("ascii")).decode("ascii")
+
+    def derive_from(self, seed: bytes) -> None:
+        """Derive keys from `seed` (the key secrets were first encrypted with)."""
+        self._key = seed
+
+    def sealed_seed(self) -> str:
+        """The key derived keys come from, encrypted with the first key (stored on rotation)."""
+        return self.encrypt(self._key.decode("ascii"))
+
+    def key_id(self) -> str:
+        """A fingerprint naming the encrypting key without revealing it."""
+        return fingerprint(self._keys[0])
+
+
+def fingerprint(key: bytes) -> str:
+    """A short, non-secret name of a Fernet key (`key-` and 16 hex digits)."""
+    return "key-" + hmac.new(key, b"mdmbot key id", hashlib.sha256).hexdigest()[:16]
+
+
+def _one_key(value: str) -> bytes:
+    """A Fernet key from one setting value: a Fernet key as is, or a passphrase of 32+ chars."""
     raw = value.strip().encode("utf-8")
     try:
         if len(base64.urlsafe_b64decode(raw)) == 32:
@@ -72,10 +101,26 @@ def key_from_setting(value: str) -> bytes:
     return base64.urlsafe_b64encode(hashlib.sha256(b"mdmbot-vault\x00" + raw).digest())
 
 
-def _read_key_file(path: Path) -> bytes | None:
-    """The key in the key file, None when there is no file; a damaged file names itself."""
+def keys_from_setting(value: str) -> list[bytes]:
+    """The keys of MDMBOT_SECRET_KEY: "new,old" during a rotation, else one key or passphrase."""
+    parts = [p for p in value.split(",") if p.strip()]
     try:
-        key = path.read_bytes().strip()
+        if len(parts) > 1:
+            return [_one_key(p) for p in parts]
+    except ConfigError:
+        pass  # a passphrase with a comma in it
+    return [_one_key(value)]
+
+
+def key_from_setting(value: str) -> bytes:
+    """The encrypting key of MDMBOT_SECRET_KEY (its first key)."""
+    return keys_from_setting(value)[0]
+
+
+def read_key_file(path: Path) -> list[bytes] | None:
+    """The keys in the key file (one a line, the encrypting one first), None without a file."""
+    try:
+        lines = path.read_bytes().split()
     except FileNotFoundError:
         return None
     except OSError as exc:
@@ -83,14 +128,44 @@ def _read_key_file(path: Path) -> bytes | None:
             f"Cannot read the secret key file {path}: {exc.strerror or exc}."
         ) from exc
     try:
-        Fernet(key)
+        for key in lines or [b""]:
+            Fernet(key)
     except ValueError as exc:
-        state = "empty" if not key else "damaged"
+        state = "empty" if not lines else "damaged"
         raise ConfigError(
             f"The secret key file {path} is {state}: it must hold one Fernet key. Restore it "
             "from your backup (or set MDMBOT_SECRET_KEY)."
         ) from exc
-    return key
+    return lines
+
+
+def _read_key_file(path: Path) -> bytes | None:
+    """The key in the key file, None when there is no file; a damaged file names itself."""
+    keys = read_key_file(path)
+    return keys[0] if keys else None
+
+
+def write_key_file(path: Path, keys: list[bytes]) -> None:
+    """Replace the key file atomically with `keys` (mode 0600)."""
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".secret-")  # mode 0600
+    try:
+        with os.fdopen(fd, "wb") as handle:
+            handle.write(b"".join(k + b"\n" for k in keys))
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        os.unlink(tmp)
+        raise
+
+
+def configured_keys(secret_key: str | None, data_dir: Path) -> tuple[list[bytes], str] | None:
+    """The configured keys and where they come from, without creating a key; None: no key."""
+    if secret_key:
+        return keys_from_setting(secret_key), "MDMBOT_SECRET_KEY"
+    path = data_dir / KEY_FILE_NAME
+    keys = read_key_file(path)
+    return (keys, f"The key in {path}") if keys else None
 
 
 def _create_key_file(path: Path) -> bytes:
@@ -119,38 +194,56 @@ def _holds_secrets(session: Session) -> bool:
 def open_vault(session: Session, secret_key: str | None, data_dir: Path, now: datetime) -> Vault:
     """The configured key's vault, checked against the database; a lost key is never replaced."""
     if secret_key:
-        vault, source = Vault(key_from_setting(secret_key)), "MDMBOT_SECRET_KEY"
+        vault, source = Vault(*keys_from_setting(secret_key)), "MDMBOT_SECRET_KEY"
     else:
         path = private_directory(data_dir, "MDMBOT_DATA_DIR") / KEY_FILE_NAME
-        key = _read_key_file(path)
-        if key is None:
+        keys = read_key_file(path)
+        if keys is None:
             if _holds_secrets(session):
                 raise ConfigError(
                     f"The secret key file {path} is missing, but the database holds token "
                     "secrets encrypted with it. Restore the file from your backup (or set "
                     "MDMBOT_SECRET_KEY); mdmbot will not start with a new key."
                 )
-            key = _create_key_file(path)
-        vault, source = Vault(key), f"The key in {path}"
+            keys = [_create_key_file(path)]
+        vault, source = Vault(*keys), f"The key in {path}"
     _check_key(session, vault, source, now)
+    _use_seed(session, vault)
     return vault
+
+
+def wrong_key(source: str) -> ConfigError:
+    """The one-line refusal of a key that does not open this database's secrets."""
+    return ConfigError(
+        f"{source} is not the key this database's token secrets were encrypted with; restore "
+        "the right key from your backup (or check MDMBOT_DATABASE_URL)."
+    )
 
 
 def _check_key(session: Session, vault: Vault, source: str, now: datetime) -> None:
     """Compare the key with the stored check value, or store one (a token proves the old key)."""
-    wrong = ConfigError(
-        f"{source} is not the key this database's token secrets were encrypted with; restore "
-        "the right key from your backup (or check MDMBOT_DATABASE_URL)."
-    )
-    check = session.get(KeyCheck, 1)
+    check = session.get(KeyCheck, KEY_CHECK_ID)
     if check is None:
         sample = session.exec(select(Token.secrets).limit(1)).first()
         if sample is not None and not vault.can_decrypt(sample):
-            raise wrong
+            raise wrong_key(source)
         try:
             with session.begin_nested():
                 session.add(KeyCheck(value=vault.encrypt(KEY_CHECK_TEXT), created_at=now))
         except sa.exc.IntegrityError:  # another replica stored it first
-            check = session.get(KeyCheck, 1)
+            check = session.get(KeyCheck, KEY_CHECK_ID)
     if check is not None and not vault.can_decrypt(check.value):
-        raise wrong
+        raise wrong_key(source)
+
+
+def _use_seed(session: Session, vault: Vault) -> None:
+    """Derive keys from the key secrets were first encrypted with, so rotation keeps them."""
+    seed = session.get(KeyCheck, SEED_ID)
+    if seed is not None:
+        vault.derive_from(vault.decrypt(seed.value).encode("ascii"))
+        return
+    check = session.get(KeyCheck, KEY_CHECK_ID)
+    for key in vault.keys:
+        if check is not None and Vault(key).can_decrypt(check.value):
+            vault.derive_from(key)
+            return

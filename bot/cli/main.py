@@ -15,6 +15,7 @@ from importlib import metadata
 import sqlalchemy as sa
 
 from bot import serve
+from bot.cli import backup as cli_backup
 from bot.cli import commands as cli_commands
 from bot.cli import devices as cli_devices
 from bot.context import AppContext
@@ -140,6 +141,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     cli_devices.add_parsers(groups)
 
+    cli_backup.add_parsers(groups)
+
     dbp = groups.add_parser("db", help="database maintenance")
     d = dbp.add_subparsers(dest="action", required=True, metavar="ACTION")
     _add(d, "upgrade", cli_commands.db_upgrade, "apply pending schema migrations")
@@ -184,7 +187,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             args.actor = getpass.getuser()
         if (args.group, getattr(args, "action", None)) in MIGRATING:
             ctx.prepare_database()
-        else:
+        elif not cli_backup.reads_no_database(args):
             ctx.check_database()
         handler: Handler = args.handler
         return handler(ctx, args)

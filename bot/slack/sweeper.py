@@ -9,7 +9,7 @@ from datetime import datetime, timedelta
 
 from bot import metrics
 from bot.context import AppContext
-from bot.slack import dep_alerts, lifecycle
+from bot.slack import backups, dep_alerts, lifecycle
 from bot.slack.builders import lifecycle_blocks as lb
 from bot.slack.builders.blocks import plural
 from bot.slack.deliveries import settle_deliveries
@@ -41,6 +41,7 @@ class SweepReport:
     reconciled: bool = False
     deliveries_settled: int = 0
     unreachable: bool = False
+    backed_up: bool = False
 
     def summary(self) -> str:
         """One line for logs and the command line."""
@@ -70,6 +71,7 @@ class Sweeper:
         report = SweepReport()
         ctx = self.svc.ctx
         report.deliveries_settled = settle_deliveries(self.svc, now)
+        report.backed_up = backups.scheduled_backup(self.svc, now, holder)
         with ctx.unit_of_work() as session:
             due = alerts.claim_due_alerts(
                 session, now, ctx.settings.alert_days, limit=MAX_ALERTS_PER_SWEEP

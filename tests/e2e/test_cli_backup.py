@@ -1,0 +1,93 @@
+"""`mdmbot backup`, `restore` and `key rotate` as an operator runs them: one line each, exit codes,
+nothing written by a refusal, no secret in the output."""
+
+from __future__ import annotations
+
+import os
+import stat
+import subprocess
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+from cryptography.fernet import Fernet
+
+from core import db
+from core.vault import KEY_FILE_NAME, read_key_file
+from tests.e2e.drill_support import cli
+from tests.integration.backup_support import KEY, context, seed
+
+
+def _env(data: Path, key: str | None = KEY) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("MDMBOT_", "SLACK_"))}
+    env["MDMBOT_DATA_DIR"] = str(data)
+    if key:
+        env["MDMBOT_SECRET_KEY"] = key
+    return env
+
+
+def _seeded(data: Path, key: str | None = KEY) -> None:
+    url = f"sqlite:///{data / 'mdmbot.db'}"
+    db.upgrade(url)
+    ctx = context(url, data, key)
+    seed(ctx)
+    ctx.engine.dispose()
+
+
+def _one_line(done: subprocess.CompletedProcess[str], code: int, start: str) -> None:
+    assert done.returncode == code, done.stderr
+    assert done.stderr.startswith(f"mdmbot: {start}") and done.stderr.count("\n") == 1, done.stderr
+    assert KEY not in done.stdout + done.stderr
+
+
+def test_backup_restore_and_their_refusals(tmp_path: Path) -> None:
+    _seeded(tmp_path / "data")
+    env, path = _env(tmp_path / "data"), tmp_path / "nightly.mdmbackup"
+    made = cli(env, "backup", str(path))
+    assert made.returncode == 0, made.stderr
+    assert made.stdout.startswith(f"Backup written to {path}: ")
+    assert "open only with the key key-" in made.stdout and KEY not in made.stdout
+    assert stat.S_IMODE(path.stat().st_mode) == 0o600
+    (tmp_path / "cut.mdmbackup").write_bytes(path.read_bytes()[:-200])
+    other = Fernet.generate_key().decode()
+    with ThreadPoolExecutor(6) as pool:
+        again = pool.submit(cli, env, "backup", str(path))
+        check = pool.submit(cli, env, "backup", str(path), "--print-key-check")
+        check_other = pool.submit(
+            cli, _env(tmp_path / "d", other), "backup", str(path), "--print-key-check"
+        )
+        wrong = pool.submit(cli, _env(tmp_path / "a", other), "restore", str(path))
+        cut = pool.submit(cli, _env(tmp_path / "b"), "restore", str(tmp_path / "cut.mdmbackup"))
+        full = pool.submit(cli, env, "restore", str(path))
+        one_key = pool.submit(cli, env, "key", "rotate")
+    _one_line(again.result(), 1, f"{path} already exists; pass --force to replace it.")
+    assert check.result().returncode == 0
+    assert check.result().stdout.splitlines()[1] == "The configured key opens it."
+    assert check_other.result().returncode == 1
+    assert check.result().stdout.splitlines()[0] == check_other.result().stdout.splitlines()[0]
+    _one_line(wrong.result(), 2, f"MDMBOT_SECRET_KEY does not open {path}: it needs the key key-")
+    _one_line(cut.result(), 1, "")
+    assert "is not a complete mdmbot backup" in cut.result().stderr
+    _one_line(full.result(), 1, "The target database is not empty")
+    _one_line(one_key.result(), 2, 'MDMBOT_SECRET_KEY holds one key: set it to "NEW,OLD"')
+    assert not {"a", "b", "d"} & {p.name for p in tmp_path.iterdir()}, "nothing written"
+
+    restored = cli(_env(tmp_path / "c"), "restore", str(path))
+    assert restored.returncode == 0, restored.stderr
+    listed = cli(_env(tmp_path / "c"), "server", "list")
+    assert "District Jamf" in listed.stdout and "Lab Mosyle" in listed.stdout
+
+
+def test_the_key_file_is_rotated_in_place(tmp_path: Path) -> None:
+    data = tmp_path / "data"
+    _seeded(data, key=None)
+    old = read_key_file(data / KEY_FILE_NAME)
+    path = tmp_path / "before.mdmbackup"
+    assert cli(_env(data, None), "backup", str(path)).returncode == 0
+    rotated = cli(_env(data, None), "key", "rotate")
+    assert rotated.returncode == 0, rotated.stderr
+    assert rotated.stdout.startswith("Wrote a new key key-")
+    new = read_key_file(data / KEY_FILE_NAME)
+    assert new and old and new != old and new[0].decode() not in rotated.stdout
+    assert "District Jamf" in cli(_env(data, None), "server", "list").stdout
+    check = cli(_env(data, None), "backup", str(path), "--print-key-check")
+    assert check.returncode == 1, "a backup from before needs the old key"
