@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
 
-from bot.slack.builders import blocks, modals
+from bot.slack.builders import blocks, home_blocks, modals
 from bot.slack.builders import lifecycle_blocks as lb
 from core.people.alerts import DueAlert
 from core.people.rotation import CaseView, ItemView
@@ -44,7 +44,7 @@ def texts(value: object) -> list[str]:
 
 
 def test_home_tab_stays_under_100_blocks_with_250_servers() -> None:
-    view = blocks.home_view([server(i) for i in range(250)], NOW, Role.ADMINISTRATOR)
+    view = home_blocks.home_view([server(i) for i in range(250)], NOW, Role.ADMINISTRATOR)
     assert len(view["blocks"]) <= 100
     assert "more" in str(view["blocks"][-2])
 

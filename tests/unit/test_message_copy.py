@@ -86,19 +86,38 @@ def test_app_home_and_alert_count_days_the_same_way() -> None:
     assert "(in 1 day)" in blocks.server_line(one, NOW)
 
 
-def test_replaced_alert_says_who_and_has_no_button() -> None:
+def test_replaced_alert_says_what_is_left_until_first_use_then_in_use() -> None:
     stale = StaleAlert(
-        1, "C0ALERTS", "1.0", "Jamf Pro", EXPIRES, "new token", "U0ADMIN", NOW, NOW + 365 * lb_day()
+        1,
+        "C0ALERTS",
+        "1.0",
+        "Jamf Pro",
+        EXPIRES,
+        "new token",
+        "U0ADMIN",
+        NOW,
+        NOW + 365 * lb_day(),
+        new_token_id=8,
+        new_downloaded_by="U0ADMIN",
     )
-    rendered = json.dumps(lb.alert_replaced_blocks(stale))
-    assert styles(lb.alert_replaced_blocks(stale)) == []
-    assert (
-        "<@U0ADMIN> renewed *Jamf Pro* <!date^" in rendered and "The new token expires" in rendered
-    )
+    waiting = lb.alert_replaced_blocks(stale)
+    rendered = json.dumps(waiting)
+    assert lb.alert_replaced_text(stale) == "Renewed: Jamf Pro — upload the new token"
+    assert ":hourglass_flowing_sand: Renewed by <@U0ADMIN> <!date^" in rendered
+    assert "upload the new file (in <@U0ADMIN>'s DMs)" in rendered
+    assert "nothing is left to do" not in rendered and "white_check_mark" not in rendered
+    assert styles(waiting) == ["default"] and "resend_token" in rendered, "Send me the file again"
+    used = replace(stale, new_installed_at=NOW + lb_day())
+    rendered = json.dumps(lb.alert_replaced_blocks(used))
+    assert lb.alert_replaced_text(used) == "Renewed and in use: Jamf Pro"
+    assert ":white_check_mark: In use since <!date^" in rendered
+    assert "<@U0ADMIN> renewed *Jamf Pro* <!date^" in rendered and "nothing is left" in rendered
+    assert styles(lb.alert_replaced_blocks(used)) == []
     cli = replace(stale, by="operator:root", reason="certificate replaced")
-    assert "root (command line) replaced the certificate of *Jamf Pro*" in json.dumps(
-        lb.alert_replaced_blocks(cli)
-    )
+    cli = replace(cli, new_downloaded_by="root")
+    rendered = json.dumps(lb.alert_replaced_blocks(cli))
+    assert "Certificate replaced by root (command line)" in rendered
+    assert "(saved by root on the command line)" in rendered and "resend_token" not in rendered
     gone = replace(stale, reason="server removed", new_expires_at=None)
     assert lb.alert_replaced_text(gone) == "Removed: Jamf Pro"
     assert "removed *Jamf Pro* from mdmbot" in json.dumps(lb.alert_replaced_blocks(gone))
@@ -127,9 +146,11 @@ def test_renew_confirmation_says_when_the_token_expires_and_if_it_is_needed() ->
     assert "isn't needed yet" in text and "stops working" in text
     soon = replace(healthy, token_expires_at=EXPIRES)
     assert "it is time to renew it" in json.dumps(modals.confirm_token_modal(soon, now=NOW))
-    tokenless = replace(healthy, token_expires_at=None)
-    text = json.dumps(modals.confirm_token_modal(tokenless, now=NOW))
+    tokenless = replace(healthy, token_expires_at=None, token_id=None)
+    get = modals.confirm_token_modal(tokenless, now=NOW)
+    text = json.dumps(get)
     assert "no token yet" in text and "stops working" not in text
+    assert (get["title"]["text"], get["submit"]["text"]) == ("Get server token", "Get token")
     expired = replace(healthy, token_expires_at=NOW - lb_day())
     text = json.dumps(modals.confirm_token_modal(expired, now=NOW))
     assert "expired" in text and "stops working" not in text

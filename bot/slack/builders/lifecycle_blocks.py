@@ -7,18 +7,21 @@ from datetime import datetime
 from bot.slack.builders.blocks import (
     MAX_MESSAGE_BLOCKS,
     Block,
+    Install,
     button,
     context,
     days_until,
     esc,
+    file_holder,
+    install_words,
     local_date,
     local_time,
     mention,
-    person_name,
     plain,
     plural,
     section,
 )
+from bot.slack.builders.home_blocks import person_name, resend_button
 from core.people.alerts import DueAlert, StaleAlert
 from core.people.rotation import CaseView
 
@@ -92,30 +95,53 @@ def alert_replaced_text(stale: StaleAlert) -> str:
     return esc(alert_replaced_headline(stale))
 
 
+def alert_install_state(stale: StaleAlert) -> Install:
+    """Where the token that replaced the alert's token stands with the MDM server."""
+    if stale.new_token_id is None:
+        return Install.NO_TOKEN
+    return Install.IN_USE if stale.new_installed_at is not None else Install.OLD_TOKEN
+
+
 def alert_replaced_blocks(stale: StaleAlert) -> list[Block]:
-    """An alert after its token was replaced, from any path: what happened, no button."""
+    """An alert after its token was replaced: what is left to do until the new one is in use."""
     name, who, when = esc(stale.server_name), _replaced_by(stale), local_time(stale.at)
+    how = "replaced the certificate of" if stale.reason == "certificate replaced" else "renewed"
+    state = alert_install_state(stale)
+    about = f"This alert was about the token that expires {local_date(stale.expires_at)}"
+    buttons: list[Block] = []
     if stale.reason == "server removed":
         line = f":wastebasket: {who} removed *{name}* from mdmbot {when}; its token was revoked."
-    else:
-        how = "replaced the certificate of" if stale.reason == "certificate replaced" else "renewed"
-        line = f":white_check_mark: {who} {how} *{name}* {when}."
+        footer = f"{about}; nothing is left to do here."
+    elif state is Install.IN_USE:
+        words = install_words(state, stale.new_downloaded_by, stale.new_installed_at)
+        line = f":white_check_mark: {words[:1].upper()}{words[1:]}: {who} {how} *{name}* {when}."
         if stale.new_expires_at is not None:
             line += f" The new token expires {local_date(stale.new_expires_at)}."
-    return [
-        {"type": "header", "text": plain(alert_replaced_headline(stale), 150)},
-        section(line),
-        context(
-            f"This alert was about the token that expires {local_date(stale.expires_at)}; "
-            "nothing is left to do here."
-        ),
-    ]
+        footer = f"{about}; nothing is left to do here."
+    else:
+        words = install_words(Install.OLD_TOKEN, stale.new_downloaded_by)
+        done = "Certificate replaced" if stale.reason == "certificate replaced" else "Renewed"
+        line = (
+            f":hourglass_flowing_sand: {done} by {who} {when}: *{name}* is {words}. "
+            "The old token no longer works, so the server cannot enrol or sync devices until "
+            "then."
+        )
+        footer = f"{about}. It turns ✅ when the MDM server first uses the new token."
+        if stale.new_token_id is not None and file_holder(stale.new_downloaded_by).endswith("DMs"):
+            buttons.append(resend_button(stale.new_token_id))
+    blocks = [{"type": "header", "text": plain(alert_replaced_headline(stale), 150)}, section(line)]
+    if buttons:
+        blocks.append({"type": "actions", "block_id": "resend", "elements": buttons})
+    return [*blocks, context(footer)]
 
 
 def alert_replaced_headline(stale: StaleAlert) -> str:
-    """The header of a replaced alert (plain text)."""
-    verb = "Removed" if stale.reason == "server removed" else "Renewed"
-    return f"{verb}: {stale.server_name}"
+    """The header of a replaced alert (plain text): what is left, or that nothing is."""
+    if stale.reason == "server removed":
+        return f"Removed: {stale.server_name}"
+    if alert_install_state(stale) is Install.IN_USE:
+        return f"Renewed and in use: {stale.server_name}"
+    return f"Renewed: {stale.server_name} — upload the new token"
 
 
 def checklist_headline(case: CaseView) -> str:
