@@ -77,6 +77,10 @@ def _block_problems(blocks: list[Any], where: str) -> list[str]:
                 check(_text_of(f), 2000, f"{p}/fields/{j}/text")
         if b["type"] == "header":
             check(_text_of(b.get("text")), 150, f"{p}/text/text")
+        if b["type"] == "context":  # Slack: a context's text element holds at most 2,000
+            for j, el in enumerate(b.get("elements") or []):
+                if isinstance(el, dict) and el.get("type") in ("mrkdwn", "plain_text"):
+                    check(_text_of(el), 2000, f"{p}/elements/{j}/text")
         elements = list(b.get("elements") or []) if b["type"] == "actions" else []
         if isinstance(b.get("accessory"), dict):
             elements.append(b["accessory"])

@@ -310,3 +310,22 @@ def test_healthz_says_when_the_bot_is_not_in_the_alert_channel(bot: Bot, fake: F
         "member": False,
         "detail": "not a member: invite the bot with /invite @mdmbot",
     }
+
+
+def test_help_groups_commands_by_task_one_plain_line_each(bot: Bot, fake: FakeSlack) -> None:
+    text = bot.command(ADMIN, "help").json()["blocks"][0]["text"]["text"]
+    headings = [line for line in text.splitlines() if line.startswith("*") and line.endswith("*")]
+    assert headings == [
+        "*Your own password*",
+        "*See what there is*",
+        "*Servers and tokens*",
+        "*When someone leaves*",
+        "*Devices*",
+        "*Roles*",
+    ]
+    commands = [line for line in text.splitlines() if line.startswith("`/mdm")]
+    assert len(commands) == 18 and all(" — " in line for line in commands), commands
+    assert "`/mdm token NAME` — renew a server's token, or get its first one" in commands
+    assert "*Home* tab" in text and "```" not in text
+    stranger = bot.command(STRANGER, "help").json()["blocks"][0]["text"]["text"]
+    assert "`/mdm password-changed`" in stranger and "/mdm grant" not in stranger
