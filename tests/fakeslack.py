@@ -491,6 +491,14 @@ class FakeSlack:
             params.get("reply_broadcast", "")).lower() in ("true", "1")
         return {"channel": channel, "ts": m["ts"], "message": self._api_message(m)}
 
+    def _m_chat_getPermalink(self, params: JsonDict) -> JsonDict:
+        """chat.getPermalink for a posted message (message_not_found otherwise)."""
+        channel, ts = str(params.get("channel", "")), str(params.get("message_ts", ""))
+        if not any(m["channel"] == channel and m["ts"] == ts for m in self.messages):
+            raise SlackError("message_not_found")
+        link = f"https://fake.slack.test/archives/{channel}/p{ts.replace('.', '')}"
+        return {"channel": channel, "permalink": link}
+
     def _m_conversations_info(self, params: JsonDict) -> JsonDict:
         """conversations.info for a registered channel, with the bot's is_member."""
         channel = str(params.get("channel") or "")

@@ -114,7 +114,7 @@ class BotServices:
                 session,
                 user_id,
                 self.ctx.now(),
-                name=name or info.get("real_name") or info.get("name"),
+                name=info.get("real_name") or name or info.get("name"),
                 email=profile.get("email"),
             )
         if info:

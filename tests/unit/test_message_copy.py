@@ -130,13 +130,29 @@ def test_checklist_reads_as_sentences_with_one_primary_button() -> None:
     rendered = json.dumps(built)
     assert "Lee Leaver" not in json.dumps(built[1:]), "a mention, not the name repeated"
     assert "renewed by <@U0ADMIN> <!date^" in rendered and "2 of 3 left" in rendered
-    assert lb.checklist_text(case()) == "3 server tokens downloaded by Lee Leaver must be renewed"
-    assert lb.checklist_text(case(done=2)).startswith("1 server token downloaded")
+    assert lb.checklist_text(case()) == "Lee Leaver left — renew 3 server tokens"
+    assert lb.checklist_text(case(done=2)) == "Lee Leaver left — renew 1 server token"
     assert lb.checklist_blocks(case(email=None), NOW)[0]["text"]["text"] == (
         "Lee Leaver left the organisation"
     )
     assert "Reminder: 3 server tokens" in lb.reminder_text(case(), NOW)
     assert "Overdue" in lb.reminder_text(case(), NOW + 6 * lb_day())
+
+
+def test_checklist_items_say_when_the_leaver_downloaded_and_reminders_name_what_is_left() -> None:
+    issued = NOW - 300 * lb_day()
+    expired = replace(case(done=1), items=tuple(
+        replace(item, issued_at=issued, expires_at=NOW - lb_day()) for item in case(done=1).items
+    ))
+    rendered = json.dumps(lb.checklist_blocks(expired, NOW), ensure_ascii=False)
+    assert f"*Server 1* — downloaded <!date^{int(issued.timestamp())}^" in rendered
+    assert "token *expired* <!date^" in rendered and "token expires" not in rendered
+    reminder = lb.reminder_text(case(done=1), NOW)
+    assert "still need renewing: *Server 1* and *Server 2* (checklist opened" in reminder
+    assert "*Server 0*" not in reminder, "only the servers left"
+    link = "https://school.slack.com/archives/C0ALERTS/p10"
+    overdue = lb.reminder_text(case(done=1), NOW + 6 * lb_day(), link)
+    assert overdue.startswith(":warning: *Overdue:*") and f"<{link}|Open the checklist>" in overdue
 
 
 def test_renew_confirmation_says_when_the_token_expires_and_if_it_is_needed() -> None:

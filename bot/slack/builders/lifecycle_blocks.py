@@ -23,7 +23,7 @@ from bot.slack.builders.blocks import (
 )
 from bot.slack.builders.home_blocks import person_name, resend_button
 from core.people.alerts import DueAlert, StaleAlert
-from core.people.rotation import CaseView
+from core.people.rotation import CaseView, ItemView
 
 RENEW = "renew_token"
 WAITING = "replaced, waiting for the MDM server to use the new token"
@@ -152,14 +152,18 @@ def checklist_headline(case: CaseView) -> str:
     return f"{who} {REASON_TEXT.get(case.reason, case.reason)}"
 
 
+WHY_SHORT = {"departure": "left", "password_change": "changed their password"}
+
+
 def checklist_text(case: CaseView) -> str:
-    """The notification text of a checklist, escaped like the blocks."""
+    """The notification text of a checklist (why, then what to do), escaped like the blocks."""
     who = case.person_name or "someone"
     if case.status == "done":
         return esc(f"Every server token downloaded by {who} has been renewed")
     if case.status == "cancelled":
         return esc(f"Renewal of {who}'s server tokens cancelled")
-    return esc(f"{plural(len(case.left), 'server token')} downloaded by {who} must be renewed")
+    why = WHY_SHORT.get(case.reason, case.reason)
+    return esc(f"{who} {why} — renew {plural(len(case.left), 'server token')}")
 
 
 def checklist_blocks(case: CaseView, now: datetime) -> list[Block]:
@@ -167,9 +171,8 @@ def checklist_blocks(case: CaseView, now: datetime) -> list[Block]:
     blocks: list[Block] = [
         {"type": "header", "text": plain(checklist_headline(case), 150)},
         section(
-            f"{person_name(case)} {REASON_TEXT.get(case.reason, case.reason)}. Apple requires "
-            "every server token they downloaded to be renewed. Each keeps working until it is "
-            "renewed here, so enrolment is not interrupted."
+            "Apple requires every server token they downloaded to be renewed. Each keeps working "
+            "until it is renewed here, so enrolment is not interrupted."
         ),
     ]
     room = MAX_MESSAGE_BLOCKS - len(blocks) - 2
@@ -185,10 +188,10 @@ def checklist_blocks(case: CaseView, now: datetime) -> list[Block]:
                 )
             )
             continue
-        line = (
-            f":arrows_counterclockwise: *{esc(item.server_name)}* — token expires "
-            f"{local_date(item.expires_at)}"
-        )
+        got = f"downloaded {local_date(item.issued_at)}" if item.issued_at else "downloaded"
+        if item.expires_at <= now:
+            got += f"; token *expired* {local_date(item.expires_at)}"
+        line = f":arrows_counterclockwise: *{esc(item.server_name)}* — {got}"
         if item.replaced:
             line = f":hourglass_flowing_sand: *{esc(item.server_name)}* — {WAITING}"
             blocks.append(section(line))
@@ -222,12 +225,21 @@ def _footer(case: CaseView, now: datetime) -> str:
     )
 
 
-def reminder_text(case: CaseView, now: datetime) -> str:
-    """The daily reminder in the checklist's thread (no buttons: the checklist has them)."""
+def server_names(items: tuple[ItemView, ...], shown: int = 10) -> str:
+    """`*A*, *B* and *C*` (at most `shown` names, then how many more)."""
+    names = [f"*{esc(item.server_name)}*" for item in items[:shown]]
+    if len(items) > shown:
+        names.append(f"{len(items) - shown} more")
+    return names[0] if len(names) == 1 else f"{', '.join(names[:-1])} and {names[-1]}"
+
+
+def reminder_text(case: CaseView, now: datetime, link: str | None = None) -> str:
+    """The daily reminder in the checklist's thread, naming the servers left (no buttons)."""
     left = plural(len(case.left), "server token")
     lead = ":warning: *Overdue:* " if case.overdue(now) else "Reminder: "
+    where = f"<{link}|Open the checklist>" if link else "Use the buttons in the checklist above."
     return (
         f"{lead}{left} downloaded by {person_name(case)} still "
-        f"need{'s' if len(case.left) == 1 else ''} renewing (checklist opened "
-        f"{local_date(case.opened_at)}). Use the buttons in the checklist above."
+        f"need{'s' if len(case.left) == 1 else ''} renewing: {server_names(case.left)} "
+        f"(checklist opened {local_date(case.opened_at)}). {where}"
     )
