@@ -138,6 +138,7 @@ class BotServices:
             issued.expires_at,
             issued.warnings,
             replaces_active=issued.replaces_active,
+            certificate_not_after=issued.certificate_not_after,
         )
         try:
             channel = self.gateway.open_dm(user_id)

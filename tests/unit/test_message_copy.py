@@ -178,3 +178,11 @@ def test_add_server_modal_names_every_extension_and_explains_releasing() -> None
     text = json.dumps(modals.add_server_modal())
     assert ".pem, .der, .cer or .crt" in text
     assert "Releasing removes a device from Apple School Manager" in text
+
+
+def test_certificate_warning_in_the_token_dm_uses_a_local_date() -> None:
+    ends = NOW + 20 * lb_day()
+    warning = f"This certificate expires on {ends:%Y-%m-%d}, within 30 days; get a new one."
+    comment = blocks.token_comment("Jamf Pro", EXPIRES, (warning,), certificate_not_after=ends)
+    assert f":warning: This certificate expires on <!date^{int(ends.timestamp())}^" in comment
+    assert f"{ends:%Y-%m-%d}" not in comment

@@ -239,6 +239,7 @@ def token_comment(
     warnings: tuple[str, ...] = (),
     *,
     replaces_active: bool = False,
+    certificate_not_after: datetime | None = None,
 ) -> str:
     """The message that goes with a token file in the requester's DM (sent before activation)."""
     upload = "Upload this file to the MDM server (where it asks for the Apple server token)"
@@ -256,5 +257,9 @@ def token_comment(
         "Keep the file private: with the server's private key it lets anyone act as this MDM "
         "server.",
     ]
-    lines += [f":warning: {esc(w)}" for w in warnings]
+    raw = f"{certificate_not_after:%Y-%m-%d}" if certificate_not_after else None
+    lines += [
+        f":warning: {esc(w).replace(raw, local_date(certificate_not_after)) if raw else esc(w)}"
+        for w in warnings
+    ]
     return "\n".join(lines)
