@@ -73,7 +73,7 @@ def record_use(
     token.installed_at, token.installed_from = now, client[:64]
     token.installed_user_agent = user_agent[:256]
     session.add(token)
-    reopen_replaced(session, token.server_id)
+    reopen_replaced(session, token, (REPLACED, NOT_INSTALLED))
     server = session.get(Server, token.server_id)
     audit.record(
         session,

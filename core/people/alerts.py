@@ -320,10 +320,20 @@ def stale_alerts(session: Session, limit: int = 200) -> list[StaleAlert]:
     return [StaleAlert(int(i or 0), str(ch), str(ts), *rest) for i, ch, ts, *rest in rows]
 
 
-def reopen_replaced(session: Session, server_id: int) -> None:
-    """The server's new token is in use: edit its replaced alerts once more (they say so)."""
+def reopen_replaced(session: Session, token: Token, warnings: Sequence[str] = ()) -> None:
+    """`token` is in use: edit its server's replaced alerts once more (they say so), and the
+    posted warnings of kinds `warnings` about it or the tokens it replaced."""
     old = select(Token.id).where(
-        Token.server_id == server_id, Token.status == TokenStatus.SUPERSEDED
+        Token.server_id == token.server_id, Token.status == TokenStatus.SUPERSEDED
+    )
+    session.execute(
+        sa.update(AlertDelivery)
+        .where(
+            sa.or_(col(AlertDelivery.token_id).in_(old), col(AlertDelivery.token_id) == token.id),
+            col(AlertDelivery.kind).in_(warnings),
+            col(AlertDelivery.stale_at).is_(None),
+        )
+        .values(stale_at=token.issued_at, stale_by=token.downloaded_by)
     )
     session.execute(
         sa.update(AlertDelivery)

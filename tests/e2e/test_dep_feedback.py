@@ -122,10 +122,15 @@ def test_replaced_token_warns_once_and_reminder_after_a_day(bot: Bot, fake: Fake
     )
     sweeper.sweep(start + timedelta(hours=49))
     assert len(_posts(fake, "not yet uploaded")) == 2, "again the next day"
+    posted = len(fake.messages_in("C0ALERTS"))
     mdm_server_installs(bot.ctx, bot.svc, fake.uploads[-1], certs.self_signed_rsa().key_pem)
+    bot.wait_idle(lambda: len(_posts(fake, "Renewed and in use: Jamf Pro")) == 3)
+    assert not _posts(fake, "not yet uploaded") and not _posts(fake, warning), "all settled"
+    for settled in _posts(fake, "Renewed and in use"):
+        text = json.dumps(settled["blocks"], ensure_ascii=False)
+        assert ":white_check_mark: In use since <!date^" in text and "Send me" not in text
     sweeper.sweep(start + timedelta(hours=73))
-    assert len(_posts(fake, "not yet uploaded")) == 2, "installed: no more reminders"
-    assert len(_posts(fake, warning)) == 1
+    assert len(fake.messages_in("C0ALERTS")) == posted, "installed: no more reminders"
 
 
 def test_a_dep_port_in_use_stops_start_up_with_one_line(fake: FakeSlack, tmp_path: Path) -> None:
