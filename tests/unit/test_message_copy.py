@@ -186,3 +186,26 @@ def test_certificate_warning_in_the_token_dm_uses_a_local_date() -> None:
     comment = blocks.token_comment("Jamf Pro", EXPIRES, (warning,), certificate_not_after=ends)
     assert f":warning: This certificate expires on <!date^{int(ends.timestamp())}^" in comment
     assert f"{ends:%Y-%m-%d}" not in comment
+
+
+def test_home_offers_the_file_again_only_to_whoever_holds_it() -> None:
+    from bot.slack.builders import home_blocks
+    from core.roles import Role
+
+    replaced = replace(server(1, "Jamf Pro"), downloaded_by="U0ALEX", replaced_at=NOW)
+    healthy = replace(server(2, "Mosyle"), token_expires_at=NOW + 200 * lb_day())
+    healthy = replace(healthy, token_installed_at=NOW)
+
+    def buttons(viewer: str) -> list[list[str]]:
+        view = home_blocks.home_view([healthy, replaced], NOW, Role.SITE_MANAGER, viewer=viewer)
+        return [
+            [e["text"]["text"] for e in b["elements"] if e["type"] == "button"]
+            for b in view["blocks"]
+            if b.get("block_id", "").startswith("server:")
+        ]
+
+    assert buttons("U0ALEX") == [["Send me the file again"], ["Renew token"]], "replaced first"
+    assert buttons("U0SAM") == [[], ["Renew token"]], "nothing to press but the ⋯ menu"
+    text = home_blocks.server_home_text(replaced, NOW)
+    assert "*Still using the old token — upload the new file (in <@U0ALEX>'s DMs)*" in text
+    assert text.startswith("🔴 *Jamf Pro*")
