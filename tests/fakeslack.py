@@ -77,6 +77,10 @@ def _block_problems(blocks: list[Any], where: str) -> list[str]:
                 check(_text_of(f), 2000, f"{p}/fields/{j}/text")
         if b["type"] == "header":
             check(_text_of(b.get("text")), 150, f"{p}/text/text")
+        if b["type"] == "context":  # Slack: a context's text element holds at most 2,000
+            for j, el in enumerate(b.get("elements") or []):
+                if isinstance(el, dict) and el.get("type") in ("mrkdwn", "plain_text"):
+                    check(_text_of(el), 2000, f"{p}/elements/{j}/text")
         elements = list(b.get("elements") or []) if b["type"] == "actions" else []
         if isinstance(b.get("accessory"), dict):
             elements.append(b["accessory"])
@@ -486,6 +490,14 @@ class FakeSlack:
         m["reply_broadcast"] = bool(params.get("thread_ts")) and str(
             params.get("reply_broadcast", "")).lower() in ("true", "1")
         return {"channel": channel, "ts": m["ts"], "message": self._api_message(m)}
+
+    def _m_chat_getPermalink(self, params: JsonDict) -> JsonDict:
+        """chat.getPermalink for a posted message (message_not_found otherwise)."""
+        channel, ts = str(params.get("channel", "")), str(params.get("message_ts", ""))
+        if not any(m["channel"] == channel and m["ts"] == ts for m in self.messages):
+            raise SlackError("message_not_found")
+        link = f"https://fake.slack.test/archives/{channel}/p{ts.replace('.', '')}"
+        return {"channel": channel, "permalink": link}
 
     def _m_conversations_info(self, params: JsonDict) -> JsonDict:
         """conversations.info for a registered channel, with the bot's is_member."""

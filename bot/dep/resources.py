@@ -82,7 +82,7 @@ class SessionResource:
             )
         if outcome.alert is not None:
             self.on_replaced(outcome.alert)
-        if outcome.ticked_cases:
+        if outcome.ticked_cases or outcome.installed:
             self.on_cases(outcome.ticked_cases)
         if outcome.error is not None:
             raise outcome.error

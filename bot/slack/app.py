@@ -12,7 +12,7 @@ from slack_bolt.logger.messages import warning_client_prioritized_and_token_skip
 
 from bot.context import AppContext
 from bot.http import VERIFIED
-from bot.slack import devices, lifecycle
+from bot.slack import dep_alerts, devices, lifecycle
 from bot.slack.gateway import SlackGateway, SlackUnavailable, make_client
 from bot.slack.listeners import actions, commands, events, views
 from bot.slack.services import BotServices, new_reference
@@ -107,6 +107,7 @@ def build_app(
         actions.register,
         events.register,
         lifecycle.register,
+        dep_alerts.register,
         devices.register,
         *(extra or []),
     ):

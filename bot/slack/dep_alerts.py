@@ -4,15 +4,32 @@ from __future__ import annotations
 
 import logging
 from datetime import datetime
+from typing import Any
+
+from slack_bolt import Ack, App, Respond
 
 from bot import metrics
-from bot.slack.builders.blocks import Block, context, local_time, mention, plain, plural, section
+from bot.slack.builders.blocks import (
+    Block,
+    context,
+    file_holder,
+    local_date,
+    local_time,
+    mention,
+    plain,
+    plural,
+    section,
+)
 from bot.slack.builders.blocks import esc as _esc
+from bot.slack.builders.home_blocks import RESEND, resend_button
 from bot.slack.gateway import SlackUnavailable
-from bot.slack.lifecycle import alert_channel, refresh_case
+from bot.slack.lifecycle import alert_channel, edit_stale, refresh_case
 from bot.slack.services import BotServices
 from core.dep.feedback import InstallReminder, ReplacedTokenAlert
+from core.errors import MdmbotError
 from core.people import alerts
+from core.roles import Actor
+from core.tokens.resend import token_file_again
 
 log = logging.getLogger("mdmbot.dep_alerts")
 
@@ -35,30 +52,43 @@ def post_claimed(
 
 
 def replaced_text(alert: ReplacedTokenAlert) -> str:
-    """The notification text of a replaced-token report."""
-    return f"{alert.server_name} is still using a replaced server token"
+    """The notification text of a replaced-token report: the action first."""
+    return _esc(
+        f"Upload the new token to {alert.server_name}: it is still using the replaced one and "
+        "cannot enrol or sync devices"
+    )
+
+
+def _resend(token_id: int | None, holder: str | None) -> list[Block]:
+    """A "Send me the file again" button when a Slack user holds the file."""
+    if token_id is None or not file_holder(holder).endswith("DMs"):
+        return []
+    return [{"type": "actions", "block_id": "resend", "elements": [resend_button(token_id)]}]
 
 
 def replaced_blocks(alert: ReplacedTokenAlert) -> list[Block]:
-    """Which server, since when, how many attempts, from where, and what to do."""
-    why = f" ({_esc(alert.reason)})" if alert.reason else ""
+    """What to do and who holds the file, then why: the old token is refused."""
+    name = _esc(alert.server_name)
+    if alert.new_token_id is None:
+        todo = f"*Give {name} a new token:* press Get token on the mdmbot Home tab."
+    else:
+        todo = f"*Upload the new token file to {name}* ({file_holder(alert.new_downloaded_by)})."
     return [
-        {"type": "header", "text": plain(replaced_text(alert), 150)},
+        {"type": "header", "text": plain(f"{alert.server_name}: upload the new token", 150)},
         section(
-            f":no_entry: *MDM server:* {_esc(alert.server_name)}\n"
-            f"Its token was replaced {local_time(alert.replaced_at)}{why}, but the MDM server "
-            f"still presents the old one: *{plural(alert.attempts, 'attempt')}*, the last from "
-            f"`{_esc(alert.last_from or '?')}`, {local_time(alert.last_at)}. mdmbot refuses it, so "
-            "this server cannot enrol or sync devices.\n"
-            "*Upload the new token file to the MDM server.*"
+            f":no_entry: {todo}\nIts MDM server is still using the token that was replaced "
+            f"{local_time(alert.replaced_at)}. mdmbot refuses that token, so the server cannot "
+            f"enrol or sync devices: *{plural(alert.attempts, 'refused attempt')}*, the last "
+            f"{local_time(alert.last_at)}."
         ),
-        context("Reported once, then at most once a day while the old token is still presented."),
+        *_resend(alert.new_token_id, alert.new_downloaded_by),
+        context("Reported once, then at most once a day while the old token is still used."),
     ]
 
 
 def reminder_text(reminder: InstallReminder) -> str:
     """The notification text of a not-installed reminder."""
-    return f"The new server token for {reminder.server_name} is not installed yet"
+    return f"The new token for {reminder.server_name} is not yet uploaded to its MDM server"
 
 
 def reminder_blocks(reminder: InstallReminder) -> list[Block]:
@@ -67,12 +97,12 @@ def reminder_blocks(reminder: InstallReminder) -> list[Block]:
     return [
         {"type": "header", "text": plain(reminder_text(reminder), 150)},
         section(
-            f":hourglass_flowing_sand: *MDM server:* {_esc(reminder.server_name)}\n"
-            f"{mention(reminder.downloaded_by)} downloaded a new token "
-            f"{local_time(reminder.issued_at)}, but the MDM server has not used it; it was using "
-            f"the old token{seen}.\n"
-            "*Upload the new token file to the MDM server.*"
+            f":hourglass_flowing_sand: *Upload the new token file to "
+            f"{_esc(reminder.server_name)}* ({file_holder(reminder.downloaded_by)}).\n"
+            f"{mention(reminder.downloaded_by)} downloaded it {local_time(reminder.issued_at)}, "
+            f"but the MDM server has not used it; it was using the old token{seen}."
         ),
+        *_resend(reminder.token_id, reminder.downloaded_by),
     ]
 
 
@@ -89,9 +119,44 @@ def post_replaced(svc: BotServices, alert: ReplacedTokenAlert) -> None:
 
 
 def refresh_cases(svc: BotServices, case_ids: tuple[int, ...]) -> None:
-    """Update checklists whose items a first use just ticked."""
+    """A token's first use: update the checklists it ticked and the alerts it settled."""
     for case_id in case_ids:
         try:
             refresh_case(svc, case_id)
         except SlackUnavailable as exc:
             log.warning("could not update checklist %s: %s", case_id, exc.error)
+    edit_stale(svc)
+
+
+def send_again(svc: BotServices, user_id: str, token_id: int) -> str:
+    """DM the token file again to whoever downloaded it; what to tell the presser."""
+    with svc.ctx.unit_of_work() as session:
+        again = token_file_again(session, svc.ctx.vault, Actor(user_id), token_id, svc.ctx.now())
+    comment = (
+        f"Here is the server token for *{_esc(again.server_name)}* again (the same token, "
+        f"expiring {local_date(again.expires_at)}). Upload it to the MDM server where it asks "
+        "for the Apple server token. Keep the file private."
+    )
+    try:
+        svc.gateway.send_file(svc.gateway.open_dm(user_id), again.filename, again.content, comment)
+    except SlackUnavailable as exc:
+        log.warning("could not send token %s again: %s", token_id, exc.error)
+        return "Slack didn't deliver the file; try again in a minute."
+    return f"The token file for *{_esc(again.server_name)}* is in your DMs again."
+
+
+def register(app: App, svc: BotServices) -> None:
+    """Register "Send me the file again" (alerts, warnings, reminders and the App Home)."""
+
+    @app.action(RESEND)
+    def on_resend(ack: Ack, body: dict[str, Any], respond: Respond) -> None:
+        ack()
+        user = str(body["user"]["id"])
+        try:
+            text = send_again(svc, user, int(body["actions"][0].get("value") or 0))
+        except MdmbotError as exc:
+            text = f":no_entry: {exc.message}"
+        if body.get("response_url"):
+            respond(text=text, response_type="ephemeral", replace_original=False)
+        else:
+            svc.try_dm(user, text)

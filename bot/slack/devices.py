@@ -17,6 +17,7 @@ from core.devices import inventory as devices
 from core.errors import InvalidInput, MdmbotError, PermissionDenied
 from core.roles import Actor, Permission
 from core.tokens import servers
+from core.tokens.names import safe_filename
 
 log = logging.getLogger("mdmbot.bot")
 
@@ -94,6 +95,24 @@ def register(app: App, svc: BotServices) -> None:
 
     def done(ack: Ack, title: str, text: str) -> None:
         ack(response_action="update", view=modals.message_modal(title, text))
+
+    @app.action(ui.DEVICES_CSV)
+    def on_csv(ack: Ack, body: dict[str, Any]) -> None:
+        ack()
+        user = str(body["user"]["id"])
+        try:
+            svc.authorize(user, Permission.VIEW)
+            with svc.ctx.unit_of_work(readonly=True) as session:
+                name = servers.find_server(session, body["actions"][0].get("value") or "").name
+                listed = devices.list_devices(session, server_name=name)
+            svc.gateway.send_file(
+                svc.gateway.open_dm(user),
+                f"{safe_filename(name)}_devices.csv",
+                ui.devices_csv(listed),
+                f"The {len(listed)} devices of *{blocks.esc(name)}*, by serial number.",
+            )
+        except MdmbotError as exc:
+            svc.try_dm(user, f":no_entry: {exc.message}")
 
     @app.view(ui.ASSIGN_DEVICES)
     def on_assign(ack: Ack, body: dict[str, Any], view: dict[str, Any]) -> None:

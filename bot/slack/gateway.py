@@ -162,6 +162,13 @@ class SlackGateway:
         )
         return Posted(str(response["channel"]), str(response["ts"]))
 
+    def permalink(self, channel: str, ts: str) -> str:
+        """A link to a message (shown in the channel, it opens the message)."""
+        response = self._call(
+            "link to a message", "chat_getPermalink", channel=channel, message_ts=ts
+        )
+        return str(response["permalink"])
+
     def dm(self, user_id: str, text: str, blocks: list[dict[str, Any]] | None = None) -> Posted:
         """Send a direct message."""
         return self.post(self.open_dm(user_id), text, blocks)

@@ -139,8 +139,9 @@ def register(app: App, svc: BotServices) -> None:
                     session,
                     user_id,
                     now,
-                    name=user.get("real_name") or user.get("name"),
+                    name=user.get("name"),
                     email=profile.get("email"),
+                    real_name=user.get("real_name") or profile.get("real_name"),
                 )
             if case is not None and case.ts is None:
                 post_case(svc, case)
@@ -189,17 +190,25 @@ def remind(svc: BotServices, case: CaseView, now: datetime, every: timedelta) ->
     with svc.ctx.unit_of_work() as session:
         if not rotation.claim_post(session, case.id, now, every):
             return False
-    text = lb.reminder_text(case, now)
+    overdue = case.overdue(now)
     try:
-        svc.gateway.post(
-            case.channel, text, [section(text)], thread_ts=case.ts, broadcast=case.overdue(now)
-        )
+        text = lb.reminder_text(case, now, _link(svc, case.channel, case.ts) if overdue else None)
+        svc.gateway.post(case.channel, text, [section(text)], thread_ts=case.ts, broadcast=overdue)
     except BaseException:
         with svc.ctx.unit_of_work() as session:
             rotation.release_post(session, case.id)
         raise
     metrics.alerts_sent.labels("checklist").inc()
     return True
+
+
+def _link(svc: BotServices, channel: str, ts: str) -> str | None:
+    """A link to the checklist for a post shown in the channel (none if Slack won't give it)."""
+    try:
+        return svc.gateway.permalink(channel, ts)
+    except SlackUnavailable as exc:
+        log.info("no link to checklist %s:%s (%s)", channel, ts, exc.error)
+        return None
 
 
 def try_post_case(svc: BotServices, case: CaseView, now: datetime, every: timedelta) -> bool:

@@ -11,7 +11,7 @@ from typing import Any
 
 from bot import metrics
 from bot.context import AppContext
-from bot.slack.builders import blocks
+from bot.slack.builders import blocks, home_blocks
 from bot.slack.gateway import SlackGateway, SlackUnavailable
 from core.devices import inventory as devices
 from core.errors import MdmbotError
@@ -41,6 +41,7 @@ class Delivery:
     reference: str | None = None
     activation: Activation | None = None
     issued: IssuedToken | None = None
+    tokenless: int | None = None  # the server left without any token (offer "Get token")
 
 
 class BotServices:
@@ -64,10 +65,10 @@ class BotServices:
             except Exception:
                 log.exception("could not update the message after a new token (%s)", key)
 
-    def try_dm(self, user_id: str, text: str) -> None:
-        """Send a DM if Slack lets us (used to report failures)."""
+    def try_dm(self, user_id: str, text: str, extra: list[blocks.Block] | None = None) -> None:
+        """Send a DM if Slack lets us (used to report failures), with any buttons in `extra`."""
         try:
-            self.gateway.dm(user_id, text, [blocks.section(text)])
+            self.gateway.dm(user_id, text, [blocks.section(text), *(extra or [])])
         except SlackUnavailable:
             log.info("could not DM %s", user_id)
 
@@ -113,7 +114,7 @@ class BotServices:
                 session,
                 user_id,
                 self.ctx.now(),
-                name=name or info.get("real_name") or info.get("name"),
+                name=info.get("real_name") or name or info.get("name"),
                 email=profile.get("email"),
             )
         if info:
@@ -137,6 +138,7 @@ class BotServices:
             issued.expires_at,
             issued.warnings,
             replaces_active=issued.replaces_active,
+            certificate_not_after=issued.certificate_not_after,
         )
         try:
             channel = self.gateway.open_dm(user_id)
@@ -189,11 +191,19 @@ class BotServices:
             issuance.discard_token(
                 session, actor, issued.token_id, self.ctx.now(), f"delivery failed ({exc.error})"
             )
+        name = blocks.esc(issued.server_name)
+        if not issued.replaces_active:
+            return Delivery(
+                False,
+                f"Slack didn't deliver the token file, so *{name}* is linked but has no token "
+                "yet. Press *Get token* to try again in a minute.",
+                reference,
+                tokenless=issued.server_id,
+            )
         return Delivery(
             False,
-            f"Slack didn't deliver the token file for "
-            f"*{blocks.esc(issued.server_name)}*, so no new token was issued and "
-            "the previous token (if any) stays valid. Try again in a minute.",
+            f"Slack didn't deliver the token file for *{name}*, so no new token was issued and "
+            "the previous token stays valid. Try again in a minute.",
             reference,
         )
 
@@ -208,8 +218,14 @@ class BotServices:
         try:
             self.gateway.publish_home(
                 user_id,
-                blocks.home_view(
-                    views, self.ctx.now(), role, cases=cases, admins=admins, device_counts=counts
+                home_blocks.home_view(
+                    views,
+                    self.ctx.now(),
+                    role,
+                    viewer=user_id,
+                    cases=cases,
+                    admins=admins,
+                    device_counts=counts,
                 ),
             )
         except SlackUnavailable:

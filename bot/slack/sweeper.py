@@ -164,8 +164,9 @@ class Sweeper:
                     session,
                     user_id,
                     now,
-                    name=info.get("real_name") or info.get("name"),
+                    name=info.get("name"),
                     email=profile.get("email"),
+                    real_name=info.get("real_name") or profile.get("real_name"),
                 )
 
 

@@ -78,6 +78,7 @@ class SessionOutcome:
     error: DepError | None = None
     alert: ReplacedTokenAlert | None = None
     ticked_cases: tuple[int, ...] = ()
+    installed: bool = False  # this session is the token's first use
 
 
 def parse_oauth(
@@ -192,8 +193,9 @@ def open_session(
             expires_at=now + SESSION_IDLE + TOUCH_EVERY,
         )
     )
+    first = token.installed_at is None
     ticked = dep_feedback.record_use(session, token, now, client, user_agent)
-    return SessionOutcome(session_key=key, ticked_cases=ticked)
+    return SessionOutcome(session_key=key, ticked_cases=ticked, installed=first)
 
 
 _BY_KEY = sa.select(col(Token.id), col(Token.status), col(Token.secrets)).where(

@@ -17,7 +17,7 @@ from sqlmodel import Session, col, func, select
 
 from core import audit
 from core.models import AlertDelivery, RotationItem, Server, Token, TokenStatus
-from core.people.alerts import insert_claim
+from core.people.alerts import insert_claim, reopen_replaced
 from core.people.rotation import tick_rotations
 from core.roles import Actor
 
@@ -41,6 +41,8 @@ class ReplacedTokenAlert:
     attempts: int
     last_from: str | None
     last_at: datetime
+    new_token_id: int | None = None
+    new_downloaded_by: str | None = None
 
 
 @dataclass(frozen=True)
@@ -71,6 +73,7 @@ def record_use(
     token.installed_at, token.installed_from = now, client[:64]
     token.installed_user_agent = user_agent[:256]
     session.add(token)
+    reopen_replaced(session, token, (REPLACED, NOT_INSTALLED))
     server = session.get(Server, token.server_id)
     audit.record(
         session,
@@ -122,6 +125,11 @@ def record_rejected(
         return None
     attempts = session.exec(select(Token.rejected_attempts).where(Token.id == token.id)).one()
     server = session.get(Server, token.server_id)
+    new = session.exec(
+        select(Token.id, Token.downloaded_by).where(
+            Token.server_id == token.server_id, Token.status == TokenStatus.ACTIVE
+        )
+    ).first()
     return ReplacedTokenAlert(
         delivery_id,
         token.id,
@@ -131,6 +139,7 @@ def record_rejected(
         attempts,
         client[:64],
         now,
+        *(new or (None, None)),
     )
 
 

@@ -266,6 +266,9 @@ class StaleAlert:
     by: str | None
     at: datetime
     new_expires_at: datetime | None
+    new_token_id: int | None = None
+    new_downloaded_by: str | None = None
+    new_installed_at: datetime | None = None
 
 
 def mark_replaced(session: Session, token_ids: Sequence[int], by: str, now: datetime) -> None:
@@ -293,6 +296,9 @@ def stale_alerts(session: Session, limit: int = 200) -> list[StaleAlert]:
         AlertDelivery.stale_by,
         AlertDelivery.stale_at,
         new.expires_at,
+        new.id,
+        new.downloaded_by,
+        new.installed_at,
     ]
     rows = session.execute(
         sa.select(*columns)
@@ -311,10 +317,33 @@ def stale_alerts(session: Session, limit: int = 200) -> list[StaleAlert]:
         .order_by(col(AlertDelivery.stale_at), col(AlertDelivery.id))
         .limit(limit)
     ).all()
-    return [
-        StaleAlert(int(i or 0), str(ch), str(ts), name, exp, why, by, at, new_exp)
-        for i, ch, ts, name, exp, why, by, at, new_exp in rows
-    ]
+    return [StaleAlert(int(i or 0), str(ch), str(ts), *rest) for i, ch, ts, *rest in rows]
+
+
+def reopen_replaced(session: Session, token: Token, warnings: Sequence[str] = ()) -> None:
+    """`token` is in use: edit its server's replaced alerts once more (they say so), and the
+    posted warnings of kinds `warnings` about it or the tokens it replaced."""
+    old = select(Token.id).where(
+        Token.server_id == token.server_id, Token.status == TokenStatus.SUPERSEDED
+    )
+    session.execute(
+        sa.update(AlertDelivery)
+        .where(
+            sa.or_(col(AlertDelivery.token_id).in_(old), col(AlertDelivery.token_id) == token.id),
+            col(AlertDelivery.kind).in_(warnings),
+            col(AlertDelivery.stale_at).is_(None),
+        )
+        .values(stale_at=token.issued_at, stale_by=token.downloaded_by)
+    )
+    session.execute(
+        sa.update(AlertDelivery)
+        .where(
+            col(AlertDelivery.token_id).in_(old),
+            col(AlertDelivery.stale_at).is_not(None),
+            col(AlertDelivery.edited_at).is_not(None),
+        )
+        .values(edited_at=None)
+    )
 
 
 def mark_edited(session: Session, delivery_id: int, now: datetime) -> None:

@@ -42,6 +42,7 @@ class ItemView:
     done_by: str | None
     done_at: datetime | None
     replaced: bool
+    issued_at: datetime | None = None  # when the person downloaded the token
 
 
 @dataclass(frozen=True)
@@ -150,9 +151,11 @@ def record_departure(
     *,
     name: str | None = None,
     email: str | None = None,
+    real_name: str | None = None,
 ) -> CaseView | None:
-    """A Slack-reported departure: keep name/email, mark deactivated, open the case as SYSTEM."""
-    person = ensure_person(session, person_id, now, name=name, email=email)
+    """A departure Slack reported: the real name over a handle, deactivated, a case as SYSTEM."""
+    person = ensure_person(session, person_id, now, name=real_name or name, email=email)
+    person.name = real_name or person.name
     if person.deactivated_at is None:
         person.deactivated_at = now
         session.add(person)
@@ -287,6 +290,7 @@ def get_case(session: Session, case_id: int) -> CaseView:
                 item.done_by,
                 item.done_at,
                 token.status != TokenStatus.ACTIVE,
+                token.issued_at,
             )
             for item, token, server in items
         ),

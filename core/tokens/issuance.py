@@ -36,6 +36,7 @@ class IssuedToken:
     warnings: tuple[str, ...] = ()
     replaces_active: bool = False
     replaces_id: int | None = None
+    certificate_not_after: datetime | None = None  # the date the warnings speak of
 
     def __repr__(self) -> str:
         return f"IssuedToken(token_id={self.token_id}, server_name={self.server_name!r})"
@@ -134,6 +135,7 @@ def prepare_token(
         warnings=loaded.warnings if loaded is not None else (),
         replaces_active=active is not None,
         replaces_id=active,
+        certificate_not_after=loaded.not_after if loaded is not None else None,
     )
 
 

@@ -48,6 +48,7 @@ class ServerView:
     downloaded_by: str | None
     token_installed_at: datetime | None = None
     token_last_used_at: datetime | None = None
+    replaced_at: datetime | None = None  # when this server's latest replaced token was replaced
 
     def state(self, now: datetime) -> str:
         """`no token`, `expired`, `expiring` (within 30 days) or `ok`."""
@@ -232,6 +233,17 @@ def _key_or_none(name: str) -> str | None:
         return None
 
 
+def _replaced_at() -> Any:
+    """The latest moment a token of the listed server was replaced (NULL if none was)."""
+    old = sa.orm.aliased(Token)
+    return (
+        sa.select(sa.func.max(old.superseded_at))
+        .where(col(old.server_id) == col(Server.id), col(old.status) == "superseded")
+        .correlate(Server)
+        .scalar_subquery()
+    )
+
+
 @cache
 def _listing() -> sa.Select[Any]:
     columns: list[Any] = [
@@ -248,6 +260,7 @@ def _listing() -> sa.Select[Any]:
         Token.downloaded_by,
         Token.installed_at,
         Token.last_used_at,
+        _replaced_at(),
     ]
     return (
         sa.select(*columns)

@@ -52,21 +52,23 @@ def _posts(fake: FakeSlack, words: str) -> list[dict[str, Any]]:
 def test_installed_and_last_seen_show_everywhere(bot: Bot, fake: FakeSlack, tmp_path: Path) -> None:
     upload = add_server(bot, fake)
     shown = bot.command(ADMIN, "show Jamf Pro").json()
-    assert "not installed yet" in json.dumps(shown)
+    assert f"token not yet uploaded to the MDM server (in <@{ADMIN}>'s DMs)" in json.dumps(shown)
     assert json.loads(_cli(bot, tmp_path, "token", "list", "--json"))[0]["installed_at"] is None
 
     mdm_server_installs(bot.ctx, bot.svc, upload)
     shown = json.dumps(bot.command(ADMIN, "show Jamf Pro").json())
-    assert "installed" in shown and "not installed" not in shown and "last seen" in shown
+    assert "in use since <!date^" in shown and "not yet uploaded" not in shown
+    assert "last seen" in shown
     [token] = json.loads(_cli(bot, tmp_path, "token", "list", "--json"))
     assert token["installed_at"] and token["last_used_at"]
     assert token["installed_user_agent"] == "nanodep-g-o-dep/0"
     assert token["installed_from"] == "127.0.0.1"
     show = _cli(bot, tmp_path, "server", "show", "Jamf Pro")
     assert "MDM server:" in show and "installed 20" in show and "Last seen:" in show
+    published = len(fake.calls_to("views.publish"))
     bot.event({"type": "app_home_opened", "user": ADMIN, "tab": "home"}, event_id="EvHome")
-    bot.wait_idle(lambda: ADMIN in fake.published_home)
-    assert "installed" in json.dumps(fake.published_home[ADMIN])
+    bot.wait_idle(lambda: len(fake.calls_to("views.publish")) > published)
+    assert "in use since" in json.dumps(fake.published_home[ADMIN])
 
 
 def test_replaced_token_warns_once_and_reminder_after_a_day(bot: Bot, fake: FakeSlack) -> None:
@@ -94,30 +96,41 @@ def test_replaced_token_warns_once_and_reminder_after_a_day(bot: Bot, fake: Fake
             attempt()
     finally:
         dep.close()
-    warning = "still using a replaced server token"
+    warning = "is still using the replaced one"
     bot.wait_idle(lambda: len(_posts(fake, warning)) == 1)
-    blocks = json.dumps(_posts(fake, warning)[0]["blocks"])
-    assert "*2 attempts*" in blocks, "the next attempt after Slack failed posts it"
+    [posted] = _posts(fake, warning)
+    assert posted["text"].startswith("Upload the new token to Jamf Pro")
+    blocks = json.dumps(posted["blocks"])
+    assert "*2 refused attempts*" in blocks, "the next attempt after Slack failed posts it"
+    lead = posted["blocks"][1]["text"]["text"]
+    assert lead.startswith(f":no_entry: *Upload the new token file to Jamf Pro* (in <@{ADMIN}>'s")
+    assert "127.0.0.1" not in blocks and "(new token)" not in blocks and "presents" not in blocks
+    assert "Send me the file again" in blocks
 
     sweeper, start = Sweeper(bot.svc, post_interval=0), bot.clock()
     assert preview(bot.ctx, start + timedelta(hours=25)) == [
-        "would post to C0ALERTS: The new server token for Jamf Pro is not installed yet"
+        "would post to C0ALERTS: The new token for Jamf Pro is not yet uploaded to its MDM server"
     ]
-    assert not _posts(fake, "not installed yet")
+    assert not _posts(fake, "not yet uploaded")
     sweeper.sweep(start + timedelta(hours=23))
-    assert not _posts(fake, "not installed yet"), "a day's grace"
+    assert not _posts(fake, "not yet uploaded"), "a day's grace"
     sweeper.sweep(start + timedelta(hours=25))
     sweeper.sweep(start + timedelta(hours=26))
-    [reminder] = _posts(fake, "not installed yet")
+    [reminder] = _posts(fake, "not yet uploaded")
     assert "Jamf Pro" in reminder["text"] and "Upload the new token" in json.dumps(
         reminder["blocks"]
     )
     sweeper.sweep(start + timedelta(hours=49))
-    assert len(_posts(fake, "not installed yet")) == 2, "again the next day"
+    assert len(_posts(fake, "not yet uploaded")) == 2, "again the next day"
+    posted = len(fake.messages_in("C0ALERTS"))
     mdm_server_installs(bot.ctx, bot.svc, fake.uploads[-1], certs.self_signed_rsa().key_pem)
+    bot.wait_idle(lambda: len(_posts(fake, "Renewed and in use: Jamf Pro")) == 3)
+    assert not _posts(fake, "not yet uploaded") and not _posts(fake, warning), "all settled"
+    for settled in _posts(fake, "Renewed and in use"):
+        text = json.dumps(settled["blocks"], ensure_ascii=False)
+        assert ":white_check_mark: In use since <!date^" in text and "Send me" not in text
     sweeper.sweep(start + timedelta(hours=73))
-    assert len(_posts(fake, "not installed yet")) == 2, "installed: no more reminders"
-    assert len(_posts(fake, warning)) == 1
+    assert len(fake.messages_in("C0ALERTS")) == posted, "installed: no more reminders"
 
 
 def test_a_dep_port_in_use_stops_start_up_with_one_line(fake: FakeSlack, tmp_path: Path) -> None:

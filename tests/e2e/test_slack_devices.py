@@ -98,7 +98,19 @@ def test_import_assign_list_and_home(bot: Bot, fake: FakeSlack) -> None:
     listing = respond_text(bot, fake, ADMIN, "devices Jamf Pro")
     assert "22 devices (22 iPad)" in listing
     assert serial(1) in listing and serial(20) in listing and serial(21) not in listing
-    assert "First 20 of 22" in listing
+    assert "First 20 of 22" in listing and "mdmbot devices" not in listing
+    uploads = len(fake.uploads)
+    bot.press(STRANGER, ui.DEVICES_CSV, "Jamf Pro")
+    bot.wait_idle(lambda: bool(fake.messages_in(fake.dm_channel_for(STRANGER))))
+    assert len(fake.uploads) == uploads, "no list for someone without a role"
+    bot.press(ADMIN, ui.DEVICES_CSV, "Jamf Pro")
+    bot.wait_idle(lambda: len(fake.uploads) > uploads)
+    sent = fake.uploads[-1]
+    assert sent["filename"] == "Jamf_Pro_devices.csv"
+    assert sent["channel_id"] == fake.dm_channel_for(ADMIN)
+    rows = sent["bytes"].decode().splitlines()
+    assert rows[0].startswith("serial_number,model,") and len(rows) == 23
+    assert rows[21].startswith(serial(21)), "every device, by serial"
     overview = respond_text(bot, fake, ADMIN, "devices")
     assert "*Unassigned* — 3 devices (3 iPad)" in overview and "*Mosyle* — 0 devices" in overview
 

@@ -72,6 +72,9 @@ def test_departure_event_delivered_twice_gives_one_checklist_and_buttons_rotate(
     bot.wait_idle(lambda: len(fake.calls_to("users.info")) >= 0)
     checklist = posts(fake)
     assert len(checklist) == 1, "one checklist however often Slack delivers the event"
+    assert checklist[0]["text"] == "Lee Leaver left — renew 2 server tokens", "why, then what"
+    header = checklist[0]["blocks"][0]["text"]["text"]
+    assert header == "Lee Leaver (lee@school.example) left the organisation", "not the handle"
     text = json.dumps(checklist[0]["blocks"])
     assert "Jamf Pro" in text and "Mosyle" in text and "rotate_token" in text
     before = set(active_tokens(bot))
@@ -226,6 +229,9 @@ def test_daily_reminder_goes_in_the_checklist_thread_until_done(bot: Bot, fake: 
     assert sweeper.sweep(start + timedelta(days=8)).checklists_posted == 1
     overdue = thread_replies(fake, checklist)[-1]
     assert "Overdue" in overdue["text"] and overdue["reply_broadcast"], "overdue: shown in channel"
+    assert "renewing: *Jamf Pro* (checklist opened" in overdue["text"], "names what is left"
+    link = f"/archives/C0ALERTS/p{checklist['ts'].replace('.', '')}|Open the checklist>"
+    assert link in overdue["text"], "links to the checklist"
 
     token_id = next(
         b["accessory"]["value"]

@@ -11,6 +11,7 @@ from typing import Any
 
 from bot.slack.sweeper import Sweeper
 from core.tokens import issuance
+from tests.dep_client import mdm_server_installs
 from tests.e2e.conftest import ADMIN, STRANGER
 from tests.e2e.test_slack_guards import add_server
 from tests.e2e.test_slack_lifecycle import posts
@@ -50,8 +51,10 @@ def open_home(bot: Bot, fake: FakeSlack, user: str, event_id: str) -> dict[str, 
     return fake.published_home[user]
 
 
-def test_renewal_from_the_app_home_edits_every_alert_at_once(bot: Bot, fake: FakeSlack) -> None:
-    add_server(bot, fake)
+def test_renewed_alerts_say_what_is_left_until_the_new_token_is_in_use(
+    bot: Bot, fake: FakeSlack
+) -> None:
+    mdm_server_installs(bot.ctx, bot.svc, add_server(bot, fake))
     sweeper = post_two_alerts(bot, fake)
     home = open_home(bot, fake, ADMIN, "EvHOME1")
     renew = next(
@@ -70,12 +73,34 @@ def test_renewal_from_the_app_home_edits_every_alert_at_once(bot: Bot, fake: Fak
 
     bot.wait_idle(lambda: not any(has_renew_button(a) for a in posts(fake)))
     for alert in posts(fake):
-        text = json.dumps(alert["blocks"])
-        assert alert["text"] == "Renewed: Jamf Pro"
-        assert f"<@{ADMIN}> renewed *Jamf Pro* <!date^" in text and "The new token expires" in text
+        text = json.dumps(alert["blocks"], ensure_ascii=False)
+        assert alert["text"] == "Renewed: Jamf Pro — upload the new token"
+        assert f":hourglass_flowing_sand: Renewed by <@{ADMIN}> <!date^" in text
+        assert f"still using the old token — upload the new file (in <@{ADMIN}>'s DMs)" in text
+        assert "nothing is left to do" not in text and "Send me the file again" in text
     assert len(fake.calls_to("chat.update")) == 2, "each alert edited once"
     assert sweeper.sweep(token_of(bot).expires_at - timedelta(days=300)).messages_edited == 0
     assert len(fake.calls_to("chat.update")) == 2
+
+    new_token, uploads = str(token_of(bot).id), len(fake.uploads)
+    bot.press(STRANGER, "resend_token", new_token)
+    bot.wait_idle(lambda: bool(fake.messages_in(fake.dm_channel_for(STRANGER))))
+    [refusal] = fake.messages_in(fake.dm_channel_for(STRANGER))
+    assert "Only the person who downloaded this token" in refusal["text"]
+    assert len(fake.uploads) == uploads, "nothing sent to someone else"
+    bot.press(ADMIN, "resend_token", new_token)
+    bot.wait_idle(lambda: len(fake.uploads) > uploads)
+    assert fake.uploads[-1]["filename"] == fake.uploads[-2]["filename"], "the same token again"
+
+    mdm_server_installs(bot.ctx, bot.svc, fake.uploads[-1])
+    # the two expiry alerts, and the sweep's reminder that the new token was not uploaded yet
+    assert len(posts(fake)) == 3
+    bot.wait_idle(lambda: all(a["text"] == "Renewed and in use: Jamf Pro" for a in posts(fake)))
+    for alert in posts(fake):
+        text = json.dumps(alert["blocks"], ensure_ascii=False)
+        assert ":white_check_mark: In use since <!date^" in text and "nothing is left" in text
+        assert f"<@{ADMIN}> renewed *Jamf Pro* <!date^" in text and "Send me" not in text
+    assert len(fake.calls_to("chat.update")) == 5, "each edited once more at first use"
 
 
 def test_renewal_from_the_command_line_is_shown_at_the_next_sweep(
@@ -98,7 +123,9 @@ def test_renewal_from_the_command_line_is_shown_at_the_next_sweep(
     assert report.messages_edited == 2 and report.alerts_sent == 0
     for alert in posts(fake):
         assert not has_renew_button(alert)
-        assert "(command line) renewed *Jamf Pro*" in json.dumps(alert["blocks"])
+        text = json.dumps(alert["blocks"], ensure_ascii=False)
+        assert "Renewed by " in text and " (command line) <!date^" in text
+        assert "on the command line)" in text and "Send me the file again" not in text
     assert sweeper.sweep(bot.clock() + timedelta(hours=1)).messages_edited == 0
 
 
@@ -134,15 +161,27 @@ def section_texts(home: dict[str, Any]) -> list[str]:
     return [b["text"]["text"] for b in home["blocks"] if b["type"] == "section"]
 
 
-def test_app_home_lists_checklists_then_expired_expiring_tokenless_healthy(
+def renew(bot: Bot, fake: FakeSlack, name: str) -> None:
+    opened, uploads = len(fake.calls_to("views.open")), len(fake.uploads)
+    bot.command(ADMIN, f"token {name}")
+    bot.wait_idle(lambda: len(fake.calls_to("views.open")) > opened)
+    view = bot.opened_view()
+    bot.submit(ADMIN, view, {}, view_id=view["id"])
+    bot.wait_idle(lambda: len(fake.uploads) > uploads)
+
+
+def test_app_home_puts_a_replaced_token_first_with_one_button_per_state(
     bot: Bot, fake: FakeSlack
 ) -> None:
     add_at(bot, fake, "Healthy", 0)
     add_at(bot, fake, "Expired", 370)
     add_at(bot, fake, "Expiring", 355)
+    mdm_server_installs(bot.ctx, bot.svc, add_server(bot, fake, "Replaced"))
+    renew(bot, fake, "Replaced")
     fake.fail_next("files.getUploadURLExternal", error="internal_error")
+    opened = len(fake.calls_to("views.open"))
     bot.command(ADMIN, "add")
-    bot.wait_idle(lambda: len(fake.calls_to("views.open")) >= 4)
+    bot.wait_idle(lambda: len(fake.calls_to("views.open")) > opened)
     from tests import certs
     from tests.e2e.test_slack_add import add_values
 
@@ -154,31 +193,50 @@ def test_app_home_lists_checklists_then_expired_expiring_tokenless_healthy(
 
     home = open_home(bot, fake, ADMIN, "EvHOME2")
     texts = section_texts(home)
-    order = [
-        next(i for i, t in enumerate(texts) if f"*{name}*" in t)
-        for name in ("Expired", "Expiring", "Tokenless", "Healthy")
-    ]
+    names = ("Replaced", "Expired", "Expiring", "Tokenless", "Healthy")
+    order = [next(i for i, t in enumerate(texts) if f"*{name}*" in t) for name in names]
     assert order == sorted(order), texts
     assert "to renew" in texts[0] and "<#C0ALERTS>" in texts[0], "open checklists come first"
-    assert f"Downloaded by <@{ADMIN}> <!date^" in texts[order[0]]
+    assert texts[order[0]].startswith("🔴 *Replaced*")
+    assert f"*Still using the old token — upload the new file (in <@{ADMIN}>'s DMs)*" in (
+        texts[order[0]]
+    )
+    assert texts[order[1]].startswith("🔴 *Expired* — token *expired* <!date^")
+    assert "token not yet uploaded to the MDM server" in texts[order[4]]
+    ids = {name: bot.svc.server_by_name(name).id for name in names}
     buttons = {
-        b["block_id"]: b["elements"]
-        for b in home["blocks"]
-        if b.get("block_id", "")[:7] == "server:"
+        name: next(b["elements"] for b in home["blocks"] if b.get("block_id") == f"server:{i}")
+        for name, i in ids.items()
     }
-    primary = [els[0].get("style") == "primary" for els in buttons.values()]
-    assert primary == [True, True, True, False], "only servers that need it get a primary button"
-    for elements in buttons.values():
-        assert elements[0]["text"]["text"] == "Renew token"
-        assert [o["text"]["text"] for o in elements[1]["options"]] == [
-            "Edit",
-            "Replace certificate",
-            "Remove",
-        ]
+    shown = {name: (els[0]["text"]["text"], els[0].get("style")) for name, els in buttons.items()}
+    assert shown == {
+        "Replaced": ("Send me the file again", "primary"),
+        "Expired": ("Renew token", None),
+        "Expiring": ("Renew token", None),
+        "Tokenless": ("Get token", None),
+        "Healthy": ("Send me the file again", None),
+    }, "one primary button: the most urgent server's"
+    assert [o["text"]["text"] for o in buttons["Replaced"][1]["options"]] == [
+        "Renew token",
+        "Edit",
+        "Replace certificate",
+        "Remove",
+    ]
+    assert [o["text"]["text"] for o in buttons["Expired"][1]["options"]] == [
+        "Edit",
+        "Replace certificate",
+        "Remove",
+    ]
     assert '"danger"' not in json.dumps(home), "danger only in confirmations"
+    listed = bot.command(ADMIN, "list").json()
+    lines = json.dumps(listed, ensure_ascii=False)
+    assert [lines.index(f"*{name}*") for name in names] == sorted(
+        lines.index(f"*{name}*") for name in names
+    ), "/mdm list in the Home's order"
+    assert "🔴 expired, or still using a replaced token" in lines, "a key to the colours"
 
-    healthy = next(k for k, v in buttons.items() if v[0].get("style") is None)
-    remove = next(o for o in buttons[healthy][1]["options"] if o["text"]["text"] == "Remove")
+    healthy = f"server:{ids['Healthy']}"
+    remove = next(o for o in buttons["Healthy"][1]["options"] if o["text"]["text"] == "Remove")
     opened = len(fake.calls_to("views.open"))
     bot.interactive(
         {
@@ -203,6 +261,38 @@ def test_app_home_lists_checklists_then_expired_expiring_tokenless_healthy(
     assert "Remove *Healthy* from mdmbot?" in json.dumps(bot.opened_view())
 
 
+def test_a_failed_delivery_after_add_says_the_server_is_tokenless_and_offers_get_token(
+    bot: Bot, fake: FakeSlack
+) -> None:
+    from tests import certs
+    from tests.e2e.test_slack_add import add_values
+
+    fake.fail_next("files.getUploadURLExternal", error="internal_error")
+    bot.command(ADMIN, "add")
+    bot.wait_idle(lambda: len(fake.calls_to("views.open")) >= 1)
+    view = bot.opened_view()
+    bot.submit(ADMIN, view, add_values(fake, "Tokenless", certs.self_signed_rsa().pem), view["id"])
+    dm = fake.dm_channel_for(ADMIN)
+    bot.wait_idle(lambda: any("Get token" in json.dumps(m) for m in fake.messages_in(dm)))
+    [told] = [m for m in fake.messages_in(dm) if "Get token" in json.dumps(m)]
+    assert "*Tokenless* is linked but has no token yet" in told["text"]
+    assert "no new token was issued" not in told["text"]
+    [get] = [e for b in told["blocks"] if b["type"] == "actions" for e in b["elements"]]
+    assert get["text"]["text"] == "Get token" and get["value"] == str(
+        bot.svc.server_by_name("Tokenless").id
+    )
+    opened = len(fake.calls_to("views.open"))
+    bot.press(ADMIN, get["action_id"], get["value"])
+    bot.wait_idle(lambda: len(fake.calls_to("views.open")) > opened)
+    confirm = bot.opened_view()
+    assert confirm["title"]["text"] == "Get server token"
+    assert confirm["submit"]["text"] == "Get token"
+    uploads = len(fake.uploads)
+    bot.submit(ADMIN, confirm, {}, view_id=confirm["id"])
+    bot.wait_idle(lambda: bot.svc.server_by_name("Tokenless").token_id is not None)
+    assert len(fake.uploads) == uploads + 1
+
+
 def test_app_home_without_a_role_names_the_administrators(bot: Bot, fake: FakeSlack) -> None:
     add_server(bot, fake)
     home = open_home(bot, fake, STRANGER, "EvHOME3")
@@ -221,3 +311,22 @@ def test_healthz_says_when_the_bot_is_not_in_the_alert_channel(bot: Bot, fake: F
         "member": False,
         "detail": "not a member: invite the bot with /invite @mdmbot",
     }
+
+
+def test_help_groups_commands_by_task_one_plain_line_each(bot: Bot, fake: FakeSlack) -> None:
+    text = bot.command(ADMIN, "help").json()["blocks"][0]["text"]["text"]
+    headings = [line for line in text.splitlines() if line.startswith("*") and line.endswith("*")]
+    assert headings == [
+        "*Your own password*",
+        "*See what there is*",
+        "*Servers and tokens*",
+        "*When someone leaves*",
+        "*Devices*",
+        "*Roles*",
+    ]
+    commands = [line for line in text.splitlines() if line.startswith("`/mdm")]
+    assert len(commands) == 18 and all(" — " in line for line in commands), commands
+    assert "`/mdm token NAME` — renew a server's token, or get its first one" in commands
+    assert "*Home* tab" in text and "```" not in text
+    stranger = bot.command(STRANGER, "help").json()["blocks"][0]["text"]["text"]
+    assert "`/mdm password-changed`" in stranger and "/mdm grant" not in stranger

@@ -112,3 +112,37 @@ def test_each_token_has_fresh_credentials(session: Session, vault: Vault, tmp_pa
 
     for field in ("consumer_key", "consumer_secret", "access_token", "access_secret"):
         assert a[field] != b[field]
+
+
+def test_the_file_again_is_the_same_token_for_its_downloader_only(
+    engine: sa.Engine, vault: Vault, tmp_path: Path
+) -> None:
+    from core.errors import InvalidInput, PermissionDenied
+    from core.roles import Actor
+    from core.tokens.resend import token_file_again
+
+    with unit_of_work(engine) as session:
+        issued = _add(session, vault, "Jamf Pro", NOW)
+        again = token_file_again(session, vault, OPERATOR, issued.token_id, NOW)
+        with pytest.raises(PermissionDenied, match="Only the person who downloaded this token"):
+            token_file_again(session, vault, Actor("U0SOMEONE"), issued.token_id, NOW)
+        with pytest.raises(InvalidInput, match="has expired: renew it instead"):
+            token_file_again(session, vault, OPERATOR, issued.token_id, issued.expires_at)
+    assert again.filename == issued.filename
+    first = smime_decrypt(issued.content, rsa_cert().key_pem, tmp_path)
+    assert smime_decrypt(again.content, rsa_cert().key_pem, tmp_path) == first
+
+    with unit_of_work(engine) as session:
+        token = session.get(Token, issued.token_id)
+        assert token is not None
+        token.installed_at = NOW
+        session.add(token)
+    with unit_of_work(engine) as session, pytest.raises(InvalidInput, match="already uses"):
+        token_file_again(session, vault, OPERATOR, issued.token_id, NOW)
+    with unit_of_work(engine) as session:
+        renewed = issuance.issue_token(
+            session, vault, OPERATOR, servers.find_server(session, "Jamf Pro"), NOW
+        )
+        issuance.activate_token(session, OPERATOR, renewed.token_id, NOW)
+    with unit_of_work(engine) as session, pytest.raises(InvalidInput, match="was replaced"):
+        token_file_again(session, vault, OPERATOR, issued.token_id, NOW)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
 
-from bot.slack.builders import blocks, modals
+from bot.slack.builders import blocks, home_blocks, modals
 from bot.slack.builders import lifecycle_blocks as lb
 from core.people.alerts import DueAlert
 from core.people.rotation import CaseView, ItemView
@@ -44,7 +44,7 @@ def texts(value: object) -> list[str]:
 
 
 def test_home_tab_stays_under_100_blocks_with_250_servers() -> None:
-    view = blocks.home_view([server(i) for i in range(250)], NOW, Role.ADMINISTRATOR)
+    view = home_blocks.home_view([server(i) for i in range(250)], NOW, Role.ADMINISTRATOR)
     assert len(view["blocks"]) <= 100
     assert "more" in str(view["blocks"][-2])
 
@@ -87,3 +87,15 @@ def test_alert_counts_the_days_actually_left() -> None:
     assert lb.alert_headline(alert, NOW) == "The server token for Jamf expires in 42 days"
     expired = DueAlert(1, 1, "Jamf", 0, NOW - timedelta(hours=1), "U1", None, NOW)
     assert lb.alert_headline(expired, NOW) == "The server token for Jamf has expired"
+
+
+def test_long_text_is_cut_on_whole_tokens_within_slack_limits() -> None:
+    moment = blocks.local_time(NOW)
+    text = " ".join(f"{blocks.mention('U0ALEX')} renewed {moment}" for _ in range(200))
+    for block, limit in ((blocks.context(text), 2000), (blocks.section(text), 3000)):
+        cut = block["elements"][0]["text"] if block["type"] == "context" else block["text"]["text"]
+        assert len(cut) <= limit and cut.endswith("…")
+        body = cut.removesuffix("…")
+        assert body.count("<") == body.count(">"), "no <@…> or <!date^…> split in two"
+        assert body.rstrip().endswith((">", "renewed")), body[-40:]
+    assert blocks.context("short")["elements"][0]["text"] == "short"

@@ -147,6 +147,10 @@ def test_ephemeral_message(fake: FakeSlack, client: WebClient) -> None:
         ([{"type": "section", "text": {"type": "mrkdwn", "text": "x" * 3001}}], "/blocks/0/text"),
         ([{"type": "header", "text": {"type": "plain_text", "text": "x" * 151}}], "/blocks/0"),
         (
+            [{"type": "context", "elements": [{"type": "mrkdwn", "text": "x" * 2001}]}],
+            "/blocks/0/elements/0/text",
+        ),
+        (
             [
                 {
                     "type": "actions",
@@ -178,6 +182,8 @@ def test_block_kit_limits_at_the_edge_pass(client: WebClient) -> None:
         {"type": "section", "text": {"type": "mrkdwn", "text": "s" * 3000}},
     ]
     assert client.chat_postMessage(channel="C0ALERTS", text="t", blocks=blocks * 25)["ok"]
+    context = [{"type": "context", "elements": [{"type": "mrkdwn", "text": "c" * 2000}]}]
+    assert client.chat_postMessage(channel="C0ALERTS", text="t", blocks=context)["ok"]
 
 
 def _modal(title: str = "Add MDM server", **extra: object) -> dict[str, object]:

@@ -86,19 +86,38 @@ def test_app_home_and_alert_count_days_the_same_way() -> None:
     assert "(in 1 day)" in blocks.server_line(one, NOW)
 
 
-def test_replaced_alert_says_who_and_has_no_button() -> None:
+def test_replaced_alert_says_what_is_left_until_first_use_then_in_use() -> None:
     stale = StaleAlert(
-        1, "C0ALERTS", "1.0", "Jamf Pro", EXPIRES, "new token", "U0ADMIN", NOW, NOW + 365 * lb_day()
+        1,
+        "C0ALERTS",
+        "1.0",
+        "Jamf Pro",
+        EXPIRES,
+        "new token",
+        "U0ADMIN",
+        NOW,
+        NOW + 365 * lb_day(),
+        new_token_id=8,
+        new_downloaded_by="U0ADMIN",
     )
-    rendered = json.dumps(lb.alert_replaced_blocks(stale))
-    assert styles(lb.alert_replaced_blocks(stale)) == []
-    assert (
-        "<@U0ADMIN> renewed *Jamf Pro* <!date^" in rendered and "The new token expires" in rendered
-    )
+    waiting = lb.alert_replaced_blocks(stale)
+    rendered = json.dumps(waiting)
+    assert lb.alert_replaced_text(stale) == "Renewed: Jamf Pro — upload the new token"
+    assert ":hourglass_flowing_sand: Renewed by <@U0ADMIN> <!date^" in rendered
+    assert "upload the new file (in <@U0ADMIN>'s DMs)" in rendered
+    assert "nothing is left to do" not in rendered and "white_check_mark" not in rendered
+    assert styles(waiting) == ["default"] and "resend_token" in rendered, "Send me the file again"
+    used = replace(stale, new_installed_at=NOW + lb_day())
+    rendered = json.dumps(lb.alert_replaced_blocks(used))
+    assert lb.alert_replaced_text(used) == "Renewed and in use: Jamf Pro"
+    assert ":white_check_mark: In use since <!date^" in rendered
+    assert "<@U0ADMIN> renewed *Jamf Pro* <!date^" in rendered and "nothing is left" in rendered
+    assert styles(lb.alert_replaced_blocks(used)) == []
     cli = replace(stale, by="operator:root", reason="certificate replaced")
-    assert "root (command line) replaced the certificate of *Jamf Pro*" in json.dumps(
-        lb.alert_replaced_blocks(cli)
-    )
+    cli = replace(cli, new_downloaded_by="root")
+    rendered = json.dumps(lb.alert_replaced_blocks(cli))
+    assert "Certificate replaced by root (command line)" in rendered
+    assert "(saved by root on the command line)" in rendered and "resend_token" not in rendered
     gone = replace(stale, reason="server removed", new_expires_at=None)
     assert lb.alert_replaced_text(gone) == "Removed: Jamf Pro"
     assert "removed *Jamf Pro* from mdmbot" in json.dumps(lb.alert_replaced_blocks(gone))
@@ -111,13 +130,29 @@ def test_checklist_reads_as_sentences_with_one_primary_button() -> None:
     rendered = json.dumps(built)
     assert "Lee Leaver" not in json.dumps(built[1:]), "a mention, not the name repeated"
     assert "renewed by <@U0ADMIN> <!date^" in rendered and "2 of 3 left" in rendered
-    assert lb.checklist_text(case()) == "3 server tokens downloaded by Lee Leaver must be renewed"
-    assert lb.checklist_text(case(done=2)).startswith("1 server token downloaded")
+    assert lb.checklist_text(case()) == "Lee Leaver left — renew 3 server tokens"
+    assert lb.checklist_text(case(done=2)) == "Lee Leaver left — renew 1 server token"
     assert lb.checklist_blocks(case(email=None), NOW)[0]["text"]["text"] == (
         "Lee Leaver left the organisation"
     )
     assert "Reminder: 3 server tokens" in lb.reminder_text(case(), NOW)
     assert "Overdue" in lb.reminder_text(case(), NOW + 6 * lb_day())
+
+
+def test_checklist_items_say_when_the_leaver_downloaded_and_reminders_name_what_is_left() -> None:
+    issued = NOW - 300 * lb_day()
+    expired = replace(case(done=1), items=tuple(
+        replace(item, issued_at=issued, expires_at=NOW - lb_day()) for item in case(done=1).items
+    ))
+    rendered = json.dumps(lb.checklist_blocks(expired, NOW), ensure_ascii=False)
+    assert f"*Server 1* — downloaded <!date^{int(issued.timestamp())}^" in rendered
+    assert "token *expired* <!date^" in rendered and "token expires" not in rendered
+    reminder = lb.reminder_text(case(done=1), NOW)
+    assert "still need renewing: *Server 1* and *Server 2* (checklist opened" in reminder
+    assert "*Server 0*" not in reminder, "only the servers left"
+    link = "https://school.slack.com/archives/C0ALERTS/p10"
+    overdue = lb.reminder_text(case(done=1), NOW + 6 * lb_day(), link)
+    assert overdue.startswith(":warning: *Overdue:*") and f"<{link}|Open the checklist>" in overdue
 
 
 def test_renew_confirmation_says_when_the_token_expires_and_if_it_is_needed() -> None:
@@ -127,9 +162,11 @@ def test_renew_confirmation_says_when_the_token_expires_and_if_it_is_needed() ->
     assert "isn't needed yet" in text and "stops working" in text
     soon = replace(healthy, token_expires_at=EXPIRES)
     assert "it is time to renew it" in json.dumps(modals.confirm_token_modal(soon, now=NOW))
-    tokenless = replace(healthy, token_expires_at=None)
-    text = json.dumps(modals.confirm_token_modal(tokenless, now=NOW))
+    tokenless = replace(healthy, token_expires_at=None, token_id=None)
+    get = modals.confirm_token_modal(tokenless, now=NOW)
+    text = json.dumps(get)
     assert "no token yet" in text and "stops working" not in text
+    assert (get["title"]["text"], get["submit"]["text"]) == ("Get server token", "Get token")
     expired = replace(healthy, token_expires_at=NOW - lb_day())
     text = json.dumps(modals.confirm_token_modal(expired, now=NOW))
     assert "expired" in text and "stops working" not in text
@@ -141,3 +178,34 @@ def test_add_server_modal_names_every_extension_and_explains_releasing() -> None
     text = json.dumps(modals.add_server_modal())
     assert ".pem, .der, .cer or .crt" in text
     assert "Releasing removes a device from Apple School Manager" in text
+
+
+def test_certificate_warning_in_the_token_dm_uses_a_local_date() -> None:
+    ends = NOW + 20 * lb_day()
+    warning = f"This certificate expires on {ends:%Y-%m-%d}, within 30 days; get a new one."
+    comment = blocks.token_comment("Jamf Pro", EXPIRES, (warning,), certificate_not_after=ends)
+    assert f":warning: This certificate expires on <!date^{int(ends.timestamp())}^" in comment
+    assert f"{ends:%Y-%m-%d}" not in comment
+
+
+def test_home_offers_the_file_again_only_to_whoever_holds_it() -> None:
+    from bot.slack.builders import home_blocks
+    from core.roles import Role
+
+    replaced = replace(server(1, "Jamf Pro"), downloaded_by="U0ALEX", replaced_at=NOW)
+    healthy = replace(server(2, "Mosyle"), token_expires_at=NOW + 200 * lb_day())
+    healthy = replace(healthy, token_installed_at=NOW)
+
+    def buttons(viewer: str) -> list[list[str]]:
+        view = home_blocks.home_view([healthy, replaced], NOW, Role.SITE_MANAGER, viewer=viewer)
+        return [
+            [e["text"]["text"] for e in b["elements"] if e["type"] == "button"]
+            for b in view["blocks"]
+            if b.get("block_id", "").startswith("server:")
+        ]
+
+    assert buttons("U0ALEX") == [["Send me the file again"], ["Renew token"]], "replaced first"
+    assert buttons("U0SAM") == [[], ["Renew token"]], "nothing to press but the ⋯ menu"
+    text = home_blocks.server_home_text(replaced, NOW)
+    assert "*Still using the old token — upload the new file (in <@U0ALEX>'s DMs)*" in text
+    assert text.startswith("🔴 *Jamf Pro*")

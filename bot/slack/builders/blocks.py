@@ -3,13 +3,12 @@
 from __future__ import annotations
 
 import math
+import re
 from collections.abc import Sequence
 from datetime import datetime, timedelta
+from enum import StrEnum
 from typing import Any
 
-from core.people.persons import RoleHolder
-from core.people.rotation import CaseView
-from core.roles import Permission, Role, allows
 from core.tokens.servers import ServerView
 
 Block = dict[str, Any]
@@ -17,7 +16,14 @@ Block = dict[str, Any]
 MAX_MESSAGE_BLOCKS = 50
 MAX_HOME_BLOCKS = 100
 MAX_SECTION_TEXT = 3000
-STATE_ICONS = {"ok": "🟢", "expiring": "🟡", "expired": "🔴", "no token": "⚪️"}
+MAX_CONTEXT_TEXT = 2000  # Slack: a context block's text element holds at most 2,000 characters
+OLD_TOKEN = "old token"  # noqa: S105 (a state: the MDM server still has a replaced token)
+STATE_ICONS = {OLD_TOKEN: "🔴", "expired": "🔴", "expiring": "🟡", "no token": "⚪️", "ok": "🟢"}
+URGENCY = {OLD_TOKEN: 0, "expired": 1, "expiring": 2, "no token": 3, "ok": 4}
+STATE_KEY = (
+    "🔴 expired, or still using a replaced token · 🟡 expires within 30 days · ⚪️ no token · 🟢 ok"
+)
+_TOKEN = re.compile(r"<[^<>]*>")
 
 
 def esc(text: str) -> str:
@@ -64,11 +70,21 @@ def mention(user_id: str | None) -> str:
     return esc(user_id or "—")
 
 
+def cut(text: str, limit: int) -> str:
+    """Text within `limit` characters, cut before any `<…>` token the limit would split."""
+    if len(text) <= limit:
+        return text
+    end = limit - 1
+    for token in _TOKEN.finditer(text, 0, len(text)):
+        if token.start() < end < token.end():
+            end = token.start()
+            break
+    return text[:end] + "…"
+
+
 def section(text: str) -> Block:
     """A mrkdwn section (text cut to Slack's 3000-character limit)."""
-    if len(text) > MAX_SECTION_TEXT:
-        text = text[: MAX_SECTION_TEXT - 1] + "…"
-    return {"type": "section", "text": {"type": "mrkdwn", "text": text}}
+    return {"type": "section", "text": {"type": "mrkdwn", "text": cut(text, MAX_SECTION_TEXT)}}
 
 
 def plain(text: str, limit: int = 75) -> dict[str, Any]:
@@ -89,8 +105,9 @@ def button(text: str, action_id: str, value: str, style: str | None = None) -> B
 
 
 def context(text: str) -> Block:
-    """A small grey mrkdwn line."""
-    return {"type": "context", "elements": [{"type": "mrkdwn", "text": text[:MAX_SECTION_TEXT]}]}
+    """A small grey mrkdwn line (cut to Slack's 2000-character limit)."""
+    element = {"type": "mrkdwn", "text": cut(text, MAX_CONTEXT_TEXT)}
+    return {"type": "context", "elements": [element]}
 
 
 def error_blocks(message: str, reference: str | None = None) -> list[Block]:
@@ -111,50 +128,101 @@ def expiry_phrase(view: ServerView, now: datetime) -> str:
     return f"token expires {local_date(view.token_expires_at)} (in {left})"
 
 
+class Install(StrEnum):
+    """Where a server's active token stands with its MDM server."""
+
+    NO_TOKEN = "no token"  # noqa: S105 (a state, not a password)
+    WAITING = "not uploaded"  # a first token its MDM server has not used yet
+    OLD_TOKEN = OLD_TOKEN  # renewed, but the MDM server still has the replaced token
+    IN_USE = "in use"
+
+
+def install_state(view: ServerView) -> Install:
+    """Whether the MDM server uses the active token (first use is its installation)."""
+    if view.token_id is None:
+        return Install.NO_TOKEN
+    if view.token_installed_at is not None:
+        return Install.IN_USE
+    return Install.OLD_TOKEN if view.replaced_at is not None else Install.WAITING
+
+
+def file_holder(user_id: str | None) -> str:
+    """Where the token file is: in someone's DMs, or saved by an operator on the command line."""
+    if user_id and user_id[:1] in "UW" and user_id.isalnum():
+        return f"in {mention(user_id)}'s DMs"
+    return f"saved by {esc(user_id or 'someone')} on the command line"
+
+
+def install_words(
+    state: Install,
+    holder: str | None,
+    since: datetime | None = None,
+    seen: datetime | None = None,
+) -> str:
+    """The one place a token's install state becomes words (Home, lists, alerts, reminders)."""
+    if state is Install.IN_USE:
+        last = f", last seen {local_time(seen)}" if seen else ""
+        return f"in use since {local_date(since)}{last}"
+    if state is Install.OLD_TOKEN:
+        return f"still using the old token — upload the new file ({file_holder(holder)})"
+    if state is Install.WAITING:
+        return f"token not yet uploaded to the MDM server ({file_holder(holder)})"
+    return "no token yet"
+
+
+def view_install_words(view: ServerView) -> str:
+    """`install_words` for a listed server."""
+    return install_words(
+        install_state(view), view.downloaded_by, view.token_installed_at, view.token_last_used_at
+    )
+
+
+def home_state(view: ServerView, now: datetime) -> str:
+    """The state the Home and `/mdm list` show: a replaced token still in use comes first."""
+    return OLD_TOKEN if install_state(view) is Install.OLD_TOKEN else view.state(now)
+
+
+def by_urgency(views: Sequence[ServerView], now: datetime) -> list[ServerView]:
+    """Old token still in use, expired, expiring, no token, then the rest (soonest first)."""
+    far = datetime.max.replace(tzinfo=now.tzinfo)
+    return sorted(
+        views,
+        key=lambda v: (URGENCY[home_state(v, now)], v.token_expires_at or far, v.name.casefold()),
+    )
+
+
 def server_line(view: ServerView, now: datetime) -> str:
     """One server on one line."""
+    state = home_state(view, now)
+    what = view_install_words(view) if state == OLD_TOKEN else expiry_phrase(view, now)
     release = "" if view.release_devices else " · releases off"
-    return (
-        f"{STATE_ICONS[view.state(now)]} *{esc(view.name)}* — {expiry_phrase(view, now)}{release}"
-    )
-
-
-def install_phrase(view: ServerView) -> str:
-    """Whether the MDM server has used its token ("installed …" / "not installed yet")."""
-    if view.token_id is None:
-        return "—"
-    if view.token_installed_at is None:
-        return "not installed yet"
-    seen = view.token_last_used_at
-    return f"installed {local_date(view.token_installed_at)}" + (
-        f", last seen {local_time(seen)}" if seen else ""
-    )
+    return f"{STATE_ICONS[state]} *{esc(view.name)}* — {what}{release}"
 
 
 def server_list_blocks(views: list[ServerView], now: datetime) -> list[Block]:
-    """The `/mdm list` reply, packing lines into as few sections as fit."""
+    """The `/mdm list` reply in the Home's order, packing lines into as few sections as fit."""
     if not views:
         return [section("No MDM servers are linked yet. Add one with `/mdm add`.")]
     blocks: list[Block] = [section(f"*MDM servers ({len(views)})*")]
     chunk = ""
-    for view in views:
+    for view in by_urgency(views, now):
         line = server_line(view, now)
         if len(chunk) + len(line) + 1 > MAX_SECTION_TEXT:
             blocks.append(section(chunk))
             chunk = ""
         chunk = f"{chunk}\n{line}" if chunk else line
     blocks.append(section(chunk))
-    return blocks[:MAX_MESSAGE_BLOCKS]
+    return [*blocks[: MAX_MESSAGE_BLOCKS - 1], context(STATE_KEY)]
 
 
 def server_detail_blocks(view: ServerView, now: datetime) -> list[Block]:
     """The `/mdm show NAME` reply."""
     fields = [
-        f"*State*\n{STATE_ICONS[view.state(now)]} {view.state(now)}",
+        f"*State*\n{STATE_ICONS[home_state(view, now)]} {home_state(view, now)}",
         f"*Release devices*\n{'allowed' if view.release_devices else 'not allowed'}",
         f"*Token expires*\n{local_date(view.token_expires_at)}",
         f"*Downloaded by*\n{mention(view.downloaded_by)}",
-        f"*MDM server*\n{install_phrase(view)}",
+        f"*MDM server*\n{view_install_words(view)}",
         f"*Certificate*\n{esc(view.certificate_subject or '—')}",
         f"*Certificate expires*\n{local_date(view.certificate_not_after)}",
     ]
@@ -165,134 +233,13 @@ def server_detail_blocks(view: ServerView, now: datetime) -> list[Block]:
     ]
 
 
-URGENCY = {"expired": 0, "expiring": 1, "no token": 2, "ok": 3}
-MORE = "server_more"
-MORE_OPTIONS = (
-    ("Edit", "server_edit"),
-    ("Replace certificate", "server_cert"),
-    ("Remove", "server_remove"),
-)
-
-
-def by_urgency(views: Sequence[ServerView], now: datetime) -> list[ServerView]:
-    """Expired first, then expiring, then servers without a token, then the rest."""
-    far = datetime.max.replace(tzinfo=now.tzinfo)
-    return sorted(
-        views,
-        key=lambda v: (URGENCY[v.state(now)], v.token_expires_at or far, v.name.casefold()),
-    )
-
-
-def server_actions(view: ServerView, urgent: bool = False) -> Block:
-    """Renew token (primary only when the server needs it) and an overflow of the rest."""
-    value = str(view.id)
-    more: Block = {
-        "type": "overflow",
-        "action_id": MORE,
-        "options": [
-            {"text": plain(label), "value": f"{action}:{value}"} for label, action in MORE_OPTIONS
-        ],
-    }
-    renew = button("Renew token", "server_token", value, "primary" if urgent else None)
-    return {"type": "actions", "block_id": f"server:{view.id}", "elements": [renew, more]}
-
-
-def server_home_text(view: ServerView, now: datetime, devices: int = 0) -> str:
-    """A server as the App Home shows it: state, expiry, devices, who downloaded the token."""
-    text = f"{server_line(view, now)} · {plural(devices, 'device')}"
-    if view.downloaded_by and view.token_issued_at:
-        text += f"\nDownloaded by {mention(view.downloaded_by)} {local_date(view.token_issued_at)}"
-    if view.token_id is not None:
-        text += f"\n{install_phrase(view)}"
-    return text
-
-
-def case_home_line(case: CaseView) -> str:
-    """An open rotation checklist at the top of the App Home."""
-    where = f" — checklist in <#{case.channel}>" if case.channel else ""
-    left = plural(len(case.left), "token")
-    why = "left" if case.reason == "departure" else "changed their password"
-    return f":arrows_counterclockwise: *{left} to renew*: {person_name(case)} {why}{where}"
-
-
-def person_name(case: CaseView) -> str:
-    """The person of a case in mrkdwn, never a raw user id nor the name twice."""
-    if case.person_id[:1] in "UW" and case.person_id.isalnum():
-        return mention(case.person_id)
-    return esc(case.person_name or "someone")
-
-
-def ask_admins(admins: Sequence[RoleHolder]) -> str:
-    """Whom someone without a role asks for one: the Administrators, by name."""
-    if not admins:
-        return "Nobody is an Administrator yet: whoever runs mdmbot sets `MDMBOT_ADMINS`."
-    names = ", ".join(mention(a.slack_id) for a in admins[:10])
-    more = f" and {len(admins) - 10} more" if len(admins) > 10 else ""
-    return f"Ask an Administrator ({names}{more}) to run `/mdm grant @you ROLE`."
-
-
-def no_role_text(admins: Sequence[RoleHolder]) -> str:
-    """What someone without a role reads on the App Home."""
-    return (
-        "mdmbot links MDM servers in Apple School Manager and keeps their tokens alive. "
-        f"You don't have an mdmbot role yet. {ask_admins(admins)}"
-    )
-
-
-def home_view(
-    views: list[ServerView],
-    now: datetime,
-    role: Role | None,
-    *,
-    cases: Sequence[CaseView] = (),
-    admins: Sequence[RoleHolder] = (),
-    device_counts: dict[int, int] | None = None,
-) -> dict[str, Any]:
-    """The App Home tab: open checklists, then servers most urgent first, for role holders."""
-    counts = device_counts or {}
-    blocks: list[Block] = [{"type": "header", "text": plain("MDM servers", 150)}]
-    if not allows(role, Permission.VIEW):
-        blocks.append(section(no_role_text(admins)))
-        return {"type": "home", "blocks": blocks}
-    blocks.append(
-        {
-            "type": "actions",
-            "block_id": "home",
-            "elements": [button("Add MDM server", "home_add", "add")],
-        }
-    )
-    for case in cases[:10]:
-        blocks.append(section(case_home_line(case)))
-    if cases:
-        blocks.append({"type": "divider"})
-    if not views:
-        blocks.append(section("No MDM servers are linked yet."))
-    room = (MAX_HOME_BLOCKS - len(blocks) - 2) // 3
-    ordered = by_urgency(views, now)
-    for view in ordered[:room]:
-        urgent = view.state(now) != "ok"
-        blocks += [
-            section(server_home_text(view, now, counts.get(view.id, 0))),
-            server_actions(view, urgent),
-            {"type": "divider"},
-        ]
-    if len(views) > room:
-        blocks.append(section(f"…and {len(views) - room} more. Use `/mdm list` to see them all."))
-    blocks.append(
-        context(
-            "🔴 expired · 🟡 expires within 30 days · ⚪️ no token · 🟢 ok · "
-            f"updated {local_time(now)}"
-        )
-    )
-    return {"type": "home", "blocks": blocks}
-
-
 def token_comment(
     server_name: str,
     expires_at: datetime,
     warnings: tuple[str, ...] = (),
     *,
     replaces_active: bool = False,
+    certificate_not_after: datetime | None = None,
 ) -> str:
     """The message that goes with a token file in the requester's DM (sent before activation)."""
     upload = "Upload this file to the MDM server (where it asks for the Apple server token)"
@@ -310,35 +257,9 @@ def token_comment(
         "Keep the file private: with the server's private key it lets anyone act as this MDM "
         "server.",
     ]
-    lines += [f":warning: {esc(w)}" for w in warnings]
-    return "\n".join(lines)
-
-
-def help_blocks(role: Role | None, admins: Sequence[RoleHolder] = ()) -> list[Block]:
-    """`/mdm help`: what the caller's role allows."""
-    lines = [
-        "*mdmbot* links MDM servers in Apple School Manager and keeps their tokens alive.",
-        "`/mdm list` · `/mdm show NAME` · `/mdm roles` · `/mdm password-changed`",
+    raw = f"{certificate_not_after:%Y-%m-%d}" if certificate_not_after else None
+    lines += [
+        f":warning: {esc(w).replace(raw, local_date(certificate_not_after)) if raw else esc(w)}"
+        for w in warnings
     ]
-    if allows(role, Permission.MANAGE_SERVERS):
-        lines.append(
-            "`/mdm add` · `/mdm token NAME` · `/mdm cert NAME` · `/mdm edit NAME` · "
-            "`/mdm remove NAME` · `/mdm offboard @user`"
-        )
-    if allows(role, Permission.MANAGE_DEVICES):
-        lines.append(
-            "`/mdm devices [SERVER]` · `/mdm devices import` · `/mdm assign SERVER` · "
-            "`/mdm defaults`"
-            + (" · `/mdm release SERIAL…`" if allows(role, Permission.RELEASE_DEVICES) else "")
-        )
-    if allows(role, Permission.MANAGE_ROLES):
-        lines.append(
-            "`/mdm grant @user ROLE` · `/mdm revoke @user`  (roles: Administrator, "
-            "Site Manager, Device Enrollment Manager)"
-        )
-    who = (
-        f"Your role: *{role.value}*."
-        if role
-        else f"You don't have an mdmbot role yet. {ask_admins(admins)}"
-    )
-    return [section("\n".join(lines)), context(who)]
+    return "\n".join(lines)

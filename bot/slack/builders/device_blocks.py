@@ -3,10 +3,20 @@ modals (Slack: title, submit and close at most 24 characters; private_metadata a
 
 from __future__ import annotations
 
+import csv
+import io
 from collections import Counter
 from typing import Any
 
-from bot.slack.builders.blocks import MAX_SECTION_TEXT, Block, context, esc, plain, section
+from bot.slack.builders.blocks import (
+    MAX_SECTION_TEXT,
+    Block,
+    button,
+    context,
+    esc,
+    plain,
+    section,
+)
 from bot.slack.builders.modals import _modal
 from core.devices.inventory import FAMILIES, DeviceView
 from core.tokens.servers import ServerView
@@ -18,6 +28,9 @@ RELEASE_DEVICES = "release_devices"
 FIRST_PAGE = 20
 MAX_METADATA = 3000
 NO_DEFAULT = "none"
+DEVICES_CSV = "devices_csv"
+CSV_COLUMNS: tuple[str, ...] = ("serial_number", "model", "description", "color", "asset_tag")
+CSV_COLUMNS += ("device_family", "os", "order_number", "server", "profile_status")
 
 
 def _counts(families: Counter[str]) -> str:
@@ -43,10 +56,30 @@ def devices_blocks(
         lines = "\n".join(device_line(d) for d in first)
         blocks.append(section(lines[:MAX_SECTION_TEXT]))
     if total > len(first):
-        blocks.append(
-            context(f"First {len(first)} of {total} by serial; `mdmbot devices list` has all.")
-        )
+        blocks += [
+            context(f"First {len(first)} of {total} by serial."),
+            {
+                "type": "actions",
+                "elements": [button(f"Send me all {total} as a CSV file", DEVICES_CSV, title)],
+            },
+        ]
     return blocks
+
+
+def _cell(value: object) -> str:
+    """A CSV cell a spreadsheet shows as text (OWASP CSV injection: no leading = + - @)."""
+    text = "" if value is None else str(value)
+    return f"'{text}" if text[:1] in ("=", "+", "-", "@", "\t", "\r") else text
+
+
+def devices_csv(devices: list[DeviceView]) -> bytes:
+    """Devices as a CSV file, one row each."""
+    out = io.StringIO()
+    writer = csv.writer(out)
+    writer.writerow(CSV_COLUMNS)
+    for device in devices:
+        writer.writerow([_cell(getattr(device, column)) for column in CSV_COLUMNS])
+    return out.getvalue().encode("utf-8")
 
 
 def overview_blocks(

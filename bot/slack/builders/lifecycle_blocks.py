@@ -7,20 +7,23 @@ from datetime import datetime
 from bot.slack.builders.blocks import (
     MAX_MESSAGE_BLOCKS,
     Block,
+    Install,
     button,
     context,
     days_until,
     esc,
+    file_holder,
+    install_words,
     local_date,
     local_time,
     mention,
-    person_name,
     plain,
     plural,
     section,
 )
+from bot.slack.builders.home_blocks import person_name, resend_button
 from core.people.alerts import DueAlert, StaleAlert
-from core.people.rotation import CaseView
+from core.people.rotation import CaseView, ItemView
 
 RENEW = "renew_token"
 WAITING = "replaced, waiting for the MDM server to use the new token"
@@ -92,30 +95,53 @@ def alert_replaced_text(stale: StaleAlert) -> str:
     return esc(alert_replaced_headline(stale))
 
 
+def alert_install_state(stale: StaleAlert) -> Install:
+    """Where the token that replaced the alert's token stands with the MDM server."""
+    if stale.new_token_id is None:
+        return Install.NO_TOKEN
+    return Install.IN_USE if stale.new_installed_at is not None else Install.OLD_TOKEN
+
+
 def alert_replaced_blocks(stale: StaleAlert) -> list[Block]:
-    """An alert after its token was replaced, from any path: what happened, no button."""
+    """An alert after its token was replaced: what is left to do until the new one is in use."""
     name, who, when = esc(stale.server_name), _replaced_by(stale), local_time(stale.at)
+    how = "replaced the certificate of" if stale.reason == "certificate replaced" else "renewed"
+    state = alert_install_state(stale)
+    about = f"This alert was about the token that expires {local_date(stale.expires_at)}"
+    buttons: list[Block] = []
     if stale.reason == "server removed":
         line = f":wastebasket: {who} removed *{name}* from mdmbot {when}; its token was revoked."
-    else:
-        how = "replaced the certificate of" if stale.reason == "certificate replaced" else "renewed"
-        line = f":white_check_mark: {who} {how} *{name}* {when}."
+        footer = f"{about}; nothing is left to do here."
+    elif state is Install.IN_USE:
+        words = install_words(state, stale.new_downloaded_by, stale.new_installed_at)
+        line = f":white_check_mark: {words[:1].upper()}{words[1:]}: {who} {how} *{name}* {when}."
         if stale.new_expires_at is not None:
             line += f" The new token expires {local_date(stale.new_expires_at)}."
-    return [
-        {"type": "header", "text": plain(alert_replaced_headline(stale), 150)},
-        section(line),
-        context(
-            f"This alert was about the token that expires {local_date(stale.expires_at)}; "
-            "nothing is left to do here."
-        ),
-    ]
+        footer = f"{about}; nothing is left to do here."
+    else:
+        words = install_words(Install.OLD_TOKEN, stale.new_downloaded_by)
+        done = "Certificate replaced" if stale.reason == "certificate replaced" else "Renewed"
+        line = (
+            f":hourglass_flowing_sand: {done} by {who} {when}: *{name}* is {words}. "
+            "The old token no longer works, so the server cannot enrol or sync devices until "
+            "then."
+        )
+        footer = f"{about}. It turns ✅ when the MDM server first uses the new token."
+        if stale.new_token_id is not None and file_holder(stale.new_downloaded_by).endswith("DMs"):
+            buttons.append(resend_button(stale.new_token_id))
+    blocks = [{"type": "header", "text": plain(alert_replaced_headline(stale), 150)}, section(line)]
+    if buttons:
+        blocks.append({"type": "actions", "block_id": "resend", "elements": buttons})
+    return [*blocks, context(footer)]
 
 
 def alert_replaced_headline(stale: StaleAlert) -> str:
-    """The header of a replaced alert (plain text)."""
-    verb = "Removed" if stale.reason == "server removed" else "Renewed"
-    return f"{verb}: {stale.server_name}"
+    """The header of a replaced alert (plain text): what is left, or that nothing is."""
+    if stale.reason == "server removed":
+        return f"Removed: {stale.server_name}"
+    if alert_install_state(stale) is Install.IN_USE:
+        return f"Renewed and in use: {stale.server_name}"
+    return f"Renewed: {stale.server_name} — upload the new token"
 
 
 def checklist_headline(case: CaseView) -> str:
@@ -126,14 +152,18 @@ def checklist_headline(case: CaseView) -> str:
     return f"{who} {REASON_TEXT.get(case.reason, case.reason)}"
 
 
+WHY_SHORT = {"departure": "left", "password_change": "changed their password"}
+
+
 def checklist_text(case: CaseView) -> str:
-    """The notification text of a checklist, escaped like the blocks."""
+    """The notification text of a checklist (why, then what to do), escaped like the blocks."""
     who = case.person_name or "someone"
     if case.status == "done":
         return esc(f"Every server token downloaded by {who} has been renewed")
     if case.status == "cancelled":
         return esc(f"Renewal of {who}'s server tokens cancelled")
-    return esc(f"{plural(len(case.left), 'server token')} downloaded by {who} must be renewed")
+    why = WHY_SHORT.get(case.reason, case.reason)
+    return esc(f"{who} {why} — renew {plural(len(case.left), 'server token')}")
 
 
 def checklist_blocks(case: CaseView, now: datetime) -> list[Block]:
@@ -141,9 +171,8 @@ def checklist_blocks(case: CaseView, now: datetime) -> list[Block]:
     blocks: list[Block] = [
         {"type": "header", "text": plain(checklist_headline(case), 150)},
         section(
-            f"{person_name(case)} {REASON_TEXT.get(case.reason, case.reason)}. Apple requires "
-            "every server token they downloaded to be renewed. Each keeps working until it is "
-            "renewed here, so enrolment is not interrupted."
+            "Apple requires every server token they downloaded to be renewed. Each keeps working "
+            "until it is renewed here, so enrolment is not interrupted."
         ),
     ]
     room = MAX_MESSAGE_BLOCKS - len(blocks) - 2
@@ -159,10 +188,10 @@ def checklist_blocks(case: CaseView, now: datetime) -> list[Block]:
                 )
             )
             continue
-        line = (
-            f":arrows_counterclockwise: *{esc(item.server_name)}* — token expires "
-            f"{local_date(item.expires_at)}"
-        )
+        got = f"downloaded {local_date(item.issued_at)}" if item.issued_at else "downloaded"
+        if item.expires_at <= now:
+            got += f"; token *expired* {local_date(item.expires_at)}"
+        line = f":arrows_counterclockwise: *{esc(item.server_name)}* — {got}"
         if item.replaced:
             line = f":hourglass_flowing_sand: *{esc(item.server_name)}* — {WAITING}"
             blocks.append(section(line))
@@ -196,12 +225,21 @@ def _footer(case: CaseView, now: datetime) -> str:
     )
 
 
-def reminder_text(case: CaseView, now: datetime) -> str:
-    """The daily reminder in the checklist's thread (no buttons: the checklist has them)."""
+def server_names(items: tuple[ItemView, ...], shown: int = 10) -> str:
+    """`*A*, *B* and *C*` (at most `shown` names, then how many more)."""
+    names = [f"*{esc(item.server_name)}*" for item in items[:shown]]
+    if len(items) > shown:
+        names.append(f"{len(items) - shown} more")
+    return names[0] if len(names) == 1 else f"{', '.join(names[:-1])} and {names[-1]}"
+
+
+def reminder_text(case: CaseView, now: datetime, link: str | None = None) -> str:
+    """The daily reminder in the checklist's thread, naming the servers left (no buttons)."""
     left = plural(len(case.left), "server token")
     lead = ":warning: *Overdue:* " if case.overdue(now) else "Reminder: "
+    where = f"<{link}|Open the checklist>" if link else "Use the buttons in the checklist above."
     return (
         f"{lead}{left} downloaded by {person_name(case)} still "
-        f"need{'s' if len(case.left) == 1 else ''} renewing (checklist opened "
-        f"{local_date(case.opened_at)}). Use the buttons in the checklist above."
+        f"need{'s' if len(case.left) == 1 else ''} renewing: {server_names(case.left)} "
+        f"(checklist opened {local_date(case.opened_at)}). {where}"
     )

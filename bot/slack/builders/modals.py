@@ -157,16 +157,17 @@ def confirm_token_modal(
 ) -> dict[str, Any]:
     """Confirm renewing a token: when the current one expires, and what stops."""
     rotation = (origin or {}).get("origin") == "rotation"
+    verb = "Get" if view.token_id is None else "Renew"  # a server without a token has none to renew
     return _modal(
         CONFIRM_TOKEN,
-        "Renew server token",
+        f"{verb} server token",
         [
             section(
-                f"Renew the server token for *{esc(view.name)}*?\n\n"
+                f"{verb} the server token for *{esc(view.name)}*?\n\n"
                 + renew_state(view, now, rotation=rotation)
             )
         ],
-        submit="Renew token",
+        submit=f"{verb} token",
         metadata={"server_id": view.id, "expects": view.token_id, **(origin or {})},
     )
 

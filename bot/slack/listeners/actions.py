@@ -8,7 +8,7 @@ from typing import Any
 
 from slack_bolt import Ack, App
 
-from bot.slack.builders import blocks, modals
+from bot.slack.builders import home_blocks, modals
 from bot.slack.services import BotServices
 from core.errors import MdmbotError
 from core.roles import Permission
@@ -73,7 +73,7 @@ def register(app: App, svc: BotServices) -> None:
     for action_id in builders:
         app.action(action_id)(listener(action_id))
 
-    @app.action(blocks.MORE)
+    @app.action(home_blocks.MORE)
     def on_more(ack: Ack, body: dict[str, Any]) -> None:
         ack()
         chosen = (body["actions"][0].get("selected_option") or {}).get("value", "")

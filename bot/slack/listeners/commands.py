@@ -9,7 +9,7 @@ from typing import Any
 from slack_bolt import Ack, App, Respond
 
 from bot.slack import devices, lifecycle
-from bot.slack.builders import blocks, modals
+from bot.slack.builders import blocks, home_blocks, modals
 from bot.slack.services import BotServices
 from core.errors import MdmbotError
 from core.people import persons as people
@@ -60,7 +60,7 @@ def register(app: App, svc: BotServices) -> None:
         with svc.ctx.unit_of_work(readonly=True) as session:
             role = people.role_of(session, body["user_id"])
             admins = [] if role else people.administrators(session)
-        return {"text": "mdmbot help", "blocks": blocks.help_blocks(role, admins)}
+        return {"text": "mdmbot help", "blocks": home_blocks.help_blocks(role, admins)}
 
     def do_list(body: dict[str, Any], arg: str) -> Reply:
         with svc.ctx.unit_of_work(readonly=True) as session:

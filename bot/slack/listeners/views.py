@@ -76,6 +76,9 @@ def register(app: App, svc: BotServices) -> None:
             log.info("could not update the modal for %s", user)
         if outcome.ok:
             svc.notify_origin(svc.gateway.read_metadata(body["view"]), user, outcome)
+        elif outcome.tokenless is not None:
+            get = blocks.button("Get token", "server_token", str(outcome.tokenless), "primary")
+            svc.try_dm(user, text, [{"type": "actions", "elements": [get]}])
         else:
             svc.try_dm(user, text)
 
