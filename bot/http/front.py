@@ -154,14 +154,21 @@ class Connection(asyncio.Protocol):
         if self.closed:
             return
         self.seen = True
-        self.h11.receive_data(data)
+        try:
+            self.h11.receive_data(data)
+        except RuntimeError:  # data after the client's own close: nothing more to read
+            self.abort()
+            return
         self._advance()
 
     def eof_received(self) -> bool:
         """The client stopped sending; answer a request in hand before closing."""
         if not self.closed and self.h11.their_state is not h11.CLOSED:
-            self.h11.receive_data(b"")
-        if self.site.busy.__contains__(self):
+            try:
+                self.h11.receive_data(b"")
+            except RuntimeError:
+                pass
+        if self in self.site.busy:
             return True
         self._advance()
         return False
@@ -231,7 +238,8 @@ class Connection(asyncio.Protocol):
 
     def _respond(self, future: asyncio.Future[Answer]) -> None:
         self.site.busy.discard(self)
-        if self.closed or self.transport is None or self.request is None:
+        if future.cancelled() or self.closed or self.transport is None or self.request is None:
+            self.abort()
             return
         status, answered, body = future.result()
         headers = [(_title(name), value) for name, value in answered]
