@@ -43,7 +43,7 @@ def signature_ok(secret: str, body: bytes, headers: dict[str, str], now: float) 
 class Limits:
     """What one listener allows each client: deadlines for a request, and how many may connect."""
 
-    header_seconds: float = 10.0  # from connecting (or the previous answer) to a whole header
+    header_seconds: float = 10.0  # to a whole header, from connecting or the last answer (75-100%)
     body_seconds: float = 20.0  # from the header to the whole declared body
     connections: int = 1000  # open at once, per worker; beyond it the longest waiting is dropped
     max_header: int = 16 * 1024
