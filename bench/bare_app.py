@@ -1,9 +1,10 @@
 """The baseline: a bare bolt App that only acks `/mdm`, on mdmbot's own HTTP front.
 
 `python -m bench.bare_app --port N [--workers W --threads T]` serves it with the same front as
-`mdmbot serve --http` (waitress `HttpServer` for one process, gunicorn threaded workers through
-`serve_workers` for several) and `SlackWsgi`, the same signing secret check and the same Web API
-client settings (SLACK_API_URL, SLACK_BOT_TOKEN, SLACK_SIGNING_SECRET from the environment).
+`mdmbot serve --http` (the event-loop `HttpServer` for one process, gunicorn workers running
+it through `serve_workers` for several) and `SlackWsgi`, the same signing secret check and the
+same Web API client settings (SLACK_API_URL, SLACK_BOT_TOKEN, SLACK_SIGNING_SECRET from the
+environment).
 """
 
 from __future__ import annotations

@@ -2,7 +2,7 @@
 
 Pairs: `mdmbot serve --http --no-scheduler --dep-port` on SQLite seeded with 16 servers (one token
 per load worker, as 16 MDM servers would hold), against the bare WSGI app of `bench.dep_bare`
-(constant JSON on the same waitress server and thread count), alternating rounds, 16 pairs in
+(constant JSON on the same HTTP front and thread count), alternating rounds, 16 pairs in
 flight from the `bench.dep_load` process. Signature: `core.dep.auth` parsing the OAuth header and
 verifying HMAC-SHA1 with oauthlib, against `hmac` + `base64` over a precomputed base string in a
 loop (the physical floor of any HMAC-SHA1 check).

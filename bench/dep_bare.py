@@ -1,7 +1,7 @@
 """The DEP baseline: a bare WSGI app answering a constant JSON, on mdmbot's own HTTP server.
 
 `python -m bench.dep_bare --port N [--workers W]` serves it with the same front and thread count
-as `mdmbot serve --http --workers W --dep-port` (waitress for one process, gunicorn threaded
+as `mdmbot serve --http --workers W --dep-port` (the event-loop front for one process, gunicorn
 workers for several), so the difference is mdmbot's own work (Falcon, OAuth, database).
 """
 

@@ -2,7 +2,7 @@
 
 Each process is started fresh, waited for (GET /healthz answers 200, or it prints "ready"),
 left idle for a moment, and its VmRSS read from /proc/PID/status. Baselines: the interpreter
-alone, `import slack_bolt`, and the bare bolt app served by the same waitress server.
+alone, `import slack_bolt`, and the bare bolt app served by the same HTTP front.
 """
 
 from __future__ import annotations
@@ -79,14 +79,14 @@ def run(quick: bool) -> Section:
     section = Section("Resident memory (idle)")
     interpreter = idle_python("")
     bolt = idle_python("import slack_bolt; ")
-    bolt_waitress = idle_python("import slack_bolt, waitress; ")
+    bolt_front = idle_python("import slack_bolt, h11; ")
     bare, _, _ = idle_server("bare")
     mdmbot, peak, started = idle_server("mdmbot")
     section.rows.append(
         Row(
             "idle `mdmbot serve --http --no-scheduler` (VmRSS after /healthz)",
             mib(mdmbot),
-            f"`import slack_bolt, waitress`: {mib(bolt_waitress)}; bare bolt app served: "
+            f"`import slack_bolt, h11`: {mib(bolt_front)}; bare bolt app served: "
             f"{mib(bare)}",
             "< 150 MB",
             mdmbot * 1024 < TARGET_BYTES,
@@ -94,7 +94,7 @@ def run(quick: bool) -> Section:
     )
     section.details.append(
         f"python alone {mib(interpreter)}; `import slack_bolt` {mib(bolt)}; "
-        f"`import slack_bolt, waitress` {mib(bolt_waitress)}; bare bolt app on mdmbot's "
+        f"`import slack_bolt, h11` {mib(bolt_front)}; bare bolt app on mdmbot's "
         f"HttpServer {mib(bare)}; mdmbot serve {mib(mdmbot)} "
         f"(peak {mib(peak)}), healthy {started:.1f} s after start (migrations of a fresh SQLite "
         "database included)"

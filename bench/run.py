@@ -21,7 +21,7 @@ import traceback
 from collections.abc import Callable
 from pathlib import Path
 
-from bench import ack, dep, devices, issuance, memory, sweep
+from bench import ack, dep, devices, issuance, memory, pg, sweep
 from bench.common import Row, Section, machine
 
 README = Path(__file__).with_name("README.md")
@@ -33,6 +33,7 @@ BENCHMARKS: dict[str, Callable[[bool], Section]] = {
     "memory": memory.run,
     "devices": devices.run,
     "dep": dep.run,
+    "pg": pg.run,
 }
 
 

@@ -72,9 +72,9 @@ class AppContext:
         )
 
     @contextmanager
-    def unit_of_work(self, *, readonly: bool = False) -> Iterator[Session]:
+    def unit_of_work(self, *, readonly: bool = False, durable: bool = True) -> Iterator[Session]:
         """A database session committed on success (or only reading)."""
-        with db.unit_of_work(self.engine, readonly=readonly) as session:
+        with db.unit_of_work(self.engine, readonly=readonly, durable=durable) as session:
             yield session
 
     def now(self) -> datetime:

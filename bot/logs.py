@@ -52,5 +52,5 @@ def configure_logging(fmt: str, level: int = logging.INFO) -> None:
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level)
-    for noisy in ("apscheduler", "alembic", "slack_bolt", "mdmbot.bolt", "waitress.queue"):
+    for noisy in ("apscheduler", "alembic", "slack_bolt", "mdmbot.bolt"):
         logging.getLogger(noisy).setLevel(logging.WARNING)

@@ -132,6 +132,7 @@ def _serve(ctx: AppContext, args: argparse.Namespace, workers: int) -> int:
     from bot import metrics
     from bot.http import (
         HttpServer,
+        Limits,
         Listener,
         SlackWsgi,
         WorkerHooks,
@@ -185,7 +186,10 @@ def _serve(ctx: AppContext, args: argparse.Namespace, workers: int) -> int:
         slack = SlackWsgi(app, runtime.health, signing_secret=settings.slack_signing_secret or "")
         listeners = [
             Listener("slack", args.host, args.port, slack),
-            Listener("metrics", args.metrics_host, args.metrics_port, metrics.wsgi),
+            Listener(
+                "metrics", args.metrics_host, args.metrics_port, metrics.wsgi,
+                Limits(connections=64)
+            ),
             *([dep] if dep else []),
         ]
         check_listeners(listeners)

@@ -21,6 +21,7 @@ from core.files import private_database, private_directory
 
 MIGRATIONS = Path(__file__).with_name("migrations")
 READONLY = "mdmbot_readonly"
+RELAXED = "mdmbot_relaxed"  # commit without waiting for the disk (bench/README.md, "Durability")
 MIGRATION_LOCK = 0x6D646D62
 SUPPORTED_DRIVERS = ("sqlite+pysqlite", "postgresql+psycopg", "postgresql+psycopg2")
 
@@ -61,7 +62,15 @@ def make_engine(url: str) -> sa.Engine:
     """An engine for `url`; SQLite gets WAL, foreign keys and writers that wait for each other."""
     parsed = parse_url(url)
     if parsed.get_backend_name() != "sqlite":
-        return sa.create_engine(parsed, pool_pre_ping=True, pool_size=10, max_overflow=20)
+        engine = sa.create_engine(parsed, pool_pre_ping=True, pool_size=10, max_overflow=20)
+
+        @event.listens_for(engine, "begin")
+        def _on_pg_begin(connection: sa.Connection) -> None:
+            if connection.get_execution_options().get(RELAXED, False):
+                # PostgreSQL: a commit returns before its WAL record reaches the disk.
+                connection.exec_driver_sql("SET LOCAL synchronous_commit TO OFF")
+
+        return engine
     database = _sqlite_file(parsed)
     if database is not None:
         private_directory(database.parent, "The database directory")
@@ -79,20 +88,38 @@ def make_engine(url: str) -> sa.Engine:
 
     @event.listens_for(engine, "begin")
     def _on_begin(connection: sa.Connection) -> None:
-        readonly = connection.get_execution_options().get(READONLY, False)
-        connection.exec_driver_sql("BEGIN" if readonly else "BEGIN IMMEDIATE")
+        options = connection.get_execution_options()
+        if options.get(READONLY, False):
+            connection.exec_driver_sql("BEGIN")
+            return
+        # SQLite: the level can only change outside a transaction; WAL with NORMAL syncs at
+        # checkpoints, FULL at every commit. Set only when it differs (a pooled connection).
+        level = "NORMAL" if options.get(RELAXED, False) else "FULL"
+        info = connection.connection.info
+        if info.get("synchronous") != level:
+            connection.exec_driver_sql(f"PRAGMA synchronous={level}")
+            info["synchronous"] = level
+        connection.exec_driver_sql("BEGIN IMMEDIATE")
 
     return engine
 
 
 @contextmanager
-def unit_of_work(engine: sa.Engine, *, readonly: bool = False) -> Iterator[Session]:
+def unit_of_work(
+    engine: sa.Engine, *, readonly: bool = False, durable: bool = True
+) -> Iterator[Session]:
     """A session committed on success and rolled back on any error.
 
     A read-only unit of work does not queue behind SQLite writers (it starts a deferred
-    transaction) and is rolled back at the end.
+    transaction) and is rolled back at the end. A unit of work that is not `durable` commits
+    without waiting for the disk: a power cut (not a crash of mdmbot) may lose it.
     """
-    bind = _readonly(engine) if readonly else engine
+    if readonly:
+        bind = _variant(engine, READONLY)
+    elif not durable:
+        bind = _variant(engine, RELAXED)
+    else:
+        bind = engine
     with Session(bind, expire_on_commit=False) as session:
         try:
             yield session
@@ -105,13 +132,13 @@ def unit_of_work(engine: sa.Engine, *, readonly: bool = False) -> Iterator[Sessi
             raise
 
 
-def _readonly(engine: sa.Engine) -> sa.Engine:
-    """The engine's read-only variant, made once (building one costs as much as a query)."""
-    reader: sa.Engine | None = getattr(engine, "_mdmbot_readonly", None)
-    if reader is None:
-        reader = engine.execution_options(**{READONLY: True})
-        setattr(engine, "_mdmbot_readonly", reader)  # noqa: B010
-    return reader
+def _variant(engine: sa.Engine, option: str) -> sa.Engine:
+    """The engine with one option set, made once (building one costs as much as a query)."""
+    variant: sa.Engine | None = getattr(engine, "_" + option, None)
+    if variant is None:
+        variant = engine.execution_options(**{option: True})
+        setattr(engine, "_" + option, variant)
+    return variant
 
 
 def alembic_config(url: str) -> Config:

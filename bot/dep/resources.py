@@ -70,11 +70,13 @@ class SessionResource:
         )
         now = self.ctx.now()
         with self.ctx.unit_of_work(readonly=True) as session:
-            token_id = dep_auth.verify_request(session, self.ctx.vault, request, now)
-        with self.writes, self.ctx.unit_of_work() as session:
+            verified = dep_auth.verify_request(session, self.ctx.vault, request, now)
+        # A routine session (nonce, session, `last seen`) may be lost to a power cut; the first
+        # use of a token (installed, rotation ticks, audit) is durable (bench/README.md).
+        with self.writes, self.ctx.unit_of_work(durable=not verified.routine) as session:
             outcome = dep_auth.open_session(
                 session,
-                token_id,
+                verified.token_id,
                 request,
                 now,
                 client=req.remote_addr or "",
@@ -111,7 +113,7 @@ class AccountResource:
             live = dep_auth.check_session(session, req.get_header(SESSION_HEADER), now)
             body = dep_account.account(session, live.token_id, self.org)
         if live.stale:
-            with self.writes, self.ctx.unit_of_work() as session:
+            with self.writes, self.ctx.unit_of_work(durable=False) as session:
                 dep_auth.touch_session(session, live, now, req.remote_addr or "")
         _json(resp, body)
 

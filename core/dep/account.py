@@ -5,9 +5,11 @@ from __future__ import annotations
 import hashlib
 import uuid
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Any
 
-from sqlmodel import Session, col, select
+import sqlalchemy as sa
+from sqlmodel import Session, col
 
 from core.errors import NotFound
 from core.models import Person, Server, Token
@@ -49,23 +51,36 @@ class Organisation:
 
 def server_uuid(server: Server) -> str:
     """The server's stable `server_uuid` (from its id and creation time, never reused)."""
-    return str(uuid.uuid5(_SERVER_NAMESPACE, f"{server.id}:{server.created_at.isoformat()}"))
+    return _uuid(server.id, server.created_at)
+
+
+def _uuid(server_id: int | None, created_at: datetime) -> str:
+    return str(uuid.uuid5(_SERVER_NAMESPACE, f"{server_id}:{created_at.isoformat()}"))
+
+
+_OWNER = (
+    sa.select(
+        col(Server.id),
+        col(Server.name),
+        col(Server.created_at),
+        col(Token.downloaded_by),
+        col(Person.email),
+    )
+    .join(Token, col(Token.server_id) == col(Server.id))
+    .outerjoin(Person, col(Person.slack_id) == col(Token.downloaded_by))
+    .where(col(Token.id) == sa.bindparam("token"))
+)
 
 
 def account(session: Session, token_id: int, org: Organisation) -> dict[str, Any]:
     """The account detail of the MDM server that owns the token."""
-    row = session.exec(
-        select(Server, Person.email)
-        .join(Token, col(Token.server_id) == col(Server.id))
-        .outerjoin(Person, col(Person.slack_id) == col(Token.downloaded_by))
-        .where(Token.id == token_id)
-    ).first()
+    row = session.connection().execute(_OWNER, {"token": token_id}).first()
     if row is None:
         raise NotFound("That token's MDM server no longer exists.")
-    server, email = row
+    server_id, name, created_at, _downloaded_by, email = row
     return {
-        "server_name": server.name,
-        "server_uuid": server_uuid(server),
+        "server_name": name,
+        "server_uuid": _uuid(server_id, created_at),
         "admin_id": email or ADMIN_PLACEHOLDER,
         "org_name": org.name,
         "org_email": org.email,

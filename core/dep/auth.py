@@ -144,21 +144,48 @@ def signature_valid(request: OAuthRequest, consumer_secret: str, access_secret: 
     return False
 
 
-def verify_request(session: Session, vault: Vault, request: OAuthRequest, now: datetime) -> int:
-    """The id of the token whose credentials signed the request (only reads); else a 401."""
+@dataclass(frozen=True)
+class Verified:
+    """The token whose credentials signed a request; `routine` when it is active and installed,
+    so opening a session only records the session, its nonce and `last seen`."""
+
+    token_id: int
+    routine: bool
+
+
+def verify_request(
+    session: Session, vault: Vault, request: OAuthRequest, now: datetime
+) -> Verified:
+    """The token whose credentials signed the request (only reads); else a 401."""
     if abs(now.timestamp() - request.timestamp) > WINDOW.total_seconds():
         raise DepError(401, "TIMESTAMP_REFUSED", "stale_timestamp")
-    row = session.execute(_BY_KEY, {"key": request.consumer_key}).first()
+    row = session.connection().execute(_BY_KEY, {"key": request.consumer_key}).first()
     refused = DepError(401, "SIGNATURE_INVALID", "unknown_key")
     if row is None or row[1] == TokenStatus.PENDING:
         raise refused
-    token_id, _, sealed = row
-    creds = json.loads(vault.decrypt(sealed))
+    token_id, status, sealed, installed_at = row
+    creds = _opened(vault, sealed)
     if not hmac.compare_digest(creds["access_token"], request.access_token):
         raise refused
     if not signature_valid(request, creds["consumer_secret"], creds["access_secret"]):
         raise DepError(401, "SIGNATURE_INVALID", "bad_signature")
-    return int(token_id)
+    routine = status == TokenStatus.ACTIVE and installed_at is not None
+    return Verified(cast(int, token_id), routine)
+
+
+_OPENED: dict[str, dict[str, str]] = {}  # sealed credentials → opened, for this process
+_OPENED_MAX = 1024  # more than the 250 servers Apple allows an organisation, with renewals
+
+
+def _opened(vault: Vault, sealed: str) -> dict[str, str]:
+    """A token's credentials, decrypted once per process (the sealed text changes with them)."""
+    creds = _OPENED.get(sealed)
+    if creds is None:
+        creds = json.loads(vault.decrypt(sealed))
+        if len(_OPENED) >= _OPENED_MAX:
+            _OPENED.clear()
+        _OPENED[sealed] = creds
+    return creds
 
 
 def open_session(
@@ -174,6 +201,19 @@ def open_session(
     prune(session, now, PRUNE_BATCH)
     if not _first_use_of_nonce(session, request, now):
         return SessionOutcome(error=DepError(401, "NONCE_USED", "replayed_nonce"))
+    connection = session.connection()
+    row = connection.execute(_STATE, {"id": token_id}).first()
+    if row is not None and row[0] == TokenStatus.ACTIVE and row[1] > now and row[2] is not None:
+        # Routine (active, installed): Core statements only, no ORM unit of work.
+        key = secrets.token_urlsafe(32)
+        expires, digest = now + SESSION_IDLE + TOUCH_EVERY, _hash(key)
+        connection.execute(
+            _NEW_SESSION,
+            {"key_hash": digest, "token_id": token_id, "created_at": now, "expires_at": expires},
+        )
+        if row[3] is None or row[3] < now - dep_feedback.LAST_SEEN_EVERY:
+            connection.execute(_LAST_SEEN, {"token": token_id, "at": now, "client": client[:64]})
+        return SessionOutcome(session_key=key)
     token = session.get(Token, token_id)
     if token is None:
         return SessionOutcome(error=DepError(401, "SIGNATURE_INVALID", "unknown_key"))
@@ -198,8 +238,17 @@ def open_session(
     return SessionOutcome(session_key=key, ticked_cases=ticked, installed=first)
 
 
-_BY_KEY = sa.select(col(Token.id), col(Token.status), col(Token.secrets)).where(
-    col(Token.consumer_key) == sa.bindparam("key")
+_BY_KEY = sa.select(
+    col(Token.id), col(Token.status), col(Token.secrets), col(Token.installed_at)
+).where(col(Token.consumer_key) == sa.bindparam("key"))
+_STATE = sa.select(
+    col(Token.status), col(Token.expires_at), col(Token.installed_at), col(Token.last_used_at)
+).where(col(Token.id) == sa.bindparam("id"))
+_NEW_SESSION = sa.insert(DepSession)
+_LAST_SEEN = (
+    sa.update(Token)
+    .where(col(Token.id) == sa.bindparam("token"))
+    .values(last_used_at=sa.bindparam("at"), last_used_from=sa.bindparam("client"))
 )
 
 
@@ -223,7 +272,7 @@ def check_session(session: Session, key: str | None, now: datetime) -> LiveSessi
     if not key or len(key) > 256:
         raise unauthorized
     digest = _hash(key)
-    row = session.execute(_LIVE, {"digest": digest}).first()
+    row = session.connection().execute(_LIVE, {"digest": digest}).first()
     if row is None:
         raise unauthorized
     expires_at, token_id, status, token_expires, last_used = row
@@ -248,16 +297,18 @@ _LIVE = (
 
 def touch_session(session: Session, live: LiveSession, now: datetime, client: str) -> None:
     """Push the session's expiry out and record the token's use (`last seen`)."""
-    session.execute(
-        sa.update(DepSession)
-        .where(col(DepSession.key_hash) == live.key_hash)
-        .values(expires_at=now + SESSION_IDLE + TOUCH_EVERY)
+    connection = session.connection()
+    connection.execute(
+        _EXTEND, {"digest": live.key_hash, "expires": now + SESSION_IDLE + TOUCH_EVERY}
     )
-    session.execute(
-        sa.update(Token)
-        .where(col(Token.id) == live.token_id)
-        .values(last_used_at=now, last_used_from=client[:64])
-    )
+    connection.execute(_LAST_SEEN, {"token": live.token_id, "at": now, "client": client[:64]})
+
+
+_EXTEND = (
+    sa.update(DepSession)
+    .where(col(DepSession.key_hash) == sa.bindparam("digest"))
+    .values(expires_at=sa.bindparam("expires"))
+)
 
 
 def _hash(key: str) -> str:
@@ -266,19 +317,26 @@ def _hash(key: str) -> str:
 
 def _first_use_of_nonce(session: Session, request: OAuthRequest, now: datetime) -> bool:
     """Record the nonce; False when (key, timestamp, nonce) was already used (on any replica)."""
-    insert = sqlite_insert if session.get_bind().dialect.name == "sqlite" else postgresql_insert
-    added = session.execute(
-        insert(DepNonce)
-        .values(
-            consumer_key=request.consumer_key,
-            timestamp=request.timestamp,
-            nonce=request.nonce,
-            seen_at=now,
-        )
-        .on_conflict_do_nothing(index_elements=["consumer_key", "timestamp", "nonce"])
-        .returning(col(DepNonce.id))
+    connection = session.connection()
+    added = connection.execute(
+        _NONCE[connection.dialect.name == "sqlite"],
+        {"key": request.consumer_key, "ts": request.timestamp, "nonce": request.nonce, "at": now},
     )
     return added.first() is not None
+
+
+_NONCE = {
+    sqlite: insert(DepNonce)
+    .values(
+        consumer_key=sa.bindparam("key"),
+        timestamp=sa.bindparam("ts"),
+        nonce=sa.bindparam("nonce"),
+        seen_at=sa.bindparam("at"),
+    )
+    .on_conflict_do_nothing(index_elements=["consumer_key", "timestamp", "nonce"])
+    .returning(col(DepNonce.id))
+    for sqlite, insert in ((True, sqlite_insert), (False, postgresql_insert))
+}
 
 
 def prune(session: Session, now: datetime, limit: int | None = None) -> None:

@@ -5,8 +5,10 @@ from __future__ import annotations
 from datetime import timedelta
 
 import pytest
+import sqlalchemy as sa
 from sqlmodel import Session, select
 
+from core import db
 from core.dep import auth as dep_auth
 from core.dep.auth import DepError
 from core.models import DepNonce, DepSession
@@ -54,7 +56,7 @@ def test_sweep_prunes_old_nonces_and_dead_sessions(session: Session, vault: Vaul
         at = NOW - timedelta(minutes=minutes)
         opened = dep_auth.open_session(
             session,
-            dep_auth.verify_request(session, vault, request, at),
+            dep_auth.verify_request(session, vault, request, at).token_id,
             request,
             at,
             client="10.0.0.9",
@@ -81,7 +83,7 @@ def test_opening_a_session_prunes_a_bounded_batch_without_a_sweep(
     def open_one(nonce: str) -> None:
         header = oauth_header(creds, URL, timestamp=str(int(NOW.timestamp())), nonce=nonce)
         request = dep_auth.parse_oauth(header, "GET", [URL])
-        token = dep_auth.verify_request(session, vault, request, NOW)
+        token = dep_auth.verify_request(session, vault, request, NOW).token_id
         opened = dep_auth.open_session(session, token, request, NOW, client="", user_agent="ua")
         assert opened.session_key is not None
 
@@ -91,3 +93,23 @@ def test_opening_a_session_prunes_a_bounded_batch_without_a_sweep(
     open_one("second")
     assert [n.nonce for n in session.exec(select(DepNonce))] == ["first", "second"]
     assert len(session.exec(select(DepSession)).all()) == 2, "live sessions stay"
+
+
+def _safety(connection: sa.Connection) -> str:
+    if connection.dialect.name == "sqlite":
+        return {1: "NORMAL", 2: "FULL"}[connection.exec_driver_sql("PRAGMA synchronous").scalar()]
+    return str(connection.exec_driver_sql("SHOW synchronous_commit").scalar())
+
+
+def test_only_units_of_work_marked_not_durable_commit_without_waiting_for_the_disk(
+    engine: sa.Engine,
+) -> None:
+    expected = {"sqlite": ("FULL", "NORMAL"), "postgresql": ("on", "off")}[engine.dialect.name]
+    for _ in range(2):  # pooled connections switch back and forth
+        with db.unit_of_work(engine) as session:
+            assert _safety(session.connection()) == expected[0]
+        with db.unit_of_work(engine, durable=False) as session:
+            assert _safety(session.connection()) == expected[1]
+            session.add(DepNonce(consumer_key="CK", timestamp=1, nonce=f"n{_}", seen_at=NOW))
+    with db.unit_of_work(engine, readonly=True) as session:
+        assert len(session.exec(select(DepNonce)).all()) == 2  # the relaxed ones committed

@@ -53,6 +53,12 @@ def register(app: App, svc: BotServices) -> None:
             raise MdmbotError(f"Which server? Use `/mdm {sub} NAME`.")
         return arg
 
+    def server_for(user_id: str, permission: Permission, arg: str, sub: str) -> servers.ServerView:
+        """Authorise, then find the named server, in one read transaction."""
+        with svc.ctx.unit_of_work(readonly=True) as session:
+            people.authorize(session, Actor(user_id), permission)
+            return servers.get_server_view(session, need_name(arg, sub))
+
     def open_modal(body: dict[str, Any], view: dict[str, Any]) -> None:
         svc.gateway.open_view(body["trigger_id"], view)
 
@@ -69,16 +75,15 @@ def register(app: App, svc: BotServices) -> None:
         return {"text": "MDM servers", "blocks": blocks.server_list_blocks(views, svc.ctx.now())}
 
     def do_show(body: dict[str, Any], arg: str) -> Reply:
-        svc.authorize(body["user_id"], Permission.VIEW)
-        view = svc.server_by_name(need_name(arg, "show"))
+        view = server_for(body["user_id"], Permission.VIEW, arg, "show")
         return {"text": view.name, "blocks": blocks.server_detail_blocks(view, svc.ctx.now())}
 
     def modal_command(
         builder: Callable[[servers.ServerView], dict[str, Any]], sub: str
     ) -> Callable[[dict[str, Any], str], None]:
         def run(body: dict[str, Any], arg: str) -> None:
-            svc.authorize(body["user_id"], Permission.MANAGE_SERVERS)
-            open_modal(body, builder(svc.server_by_name(need_name(arg, sub))))
+            view = server_for(body["user_id"], Permission.MANAGE_SERVERS, arg, sub)
+            open_modal(body, builder(view))
 
         return run
 

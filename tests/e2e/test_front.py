@@ -1,0 +1,135 @@
+"""The HTTP front on real sockets: deadlines, per-listener limits, refusals, keep-alive."""
+
+from __future__ import annotations
+
+import socket
+import time
+from collections.abc import Iterable, Iterator
+from typing import Any
+
+import pytest
+
+from bot.http import HttpServer, Limits, Listener, StartResponse
+
+
+def echo(environ: dict[str, Any], start_response: StartResponse) -> Iterable[bytes]:
+    """Answers the method, path, query and body it was sent."""
+    body = environ["wsgi.input"].read()
+    start_response("200 OK", [("content-type", "text/plain")])
+    text = f"{environ['REQUEST_METHOD']} {environ['PATH_INFO']}?{environ['QUERY_STRING']} "
+    return [text.encode() + body]
+
+
+LIMITS = Limits(header_seconds=0.5, body_seconds=0.5, connections=5, max_body=1000)
+
+
+@pytest.fixture
+def server() -> Iterator[HttpServer]:
+    """Two listeners, each allowing 5 connections and half a second per header and body."""
+    running = HttpServer(
+        [Listener("a", "127.0.0.1", 0, echo, LIMITS), Listener("b", "127.0.0.1", 0, echo, LIMITS)],
+        2,
+    ).start_in_background("front-test")
+    yield running
+    running.close()
+
+
+def connect(port: int) -> socket.socket:
+    """A client socket with a 3 s read timeout."""
+    sock = socket.create_connection(("127.0.0.1", port), timeout=3)
+    return sock
+
+
+def read_all(sock: socket.socket) -> bytes:
+    """Everything until the server closes (or 3 s pass)."""
+    chunks = []
+    try:
+        while chunk := sock.recv(65536):
+            chunks.append(chunk)
+    except TimeoutError:
+        pass
+    return b"".join(chunks)
+
+
+def ask(port: int, request: bytes) -> bytes:
+    """Send one request with Connection: close and read the whole answer."""
+    with connect(port) as sock:
+        sock.sendall(request)
+        return read_all(sock)
+
+
+def test_a_request_is_answered_with_its_path_query_and_body(server: HttpServer) -> None:
+    answer = ask(
+        server.ports["a"],
+        b"POST /x%20y?q=1 HTTP/1.1\r\nHost: a\r\nContent-Length: 4\r\nConnection: close\r\n\r\n"
+        b"body",
+    )
+    assert answer.startswith(b"HTTP/1.1 200 OK\r\n")
+    assert b"\r\nContent-Type: text/plain\r\n" in answer  # header names written as servers do
+    assert answer.endswith(b"POST /x y?q=1 body")
+
+
+def test_keep_alive_answers_pipelined_requests_in_order(server: HttpServer) -> None:
+    with connect(server.ports["a"]) as sock:
+        sock.sendall(b"GET /one HTTP/1.1\r\nHost: a\r\n\r\nGET /two HTTP/1.1\r\nHost: a\r\n\r\n")
+        time.sleep(0.3)
+        answer = sock.recv(65536)
+    assert answer.count(b"HTTP/1.1 200 OK") == 2
+    assert answer.index(b"GET /one") < answer.index(b"GET /two")
+
+
+def test_a_header_not_finished_in_time_is_cut_with_408(server: HttpServer) -> None:
+    with connect(server.ports["a"]) as sock:
+        started = time.monotonic()
+        sock.sendall(b"GET / HTTP/1.1\r\n")
+        for line in range(3):  # still trickling when the deadline passes
+            time.sleep(0.2)
+            try:
+                sock.sendall(b"X-Slow-%d: 1\r\n" % line)
+            except OSError:
+                break
+        answer = read_all(sock)
+        assert answer.startswith(b"HTTP/1.1 408 Request Timeout")
+        assert time.monotonic() - started < 2
+
+
+def test_a_body_not_finished_in_time_is_cut(server: HttpServer) -> None:
+    with connect(server.ports["a"]) as sock:
+        sock.sendall(b"POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 100\r\n\r\nhalf")
+        assert read_all(sock).startswith(b"HTTP/1.1 408 Request Timeout")
+
+
+def test_bad_requests_and_oversized_bodies_are_refused(server: HttpServer) -> None:
+    port = server.ports["a"]
+    assert ask(port, b"nonsense\r\n\r\n").startswith(b"HTTP/1.1 400 Bad Request")
+    big = b"POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 5000\r\n\r\n"
+    assert ask(port, big).startswith(b"HTTP/1.1 413 Payload Too Large")
+
+
+def test_at_its_limit_a_listener_drops_its_longest_waiting_client_not_the_new_one(
+    server: HttpServer,
+) -> None:
+    port = server.ports["a"]
+    idle = [connect(port) for _ in range(5)]
+    time.sleep(0.1)
+    try:
+        answer = ask(port, b"GET /new HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n")
+        assert answer.endswith(b"GET /new? ")
+        assert idle[0].recv(10) == b"", "the oldest waiting connection was dropped"
+    finally:
+        for sock in idle:
+            sock.close()
+
+
+def test_slow_clients_on_one_listener_leave_the_other_alone(server: HttpServer) -> None:
+    slow = [connect(server.ports["a"]) for _ in range(20)]
+    try:
+        for sock in slow:
+            sock.sendall(b"GET / HTTP/1.1\r\n")
+        started = time.monotonic()
+        answer = ask(server.ports["b"], b"GET /b HTTP/1.1\r\nHost: b\r\nConnection: close\r\n\r\n")
+        assert answer.endswith(b"GET /b? ")
+        assert time.monotonic() - started < 0.5
+    finally:
+        for sock in slow:
+            sock.close()
