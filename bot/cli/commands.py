@@ -299,7 +299,12 @@ def token_issue(ctx: AppContext, args: argparse.Namespace) -> int:
         actor,
         args,
         lambda session: issuance.issue_token(
-            session, vault, actor, servers.find_server(session, args.name), ctx.now()
+            session,
+            vault,
+            actor,
+            servers.find_server(session, args.name),
+            ctx.now(),
+            new_consumer_key=args.new_consumer_key,
         ),
     )
 

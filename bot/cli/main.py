@@ -117,6 +117,11 @@ def build_parser() -> argparse.ArgumentParser:
         "write a new token for a server (the old one stops working)",
     )
     p.add_argument("name")
+    p.add_argument(
+        "--new-consumer-key",
+        action="store_true",
+        help="draw a new consumer key (the MDM server must accept a changed key)",
+    )
     _out(p)
     _actor(p)
     p = _add(t, "list", cli_commands.token_list, "list tokens (never their secrets)")

@@ -27,6 +27,7 @@ from sqlmodel import Session, col
 from core.dep import feedback as dep_feedback
 from core.dep.feedback import ReplacedTokenAlert
 from core.models import DepNonce, DepSession, Token, TokenStatus
+from core.tokens.issuance import access_digest
 from core.vault import Vault
 
 WINDOW = timedelta(minutes=5)  # ours: accepted clock skew of oauth_timestamp
@@ -134,17 +135,20 @@ def verify_request(session: Session, vault: Vault, request: OAuthRequest, now: d
     """The id of the token whose credentials signed the request (only reads); else a 401."""
     if abs(now.timestamp() - request.timestamp) > WINDOW.total_seconds():
         raise DepError(401, "TIMESTAMP_REFUSED", "stale_timestamp")
-    row = session.execute(_BY_KEY, {"key": request.consumer_key}).first()
     refused = DepError(401, "SIGNATURE_INVALID", "unknown_key")
-    if row is None or row[1] == TokenStatus.PENDING:
-        raise refused
-    token_id, _, sealed = row
-    creds = json.loads(vault.decrypt(sealed))
-    if not hmac.compare_digest(creds["access_token"], request.access_token):
-        raise refused
-    if not signature_valid(request, creds["consumer_secret"], creds["access_secret"]):
-        raise DepError(401, "SIGNATURE_INVALID", "bad_signature")
-    return int(token_id)
+    rows = session.execute(
+        _BY_KEY, {"key": request.consumer_key, "digest": access_digest(request.access_token)}
+    ).all()
+    for token_id, status, sealed in rows:
+        if status == TokenStatus.PENDING:
+            continue
+        creds = json.loads(vault.decrypt(sealed))
+        if not hmac.compare_digest(creds["access_token"], request.access_token):
+            continue
+        if not signature_valid(request, creds["consumer_secret"], creds["access_secret"]):
+            raise DepError(401, "SIGNATURE_INVALID", "bad_signature")
+        return int(token_id)
+    raise refused
 
 
 def open_session(
@@ -182,8 +186,13 @@ def open_session(
     return SessionOutcome(session_key=key, ticked_cases=ticked)
 
 
+# Tokens of one server share its consumer key: the access token's digest picks the one presented
+# (tokens issued before migration 0009 have no digest and are compared after decryption).
 _BY_KEY = sa.select(col(Token.id), col(Token.status), col(Token.secrets)).where(
-    col(Token.consumer_key) == sa.bindparam("key")
+    col(Token.consumer_key) == sa.bindparam("key"),
+    sa.or_(
+        col(Token.access_digest) == sa.bindparam("digest"), col(Token.access_digest).is_(None)
+    ),
 )
 
 
