@@ -17,12 +17,13 @@ from sqlmodel import Session
 from wcwidth import wcswidth
 
 from bot.context import AppContext
+from core.connections import links
 from core.devices import unlink
 from core.errors import CertificateError, InvalidInput, TokenConflict
 from core.people import persons as people
 from core.roles import Actor, parse_role
 from core.tokens import issuance, servers
-from core.tokens.certificates import MAX_CERT_BYTES, load_certificate
+from core.tokens.certificates import MAX_CERT_BYTES, LoadedCertificate, load_certificate
 from core.tokens.issuance import IssuedToken
 
 FILE_TARGET = "file:"  # a token's delivery target when written by this command line
@@ -221,8 +222,9 @@ def server_show(ctx: AppContext, args: argparse.Namespace) -> int:
     now = ctx.now()
     with ctx.unit_of_work() as session:
         view = servers.get_server_view(session, args.name)
+        mdm = links.describe(session, view.id)
     if args.json:
-        _json(_server_dict(view, now))
+        _json({**_server_dict(view, now), "mdm": mdm})
         return 0
     rows = [
         ("Name", view.name),
@@ -236,10 +238,18 @@ def server_show(ctx: AppContext, args: argparse.Namespace) -> int:
         ("Certificate", view.certificate_subject or "-"),
         ("Certificate expires", _when(view.certificate_not_after)),
         ("Added by", f"{view.created_by} on {_when(view.created_at)}"),
+        ("MDM connection", _connection(mdm)),
     ]
     for label, value in rows:
         print(f"{label + ':':<21}{value}")
     return 0
+
+
+def _connection(mdm: dict[str, Any] | None) -> str:
+    if mdm is None:
+        return "none (tokens are files)"
+    last = mdm["last_install_error"] or f"last install {_when(mdm['last_install_at'])}"
+    return f"{mdm['label']}: {last}"
 
 
 def server_edit(ctx: AppContext, args: argparse.Namespace) -> int:
@@ -277,36 +287,38 @@ def server_remove(ctx: AppContext, args: argparse.Namespace) -> int:
     return 0
 
 
+def replacing(
+    ctx: AppContext, args: argparse.Namespace, cert: LoadedCertificate
+) -> Callable[[Session], IssuedToken]:
+    """How `cert replace` prepares its token: a new public key for the server `args.name`."""
+    actor, vault = _operator(args), ctx.vault
+    return lambda session: servers.replace_certificate(
+        session, vault, actor, args.name, cert, ctx.now()
+    )
+
+
+def renewing(ctx: AppContext, args: argparse.Namespace) -> Callable[[Session], IssuedToken]:
+    """How `token issue` prepares its token (the server's consumer key kept unless asked)."""
+    actor, vault = _operator(args), ctx.vault
+    return lambda session: issuance.issue_token(
+        session,
+        vault,
+        actor,
+        servers.find_server(session, args.name),
+        ctx.now(),
+        new_consumer_key=bool(getattr(args, "new_consumer_key", False)),
+    )
+
+
 def cert_replace(ctx: AppContext, args: argparse.Namespace) -> int:
     """mdmbot cert replace."""
     cert = load_certificate(_read_cert(args.cert), now=ctx.now())
-    actor, vault = _operator(args), ctx.vault
-    return _issue_to_file(
-        ctx,
-        actor,
-        args,
-        lambda session: servers.replace_certificate(
-            session, vault, actor, args.name, cert, ctx.now()
-        ),
-    )
+    return _issue_to_file(ctx, _operator(args), args, replacing(ctx, args, cert))
 
 
 def token_issue(ctx: AppContext, args: argparse.Namespace) -> int:
     """mdmbot token issue."""
-    actor, vault = _operator(args), ctx.vault
-    return _issue_to_file(
-        ctx,
-        actor,
-        args,
-        lambda session: issuance.issue_token(
-            session,
-            vault,
-            actor,
-            servers.find_server(session, args.name),
-            ctx.now(),
-            new_consumer_key=args.new_consumer_key,
-        ),
-    )
+    return _issue_to_file(ctx, _operator(args), args, renewing(ctx, args))
 
 
 def token_list(ctx: AppContext, args: argparse.Namespace) -> int:
