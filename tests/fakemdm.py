@@ -40,6 +40,8 @@ from cryptography.x509.oid import NameOID
 from core.tokens.token_file import parse_content
 from tests import certs
 
+NANODEP_KEY = "nanodep-api-key"
+
 
 def decrypt_token(file: bytes, cert: x509.Certificate, key: rsa.RSAPrivateKey) -> dict[str, str]:
     """The JSON inside a token file, as the MDM server decrypts it (ValueError if it cannot)."""
@@ -198,7 +200,7 @@ def _error(text: str) -> tuple[int, bytes, str]:
 class FakeNanoDep(FakeMdm):
     """NanoDEP's API: token key pairs, token uploads and DEP configs per DEP name."""
 
-    def __init__(self, api_key: str = "nanodep-api-key", *, tls: bool = False) -> None:
+    def __init__(self, api_key: str = NANODEP_KEY, *, tls: bool = False) -> None:
         super().__init__(api_key, tls=tls)
         self.staged: dict[str, tuple[x509.Certificate, rsa.RSAPrivateKey]] = {}
         self.tokens: dict[str, dict[str, str]] = {}

@@ -14,7 +14,7 @@ from bot.cli.commands import _check_file, _destination, _operator, _write_privat
 from bot.context import AppContext
 from core.connections import installs, links
 from core.connections.links import ConnectionSpec, InstallError
-from core.errors import InvalidInput, TokenConflict
+from core.errors import InvalidInput
 from core.roles import Actor
 from core.tokens import servers
 from core.tokens.certificates import LoadedCertificate, load_certificate
@@ -109,9 +109,7 @@ def issue_and_install(
                 path = _check_file(destination / issued.filename, force)
             _write_private(path, issued.content, force=force)
         try:
-            refusal = installs.issue_through(session, actor, issued.token_id, current, now)
-            if refusal is not None:
-                raise TokenConflict(refusal)
+            installs.issue_through(session, actor, issued.token_id, current, now)
             session.commit()
         except BaseException:
             if path is not None:

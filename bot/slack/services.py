@@ -11,8 +11,10 @@ from typing import Any
 
 from bot import metrics
 from bot.context import AppContext
+from bot.slack import installs
 from bot.slack.builders import blocks
 from bot.slack.gateway import SlackGateway, SlackUnavailable
+from core.connections import links
 from core.devices import inventory as devices
 from core.errors import MdmbotError
 from core.people import persons as people
@@ -130,7 +132,14 @@ class BotServices:
             return servers.get_server_view(session, name)
 
     def deliver(self, issued: IssuedToken, user_id: str) -> Delivery:
-        """Mark the token delivering, DM its file, activate it; on failure the old one stays."""
+        """Mark the token delivering, DM its file, activate it; on failure the old one stays.
+
+        A connected server's token is installed into its MDM server instead (bot/slack/installs).
+        """
+        with self.ctx.unit_of_work(readonly=True) as session:
+            spec = links.connection_of(session, self.ctx.vault, issued.server_id)
+        if spec is not None:
+            return installs.deliver_connected(self, issued, user_id, spec)
         actor = Actor(user_id)
         comment = blocks.token_comment(
             issued.server_name,

@@ -25,9 +25,11 @@ from core.connections.links import (
     connection_of,
     connection_row,
 )
+from core.errors import TokenConflict
 from core.models import Certificate, Server, Token, TokenInstall, TokenStatus
 from core.roles import Actor
 from core.tokens import issuance
+from core.tokens.issuance import Activation
 from core.tokens.token_file import TokenCredentials, build_token_file, token_filename
 from core.vault import Vault
 
@@ -247,14 +249,14 @@ def install_id_of(session: Session, token_id: int | None) -> int | None:
 
 def issue_through(
     session: Session, actor: Actor, token_id: int, spec: ConnectionSpec, now: datetime
-) -> str | None:
+) -> Activation:
     """Deliver a prepared token to the MDM server: mark it, activate it, queue its install.
 
-    Returns a refusal (someone else replaced the token first) or None.
+    TokenConflict when someone else replaced the token first (this one is then discarded).
     """
     refusal = issuance.start_delivery(session, actor, token_id, f"mdm:{spec.label()}", now)
     if refusal is not None:
-        return refusal
-    issuance.activate_token(session, actor, token_id, now)
+        raise TokenConflict(refusal)
+    activation = issuance.activate_token(session, actor, token_id, now)
     request_install(session, token_id, actor.user_id, now)
-    return None
+    return activation

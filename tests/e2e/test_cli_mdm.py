@@ -4,10 +4,7 @@ from __future__ import annotations
 
 import json
 import stat
-from collections.abc import Iterator
 from pathlib import Path
-
-import pytest
 
 from bot.context import AppContext
 from bot.dep.app import build_dep_app
@@ -15,17 +12,8 @@ from bot.http import Listener, start_in_background
 from core.settings import Settings
 from tests.dep_client import Creds, call, oauth_header, session_key
 from tests.e2e.test_cli import Cli, _valid_now
+from tests.fakemdm import NANODEP_KEY as KEY
 from tests.fakemdm import FakeFleet, FakeNanoDep
-
-KEY = "nanodep-api-key-0123"
-
-
-@pytest.fixture
-def nanodep() -> Iterator[FakeNanoDep]:
-    """A running NanoDEP-shaped fake."""
-    fake = FakeNanoDep(KEY).start()
-    yield fake
-    fake.stop()
 
 
 def _cli(tmp_path: Path, key: str = KEY) -> Cli:

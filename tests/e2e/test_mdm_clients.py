@@ -16,18 +16,9 @@ from bot.mdm.installer import MdmInstaller
 from core.connections.links import ConnectionSpec, InstallError, TokenPush, make_spec
 from core.tokens.certificates import load_certificate
 from core.tokens.token_file import build_token_file, generate_credentials
+from tests.fakemdm import NANODEP_KEY as KEY
 from tests.fakemdm import FakeFleet, FakeNanoDep
 from tests.integration import rsa_cert
-
-KEY = "nanodep-api-key"
-
-
-@pytest.fixture
-def nanodep() -> Iterator[FakeNanoDep]:
-    """A running NanoDEP-shaped fake."""
-    fake = FakeNanoDep(KEY).start()
-    yield fake
-    fake.stop()
 
 
 @pytest.fixture
