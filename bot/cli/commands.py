@@ -17,7 +17,7 @@ from sqlmodel import Session
 from wcwidth import wcswidth
 
 from bot.context import AppContext
-from core.connections import links
+from core.connections import installs, links
 from core.devices import unlink
 from core.errors import CertificateError, InvalidInput, TokenConflict
 from core.people import persons as people
@@ -61,8 +61,11 @@ def _when(value: datetime | None) -> str:
     return value.strftime("%Y-%m-%d %H:%M UTC") if value else "-"
 
 
-def _installed(moment: datetime | None) -> str:
-    return f"installed {_when(moment)}" if moment else "not installed yet"
+def _installed(view: servers.ServerView) -> str:
+    if view.token_installed_at is not None:
+        used = "in use since" if view.mdm_label else "installed"
+        return f"{used} {_when(view.token_installed_at)}"
+    return view.install_note or "not installed yet"
 
 
 def _table(headers: tuple[str, ...], rows: list[tuple[str, ...]]) -> None:
@@ -221,7 +224,7 @@ def server_show(ctx: AppContext, args: argparse.Namespace) -> int:
     """mdmbot server show."""
     now = ctx.now()
     with ctx.unit_of_work() as session:
-        view = servers.get_server_view(session, args.name)
+        view = installs.annotate(session, [servers.get_server_view(session, args.name)])[0]
         mdm = links.describe(session, view.id)
     if args.json:
         _json({**_server_dict(view, now), "mdm": mdm})
@@ -233,7 +236,7 @@ def server_show(ctx: AppContext, args: argparse.Namespace) -> int:
         ("Token issued", _when(view.token_issued_at)),
         ("Token expires", _when(view.token_expires_at)),
         ("Downloaded by", view.downloaded_by or "-"),
-        ("MDM server", _installed(view.token_installed_at) if view.token_id else "-"),
+        ("MDM server", _installed(view) if view.token_id else "-"),
         ("Last seen", _when(view.token_last_used_at)),
         ("Certificate", view.certificate_subject or "-"),
         ("Certificate expires", _when(view.certificate_not_after)),

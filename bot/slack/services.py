@@ -14,6 +14,7 @@ from bot.context import AppContext
 from bot.slack import installs
 from bot.slack.builders import blocks
 from bot.slack.gateway import SlackGateway, SlackUnavailable
+from core.connections import installs as links_state
 from core.connections import links
 from core.devices import inventory as devices
 from core.errors import MdmbotError
@@ -124,12 +125,14 @@ class BotServices:
     def server_by_id(self, server_id: object) -> ServerView:
         """A live server by id (ids come from buttons and metadata; checked here)."""
         with self.ctx.unit_of_work(readonly=True) as session:
-            return servers.get_server_view_by_id(session, server_id)
+            view = servers.get_server_view_by_id(session, server_id)
+            return links_state.annotate(session, [view])[0]
 
     def server_by_name(self, name: str) -> ServerView:
         """A live server by name."""
         with self.ctx.unit_of_work(readonly=True) as session:
-            return servers.get_server_view(session, name)
+            view = servers.get_server_view(session, name)
+            return links_state.annotate(session, [view])[0]
 
     def deliver(self, issued: IssuedToken, user_id: str) -> Delivery:
         """Mark the token delivering, DM its file, activate it; on failure the old one stays.
@@ -209,7 +212,7 @@ class BotServices:
     def refresh_home(self, user_id: str) -> None:
         """Republish a user's App Home (best effort)."""
         with self.ctx.unit_of_work(readonly=True) as session:
-            views = servers.list_servers(session)
+            views = links_state.annotate(session, servers.list_servers(session))
             role = people.role_of(session, user_id)
             cases = rotation.open_cases(session) if role else []
             admins = [] if role else people.administrators(session)

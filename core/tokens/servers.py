@@ -48,6 +48,8 @@ class ServerView:
     downloaded_by: str | None
     token_installed_at: datetime | None = None
     token_last_used_at: datetime | None = None
+    mdm_label: str | None = None  # set by core.connections.installs.annotate when connected
+    install_note: str | None = None
 
     def state(self, now: datetime) -> str:
         """`no token`, `expired`, `expiring` (within 30 days) or `ok`."""

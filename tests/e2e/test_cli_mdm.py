@@ -64,6 +64,7 @@ def test_link_renew_three_times_and_the_old_tokens_are_rejected(
     assert shown["mdm"]["kind"] == "nanodep" and shown["mdm"]["dep_name"] == "school1"
     assert shown["mdm"]["url"] == nanodep.url and shown["mdm"]["last_install_error"] is None
     assert shown["mdm"]["last_install_at"]
+    assert shown["install_note"] == "Installed in NanoDEP (school1) — waiting for its first use"
     everything = json.dumps(shown) + cli.ok("server", "show", "school1") + cli.ok("token", "list")
     assert KEY not in everything
 
@@ -88,6 +89,7 @@ def test_link_renew_three_times_and_the_old_tokens_are_rejected(
         ctx.engine.dispose()
     listed = cli.json("token", "list", "school1")
     assert listed[0]["installed_at"] and listed[0]["status"] == "active", "the newest is in use"
+    assert "MDM server:          in use since " in cli.ok("server", "show", "school1")
 
 
 def test_a_certificate_that_cannot_be_fetched_creates_nothing(

@@ -43,6 +43,13 @@ def active(bot: Bot) -> list[issuance.TokenView]:
         return [t for t in issuance.list_tokens(session) if t.status == "active"]
 
 
+def show(bot: Bot) -> str:
+    """What `/mdm show school1` answers."""
+    reply = bot.command(ADMIN, "show school1")
+    assert reply.status == 200
+    return json.dumps(reply.json(), ensure_ascii=False)
+
+
 def _renew_from_alert(bot: Bot, fake: FakeSlack) -> str:
     token = active(bot)[0]
     sweeper = Sweeper(bot.svc, post_interval=0)
@@ -71,6 +78,7 @@ def test_a_renewal_from_the_alert_is_installed_without_a_file(
     assert len(fake.uploads) == uploads, "no DM with a file when the install worked"
     fields = nanodep.tokens["school1"]
     assert first.method == "GET" and [c.query for c in nanodep.calls if c.method == "PUT"] == [{}]
+    assert "Installed in NanoDEP (school1) — waiting for its first use" in show(bot)
     # NanoDEP's DEP client then uses it: the token is in use.
     dep = serve_dep(bot.ctx, bot.svc, "127.0.0.1", 0)
     try:
@@ -83,6 +91,7 @@ def test_a_renewal_from_the_alert_is_installed_without_a_file(
     finally:
         dep.close()
     assert active(bot)[0].installed_at is not None
+    assert "In use since <!date^" in show(bot)
     assert KEY not in repr(fake.calls) + json.dumps(fake.views)
 
 
@@ -106,6 +115,10 @@ def test_a_failed_install_dms_the_file_and_the_sweep_installs_it_once(
         "install failed once: 500 from NanoDEP (school1): database is locked."
     )
 
+    assert (
+        "Install failed once: 500 from NanoDEP (school1): database is locked. mdmbot keeps "
+        "retrying." in show(bot)
+    )
     sweeper = Sweeper(bot.svc, post_interval=0)
     assert sweeper.sweep(bot.clock() + timedelta(minutes=1)).installs_tried == 0, "backing off"
     assert sweeper.sweep(bot.clock() + timedelta(minutes=6)).installs_tried == 1

@@ -124,9 +124,10 @@ def install_phrase(view: ServerView) -> str:
     if view.token_id is None:
         return "—"
     if view.token_installed_at is None:
-        return "not installed yet"
+        return esc(view.install_note) if view.install_note else "not installed yet"
     seen = view.token_last_used_at
-    return f"installed {local_date(view.token_installed_at)}" + (
+    used = "In use since" if view.mdm_label else "installed"
+    return f"{used} {local_date(view.token_installed_at)}" + (
         f", last seen {local_time(seen)}" if seen else ""
     )
 
