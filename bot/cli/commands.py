@@ -17,7 +17,7 @@ from sqlmodel import Session
 from wcwidth import wcswidth
 
 from bot.context import AppContext
-from core.connections import installs, links
+from core.connections import links, state
 from core.devices import unlink
 from core.errors import CertificateError, InvalidInput, TokenConflict
 from core.people import persons as people
@@ -224,7 +224,7 @@ def server_show(ctx: AppContext, args: argparse.Namespace) -> int:
     """mdmbot server show."""
     now = ctx.now()
     with ctx.unit_of_work() as session:
-        view = installs.annotate(session, [servers.get_server_view(session, args.name)])[0]
+        view = state.annotate(session, [servers.get_server_view(session, args.name)])[0]
         mdm = links.describe(session, view.id)
     if args.json:
         _json({**_server_dict(view, now), "mdm": mdm})

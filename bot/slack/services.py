@@ -14,8 +14,8 @@ from bot.context import AppContext
 from bot.slack import installs
 from bot.slack.builders import blocks
 from bot.slack.gateway import SlackGateway, SlackUnavailable
-from core.connections import installs as links_state
 from core.connections import links
+from core.connections import state as links_state
 from core.devices import inventory as devices
 from core.errors import MdmbotError
 from core.people import persons as people
