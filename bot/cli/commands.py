@@ -23,7 +23,7 @@ from core.errors import CertificateError, InvalidInput, TokenConflict
 from core.people import persons as people
 from core.roles import Actor, parse_role
 from core.tokens import issuance, servers
-from core.tokens.certificates import MAX_CERT_BYTES, LoadedCertificate, load_certificate
+from core.tokens.certificates import MAX_CERT_BYTES, load_certificate
 from core.tokens.issuance import IssuedToken
 
 FILE_TARGET = "file:"  # a token's delivery target when written by this command line
@@ -288,40 +288,6 @@ def server_remove(ctx: AppContext, args: argparse.Namespace) -> int:
         server = unlink.remove_server(session, _operator(args), args.name, ctx.now())
     print(f"Removed “{server.name}”; its token is revoked.")
     return 0
-
-
-def replacing(
-    ctx: AppContext, args: argparse.Namespace, cert: LoadedCertificate
-) -> Callable[[Session], IssuedToken]:
-    """How `cert replace` prepares its token: a new public key for the server `args.name`."""
-    actor, vault = _operator(args), ctx.vault
-    return lambda session: servers.replace_certificate(
-        session, vault, actor, args.name, cert, ctx.now()
-    )
-
-
-def renewing(ctx: AppContext, args: argparse.Namespace) -> Callable[[Session], IssuedToken]:
-    """How `token issue` prepares its token (the server's consumer key kept unless asked)."""
-    actor, vault = _operator(args), ctx.vault
-    return lambda session: issuance.issue_token(
-        session,
-        vault,
-        actor,
-        servers.find_server(session, args.name),
-        ctx.now(),
-        new_consumer_key=bool(getattr(args, "new_consumer_key", False)),
-    )
-
-
-def cert_replace(ctx: AppContext, args: argparse.Namespace) -> int:
-    """mdmbot cert replace."""
-    cert = load_certificate(_read_cert(args.cert), now=ctx.now())
-    return _issue_to_file(ctx, _operator(args), args, replacing(ctx, args, cert))
-
-
-def token_issue(ctx: AppContext, args: argparse.Namespace) -> int:
-    """mdmbot token issue."""
-    return _issue_to_file(ctx, _operator(args), args, renewing(ctx, args))
 
 
 def token_list(ctx: AppContext, args: argparse.Namespace) -> int:

@@ -16,7 +16,7 @@ from core.connections import installs, links
 from core.connections.links import ConnectionSpec, InstallError
 from core.errors import InvalidInput
 from core.roles import Actor
-from core.tokens import servers
+from core.tokens import issuance, servers
 from core.tokens.certificates import LoadedCertificate, load_certificate
 from core.tokens.issuance import IssuedToken
 
@@ -234,8 +234,42 @@ def replace_connected(
 ) -> int:
     """A new public key and its token, installed (cert replace; server connect with `spec`)."""
     return issue_and_install(
-        ctx, _operator(args), args, spec, commands.replacing(ctx, args, cert)
+        ctx, _operator(args), args, spec, replacing(ctx, args, cert)
     )
+
+
+def replacing(
+    ctx: AppContext, args: argparse.Namespace, cert: LoadedCertificate
+) -> Callable[[Session], IssuedToken]:
+    """How `cert replace` prepares its token: a new public key for the server `args.name`."""
+    actor, vault = _operator(args), ctx.vault
+    return lambda session: servers.replace_certificate(
+        session, vault, actor, args.name, cert, ctx.now()
+    )
+
+
+def renewing(ctx: AppContext, args: argparse.Namespace) -> Callable[[Session], IssuedToken]:
+    """How `token issue` prepares its token (the server's consumer key kept unless asked)."""
+    actor, vault = _operator(args), ctx.vault
+    return lambda session: issuance.issue_token(
+        session,
+        vault,
+        actor,
+        servers.find_server(session, args.name),
+        ctx.now(),
+        new_consumer_key=bool(getattr(args, "new_consumer_key", False)),
+    )
+
+
+def cert_replace(ctx: AppContext, args: argparse.Namespace) -> int:
+    """mdmbot cert replace."""
+    cert = load_certificate(commands._read_cert(args.cert), now=ctx.now())
+    return commands._issue_to_file(ctx, _operator(args), args, replacing(ctx, args, cert))
+
+
+def token_issue(ctx: AppContext, args: argparse.Namespace) -> int:
+    """mdmbot token issue."""
+    return commands._issue_to_file(ctx, _operator(args), args, renewing(ctx, args))
 
 
 def server_add_any(ctx: AppContext, args: argparse.Namespace) -> int:
@@ -250,8 +284,8 @@ def server_add_any(ctx: AppContext, args: argparse.Namespace) -> int:
 def token_issue_any(ctx: AppContext, args: argparse.Namespace) -> int:
     """mdmbot token issue: a connected server's token is installed, else written to a file."""
     if connected(ctx, args.name):
-        return issue_and_install(ctx, _operator(args), args, None, commands.renewing(ctx, args))
-    return commands.token_issue(ctx, args)
+        return issue_and_install(ctx, _operator(args), args, None, renewing(ctx, args))
+    return token_issue(ctx, args)
 
 
 def cert_replace_any(ctx: AppContext, args: argparse.Namespace) -> int:
@@ -259,4 +293,4 @@ def cert_replace_any(ctx: AppContext, args: argparse.Namespace) -> int:
     if connected(ctx, args.name):
         cert = load_certificate(commands._read_cert(args.cert), now=ctx.now())
         return replace_connected(ctx, args, cert)
-    return commands.cert_replace(ctx, args)
+    return cert_replace(ctx, args)
