@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+import socket
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -11,7 +13,9 @@ from functools import cached_property
 import sqlalchemy as sa
 from sqlmodel import Session
 
+from bot.mdm.installer import installer_for
 from core import db
+from core.connections.links import Installer
 from core.errors import ConfigError
 from core.settings import Settings
 from core.vault import Vault, open_vault
@@ -41,6 +45,16 @@ class AppContext:
             return open_vault(
                 session, self.settings.mdmbot_secret_key, self.settings.mdmbot_data_dir, self.now()
             )
+
+    @cached_property
+    def installer(self) -> Installer:
+        """What installs tokens into MDM servers (bot/mdm), handed to adapters through here."""
+        return installer_for(self.settings)
+
+    @property
+    def holder(self) -> str:
+        """This process's name on the install claims it takes."""
+        return f"{socket.gethostname()}:{os.getpid()}"
 
     def prepare_database(self) -> None:
         """Bring the schema up to date (only `serve`, `scheduler` and `db upgrade` migrate)."""

@@ -78,6 +78,7 @@ class Server(SQLModel, table=True):
     created_by: str
     created_at: datetime = _when()
     removed_at: datetime | None = _when(nullable=True)
+    consumer_key: str | None = Field(default=None, max_length=128)
 
 
 class Certificate(SQLModel, table=True):
@@ -101,12 +102,14 @@ class Token(SQLModel, table=True):
         sa.Index("ix_token_sweep", "status", "next_alert_at", "expires_at"),
         _one_per_server(TokenStatus.ACTIVE),
         _one_per_server(TokenStatus.DELIVERING),
+        sa.Index("ix_token_credentials", "consumer_key", "access_digest"),
     )
 
     id: int | None = Field(default=None, primary_key=True)
     server_id: int = Field(foreign_key="server.id", index=True)
     certificate_id: int = Field(foreign_key="certificate.id")
-    consumer_key: str = Field(max_length=128, unique=True)
+    consumer_key: str = Field(max_length=128)
+    access_digest: str | None = Field(default=None, max_length=64)
     secrets: str = _encrypted()
     issued_at: datetime = _when()
     expires_at: datetime = _when(index=True)
@@ -315,3 +318,40 @@ class DefaultAssignment(SQLModel, table=True):
     server_id: int = Field(foreign_key="server.id")
     set_by: str
     set_at: datetime = _when()
+
+
+class MdmConnection(SQLModel, table=True):
+    """How a server's tokens reach its MDM server; `secret` is encrypted by the vault."""
+
+    id: int | None = Field(default=None, primary_key=True)
+    server_id: int = Field(foreign_key="server.id", unique=True)
+    kind: str = Field(max_length=16)
+    url: str | None = Field(default=None, max_length=2048)
+    dep_name: str | None = Field(default=None, max_length=256)
+    base_url: str | None = Field(default=None, max_length=2048)
+    command: str | None = None
+    secret: str | None = Field(default=None, sa_column_kwargs={"info": {"encrypted": True}})
+    remote_id: str | None = Field(default=None, max_length=64)
+    auto_renew_days: int | None = None
+    created_by: str
+    created_at: datetime = _when()
+    last_install_at: datetime | None = _when(nullable=True)
+    last_install_error: str | None = None
+
+
+class TokenInstall(SQLModel, table=True):
+    """Installing one token into its MDM server: state, attempts and the retry claim."""
+
+    id: int | None = Field(default=None, primary_key=True)
+    token_id: int = Field(foreign_key="token.id", unique=True)
+    server_id: int = Field(foreign_key="server.id", index=True)
+    status: str = Field(default="pending", max_length=16, index=True)
+    requested_by: str
+    created_at: datetime = _when()
+    attempts: int = 0
+    last_error: str | None = None
+    last_attempt_at: datetime | None = _when(nullable=True)
+    next_attempt_at: datetime | None = _when(nullable=True, index=True)
+    claimed_by: str | None = Field(default=None, max_length=128)
+    claimed_until: datetime | None = _when(nullable=True)
+    installed_at: datetime | None = _when(nullable=True)

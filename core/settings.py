@@ -49,8 +49,10 @@ class Settings(BaseSettings):
     mdmbot_org_id: str = "mdmbot"
     mdmbot_backup_dir: Path | None = None
     mdmbot_backup_keep: int = 7
+    mdmbot_mdm_ca_bundle: Path | None = None
+    mdmbot_mdm_timeout: float = 10.0
 
-    @field_validator("mdmbot_sweep_minutes", "mdmbot_lease_seconds")
+    @field_validator("mdmbot_sweep_minutes", "mdmbot_lease_seconds", "mdmbot_mdm_timeout")
     @classmethod
     def _positive_minutes(cls, value: float) -> float:
         if value <= 0:

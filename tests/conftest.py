@@ -15,6 +15,7 @@ from sqlmodel import Session
 
 from core import db
 from core.vault import Vault
+from tests.fakemdm import FakeNanoDep
 
 PG_URL = os.environ.get("MDMBOT_TEST_DATABASE_URL")
 NOW = datetime(2026, 11, 27, 14, 3, 34, tzinfo=UTC)
@@ -78,3 +79,11 @@ def session(engine: sa.Engine) -> Iterator[Session]:
 def vault() -> Vault:
     """A vault with a fixed test key."""
     return Vault(b"0" * 43 + b"=")
+
+
+@pytest.fixture
+def nanodep() -> Iterator[FakeNanoDep]:
+    """A running NanoDEP-shaped fake (tests/fakemdm.py) with the key NANODEP_KEY."""
+    fake = FakeNanoDep().start()
+    yield fake
+    fake.stop()

@@ -17,6 +17,7 @@ from sqlmodel import Session
 from wcwidth import wcswidth
 
 from bot.context import AppContext
+from core.connections import links, state
 from core.devices import unlink
 from core.errors import CertificateError, InvalidInput, TokenConflict
 from core.people import persons as people
@@ -60,8 +61,11 @@ def _when(value: datetime | None) -> str:
     return value.strftime("%Y-%m-%d %H:%M UTC") if value else "-"
 
 
-def _installed(moment: datetime | None) -> str:
-    return f"installed {_when(moment)}" if moment else "not installed yet"
+def _installed(view: servers.ServerView) -> str:
+    if view.token_installed_at is not None:
+        used = "in use since" if view.mdm_label else "installed"
+        return f"{used} {_when(view.token_installed_at)}"
+    return view.install_note or "not installed yet"
 
 
 def _table(headers: tuple[str, ...], rows: list[tuple[str, ...]]) -> None:
@@ -220,9 +224,10 @@ def server_show(ctx: AppContext, args: argparse.Namespace) -> int:
     """mdmbot server show."""
     now = ctx.now()
     with ctx.unit_of_work() as session:
-        view = servers.get_server_view(session, args.name)
+        view = state.annotate(session, [servers.get_server_view(session, args.name)])[0]
+        mdm = links.describe(session, view.id)
     if args.json:
-        _json(_server_dict(view, now))
+        _json({**_server_dict(view, now), "mdm": mdm})
         return 0
     rows = [
         ("Name", view.name),
@@ -231,15 +236,23 @@ def server_show(ctx: AppContext, args: argparse.Namespace) -> int:
         ("Token issued", _when(view.token_issued_at)),
         ("Token expires", _when(view.token_expires_at)),
         ("Downloaded by", view.downloaded_by or "-"),
-        ("MDM server", _installed(view.token_installed_at) if view.token_id else "-"),
+        ("MDM server", _installed(view) if view.token_id else "-"),
         ("Last seen", _when(view.token_last_used_at)),
         ("Certificate", view.certificate_subject or "-"),
         ("Certificate expires", _when(view.certificate_not_after)),
         ("Added by", f"{view.created_by} on {_when(view.created_at)}"),
+        ("MDM connection", _connection(mdm)),
     ]
     for label, value in rows:
         print(f"{label + ':':<21}{value}")
     return 0
+
+
+def _connection(mdm: dict[str, Any] | None) -> str:
+    if mdm is None:
+        return "none (tokens are files)"
+    last = mdm["last_install_error"] or f"last install {_when(mdm['last_install_at'])}"
+    return f"{mdm['label']}: {last}"
 
 
 def server_edit(ctx: AppContext, args: argparse.Namespace) -> int:
@@ -275,33 +288,6 @@ def server_remove(ctx: AppContext, args: argparse.Namespace) -> int:
         server = unlink.remove_server(session, _operator(args), args.name, ctx.now())
     print(f"Removed “{server.name}”; its token is revoked.")
     return 0
-
-
-def cert_replace(ctx: AppContext, args: argparse.Namespace) -> int:
-    """mdmbot cert replace."""
-    cert = load_certificate(_read_cert(args.cert), now=ctx.now())
-    actor, vault = _operator(args), ctx.vault
-    return _issue_to_file(
-        ctx,
-        actor,
-        args,
-        lambda session: servers.replace_certificate(
-            session, vault, actor, args.name, cert, ctx.now()
-        ),
-    )
-
-
-def token_issue(ctx: AppContext, args: argparse.Namespace) -> int:
-    """mdmbot token issue."""
-    actor, vault = _operator(args), ctx.vault
-    return _issue_to_file(
-        ctx,
-        actor,
-        args,
-        lambda session: issuance.issue_token(
-            session, vault, actor, servers.find_server(session, args.name), ctx.now()
-        ),
-    )
 
 
 def token_list(ctx: AppContext, args: argparse.Namespace) -> int:

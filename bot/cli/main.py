@@ -17,6 +17,7 @@ import sqlalchemy as sa
 from bot import serve
 from bot.cli import backup as cli_backup
 from bot.cli import commands as cli_commands
+from bot.cli import connections as cli_connections
 from bot.cli import devices as cli_devices
 from bot.context import AppContext
 from core.errors import ConfigError, MdmbotError
@@ -70,11 +71,10 @@ def build_parser() -> argparse.ArgumentParser:
 
     server = groups.add_parser("server", help="link, list, edit and remove MDM servers")
     s = server.add_subparsers(dest="action", required=True, metavar="ACTION")
-    p = _add(s, "add", cli_commands.server_add, "link a new MDM server and write its first token")
+    p = _add(s, "add", cli_connections.server_add_any, "link a new MDM server, issue its token")
     p.add_argument("name")
-    p.add_argument(
-        "--cert", required=True, metavar="FILE", help="public key certificate (.pem/.der)"
-    )
+    p.add_argument("--cert", metavar="FILE", help="public key certificate (.pem/.der)")
+    cli_connections.add_arguments(p)
     p.add_argument(
         "--no-release-devices",
         action="store_true",
@@ -95,13 +95,23 @@ def build_parser() -> argparse.ArgumentParser:
     release.add_argument("--no-release-devices", dest="release", action="store_false")
     p = _add(s, "remove", cli_commands.server_remove, "unlink a server and revoke its token")
     p.add_argument("name")
+    p = _add(
+        s, "connect", cli_connections.server_connect, "install the server's tokens into its MDM"
+    )
+    p.add_argument("name")
+    cli_connections.add_arguments(p)
+    _out(p)
+    _actor(p)
+    p = _add(s, "disconnect", cli_connections.server_disconnect, "forget the MDM connection")
+    p.add_argument("name")
+    _actor(p)
 
     cert = groups.add_parser("cert", help="replace a server's public key certificate")
     c = cert.add_subparsers(dest="action", required=True, metavar="ACTION")
     p = _add(
         c,
         "replace",
-        cli_commands.cert_replace,
+        cli_connections.cert_replace_any,
         "upload a new public key and write the new token (the old one stops working)",
     )
     p.add_argument("name")
@@ -114,11 +124,19 @@ def build_parser() -> argparse.ArgumentParser:
     p = _add(
         t,
         "issue",
-        cli_commands.token_issue,
+        cli_connections.token_issue_any,
         "write a new token for a server (the old one stops working)",
     )
     p.add_argument("name")
+    p.add_argument(
+        "--new-consumer-key",
+        action="store_true",
+        help="draw a new consumer key (the MDM server must accept a changed key)",
+    )
     _out(p)
+    _actor(p)
+    p = _add(t, "push", cli_connections.token_push, "install the active token into the MDM now")
+    p.add_argument("name")
     _actor(p)
     p = _add(t, "list", cli_commands.token_list, "list tokens (never their secrets)")
     p.add_argument("name", nargs="?")

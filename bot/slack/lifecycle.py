@@ -10,6 +10,7 @@ from typing import Any
 from slack_bolt import Ack, App
 
 from bot import metrics
+from bot.slack import installs
 from bot.slack.builders import lifecycle_blocks as lb
 from bot.slack.builders import modals
 from bot.slack.builders.blocks import plural, section
@@ -44,7 +45,9 @@ def post_case(
             return None
     try:
         posted = svc.gateway.post(
-            alert_channel(svc), lb.checklist_text(case), lb.checklist_blocks(case, now)
+            alert_channel(svc),
+            lb.checklist_text(case),
+            installs.with_renew_all(svc, case, lb.checklist_blocks(case, now)),
         )
     except BaseException:
         with svc.ctx.unit_of_work() as session:
@@ -63,7 +66,10 @@ def refresh_case(svc: BotServices, case_id: int) -> None:
     if case.channel and case.ts:
         now = svc.ctx.now()
         svc.gateway.update(
-            case.channel, case.ts, lb.checklist_text(case), lb.checklist_blocks(case, now)
+            case.channel,
+            case.ts,
+            lb.checklist_text(case),
+            installs.with_renew_all(svc, case, lb.checklist_blocks(case, now)),
         )
         with svc.ctx.unit_of_work() as session:
             rotation.mark_case_edited(session, case, now)
@@ -181,6 +187,7 @@ def register(app: App, svc: BotServices) -> None:
             edit_stale(svc)
 
     svc.origin_handlers["*"] = after_renewal
+    installs.register(app, svc)
 
 
 def remind(svc: BotServices, case: CaseView, now: datetime, every: timedelta) -> bool:

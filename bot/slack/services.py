@@ -11,8 +11,11 @@ from typing import Any
 
 from bot import metrics
 from bot.context import AppContext
+from bot.slack import installs
 from bot.slack.builders import blocks, home_blocks
 from bot.slack.gateway import SlackGateway, SlackUnavailable
+from core.connections import links
+from core.connections import state as links_state
 from core.devices import inventory as devices
 from core.errors import MdmbotError
 from core.people import persons as people
@@ -123,15 +126,24 @@ class BotServices:
     def server_by_id(self, server_id: object) -> ServerView:
         """A live server by id (ids come from buttons and metadata; checked here)."""
         with self.ctx.unit_of_work(readonly=True) as session:
-            return servers.get_server_view_by_id(session, server_id)
+            view = servers.get_server_view_by_id(session, server_id)
+            return links_state.annotate(session, [view])[0]
 
     def server_by_name(self, name: str) -> ServerView:
         """A live server by name."""
         with self.ctx.unit_of_work(readonly=True) as session:
-            return servers.get_server_view(session, name)
+            view = servers.get_server_view(session, name)
+            return links_state.annotate(session, [view])[0]
 
     def deliver(self, issued: IssuedToken, user_id: str) -> Delivery:
-        """Mark the token delivering, DM its file, activate it; on failure the old one stays."""
+        """Mark the token delivering, DM its file, activate it; on failure the old one stays.
+
+        A connected server's token is installed into its MDM server instead (bot/slack/installs).
+        """
+        with self.ctx.unit_of_work(readonly=True) as session:
+            spec = links.connection_of(session, self.ctx.vault, issued.server_id)
+        if spec is not None:
+            return installs.deliver_connected(self, issued, user_id, spec)
         actor = Actor(user_id)
         comment = blocks.token_comment(
             issued.server_name,
@@ -210,7 +222,7 @@ class BotServices:
     def refresh_home(self, user_id: str) -> None:
         """Republish a user's App Home (best effort)."""
         with self.ctx.unit_of_work(readonly=True) as session:
-            views = servers.list_servers(session)
+            views = links_state.annotate(session, servers.list_servers(session))
             role = people.role_of(session, user_id)
             cases = rotation.open_cases(session) if role else []
             admins = [] if role else people.administrators(session)

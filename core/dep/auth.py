@@ -28,6 +28,7 @@ from sqlmodel import Session, col
 from core.dep import feedback as dep_feedback
 from core.dep.feedback import ReplacedTokenAlert
 from core.models import DepNonce, DepSession, Token, TokenStatus
+from core.tokens.issuance import access_digest
 from core.vault import Vault
 
 WINDOW = timedelta(minutes=5)  # ours: accepted clock skew of oauth_timestamp
@@ -159,18 +160,21 @@ def verify_request(
     """The token whose credentials signed the request (only reads); else a 401."""
     if abs(now.timestamp() - request.timestamp) > WINDOW.total_seconds():
         raise DepError(401, "TIMESTAMP_REFUSED", "stale_timestamp")
-    row = session.connection().execute(_BY_KEY, {"key": request.consumer_key}).first()
     refused = DepError(401, "SIGNATURE_INVALID", "unknown_key")
-    if row is None or row[1] == TokenStatus.PENDING:
-        raise refused
-    token_id, status, sealed, installed_at = row
-    creds = _opened(vault, sealed)
-    if not hmac.compare_digest(creds["access_token"], request.access_token):
-        raise refused
-    if not signature_valid(request, creds["consumer_secret"], creds["access_secret"]):
-        raise DepError(401, "SIGNATURE_INVALID", "bad_signature")
-    routine = status == TokenStatus.ACTIVE and installed_at is not None
-    return Verified(cast(int, token_id), routine)
+    rows = session.connection().execute(
+        _BY_KEY, {"key": request.consumer_key, "digest": access_digest(request.access_token)}
+    ).all()
+    for token_id, status, sealed, installed_at in rows:
+        if status == TokenStatus.PENDING:
+            continue
+        creds = _opened(vault, sealed)
+        if not hmac.compare_digest(creds["access_token"], request.access_token):
+            continue
+        if not signature_valid(request, creds["consumer_secret"], creds["access_secret"]):
+            raise DepError(401, "SIGNATURE_INVALID", "bad_signature")
+        routine = status == TokenStatus.ACTIVE and installed_at is not None
+        return Verified(cast(int, token_id), routine)
+    raise refused
 
 
 _OPENED: dict[str, dict[str, str]] = {}  # sealed credentials → opened, for this process
@@ -238,9 +242,16 @@ def open_session(
     return SessionOutcome(session_key=key, ticked_cases=ticked, installed=first)
 
 
+# Tokens of one server share its consumer key: the access token's digest picks the one presented
+# (tokens issued before migration 0009 have no digest and are compared after decryption).
 _BY_KEY = sa.select(
     col(Token.id), col(Token.status), col(Token.secrets), col(Token.installed_at)
-).where(col(Token.consumer_key) == sa.bindparam("key"))
+).where(
+    col(Token.consumer_key) == sa.bindparam("key"),
+    sa.or_(
+        col(Token.access_digest) == sa.bindparam("digest"), col(Token.access_digest).is_(None)
+    ),
+)
 _STATE = sa.select(
     col(Token.status), col(Token.expires_at), col(Token.installed_at), col(Token.last_used_at)
 ).where(col(Token.id) == sa.bindparam("id"))

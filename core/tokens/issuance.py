@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -92,14 +93,22 @@ def prepare_token(
     *,
     loaded: LoadedCertificate | None = None,
     expected: int | Current | None = CURRENT,
+    new_consumer_key: bool = False,
 ) -> IssuedToken:
-    """Create a pending token for `server`, refused unless `expected` is still the active token."""
+    """Create a pending token for `server`, refused unless `expected` is still the active token.
+
+    The server's consumer key is kept (Apple keeps it across renewals; NanoDEP refuses a changed
+    one) unless `new_consumer_key` asks for a new one.
+    """
     # `expected`: the active token the requester confirmed replacing (None: none), compare-and-swap.
     assert server.id is not None and certificate.id is not None
     active = active_token_id(session, server.id)
     if not isinstance(expected, Current) and expected != active:
         raise TokenConflict(replaced_message(server.name))
-    creds = generate_credentials(now)
+    creds = generate_credentials(now, None if new_consumer_key else server.consumer_key)
+    if server.consumer_key is None:
+        server.consumer_key = creds.consumer_key  # the server's key from its first token on
+        session.add(server)
     secrets = {
         "consumer_secret": creds.consumer_secret,
         "access_token": creds.access_token,
@@ -109,6 +118,7 @@ def prepare_token(
         server_id=server.id,
         certificate_id=certificate.id,
         consumer_key=creds.consumer_key,
+        access_digest=access_digest(creds.access_token),
         secrets=vault.encrypt(json.dumps(secrets)),
         issued_at=creds.issued_at,
         expires_at=creds.expires_at,
@@ -137,6 +147,11 @@ def prepare_token(
         replaces_id=active,
         certificate_not_after=loaded.not_after if loaded is not None else None,
     )
+
+
+def access_digest(access_token: str) -> str:
+    """The SHA-256 of an access token, to find its token without decrypting every candidate."""
+    return hashlib.sha256(access_token.encode("ascii")).hexdigest()
 
 
 def replaced_message(server_name: str) -> str:
@@ -173,6 +188,7 @@ def issue_token(
     now: datetime,
     *,
     expected: int | Current | None = CURRENT,
+    new_consumer_key: bool = False,
 ) -> IssuedToken:
     """Prepare a new token for a server with its current certificate."""
     authorize(session, actor, Permission.MANAGE_SERVERS)
@@ -183,7 +199,10 @@ def issue_token(
     ).first()
     if cert is None:
         raise NotFound(f"“{server.name}” has no public key certificate; upload one first.")
-    return prepare_token(session, vault, actor, server, cert, now, expected=expected)
+    return prepare_token(
+        session, vault, actor, server, cert, now,
+        expected=expected, new_consumer_key=new_consumer_key,
+    )
 
 
 def start_delivery(
@@ -248,6 +267,8 @@ def activate_token(session: Session, actor: Actor, token_id: int, now: datetime)
         session.add(old)
     token.status, token.reason = TokenStatus.ACTIVE, None
     session.add(token)
+    server.consumer_key = token.consumer_key
+    session.add(server)
     for cert in session.exec(select(Certificate).where(Certificate.server_id == token.server_id)):
         cert.active = cert.id == token.certificate_id
         session.add(cert)

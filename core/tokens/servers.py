@@ -49,6 +49,8 @@ class ServerView:
     token_installed_at: datetime | None = None
     token_last_used_at: datetime | None = None
     replaced_at: datetime | None = None  # when this server's latest replaced token was replaced
+    mdm_label: str | None = None  # set by core.connections.installs.annotate when connected
+    install_note: str | None = None
 
     def state(self, now: datetime) -> str:
         """`no token`, `expired`, `expiring` (within 30 days) or `ok`."""

@@ -62,8 +62,13 @@ def _hex(characters: int) -> str:
     return secrets.token_hex(characters // 2)
 
 
-def generate_credentials(issued_at: datetime) -> TokenCredentials:
-    """Return fresh random credentials issued at `issued_at` (kept to the millisecond, UTC)."""
+def new_consumer_key() -> str:
+    """A fresh random consumer key (`CK_` + 96 hex), drawn once per MDM server."""
+    return f"CK_{_hex(96)}"
+
+
+def generate_credentials(issued_at: datetime, consumer_key: str | None = None) -> TokenCredentials:
+    """Fresh credentials issued at `issued_at` (to the millisecond, UTC), keeping `consumer_key`."""
     if issued_at.tzinfo is None:
         raise ValueError("issued_at must be timezone-aware")
     issued = issued_at.astimezone(UTC)
@@ -72,7 +77,7 @@ def generate_credentials(issued_at: datetime) -> TokenCredentials:
     number = 10**9 + secrets.randbelow(9 * 10**9)
     digits = _hex(96 + 40 + 40 + 40)
     return TokenCredentials(
-        consumer_key=f"CK_{digits[:96]}",
+        consumer_key=consumer_key or f"CK_{digits[:96]}",
         consumer_secret=f"CS_{digits[96:136]}",
         access_token=f"AT_O{number}O{digits[136:176]}O{epoch_ms}",
         access_secret=f"AS_{digits[176:]}",

@@ -153,7 +153,9 @@ def test_the_operator_flow(tmp_path: Path) -> None:
     out = cli.ok("token", "issue", "Jamf School", "--out", "second.p7m")
     assert "Wrote second.p7m for “Jamf School”; it expires " in out
     second_fields = parse_content(decrypt(cli.work / "second.p7m", first, tmp_path))
-    assert second_fields["consumer_key"] != fields["consumer_key"]
+    assert second_fields["consumer_key"] == fields["consumer_key"], "kept across renewals"
+    for secret in ("consumer_secret", "access_token", "access_secret"):
+        assert second_fields[secret] != fields[secret]
     assert second_fields["access_token_expiry"] == _expiry_printed(out)
 
     out = cli.ok(

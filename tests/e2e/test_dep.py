@@ -234,3 +234,23 @@ def test_account_names_the_issuers_email_never_a_login(dep: Dep) -> None:
         key = session_key(dep.url, creds)
         account = json.loads(call(f"{dep.url}/account", {"X-ADM-Auth-Session": key})[1])
         assert account["admin_id"] == admin
+
+
+def test_renewals_keep_the_consumer_key_and_old_tokens_stay_rejected(dep: Dep) -> None:
+    tokens = [dep.add("NanoDEP school1")]
+    for _ in range(3):
+        tokens.append(dep.renew("NanoDEP school1"))
+    assert len({t.consumer_key for t in tokens}) == 1, "one consumer key for the server's life"
+    assert len({(t.access_token, t.consumer_secret, t.access_secret) for t in tokens}) == 4
+    for old in tokens[:-1]:
+        assert dep.session(old) == (401, "token_rejected")
+        assert dep.token(old.token_id).rejected_attempts == 1
+    assert len(dep.replaced) == 3, "each replaced token is still reported"
+    assert session_key(dep.url, tokens[-1])
+    forged = Creds(tokens[0].consumer_key, tokens[-1].consumer_secret, "AT_O1O2O3", "AS_x", 0)
+    assert dep.session(forged) == (401, "SIGNATURE_INVALID"), "the key alone finds no token"
+    mixed = Creds(
+        tokens[-1].consumer_key, tokens[0].consumer_secret, tokens[-1].access_token,
+        tokens[0].access_secret, 0,
+    )
+    assert dep.session(mixed) == (401, "SIGNATURE_INVALID"), "secrets of another token"

@@ -102,16 +102,21 @@ def test_a_token_issued_on_29_february_expires_on_28_february(
     assert fields["access_token_expiry"] == "2029-02-28T23:30:05Z"
 
 
-def test_each_token_has_fresh_credentials(session: Session, vault: Vault, tmp_path: Path) -> None:
+def test_each_token_has_fresh_credentials_but_the_servers_consumer_key(
+    session: Session, vault: Vault, tmp_path: Path
+) -> None:
     first = _add(session, vault, "Jamf", NOW)
     server = servers.find_server(session, "Jamf")
     second = issuance.issue_token(session, vault, OPERATOR, server, NOW)
+    third = issuance.issue_token(session, vault, OPERATOR, server, NOW, new_consumer_key=True)
 
-    a = parse_content(smime_decrypt(first.content, rsa_cert().key_pem, tmp_path))
-    b = parse_content(smime_decrypt(second.content, rsa_cert().key_pem, tmp_path))
-
-    for field in ("consumer_key", "consumer_secret", "access_token", "access_secret"):
-        assert a[field] != b[field]
+    a, b, c = (
+        parse_content(smime_decrypt(issued.content, rsa_cert().key_pem, tmp_path))
+        for issued in (first, second, third)
+    )
+    assert a["consumer_key"] == b["consumer_key"] != c["consumer_key"]
+    for field in ("consumer_secret", "access_token", "access_secret"):
+        assert len({a[field], b[field], c[field]}) == 3
 
 
 def test_the_file_again_is_the_same_token_for_its_downloader_only(

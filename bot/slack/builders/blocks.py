@@ -171,10 +171,12 @@ def install_words(
 
 
 def view_install_words(view: ServerView) -> str:
-    """`install_words` for a listed server."""
-    return install_words(
-        install_state(view), view.downloaded_by, view.token_installed_at, view.token_last_used_at
-    )
+    """`install_words` for a listed server; a connected server's install state when not in use."""
+    state = install_state(view)
+    if view.install_note and state in (Install.WAITING, Install.OLD_TOKEN):
+        return esc(view.install_note)
+    holder, since, seen = view.downloaded_by, view.token_installed_at, view.token_last_used_at
+    return install_words(state, holder, since, seen)
 
 
 def home_state(view: ServerView, now: datetime) -> str:

@@ -1,0 +1,47 @@
+"""The installer the process hands to core: each connection kind through its own client."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from bot.mdm import command, fleet, nanodep
+from bot.mdm.wire import Wire
+from core.connections.links import ConnectionSpec, InstallError, TokenPush
+from core.settings import Settings
+
+
+@dataclass(frozen=True)
+class MdmInstaller:
+    """Installs tokens into NanoDEP, Fleet, or through a command (core's `Installer`)."""
+
+    timeout: float = 10.0
+    ca_bundle: str | None = None
+
+    def _wire(self, spec: ConnectionSpec) -> Wire:
+        return Wire(spec.label(), self.timeout, self.ca_bundle)
+
+    def fetch_certificate(self, spec: ConnectionSpec, server_name: str) -> bytes:
+        """The MDM server's public key certificate."""
+        if spec.kind == "nanodep":
+            return nanodep.fetch_certificate(self._wire(spec), spec, server_name)
+        if spec.kind == "fleet":
+            return fleet.fetch_certificate(self._wire(spec), spec, server_name)
+        raise InstallError(
+            "A command connection cannot fetch the MDM server's certificate; give --cert FILE."
+        )
+
+    def install(self, spec: ConnectionSpec, push: TokenPush) -> str | None:
+        """Upload the token; Fleet's ABM token id comes back for its renewals."""
+        if spec.kind == "nanodep":
+            nanodep.install(self._wire(spec), spec, push)
+            return None
+        if spec.kind == "fleet":
+            return fleet.install(self._wire(spec), spec, push)
+        command.install(spec, push, self.timeout)
+        return None
+
+
+def installer_for(settings: Settings) -> MdmInstaller:
+    """The installer with the operator's timeout and CA bundle."""
+    bundle = str(settings.mdmbot_mdm_ca_bundle) if settings.mdmbot_mdm_ca_bundle else None
+    return MdmInstaller(settings.mdmbot_mdm_timeout, bundle)

@@ -1,0 +1,165 @@
+"""New tokens of connected servers: installed into the MDM server, the file DM'd only on failure."""
+
+from __future__ import annotations
+
+import logging
+from datetime import datetime
+from typing import TYPE_CHECKING, Any
+
+from slack_bolt import Ack, App
+
+from bot import metrics
+from bot.slack.builders import blocks
+from bot.slack.builders.blocks import Block
+from bot.slack.gateway import SlackUnavailable
+from core.connections import installs, state
+from core.connections.links import ConnectionSpec
+from core.errors import MdmbotError
+from core.people import rotation
+from core.people.rotation import CaseView
+from core.roles import Actor, Permission
+from core.tokens import issuance, servers
+from core.tokens.issuance import IssuedToken
+
+if TYPE_CHECKING:
+    from bot.slack.services import BotServices, Delivery
+
+log = logging.getLogger("mdmbot.installs")
+
+
+def installed_text(label: str, server_name: str, expires_at: datetime) -> str:
+    """What the person sees once the MDM server took the token."""
+    return (
+        f"Installed in {label} — waiting for its first use. The new token for "
+        f"*{blocks.esc(server_name)}* expires {blocks.local_date(expires_at)}."
+    )
+
+
+def install_failed_text(label: str, server_name: str, error: str, *, file_sent: bool) -> str:
+    """One line saying why the install failed, and that the token is kept and retried."""
+    where = "The file is in your DMs" if file_sent else "Slack didn't deliver the file either"
+    return (
+        f"Couldn't install the new token for *{blocks.esc(server_name)}* in {label}: "
+        f"{blocks.esc(error)} {where}; mdmbot keeps retrying the install."
+    )
+
+
+def deliver_connected(
+    svc: BotServices, issued: IssuedToken, user_id: str, spec: ConnectionSpec
+) -> Delivery:
+    """Activate the token and install it now; on failure DM the file as without a connection."""
+    from bot.slack.services import Delivery
+
+    actor, ctx = Actor(user_id), svc.ctx
+    try:
+        with ctx.unit_of_work() as session:
+            activation = installs.issue_through(session, actor, issued.token_id, spec, ctx.now())
+            install_id = installs.install_id_of(session, issued.token_id)
+    except MdmbotError as exc:
+        with ctx.unit_of_work() as session:
+            issuance.discard_token(session, actor, issued.token_id, ctx.now(), "not activated")
+        return Delivery(False, exc.message)
+    metrics.tokens_issued.inc()
+    assert install_id is not None
+    outcome = installs.attempt(
+        ctx.unit_of_work, ctx.vault, ctx.installer, install_id, ctx.holder, ctx.now
+    )
+    svc.refresh_home(user_id)
+    if outcome is not None and outcome.installed:
+        text = installed_text(spec.label(), issued.server_name, issued.expires_at)
+        return Delivery(True, text, activation=activation, issued=issued)
+    error = (outcome.error if outcome else None) or "another mdmbot process is installing it."
+    comment = blocks.token_comment(
+        issued.server_name, issued.expires_at, issued.warnings, replaces_active=False
+    )
+    try:
+        channel = svc.gateway.open_dm(user_id)
+        svc.gateway.send_file(channel, issued.filename, issued.content, comment)
+        sent = True
+    except SlackUnavailable as exc:
+        log.warning("could not DM the token file after a failed install: %s", exc.error)
+        sent = False
+    text = install_failed_text(spec.label(), issued.server_name, error, file_sent=sent)
+    return Delivery(True, text, activation=activation, issued=issued)
+
+
+def renewed_notice(label: str, server_name: str, installed: bool, error: str | None) -> str:
+    """The one-line notice an automatic renewal posts instead of an expiry alert."""
+    if installed:
+        return (
+            f":recycle: Renewed the token for *{blocks.esc(server_name)}* automatically and "
+            f"installed it in {label} — waiting for its first use."
+        )
+    return (
+        f":warning: Renewed the token for *{blocks.esc(server_name)}* automatically but "
+        f"couldn't install it in {label}: {blocks.esc(error or '')} mdmbot keeps retrying."
+    )
+
+
+RENEW_ALL = "renew_all_install"
+
+
+def with_renew_all(svc: BotServices, case: CaseView, blocks_: list[Block]) -> list[Block]:
+    """A checklist's blocks with "Renew all and install" when items left are connected."""
+    left = [i.token_id for i in case.items if i.done_at is None and not i.replaced]
+    if case.status != "open" or not left:
+        return blocks_
+    with svc.ctx.unit_of_work(readonly=True) as session:
+        connected = state.connected_tokens(session, left)
+    if not connected or len(blocks_) >= blocks.MAX_MESSAGE_BLOCKS:
+        return blocks_
+    label = "Renew all and install" if len(connected) > 1 else "Renew and install"
+    action = {
+        "type": "actions",
+        "block_id": f"renew_all:{case.id}",
+        "elements": [blocks.button(label, RENEW_ALL, str(case.id), "primary")],
+    }
+    return [*blocks_[:-1], action, blocks_[-1]]
+
+
+def renew_all(svc: BotServices, case_id: int, user_id: str) -> str:
+    """Renew and install every connected token left on a checklist; one line per server."""
+    svc.authorize(user_id, Permission.MANAGE_SERVERS)
+    with svc.ctx.unit_of_work(readonly=True) as session:
+        case = rotation.get_case(session, case_id)
+        left = [i for i in case.items if i.done_at is None and not i.replaced]
+        connected = state.connected_tokens(session, [i.token_id for i in left])
+    lines = []
+    for item in left:
+        if item.token_id not in connected:
+            lines.append(f"*{blocks.esc(item.server_name)}*: not connected; use its button.")
+            continue
+        try:
+            with svc.ctx.unit_of_work() as session:
+                server, _ = servers.server_of_token(session, item.token_id)
+                issued = issuance.issue_token(
+                    session, svc.ctx.vault, Actor(user_id), server, svc.ctx.now(),
+                    expected=item.token_id,
+                )  # fmt: skip
+        except MdmbotError as exc:
+            lines.append(f"*{blocks.esc(item.server_name)}*: {exc.message}")
+            continue
+        outcome = svc.deliver(issued, user_id)
+        lines.append(outcome.message)
+        if outcome.ok:
+            svc.notify_origin({"origin": "rotation", "case_id": str(case_id)}, user_id, outcome)
+    return "\n".join(lines) or "Nothing is left to renew on this checklist."
+
+
+def register(app: App, svc: BotServices) -> None:
+    """The "Renew all and install" button of checklists."""
+
+    @app.action(RENEW_ALL)
+    def on_press(ack: Ack, body: dict[str, Any]) -> None:
+        ack()
+        user_id = body["user"]["id"]
+        case_id = int(body["actions"][0].get("value") or 0)
+
+        def run() -> None:
+            try:
+                text = renew_all(svc, case_id, user_id)
+            except MdmbotError as exc:
+                text = exc.message
+            svc.try_dm(user_id, text)
+
+        svc.background.submit(run)

@@ -1,0 +1,262 @@
+"""Installing tokens into MDM servers: the install state, retries with backoff, and their claims.
+
+An install is claimed before it is tried (a conditional UPDATE, like alert deliveries), so two
+replicas or a sweep and a person never push the same token twice at once; the push itself runs
+outside any transaction, and its result is recorded only by the claim's holder.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from contextlib import AbstractContextManager
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+
+import sqlalchemy as sa
+from cryptography import x509
+from sqlmodel import Session, col, select
+
+from core.connections.links import (
+    ConnectionSpec,
+    Installer,
+    InstallError,
+    TokenPush,
+    connection_of,
+    connection_row,
+)
+from core.errors import TokenConflict
+from core.models import Certificate, Server, Token, TokenInstall, TokenStatus
+from core.roles import Actor
+from core.tokens import issuance
+from core.tokens.issuance import Activation
+from core.tokens.token_file import TokenCredentials, build_token_file, token_filename
+from core.vault import Vault
+
+CLAIM = timedelta(minutes=5)  # a push times out long before this; then another may retry
+FIRST_RETRY = timedelta(minutes=5)
+LAST_RETRY = timedelta(hours=6)
+UnitOfWork = Callable[[], AbstractContextManager[Session]]
+
+
+@dataclass(frozen=True)
+class InstallOutcome:
+    """What one attempt did: installed, failed with a one-line reason, or skipped."""
+
+    install_id: int
+    server_name: str
+    label: str
+    requested_by: str
+    installed: bool = False
+    error: str | None = None
+    attempts: int = 0
+    skipped: str | None = None
+
+
+def backoff(attempts: int) -> timedelta:
+    """How long to wait after `attempts` failures: 5 minutes, doubling, at most 6 hours."""
+    wait: timedelta = FIRST_RETRY * (2 ** min(max(attempts - 1, 0), 10))
+    return min(wait, LAST_RETRY)
+
+
+def request_install(
+    session: Session, token_id: int, requested_by: str, now: datetime
+) -> int | None:
+    """Queue the install of a new active token if its server is connected; older ones give way."""
+    token = session.get(Token, token_id)
+    if token is None or connection_row(session, token.server_id) is None:
+        return None
+    session.execute(
+        sa.update(TokenInstall)
+        .where(
+            col(TokenInstall.server_id) == token.server_id,
+            col(TokenInstall.status) == "pending",
+            col(TokenInstall.token_id) != token_id,
+        )
+        .values(status="replaced", next_attempt_at=None)
+    )
+    existing = session.exec(select(TokenInstall).where(TokenInstall.token_id == token_id)).first()
+    if existing is not None:  # pushed again on request, or through a new connection
+        existing.status, existing.next_attempt_at = "pending", now
+        session.add(existing)
+        return existing.id
+    row = TokenInstall(
+        token_id=token_id,
+        server_id=token.server_id,
+        requested_by=requested_by,
+        created_at=now,
+        next_attempt_at=now,
+    )
+    session.add(row)
+    session.flush()
+    return row.id
+
+
+def push_active(session: Session, server: Server, requested_by: str, now: datetime) -> int:
+    """Queue the install of the server's active token now (`token push`)."""
+    token_id = session.exec(
+        select(Token.id).where(Token.server_id == server.id, Token.status == TokenStatus.ACTIVE)
+    ).first()
+    if token_id is None:
+        raise InstallError(f"“{server.name}” has no active token to install; issue one first.")
+    install_id = request_install(session, token_id, requested_by, now)
+    if install_id is None:
+        raise InstallError(f"“{server.name}” is not connected to an MDM server.")
+    return install_id
+
+
+def claim(session: Session, install_id: int, holder: str, now: datetime) -> bool:
+    """Claim a waiting install for `holder`; False when it is not waiting or someone holds it."""
+    claimed = session.execute(
+        sa.update(TokenInstall)
+        .where(
+            col(TokenInstall.id) == install_id,
+            col(TokenInstall.status) == "pending",
+            sa.or_(
+                col(TokenInstall.claimed_until).is_(None), col(TokenInstall.claimed_until) < now
+            ),
+        )
+        .values(claimed_by=holder, claimed_until=now + CLAIM)
+    )
+    return bool(getattr(claimed, "rowcount", 0) == 1)
+
+
+def due_installs(session: Session, now: datetime) -> list[int]:
+    """Installs whose next attempt is due, oldest first."""
+    return [
+        install_id
+        for install_id in session.exec(
+            select(TokenInstall.id)
+            .where(
+                TokenInstall.status == "pending",
+                col(TokenInstall.next_attempt_at) <= now,
+            )
+            .order_by(col(TokenInstall.next_attempt_at), col(TokenInstall.id))
+        ).all()
+        if install_id is not None
+    ]
+
+
+def _push_of(
+    session: Session, vault: Vault, install: TokenInstall
+) -> tuple[ConnectionSpec, TokenPush] | None:
+    """The connection and token file to push, rebuilt from the stored credentials."""
+    token = session.get(Token, install.token_id)
+    server = session.get(Server, install.server_id)
+    spec = connection_of(session, vault, install.server_id)
+    if token is None or server is None or spec is None or token.status != TokenStatus.ACTIVE:
+        return None
+    cert = session.get(Certificate, token.certificate_id)
+    assert cert is not None
+    secrets = json.loads(vault.decrypt(token.secrets))
+    creds = TokenCredentials(
+        token.consumer_key,
+        secrets["consumer_secret"],
+        secrets["access_token"],
+        secrets["access_secret"],
+        token.issued_at,
+        token.expires_at,
+    )
+    content = build_token_file(creds, x509.load_pem_x509_certificate(cert.pem.encode("ascii")))
+    return spec, TokenPush(server.name, token_filename(server.name, token.issued_at), content)
+
+
+def attempt(
+    uow: UnitOfWork,
+    vault: Vault,
+    installer: Installer,
+    install_id: int,
+    holder: str,
+    clock: Callable[[], datetime],
+) -> InstallOutcome | None:
+    """Claim, push and record one install; None when another holder has it or it is settled."""
+    with uow() as session:
+        if not claim(session, install_id, holder, clock()):
+            return None
+        install = session.get(TokenInstall, install_id)
+        assert install is not None
+        server = session.get(Server, install.server_id)
+        name = server.name if server is not None else "?"
+        prepared = _push_of(session, vault, install)
+        if prepared is None:
+            install.status, install.claimed_until = "replaced", None
+            session.add(install)
+            return InstallOutcome(install_id, name, "", install.requested_by, skipped="replaced")
+        spec, push = prepared
+    error: str | None = None
+    remote_id: str | None = None
+    try:
+        remote_id = installer.install(spec, push)
+    except InstallError as exc:
+        error = exc.message
+    with uow() as session:
+        return record(session, install_id, holder, clock(), spec, error, remote_id)
+
+
+def record(
+    session: Session,
+    install_id: int,
+    holder: str,
+    now: datetime,
+    spec: ConnectionSpec,
+    error: str | None,
+    remote_id: str | None,
+) -> InstallOutcome:
+    """Record the holder's attempt: installed, or failed and due again after the backoff."""
+    install = session.get(TokenInstall, install_id)
+    server = session.get(Server, install.server_id) if install is not None else None
+    assert install is not None and server is not None
+    outcome = InstallOutcome(install_id, server.name, spec.label(), install.requested_by)
+    if install.claimed_by != holder or install.status != "pending":
+        return InstallOutcome(**{**outcome.__dict__, "skipped": "claimed elsewhere"})
+    row = connection_row(session, install.server_id)
+    install.attempts += 1
+    install.last_attempt_at, install.claimed_until = now, None
+    if error is None:
+        install.status, install.installed_at, install.last_error = "installed", now, None
+        install.next_attempt_at = None
+    else:
+        install.last_error, install.next_attempt_at = error, now + backoff(install.attempts)
+    if row is not None:
+        if error is None:
+            row.last_install_at, row.last_install_error = now, None
+            row.remote_id = remote_id or row.remote_id
+        else:
+            row.last_install_error = failure_text(install.attempts, error)
+        session.add(row)
+    session.add(install)
+    return InstallOutcome(
+        install_id,
+        server.name,
+        spec.label(),
+        install.requested_by,
+        installed=error is None,
+        error=error,
+        attempts=install.attempts,
+    )
+
+
+def failure_text(attempts: int, error: str) -> str:
+    """`install failed 3 times: 401 from NanoDEP — check the API key`."""
+    times = "once" if attempts == 1 else f"{attempts} times"
+    return f"install failed {times}: {error}"
+
+
+def install_id_of(session: Session, token_id: int | None) -> int | None:
+    """The id of a token's install record, if it goes through a connection."""
+    return session.exec(select(TokenInstall.id).where(TokenInstall.token_id == token_id)).first()
+
+
+def issue_through(
+    session: Session, actor: Actor, token_id: int, spec: ConnectionSpec, now: datetime
+) -> Activation:
+    """Deliver a prepared token to the MDM server: mark it, activate it, queue its install.
+
+    TokenConflict when someone else replaced the token first (this one is then discarded).
+    """
+    refusal = issuance.start_delivery(session, actor, token_id, f"mdm:{spec.label()}", now)
+    if refusal is not None:
+        raise TokenConflict(refusal)
+    activation = issuance.activate_token(session, actor, token_id, now)
+    request_install(session, token_id, actor.user_id, now)
+    return activation

@@ -1,0 +1,175 @@
+"""Zero-touch links from the command line: `server add --mdm`, renewals installed, faults told."""
+
+from __future__ import annotations
+
+import json
+import stat
+from pathlib import Path
+
+from bot.context import AppContext
+from bot.dep.app import build_dep_app
+from bot.http import Listener, start_in_background
+from core.settings import Settings
+from tests.dep_client import Creds, call, oauth_header, session_key
+from tests.e2e.test_cli import Cli, _valid_now
+from tests.fakemdm import NANODEP_KEY as KEY
+from tests.fakemdm import FakeFleet, FakeNanoDep
+
+
+def _cli(tmp_path: Path, key: str = KEY) -> Cli:
+    cli = Cli(tmp_path)
+    cli.ok("db", "upgrade")
+    (cli.work / "api.key").write_text(key + "\n")
+    cli.env["MDMBOT_MDM_TIMEOUT"] = "2"
+    return cli
+
+
+def _creds(fields: dict[str, str]) -> Creds:
+    return Creds(
+        fields["consumer_key"],
+        fields["consumer_secret"],
+        fields["access_token"],
+        fields["access_secret"],
+        0,
+    )
+
+
+def _nanodep_args(fake: FakeNanoDep, dep_name: str = "school1") -> list[str]:
+    return [
+        "--mdm", "nanodep", "--mdm-url", fake.url, "--mdm-dep-name", dep_name,
+        "--mdm-api-key-file", "api.key",
+    ]  # fmt: skip
+
+
+def test_link_renew_three_times_and_the_old_tokens_are_rejected(
+    nanodep: FakeNanoDep, tmp_path: Path
+) -> None:
+    cli = _cli(tmp_path)
+    cli.env["MDMBOT_DEP_PUBLIC_URL"] = "http://mdmbot.example.org:8443/"
+    out = cli.ok("server", "add", "school1", *_nanodep_args(nanodep), "--actor", "U0ADMIN")
+    assert out.startswith("Installed in NanoDEP (school1) — waiting for its first use; it expires")
+    assert nanodep.configs["school1"] == {"base_url": "http://mdmbot.example.org:8443"}
+    assert not list(cli.work.glob("*.p7m")), "no file when the token was installed"
+    installed = [nanodep.tokens["school1"]]
+    for _ in range(3):
+        out = cli.ok("token", "issue", "school1")
+        assert out.startswith("Installed in NanoDEP (school1)")
+        installed.append(nanodep.tokens["school1"])
+    assert len({t["consumer_key"] for t in installed}) == 1
+    assert len({t["access_token"] for t in installed}) == 4
+    uploads = [c for c in nanodep.calls if c.method == "PUT" and "tokenpki" in c.path]
+    assert len(uploads) == 4 and all(c.query == {} for c in uploads), "never ?force=1"
+
+    shown = cli.json("server", "show", "school1")
+    assert shown["mdm"]["kind"] == "nanodep" and shown["mdm"]["dep_name"] == "school1"
+    assert shown["mdm"]["url"] == nanodep.url and shown["mdm"]["last_install_error"] is None
+    assert shown["mdm"]["last_install_at"]
+    assert shown["install_note"] == "Installed in NanoDEP (school1) — waiting for its first use"
+    everything = json.dumps(shown) + cli.ok("server", "show", "school1") + cli.ok("token", "list")
+    assert KEY not in everything
+
+    # NanoDEP's DEP client, with what NanoDEP holds, against mdmbot's device assignment service.
+    settings = Settings(
+        mdmbot_database_url=f"sqlite:///{cli.data_dir / 'mdmbot.db'}",
+        mdmbot_data_dir=cli.data_dir,
+        _env_file=None,  # type: ignore[call-arg]
+    )
+    ctx = AppContext(settings)
+    server = start_in_background(Listener("dep", "127.0.0.1", 0, build_dep_app(ctx)), 2)
+    try:
+        url = f"http://127.0.0.1:{server.port}"
+        for old in installed[:-1]:
+            header = oauth_header(_creds(old), f"{url}/session")
+            assert call(f"{url}/session", {"Authorization": header})[:2] == (401, "token_rejected")
+        key = session_key(url, _creds(installed[-1]))
+        status, body, _ = call(f"{url}/account", {"X-ADM-Auth-Session": key})
+        assert status == 200 and json.loads(body)["server_name"] == "school1"
+    finally:
+        server.close()
+        ctx.engine.dispose()
+    listed = cli.json("token", "list", "school1")
+    assert listed[0]["installed_at"] and listed[0]["status"] == "active", "the newest is in use"
+    assert "MDM server:          in use since " in cli.ok("server", "show", "school1")
+
+
+def test_a_certificate_that_cannot_be_fetched_creates_nothing(
+    nanodep: FakeNanoDep, tmp_path: Path
+) -> None:
+    cli = _cli(tmp_path, key="wrong-key")
+    result = cli.run("server", "add", "school1", *_nanodep_args(nanodep))
+    assert result.returncode == 1 and result.stdout == ""
+    assert result.stderr == (
+        "mdmbot: Could not fetch the certificate: 401 from NanoDEP (school1) — check the API "
+        "key.\n"
+    )
+    assert cli.ok("server", "list").startswith("No MDM servers yet.")
+    nanodep.stop()
+    result = cli.run("server", "add", "school1", *_nanodep_args(nanodep))
+    assert result.returncode == 1 and "Cannot reach NanoDEP (school1)" in result.stderr
+    assert result.stderr.count("\n") == 1
+
+
+def test_a_failed_install_keeps_the_token_and_push_retries_it(
+    nanodep: FakeNanoDep, tmp_path: Path
+) -> None:
+    cli = _cli(tmp_path)
+    nanodep.fail_next(500, {"error": "database is locked"}, method="PUT")
+    result = cli.run("server", "add", "school1", *_nanodep_args(nanodep), "--out", "t.p7m")
+    assert result.returncode == 1
+    assert result.stderr == (
+        "mdmbot: issued a new token for “school1” but could not install it in NanoDEP "
+        "(school1): 500 from NanoDEP (school1): database is locked. It will be retried; "
+        "`mdmbot token push school1` retries now.\n"
+    )
+    assert (cli.work / "t.p7m").exists(), "the file is kept where the operator asked"
+    shown = cli.json("server", "show", "school1")
+    assert shown["state"] == "ok" and shown["token_id"]
+    assert shown["mdm"]["last_install_error"] == (
+        "install failed once: 500 from NanoDEP (school1): database is locked."
+    )
+    assert "school1" not in nanodep.tokens
+    out = cli.ok("token", "push", "school1")
+    assert out == "Installed the active token for “school1” in NanoDEP (school1).\n"
+    assert nanodep.tokens["school1"]
+    assert cli.json("server", "show", "school1")["mdm"]["last_install_error"] is None
+
+
+def test_connect_disconnect_fleet_and_command(tmp_path: Path) -> None:
+    cli = _cli(tmp_path, key="fleet-api-token")
+    fleet = FakeFleet("fleet-api-token").start()
+    try:
+        cert = tmp_path / "mdm.pem"
+        cert.write_bytes(_valid_now(4, "mdm.example.edu").pem)
+        cli.ok("server", "add", "Jamf", "--cert", str(cert), "--out", "first.p7m")
+        assert cli.json("server", "show", "Jamf")["mdm"] is None
+        out = cli.ok(
+            "server", "connect", "Jamf", "--mdm", "fleet", "--mdm-url", fleet.url,
+            "--mdm-api-key-file", "api.key",
+        )  # fmt: skip
+        assert "a new token replaces the active one" in out and "Installed in Fleet" in out
+        assert cli.ok("token", "issue", "Jamf").startswith("Installed in Fleet (127.0.0.1)")
+        assert [c.method for c in fleet.calls if "abm_tokens" in c.path] == ["POST", "PATCH"]
+        assert len(fleet.tokens) == 1
+    finally:
+        fleet.stop()
+
+    seen = tmp_path / "installed.p7m"
+    script = tmp_path / "upload.sh"
+    script.write_text(f'#!/bin/sh\ncp "$MDMBOT_TOKEN_FILE" {seen}\n')
+    script.chmod(script.stat().st_mode | stat.S_IXUSR)
+    out = cli.ok("server", "connect", "Jamf", "--mdm", "command", "--mdm-command", str(script))
+    assert out == (
+        "Connected “Jamf” to install command (upload.sh).\n"
+        "Installed the active token for “Jamf” in install command (upload.sh).\n"
+    )
+    assert seen.exists()
+    assert cli.json("server", "show", "Jamf")["mdm"]["kind"] == "command"
+    assert cli.ok("server", "disconnect", "Jamf").startswith("Disconnected “Jamf”")
+    assert cli.json("server", "show", "Jamf")["mdm"] is None
+    result = cli.run("token", "push", "Jamf")
+    assert (result.returncode, result.stderr) == (
+        1,
+        "mdmbot: “Jamf” is not connected to an MDM server.\n",
+    )
+    out = cli.ok("token", "issue", "Jamf", "--out", "plain.p7m")
+    assert "Upload it to the MDM server." in out, "disconnected: a file again"

@@ -1,0 +1,111 @@
+"""Against NanoDEP's real `depserver` (built by tests/tools/build_nanodep.sh): link without a file,
+NanoDEP's proxy reads `/account` from mdmbot, three renewals installed without `force`, the old
+tokens `token_rejected`, the newest in use. Skipped unless MDMBOT_TEST_DEPSERVER names the binary.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import os
+import subprocess
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from bot.context import AppContext
+from bot.dep.app import build_dep_app
+from bot.http import HttpServer, Listener, start_in_background
+from core.settings import Settings
+from tests.dep_client import call, oauth_header
+from tests.e2e.test_cli import Cli
+from tests.e2e.test_cli_mdm import _creds
+from tests.processes import free_port
+
+DEPSERVER = os.environ.get("MDMBOT_TEST_DEPSERVER", "")
+KEY = "real-nanodep-api-key"
+pytestmark = pytest.mark.skipif(
+    not os.access(DEPSERVER, os.X_OK), reason="MDMBOT_TEST_DEPSERVER is not an executable"
+)
+
+
+def _nanodep(path: str, method: str = "GET") -> tuple[int, bytes]:
+    auth = base64.b64encode(f"depserver:{KEY}".encode()).decode()
+    headers = {"Authorization": f"Basic {auth}"}
+    request = urllib.request.Request(path, method=method, headers=headers)
+    try:
+        with urllib.request.urlopen(request, timeout=10) as response:
+            return response.status, response.read()
+    except urllib.error.HTTPError as exc:
+        return exc.code, exc.read()
+
+
+@pytest.fixture
+def depserver(tmp_path: Path) -> Iterator[str]:
+    """NanoDEP's depserver on a free port with file storage."""
+    port = free_port()
+    process = subprocess.Popen(
+        [DEPSERVER, "-api", KEY, "-listen", f"127.0.0.1:{port}", "-storage-dsn", str(tmp_path)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    url = f"http://127.0.0.1:{port}"
+    try:
+        for _ in range(100):
+            try:
+                urllib.request.urlopen(f"{url}/version", timeout=1).close()
+                break
+            except OSError:
+                time.sleep(0.1)
+        yield url
+    finally:
+        process.terminate()
+        process.wait(10)
+
+
+def test_link_and_three_renewals_against_the_real_depserver(
+    depserver: str, tmp_path: Path
+) -> None:
+    cli = Cli(tmp_path / "mdmbot")
+    cli.ok("db", "upgrade")
+    (cli.work / "api.key").write_text(KEY)
+    settings = Settings(
+        mdmbot_database_url=f"sqlite:///{cli.data_dir / 'mdmbot.db'}",
+        mdmbot_data_dir=cli.data_dir,
+        _env_file=None,  # type: ignore[call-arg]
+    )
+    ctx = AppContext(settings)
+    dep: HttpServer = start_in_background(Listener("dep", "127.0.0.1", 0, build_dep_app(ctx)), 2)
+    mdmbot_dep = f"http://127.0.0.1:{dep.port}"
+    try:
+        out = cli.ok(
+            "server", "add", "school1", "--mdm", "nanodep", "--mdm-url", depserver,
+            "--mdm-dep-name", "school1", "--mdm-api-key-file", "api.key",
+            "--mdm-base-url", f"{mdmbot_dep}/",
+        )  # fmt: skip
+        assert out.startswith("Installed in NanoDEP (school1) — waiting for its first use")
+        held = []
+        for renewal in range(4):
+            if renewal:
+                assert cli.ok("token", "issue", "school1").startswith("Installed in NanoDEP")
+            status, body = _nanodep(f"{depserver}/proxy/school1/account")
+            assert status == 200, body
+            assert json.loads(body)["server_name"] == "school1"
+            status, body = _nanodep(f"{depserver}/v1/tokens/school1")
+            assert status == 200, body
+            held.append(json.loads(body))
+        assert len({t["consumer_key"] for t in held}) == 1
+        for old in held[:-1]:
+            header = oauth_header(_creds(old), f"{mdmbot_dep}/session")
+            status, body, _ = call(f"{mdmbot_dep}/session", {"Authorization": header})
+            assert (status, body) == (401, "token_rejected")
+        newest = cli.json("token", "list", "school1")[0]
+        assert newest["status"] == "active" and newest["installed_at"]
+        assert "in use since" in cli.ok("server", "show", "school1")
+    finally:
+        dep.close()
+        ctx.engine.dispose()

@@ -1,0 +1,191 @@
+"""Connected servers in Slack: renewals installed into NanoDEP, failures DM the file and retry."""
+
+from __future__ import annotations
+
+import json
+from datetime import timedelta
+
+from bot.mdm.installer import MdmInstaller
+from bot.serve import serve_dep
+from bot.slack.builders import modals
+from bot.slack.installs import RENEW_ALL
+from bot.slack.sweeper import Sweeper
+from core.connections import links
+from core.roles import Actor
+from core.tokens import issuance, servers
+from tests.dep_client import Creds, session_key
+from tests.e2e.conftest import ADMIN, STRANGER
+from tests.e2e.test_slack_add import add_values
+from tests.e2e.test_slack_lifecycle import posts, press_on
+from tests.fakemdm import NANODEP_KEY as KEY
+from tests.fakemdm import FakeNanoDep
+from tests.fakeslack import FakeSlack
+from tests.slack_harness import Bot
+
+
+def _link(
+    bot: Bot,
+    fake: FakeSlack,
+    nanodep: FakeNanoDep,
+    name: str = "school1",
+    user: str = ADMIN,
+    **options: int,
+) -> None:
+    """`/mdm add` with NanoDEP's certificate, then the connection (as `server connect` makes)."""
+    spec = links.make_spec(
+        "nanodep", url=nanodep.url, dep_name=name, api_key=KEY, **options
+    )  # type: ignore[arg-type]
+    pem = MdmInstaller().fetch_certificate(spec, name)
+    uploads, count = len(fake.uploads), len(active(bot))
+    bot.submit(user, {"callback_id": modals.ADD_SERVER}, add_values(fake, name, pem))
+    bot.wait_idle(lambda: len(fake.uploads) > uploads)
+    bot.wait_idle(lambda: len(active(bot)) > count)
+    with bot.ctx.unit_of_work() as session:
+        server = servers.find_server(session, name)
+        links.save_connection(session, bot.ctx.vault, Actor(ADMIN), server, spec, bot.clock())
+
+
+def active(bot: Bot) -> list[issuance.TokenView]:
+    with bot.ctx.unit_of_work() as session:
+        return [t for t in issuance.list_tokens(session) if t.status == "active"]
+
+
+def _use(bot: Bot, *installed: dict[str, str]) -> None:
+    """NanoDEP's DEP client opens a session with each token it holds."""
+    dep = serve_dep(bot.ctx, bot.svc, "127.0.0.1", 0)
+    try:
+        for fields in installed:
+            creds = Creds(
+                fields["consumer_key"], fields["consumer_secret"], fields["access_token"],
+                fields["access_secret"], 0,
+            )  # fmt: skip
+            stamp = str(int(bot.clock().timestamp()))
+            session_key(f"http://127.0.0.1:{dep.port}", creds, timestamp=stamp)
+    finally:
+        dep.close()
+
+
+def show(bot: Bot) -> str:
+    """What `/mdm show school1` answers."""
+    reply = bot.command(ADMIN, "show school1")
+    assert reply.status == 200
+    return json.dumps(reply.json(), ensure_ascii=False)
+
+
+def _renew_from_alert(bot: Bot, fake: FakeSlack) -> str:
+    token = active(bot)[0]
+    sweeper = Sweeper(bot.svc, post_interval=0)
+    at = token.expires_at - timedelta(days=29)
+    assert sweeper.sweep(at).alerts_sent == 1
+    bot.clock.now = at
+    view = press_on(bot, fake, ADMIN, posts(fake)[-1], "renew_token", str(token.id))
+    bot.wait_idle(lambda: active(bot)[0].id != token.id)
+    bot.wait_idle(lambda: "Renewed" in json.dumps(posts(fake)[-1]["blocks"]))
+
+    def shown() -> str:
+        return json.dumps(fake.views[view["id"]], ensure_ascii=False)
+
+    bot.wait_idle(lambda: "Installed" in shown() or "Couldn" in shown())
+    return shown()
+
+
+def test_a_renewal_from_the_alert_is_installed_without_a_file(
+    bot: Bot, fake: FakeSlack, nanodep: FakeNanoDep
+) -> None:
+    _link(bot, fake, nanodep)
+    first = nanodep.calls[-1]
+    uploads = len(fake.uploads)
+    modal = _renew_from_alert(bot, fake)
+    assert "Installed in NanoDEP (school1) — waiting for its first use." in modal
+    assert len(fake.uploads) == uploads, "no DM with a file when the install worked"
+    fields = nanodep.tokens["school1"]
+    assert first.method == "GET" and [c.query for c in nanodep.calls if c.method == "PUT"] == [{}]
+    assert "Installed in NanoDEP (school1) — waiting for its first use" in show(bot)
+    _use(bot, fields)  # NanoDEP's DEP client then uses it: the token is in use
+    assert active(bot)[0].installed_at is not None
+    assert "In use since <!date^" in show(bot)
+    assert KEY not in repr(fake.calls) + json.dumps(fake.views)
+
+
+def test_a_failed_install_dms_the_file_and_the_sweep_installs_it_once(
+    bot: Bot, fake: FakeSlack, nanodep: FakeNanoDep
+) -> None:
+    _link(bot, fake, nanodep)
+    uploads = len(fake.uploads)
+    nanodep.fail_next(500, {"error": "database is locked"}, method="PUT")
+    modal = _renew_from_alert(bot, fake)
+    assert (
+        "Couldn’t install the new token for *school1* in NanoDEP (school1): 500 from NanoDEP "
+        "(school1): database is locked. The file is in your DMs; mdmbot keeps retrying"
+    ).replace("’", "'") in modal
+    bot.wait_idle(lambda: len(fake.uploads) > uploads)
+    assert fake.uploads[-1]["channel_id"] == fake.dm_channel_for(ADMIN)
+    assert "school1" not in nanodep.tokens
+    with bot.ctx.unit_of_work() as session:
+        shown = links.describe(session, servers.find_server(session, "school1").id)
+    assert shown is not None and shown["last_install_error"] == (
+        "install failed once: 500 from NanoDEP (school1): database is locked."
+    )
+
+    assert (
+        "Install failed once: 500 from NanoDEP (school1): database is locked. mdmbot keeps "
+        "retrying." in show(bot)
+    )
+    sweeper = Sweeper(bot.svc, post_interval=0)
+    assert sweeper.sweep(bot.clock() + timedelta(minutes=1)).installs_tried == 0, "backing off"
+    assert sweeper.sweep(bot.clock() + timedelta(minutes=6)).installs_tried == 1
+    assert sweeper.sweep(bot.clock() + timedelta(minutes=60)).installs_tried == 0, "done"
+    assert nanodep.tokens["school1"]
+    assert sum(1 for c in nanodep.calls if c.method == "PUT") == 2
+
+
+def test_automatic_renewal_renews_installs_and_posts_one_notice(
+    bot: Bot, fake: FakeSlack, nanodep: FakeNanoDep
+) -> None:
+    _link(bot, fake, nanodep, auto_renew_days=90)
+    token = active(bot)[0]
+    sweeper = Sweeper(bot.svc, post_interval=0)
+    assert sweeper.sweep(token.expires_at - timedelta(days=91)).renewed == 0
+    report = sweeper.sweep(token.expires_at - timedelta(days=89))
+    assert report.renewed == 1 and report.alerts_sent == 0
+    assert sweeper.sweep(token.expires_at - timedelta(days=88)).renewed == 0, "once per token"
+    [notice] = posts(fake)
+    assert notice["text"] == (
+        ":recycle: Renewed the token for *school1* automatically and installed it in NanoDEP "
+        "(school1) — waiting for its first use."
+    )
+    renewed = active(bot)[0]
+    assert renewed.id != token.id and renewed.downloaded_by == "mdmbot"
+    assert nanodep.tokens["school1"]
+    later = sweeper.sweep(token.expires_at - timedelta(days=1))
+    assert (later.alerts_sent, later.renewed) == (0, 0), "the old token never alerts"
+
+
+def test_renew_all_and_install_on_a_checklist(
+    bot: Bot, fake: FakeSlack, nanodep: FakeNanoDep
+) -> None:
+    leaver = "ULEAVER01"
+    fake.add_user(leaver, "lee", "lee@school.example")
+    bot.grant(leaver)
+    for name in ("school1", "school2"):
+        _link(bot, fake, nanodep, name, leaver)
+    bot.command(ADMIN, f"offboard <@{leaver}|lee>")
+    bot.wait_idle(lambda: len(posts(fake)) == 1)
+    checklist = posts(fake)[0]
+    buttons = [
+        e for b in checklist["blocks"] if b["type"] == "actions" for e in b["elements"]
+    ]
+    [renew_all] = [b for b in buttons if b["action_id"] == RENEW_ALL]
+    assert renew_all["text"]["text"] == "Renew all and install"
+    container = {"type": "message", "message_ts": checklist["ts"], "channel_id": "C0ALERTS"}
+    assert bot.press(STRANGER, RENEW_ALL, renew_all["value"], container=container).status == 200
+    bot.wait_idle(lambda: bool(fake.messages_in(fake.dm_channel_for(STRANGER))))
+    assert not nanodep.tokens, "a stranger renews nothing"
+    uploads = len(fake.uploads)
+    bot.press(ADMIN, RENEW_ALL, renew_all["value"], container=container, message=checklist)
+    bot.wait_idle(lambda: set(nanodep.tokens) == {"school1", "school2"})
+    bot.wait_idle(lambda: json.dumps(posts(fake)[0]["blocks"]).count("waiting") == 2)
+    assert len(fake.uploads) == uploads, "installed: no files"
+    assert RENEW_ALL not in json.dumps(posts(fake)[0]["blocks"])
+    _use(bot, *nanodep.tokens.values())
+    bot.wait_idle(lambda: "Done" in json.dumps(posts(fake)[0]["blocks"]))
