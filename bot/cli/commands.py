@@ -3,10 +3,14 @@
 from __future__ import annotations
 
 import argparse
+import getpass
 import json
 import os
+import re
+import stat
 import sys
 import tempfile
+import unicodedata
 from collections.abc import Callable
 from dataclasses import asdict
 from datetime import datetime
@@ -18,7 +22,7 @@ from wcwidth import wcswidth
 
 from bot.context import AppContext
 from core.devices import unlink
-from core.errors import CertificateError, InvalidInput, TokenConflict
+from core.errors import InvalidInput, TokenConflict
 from core.people import persons as people
 from core.roles import Actor, parse_role
 from core.tokens import issuance, servers
@@ -28,21 +32,61 @@ from core.tokens.issuance import IssuedToken
 FILE_TARGET = "file:"  # a token's delivery target when written by this command line
 
 
+_MENTION = re.compile(r"<[@#!]([A-Za-z0-9]+)(?:\|[^>]*)?>")
+_BIDI = frozenset("\u061c\u200e\u200f\u202a\u202b\u202c\u202d\u202e\u2066\u2067\u2068\u2069")
+
+
 def _operator(args: argparse.Namespace) -> Actor:
-    return Actor(str(getattr(args, "actor", None) or "operator"), operator=True)
+    return Actor(str(getattr(args, "actor", None) or getpass.getuser()), operator=True)
+
+
+def plain(text: str) -> str:
+    """A message for the terminal: Slack mentions as plain ids, control characters escaped."""
+    return safe(_MENTION.sub(r"\1", text))
+
+
+def count(number: int, noun: str) -> str:
+    """`1 device`, `2 devices`."""
+    return f"{number} {noun}{'' if number == 1 else 's'}"
+
+
+def safe(text: str) -> str:
+    """`text` with control and bidirectional characters shown as escapes, never interpreted."""
+    return "".join(
+        char.encode("unicode_escape").decode("ascii")
+        if (unicodedata.category(char) in ("Cc", "Zl", "Zp") and char != "\n") or char in _BIDI
+        else char
+        for char in text
+    )
+
+
+def read_file(path: str, limit: int, too_big: str) -> bytes:
+    """A regular file's bytes, refusing anything else (a FIFO, a device) and reading at most
+    `limit` bytes."""
+    try:
+        with open(path, "rb", opener=_no_block) as handle:
+            if not stat.S_ISREG(os.fstat(handle.fileno()).st_mode):
+                raise InvalidInput(f"{path} is not a regular file.")
+            content = handle.read(limit + 1)
+    except OSError as exc:
+        raise InvalidInput(f"Cannot read {path}: {exc.strerror or exc}.") from exc
+    if len(content) > limit:
+        raise InvalidInput(too_big)
+    return content
+
+
+def _no_block(path: str, flags: int) -> int:
+    """Open without waiting for a FIFO's writer (it is refused once open)."""
+    return os.open(path, flags | os.O_NONBLOCK)
 
 
 def _read_cert(path: str) -> bytes:
-    file = Path(path)
-    try:
-        if file.stat().st_size > MAX_CERT_BYTES:
-            raise CertificateError(
-                f"{path} is larger than {MAX_CERT_BYTES // 1024} KiB; a public key certificate "
-                "is a few KiB."
-            )
-        return file.read_bytes()
-    except OSError as exc:
-        raise InvalidInput(f"Cannot read {path}: {exc.strerror or exc}.") from exc
+    return read_file(
+        path,
+        MAX_CERT_BYTES,
+        f"{path} is larger than {MAX_CERT_BYTES // 1024} KiB; a public key certificate "
+        "is a few KiB.",
+    )
 
 
 def _json(value: Any) -> None:
@@ -66,6 +110,7 @@ def _installed(moment: datetime | None) -> str:
 
 def _table(headers: tuple[str, ...], rows: list[tuple[str, ...]]) -> None:
     """Print rows as aligned columns under their headers."""
+    rows = [tuple(safe(cell) for cell in row) for row in rows]
     columns = zip(headers, *rows, strict=True)
     widths = [max(_width(cell) for cell in column) for column in columns]
     for row in (headers, *rows):
@@ -95,6 +140,8 @@ def _check_file(path: Path, force: bool) -> Path:
 def _destination(out: str | None, force: bool) -> Path:
     """Where the token file goes, checked before anything changes: a file, or a directory."""
     path = Path(out or ".").expanduser().absolute()
+    if out and out.endswith(("/", os.sep)) and not path.is_dir():
+        raise InvalidInput(f"Cannot write into {out}: the directory does not exist.")
     if path.is_dir():
         if not os.access(path, os.W_OK | os.X_OK):
             raise InvalidInput(f"Cannot write into {path}: the directory is not writable.")
@@ -238,7 +285,7 @@ def server_show(ctx: AppContext, args: argparse.Namespace) -> int:
         ("Added by", f"{view.created_by} on {_when(view.created_at)}"),
     ]
     for label, value in rows:
-        print(f"{label + ':':<21}{value}")
+        print(f"{label + ':':<21}{safe(value)}")
     return 0
 
 

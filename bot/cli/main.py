@@ -196,10 +196,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         )
         return 2
     except ConfigError as exc:
-        print(f"mdmbot: {exc.message}", file=sys.stderr)
+        print(f"mdmbot: {cli_commands.plain(exc.message)}", file=sys.stderr)
         return 2
     except MdmbotError as exc:
-        print(f"mdmbot: {exc.message}", file=sys.stderr)
+        print(f"mdmbot: {cli_commands.plain(exc.message)}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
         return 130

@@ -207,6 +207,8 @@ def _import(svc: BotServices, user: str, view_id: str, file: dict[str, Any]) -> 
         text = ui.import_summary(
             summary.created, summary.updated, summary.unchanged, summary.to_default
         )
+        if summary.released:
+            text += f"\nSkipped {summary.released} released device(s): they left the organisation."
     except MdmbotError as exc:
         text = f":warning: {blocks.esc(exc.message)}"
     except Exception:
