@@ -6,11 +6,8 @@ import argparse
 import getpass
 import json
 import os
-import re
-import stat
 import sys
 import tempfile
-import unicodedata
 from collections.abc import Callable
 from dataclasses import asdict
 from datetime import datetime
@@ -20,6 +17,7 @@ from typing import Any
 from sqlmodel import Session
 from wcwidth import wcswidth
 
+from bot.cli.output import read_file, safe
 from bot.context import AppContext
 from core.devices import unlink
 from core.errors import InvalidInput, TokenConflict
@@ -32,52 +30,8 @@ from core.tokens.issuance import IssuedToken
 FILE_TARGET = "file:"  # a token's delivery target when written by this command line
 
 
-_MENTION = re.compile(r"<[@#!]([A-Za-z0-9]+)(?:\|[^>]*)?>")
-_BIDI = frozenset("\u061c\u200e\u200f\u202a\u202b\u202c\u202d\u202e\u2066\u2067\u2068\u2069")
-
-
 def _operator(args: argparse.Namespace) -> Actor:
     return Actor(str(getattr(args, "actor", None) or getpass.getuser()), operator=True)
-
-
-def plain(text: str) -> str:
-    """A message for the terminal: Slack mentions as plain ids, control characters escaped."""
-    return safe(_MENTION.sub(r"\1", text))
-
-
-def count(number: int, noun: str) -> str:
-    """`1 device`, `2 devices`."""
-    return f"{number} {noun}{'' if number == 1 else 's'}"
-
-
-def safe(text: str) -> str:
-    """`text` with control and bidirectional characters shown as escapes, never interpreted."""
-    return "".join(
-        char.encode("unicode_escape").decode("ascii")
-        if (unicodedata.category(char) in ("Cc", "Zl", "Zp") and char != "\n") or char in _BIDI
-        else char
-        for char in text
-    )
-
-
-def read_file(path: str, limit: int, too_big: str) -> bytes:
-    """A regular file's bytes, refusing anything else (a FIFO, a device) and reading at most
-    `limit` bytes."""
-    try:
-        with open(path, "rb", opener=_no_block) as handle:
-            if not stat.S_ISREG(os.fstat(handle.fileno()).st_mode):
-                raise InvalidInput(f"{path} is not a regular file.")
-            content = handle.read(limit + 1)
-    except OSError as exc:
-        raise InvalidInput(f"Cannot read {path}: {exc.strerror or exc}.") from exc
-    if len(content) > limit:
-        raise InvalidInput(too_big)
-    return content
-
-
-def _no_block(path: str, flags: int) -> int:
-    """Open without waiting for a FIFO's writer (it is refused once open)."""
-    return os.open(path, flags | os.O_NONBLOCK)
 
 
 def _read_cert(path: str) -> bytes:

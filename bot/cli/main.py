@@ -17,6 +17,8 @@ import sqlalchemy as sa
 from bot import serve
 from bot.cli import commands as cli_commands
 from bot.cli import devices as cli_devices
+from bot.cli import serve_options
+from bot.cli.output import plain
 from bot.context import AppContext
 from core.errors import ConfigError, MdmbotError
 from core.people import persons as people
@@ -145,16 +147,18 @@ def build_parser() -> argparse.ArgumentParser:
     _add(d, "upgrade", cli_commands.db_upgrade, "apply pending schema migrations")
 
     p = _add(groups, "serve", serve.serve, "run the Slack bot (Socket Mode, or HTTP with --http)")
-    serve.add_arguments(p)
-    _add(
+    serve_options.add_arguments(p)
+    p = _add(
         groups,
         "scheduler",
         serve.run_scheduler,
         "run only the sweeps (expiry alerts, checklists, reconciliation)",
     )
+    p.set_defaults(precheck=serve_options.require_slack)
     alerts = groups.add_parser("alerts", help="run expiry alerts now")
     a = alerts.add_subparsers(dest="action", required=True, metavar="ACTION")
     p = _add(a, "run", serve.alerts_run, "run one sweep now (posting to Slack)")
+    p.set_defaults(precheck=serve_options.require_slack)
     p.add_argument("--at", metavar="TIME", help="with --dry-run: preview as of this RFC 3339 time")
     p.add_argument("--dry-run", action="store_true", help="print what would be posted")
     return parser
@@ -178,6 +182,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     try:
         ctx = AppContext(load_settings())
+        if getattr(args, "precheck", None) is not None:
+            args.precheck(ctx.settings, args)
         if getattr(args, "actor", None) is not None:
             people.check_user_id(args.actor)
         elif hasattr(args, "actor"):
@@ -196,10 +202,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         )
         return 2
     except ConfigError as exc:
-        print(f"mdmbot: {cli_commands.plain(exc.message)}", file=sys.stderr)
+        print(f"mdmbot: {plain(exc.message)}", file=sys.stderr)
         return 2
     except MdmbotError as exc:
-        print(f"mdmbot: {cli_commands.plain(exc.message)}", file=sys.stderr)
+        print(f"mdmbot: {plain(exc.message)}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
         return 130
