@@ -19,6 +19,7 @@ from wcwidth import wcswidth
 
 from bot.cli.output import read_file, safe
 from bot.context import AppContext
+from core import db
 from core.devices import unlink
 from core.errors import InvalidInput, TokenConflict
 from core.people import persons as people
@@ -368,7 +369,39 @@ def roles_list(ctx: AppContext, args: argparse.Namespace) -> int:
     return 0
 
 
+def _location(ctx: AppContext) -> str:
+    """Where the database is: the SQLite file, or the URL without its password."""
+    url = db.parse_url(ctx.settings.database_url)
+    if url.get_backend_name() == "sqlite" and url.database:
+        return f"SQLite {url.database}"
+    return url.render_as_string(hide_password=True)
+
+
 def db_upgrade(ctx: AppContext, args: argparse.Namespace) -> int:
-    """mdmbot db upgrade."""
-    print("Database schema is up to date.")
+    """mdmbot db upgrade: say what was done, and where."""
+    before, head, _ = db.schema_revisions(ctx.settings.database_url)
+    ctx.prepare_database()
+    where = _location(ctx)
+    if before is None:
+        print(f"Created the mdmbot tables (schema revision {head}) in {where}.")
+    elif before != head:
+        print(f"Upgraded the schema from revision {before} to {head} in {where}.")
+    else:
+        print(f"Nothing to do: the schema is already at revision {head} in {where}.")
+    return 0
+
+
+def db_info(ctx: AppContext, args: argparse.Namespace) -> int:
+    """mdmbot db info: where the database is and its schema revision."""
+    current, head, known = db.schema_revisions(ctx.settings.database_url)
+    if current is None:
+        state = "no mdmbot tables yet (run `mdmbot db upgrade`)"
+    elif current == head:
+        state = f"revision {current} (up to date)"
+    elif known:
+        state = f"revision {current}; this mdmbot needs {head} (run `mdmbot db upgrade`)"
+    else:
+        state = f"revision {current}, newer than this mdmbot ({head}): upgrade mdmbot"
+    print(f"Database: {_location(ctx)}")
+    print(f"Schema:   {state}")
     return 0

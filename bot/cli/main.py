@@ -27,7 +27,8 @@ from core.settings import load_settings
 log = logging.getLogger("mdmbot.cli")
 
 Handler = Callable[[AppContext, argparse.Namespace], int]
-MIGRATING = {("serve", None), ("scheduler", None), ("db", "upgrade")}
+MIGRATING = {("serve", None), ("scheduler", None)}
+OWN_DATABASE = {("db", "upgrade"), ("db", "info")}  # they open (or create) it themselves
 
 
 def _add(
@@ -144,7 +145,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     dbp = groups.add_parser("db", help="database maintenance")
     d = dbp.add_subparsers(dest="action", required=True, metavar="ACTION")
-    _add(d, "upgrade", cli_commands.db_upgrade, "apply pending schema migrations")
+    _add(d, "upgrade", cli_commands.db_upgrade, "create or upgrade the schema, and say where")
+    _add(d, "info", cli_commands.db_info, "print where the database is and its schema revision")
 
     p = _add(groups, "serve", serve.serve, "run the Slack bot (Socket Mode, or HTTP with --http)")
     serve_options.add_arguments(p)
@@ -188,9 +190,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             people.check_user_id(args.actor)
         elif hasattr(args, "actor"):
             args.actor = getpass.getuser()
-        if (args.group, getattr(args, "action", None)) in MIGRATING:
+        command = (args.group, getattr(args, "action", None))
+        if command in MIGRATING:
             ctx.prepare_database()
-        else:
+        elif command not in OWN_DATABASE:
             ctx.check_database()
         handler: Handler = args.handler
         return handler(ctx, args)
