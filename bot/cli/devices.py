@@ -7,8 +7,9 @@ import sys
 from dataclasses import asdict
 from pathlib import Path
 
-from bot.cli.commands import _json, _operator, _table, _when
+from bot.cli.commands import _json, _operator, _table
 from bot.cli.output import count, read_file, safe
+from bot.cli.output import when as _when
 from bot.context import AppContext
 from core.devices import csv_import as device_import
 from core.devices import inventory as devices

@@ -50,6 +50,12 @@ def _actor(parser: argparse.ArgumentParser) -> None:
     )
 
 
+def _yes(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--yes", action="store_true", help="do not ask for confirmation at a terminal"
+    )
+
+
 def _out(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--out",
@@ -97,6 +103,7 @@ def build_parser() -> argparse.ArgumentParser:
     release.add_argument("--no-release-devices", dest="release", action="store_false")
     p = _add(s, "remove", cli_commands.server_remove, "unlink a server and revoke its token")
     p.add_argument("name")
+    _yes(p)
 
     cert = groups.add_parser("cert", help="replace a server's public key certificate")
     c = cert.add_subparsers(dest="action", required=True, metavar="ACTION")
@@ -110,6 +117,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--cert", required=True, metavar="FILE")
     _out(p)
     _actor(p)
+    _yes(p)
 
     token = groups.add_parser("token", help="issue and list server tokens")
     t = token.add_subparsers(dest="action", required=True, metavar="ACTION")
@@ -122,6 +130,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("name")
     _out(p)
     _actor(p)
+    _yes(p)
     p = _add(t, "list", cli_commands.token_list, "list tokens (never their secrets)")
     p.add_argument("name", nargs="?")
     p.add_argument("--json", action="store_true")

@@ -5,7 +5,9 @@ from __future__ import annotations
 import os
 import re
 import stat
+import sys
 import unicodedata
+from datetime import datetime
 
 from core.errors import InvalidInput
 
@@ -16,6 +18,11 @@ _BIDI = frozenset("\u061c\u200e\u200f\u202a\u202b\u202c\u202d\u202e\u2066\u2067\
 def plain(text: str) -> str:
     """A message for the terminal: Slack mentions as plain ids, control characters escaped."""
     return safe(_MENTION.sub(r"\1", text))
+
+
+def when(value: datetime | None) -> str:
+    """A time as the command line shows it."""
+    return value.strftime("%Y-%m-%d %H:%M UTC") if value else "-"
 
 
 def count(number: int, noun: str) -> str:
@@ -51,3 +58,15 @@ def read_file(path: str, limit: int, too_big: str) -> bytes:
 def _no_block(path: str, flags: int) -> int:
     """Open without waiting for a FIFO's writer (it is refused once open)."""
     return os.open(path, flags | os.O_NONBLOCK)
+
+
+def confirmed(question: str, *, yes: bool) -> bool:
+    """Ask at a terminal (unless --yes); without one, act (the summary printed after says what
+    happened)."""
+    if yes or not sys.stdin.isatty():
+        return True
+    try:
+        answer = input(f"{question} [y/N] ")
+    except EOFError:
+        answer = ""
+    return answer.strip().lower() in ("y", "yes")

@@ -73,6 +73,7 @@ class Cli:
             [*MDMBOT, *args],
             cwd=cwd or self.work,
             env=self.env,
+            stdin=subprocess.DEVNULL,  # no terminal: commands that ask at one act at once
             capture_output=True,
             text=True,
             timeout=60,
