@@ -34,16 +34,21 @@ def post_claimed(
     return None
 
 
-def replaced_text(alert: ReplacedTokenAlert) -> str:
-    """The notification text of a replaced-token report."""
+def replaced_headline(alert: ReplacedTokenAlert) -> str:
+    """The header of a replaced-token report (plain text)."""
     return f"{alert.server_name} is still using a replaced server token"
+
+
+def replaced_text(alert: ReplacedTokenAlert) -> str:
+    """The notification text of a replaced-token report, escaped like the blocks."""
+    return _esc(replaced_headline(alert))
 
 
 def replaced_blocks(alert: ReplacedTokenAlert) -> list[Block]:
     """Which server, since when, how many attempts, from where, and what to do."""
     why = f" ({_esc(alert.reason)})" if alert.reason else ""
     return [
-        {"type": "header", "text": plain(replaced_text(alert), 150)},
+        {"type": "header", "text": plain(replaced_headline(alert), 150)},
         section(
             f":no_entry: *MDM server:* {_esc(alert.server_name)}\n"
             f"Its token was replaced {local_time(alert.replaced_at)}{why}, but the MDM server "
@@ -56,16 +61,21 @@ def replaced_blocks(alert: ReplacedTokenAlert) -> list[Block]:
     ]
 
 
-def reminder_text(reminder: InstallReminder) -> str:
-    """The notification text of a not-installed reminder."""
+def reminder_headline(reminder: InstallReminder) -> str:
+    """The header of a not-installed reminder (plain text)."""
     return f"The new server token for {reminder.server_name} is not installed yet"
+
+
+def reminder_text(reminder: InstallReminder) -> str:
+    """The notification text of a not-installed reminder, escaped like the blocks."""
+    return _esc(reminder_headline(reminder))
 
 
 def reminder_blocks(reminder: InstallReminder) -> list[Block]:
     """A new token its MDM server has not used a day after issue."""
     seen = f", last seen {local_time(reminder.old_last_seen)}" if reminder.old_last_seen else ""
     return [
-        {"type": "header", "text": plain(reminder_text(reminder), 150)},
+        {"type": "header", "text": plain(reminder_headline(reminder), 150)},
         section(
             f":hourglass_flowing_sand: *MDM server:* {_esc(reminder.server_name)}\n"
             f"{mention(reminder.downloaded_by)} downloaded a new token "

@@ -43,7 +43,7 @@ def commands(
                 return {"text": "Devices", "blocks": ui.overview_blocks(listing, unassigned)}
             name, families, first = devices.server_devices(session, arg, ui.FIRST_PAGE)
         return {
-            "text": f"Devices of {name}",
+            "text": f"Devices of {blocks.esc(name)}",
             "blocks": ui.devices_blocks(name, families, first, sum(families.values())),
         }
 

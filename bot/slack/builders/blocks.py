@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import re
 from collections.abc import Sequence
 from datetime import datetime, timedelta
 from typing import Any
@@ -23,6 +24,14 @@ STATE_ICONS = {"ok": "🟢", "expiring": "🟡", "expired": "🔴", "no token": 
 def esc(text: str) -> str:
     """Escape user-controlled text for mrkdwn (Slack: escape &, < and >)."""
     return text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
+
+
+def esc_message(text: str) -> str:
+    """A core message for mrkdwn: escaped like any user text, its user mentions (<@U…>) kept."""
+    return _ESCAPED_MENTION.sub(r"<@\1>", esc(text))
+
+
+_ESCAPED_MENTION = re.compile(r"&lt;@([UW][A-Z0-9]{2,})&gt;")
 
 
 def day(moment: datetime | None) -> str:

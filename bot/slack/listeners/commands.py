@@ -71,7 +71,10 @@ def register(app: App, svc: BotServices) -> None:
     def do_show(body: dict[str, Any], arg: str) -> Reply:
         svc.authorize(body["user_id"], Permission.VIEW)
         view = svc.server_by_name(need_name(arg, "show"))
-        return {"text": view.name, "blocks": blocks.server_detail_blocks(view, svc.ctx.now())}
+        return {
+            "text": blocks.esc(view.name),
+            "blocks": blocks.server_detail_blocks(view, svc.ctx.now()),
+        }
 
     def modal_command(
         builder: Callable[[servers.ServerView], dict[str, Any]], sub: str
@@ -157,9 +160,10 @@ def register(app: App, svc: BotServices) -> None:
                 if result:
                     respond(response_type="ephemeral", replace_original=False, **result)
             except MdmbotError as exc:
+                message = blocks.esc_message(exc.message)
                 respond(
-                    text=exc.message,
-                    blocks=[blocks.section(f":no_entry: {exc.message}")],
+                    text=message,
+                    blocks=[blocks.section(f":no_entry: {message}")],
                     response_type="ephemeral",
                     replace_original=False,
                 )
@@ -167,6 +171,7 @@ def register(app: App, svc: BotServices) -> None:
         try:
             result = handler(body, arg)
         except MdmbotError as exc:
-            ack(text=exc.message, blocks=[blocks.section(f":no_entry: {exc.message}")])
+            message = blocks.esc_message(exc.message)
+            ack(text=message, blocks=[blocks.section(f":no_entry: {message}")])
             return
         ack(**(result or {}))
