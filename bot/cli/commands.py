@@ -216,7 +216,7 @@ def cert_replace(ctx: AppContext, args: argparse.Namespace) -> int:
         lambda session: servers.replace_certificate(
             session, vault, actor, args.name, cert, ctx.now()
         ),
-        what="A new certificate and token",
+        replacing="A new certificate and token",
     )
 
 
@@ -230,6 +230,7 @@ def token_issue(ctx: AppContext, args: argparse.Namespace) -> int:
         lambda session: issuance.issue_token(
             session, vault, actor, servers.find_server(session, args.name), ctx.now()
         ),
+        replacing="A new token",
     )
 
 

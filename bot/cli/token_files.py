@@ -62,12 +62,13 @@ def _write_private(path: Path, content: bytes, *, force: bool) -> None:
         Path(tmp).unlink(missing_ok=True)
 
 
-def _replacing(ctx: AppContext, args: argparse.Namespace, what: str) -> bool:
-    """Ask before replacing a server's token (at a terminal, unless --yes): the old one stops."""
+def _replacing(ctx: AppContext, args: argparse.Namespace, what: str) -> bool | None:
+    """Whether the server has a token to replace, after asking (at a terminal, unless --yes):
+    the old token stops working. None: the operator said no."""
     with ctx.unit_of_work(readonly=True) as session:
         view = servers.get_server_view(session, args.name)
     if view.token_id is None:
-        return True
+        return False
     question = (
         f"{what} for “{safe(view.name)}”: its current token (expires "
         f"{when(view.token_expires_at)}) stops working at once, and the MDM server cannot "
@@ -76,7 +77,7 @@ def _replacing(ctx: AppContext, args: argparse.Namespace, what: str) -> bool:
     if confirmed(question, yes=args.yes):
         return True
     print("Nothing was changed.")
-    return False
+    return None
 
 
 def issue_to_file(
@@ -85,12 +86,15 @@ def issue_to_file(
     args: argparse.Namespace,
     prepare: Callable[[Session], IssuedToken],
     *,
-    what: str = "A new token",
+    replacing: str | None = None,
 ) -> int:
-    """Prepare, write and activate a token in one unit of work: any failure leaves nothing."""
+    """Prepare, write and activate a token in one unit of work: any failure leaves nothing.
+
+    `replacing` (what is made, for the question) when the server may already have a token."""
     force = bool(getattr(args, "force", False))
     destination = _destination(args.out, force)
-    if hasattr(args, "yes") and not _replacing(ctx, args, what):
+    replaced = _replacing(ctx, args, replacing) if replacing else False
+    if replaced is None:
         return 1
     now = ctx.now()
     with ctx.unit_of_work() as session:
@@ -123,6 +127,6 @@ def issue_to_file(
     print(
         f"Wrote {shown} for “{safe(issued.server_name)}”; it expires "
         f"{issued.expires_at.strftime('%Y-%m-%dT%H:%M:%SZ')}. Upload it to the MDM server"
-        + (": the previous token no longer works." if hasattr(args, "yes") else ".")
+        + (": the previous token no longer works." if replaced else ".")
     )
     return 0
