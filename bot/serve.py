@@ -29,68 +29,6 @@ log = logging.getLogger("mdmbot.serve")
 DEP_THREADS = 8  # the device assignment service's own pool when it is not one of --http's
 
 
-def add_arguments(parser: argparse.ArgumentParser) -> None:
-    """The options of `mdmbot serve`."""
-    parser.add_argument(
-        "--http",
-        action="store_true",
-        help="serve POST /slack/events over HTTP instead of Socket Mode",
-    )
-    parser.add_argument(
-        "--host",
-        default=os.environ.get("MDMBOT_HOST", "0.0.0.0"),  # noqa: S104
-        help="address to listen on with --http (default 0.0.0.0)",
-    )
-    parser.add_argument(
-        "--port",
-        type=int,
-        default=int(os.environ.get("PORT", "3000")),
-        help="port to listen on with --http (default 3000 or $PORT)",
-    )
-    parser.add_argument(
-        "--threads",
-        type=int,
-        help="HTTP threads answering Slack up to the ack, per worker (default 4 in one "
-        "process, 8 per worker with several; work after the ack has its own pool)",
-    )
-    parser.add_argument(
-        "--workers",
-        default=os.environ.get("MDMBOT_WORKERS", "1"),
-        metavar="N",
-        help="HTTP worker processes (gunicorn) sharing the listeners, or `auto` for one per "
-        "core; HTTP mode only (default 1 or $MDMBOT_WORKERS)",
-    )
-    parser.add_argument(
-        "--metrics-host",
-        default=os.environ.get("MDMBOT_METRICS_HOST", "127.0.0.1"),
-        help="address of the /metrics listener with --http (default 127.0.0.1)",
-    )
-    parser.add_argument(
-        "--metrics-port",
-        type=int,
-        default=int(os.environ.get("MDMBOT_METRICS_PORT", "9464")),
-        help="port of the /metrics listener with --http (default 9464)",
-    )
-    parser.add_argument(
-        "--dep-port",
-        type=int,
-        default=None,
-        help="serve the device assignment service (Apple's DEP API) for MDM servers on this port "
-        "(default $MDMBOT_DEP_PORT; off when neither is set)",
-    )
-    parser.add_argument(
-        "--dep-host",
-        default=None,
-        help="address the device assignment service listens on (default $MDMBOT_DEP_HOST or "
-        "0.0.0.0)",
-    )
-    parser.add_argument(
-        "--no-scheduler",
-        action="store_true",
-        help="do not run expiry and rotation sweeps in this process",
-    )
-
-
 def worker_count(value: str, http: bool) -> int:
     """How many worker processes `--workers` asks for (`auto`: one per core in HTTP mode)."""
     if value.strip().lower() == "auto":
@@ -112,10 +50,8 @@ def worker_count(value: str, http: bool) -> int:
 
 
 def serve(ctx: AppContext, args: argparse.Namespace) -> int:
-    """Run the bot until stopped."""
-    workers = worker_count(args.workers, args.http)
-    if args.threads is not None and args.threads < 1:
-        raise ConfigError(f"--threads must be 1 or more (not {args.threads}).")
+    """Run the bot until stopped (its options were checked by `bot.cli.serve_options`)."""
+    workers = worker_count(args.workers, args.http or args.no_slack)
     # Metrics are shared between workers through files; this must precede importing them.
     metrics_dir = tempfile.mkdtemp(prefix="mdmbot-metrics-") if workers > 1 else None
     os.environ.pop("PROMETHEUS_MULTIPROC_DIR", None)
@@ -148,14 +84,8 @@ def _serve(ctx: AppContext, args: argparse.Namespace, workers: int) -> int:
         raise RuntimeError("bot.metrics was imported before the worker count was known")
     settings = ctx.settings
     configure_logging(settings.mdmbot_log_format)
-    settings.require("SLACK_BOT_TOKEN", "MDMBOT_ALERT_CHANNEL")
-    if args.http:
-        settings.require("SLACK_SIGNING_SECRET")
-    elif not settings.slack_app_token:
-        raise ConfigError(
-            "Missing required setting SLACK_APP_TOKEN (for Socket Mode); "
-            "or run `mdmbot serve --http`."
-        )
+    if args.no_slack:
+        return _serve_without_slack(ctx, args, workers)
     with ctx.unit_of_work() as session:
         granted = people.bootstrap_admins(session, settings.admins, ctx.now())
     if granted:
@@ -173,7 +103,7 @@ def _serve(ctx: AppContext, args: argparse.Namespace, workers: int) -> int:
         svc,
         signing_secret=settings.slack_signing_secret if args.http else None,
     )
-    dep_port = args.dep_port if args.dep_port is not None else settings.mdmbot_dep_port
+    dep_port = args.dep_port
     dep = None
     if dep_port is not None:
         dep = Listener(
@@ -209,6 +139,30 @@ def _serve(ctx: AppContext, args: argparse.Namespace, workers: int) -> int:
         start_in_background(dep, DEP_THREADS)
         log.info("device assignment service listening on %s:%s", dep.host, dep.port)
     return _serve_socket_mode(app, settings.slack_app_token or "", runtime)
+
+
+def _serve_without_slack(ctx: AppContext, args: argparse.Namespace, workers: int) -> int:
+    """`serve --no-slack`: the device assignment service, /healthz and /metrics only."""
+    from bot import metrics
+    from bot.dep.standalone import dep_app_without_slack, health_app
+    from bot.http import HttpServer, Listener, WorkerHooks, check_listeners, serve_workers
+
+    listeners = [
+        Listener("device assignment service (--dep-port)", args.dep_host
+                 or ctx.settings.mdmbot_dep_host, args.dep_port, dep_app_without_slack(ctx)),
+        Listener("health (--port)", args.host, args.port, health_app(ctx)),
+        Listener("metrics", args.metrics_host, args.metrics_port, metrics.wsgi),
+    ]  # fmt: skip
+    check_listeners(listeners)
+    log.info("serving without Slack: alerts wait in the database for a process with Slack")
+    if workers > 1:
+        ctx.engine.dispose()
+        hooks = WorkerHooks(
+            start=lambda: None, stop=lambda: None, after_fork=lambda: ctx.engine.dispose(False)
+        )
+        return serve_workers(listeners, workers, args.threads or 8, hooks)
+    HttpServer(listeners, args.threads or 4).serve_forever()
+    return 0
 
 
 def dep_app(ctx: AppContext, svc: BotServices) -> WsgiApp:

@@ -3,47 +3,40 @@
 from __future__ import annotations
 
 import argparse
+import getpass
 import json
-import os
 import sys
-import tempfile
-from collections.abc import Callable
 from dataclasses import asdict
 from datetime import datetime
-from pathlib import Path
 from typing import Any
 
-from sqlmodel import Session
 from wcwidth import wcswidth
 
+from bot.cli import token_files
+from bot.cli.output import confirmed, count, read_file, safe
+from bot.cli.output import when as _when
 from bot.context import AppContext
+from core import db
 from core.connections import links, state
 from core.devices import unlink
-from core.errors import CertificateError, InvalidInput, TokenConflict
+from core.errors import InvalidInput
 from core.people import persons as people
 from core.roles import Actor, parse_role
 from core.tokens import issuance, servers
 from core.tokens.certificates import MAX_CERT_BYTES, load_certificate
-from core.tokens.issuance import IssuedToken
-
-FILE_TARGET = "file:"  # a token's delivery target when written by this command line
 
 
 def _operator(args: argparse.Namespace) -> Actor:
-    return Actor(str(getattr(args, "actor", None) or "operator"), operator=True)
+    return Actor(str(getattr(args, "actor", None) or getpass.getuser()), operator=True)
 
 
 def _read_cert(path: str) -> bytes:
-    file = Path(path)
-    try:
-        if file.stat().st_size > MAX_CERT_BYTES:
-            raise CertificateError(
-                f"{path} is larger than {MAX_CERT_BYTES // 1024} KiB; a public key certificate "
-                "is a few KiB."
-            )
-        return file.read_bytes()
-    except OSError as exc:
-        raise InvalidInput(f"Cannot read {path}: {exc.strerror or exc}.") from exc
+    return read_file(
+        path,
+        MAX_CERT_BYTES,
+        f"{path} is larger than {MAX_CERT_BYTES // 1024} KiB; a public key certificate "
+        "is a few KiB.",
+    )
 
 
 def _json(value: Any) -> None:
@@ -57,10 +50,6 @@ def _encode(value: Any) -> Any:
     raise TypeError(type(value).__name__)
 
 
-def _when(value: datetime | None) -> str:
-    return value.strftime("%Y-%m-%d %H:%M UTC") if value else "-"
-
-
 def _installed(view: servers.ServerView) -> str:
     if view.token_installed_at is not None:
         used = "in use since" if view.mdm_label else "installed"
@@ -70,6 +59,7 @@ def _installed(view: servers.ServerView) -> str:
 
 def _table(headers: tuple[str, ...], rows: list[tuple[str, ...]]) -> None:
     """Print rows as aligned columns under their headers."""
+    rows = [tuple(safe(cell) for cell in row) for row in rows]
     columns = zip(headers, *rows, strict=True)
     widths = [max(_width(cell) for cell in column) for column in columns]
     for row in (headers, *rows):
@@ -83,94 +73,11 @@ def _width(text: str) -> int:
     return width if width >= 0 else len(text)
 
 
-def _check_file(path: Path, force: bool) -> Path:
-    """Refuse a token file path that exists (unless forced) or whose directory cannot be written."""
-    if path.is_dir():
-        raise InvalidInput(f"{path} is a directory.")
-    if path.exists() and not force:
-        raise InvalidInput(f"{path} already exists; pass --force to overwrite it.")
-    if not path.parent.is_dir():
-        raise InvalidInput(f"Cannot write {path}: the directory {path.parent} does not exist.")
-    if not os.access(path.parent, os.W_OK | os.X_OK):
-        raise InvalidInput(f"Cannot write {path}: the directory {path.parent} is not writable.")
-    return path
-
-
-def _destination(out: str | None, force: bool) -> Path:
-    """Where the token file goes, checked before anything changes: a file, or a directory."""
-    path = Path(out or ".").expanduser().absolute()
-    if path.is_dir():
-        if not os.access(path, os.W_OK | os.X_OK):
-            raise InvalidInput(f"Cannot write into {path}: the directory is not writable.")
-        return path
-    return _check_file(path, force)
-
-
-def _write_private(path: Path, content: bytes, *, force: bool) -> None:
-    """Write to a temporary file (mode 0600) and move it into place; never clobber unless forced."""
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".mdmbot-")
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            handle.write(content)
-            handle.flush()
-            os.fsync(handle.fileno())
-        if force:
-            os.replace(tmp, path)
-        else:
-            os.link(tmp, path)  # fails if the path appeared meanwhile: nothing is overwritten
-    finally:
-        Path(tmp).unlink(missing_ok=True)
-
-
-def _issue_to_file(
-    ctx: AppContext,
-    actor: Actor,
-    args: argparse.Namespace,
-    prepare: Callable[[Session], IssuedToken],
-) -> int:
-    """Prepare, write and activate a token in one unit of work: any failure leaves nothing."""
-    force = bool(getattr(args, "force", False))
-    destination = _destination(args.out, force)
-    now = ctx.now()
-    with ctx.unit_of_work() as session:
-        issued = prepare(session)
-        path = destination
-        if destination.is_dir():
-            path = _check_file(destination / issued.filename, force)
-        refusal = issuance.start_delivery(
-            session, actor, issued.token_id, f"{FILE_TARGET}{path}", now
-        )
-        if refusal is not None:
-            raise TokenConflict(refusal)
-        try:
-            _write_private(path, issued.content, force=force)
-        except FileExistsError as exc:
-            raise InvalidInput(f"{path} already exists; pass --force to overwrite it.") from exc
-        except OSError as exc:
-            raise InvalidInput(
-                f"Cannot write {path}: {exc.strerror or exc}. Nothing was changed."
-            ) from exc
-        try:
-            issuance.activate_token(session, actor, issued.token_id, now)
-            session.commit()
-        except BaseException:
-            path.unlink(missing_ok=True)  # the token was never recorded: its file is useless
-            raise
-    for warning in issued.warnings:
-        print(f"warning: {warning}", file=sys.stderr)
-    shown = path.relative_to(Path.cwd()) if path.is_relative_to(Path.cwd()) else path
-    print(
-        f"Wrote {shown} for “{issued.server_name}”; it expires "
-        f"{issued.expires_at.strftime('%Y-%m-%dT%H:%M:%SZ')}. Upload it to the MDM server."
-    )
-    return 0
-
-
 def server_add(ctx: AppContext, args: argparse.Namespace) -> int:
     """mdmbot server add: the server exists only if its first token was written."""
     cert = load_certificate(_read_cert(args.cert), now=ctx.now())
     actor, vault = _operator(args), ctx.vault
-    return _issue_to_file(
+    return token_files.issue_to_file(
         ctx,
         actor,
         args,
@@ -244,7 +151,7 @@ def server_show(ctx: AppContext, args: argparse.Namespace) -> int:
         ("MDM connection", _connection(mdm)),
     ]
     for label, value in rows:
-        print(f"{label + ':':<21}{value}")
+        print(f"{label + ':':<21}{safe(value)}")
     return 0
 
 
@@ -282,11 +189,32 @@ def server_edit(ctx: AppContext, args: argparse.Namespace) -> int:
     return 0
 
 
+def _device_moves(moved: int, unassigned: int) -> str:
+    parts = [f"{count(moved, 'device')} to their family's default server"] if moved else []
+    parts += [f"{count(unassigned, 'device')} to Unassigned"] if unassigned else []
+    return " and ".join(parts)
+
+
 def server_remove(ctx: AppContext, args: argparse.Namespace) -> int:
-    """mdmbot server remove."""
+    """mdmbot server remove: at a terminal, say what moves and ask first."""
+    with ctx.unit_of_work(readonly=True) as session:
+        name, moved, unassigned = unlink.removal_preview(session, args.name)
+    moves = _device_moves(moved, unassigned)
+    question = (
+        f"Remove “{safe(name)}”? Its token is revoked at once (the MDM server stops working)"
+        + (f" and its devices move: {moves}." if moves else ".")
+    )
+    if not confirmed(question, yes=args.yes):
+        print("Nothing was changed.")
+        return 1
     with ctx.unit_of_work() as session:
+        name, moved, unassigned = unlink.removal_preview(session, args.name)
         server = unlink.remove_server(session, _operator(args), args.name, ctx.now())
-    print(f"Removed “{server.name}”; its token is revoked.")
+    moves = _device_moves(moved, unassigned)
+    print(
+        f"Removed “{safe(server.name)}”; its token is revoked."
+        + (f" Moved {moves}." if moves else "")
+    )
     return 0
 
 
@@ -353,7 +281,39 @@ def roles_list(ctx: AppContext, args: argparse.Namespace) -> int:
     return 0
 
 
+def _location(ctx: AppContext) -> str:
+    """Where the database is: the SQLite file, or the URL without its password."""
+    url = db.parse_url(ctx.settings.database_url)
+    if url.get_backend_name() == "sqlite" and url.database:
+        return f"SQLite {url.database}"
+    return url.render_as_string(hide_password=True)
+
+
 def db_upgrade(ctx: AppContext, args: argparse.Namespace) -> int:
-    """mdmbot db upgrade."""
-    print("Database schema is up to date.")
+    """mdmbot db upgrade: say what was done, and where."""
+    before, head, _ = db.schema_revisions(ctx.settings.database_url)
+    ctx.prepare_database()
+    where = _location(ctx)
+    if before is None:
+        print(f"Created the mdmbot tables (schema revision {head}) in {where}.")
+    elif before != head:
+        print(f"Upgraded the schema from revision {before} to {head} in {where}.")
+    else:
+        print(f"Nothing to do: the schema is already at revision {head} in {where}.")
+    return 0
+
+
+def db_info(ctx: AppContext, args: argparse.Namespace) -> int:
+    """mdmbot db info: where the database is and its schema revision."""
+    current, head, known = db.schema_revisions(ctx.settings.database_url)
+    if current is None:
+        state = "no mdmbot tables yet (run `mdmbot db upgrade`)"
+    elif current == head:
+        state = f"revision {current} (up to date)"
+    elif known:
+        state = f"revision {current}; this mdmbot needs {head} (run `mdmbot db upgrade`)"
+    else:
+        state = f"revision {current}, newer than this mdmbot ({head}): upgrade mdmbot"
+    print(f"Database: {_location(ctx)}")
+    print(f"Schema:   {state}")
     return 0

@@ -9,8 +9,9 @@ from pathlib import Path
 
 from sqlmodel import Session
 
-from bot.cli import commands
-from bot.cli.commands import _check_file, _destination, _operator, _write_private
+from bot.cli import commands, token_files
+from bot.cli.commands import _operator
+from bot.cli.token_files import check_file, destination_of, write_private
 from bot.context import AppContext
 from core.connections import installs, links
 from core.connections.links import ConnectionSpec, InstallError
@@ -93,7 +94,7 @@ def issue_and_install(
     """Issue a token, activate it, and install it through the server's connection now."""
     out = getattr(args, "out", None)
     force = bool(getattr(args, "force", False))
-    destination = _destination(out, force) if out else None
+    destination = destination_of(out, force) if out else None
     now = ctx.now()
     with ctx.unit_of_work() as session:
         issued = prepare(session)
@@ -107,8 +108,8 @@ def issue_and_install(
         if destination is not None:
             path = destination
             if destination.is_dir():
-                path = _check_file(destination / issued.filename, force)
-            _write_private(path, issued.content, force=force)
+                path = check_file(destination / issued.filename, force)
+            write_private(path, issued.content, force=force)
         try:
             installs.issue_through(session, actor, issued.token_id, current, now)
             session.commit()
@@ -265,12 +266,20 @@ def renewing(ctx: AppContext, args: argparse.Namespace) -> Callable[[Session], I
 def cert_replace(ctx: AppContext, args: argparse.Namespace) -> int:
     """mdmbot cert replace."""
     cert = load_certificate(commands._read_cert(args.cert), now=ctx.now())
-    return commands._issue_to_file(ctx, _operator(args), args, replacing(ctx, args, cert))
+    return token_files.issue_to_file(
+        ctx,
+        _operator(args),
+        args,
+        replacing(ctx, args, cert),
+        replacing="A new certificate and token",
+    )
 
 
 def token_issue(ctx: AppContext, args: argparse.Namespace) -> int:
     """mdmbot token issue."""
-    return commands._issue_to_file(ctx, _operator(args), args, renewing(ctx, args))
+    return token_files.issue_to_file(
+        ctx, _operator(args), args, renewing(ctx, args), replacing="A new token"
+    )
 
 
 def server_add_any(ctx: AppContext, args: argparse.Namespace) -> int:
@@ -285,6 +294,8 @@ def server_add_any(ctx: AppContext, args: argparse.Namespace) -> int:
 def token_issue_any(ctx: AppContext, args: argparse.Namespace) -> int:
     """mdmbot token issue: a connected server's token is installed, else written to a file."""
     if connected(ctx, args.name):
+        if token_files.ask_replacing(ctx, args, "A new token") is None:
+            return 1
         return issue_and_install(ctx, _operator(args), args, None, renewing(ctx, args))
     return token_issue(ctx, args)
 
@@ -293,5 +304,7 @@ def cert_replace_any(ctx: AppContext, args: argparse.Namespace) -> int:
     """mdmbot cert replace: the new token goes through the connection when there is one."""
     if connected(ctx, args.name):
         cert = load_certificate(commands._read_cert(args.cert), now=ctx.now())
+        if token_files.ask_replacing(ctx, args, "A new certificate and token") is None:
+            return 1
         return replace_connected(ctx, args, cert)
     return cert_replace(ctx, args)

@@ -7,7 +7,9 @@ import sys
 from dataclasses import asdict
 from pathlib import Path
 
-from bot.cli.commands import _json, _operator, _table, _when
+from bot.cli.commands import _json, _operator, _table
+from bot.cli.output import count, read_file, safe
+from bot.cli.output import when as _when
 from bot.context import AppContext
 from core.devices import csv_import as device_import
 from core.devices import inventory as devices
@@ -57,13 +59,7 @@ def _serials(parser: argparse.ArgumentParser) -> None:
 
 
 def _read(path: str) -> bytes:
-    file = Path(path)
-    try:
-        if file.stat().st_size > MAX_FILE:
-            raise InvalidInput(f"{path} is larger than {MAX_FILE // (1024 * 1024)} MB.")
-        return file.read_bytes()
-    except OSError as exc:
-        raise InvalidInput(f"Cannot read {path}: {exc.strerror or exc}.") from exc
+    return read_file(path, MAX_FILE, f"{path} is larger than {MAX_FILE // (1024 * 1024)} MB.")
 
 
 def _given(args: argparse.Namespace) -> list[str]:
@@ -83,11 +79,14 @@ def devices_import(ctx: AppContext, args: argparse.Namespace) -> int:
             session, _operator(args), content, ctx.now(), source=Path(args.file).name
         )
     print(
-        f"Imported {summary.total} devices: {summary.created} new, {summary.updated} updated, "
-        f"{summary.unchanged} unchanged."
+        f"Imported {count(summary.total, 'device')}: {summary.created} new, "
+        f"{summary.updated} updated, {summary.unchanged} unchanged."
     )
-    for server, count in sorted(summary.to_default.items()):
-        print(f"  {count} assigned to “{server}” (their family's default)")
+    if summary.released:
+        skipped = count(summary.released, "released device")
+        print(f"  skipped {skipped} (they left the organisation)")
+    for server, number in sorted(summary.to_default.items()):
+        print(f"  {number} assigned to “{safe(server)}” (their family's default)")
     return 0
 
 
@@ -96,9 +95,10 @@ def devices_assign(ctx: AppContext, args: argparse.Namespace) -> int:
     serials = _given(args)
     with ctx.unit_of_work() as session:
         result = devices.assign_devices(session, _operator(args), args.server, serials, ctx.now())
+    already = len(result.unchanged)
     print(
-        f"Assigned {len(result.assigned)} devices to “{result.server}”"
-        + (f" ({len(result.unchanged)} were already there)." if result.unchanged else ".")
+        f"Assigned {count(len(result.assigned), 'device')} to “{safe(result.server)}”"
+        + (f" ({already} {'was' if already == 1 else 'were'} already there)." if already else ".")
     )
     return 0
 
@@ -108,7 +108,11 @@ def devices_unassign(ctx: AppContext, args: argparse.Namespace) -> int:
     serials = _given(args)
     with ctx.unit_of_work() as session:
         result = devices.unassign_devices(session, _operator(args), serials, ctx.now())
-    print(f"Unassigned {len(result.assigned)} devices ({len(result.unchanged)} already were).")
+    already = len(result.unchanged)
+    print(
+        f"Unassigned {count(len(result.assigned), 'device')} "
+        f"({already} already {'was' if already == 1 else 'were'})."
+    )
     return 0
 
 
@@ -120,7 +124,12 @@ def devices_list(ctx: AppContext, args: argparse.Namespace) -> int:
         _json([asdict(v) for v in views])
         return 0
     if not views:
-        print("No devices. Import some with: mdmbot devices import FILE.csv")
+        if args.server:
+            print(f"No devices on “{safe(args.server)}”.")
+        elif args.unassigned:
+            print("No unassigned devices.")
+        else:
+            print("No devices. Import some with: mdmbot devices import FILE.csv")
         return 0
     _table(
         ("SERIAL", "FAMILY", "MODEL", "ASSET TAG", "SERVER", "PROFILE"),
@@ -159,7 +168,7 @@ def devices_show(ctx: AppContext, args: argparse.Namespace) -> int:
         ("Released", _when(view.released_at)),
     ]
     for label, value in rows:
-        print(f"{label + ':':<15}{value}")
+        print(f"{label + ':':<15}{safe(value)}")
     return 0
 
 
@@ -188,8 +197,8 @@ def devices_release(ctx: AppContext, args: argparse.Namespace) -> int:
         if not sys.stdin.isatty():
             raise InvalidInput("Releasing cannot be undone: add --yes to confirm.")
         answer = input(
-            f"Release {len(serials)} device(s) from the organisation? They leave Apple School "
-            "Manager and every MDM server. Type 'release' to confirm: "
+            f"Release {count(len(serials), 'device')} from the organisation? They leave Apple "
+            "School Manager and every MDM server. Type 'release' to confirm: "
         )
         if answer.strip().lower() != "release":
             print("Nothing was released.")
@@ -197,7 +206,7 @@ def devices_release(ctx: AppContext, args: argparse.Namespace) -> int:
     with ctx.unit_of_work() as session:
         released = devices.release_devices(session, _operator(args), serials, ctx.now())
     print(
-        f"Released {len(released)} device(s): {', '.join(released[:20])}"
+        f"Released {count(len(released), 'device')}: {', '.join(released[:20])}"
         + (" …" if len(released) > 20 else "")
     )
     return 0

@@ -19,6 +19,8 @@ from bot.cli import backup as cli_backup
 from bot.cli import commands as cli_commands
 from bot.cli import connections as cli_connections
 from bot.cli import devices as cli_devices
+from bot.cli import serve_options
+from bot.cli.output import plain
 from bot.context import AppContext
 from core.errors import ConfigError, MdmbotError
 from core.people import persons as people
@@ -27,7 +29,8 @@ from core.settings import load_settings
 log = logging.getLogger("mdmbot.cli")
 
 Handler = Callable[[AppContext, argparse.Namespace], int]
-MIGRATING = {("serve", None), ("scheduler", None), ("db", "upgrade")}
+MIGRATING = {("serve", None), ("scheduler", None)}
+OWN_DATABASE = {("db", "upgrade"), ("db", "info")}  # they open (or create) it themselves
 
 
 def _add(
@@ -46,6 +49,12 @@ def _actor(parser: argparse.ArgumentParser) -> None:
         "--actor",
         metavar="USER",
         help="Slack user id (U…) recorded as the downloader (default: your login)",
+    )
+
+
+def _yes(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--yes", action="store_true", help="do not ask for confirmation at a terminal"
     )
 
 
@@ -95,6 +104,7 @@ def build_parser() -> argparse.ArgumentParser:
     release.add_argument("--no-release-devices", dest="release", action="store_false")
     p = _add(s, "remove", cli_commands.server_remove, "unlink a server and revoke its token")
     p.add_argument("name")
+    _yes(p)
     p = _add(
         s, "connect", cli_connections.server_connect, "install the server's tokens into its MDM"
     )
@@ -118,6 +128,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--cert", required=True, metavar="FILE")
     _out(p)
     _actor(p)
+    _yes(p)
 
     token = groups.add_parser("token", help="issue and list server tokens")
     t = token.add_subparsers(dest="action", required=True, metavar="ACTION")
@@ -135,6 +146,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     _out(p)
     _actor(p)
+    _yes(p)
     p = _add(t, "push", cli_connections.token_push, "install the active token into the MDM now")
     p.add_argument("name")
     _actor(p)
@@ -163,19 +175,22 @@ def build_parser() -> argparse.ArgumentParser:
 
     dbp = groups.add_parser("db", help="database maintenance")
     d = dbp.add_subparsers(dest="action", required=True, metavar="ACTION")
-    _add(d, "upgrade", cli_commands.db_upgrade, "apply pending schema migrations")
+    _add(d, "upgrade", cli_commands.db_upgrade, "create or upgrade the schema, and say where")
+    _add(d, "info", cli_commands.db_info, "print where the database is and its schema revision")
 
     p = _add(groups, "serve", serve.serve, "run the Slack bot (Socket Mode, or HTTP with --http)")
-    serve.add_arguments(p)
-    _add(
+    serve_options.add_arguments(p)
+    p = _add(
         groups,
         "scheduler",
         serve.run_scheduler,
         "run only the sweeps (expiry alerts, checklists, reconciliation)",
     )
+    p.set_defaults(precheck=serve_options.require_slack)
     alerts = groups.add_parser("alerts", help="run expiry alerts now")
     a = alerts.add_subparsers(dest="action", required=True, metavar="ACTION")
     p = _add(a, "run", serve.alerts_run, "run one sweep now (posting to Slack)")
+    p.set_defaults(precheck=serve_options.require_slack)
     p.add_argument("--at", metavar="TIME", help="with --dry-run: preview as of this RFC 3339 time")
     p.add_argument("--dry-run", action="store_true", help="print what would be posted")
     return parser
@@ -199,13 +214,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     try:
         ctx = AppContext(load_settings())
+        if getattr(args, "precheck", None) is not None:
+            args.precheck(ctx.settings, args)
         if getattr(args, "actor", None) is not None:
             people.check_user_id(args.actor)
         elif hasattr(args, "actor"):
             args.actor = getpass.getuser()
-        if (args.group, getattr(args, "action", None)) in MIGRATING:
+        command = (args.group, getattr(args, "action", None))
+        if command in MIGRATING:
             ctx.prepare_database()
-        elif not cli_backup.reads_no_database(args):
+        elif command not in OWN_DATABASE and not cli_backup.reads_no_database(args):
             ctx.check_database()
         handler: Handler = args.handler
         return handler(ctx, args)
@@ -217,10 +235,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         )
         return 2
     except ConfigError as exc:
-        print(f"mdmbot: {exc.message}", file=sys.stderr)
+        print(f"mdmbot: {plain(exc.message)}", file=sys.stderr)
         return 2
     except MdmbotError as exc:
-        print(f"mdmbot: {exc.message}", file=sys.stderr)
+        print(f"mdmbot: {plain(exc.message)}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
         return 130

@@ -86,16 +86,21 @@ def replaced_blocks(alert: ReplacedTokenAlert) -> list[Block]:
     ]
 
 
-def reminder_text(reminder: InstallReminder) -> str:
-    """The notification text of a not-installed reminder."""
+def reminder_headline(reminder: InstallReminder) -> str:
+    """The header of a not-installed reminder (plain text)."""
     return f"The new token for {reminder.server_name} is not yet uploaded to its MDM server"
+
+
+def reminder_text(reminder: InstallReminder) -> str:
+    """The notification text of a not-installed reminder, escaped like the blocks."""
+    return _esc(reminder_headline(reminder))
 
 
 def reminder_blocks(reminder: InstallReminder) -> list[Block]:
     """A new token its MDM server has not used a day after issue."""
     seen = f", last seen {local_time(reminder.old_last_seen)}" if reminder.old_last_seen else ""
     return [
-        {"type": "header", "text": plain(reminder_text(reminder), 150)},
+        {"type": "header", "text": plain(reminder_headline(reminder), 150)},
         section(
             f":hourglass_flowing_sand: *Upload the new token file to "
             f"{_esc(reminder.server_name)}* ({file_holder(reminder.downloaded_by)}).\n"

@@ -44,7 +44,7 @@ def commands(
                 return {"text": "Devices", "blocks": ui.overview_blocks(listing, unassigned)}
             name, families, first = devices.server_devices(session, arg, ui.FIRST_PAGE)
         return {
-            "text": f"Devices of {name}",
+            "text": f"Devices of {blocks.esc(name)}",
             "blocks": ui.devices_blocks(name, families, first, sum(families.values())),
         }
 
@@ -226,6 +226,8 @@ def _import(svc: BotServices, user: str, view_id: str, file: dict[str, Any]) -> 
         text = ui.import_summary(
             summary.created, summary.updated, summary.unchanged, summary.to_default
         )
+        if summary.released:
+            text += f"\nSkipped {summary.released} released device(s): they left the organisation."
     except MdmbotError as exc:
         text = f":warning: {blocks.esc(exc.message)}"
     except Exception:

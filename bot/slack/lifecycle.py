@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime, timedelta
 from typing import Any
 
-from slack_bolt import Ack, App
+from slack_bolt import Ack, App, BoltResponse
 
 from bot import metrics
 from bot.slack import installs
@@ -132,7 +133,25 @@ def open_and_post(svc: BotServices, actor: Actor, person: str, reason: str) -> s
 def register(app: App, svc: BotServices) -> None:
     """Register departure events, the lifecycle buttons and the post-rotation updates."""
 
-    @app.event("user_change")
+    # Slack's Events API does not promise delivery order, and bolt runs listeners on a thread
+    # pool: a deactivation and the reactivation right after it could be applied in reverse.
+    # One thread applies a process's `user_change` events in the order they arrived.
+    in_order = ThreadPoolExecutor(max_workers=1, thread_name_prefix="mdmbot-user-change")
+
+    @app.middleware
+    def user_changes_in_order(body: dict[str, Any], next: Callable[[], BoltResponse]) -> Any:
+        event = body.get("event") or {}
+        if body.get("type") != "event_callback" or event.get("type") != "user_change":
+            return next()
+        in_order.submit(apply_user_change, event)
+        return BoltResponse(status=200, body="")
+
+    def apply_user_change(event: dict[str, Any]) -> None:
+        try:
+            on_user_change(event)
+        except Exception:
+            log.exception("could not handle a user_change event")
+
     def on_user_change(event: dict[str, Any]) -> None:
         user = event.get("user") or {}
         user_id, now = str(user.get("id", "")), svc.ctx.now()

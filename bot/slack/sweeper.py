@@ -11,7 +11,7 @@ from bot import metrics
 from bot.context import AppContext
 from bot.slack import backups, dep_alerts, installs, lifecycle
 from bot.slack.builders import lifecycle_blocks as lb
-from bot.slack.builders.blocks import plural, section
+from bot.slack.builders.blocks import Block, plural, section
 from bot.slack.deliveries import settle_deliveries
 from bot.slack.gateway import SlackUnavailable
 from bot.slack.services import BotServices
@@ -140,19 +140,32 @@ class Sweeper:
         return error != "unreachable"
 
     def _remind_installs(self, now: datetime, report: SweepReport) -> None:
-        """A new token its MDM server has not used 24 hours after issue: remind the channel."""
+        """A new token its MDM server has not used 24 hours after issue: remind the channel;
+        post replaced-token reports left waiting (by a process without Slack, or a failed post)."""
         with self.svc.ctx.unit_of_work() as session:
             reminders = dep_feedback.claim_install_reminders(session, now)
+            waiting = dep_feedback.reclaim_replaced(session, now)
         for reminder in reminders:
-            self._pace()
             text, blocks = dep_alerts.reminder_text(reminder), dep_alerts.reminder_blocks(reminder)
-            error = dep_alerts.post_claimed(
-                self.svc, reminder.delivery_id, "install", text, blocks, now
-            )
-            if error is None:
-                report.alerts_sent += 1
-            else:
-                report.alerts_failed += 1
+            self._post(reminder.delivery_id, "install", text, blocks, now, report)
+        for alert in waiting:
+            text, blocks = dep_alerts.replaced_text(alert), dep_alerts.replaced_blocks(alert)
+            self._post(alert.delivery_id, "replaced", text, blocks, now, report)
+
+    def _post(
+        self,
+        delivery_id: int,
+        kind: str,
+        text: str,
+        blocks: list[Block],
+        now: datetime,
+        report: SweepReport,
+    ) -> None:
+        self._pace()
+        if dep_alerts.post_claimed(self.svc, delivery_id, kind, text, blocks, now) is None:
+            report.alerts_sent += 1
+        else:
+            report.alerts_failed += 1
 
     def reconcile(self, now: datetime, report: SweepReport) -> None:
         """Ask Slack about every downloader of an active token; open cases for missed departures."""

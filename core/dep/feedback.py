@@ -213,3 +213,52 @@ def _reclaim_failed(session: Session, token_id: int, day: int, now: datetime) ->
         .values(status="pending", claimed_at=now, attempts=col(AlertDelivery.attempts) + 1)
     )
     return found if cast(Any, taken).rowcount == 1 else None
+
+
+def reclaim_replaced(
+    session: Session, now: datetime, stale_after: timedelta = timedelta(minutes=15)
+) -> list[ReplacedTokenAlert]:
+    """Take the replaced-token reports that failed or were left pending (a process without
+    Slack claimed them) so that a process with Slack posts them."""
+    rows = session.exec(
+        select(AlertDelivery, Token, Server.name)
+        .join(Token, col(Token.id) == col(AlertDelivery.token_id))
+        .join(Server, col(Server.id) == col(Token.server_id))
+        .where(
+            AlertDelivery.kind == REPLACED,
+            sa.or_(
+                col(AlertDelivery.status) == "failed",
+                sa.and_(
+                    col(AlertDelivery.status) == "pending",
+                    col(AlertDelivery.claimed_at) < now - stale_after,
+                ),
+            ),
+        )
+        .order_by(col(AlertDelivery.id))
+    ).all()
+    taken: list[ReplacedTokenAlert] = []
+    for delivery, token, name in rows:
+        claimed = session.execute(
+            sa.update(AlertDelivery)
+            .where(
+                col(AlertDelivery.id) == delivery.id,
+                col(AlertDelivery.status) == delivery.status,
+                col(AlertDelivery.claimed_at) == delivery.claimed_at,
+            )
+            .values(status="pending", claimed_at=now, attempts=col(AlertDelivery.attempts) + 1)
+        )
+        if cast(Any, claimed).rowcount != 1 or token.superseded_at is None:
+            continue
+        taken.append(
+            ReplacedTokenAlert(
+                delivery.id or 0,
+                token.id or 0,
+                name,
+                token.superseded_at,
+                token.reason,
+                token.rejected_attempts,
+                token.last_rejected_from,
+                token.last_rejected_at or delivery.claimed_at,
+            )
+        )
+    return taken

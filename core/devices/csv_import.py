@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import io
+import unicodedata
 from collections import Counter
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -26,6 +27,9 @@ DETAILS = ("model", "description", "color", "asset_tag", "device_family", "os", 
 MAX_FIELD = 256
 MAX_BYTES = 20 * 1024 * 1024
 SHOWN_PROBLEMS = 50
+SEPARATORS = (",", ";", "\t")
+# Unicode's bidirectional formatting characters (UAX #9): they reorder what a terminal shows.
+BIDI = frozenset("\u061c\u200e\u200f\u202a\u202b\u202c\u202d\u202e\u2066\u2067\u2068\u2069")
 
 
 class ImportRefused(InvalidInput):
@@ -49,6 +53,7 @@ class ImportSummary:
     created: int = 0
     updated: int = 0
     unchanged: int = 0
+    released: int = 0
     to_default: Counter[str] = field(default_factory=Counter)
 
     @property
@@ -57,8 +62,23 @@ class ImportSummary:
         return self.created + self.updated + self.unchanged
 
 
+def _names(row: list[str]) -> list[str]:
+    return [cell.strip().lower().replace(" ", "_") for cell in row]
+
+
+def _separator(first_line: str) -> str:
+    """The separator the header row uses: the one that splits it into the most known columns."""
+    known = set(REQUIRED + OPTIONAL)
+
+    def found(separator: str) -> int:
+        cells = next(csv.reader([first_line], delimiter=separator), [])
+        return len(known.intersection(_names(cells)))
+
+    return max(SEPARATORS, key=found)
+
+
 def _header(row: list[str]) -> list[str]:
-    names = [cell.strip().lower().replace(" ", "_") for cell in row]
+    names = _names(row)
     missing = [c for c in REQUIRED if c not in names]
     unknown = [c for c in names if c not in REQUIRED + OPTIONAL]
     problems = []
@@ -80,6 +100,9 @@ def _row(names: list[str], cells: list[str]) -> dict[str, Any]:
     long = [n for n, v in values.items() if len(v) > MAX_FIELD]
     if long:
         raise InvalidInput(f"{long[0]} is longer than {MAX_FIELD} characters")
+    hidden = [n for n, v in values.items() if any(_hidden(c) for c in v)]
+    if hidden:
+        raise InvalidInput(f"{hidden[0]} holds a control or bidirectional formatting character")
     row: dict[str, Any] = {n: values.get(n, "") for n in REQUIRED}
     row |= {n: values.get(n) or None for n in OPTIONAL}
     row["serial_number"] = clean_serial(row["serial_number"])
@@ -90,6 +113,11 @@ def _row(names: list[str], cells: list[str]) -> dict[str, Any]:
     return row
 
 
+def _hidden(char: str) -> bool:
+    """A character that changes how text shows rather than showing (controls, bidi marks)."""
+    return unicodedata.category(char) in ("Cc", "Zl", "Zp") or char in BIDI
+
+
 def parse_csv(content: bytes) -> list[tuple[int, dict[str, Any]]]:
     """The file's rows with their line numbers, validated; any bad row refuses the whole file."""
     if len(content) > MAX_BYTES:
@@ -98,7 +126,8 @@ def parse_csv(content: bytes) -> list[tuple[int, dict[str, Any]]]:
         text = content.decode("utf-8-sig")
     except UnicodeDecodeError as exc:
         raise InvalidInput("The file is not UTF-8 text; export it as CSV UTF-8.") from exc
-    reader = csv.reader(io.StringIO(text, newline=""))
+    separator = _separator(text.split("\n", 1)[0])
+    reader = csv.reader(io.StringIO(text, newline=""), delimiter=separator)
     header = next(reader, None)
     if header is None:
         raise InvalidInput("The file is empty; it needs a header row and one row per device.")
@@ -143,16 +172,12 @@ def import_devices(
     for part in chunks(list(by_serial)):
         query = select(Device).where(col(Device.serial_number).in_(part)).with_for_update()
         existing.update((d.serial_number, d) for d in session.exec(query))
-    released = [
-        (n, f"{r['serial_number']} was released from the organisation")
-        for n, r in parsed
-        if r["serial_number"] in existing and existing[r["serial_number"]].released_at
-    ]
-    if released:
-        raise ImportRefused(released)
+    released = {s for s, d in existing.items() if d.released_at is not None}
+    for serial in released:
+        del by_serial[serial], existing[serial]
     targets = defaults(session)
     lock_servers(session, [*targets.values(), *(d.server_id for d in existing.values())])
-    summary = ImportSummary()
+    summary = ImportSummary(released=len(released))
     names = {int(i): n for i, n in session.exec(select(Server.id, Server.name)) if i is not None}
     writer = _Writer(actor, targets, now, summary, names)
     planned = [writer.update(existing[s], r) for s, r in by_serial.items() if s in existing]
@@ -180,6 +205,7 @@ def import_devices(
         created=summary.created,
         updated=summary.updated,
         unchanged=summary.unchanged,
+        released=summary.released,
         to_default=dict(summary.to_default),
     )
     return summary

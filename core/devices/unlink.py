@@ -4,11 +4,11 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from sqlmodel import Session, col, select
+from sqlmodel import Session, col, func, select
 
 from core import audit
-from core.devices.changelog import evacuate_server
-from core.models import Certificate, Server, Token, TokenStatus
+from core.devices.changelog import defaults, evacuate_server
+from core.models import Certificate, Device, Server, Token, TokenStatus
 from core.people import alerts
 from core.people.persons import authorize
 from core.people.rotation import tick_rotations
@@ -47,3 +47,20 @@ def remove_server(session: Session, actor: Actor, name: str, now: datetime) -> S
         session, actor, "server.remove", server.name, now, revoked_tokens=len(tokens), **devices
     )
     return server
+
+
+def removal_preview(session: Session, name: str) -> tuple[str, int, int]:
+    """What removing a server would do to devices: (its name, moved to a default, unassigned)."""
+    server = find_server(session, name)
+    targets = {f: s for f, s in defaults(session).items() if s != server.id}
+    moved = unassigned = 0
+    for family, number in session.exec(
+        select(Device.device_family, func.count())
+        .where(Device.server_id == server.id)
+        .group_by(col(Device.device_family))
+    ):
+        if family in targets:
+            moved += number
+        else:
+            unassigned += number
+    return server.name, moved, unassigned

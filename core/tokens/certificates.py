@@ -37,6 +37,10 @@ _PRIVATE_KEY = (
     "This is a private key — upload the public key certificate instead; "
     "keep the private key on the MDM server."
 )
+_KEY_SHARED = (
+    "This file also holds a private key: only its certificate was used. The private key should "
+    "never leave the MDM server; consider it exposed and make a new key pair."
+)
 _CSR = (
     "This is a certificate signing request, not a certificate; upload the public key "
     "certificate your MDM server gives you."
@@ -119,13 +123,13 @@ def pem_blocks(data: bytes) -> list[tuple[bytes, bytes]]:
 
 
 def _from_pem(data: bytes) -> x509.Certificate:
-    """Return the first certificate of a PEM file, refusing keys and requests."""
+    """Return the first certificate of a PEM file, refusing keys alone and requests."""
     blocks = pem_blocks(data)
     labels = {label for label, _ in blocks}
-    if any(label.endswith(b"PRIVATE KEY") for label in labels):
-        raise CertificateError(_PRIVATE_KEY)
     certificates = [body for label, body in blocks if label in _CERT_LABELS]
     if not certificates:
+        if any(label.endswith(b"PRIVATE KEY") for label in labels):
+            raise CertificateError(_PRIVATE_KEY)
         if labels & _CSR_LABELS:
             raise CertificateError(_CSR)
         if labels & _PUBLIC_KEY_LABELS:
@@ -236,6 +240,10 @@ def _load(data: bytes, now: datetime) -> LoadedCertificate:
     certificate = _from_pem(data) if b"-----BEGIN " in data else _from_der(data)
     key_bits = _rsa_bits(certificate)
     warnings = _warnings(certificate, now)
+    if b"-----BEGIN " in data and any(
+        label.endswith(b"PRIVATE KEY") for label, _ in pem_blocks(data)
+    ):
+        warnings = (_KEY_SHARED, *warnings)
     unreadable = "This certificate can't be read; export it again and upload the new file."
     return LoadedCertificate(
         certificate=certificate,

@@ -57,7 +57,7 @@ def test_the_device_flow(tmp_path: Path) -> None:
         1,
         "mdmbot: Releasing cannot be undone: add --yes to confirm.\n",
     )
-    assert f"Released 1 device(s): {serial(1)}" in cli.ok("devices", "release", serial(1), "--yes")
+    assert f"Released 1 device: {serial(1)}" in cli.ok("devices", "release", serial(1), "--yes")
     shown = cli.ok("devices", "show", serial(1))
     assert "Server:        released" in shown
     assert serial(1) not in cli.ok("devices", "list")

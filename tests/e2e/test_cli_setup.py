@@ -41,8 +41,23 @@ def test_commands_other_than_db_upgrade_do_not_create_the_schema(tmp_path: Path)
             "`mdmbot db upgrade` (`mdmbot serve` does it too).\n"
         )
     assert not (cli.data_dir / "mdmbot.db").exists()
+    database = cli.data_dir / "mdmbot.db"
+    assert cli.ok("db", "info") == (
+        f"Database: SQLite {database}\n"
+        "Schema:   no mdmbot tables yet (run `mdmbot db upgrade`)\n"
+    )
+    assert not database.exists(), "db info only looks"
 
-    assert cli.ok("db", "upgrade") == "Database schema is up to date.\n"
+    _, head, _ = db.schema_revisions(f"sqlite:///{database}")
+    assert cli.ok("db", "upgrade") == (
+        f"Created the mdmbot tables (schema revision {head}) in SQLite {database}.\n"
+    )
+    assert cli.ok("db", "upgrade") == (
+        f"Nothing to do: the schema is already at revision {head} in SQLite {database}.\n"
+    )
+    assert cli.ok("db", "info") == (
+        f"Database: SQLite {database}\nSchema:   revision {head} (up to date)\n"
+    )
     assert cli.ok("server", "list").startswith("No MDM servers yet.")
 
 
@@ -65,7 +80,8 @@ def test_a_shared_postgresql_database_is_not_migrated_by_reading(tmp_path: Path)
             "run `mdmbot db upgrade`.\n"
         )
         assert db.schema_revisions(url)[0] == "0002"
-        cli.ok("db", "upgrade")
+        upgraded = cli.ok("db", "upgrade")
+        assert upgraded.startswith(f"Upgraded the schema from revision 0002 to {head} in postgres")
         assert db.schema_revisions(url)[0] == head
         assert cli.ok("token", "list") == "No tokens.\n"
 

@@ -49,6 +49,16 @@ def _posts(fake: FakeSlack, words: str) -> list[dict[str, Any]]:
     return [m for m in fake.messages_in("C0ALERTS") if words in str(m.get("text"))]
 
 
+def renew_in_slack(bot: Bot, fake: FakeSlack, name: str) -> None:
+    """An admin renews the server's token with `/mdm token NAME` and confirms."""
+    bot.command(ADMIN, f"token {name}")
+    bot.wait_idle(lambda: len(fake.calls_to("views.open")) >= 2)
+    view = bot.opened_view()
+    uploads = len(fake.uploads)
+    bot.submit(ADMIN, view, {}, view_id=view["id"])
+    bot.wait_idle(lambda: len(fake.uploads) > uploads)
+
+
 def test_installed_and_last_seen_show_everywhere(bot: Bot, fake: FakeSlack, tmp_path: Path) -> None:
     upload = add_server(bot, fake)
     shown = bot.command(ADMIN, "show Jamf Pro").json()
@@ -73,12 +83,7 @@ def test_installed_and_last_seen_show_everywhere(bot: Bot, fake: FakeSlack, tmp_
 
 def test_replaced_token_warns_once_and_reminder_after_a_day(bot: Bot, fake: FakeSlack) -> None:
     creds = mdm_server_installs(bot.ctx, bot.svc, add_server(bot, fake))
-    bot.command(ADMIN, "token Jamf Pro")
-    bot.wait_idle(lambda: len(fake.calls_to("views.open")) >= 2)
-    view = bot.opened_view()
-    uploads = len(fake.uploads)
-    bot.submit(ADMIN, view, {}, view_id=view["id"])
-    bot.wait_idle(lambda: len(fake.uploads) > uploads)
+    renew_in_slack(bot, fake, "Jamf Pro")
 
     dep = serve_dep(bot.ctx, bot.svc, "127.0.0.1", 0)
     try:

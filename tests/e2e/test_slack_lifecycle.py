@@ -7,8 +7,11 @@ import time
 from datetime import timedelta
 from typing import Any
 
+from sqlmodel import col, select
+
 from bot.slack.builders.lifecycle_blocks import WAITING
 from bot.slack.sweeper import Sweeper
+from core.models import AuditEvent, Person
 from core.tokens import issuance
 from tests import certs
 from tests.dep_client import mdm_server_installs
@@ -156,6 +159,32 @@ def test_offboard_survives_profile_edits_and_reactivation_cancels(
     bot.event({"type": "user_change", "user": active}, event_id="Ev0BACK")
     bot.wait_idle(lambda: "Cancelled" in json.dumps(posts(fake)[0]["blocks"]))
     assert len(posts(fake)) == 1, "the departure joined the open offboarding checklist"
+
+
+def test_user_changes_apply_in_the_order_they_arrived(bot: Bot, fake: FakeSlack) -> None:
+    fake.add_user(LEAVER, "lee", "lee@school.example")
+    bot.grant(LEAVER)
+    add_server_as(bot, fake, LEAVER, "Jamf Pro")
+    for turn in range(15):
+        for deleted in (True, False):
+            user = {"id": LEAVER, "name": "lee", "deleted": deleted, "profile": {}}
+            bot.event({"type": "user_change", "user": user}, event_id=f"Ev{turn}{deleted}")
+
+    def changes() -> list[str]:
+        with bot.ctx.unit_of_work(readonly=True) as session:
+            return [
+                e.action
+                for e in session.exec(select(AuditEvent).order_by(col(AuditEvent.id)))
+                if e.action in ("person.deactivate", "person.reactivate")
+            ]
+
+    deadline = time.monotonic() + 10
+    while len(changes()) < 30 and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert changes() == ["person.deactivate", "person.reactivate"] * 15
+    with bot.ctx.unit_of_work(readonly=True) as session:
+        person = session.get(Person, LEAVER)
+        assert person is not None and person.deactivated_at is None
 
 
 def test_expiry_alerts_post_once_and_renew_updates_the_alert(bot: Bot, fake: FakeSlack) -> None:

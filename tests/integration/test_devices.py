@@ -230,10 +230,37 @@ def test_only_an_administrator_releases_devices(session: Session) -> None:
     assert devices.release_devices(session, Actor("U0ADMIN"), [serial(1)], NOW) == [serial(1)]
     with pytest.raises(InvalidInput, match=r"Nothing was released.*released: C02000000001"):
         devices.release_devices(session, Actor("U0ADMIN"), [serial(1)], NOW)
-    with pytest.raises(device_import.ImportRefused, match="line 2: C02000000001 was released"):
-        device_import.import_devices(session, OPERATOR, csv_of([serial(1)]), NOW)
     actions = [a.action for a in session.exec(select(AuditEvent).order_by(AuditEvent.id))]
     assert actions[-1] == "devices.release"
+    # Re-importing the inventory skips the released device (with a count) and imports the rest.
+    again = device_import.import_devices(session, OPERATOR, csv_of([serial(1), serial(2)]), NOW)
+    assert (again.created, again.updated, again.unchanged, again.released) == (1, 0, 0, 1)
+    assert devices.show_device(session, serial(1)).released_at == NOW
+    assert [v.serial_number for v in devices.list_devices(session)] == [serial(2)]
+
+
+def test_a_csv_with_semicolons_or_tabs_imports(session: Session) -> None:
+    for separator, serials in ((";", [serial(1), serial(2)]), ("\t", [serial(3)])):
+        text = csv_of(serials).decode().replace(",", separator).encode()
+        summary = device_import.import_devices(session, OPERATOR, text, NOW)
+        assert summary.created == len(serials)
+    assert devices.show_device(session, serial(2)).model == devices.show_device(
+        session, serial(1)
+    ).model
+
+
+@pytest.mark.parametrize(
+    "value", ["Cart\x1b]0;owned\x07", "Cart\u202eBA", "Cart\x1b[2J", "Cart\u2028x"]
+)
+def test_control_and_bidi_characters_are_refused_by_line(session: Session, value: str) -> None:
+    text = csv_of([serial(1), serial(2)]).decode().splitlines()
+    text[2] = text[2].replace(text[2].split(",")[2], value, 1)
+    with pytest.raises(device_import.ImportRefused) as refused:
+        device_import.import_devices(session, OPERATOR, "\n".join(text).encode(), NOW)
+    assert refused.value.problems == [
+        (3, "description holds a control or bidirectional formatting character")
+    ]
+    assert devices.list_devices(session) == []
 
 
 def test_profiles_define_get_assign_clear(session: Session, vault: Vault) -> None:

@@ -115,7 +115,6 @@ PRIVATE_KEY_MESSAGE = (
         pytest.param(lambda: certs.private_key_pem(pkcs8=False), id="pkcs1-pem"),
         pytest.param(lambda: certs.private_key_pem(certs.ec_key()), id="ec-pem"),
         pytest.param(lambda: certs.private_key_der(), id="pkcs8-der"),
-        pytest.param(lambda: certs.self_signed_rsa().pem + certs.private_key_pem(), id="cert+key"),
         pytest.param(lambda: (FIXTURE / "private-key.pem").read_bytes(), id="apple-fixture-key"),
     ],
 )
@@ -124,6 +123,15 @@ def test_private_keys_are_refused(data: object, now: datetime) -> None:
     with pytest.raises(CertificateError) as caught:
         load_certificate(data(), now=now)
     assert caught.value.message == PRIVATE_KEY_MESSAGE
+
+
+def test_a_certificate_with_its_private_key_is_taken_with_a_warning(now: datetime) -> None:
+    cert = certs.self_signed_rsa()
+    for data in (cert.pem + certs.private_key_pem(), certs.private_key_pem() + cert.pem):
+        loaded = load_certificate(data, now=now)
+        assert loaded.pem.encode() == cert.pem
+        assert loaded.warnings[0].startswith("This file also holds a private key")
+        assert "consider it exposed" in loaded.warnings[0]
 
 
 @pytest.mark.parametrize("data", [certs.csr_pem, certs.csr_der])

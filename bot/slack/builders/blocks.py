@@ -31,6 +31,14 @@ def esc(text: str) -> str:
     return text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
 
 
+def esc_message(text: str) -> str:
+    """A core message for mrkdwn: escaped like any user text, its user mentions (<@U…>) kept."""
+    return _ESCAPED_MENTION.sub(r"<@\1>", esc(text))
+
+
+_ESCAPED_MENTION = re.compile(r"&lt;@([UW][A-Z0-9]{2,})&gt;")
+
+
 def day(moment: datetime | None) -> str:
     """A date as users read it (plain text: headers, buttons, fallbacks)."""
     return moment.strftime("%-d %b %Y") if moment else "—"

@@ -76,7 +76,10 @@ def register(app: App, svc: BotServices) -> None:
 
     def do_show(body: dict[str, Any], arg: str) -> Reply:
         view = server_for(body["user_id"], Permission.VIEW, arg, "show")
-        return {"text": view.name, "blocks": blocks.server_detail_blocks(view, svc.ctx.now())}
+        return {
+            "text": blocks.esc(view.name),
+            "blocks": blocks.server_detail_blocks(view, svc.ctx.now()),
+        }
 
     def modal_command(
         builder: Callable[[servers.ServerView], dict[str, Any]], sub: str
@@ -162,9 +165,10 @@ def register(app: App, svc: BotServices) -> None:
                 if result:
                     respond(response_type="ephemeral", replace_original=False, **result)
             except MdmbotError as exc:
+                message = blocks.esc_message(exc.message)
                 respond(
-                    text=exc.message,
-                    blocks=[blocks.section(f":no_entry: {exc.message}")],
+                    text=message,
+                    blocks=[blocks.section(f":no_entry: {message}")],
                     response_type="ephemeral",
                     replace_original=False,
                 )
@@ -172,6 +176,7 @@ def register(app: App, svc: BotServices) -> None:
         try:
             result = handler(body, arg)
         except MdmbotError as exc:
-            ack(text=exc.message, blocks=[blocks.section(f":no_entry: {exc.message}")])
+            message = blocks.esc_message(exc.message)
+            ack(text=message, blocks=[blocks.section(f":no_entry: {message}")])
             return
         ack(**(result or {}))

@@ -1,0 +1,119 @@
+"""The options of `mdmbot serve`, checked before anything is created (database, key file)."""
+
+from __future__ import annotations
+
+import argparse
+import os
+
+from bot.serve import worker_count
+from core.errors import ConfigError
+from core.settings import Settings
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """The options of `mdmbot serve`."""
+    parser.add_argument(
+        "--http",
+        action="store_true",
+        help="serve POST /slack/events over HTTP instead of Socket Mode",
+    )
+    parser.add_argument(
+        "--host",
+        default=os.environ.get("MDMBOT_HOST", "0.0.0.0"),  # noqa: S104
+        help="address to listen on with --http (default 0.0.0.0)",
+    )
+    parser.add_argument(
+        "--port",
+        default=os.environ.get("PORT", "3000"),
+        help="port to listen on with --http or --no-slack (default 3000 or $PORT)",
+    )
+    parser.add_argument(
+        "--threads",
+        type=int,
+        help="HTTP threads answering Slack up to the ack, per worker (default 4 in one "
+        "process, 8 per worker with several; work after the ack has its own pool)",
+    )
+    parser.add_argument(
+        "--workers",
+        default=os.environ.get("MDMBOT_WORKERS", "1"),
+        metavar="N",
+        help="HTTP worker processes (gunicorn) sharing the listeners, or `auto` for one per "
+        "core; HTTP mode only (default 1 or $MDMBOT_WORKERS)",
+    )
+    parser.add_argument(
+        "--metrics-host",
+        default=os.environ.get("MDMBOT_METRICS_HOST", "127.0.0.1"),
+        help="address of the /metrics listener with --http (default 127.0.0.1)",
+    )
+    parser.add_argument(
+        "--metrics-port",
+        default=os.environ.get("MDMBOT_METRICS_PORT", "9464"),
+        help="port of the /metrics listener with --http or --no-slack (default 9464)",
+    )
+    parser.add_argument(
+        "--dep-port",
+        default=None,
+        help="serve the device assignment service (Apple's DEP API) for MDM servers on this port "
+        "(default $MDMBOT_DEP_PORT; off when neither is set)",
+    )
+    parser.add_argument(
+        "--dep-host",
+        default=None,
+        help="address the device assignment service listens on (default $MDMBOT_DEP_HOST or "
+        "0.0.0.0)",
+    )
+    parser.add_argument(
+        "--no-scheduler",
+        action="store_true",
+        help="do not run expiry and rotation sweeps in this process",
+    )
+    parser.add_argument(
+        "--no-slack",
+        action="store_true",
+        help="serve only the device assignment service, /healthz (on --port) and /metrics, "
+        "without Slack: alerts wait in the database for a process that has Slack",
+    )
+    parser.set_defaults(precheck=check_options)
+
+
+def port_number(option: str, value: object) -> int:
+    """A TCP port from an option or setting (0: any free port), refused in one line otherwise."""
+    text = str(value).strip()
+    number = int(text) if text.isascii() and text.isdigit() else -1
+    if not 0 <= number <= 65535:
+        raise ConfigError(f"{option} must be a port number from 1 to 65535 (not “{value}”).")
+    return number
+
+
+def check_options(settings: Settings, args: argparse.Namespace) -> None:
+    """Refuse bad options and missing settings before anything is created (database, key)."""
+    args.port = port_number("--port (or PORT)", args.port)
+    args.metrics_port = port_number("--metrics-port", args.metrics_port)
+    if args.dep_port is not None:
+        args.dep_port = port_number("--dep-port", args.dep_port)
+    elif settings.mdmbot_dep_port is not None:
+        args.dep_port = port_number("MDMBOT_DEP_PORT", settings.mdmbot_dep_port)
+    worker_count(args.workers, args.http or args.no_slack)
+    if args.threads is not None and args.threads < 1:
+        raise ConfigError(f"--threads must be 1 or more (not {args.threads}).")
+    if args.no_slack:
+        if args.dep_port is None:
+            raise ConfigError(
+                "--no-slack serves only the device assignment service: give --dep-port N "
+                "(or MDMBOT_DEP_PORT)."
+            )
+        return
+    settings.require("SLACK_BOT_TOKEN", "MDMBOT_ALERT_CHANNEL")
+    if args.http:
+        settings.require("SLACK_SIGNING_SECRET")
+    elif not settings.slack_app_token:
+        raise ConfigError(
+            "Missing required setting SLACK_APP_TOKEN (for Socket Mode); "
+            "or run `mdmbot serve --http`."
+        )
+
+
+def require_slack(settings: Settings, args: argparse.Namespace) -> None:
+    """The settings every command that posts to Slack needs, checked before the database."""
+    if not getattr(args, "dry_run", False):
+        settings.require("SLACK_BOT_TOKEN", "MDMBOT_ALERT_CHANNEL")
