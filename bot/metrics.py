@@ -223,10 +223,11 @@ class BackupCollector(Collector):
 _backups: BackupCollector | None = None
 
 
-def watch_backups(age: Callable[[], float | None]) -> None:
-    """Publish the newest backup's age from this source (replacing an earlier one)."""
+def watch_backups(age: Callable[[], float | None] | None) -> None:
+    """Publish the newest backup's age from this source (replacing an earlier one; None: none)."""
     global _backups
     if _backups is not None:
         registry.unregister(_backups)
-    _backups = BackupCollector(age)
-    registry.register(_backups)
+    _backups = BackupCollector(age) if age is not None else None
+    if _backups is not None:
+        registry.register(_backups)

@@ -52,8 +52,9 @@ class Runtime:
         self.holder = f"{socket.gethostname()}:{os.getpid()}:{id(self):x}"
         metrics.watch_expiry(self._servers, self.ctx.now)
         directory = self.ctx.settings.mdmbot_backup_dir
-        if directory is not None:
-            metrics.watch_backups(lambda: schedule.newest_age(directory, self.ctx.now()))
+        metrics.watch_backups(
+            None if directory is None else lambda: schedule.newest_age(directory, self.ctx.now())
+        )
         self.svc.background.submit(self.check_alert_channel)
         self.svc.background.submit(self._settle)
         # A delivery cut short just before this start is settled once its grace period is over.

@@ -28,7 +28,7 @@ def scheduled_backups(directory: Path) -> list[Path]:
     """The scheduled backups in `directory`, oldest first."""
     try:
         return sorted(p for p in directory.iterdir() if NAME.match(p.name))
-    except FileNotFoundError:
+    except OSError:  # missing, or not a directory: no backups there
         return []
 
 

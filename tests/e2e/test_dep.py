@@ -201,7 +201,7 @@ def test_first_use_of_the_new_token_ticks_the_checklist(dep: Dep) -> None:
         done = rotation.get_case(session, case.id)
         done_by = session.exec(select(RotationItem.done_by)).all()
     assert done.status == "done" and done_by == [ADMIN]
-    assert dep.cases == [(case.id,)], "the checklist message is refreshed"
+    assert dep.cases == [(), (case.id,)], "each first use refreshes Slack, the second its checklist"
 
 
 def test_sessions_last_three_idle_minutes_and_dead_tokens_are_refused(dep: Dep) -> None:

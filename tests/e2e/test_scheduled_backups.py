@@ -82,6 +82,7 @@ def test_a_failing_backup_is_posted_once_until_one_succeeds(
     _sweep(bot, START + timedelta(hours=1))
     _sweep(bot, START + timedelta(days=1))
     assert len(_failures(fake)) == 1, "told once, though every sweep retried"
+    assert _age(bot) == "", "/metrics still answers, without a sample"
     assert str(backups) in _failures(fake)[0] and "Traceback" not in _failures(fake)[0]
     backups.unlink()
     _sweep(bot, START + timedelta(days=1, hours=1))
