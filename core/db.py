@@ -149,13 +149,37 @@ def alembic_config(url: str) -> Config:
     return config
 
 
+@contextmanager
+def schema_transaction(engine: sa.Engine) -> Iterator[sa.Connection]:
+    """One transaction for schema changes; processes starting together take turns."""
+    with engine.connect() as connection:
+        sqlite = connection.dialect.name == "sqlite"
+        raw: Any = connection.connection.driver_connection
+        if sqlite:
+            # SQLite: rebuilding a table that others refer to needs foreign keys off, and the
+            # pragma is a no-op inside a transaction ("Making Other Kinds Of Table Schema
+            # Changes"); they are checked before the commit instead.
+            raw.execute("PRAGMA foreign_keys=OFF")
+        try:
+            with connection.begin():
+                if connection.dialect.name == "postgresql":
+                    connection.exec_driver_sql(f"SELECT pg_advisory_xact_lock({MIGRATION_LOCK})")
+                yield connection
+                if sqlite and connection.exec_driver_sql("PRAGMA foreign_key_check").first():
+                    raise ConfigError(
+                        "The schema change left rows that refer to missing ones; nothing was "
+                        "changed."
+                    )
+        finally:
+            if sqlite:
+                raw.execute("PRAGMA foreign_keys=ON")
+
+
 def upgrade(url: str) -> None:
     """Run every pending migration; processes starting together take turns."""
     engine = make_engine(url)
     try:
-        with engine.begin() as connection:
-            if connection.dialect.name == "postgresql":
-                connection.exec_driver_sql(f"SELECT pg_advisory_xact_lock({MIGRATION_LOCK})")
+        with schema_transaction(engine) as connection:
             config = alembic_config(url)
             config.attributes["connection"] = connection
             command.upgrade(config, "head")

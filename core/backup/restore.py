@@ -45,9 +45,7 @@ def restore_backup(
         _check_revision(url, manifest.schema_revision, path)
         engine = db.make_engine(url)
         try:
-            with engine.begin() as conn:
-                if conn.dialect.name == "postgresql":
-                    conn.exec_driver_sql(f"SELECT pg_advisory_xact_lock({db.MIGRATION_LOCK})")
+            with db.schema_transaction(engine) as conn:
                 _clear(conn, force=force)
                 _migrate(conn, url, manifest.schema_revision)
                 _load(conn, reader, manifest.tables)

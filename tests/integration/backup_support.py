@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import zipfile
 from datetime import timedelta
@@ -11,7 +12,7 @@ from typing import Any
 import sqlalchemy as sa
 
 from bot.context import AppContext
-from core.backup.archive import MANIFEST, Manifest, TableEntry
+from core.backup.archive import MANIFEST, Manifest, TableEntry, encode_line, table_member
 from core.backup.snapshot import tables
 from core.devices import csv_import, inventory
 from core.people import rotation
@@ -79,3 +80,36 @@ def resealed(
     manifest = Manifest(**{**raw, "tables": [TableEntry(**t) for t in raw["tables"]]})
     document = {**raw, "mac": manifest.seal(key)}
     rewrite(source, target, {MANIFEST: json.dumps(document).encode()}, drop)
+
+
+def as_older(
+    source: Path,
+    target: Path,
+    key: bytes,
+    revision: str,
+    new_tables: tuple[str, ...],
+    new_columns: dict[str, tuple[str, ...]],
+) -> None:
+    """Copy a backup as a schema at `revision` would have written it: the tables and columns
+    added since left out, every changed table's hash and the manifest sealed again."""
+    with zipfile.ZipFile(source) as old:
+        raw = json.loads(old.read(MANIFEST))
+        changed: dict[str, bytes] = {}
+        for name, columns in new_columns.items():
+            lines = old.read(table_member(name)).splitlines()
+            header = json.loads(lines[0])
+            keep = [i for i, column in enumerate(header) if column not in columns]
+            out = [encode_line([json.loads(line)[i] for i in keep]) for line in lines]
+            changed[table_member(name)] = b"".join(out)
+            digest = hashlib.sha256()
+            for line in out:
+                digest.update(line)
+            for entry in raw["tables"]:
+                if entry["name"] == name:
+                    entry["sha256"] = digest.hexdigest()
+    raw.pop("mac")
+    raw["tables"] = [t for t in raw["tables"] if t["name"] not in new_tables]
+    raw["schema_revision"] = revision
+    manifest = Manifest(**{**raw, "tables": [TableEntry(**t) for t in raw["tables"]]})
+    changed[MANIFEST] = json.dumps({**raw, "mac": manifest.seal(key)}).encode()
+    rewrite(source, target, changed, frozenset(table_member(t) for t in new_tables))

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import json
 import stat
 import zipfile
 from collections.abc import Callable, Iterator
@@ -24,7 +25,15 @@ from core.tokens import servers
 from core.vault import key_from_setting, keys_from_setting
 from tests.conftest import NOW, PG_URL, postgres_schema
 from tests.dep_client import add_server
-from tests.integration.backup_support import KEY, all_rows, context, resealed, rewrite, seed
+from tests.integration.backup_support import (
+    KEY,
+    all_rows,
+    as_older,
+    context,
+    resealed,
+    rewrite,
+    seed,
+)
 
 KEYS = (keys_from_setting(KEY), "MDMBOT_SECRET_KEY")
 DEVICE_TABLES = ("defaultassignment", "device", "devicechange", "profile")  # added by 0008
@@ -96,21 +105,25 @@ def test_an_older_backup_is_upgraded_while_restoring(
     backup: tuple[str, Path], tmp_path: Path
 ) -> None:
     _, path = backup
-    reader = BackupReader(path)
-    reader.close()
-    older = [t.__dict__ for t in reader.manifest.tables if t.name not in DEVICE_TABLES]
-    old = tmp_path / "from-0007.mdmbackup"
-    drop = frozenset(table_member(t) for t in DEVICE_TABLES)
-    resealed(path, old, key_from_setting(KEY), drop, schema_revision="0007", tables=older)
+    old = tmp_path / "from-0008.mdmbackup"
+    # What 0009 (MDM connections, one consumer key per server) added: absent from a 0008 backup.
+    as_older(
+        path,
+        old,
+        key_from_setting(KEY),
+        "0008",
+        ("mdmconnection", "tokeninstall"),
+        {"server": ("consumer_key",), "token": ("access_digest",)},
+    )
     url = f"sqlite:///{tmp_path / 'upgraded.db'}"
     restore_backup(url, KEYS, old, force=False)
     rows = all_rows(url)
     assert [s["name"] for s in rows["server"]] == ["District Jamf", "Lab Mosyle"]
-    assert rows["device"] == []
-    engine = sa.create_engine(url)
-    with engine.connect() as conn:
-        assert conn.execute(sa.text("SELECT version_num FROM alembic_version")).scalar() == "0008"
-    engine.dispose()
+    active = {t["server_id"]: t["consumer_key"] for t in rows["token"] if t["status"] == "active"}
+    assert {s["id"]: s["consumer_key"] for s in rows["server"]} == active, "0009 ran on restore"
+    assert rows["device"], "the devices came along"
+    current, head, _ = db.schema_revisions(url)
+    assert current == head
 
 
 def _wrong_key(path: Path, _: Path) -> tuple[Path, tuple[list[bytes], str] | None]:
@@ -136,8 +149,9 @@ def _edited_row(path: Path, tmp: Path) -> tuple[Path, tuple[list[bytes], str] | 
 
 def _edited_manifest(path: Path, tmp: Path) -> tuple[Path, tuple[list[bytes], str] | None]:
     with zipfile.ZipFile(path) as archive:
-        manifest = archive.read(MANIFEST)
-    rewrite(path, tmp / "edited", {MANIFEST: manifest.replace(b'"0008"', b'"0007"')})
+        manifest = json.loads(archive.read(MANIFEST))
+    manifest["schema_revision"] = "0001"  # changed without the key: the seal no longer matches
+    rewrite(path, tmp / "edited", {MANIFEST: json.dumps(manifest).encode()})
     return tmp / "edited", KEYS
 
 

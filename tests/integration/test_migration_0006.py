@@ -104,6 +104,12 @@ def test_0009_keeps_each_servers_current_consumer_key(unmigrated_url: str) -> No
                     "status": status,
                 },
             )
+        conn.execute(  # a row that refers to a token: rebuilding `token` must keep it valid
+            sa.text(
+                "INSERT INTO depsession (key_hash, token_id, created_at, expires_at) VALUES "
+                "('h', 2, '2026-11-27 10:00:00+00:00', '2026-11-27 10:03:00+00:00')"
+            )
+        )
     engine.dispose()
     db.upgrade(unmigrated_url)
     engine = db.make_engine(unmigrated_url)
