@@ -172,4 +172,4 @@ def test_connect_disconnect_fleet_and_command(tmp_path: Path) -> None:
         "mdmbot: “Jamf” is not connected to an MDM server.\n",
     )
     out = cli.ok("token", "issue", "Jamf", "--out", "plain.p7m")
-    assert "Upload it to the MDM server." in out, "disconnected: a file again"
+    assert "Upload it to the MDM server" in out, "disconnected: a file again"

@@ -103,7 +103,7 @@ def test_a_renewal_from_the_alert_is_installed_without_a_file(
     assert "Installed in NanoDEP (school1) — waiting for its first use" in show(bot)
     _use(bot, fields)  # NanoDEP's DEP client then uses it: the token is in use
     assert active(bot)[0].installed_at is not None
-    assert "In use since <!date^" in show(bot)
+    assert "in use since <!date^" in show(bot)
     assert KEY not in repr(fake.calls) + json.dumps(fake.views)
 
 

@@ -33,8 +33,9 @@ def test_a_hostile_server_name_pings_nobody(bot: Bot, fake: FakeSlack) -> None:
     Sweeper(bot.svc, post_interval=0).sweep(bot.clock() + timedelta(hours=25))
     posted = fake.messages_in("C0ALERTS")
     assert {m["text"] for m in posted} == {
-        f"{ESCAPED} is still using a replaced server token",
-        f"The new server token for {ESCAPED} is not installed yet",
+        f"Upload the new token to {ESCAPED}: it is still using the replaced one and cannot enrol "
+        "or sync devices",
+        f"The new token for {ESCAPED} is not yet uploaded to its MDM server",
     }
     assert NAME in json.dumps(posted[0]["blocks"]), "the header is plain text, shown as typed"
 

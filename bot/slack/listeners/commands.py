@@ -11,6 +11,7 @@ from slack_bolt import Ack, App, Respond
 from bot.slack import devices, lifecycle
 from bot.slack.builders import blocks, home_blocks, modals
 from bot.slack.services import BotServices
+from core.connections import state as links_state
 from core.errors import MdmbotError
 from core.people import persons as people
 from core.roles import Actor, Permission, parse_role
@@ -57,7 +58,8 @@ def register(app: App, svc: BotServices) -> None:
         """Authorise, then find the named server, in one read transaction."""
         with svc.ctx.unit_of_work(readonly=True) as session:
             people.authorize(session, Actor(user_id), permission)
-            return servers.get_server_view(session, need_name(arg, sub))
+            view = servers.get_server_view(session, need_name(arg, sub))
+            return links_state.annotate(session, [view])[0]
 
     def open_modal(body: dict[str, Any], view: dict[str, Any]) -> None:
         svc.gateway.open_view(body["trigger_id"], view)
@@ -71,7 +73,7 @@ def register(app: App, svc: BotServices) -> None:
     def do_list(body: dict[str, Any], arg: str) -> Reply:
         with svc.ctx.unit_of_work(readonly=True) as session:
             people.authorize(session, Actor(body["user_id"]), Permission.VIEW)
-            views = servers.list_servers(session)
+            views = links_state.annotate(session, servers.list_servers(session))
         return {"text": "MDM servers", "blocks": blocks.server_list_blocks(views, svc.ctx.now())}
 
     def do_show(body: dict[str, Any], arg: str) -> Reply:
