@@ -75,7 +75,7 @@ class Dep:
 
 @pytest.fixture
 def dep(database_url: str, tmp_path: Path) -> Iterator[Dep]:
-    """The DEP app on its own waitress listener, on SQLite and PostgreSQL."""
+    """The DEP app on its own HTTP listener, on SQLite and PostgreSQL."""
     settings = Settings(
         mdmbot_database_url=database_url,
         mdmbot_data_dir=tmp_path,
