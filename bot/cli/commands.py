@@ -6,10 +6,12 @@ import argparse
 import getpass
 import json
 import sys
+from collections.abc import Callable
 from dataclasses import asdict
 from datetime import datetime
 from typing import Any
 
+from sqlmodel import Session
 from wcwidth import wcswidth
 
 from bot.cli import token_files
@@ -23,7 +25,8 @@ from core.errors import InvalidInput
 from core.people import persons as people
 from core.roles import Actor, parse_role
 from core.tokens import issuance, servers
-from core.tokens.certificates import MAX_CERT_BYTES, load_certificate
+from core.tokens.certificates import MAX_CERT_BYTES, LoadedCertificate, load_certificate
+from core.tokens.issuance import IssuedToken
 
 
 def _operator(args: argparse.Namespace) -> Actor:
@@ -73,24 +76,26 @@ def _width(text: str) -> int:
     return width if width >= 0 else len(text)
 
 
+def adding(
+    ctx: AppContext, args: argparse.Namespace, cert: LoadedCertificate
+) -> Callable[[Session], IssuedToken]:
+    """How `server add` prepares its first token: the server `args.name` with `cert`."""
+    actor, vault = _operator(args), ctx.vault
+    return lambda session: servers.add_server(
+        session,
+        vault,
+        actor,
+        name=args.name,
+        certificate=cert,
+        release_devices=not args.no_release_devices,
+        now=ctx.now(),
+    )
+
+
 def server_add(ctx: AppContext, args: argparse.Namespace) -> int:
     """mdmbot server add: the server exists only if its first token was written."""
     cert = load_certificate(_read_cert(args.cert), now=ctx.now())
-    actor, vault = _operator(args), ctx.vault
-    return token_files.issue_to_file(
-        ctx,
-        actor,
-        args,
-        lambda session: servers.add_server(
-            session,
-            vault,
-            actor,
-            name=args.name,
-            certificate=cert,
-            release_devices=not args.no_release_devices,
-            now=ctx.now(),
-        ),
-    )
+    return token_files.issue_to_file(ctx, _operator(args), args, adding(ctx, args, cert))
 
 
 def _server_dict(view: servers.ServerView, now: datetime) -> dict[str, Any]:

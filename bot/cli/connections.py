@@ -154,23 +154,8 @@ def server_add(ctx: AppContext, args: argparse.Namespace) -> int:
     if args.cert:
         raise InvalidInput("Give either --cert or --mdm (which fetches the certificate), not both.")
     spec = spec_from(ctx, args)
-    actor, vault = _operator(args), ctx.vault
     loaded = fetch_certificate(ctx, spec, args.name)
-    return issue_and_install(
-        ctx,
-        actor,
-        args,
-        spec,
-        lambda session: servers.add_server(
-            session,
-            vault,
-            actor,
-            name=args.name,
-            certificate=loaded,
-            release_devices=not args.no_release_devices,
-            now=ctx.now(),
-        ),
-    )
+    return issue_and_install(ctx, _operator(args), args, spec, commands.adding(ctx, args, loaded))
 
 
 def server_connect(ctx: AppContext, args: argparse.Namespace) -> int:
