@@ -81,6 +81,15 @@ def _block_problems(blocks: list[Any], where: str) -> list[str]:
             for j, el in enumerate(b.get("elements") or []):
                 if isinstance(el, dict) and el.get("type") in ("mrkdwn", "plain_text"):
                     check(_text_of(el), 2000, f"{p}/elements/{j}/text")
+        if b["type"] == "input":  # Slack: label ≤ 2,000, hint ≤ 2,000, placeholder ≤ 150
+            if not _text_of(b.get("label")) or not isinstance(b.get("element"), dict):
+                out.append(_err("missing required field: label or element", p))
+            check(_text_of(b.get("label")), 2000, f"{p}/label/text")
+            check(_text_of(b.get("hint")), 2000, f"{p}/hint/text")
+            element = b.get("element") or {}
+            check(_text_of(element.get("placeholder")), 150, f"{p}/element/placeholder/text")
+            if element.get("type") == "number_input" and "is_decimal_allowed" not in element:
+                out.append(_err("missing required field: is_decimal_allowed", f"{p}/element"))
         elements = list(b.get("elements") or []) if b["type"] == "actions" else []
         if isinstance(b.get("accessory"), dict):
             elements.append(b["accessory"])

@@ -61,9 +61,8 @@ def _api_key(path: str | None) -> str | None:
 def spec_from(ctx: AppContext, args: argparse.Namespace) -> ConnectionSpec:
     """The connection the options describe, checked."""
     base_url = args.mdm_base_url
-    public = ctx.settings.mdmbot_dep_public_url
-    if base_url is None and args.mdm == "nanodep" and public:
-        base_url = public + "/"  # the setting is stored without its trailing slash
+    if base_url is None and args.mdm == "nanodep":
+        base_url = links.nanodep_base_url(ctx.settings.mdmbot_dep_public_url)
     return links.make_spec(
         args.mdm,
         url=args.mdm_url,

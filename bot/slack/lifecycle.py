@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import replace
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -18,6 +19,7 @@ from bot.slack.builders.blocks import plural, section
 from bot.slack.gateway import Posted, SlackUnavailable
 from bot.slack.listeners.actions import open_checked
 from bot.slack.services import BotServices, Delivery
+from core.connections import state
 from core.errors import ConfigError, InvalidInput
 from core.models import TokenStatus
 from core.people import alerts, rotation
@@ -85,7 +87,10 @@ def edit_stale(svc: BotServices, pace: Callable[[], None] | None = None) -> int:
     now, edited = svc.ctx.now(), 0
     with svc.ctx.unit_of_work(readonly=True) as session:
         stale = alerts.stale_alerts(session)
+        connected = state.install_notes(session, [a.new_token_id or 0 for a in stale])
         cases = rotation.stale_cases(session)
+    notes = {token_id: note for token_id, (_, note) in connected.items()}
+    stale = [replace(a, install_note=notes.get(a.new_token_id or 0)) for a in stale]
     for alert in stale:
         if pace:
             pace()
@@ -185,7 +190,8 @@ def register(app: App, svc: BotServices) -> None:
             def build() -> dict[str, Any]:
                 with svc.ctx.unit_of_work(readonly=True) as session:
                     server, token = servers.server_of_token(session, token_id)
-                    view = servers.get_server_view_by_id(session, server.id)
+                    found = servers.get_server_view_by_id(session, server.id)
+                    [view] = state.annotate(session, [found])
                     case = rotation.case_for_token(session, token_id)
                     replaced = token.status != TokenStatus.ACTIVE
                 if replaced:

@@ -27,6 +27,7 @@ from core.connections.links import (
 )
 from core.errors import TokenConflict
 from core.models import Certificate, Server, Token, TokenInstall, TokenStatus
+from core.people import alerts
 from core.roles import Actor
 from core.tokens import issuance
 from core.tokens.issuance import Activation
@@ -215,6 +216,7 @@ def record(
     if error is None:
         install.status, install.installed_at, install.last_error = "installed", now, None
         install.next_attempt_at = None
+        alerts.edit_again(session, install.server_id)
     else:
         install.last_error, install.next_attempt_at = error, now + backoff(install.attempts)
     if row is not None:

@@ -78,36 +78,55 @@ def make_spec(
 ) -> ConnectionSpec:
     """A checked connection; anything missing or malformed is one line naming the option."""
     if kind not in KINDS:
-        raise InvalidInput(f"Unknown MDM kind “{kind}”; use nanodep, fleet or command.")
+        raise InvalidInput(
+            f"Unknown MDM kind “{kind}”; use nanodep, fleet or command.", field="mdm_kind"
+        )
     if kind in ("nanodep", "fleet"):
-        url = _http_url(url, "--mdm-url")
+        url = _http_url(url, "--mdm-url", "mdm_url")
         if not api_key or not api_key.strip():
-            raise InvalidInput(f"A {KINDS[kind]} connection needs an API key (--mdm-api-key-file).")
+            raise InvalidInput(
+                f"A {KINDS[kind]} connection needs an API key (--mdm-api-key-file).",
+                field="mdm_api_key",
+            )
         api_key = api_key.strip()
     if kind == "nanodep":
         dep_name = (dep_name or "").strip()
         if not dep_name or "/" in dep_name or any(ord(c) < 32 for c in dep_name):
-            raise InvalidInput("A NanoDEP connection needs its DEP name (--mdm-dep-name), no '/'.")
-        base_url = _http_url(base_url, "--mdm-base-url") if base_url else None
+            raise InvalidInput(
+                "A NanoDEP connection needs its DEP name (--mdm-dep-name), no '/'.",
+                field="mdm_dep_name",
+            )
+        base_url = _http_url(base_url, "--mdm-base-url", "mdm_base_url") if base_url else None
     else:
         dep_name = base_url = None
     if kind == "command":
         if not command or not command.strip():
-            raise InvalidInput("A command connection needs the program to run (--mdm-command).")
+            raise InvalidInput(
+                "A command connection needs the program to run (--mdm-command).",
+                field="mdm_command",
+            )
         url = api_key = None
     else:
         command = None
     if auto_renew_days is not None and not 1 <= auto_renew_days <= MAX_AUTO_RENEW_DAYS:
         raise InvalidInput(
-            f"Automatic renewal takes 1 to {MAX_AUTO_RENEW_DAYS} days before expiry."
+            f"Automatic renewal takes 1 to {MAX_AUTO_RENEW_DAYS} days before expiry.",
+            field="auto_renew",
         )
     return ConnectionSpec(kind, url, dep_name, base_url, command, api_key, None, auto_renew_days)
 
 
-def _http_url(value: str | None, option: str) -> str:
+def nanodep_base_url(public_url: str | None) -> str | None:
+    """Where NanoDEP's DEP client is pointed by default: mdmbot's public DEP URL, if set."""
+    return public_url + "/" if public_url else None  # the setting is kept without its slash
+
+
+def _http_url(value: str | None, option: str, field: str) -> str:
     parts = urlsplit((value or "").strip())
     if parts.scheme not in ("http", "https") or not parts.hostname:
-        raise InvalidInput(f"{option} must be an http(s) URL such as https://mdm.example.org.")
+        raise InvalidInput(
+            f"{option} must be an http(s) URL such as https://mdm.example.org.", field=field
+        )
     return (value or "").strip().rstrip("/")
 
 

@@ -26,29 +26,43 @@ def install_note(status: str | None, label: str, attempts: int, error: str | Non
 
 def annotate(session: Session, views: list[ServerView]) -> list[ServerView]:
     """The views with their connection and install state (for the App Home and `/mdm show`)."""
-    ids = [v.id for v in views]
-    rows = session.exec(select(MdmConnection).where(col(MdmConnection.server_id).in_(ids))).all()
-    specs = {
-        r.server_id: ConnectionSpec(r.kind, r.url, r.dep_name, command=r.command) for r in rows
-    }
-    tokens = [v.token_id for v in views if v.id in specs and v.token_id is not None]
-    found = session.exec(select(TokenInstall).where(col(TokenInstall.token_id).in_(tokens))).all()
-    by_token = {i.token_id: i for i in found}
+    notes = install_notes(session, [v.token_id for v in views if v.token_id is not None])
     annotated = []
     for view in views:
-        spec = specs.get(view.id)
-        if spec is None:
+        found = notes.get(view.token_id or 0)
+        if found is None:
             annotated.append(view)
             continue
-        install = by_token.get(view.token_id or 0)
-        note = install_note(
-            install.status if install else None,
-            spec.label(),
-            install.attempts if install else 0,
-            install.last_error if install else None,
-        )
-        annotated.append(replace(view, mdm_label=spec.label(), install_note=note))
+        label, note = found
+        annotated.append(replace(view, mdm_label=label, install_note=note))
     return annotated
+
+
+def install_notes(session: Session, token_ids: list[int]) -> dict[int, tuple[str, str]]:
+    """(connection label, install note) of each of these tokens whose server is connected."""
+    rows = session.exec(
+        select(Token.id, MdmConnection)
+        .join(MdmConnection, col(MdmConnection.server_id) == col(Token.server_id))
+        .where(col(Token.id).in_(token_ids))
+    ).all()
+    installs = session.exec(
+        select(TokenInstall).where(col(TokenInstall.token_id).in_([t for t, _ in rows]))
+    ).all()
+    by_token = {i.token_id: i for i in installs}
+    notes: dict[int, tuple[str, str]] = {}
+    for token_id, row in rows:
+        label = ConnectionSpec(row.kind, row.url, row.dep_name, command=row.command).label()
+        install = by_token.get(token_id or 0)
+        notes[token_id or 0] = (
+            label,
+            install_note(
+                install.status if install else None,
+                label,
+                install.attempts if install else 0,
+                install.last_error if install else None,
+            ),
+        )
+    return notes
 
 
 def connected_tokens(session: Session, token_ids: list[int]) -> set[int]:

@@ -25,7 +25,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlmodel import Session, SQLModel, col, select
 
 from core.errors import NotFound
-from core.models import AlertDelivery, Person, Server, Token, TokenStatus
+from core.models import AlertDelivery, MdmConnection, Person, Server, Token, TokenStatus
 from core.people.lifecycle import DAY, due_threshold, next_check_at, thresholds
 
 KIND = "expiry"
@@ -59,10 +59,13 @@ def claim_due_alerts(
     claims: list[tuple[int, int, int]] = []
     candidates = _candidates(session, now, alert_days, limit)
     seen = _claimed(session, [token_id for token_id, _ in candidates])
+    renews = _renewed_at(session, [token_id for token_id, _ in candidates])
     for token_id, expires_at in candidates:
         done = seen.get(token_id, set())
         threshold = due_threshold(expires_at, now, alert_days, done)
-        if threshold is not None:
+        if threshold is not None and threshold >= renews.get(token_id, threshold + 1):
+            done = done | {threshold}  # renewed automatically before then: a notice, no alert
+        elif threshold is not None:
             delivery_id = insert_claim(session, token_id, threshold, now)
             if delivery_id is not None:
                 claims.append((delivery_id, token_id, threshold))
@@ -100,10 +103,11 @@ def preview_due_alerts(
     planned: list[tuple[int, int, int]] = []
     candidates = _candidates(session, now, alert_days, None)
     seen = _claimed(session, [token_id for token_id, _ in candidates])
+    renews = _renewed_at(session, [token_id for token_id, _ in candidates])
     urgent: dict[int, int] = {}
     for token_id, expires_at in candidates:
         threshold = due_threshold(expires_at, now, alert_days, seen.get(token_id, set()))
-        if threshold is not None:
+        if threshold is not None and threshold < renews.get(token_id, threshold + 1):
             planned.append((0, token_id, threshold))
             urgent[token_id] = threshold
     for _, token_id, threshold, _, _, retry in _retries(session, now, timedelta(minutes=15)):
@@ -145,6 +149,22 @@ def _candidates(
     rows = {int(i): e for i, e in [*session.exec(fresh).all(), *session.exec(waiting).all()] if i}
     ordered = sorted(rows.items(), key=lambda row: (row[1], row[0]))
     return ordered if limit is None else ordered[:limit]
+
+
+def _renewed_at(session: Session, token_ids: list[int]) -> dict[int, int]:
+    """Days before expiry at which each of these tokens is renewed automatically, if it is."""
+    found: dict[int, int] = {}
+    for start in range(0, len(token_ids), _CHUNK):
+        rows = session.execute(
+            sa.select(col(Token.id), col(MdmConnection.auto_renew_days))
+            .join(MdmConnection, col(MdmConnection.server_id) == col(Token.server_id))
+            .where(
+                col(Token.id).in_(token_ids[start : start + _CHUNK]),
+                col(MdmConnection.auto_renew_days).is_not(None),
+            )
+        )
+        found.update({int(token_id or 0): int(days or 0) for token_id, days in rows})
+    return found
 
 
 def _claimed(session: Session, token_ids: list[int]) -> dict[int, set[int]]:
@@ -269,6 +289,7 @@ class StaleAlert:
     new_token_id: int | None = None
     new_downloaded_by: str | None = None
     new_installed_at: datetime | None = None
+    install_note: str | None = None  # a connected server's install state (core/connections)
 
 
 def mark_replaced(session: Session, token_ids: Sequence[int], by: str, now: datetime) -> None:
@@ -334,6 +355,14 @@ def reopen_replaced(session: Session, token: Token, warnings: Sequence[str] = ()
             col(AlertDelivery.stale_at).is_(None),
         )
         .values(stale_at=token.issued_at, stale_by=token.downloaded_by)
+    )
+    edit_again(session, token.server_id)
+
+
+def edit_again(session: Session, server_id: int) -> None:
+    """Edit the server's alerts about replaced tokens once more (their new token's state moved)."""
+    old = select(Token.id).where(
+        Token.server_id == server_id, Token.status == TokenStatus.SUPERSEDED
     )
     session.execute(
         sa.update(AlertDelivery)

@@ -113,10 +113,7 @@ def add_server(
     loaded = loaded_certificate(certificate, now)
     authorize(session, actor, Permission.MANAGE_SERVERS)
     display = clean_name(name)
-    key = normalize_name(display)
-    existing = session.exec(select(Server.name).where(Server.normalized_name == key)).first()
-    if existing is not None:
-        raise DuplicateName(_duplicate(existing))
+    key = check_name_free(session, display)
     live = session.exec(
         select(func.count()).select_from(Certificate).where(col(Certificate.active))
     ).one()
@@ -145,6 +142,15 @@ def add_server(
         certificate=loaded.fingerprint_sha256,
     )
     return prepare_token(session, vault, actor, server, cert, now, loaded=loaded)
+
+
+def check_name_free(session: Session, name: str) -> str:
+    """The normalised key of a clean `name` no server has; DuplicateName otherwise."""
+    key = normalize_name(name)
+    existing = session.exec(select(Server.name).where(Server.normalized_name == key)).first()
+    if existing is not None:
+        raise DuplicateName(_duplicate(existing))
+    return key
 
 
 def loaded_certificate(certificate: bytes | LoadedCertificate, now: datetime) -> LoadedCertificate:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from datetime import timedelta
+from typing import Any
 
 from bot.mdm.installer import MdmInstaller
 from bot.serve import serve_dep
@@ -13,6 +14,7 @@ from bot.slack.sweeper import Sweeper
 from core.connections import links
 from core.roles import Actor
 from core.tokens import issuance, servers
+from tests import certs
 from tests.dep_client import Creds, session_key
 from tests.e2e.conftest import ADMIN, STRANGER
 from tests.e2e.test_slack_add import add_values
@@ -72,6 +74,11 @@ def show(bot: Bot) -> str:
     return json.dumps(reply.json(), ensure_ascii=False)
 
 
+def _alert(fake: FakeSlack) -> str:
+    """The expiry alert as it reads now (its blocks)."""
+    return json.dumps(posts(fake)[-1]["blocks"], ensure_ascii=False)
+
+
 def _renew_from_alert(bot: Bot, fake: FakeSlack) -> str:
     token = active(bot)[0]
     sweeper = Sweeper(bot.svc, post_interval=0)
@@ -79,6 +86,8 @@ def _renew_from_alert(bot: Bot, fake: FakeSlack) -> str:
     assert sweeper.sweep(at).alerts_sent == 1
     bot.clock.now = at
     view = press_on(bot, fake, ADMIN, posts(fake)[-1], "renew_token", str(token.id))
+    confirm = json.dumps(view["blocks"], ensure_ascii=False)
+    assert "mdmbot installs the new one into NanoDEP (school1) straight away" in confirm
     bot.wait_idle(lambda: active(bot)[0].id != token.id)
     bot.wait_idle(lambda: "Renewed" in json.dumps(posts(fake)[-1]["blocks"]))
 
@@ -87,6 +96,87 @@ def _renew_from_alert(bot: Bot, fake: FakeSlack) -> str:
 
     bot.wait_idle(lambda: "Installed" in shown() or "Couldn" in shown())
     return shown()
+
+
+def _connection_values(
+    nanodep: FakeNanoDep, name: str, key: str = KEY, **fields: dict[str, object]
+) -> dict[str, object]:
+    """The add modal's state: a name and a NanoDEP connection instead of a certificate."""
+    option = {"text": {"type": "plain_text", "text": "NanoDEP"}, "value": "nanodep"}
+    values: dict[str, object] = {
+        "name": {"type": "plain_text_input", "value": name},
+        "release": {"type": "checkboxes", "selected_options": []},
+        "certificate": {"type": "file_input", "files": []},
+        modals.MDM_KIND: {"type": "static_select", "selected_option": option},
+        modals.MDM_URL: {"type": "plain_text_input", "value": nanodep.url},
+        modals.MDM_API_KEY: {"type": "plain_text_input", "value": key},
+    }
+    return {**values, **fields}
+
+
+def _open_add(bot: Bot, fake: FakeSlack) -> dict[str, Any]:
+    """`/mdm add`: the modal as Slack opened it."""
+    opened = len(fake.calls_to("views.open"))
+    bot.command(ADMIN, "add")
+    bot.wait_idle(lambda: len(fake.calls_to("views.open")) > opened)
+    return bot.opened_view()
+
+
+def test_add_from_slack_with_a_connection_fetches_the_certificate_and_installs(
+    bot: Bot, fake: FakeSlack, nanodep: FakeNanoDep
+) -> None:
+    view = _open_add(bot, fake)
+    ids = [b.get("block_id") for b in view["blocks"]]
+    assert {modals.MDM_KIND, modals.MDM_URL, modals.MDM_API_KEY, modals.AUTO_RENEW} <= set(ids)
+    kinds = next(b for b in view["blocks"] if b.get("block_id") == modals.MDM_KIND)
+    assert [o["value"] for o in kinds["element"]["options"]] == ["nanodep", "fleet"]
+
+    auto = {modals.AUTO_RENEW: {"type": "number_input", "value": "30"}}
+    reply = bot.submit(ADMIN, view, _connection_values(nanodep, "school1", **auto), view["id"])
+    assert reply.status == 200 and reply.json()["response_action"] == "update"
+    assert "Fetching the certificate from NanoDEP (school1)" in json.dumps(reply.json())
+    bot.wait_idle(lambda: "Installed" in json.dumps(fake.views[view["id"]]))
+    modal = json.dumps(fake.views[view["id"]], ensure_ascii=False)
+    assert "Installed in NanoDEP (school1) — waiting for its first use." in modal
+    assert not fake.uploads, "installed: no DM with a file"
+    assert [c.method for c in nanodep.calls] == ["GET", "PUT"]
+    with bot.ctx.unit_of_work() as session:
+        shown = links.describe(session, servers.find_server(session, "school1").id)
+    assert shown is not None and (shown["kind"], shown["auto_renew_days"]) == ("nanodep", 30)
+    assert "Installed in NanoDEP (school1) — waiting for its first use" in show(bot)
+    _use(bot, nanodep.tokens["school1"])
+    assert "in use since <!date^" in show(bot)
+    assert KEY not in repr(fake.calls) + json.dumps(fake.views)
+
+
+def test_add_from_slack_with_a_bad_connection_changes_nothing(
+    bot: Bot, fake: FakeSlack, nanodep: FakeNanoDep
+) -> None:
+    view = _open_add(bot, fake)
+    url = {modals.MDM_URL: {"type": "plain_text_input", "value": "ftp://nanodep"}}
+    reply = bot.submit(ADMIN, view, _connection_values(nanodep, "school1", **url))
+    assert reply.json()["errors"] == {modals.MDM_URL: (
+        "Give the MDM server's http(s) URL, such as https://nanodep.school.example."
+    )}
+    with_cert = add_values(fake, "school1", certs.self_signed_rsa().pem)
+    reply = bot.submit(ADMIN, view, {**_connection_values(nanodep, "school1"), **with_cert})
+    assert set(reply.json()["errors"]) == {"certificate"}
+    nothing = {"type": "static_select", "selected_option": None}
+    unchosen = {**_connection_values(nanodep, "school1"), modals.MDM_KIND: nothing}
+    reply = bot.submit(ADMIN, view, unchosen)
+    assert set(reply.json()["errors"]) == {modals.MDM_KIND, "certificate"}
+    assert bot.submit(STRANGER, view, _connection_values(nanodep, "school1")).json()[
+        "response_action"] == "update"
+    assert not nanodep.calls, "nothing was fetched for a refused submission or a stranger"
+
+    wrong = _connection_values(nanodep, "school1", key="wrong")
+    assert bot.submit(ADMIN, view, wrong, view["id"]).json()["response_action"] == "update"
+    bot.wait_idle(lambda: "Couldn" in json.dumps(fake.views[view["id"]]))
+    modal = json.dumps(fake.views[view["id"]], ensure_ascii=False)
+    assert "Couldn't fetch the certificate from NanoDEP (school1): 401" in modal
+    assert "Nothing was added" in modal
+    with bot.ctx.unit_of_work() as session:
+        assert servers.list_servers(session) == []
 
 
 def test_a_renewal_from_the_alert_is_installed_without_a_file(
@@ -101,9 +191,14 @@ def test_a_renewal_from_the_alert_is_installed_without_a_file(
     fields = nanodep.tokens["school1"]
     assert first.method == "GET" and [c.query for c in nanodep.calls if c.method == "PUT"] == [{}]
     assert "Installed in NanoDEP (school1) — waiting for its first use" in show(bot)
+    alert = _alert(fake)
+    assert "Renewed and installed: school1" in alert
+    assert "*school1*. Installed in NanoDEP (school1) — waiting for its first use." in alert
+    assert "upload" not in alert and "resend" not in alert, "no file to carry or resend"
     _use(bot, fields)  # NanoDEP's DEP client then uses it: the token is in use
     assert active(bot)[0].installed_at is not None
     assert "in use since <!date^" in show(bot)
+    bot.wait_idle(lambda: "Renewed and in use: school1" in _alert(fake))
     assert KEY not in repr(fake.calls) + json.dumps(fake.views)
 
 
@@ -131,20 +226,31 @@ def test_a_failed_install_dms_the_file_and_the_sweep_installs_it_once(
         "Install failed once: 500 from NanoDEP (school1): database is locked. mdmbot keeps "
         "retrying." in show(bot)
     )
+    alert = _alert(fake)
+    assert "Renewed: school1 — installing the new token" in alert
+    assert "Install failed once: 500 from NanoDEP (school1): database is locked" in alert
+    assert "resend" in alert, "the file went by DM, so it can be sent again"
     sweeper = Sweeper(bot.svc, post_interval=0)
     assert sweeper.sweep(bot.clock() + timedelta(minutes=1)).installs_tried == 0, "backing off"
     assert sweeper.sweep(bot.clock() + timedelta(minutes=6)).installs_tried == 1
+    assert "Renewed and installed: school1" in _alert(fake), "the retry's success is shown"
     assert sweeper.sweep(bot.clock() + timedelta(minutes=60)).installs_tried == 0, "done"
     assert nanodep.tokens["school1"]
     assert sum(1 for c in nanodep.calls if c.method == "PUT") == 2
 
 
+def _auto_renewing(
+    bot: Bot, fake: FakeSlack, nanodep: FakeNanoDep, days: int
+) -> tuple[issuance.TokenView, Sweeper]:
+    """A server renewed automatically `days` before expiry: its token and a sweeper."""
+    _link(bot, fake, nanodep, auto_renew_days=days)
+    return active(bot)[0], Sweeper(bot.svc, post_interval=0)
+
+
 def test_automatic_renewal_renews_installs_and_posts_one_notice(
     bot: Bot, fake: FakeSlack, nanodep: FakeNanoDep
 ) -> None:
-    _link(bot, fake, nanodep, auto_renew_days=90)
-    token = active(bot)[0]
-    sweeper = Sweeper(bot.svc, post_interval=0)
+    token, sweeper = _auto_renewing(bot, fake, nanodep, 90)
     assert sweeper.sweep(token.expires_at - timedelta(days=91)).renewed == 0
     report = sweeper.sweep(token.expires_at - timedelta(days=89))
     assert report.renewed == 1 and report.alerts_sent == 0
@@ -159,6 +265,22 @@ def test_automatic_renewal_renews_installs_and_posts_one_notice(
     assert nanodep.tokens["school1"]
     later = sweeper.sweep(token.expires_at - timedelta(days=1))
     assert (later.alerts_sent, later.renewed) == (0, 0), "the old token never alerts"
+
+
+def test_no_expiry_alert_before_an_automatic_renewal_but_one_if_it_did_not_happen(
+    bot: Bot, fake: FakeSlack, nanodep: FakeNanoDep
+) -> None:
+    token, sweeper = _auto_renewing(bot, fake, nanodep, 5)
+    for days in (59, 29, 13, 6):  # the 60-, 30-, 14- and 7-day alerts come before day 5
+        report = sweeper.sweep(token.expires_at - timedelta(days=days))
+        assert (report.alerts_sent, report.renewed) == (0, 0), days
+    assert not posts(fake)
+    with bot.ctx.unit_of_work() as session:
+        server = servers.find_server(session, "school1")
+        links.disconnect(session, Actor(ADMIN), server, bot.clock())
+    report = sweeper.sweep(token.expires_at - timedelta(days=2))
+    assert (report.alerts_sent, report.renewed) == (1, 0), "not renewed: the 3-day alert goes out"
+    assert "school1" in posts(fake)[-1]["text"]
 
 
 def test_renew_all_and_install_on_a_checklist(

@@ -10,6 +10,8 @@ from pathlib import Path
 from typing import Any
 
 from bot.slack.sweeper import Sweeper
+from core.people import rotation
+from core.people.rotation import CaseView
 from core.tokens import issuance
 from tests.dep_client import mdm_server_installs
 from tests.e2e.conftest import ADMIN, STRANGER
@@ -157,6 +159,11 @@ def add_at(bot: Bot, fake: FakeSlack, name: str, days_ago: int) -> None:
         bot.clock.now = real
 
 
+def open_cases(bot: Bot) -> list[CaseView]:
+    with bot.ctx.unit_of_work(readonly=True) as session:
+        return rotation.open_cases(session)
+
+
 def section_texts(home: dict[str, Any]) -> list[str]:
     return [b["text"]["text"] for b in home["blocks"] if b["type"] == "section"]
 
@@ -190,6 +197,7 @@ def test_app_home_puts_a_replaced_token_first_with_one_button_per_state(
     bot.wait_idle(lambda: "didn't deliver" in json.dumps(fake.views[view["id"]]))
     bot.command(ADMIN, "password-changed")
     bot.wait_idle(lambda: len(posts(fake)) == 1)
+    bot.wait_idle(lambda: all(case.channel for case in open_cases(bot)))  # recorded after posting
 
     home = open_home(bot, fake, ADMIN, "EvHOME2")
     texts = section_texts(home)

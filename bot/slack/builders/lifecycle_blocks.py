@@ -119,15 +119,22 @@ def alert_replaced_blocks(stale: StaleAlert) -> list[Block]:
             line += f" The new token expires {local_date(stale.new_expires_at)}."
         footer = f"{about}; nothing is left to do here."
     else:
-        words = install_words(Install.OLD_TOKEN, stale.new_downloaded_by)
         done = "Certificate replaced" if stale.reason == "certificate replaced" else "Renewed"
-        line = (
-            f":hourglass_flowing_sand: {done} by {who} {when}: *{name}* is {words}. "
-            "The old token no longer works, so the server cannot enrol or sync devices until "
-            "then."
-        )
         footer = f"{about}. It turns ✅ when the MDM server first uses the new token."
-        if stale.new_token_id is not None and file_holder(stale.new_downloaded_by).endswith("DMs"):
+        if stale.install_note:
+            line = f":hourglass_flowing_sand: {done} by {who} {when}: *{name}*. "
+            line += f"{esc(stale.install_note).removesuffix('.')}."
+        else:
+            words = install_words(Install.OLD_TOKEN, stale.new_downloaded_by)
+            line = (
+                f":hourglass_flowing_sand: {done} by {who} {when}: *{name}* is {words}. "
+                "The old token no longer works, so the server cannot enrol or sync devices "
+                "until then."
+            )
+        sent = file_holder(stale.new_downloaded_by).endswith("DMs")
+        if stale.install_note and not stale.install_note.startswith("Install failed"):
+            sent = False  # installed (or being installed) through the connection: no file sent
+        if stale.new_token_id is not None and sent:
             buttons.append(resend_button(stale.new_token_id))
     blocks = [{"type": "header", "text": plain(alert_replaced_headline(stale), 150)}, section(line)]
     if buttons:
@@ -141,6 +148,10 @@ def alert_replaced_headline(stale: StaleAlert) -> str:
         return f"Removed: {stale.server_name}"
     if alert_install_state(stale) is Install.IN_USE:
         return f"Renewed and in use: {stale.server_name}"
+    if stale.install_note and stale.install_note.startswith("Installed"):
+        return f"Renewed and installed: {stale.server_name}"
+    if stale.install_note:
+        return f"Renewed: {stale.server_name} — installing the new token"
     return f"Renewed: {stale.server_name} — upload the new token"
 
 

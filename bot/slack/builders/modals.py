@@ -7,6 +7,7 @@ from datetime import datetime
 from typing import Any
 
 from bot.slack.builders.blocks import Block, days_until, esc, local_date, plain, plural, section
+from core.connections.links import MAX_AUTO_RENEW_DAYS
 from core.tokens.servers import ServerView
 
 ADD_SERVER = "add_server"
@@ -17,6 +18,9 @@ EDIT_SERVER = "edit_server"
 RELEASE_LABEL = "Allow this MDM server to release devices"
 RELEASE_HELP = "Releasing removes a device from Apple School Manager for good (e.g. when sold)."
 CERT_FILETYPES = ["pem", "der", "cer", "crt"]
+MDM_KINDS = {"nanodep": "NanoDEP", "fleet": "Fleet"}  # `command` runs a program: the CLI only
+MDM_KIND, MDM_URL, MDM_DEP_NAME, MDM_API_KEY = "mdm_kind", "mdm_url", "mdm_dep_name", "mdm_api_key"
+AUTO_RENEW = "auto_renew"
 
 
 def _modal(
@@ -77,13 +81,16 @@ def _release_input(checked: bool) -> Block:
     }
 
 
-def _certificate_input() -> Block:
+def _certificate_input(hint: str = "", *, optional: bool = False) -> Block:
     return {
         "type": "input",
         "block_id": "certificate",
+        "optional": optional,
         "label": plain("Public key certificate"),
         "hint": plain(
-            "The .pem, .der, .cer or .crt file from your MDM server (RSA, 2048 bits or more).", 150
+            "The .pem, .der, .cer or .crt file from your MDM server (RSA, 2048 bits or more)."
+            + hint,
+            150,
         ),
         "element": {
             "type": "file_input",
@@ -94,16 +101,89 @@ def _certificate_input() -> Block:
     }
 
 
+def _text_input(block_id: str, label: str, hint: str, placeholder: str) -> Block:
+    return {
+        "type": "input",
+        "block_id": block_id,
+        "optional": True,
+        "label": plain(label),
+        "hint": plain(hint, 150),
+        "element": {
+            "type": "plain_text_input",
+            "action_id": "value",
+            "max_length": 3000,
+            "placeholder": plain(placeholder, 150),
+        },
+    }
+
+
+def _connection_inputs() -> list[Block]:
+    kinds = [{"text": plain(label), "value": kind} for kind, label in MDM_KINDS.items()]
+    return [
+        {"type": "divider"},
+        section(
+            "*Or let mdmbot install the token* — leave the certificate empty: mdmbot fetches it "
+            "from NanoDEP or Fleet, installs this token and every renewal there, and watches "
+            "them being used."
+        ),
+        {
+            "type": "input",
+            "block_id": MDM_KIND,
+            "optional": True,
+            "label": plain("MDM server software"),
+            "element": {
+                "type": "static_select",
+                "action_id": "value",
+                "placeholder": plain("Not connected (upload the certificate)"),
+                "options": kinds,
+            },
+        },
+        _text_input(
+            MDM_URL, "MDM server URL", "Its API's address.", "https://nanodep.school.example"
+        ),
+        _text_input(
+            MDM_DEP_NAME,
+            "DEP name (NanoDEP)",
+            "The DEP name this server has in NanoDEP; the server name when left empty.",
+            "e.g. school1",
+        ),
+        _text_input(
+            MDM_API_KEY,
+            "API key",
+            "NanoDEP's API key or a Fleet API token; stored encrypted and never shown again.",
+            "API key",
+        ),
+        {
+            "type": "input",
+            "block_id": AUTO_RENEW,
+            "optional": True,
+            "label": plain("Renew automatically (days before expiry)"),
+            "hint": plain("Empty: the team is alerted before expiry and renews by hand.", 150),
+            "element": {
+                "type": "number_input",
+                "action_id": "value",
+                "is_decimal_allowed": False,
+                "min_value": "1",
+                "max_value": str(MAX_AUTO_RENEW_DAYS),
+            },
+        },
+    ]
+
+
 def add_server_modal() -> dict[str, Any]:
-    """`/mdm add`: name, release-devices (checked by default), certificate upload."""
+    """`/mdm add`: name, release-devices (checked by default), certificate or MDM connection."""
     return _modal(
         ADD_SERVER,
         "Add MDM server",
         [
-            section("Link a third-party MDM server. mdmbot will DM you its server token."),
+            section(
+                "Link a third-party MDM server. mdmbot will DM you its server token, or install "
+                "it into the MDM server for you."
+            ),
             _name_input(),
             _release_input(True),
-            _certificate_input(),
+            _certificate_input(" Not needed with a connection below.", optional=True),
+            *_connection_inputs(),
         ],
         submit="Add and get token",
     )
@@ -145,10 +225,19 @@ def renew_state(view: ServerView, now: datetime, *, rotation: bool = False) -> s
         need = "renewing isn't needed yet; mdmbot reminds the team before it expires."
     else:
         need = "it is time to renew it."
+    if view.mdm_label:
+        carry = (
+            f"mdmbot installs the new one into {esc(view.mdm_label)} straight away (if that "
+            "fails, it DMs you the file and keeps retrying)."
+        )
+    else:
+        carry = (
+            "upload the new file (sent to you by DM) to the MDM server straight away, or "
+            "device enrolment for this server stops."
+        )
     return (
         f"{left}: {need}\n\n:warning: The current token stops working as soon as the new one is "
-        "active: upload the new file (sent to you by DM) to the MDM server straight away, or "
-        "device enrolment for this server stops."
+        f"active: {carry}"
     )
 
 

@@ -11,9 +11,12 @@ from sqlmodel import Session
 from bot.slack import lifecycle
 from bot.slack.builders import blocks, modals
 from bot.slack.services import BotServices
+from core.connections import links
+from core.connections.links import ConnectionSpec
 from core.devices import unlink
 from core.errors import (
     CertificateError,
+    InvalidInput,
     InvalidName,
     MdmbotError,
     PermissionDenied,
@@ -27,6 +30,16 @@ from core.tokens.issuance import CURRENT, Current, IssuedToken
 from core.tokens.names import clean_name
 
 log = logging.getLogger("mdmbot.bot")
+
+# What the add modal says under a connection field it refuses (the CLI names its options).
+CONNECTION_WORDS = {
+    modals.MDM_KIND: "Choose NanoDEP or Fleet.",
+    modals.MDM_URL: "Give the MDM server's http(s) URL, such as https://nanodep.school.example.",
+    modals.MDM_DEP_NAME: "A DEP name has no “/” and no control characters.",
+    modals.MDM_API_KEY: "Give the API key mdmbot uses to install tokens there.",
+    modals.AUTO_RENEW: f"Give 1 to {links.MAX_AUTO_RENEW_DAYS} days, or leave it empty.",
+}
+CONNECTION_BLOCKS = (modals.MDM_URL, modals.MDM_DEP_NAME, modals.MDM_API_KEY, modals.AUTO_RENEW)
 
 
 def register(app: App, svc: BotServices) -> None:
@@ -65,6 +78,9 @@ def register(app: App, svc: BotServices) -> None:
                 "to you by DM…",
             ),
         )
+        show_outcome(body, issued, title)
+
+    def show_outcome(body: dict[str, Any], issued: IssuedToken, title: str) -> None:
         user = body["user"]["id"]
         outcome = svc.deliver(issued, user)
         text = outcome.message if outcome.ok else f":warning: {outcome.message}"
@@ -93,8 +109,22 @@ def register(app: App, svc: BotServices) -> None:
             clean_name(name)
         except InvalidName as exc:
             errors["name"] = exc.message
+        if modals.input_value(view, modals.MDM_KIND).get("selected_option"):
+            spec = connection_of(view, name, errors)
+            if spec is None or errors:
+                ack(response_action="errors", errors=errors)
+                return
+            add_connected(ack, body, spec, name, release)
+            return
+        if any(modals.input_value(view, block).get("value") for block in CONNECTION_BLOCKS):
+            errors[modals.MDM_KIND] = "Choose the MDM server software, or leave its fields empty."
         loaded = None
         try:
+            if not modals.input_value(view, "certificate").get("files"):
+                raise CertificateError(
+                    "Attach the public key certificate, or choose the MDM server software below "
+                    "so that mdmbot fetches it."
+                )
             loaded = load_certificate(certificate(view), now=svc.ctx.now())
         except CertificateError as exc:
             errors["certificate"] = exc.message
@@ -116,6 +146,76 @@ def register(app: App, svc: BotServices) -> None:
             ack(response_action="errors", errors=errors)
             return
         finish(ack, body, issued, "Add MDM server")
+
+    def connection_of(
+        view: dict[str, Any], name: str, errors: dict[str, str]
+    ) -> ConnectionSpec | None:
+        """The connection the add modal describes; problems go to `errors` by block."""
+        if modals.input_value(view, "certificate").get("files"):
+            errors["certificate"] = "Leave this empty: the certificate is fetched from the MDM."
+        days = str(modals.input_value(view, modals.AUTO_RENEW).get("value") or "").strip()
+
+        def text(block_id: str) -> str | None:
+            return (modals.input_value(view, block_id).get("value") or "").strip() or None
+
+        kind = modals.input_value(view, modals.MDM_KIND)["selected_option"].get("value", "")
+        try:
+            if days and not (days.isascii() and days.isdigit()):
+                raise InvalidInput(CONNECTION_WORDS[modals.AUTO_RENEW], field=modals.AUTO_RENEW)
+            spec = links.make_spec(
+                kind if kind in modals.MDM_KINDS else "",
+                url=text(modals.MDM_URL),
+                dep_name=text(modals.MDM_DEP_NAME) or name,
+                api_key=text(modals.MDM_API_KEY),
+                base_url=links.nanodep_base_url(svc.ctx.settings.mdmbot_dep_public_url),
+                auto_renew_days=int(days) if days else None,
+            )
+            with svc.ctx.unit_of_work(readonly=True) as session:
+                servers.check_name_free(session, clean_name(name))
+        except MdmbotError as exc:
+            block = exc.field if exc.field in CONNECTION_WORDS else "name"
+            errors.setdefault(block, CONNECTION_WORDS.get(block) or exc.message)
+            return None
+        return spec
+
+    def add_connected(
+        ack: Ack, body: dict[str, Any], spec: ConnectionSpec, name: str, release: bool
+    ) -> None:
+        """Fetch the certificate, add the server with its connection, install its first token."""
+        title, label = "Add MDM server", spec.label()
+        fetching = f"Fetching the certificate from {blocks.esc(label)} and issuing the token…"
+        ack(response_action="update", view=modals.message_modal(title, fetching))
+        actor, ctx = Actor(body["user"]["id"]), svc.ctx
+        try:
+            pem = ctx.installer.fetch_certificate(spec, name)
+        except MdmbotError as exc:
+            failed = (
+                f":warning: Couldn't fetch the certificate from {blocks.esc(label)}: "
+                f"{blocks.esc(exc.message)} Nothing was added; check the connection and try "
+                "`/mdm add` again."
+            )
+            update(body, modals.message_modal(title, failed))
+            return
+        try:
+            loaded = load_certificate(pem, now=ctx.now())
+            with ctx.unit_of_work() as session:
+                issued = servers.add_server(
+                    session, ctx.vault, actor, name=name, certificate=loaded,
+                    release_devices=release, now=ctx.now(),
+                )  # fmt: skip
+                server = servers.find_server_by_id(session, issued.server_id)
+                links.save_connection(session, ctx.vault, actor, server, spec, ctx.now())
+        except MdmbotError as exc:
+            text = f":warning: {blocks.esc(exc.message)} Nothing was added."
+            update(body, modals.message_modal(title, text))
+            return
+        show_outcome(body, issued, title)
+
+    def update(body: dict[str, Any], view: dict[str, Any]) -> None:
+        try:
+            svc.gateway.update_view(body["view"]["id"], view)
+        except MdmbotError:
+            log.info("could not update the modal for %s", body["user"]["id"])
 
     @app.view(modals.REPLACE_CERT)
     def on_replace(ack: Ack, body: dict[str, Any], view: dict[str, Any]) -> None:
