@@ -23,7 +23,7 @@ NOW = datetime(2026, 11, 27, 14, 3, 34, tzinfo=UTC)
 
 def _pg_schema_url(base: str, schema: str) -> str:
     separator = "&" if "?" in base else "?"
-    return f"{base}{separator}options=-csearch_path%3D{schema}"
+    return f"{base}{separator}options=-csearch_path%3D{schema}&application_name={schema}"
 
 
 @contextmanager
@@ -42,6 +42,12 @@ def postgres_schema(*, migrate: bool = True) -> Iterator[str]:
         yield url
     finally:
         with admin.begin() as conn:
+            # A bot thread may still hold a transaction on the schema: end its sessions first.
+            conn.exec_driver_sql(
+                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+                "WHERE application_name = %s AND pid <> pg_backend_pid()",
+                (schema,),
+            )
             conn.exec_driver_sql(f"DROP SCHEMA {schema} CASCADE")
         admin.dispose()
 

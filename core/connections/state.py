@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 from dataclasses import replace
+from functools import cache
+from typing import Any
 
+import sqlalchemy as sa
 from sqlmodel import Session, col, select
 
 from core.connections.installs import failure_text
@@ -38,30 +41,36 @@ def annotate(session: Session, views: list[ServerView]) -> list[ServerView]:
     return annotated
 
 
+@cache
+def _notes_query() -> Any:
+    """Each listed token's connection and install, built once (run on every `/mdm list`)."""
+    return (
+        sa.select(
+            col(Token.id),
+            col(MdmConnection.kind),
+            col(MdmConnection.url),
+            col(MdmConnection.dep_name),
+            col(MdmConnection.command),
+            col(TokenInstall.status),
+            col(TokenInstall.attempts),
+            col(TokenInstall.last_error),
+        )
+        .join(MdmConnection, col(MdmConnection.server_id) == col(Token.server_id))
+        .outerjoin(TokenInstall, col(TokenInstall.token_id) == col(Token.id))
+        .where(col(Token.id).in_(sa.bindparam("ids", expanding=True)))
+    )
+
+
 def install_notes(session: Session, token_ids: list[int]) -> dict[int, tuple[str, str]]:
     """(connection label, install note) of each of these tokens whose server is connected."""
-    rows = session.exec(
-        select(Token.id, MdmConnection)
-        .join(MdmConnection, col(MdmConnection.server_id) == col(Token.server_id))
-        .where(col(Token.id).in_(token_ids))
-    ).all()
-    installs = session.exec(
-        select(TokenInstall).where(col(TokenInstall.token_id).in_([t for t, _ in rows]))
-    ).all()
-    by_token = {i.token_id: i for i in installs}
+    if not token_ids:
+        return {}
+    session.flush()
+    rows = session.connection().execute(_notes_query(), {"ids": token_ids}).all()
     notes: dict[int, tuple[str, str]] = {}
-    for token_id, row in rows:
-        label = ConnectionSpec(row.kind, row.url, row.dep_name, command=row.command).label()
-        install = by_token.get(token_id or 0)
-        notes[token_id or 0] = (
-            label,
-            install_note(
-                install.status if install else None,
-                label,
-                install.attempts if install else 0,
-                install.last_error if install else None,
-            ),
-        )
+    for token_id, kind, url, dep_name, command, status, attempts, error in rows:
+        label = ConnectionSpec(kind, url, dep_name, command=command).label()
+        notes[int(token_id)] = (label, install_note(status, label, attempts or 0, error))
     return notes
 
 
