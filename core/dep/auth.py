@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import itertools
 import json
 import secrets
 from collections.abc import Sequence
@@ -34,7 +35,8 @@ from core.vault import Vault
 WINDOW = timedelta(minutes=5)  # ours: accepted clock skew of oauth_timestamp
 SESSION_IDLE = timedelta(minutes=3)  # ours: MicroMDM renews every 3 minutes on its own clock
 TOUCH_EVERY = timedelta(seconds=30)  # sessions and `last seen` are rewritten at most this often
-PRUNE_BATCH = 50  # ours: stale nonces and dead sessions each `/session` deletes at most
+PRUNE_BATCH = 50  # ours: stale nonces and dead sessions pruned per `/session`, at most
+PRUNE_EVERY = 8  # ours: one `/session` in 8 prunes 8 batches at once (one statement each)
 REQUIRED = (
     "oauth_consumer_key",
     "oauth_token",
@@ -202,7 +204,8 @@ def open_session(
     user_agent: str,
 ) -> SessionOutcome:
     """Open a session for a verified request: once per nonce, for a live token only."""
-    prune(session, now, PRUNE_BATCH)
+    if next(_SESSIONS_OPENED) % PRUNE_EVERY == 0:
+        prune(session, now, PRUNE_BATCH * PRUNE_EVERY)
     if not _first_use_of_nonce(session, request, now):
         return SessionOutcome(error=DepError(401, "NONCE_USED", "replayed_nonce"))
     connection = session.connection()
@@ -350,16 +353,32 @@ _NONCE = {
 }
 
 
+_SESSIONS_OPENED = itertools.count()  # this process's /session calls; every 8th prunes
+
+
 def prune(session: Session, now: datetime, limit: int | None = None) -> None:
     """Forget nonces once their timestamps fall out of the window, and dead sessions; at most
     `limit` of each when given (every `/session` prunes a batch, the sweep the rest)."""
-    nonces = sa.select(col(DepNonce.id)).where(col(DepNonce.seen_at) < now - 2 * WINDOW)
-    dead = sa.select(col(DepSession.key_hash)).where(
-        col(DepSession.expires_at) < now - SESSION_IDLE
-    )
-    if limit is not None:
-        nonces, dead = nonces.limit(limit), dead.limit(limit)
-    session.execute(sa.delete(DepNonce).where(col(DepNonce.id).in_(nonces.scalar_subquery())))
-    session.execute(
-        sa.delete(DepSession).where(col(DepSession.key_hash).in_(dead.scalar_subquery()))
-    )
+    connection = session.connection()
+    values = {"seen": now - 2 * WINDOW, "dead": now - SESSION_IDLE}
+    if limit is None:
+        connection.execute(_PRUNE_ALL_NONCES, values)
+        connection.execute(_PRUNE_ALL_SESSIONS, values)
+        return
+    connection.execute(_PRUNE_NONCES, {**values, "limit": limit})
+    connection.execute(_PRUNE_SESSIONS, {**values, "limit": limit})
+
+
+# Built once: each /session runs both batches (an index range seek each, usually empty).
+_OLD_NONCES = sa.select(col(DepNonce.id)).where(col(DepNonce.seen_at) < sa.bindparam("seen"))
+_DEAD = sa.select(col(DepSession.key_hash)).where(col(DepSession.expires_at) < sa.bindparam("dead"))
+_PRUNE_ALL_NONCES = sa.delete(DepNonce).where(col(DepNonce.seen_at) < sa.bindparam("seen"))
+_PRUNE_ALL_SESSIONS = sa.delete(DepSession).where(
+    col(DepSession.expires_at) < sa.bindparam("dead")
+)
+_PRUNE_NONCES = sa.delete(DepNonce).where(
+    col(DepNonce.id).in_(_OLD_NONCES.limit(sa.bindparam("limit")).scalar_subquery())
+)
+_PRUNE_SESSIONS = sa.delete(DepSession).where(
+    col(DepSession.key_hash).in_(_DEAD.limit(sa.bindparam("limit")).scalar_subquery())
+)

@@ -73,7 +73,8 @@ def test_opening_a_session_prunes_a_bounded_batch_without_a_sweep(
 ) -> None:
     creds = add_server(session, vault, "Mosyle", NOW, actor="operator")
     old, token_id = NOW - timedelta(hours=2), creds.token_id
-    extra = dep_auth.PRUNE_BATCH + 20
+    batch = dep_auth.PRUNE_BATCH * dep_auth.PRUNE_EVERY  # one /session in 8 prunes 8 batches
+    extra = batch + 20
     for i in range(extra):
         session.add(DepNonce(consumer_key="CK_x", timestamp=i, nonce=f"n{i}", seen_at=old))
         dead = DepSession(key_hash=f"{i:064d}", token_id=token_id, created_at=old, expires_at=old)
@@ -87,12 +88,15 @@ def test_opening_a_session_prunes_a_bounded_batch_without_a_sweep(
         opened = dep_auth.open_session(session, token, request, NOW, client="", user_agent="ua")
         assert opened.session_key is not None
 
-    open_one("first")
-    assert len(session.exec(select(DepNonce)).all()) == extra - dep_auth.PRUNE_BATCH + 1
-    assert len(session.exec(select(DepSession)).all()) == extra - dep_auth.PRUNE_BATCH + 1
-    open_one("second")
-    assert [n.nonce for n in session.exec(select(DepNonce))] == ["first", "second"]
-    assert len(session.exec(select(DepSession)).all()) == 2, "live sessions stay"
+    every = dep_auth.PRUNE_EVERY
+    for i in range(every):
+        open_one(f"first{i}")
+    assert len(session.exec(select(DepNonce)).all()) == extra - batch + every
+    assert len(session.exec(select(DepSession)).all()) == extra - batch + every
+    for i in range(every):
+        open_one(f"second{i}")
+    assert len(session.exec(select(DepNonce)).all()) == 2 * every, "only this window's nonces"
+    assert len(session.exec(select(DepSession)).all()) == 2 * every, "live sessions stay"
 
 
 def _safety(connection: sa.Connection) -> str:
