@@ -54,6 +54,7 @@ class BotServices:
         self.ctx = ctx
         self.gateway = gateway
         self.background = ThreadPoolExecutor(max_workers=4, thread_name_prefix="mdmbot-bg")
+        self.after_ack = ThreadPoolExecutor(max_workers=16, thread_name_prefix="mdmbot-after-ack")
         self._known: set[str] = set()
         self.origin_handlers: dict[str, Callable[[dict[str, Any], str, Delivery], None]] = {}
 

@@ -6,6 +6,8 @@ import json
 import time
 from typing import Any
 
+import pytest
+
 from bot.slack.builders import modals
 from core.tokens import issuance
 from tests import certs
@@ -241,3 +243,21 @@ def test_app_home_shows_servers_with_actions(bot: Bot, fake: FakeSlack) -> None:
     bot.wait_idle(lambda: STRANGER in fake.published_home)
     home = json.dumps(fake.published_home[STRANGER], ensure_ascii=False)
     assert "Jamf Pro" not in home and "server_token" not in home and "/mdm grant" in home
+
+
+def test_a_crash_after_the_ack_answers_with_a_reference_not_a_trace(
+    bot: Bot, fake: FakeSlack, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    def crash(*_: object) -> None:
+        raise RuntimeError("database file /var/lib/mdmbot/secret.db is gone")
+
+    monkeypatch.setattr(bot.svc, "authorize", crash)
+    answered = len(fake.responses)
+    reply = bot.command(ADMIN, "add")
+    assert reply.status == 200 and reply.elapsed < 3
+    bot.wait_idle(lambda: len(fake.responses) > answered)
+    said = json.dumps(fake.responses[-1])
+    assert "Something went wrong in mdmbot and nothing was changed. Reference: `" in said
+    assert "secret.db" not in said and "Traceback" not in said
+    assert not fake.calls_to("views.open")
+    assert "RuntimeError" in caplog.text, "the operator's log has the error under the reference"

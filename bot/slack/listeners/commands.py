@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import re
 from collections.abc import Callable
 from typing import Any
@@ -10,15 +11,17 @@ from slack_bolt import Ack, App, Respond
 
 from bot.slack import devices, lifecycle
 from bot.slack.builders import blocks, home_blocks, modals
-from bot.slack.services import BotServices
+from bot.slack.services import BotServices, new_reference
 from core.connections import state as links_state
 from core.errors import MdmbotError
 from core.people import persons as people
 from core.roles import Actor, Permission, parse_role
 from core.tokens import servers
 
+log = logging.getLogger("mdmbot.bot")
 USER_REF = re.compile(r"^<@([UW][A-Z0-9]+)(?:\|[^>]*)?>$|^@?([UW][A-Z0-9]{2,})$")
 Reply = dict[str, Any]
+Handler = Callable[[dict[str, Any], str], Reply | None]
 
 
 def parse_user(text: str) -> str:
@@ -153,6 +156,30 @@ def register(app: App, svc: BotServices) -> None:
     slow = {"add", "token", "cert", "edit", "remove", "offboard", "password-changed"}
     slow |= devices.SLOW
 
+    def after_ack(handler: Handler, body: dict[str, Any], arg: str, respond: Respond) -> None:
+        """A slow command's work, off bolt's listener pool so that the next acks never wait."""
+        try:
+            result = handler(body, arg)
+            if result:
+                respond(response_type="ephemeral", replace_original=False, **result)
+        except MdmbotError as exc:
+            message = blocks.esc_message(exc.message)
+            respond(
+                text=message,
+                blocks=[blocks.section(f":no_entry: {message}")],
+                response_type="ephemeral",
+                replace_original=False,
+            )
+        except Exception as error:
+            reference = new_reference()
+            log.error("unhandled error ref=%s: %s", reference, type(error).__name__, exc_info=error)
+            respond(
+                text=f":warning: Something went wrong in mdmbot and nothing was changed. "
+                f"Reference: `{reference}`.",
+                response_type="ephemeral",
+                replace_original=False,
+            )
+
     @app.command("/mdm")
     def on_mdm(ack: Ack, body: dict[str, Any], respond: Respond) -> None:
         sub, arg = split_command(body.get("text") or "")
@@ -162,18 +189,7 @@ def register(app: App, svc: BotServices) -> None:
             return
         if sub in slow:
             ack()
-            try:
-                result = handler(body, arg)
-                if result:
-                    respond(response_type="ephemeral", replace_original=False, **result)
-            except MdmbotError as exc:
-                message = blocks.esc_message(exc.message)
-                respond(
-                    text=message,
-                    blocks=[blocks.section(f":no_entry: {message}")],
-                    response_type="ephemeral",
-                    replace_original=False,
-                )
+            svc.after_ack.submit(after_ack, handler, body, arg, respond)
             return
         try:
             result = handler(body, arg)
