@@ -20,11 +20,16 @@ import pytest
 from bot.context import AppContext
 from bot.dep.app import build_dep_app
 from bot.http import HttpServer, Listener, start_in_background
+from bot.serve import serve_dep
 from core.settings import Settings
 from tests.dep_client import call, oauth_header
+from tests.e2e.conftest import ADMIN
 from tests.e2e.test_cli import Cli
 from tests.e2e.test_cli_mdm import _creds
+from tests.e2e.test_slack_mdm import _connection_values, _open_add
+from tests.fakeslack import FakeSlack
 from tests.processes import free_port
+from tests.slack_harness import Bot
 
 DEPSERVER = os.environ.get("MDMBOT_TEST_DEPSERVER", "")
 KEY = "real-nanodep-api-key"
@@ -109,3 +114,23 @@ def test_link_and_three_renewals_against_the_real_depserver(
     finally:
         dep.close()
         ctx.engine.dispose()
+
+
+def test_add_from_slack_with_the_real_depserver_installs_and_points_it_at_mdmbot(
+    depserver: str, bot: Bot, fake: FakeSlack
+) -> None:
+    dep = serve_dep(bot.ctx, bot.svc, "127.0.0.1", 0)
+    try:
+        bot.ctx.settings.mdmbot_dep_public_url = f"http://127.0.0.1:{dep.port}"
+        view = _open_add(bot, fake)
+        values = _connection_values(depserver, "school2", KEY)
+        assert bot.submit(ADMIN, view, values, view["id"]).status == 200
+        bot.wait_idle(lambda: "Installed" in json.dumps(fake.views[view["id"]]), timeout=30)
+        assert "Installed in NanoDEP (school2)" in json.dumps(fake.views[view["id"]])
+        assert not fake.uploads, "installed: no file by DM"
+        status, body = _nanodep(f"{depserver}/proxy/school2/account")
+        assert status == 200 and json.loads(body)["server_name"] == "school2", body
+        reply = bot.command(ADMIN, "show school2")
+        assert "in use since" in json.dumps(reply.json()), "NanoDEP's first /session was seen"
+    finally:
+        dep.close()

@@ -99,7 +99,7 @@ def _renew_from_alert(bot: Bot, fake: FakeSlack) -> str:
 
 
 def _connection_values(
-    nanodep: FakeNanoDep, name: str, key: str = KEY, **fields: dict[str, object]
+    url: str, name: str, key: str = KEY, **fields: dict[str, object]
 ) -> dict[str, object]:
     """The add modal's state: a name and a NanoDEP connection instead of a certificate."""
     option = {"text": {"type": "plain_text", "text": "NanoDEP"}, "value": "nanodep"}
@@ -108,7 +108,7 @@ def _connection_values(
         "release": {"type": "checkboxes", "selected_options": []},
         "certificate": {"type": "file_input", "files": []},
         modals.MDM_KIND: {"type": "static_select", "selected_option": option},
-        modals.MDM_URL: {"type": "plain_text_input", "value": nanodep.url},
+        modals.MDM_URL: {"type": "plain_text_input", "value": url},
         modals.MDM_API_KEY: {"type": "plain_text_input", "value": key},
     }
     return {**values, **fields}
@@ -132,7 +132,7 @@ def test_add_from_slack_with_a_connection_fetches_the_certificate_and_installs(
     assert [o["value"] for o in kinds["element"]["options"]] == ["nanodep", "fleet"]
 
     auto = {modals.AUTO_RENEW: {"type": "number_input", "value": "30"}}
-    reply = bot.submit(ADMIN, view, _connection_values(nanodep, "school1", **auto), view["id"])
+    reply = bot.submit(ADMIN, view, _connection_values(nanodep.url, "school1", **auto), view["id"])
     assert reply.status == 200 and reply.json()["response_action"] == "update"
     assert "Fetching the certificate from NanoDEP (school1)" in json.dumps(reply.json())
     bot.wait_idle(lambda: "Installed" in json.dumps(fake.views[view["id"]]))
@@ -154,22 +154,22 @@ def test_add_from_slack_with_a_bad_connection_changes_nothing(
 ) -> None:
     view = _open_add(bot, fake)
     url = {modals.MDM_URL: {"type": "plain_text_input", "value": "ftp://nanodep"}}
-    reply = bot.submit(ADMIN, view, _connection_values(nanodep, "school1", **url))
+    reply = bot.submit(ADMIN, view, _connection_values(nanodep.url, "school1", **url))
     assert reply.json()["errors"] == {modals.MDM_URL: (
         "Give the MDM server's http(s) URL, such as https://nanodep.school.example."
     )}
     with_cert = add_values(fake, "school1", certs.self_signed_rsa().pem)
-    reply = bot.submit(ADMIN, view, {**_connection_values(nanodep, "school1"), **with_cert})
+    reply = bot.submit(ADMIN, view, {**_connection_values(nanodep.url, "school1"), **with_cert})
     assert set(reply.json()["errors"]) == {"certificate"}
     nothing = {"type": "static_select", "selected_option": None}
-    unchosen = {**_connection_values(nanodep, "school1"), modals.MDM_KIND: nothing}
+    unchosen = {**_connection_values(nanodep.url, "school1"), modals.MDM_KIND: nothing}
     reply = bot.submit(ADMIN, view, unchosen)
     assert set(reply.json()["errors"]) == {modals.MDM_KIND, "certificate"}
-    assert bot.submit(STRANGER, view, _connection_values(nanodep, "school1")).json()[
+    assert bot.submit(STRANGER, view, _connection_values(nanodep.url, "school1")).json()[
         "response_action"] == "update"
     assert not nanodep.calls, "nothing was fetched for a refused submission or a stranger"
 
-    wrong = _connection_values(nanodep, "school1", key="wrong")
+    wrong = _connection_values(nanodep.url, "school1", key="wrong")
     assert bot.submit(ADMIN, view, wrong, view["id"]).json()["response_action"] == "update"
     bot.wait_idle(lambda: "Couldn" in json.dumps(fake.views[view["id"]]))
     modal = json.dumps(fake.views[view["id"]], ensure_ascii=False)
