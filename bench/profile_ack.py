@@ -107,7 +107,7 @@ def main() -> int:
             svc = build_services(ctx)
             runtime = Runtime(ctx, svc, scheduler=False)
             if args.app == "mdmbot":
-                bolt = build_app(svc, signing_secret=SIGNING_SECRET)
+                bolt = build_app(svc, signing_secret=None)
             else:
                 bolt = build_bare_app()
             app = SlackWsgi(bolt, runtime.health, signing_secret=SIGNING_SECRET)

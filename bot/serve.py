@@ -99,10 +99,7 @@ def _serve(ctx: AppContext, args: argparse.Namespace, workers: int) -> int:
         ) from exc
     log.info("connected to Slack team %s as %s", identity.get("team"), identity.get("user"))
     runtime = Runtime(ctx, svc, scheduler=not args.no_scheduler)
-    app = build_app(
-        svc,
-        signing_secret=settings.slack_signing_secret if args.http else None,
-    )
+    app = build_app(svc, signing_secret=None)
     dep_port = args.dep_port
     dep = None
     if dep_port is not None:

@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import fcntl
+import os
+import threading
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager, nullcontext
 from pathlib import Path
 from typing import Any
 
@@ -102,6 +105,51 @@ def make_engine(url: str) -> sa.Engine:
         connection.exec_driver_sql("BEGIN IMMEDIATE")
 
     return engine
+
+
+class WriterTurns:
+    """Writers of one SQLite file take turns, across threads and processes, woken on release.
+
+    SQLite allows one writer at a time, and a writer waiting in its busy handler sleeps in steps
+    of up to 100 ms ("sqliteDefaultBusyCallback"); a lock file held with `flock` wakes the next
+    writer as soon as the last one is done.
+    """
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self.threads = threading.Lock()
+        self.fd = -1
+        self.pid = 0
+
+    def __enter__(self) -> None:
+        self.threads.acquire()
+        try:
+            if self.pid != os.getpid():
+                # flock: a descriptor inherited across fork shares the parent's lock
+                if self.fd >= 0:
+                    os.close(self.fd)
+                self.fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+                self.pid = os.getpid()
+            fcntl.flock(self.fd, fcntl.LOCK_EX)
+        except BaseException:
+            self.threads.release()
+            raise
+
+    def __exit__(self, *exc: object) -> None:
+        try:
+            fcntl.flock(self.fd, fcntl.LOCK_UN)
+        finally:
+            self.threads.release()
+
+
+def writer_turns(engine: sa.Engine) -> AbstractContextManager[object]:
+    """What writers hold around a write transaction: turns on SQLite, nothing on PostgreSQL."""
+    if engine.dialect.name != "sqlite":
+        return nullcontext()
+    database = _sqlite_file(engine.url)
+    if database is None:
+        return threading.Lock()
+    return WriterTurns(database.with_name(database.name + "-writers"))
 
 
 @contextmanager

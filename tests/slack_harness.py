@@ -88,7 +88,7 @@ class Bot:
         self.ctx.prepare_database()
         self.svc: BotServices = build_services(self.ctx)
         self.runtime = Runtime(self.ctx, self.svc, scheduler=False)
-        self.app = build_app(self.svc, signing_secret=SIGNING_SECRET)
+        self.app = build_app(self.svc, signing_secret=None)
         self.runtime.start()
         slack = Listener(
             "slack",

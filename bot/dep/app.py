@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import threading
 from collections.abc import Callable
-from contextlib import AbstractContextManager, nullcontext
 
 import falcon
 
@@ -18,6 +16,7 @@ from bot.dep.middleware import (
     render_unexpected,
 )
 from bot.dep.resources import AccountResource, SessionResource, log_replaced
+from core import db
 from core.dep import feedback as dep_feedback
 from core.dep.auth import DepError
 from core.dep.feedback import ReplacedTokenAlert
@@ -32,10 +31,7 @@ def build_dep_app(
     """The WSGI app; `on_replaced` tells the alert channel, `on_cases` refreshes checklists."""
     app = falcon.App(middleware=[DepMiddleware()], media_type=falcon.MEDIA_JSON)
     app.req_options.strip_url_path_trailing_slash = True
-    # SQLite has one writer at a time, and a writer waiting on its busy handler sleeps in steps
-    # of up to 100 ms: this process's DEP writers queue on a lock instead (PostgreSQL: no lock).
-    sqlite = ctx.settings.database_url.startswith("sqlite")
-    writes: AbstractContextManager[object] = threading.Lock() if sqlite else nullcontext()
+    writes = db.writer_turns(ctx.engine)
     app.add_route("/session", SessionResource(ctx, writes, on_replaced, on_cases))
     app.add_route("/account", AccountResource(ctx, writes))
     devices.add_routes(app, ctx, writes)

@@ -15,6 +15,7 @@ from typing import Any
 from slack_bolt import App, BoltRequest
 
 from bot import metrics
+from bot.slack import acks
 from core.errors import ConfigError
 
 log = logging.getLogger("mdmbot.http")
@@ -133,13 +134,15 @@ class SlackWsgi:
                     body=body,
                     query=environ.get("QUERY_STRING", ""),
                     headers=headers,
-                    context={VERIFIED: True},
+                    context={VERIFIED: True, "ack": acks.expect()},
                 )
             )
         except Exception:
             log.exception("request failed")
             metrics.requests.labels(kind, "500").inc()
             return reply(start_response, "500 Internal Server Error", b"", "text/plain")
+        finally:
+            acks.forget()
         metrics.requests.labels(kind, str(response.status)).inc()
         metrics.ack_seconds.labels(kind).observe(time.perf_counter() - started)
         out = [(name, value) for name, values in response.headers.items() for value in values]

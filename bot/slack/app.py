@@ -4,15 +4,16 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 from slack_bolt import App, BoltContext, BoltRequest, BoltResponse
 from slack_bolt.logger.messages import warning_client_prioritized_and_token_skipped
+from slack_bolt.middleware import Middleware
 
 from bot.context import AppContext
 from bot.http import VERIFIED
 from bot.slack import dep_alerts, devices, lifecycle
+from bot.slack.acks import AckingExecutor
 from bot.slack.gateway import SlackGateway, SlackUnavailable, make_client
 from bot.slack.listeners import actions, commands, events, views
 from bot.slack.services import BotServices, new_reference
@@ -30,6 +31,38 @@ def build_services(ctx: AppContext) -> BotServices:
     client = make_client(token, ctx.settings.slack_api_url)
     key = ctx.vault.derive_key(METADATA_KEY_PURPOSE)
     return BotServices(ctx, SlackGateway(client, ctx.settings.slack_api_url, metadata_key=key))
+
+
+class Gatekeeper(Middleware):
+    """Drop repeated deliveries and record who is acting, before any listener runs."""
+
+    def __init__(self, svc: BotServices) -> None:
+        self.svc = svc
+
+    def process(
+        self, *, req: BoltRequest, resp: BoltResponse, next: Callable[[], BoltResponse]
+    ) -> BoltResponse | None:
+        """Answer a repeated delivery with an empty 200; otherwise note the actor and go on."""
+        body = req.body
+        kind = body.get("type")
+        event_id = body.get("event_id") if kind == "event_callback" else None
+        if kind in inbox.INTERACTIVE and req.mode == "http" and req.raw_body:
+            # A signed payload stays valid for Slack's 5-minute window: a replay is one request.
+            # (Socket Mode payloads arrive over the app's own connection: nothing to replay.)
+            event_id = inbox.interaction_key(req.raw_body)
+        if event_id:
+            with self.svc.ctx.unit_of_work() as session:
+                fresh = inbox.first_delivery(session, str(event_id), self.svc.ctx.now())
+            if not fresh:
+                log.info("skipping repeated delivery %s", event_id)
+                return BoltResponse(status=200, body="")
+        user, remember = body.get("user"), self.svc.remember_later
+        if isinstance(user, dict) and kind != "event_callback":
+            remember(str(user.get("id", "")), user.get("username") or user.get("name"))
+        elif body.get("user_id"):
+            remember(str(body["user_id"]), body.get("user_name"))
+        next()
+        return resp
 
 
 def _not_token_skipped(record: logging.LogRecord) -> bool:
@@ -51,36 +84,12 @@ def build_app(
         signing_secret=signing_secret,
         request_verification_enabled=signing_secret is not None,
         token_verification_enabled=False,
-        listener_executor=ThreadPoolExecutor(max_workers=16, thread_name_prefix="mdmbot-listener"),
+        listener_executor=AckingExecutor(max_workers=16, thread_name_prefix="mdmbot-listener"),
         name="mdmbot",
         logger=bolt_log,
     )
 
-    @app.middleware
-    def deduplicate_events(
-        body: dict[str, Any], request: BoltRequest, next: Callable[[], BoltResponse]
-    ) -> Any:
-        event_id = body.get("event_id") if body.get("type") == "event_callback" else None
-        if body.get("type") in inbox.INTERACTIVE and request.mode == "http" and request.raw_body:
-            # A signed payload stays valid for Slack's 5-minute window: a replay is one request.
-            # (Socket Mode payloads arrive over the app's own connection: nothing to replay.)
-            event_id = inbox.interaction_key(request.raw_body)
-        if event_id:
-            with svc.ctx.unit_of_work() as session:
-                fresh = inbox.first_delivery(session, str(event_id), svc.ctx.now())
-            if not fresh:
-                log.info("skipping repeated delivery %s", event_id)
-                return BoltResponse(status=200, body="")
-        return next()
-
-    @app.middleware
-    def record_actor(body: dict[str, Any], next: Callable[[], BoltResponse]) -> Any:
-        user = body.get("user")
-        if isinstance(user, dict) and body.get("type") != "event_callback":
-            svc.remember_later(str(user.get("id", "")), user.get("username") or user.get("name"))
-        elif body.get("user_id"):
-            svc.remember_later(str(body["user_id"]), body.get("user_name"))
-        return next()
+    app.use(Gatekeeper(svc))
 
     @app.error
     def on_error(
