@@ -7,7 +7,8 @@ from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any
 
-from slack_bolt import Ack, BoltResponse
+from slack_bolt import Ack, BoltRequest, BoltResponse
+from slack_bolt.middleware import Middleware
 
 ACK_WAIT = 3.0  # Slack: a request not answered within 3 seconds is shown as failed
 _pending = threading.local()
@@ -38,6 +39,20 @@ def expect() -> PromptAck:
 def forget() -> None:
     """Drop this thread's pending ack (a request answered before any listener ran)."""
     _pending.ack = None
+    _pending.inline = False
+
+
+class AnswerInline(Middleware):
+    """Listener middleware for a listener whose work ends with its ack (it hands anything later
+    to a pool of its own): it runs on the request's thread, with no hand-off to bolt's pool."""
+
+    def process(
+        self, *, req: BoltRequest, resp: BoltResponse, next: Callable[[], BoltResponse]
+    ) -> BoltResponse | None:
+        """Mark the request this thread dispatches, then go on to the listener."""
+        _pending.inline = True
+        next()
+        return resp
 
 
 class AckingExecutor(ThreadPoolExecutor):
@@ -49,11 +64,19 @@ class AckingExecutor(ThreadPoolExecutor):
     """
 
     def submit(self, fn: Callable[..., Any], /, *args: Any, **kwargs: Any) -> Future[Any]:
-        """Run `fn` in the pool; wait for the ack of the request this thread dispatches."""
-        future = super().submit(fn, *args, **kwargs)
+        """Run `fn` in the pool (or here, when marked inline); wait for the pending ack."""
         ack: PromptAck | None = getattr(_pending, "ack", None)
+        inline = ack is not None and getattr(_pending, "inline", False)
+        forget()
+        if inline:
+            future: Future[Any] = Future()
+            try:
+                future.set_result(fn(*args, **kwargs))
+            except BaseException as exc:
+                future.set_exception(exc)
+            return future
+        future = super().submit(fn, *args, **kwargs)
         if ack is not None:
-            _pending.ack = None
             future.add_done_callback(lambda _: ack.called.set())
             ack.called.wait(ACK_WAIT)
         return future

@@ -39,9 +39,13 @@ def esc_message(text: str) -> str:
 _ESCAPED_MENTION = re.compile(r"&lt;@([UW][A-Z0-9]{2,})&gt;")
 
 
+MONTHS = ("Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec")
+ONE_DAY = timedelta(days=1)
+
+
 def day(moment: datetime | None) -> str:
-    """A date as users read it (plain text: headers, buttons, fallbacks)."""
-    return moment.strftime("%-d %b %Y") if moment else "—"
+    """A date as users read it (plain text: headers, buttons, fallbacks), `4 Dec 2026`."""
+    return f"{moment.day} {MONTHS[moment.month - 1]} {moment.year}" if moment else "—"
 
 
 def stamp(moment: datetime) -> str:
@@ -63,7 +67,7 @@ def local_time(moment: datetime) -> str:
 
 def days_until(expires_at: datetime, now: datetime) -> int:
     """Whole days left, counting a part day as one (the App Home and alerts agree)."""
-    return max(0, math.ceil((expires_at - now) / timedelta(days=1)))
+    return max(0, math.ceil((expires_at - now) / ONE_DAY))
 
 
 def plural(count: int, word: str, many: str | None = None) -> str:

@@ -10,6 +10,7 @@ from typing import Any
 from slack_bolt import Ack, App, Respond
 
 from bot.slack import devices, lifecycle
+from bot.slack.acks import AnswerInline
 from bot.slack.builders import blocks, home_blocks, modals
 from bot.slack.services import BotServices, new_reference
 from core.connections import state as links_state
@@ -180,7 +181,7 @@ def register(app: App, svc: BotServices) -> None:
                 replace_original=False,
             )
 
-    @app.command("/mdm")
+    @app.command("/mdm", middleware=[AnswerInline()])
     def on_mdm(ack: Ack, body: dict[str, Any], respond: Respond) -> None:
         sub, arg = split_command(body.get("text") or "")
         handler = handlers.get(sub)
