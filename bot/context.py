@@ -91,6 +91,14 @@ class AppContext:
         with db.unit_of_work(self.engine, readonly=readonly, durable=durable) as session:
             yield session
 
+    @contextmanager
+    def transaction(
+        self, *, readonly: bool = False, durable: bool = True
+    ) -> Iterator[sa.Connection]:
+        """A database connection in one transaction, for Core statements only."""
+        with db.transaction(self.engine, readonly=readonly, durable=durable) as connection:
+            yield connection
+
     def now(self) -> datetime:
         """The current time from this context's clock."""
         return self.clock()

@@ -162,13 +162,7 @@ def unit_of_work(
     transaction) and is rolled back at the end. A unit of work that is not `durable` commits
     without waiting for the disk: a power cut (not a crash of mdmbot) may lose it.
     """
-    if readonly:
-        bind = _variant(engine, READONLY)
-    elif not durable:
-        bind = _variant(engine, RELAXED)
-    else:
-        bind = engine
-    with Session(bind, expire_on_commit=False) as session:
+    with Session(_bind(engine, readonly, durable), expire_on_commit=False) as session:
         try:
             yield session
             if readonly:
@@ -178,6 +172,25 @@ def unit_of_work(
         except BaseException:
             session.rollback()
             raise
+
+
+@contextmanager
+def transaction(
+    engine: sa.Engine, *, readonly: bool = False, durable: bool = True
+) -> Iterator[sa.Connection]:
+    """`unit_of_work` for Core statements only: a connection, without the ORM's session."""
+    with _bind(engine, readonly, durable).connect() as connection:
+        with connection.begin() as began:
+            yield connection
+            if readonly:
+                began.rollback()
+
+
+def _bind(engine: sa.Engine, readonly: bool, durable: bool) -> sa.Engine:
+    """The engine whose transactions begin as asked."""
+    if readonly:
+        return _variant(engine, READONLY)
+    return engine if durable else _variant(engine, RELAXED)
 
 
 def _variant(engine: sa.Engine, option: str) -> sa.Engine:

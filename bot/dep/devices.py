@@ -82,13 +82,13 @@ class DeviceEndpoints:
             with self.writes, self.ctx.unit_of_work() as session:
                 live, answer = self._run(session, header, use_case, payload, now)
                 if live.stale:
-                    dep_auth.touch_session(session, live, now, client)
+                    dep_auth.touch_session(session.connection(), live, now, client)
         else:
             with self.ctx.unit_of_work(readonly=True) as session:
                 live, answer = self._run(session, header, use_case, payload, now)
             if live.stale:
                 with self.writes, self.ctx.unit_of_work() as session:
-                    dep_auth.touch_session(session, live, now, client)
+                    dep_auth.touch_session(session.connection(), live, now, client)
         _json(resp, answer)
 
     def _run(
@@ -99,7 +99,7 @@ class DeviceEndpoints:
         payload: Callable[[], object],
         now: datetime,
     ) -> tuple[dep_auth.LiveSession, dict[str, Any]]:
-        live = dep_auth.check_session(session, header, now)
+        live = dep_auth.check_session(session.connection(), header, now)
         server_id = dep_devices.server_of_token(session, live.token_id)
         return live, use_case(session, self.key, server_id, payload(), now)
 

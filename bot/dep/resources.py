@@ -68,20 +68,27 @@ class SessionResource:
             signed_uris(req, self.public_url),
             req.query_string,
         )
-        now = self.ctx.now()
-        with self.ctx.unit_of_work(readonly=True) as session:
-            verified = dep_auth.verify_request(session, self.ctx.vault, request, now)
-        # A routine session (nonce, session, `last seen`) may be lost to a power cut; the first
-        # use of a token (installed, rotation ticks, audit) is durable (bench/README.md).
-        with self.writes, self.ctx.unit_of_work(durable=not verified.routine) as session:
-            outcome = dep_auth.open_session(
-                session,
-                verified.token_id,
-                request,
-                now,
-                client=req.remote_addr or "",
-                user_agent=req.user_agent or "",
-            )
+        now, client = self.ctx.now(), req.remote_addr or ""
+        with self.ctx.transaction(readonly=True) as connection:
+            verified = dep_auth.verify_request(connection, self.ctx.vault, request, now)
+        outcome = None
+        if verified.routine:
+            # A routine session (nonce, session, `last seen`) may be lost to a power cut; the
+            # first use of a token (installed, rotation ticks, audit) is durable (bench/README.md).
+            with self.writes, self.ctx.transaction(durable=False) as connection:
+                outcome = dep_auth.open_routine_session(
+                    connection, verified.token_id, request, now, client=client
+                )
+        if outcome is None:
+            with self.writes, self.ctx.unit_of_work() as session:
+                outcome = dep_auth.open_session(
+                    session,
+                    verified.token_id,
+                    request,
+                    now,
+                    client=client,
+                    user_agent=req.user_agent or "",
+                )
         if outcome.alert is not None:
             self.on_replaced(outcome.alert)
         if outcome.ticked_cases or outcome.installed:
@@ -109,12 +116,12 @@ class AccountResource:
     def on_get(self, req: falcon.Request, resp: falcon.Response) -> None:
         """Answer the account detail."""
         now = self.ctx.now()
-        with self.ctx.unit_of_work(readonly=True) as session:
-            live = dep_auth.check_session(session, req.get_header(SESSION_HEADER), now)
-            body = dep_account.account(session, live.token_id, self.org)
+        with self.ctx.transaction(readonly=True) as connection:
+            live = dep_auth.check_session(connection, req.get_header(SESSION_HEADER), now)
+            body = dep_account.account(connection, live.token_id, self.org)
         if live.stale:
-            with self.writes, self.ctx.unit_of_work(durable=False) as session:
-                dep_auth.touch_session(session, live, now, req.remote_addr or "")
+            with self.writes, self.ctx.transaction(durable=False) as connection:
+                dep_auth.touch_session(connection, live, now, req.remote_addr or "")
         _json(resp, body)
 
 

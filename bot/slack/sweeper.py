@@ -104,7 +104,7 @@ class Sweeper:
         with ctx.unit_of_work() as session:
             reposts = rotation.cases_to_repost(session, now, REPOST_EVERY)
             inbox.forget_before(session, now - inbox.RETENTION)
-            dep_auth.prune(session, now)
+            dep_auth.prune(session.connection(), now)
         for case in reposts:
             self._pace()
             if lifecycle.try_post_case(self.svc, case, now, REPOST_EVERY):

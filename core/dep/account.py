@@ -9,7 +9,7 @@ from datetime import datetime
 from typing import Any
 
 import sqlalchemy as sa
-from sqlmodel import Session, col
+from sqlmodel import col
 
 from core.errors import NotFound
 from core.models import Person, Server, Token
@@ -72,9 +72,9 @@ _OWNER = (
 )
 
 
-def account(session: Session, token_id: int, org: Organisation) -> dict[str, Any]:
+def account(connection: sa.Connection, token_id: int, org: Organisation) -> dict[str, Any]:
     """The account detail of the MDM server that owns the token."""
-    row = session.connection().execute(_OWNER, {"token": token_id}).first()
+    row = connection.execute(_OWNER, {"token": token_id}).first()
     if row is None:
         raise NotFound("That token's MDM server no longer exists.")
     server_id, name, created_at, _downloaded_by, email = row

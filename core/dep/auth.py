@@ -8,6 +8,7 @@ as SHA-256 hashes bound to their token, so they work on any replica and end with
 
 from __future__ import annotations
 
+import base64
 import hashlib
 import hmac
 import itertools
@@ -20,7 +21,6 @@ from typing import Any, cast
 from urllib.parse import parse_qsl
 
 import sqlalchemy as sa
-from oauthlib.common import Request as OAuthLibRequest
 from oauthlib.oauth1.rfc5849 import signature, utils
 from sqlalchemy.dialects.postgresql import insert as postgresql_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
@@ -136,14 +136,19 @@ def parse_oauth(
 
 def signature_valid(request: OAuthRequest, consumer_secret: str, access_secret: str) -> bool:
     """Whether the HMAC-SHA1 signature matches for one of the URLs the client may have signed."""
+    # RFC 5849 3.4.2: the key is both secrets, each percent-encoded, joined by "&".
+    key = f"{utils.escape(consumer_secret)}&{utils.escape(access_secret)}".encode()
+    parameters = signature.normalize_parameters(cast(Any, list(request.params)))
+    presented = request.signature.encode("utf-8", "replace")
     for uri in request.uris:
-        signed: Any = OAuthLibRequest(uri, http_method=cast(Any, request.method))
-        signed.params, signed.signature = list(request.params), request.signature
         try:
-            if signature.verify_hmac_sha1(signed, consumer_secret, access_secret):
-                return True
+            base_uri = signature.base_string_uri(uri)
         except ValueError:  # a URL oauthlib cannot normalise was not what the client signed
             continue
+        base = signature.signature_base_string(cast(Any, request.method), base_uri, parameters)
+        digest = hmac.new(key, base.encode(), hashlib.sha1).digest()
+        if hmac.compare_digest(base64.b64encode(digest), presented):
+            return True
     return False
 
 
@@ -157,13 +162,13 @@ class Verified:
 
 
 def verify_request(
-    session: Session, vault: Vault, request: OAuthRequest, now: datetime
+    connection: sa.Connection, vault: Vault, request: OAuthRequest, now: datetime
 ) -> Verified:
     """The token whose credentials signed the request (only reads); else a 401."""
     if abs(now.timestamp() - request.timestamp) > WINDOW.total_seconds():
         raise DepError(401, "TIMESTAMP_REFUSED", "stale_timestamp")
     refused = DepError(401, "SIGNATURE_INVALID", "unknown_key")
-    rows = session.connection().execute(
+    rows = connection.execute(
         _BY_KEY, {"key": request.consumer_key, "digest": access_digest(request.access_token)}
     ).all()
     for token_id, status, sealed, installed_at in rows:
@@ -204,23 +209,13 @@ def open_session(
     user_agent: str,
 ) -> SessionOutcome:
     """Open a session for a verified request: once per nonce, for a live token only."""
-    if next(_SESSIONS_OPENED) % PRUNE_EVERY == 0:
-        prune(session, now, PRUNE_BATCH * PRUNE_EVERY)
-    if not _first_use_of_nonce(session, request, now):
-        return SessionOutcome(error=DepError(401, "NONCE_USED", "replayed_nonce"))
     connection = session.connection()
-    row = connection.execute(_STATE, {"id": token_id}).first()
-    if row is not None and row[0] == TokenStatus.ACTIVE and row[1] > now and row[2] is not None:
-        # Routine (active, installed): Core statements only, no ORM unit of work.
-        key = secrets.token_urlsafe(32)
-        expires, digest = now + SESSION_IDLE + TOUCH_EVERY, _hash(key)
-        connection.execute(
-            _NEW_SESSION,
-            {"key_hash": digest, "token_id": token_id, "created_at": now, "expires_at": expires},
-        )
-        if row[3] is None or row[3] < now - dep_feedback.LAST_SEEN_EVERY:
-            connection.execute(_LAST_SEEN, {"token": token_id, "at": now, "client": client[:64]})
-        return SessionOutcome(session_key=key)
+    routine = open_routine_session(connection, token_id, request, now, client=client)
+    if routine is not None:
+        return routine
+    _prune_now_and_then(connection, now)
+    if not _first_use_of_nonce(connection, request, now):
+        return _replayed()
     token = session.get(Token, token_id)
     if token is None:
         return SessionOutcome(error=DepError(401, "SIGNATURE_INVALID", "unknown_key"))
@@ -243,6 +238,38 @@ def open_session(
     first = token.installed_at is None
     ticked = dep_feedback.record_use(session, token, now, client, user_agent)
     return SessionOutcome(session_key=key, ticked_cases=ticked, installed=first)
+
+
+def open_routine_session(
+    connection: sa.Connection, token_id: int, request: OAuthRequest, now: datetime, *, client: str
+) -> SessionOutcome | None:
+    """`open_session` for an active, installed token, in Core statements only; None, having
+    written nothing, for any other token (its first use, or a refusal, needs `open_session`)."""
+    row = connection.execute(_STATE, {"id": token_id}).first()
+    if row is None or row[0] != TokenStatus.ACTIVE or row[1] <= now or row[2] is None:
+        return None
+    _prune_now_and_then(connection, now)
+    if not _first_use_of_nonce(connection, request, now):
+        return _replayed()
+    key = secrets.token_urlsafe(32)
+    expires, digest = now + SESSION_IDLE + TOUCH_EVERY, _hash(key)
+    connection.execute(
+        _NEW_SESSION,
+        {"key_hash": digest, "token_id": token_id, "created_at": now, "expires_at": expires},
+    )
+    if row[3] is None or row[3] < now - dep_feedback.LAST_SEEN_EVERY:
+        connection.execute(_LAST_SEEN, {"token": token_id, "at": now, "client": client[:64]})
+    return SessionOutcome(session_key=key)
+
+
+def _replayed() -> SessionOutcome:
+    return SessionOutcome(error=DepError(401, "NONCE_USED", "replayed_nonce"))
+
+
+def _prune_now_and_then(connection: sa.Connection, now: datetime) -> None:
+    """One `/session` in `PRUNE_EVERY` prunes that many batches."""
+    if next(_SESSIONS_OPENED) % PRUNE_EVERY == 0:
+        prune(connection, now, PRUNE_BATCH * PRUNE_EVERY)
 
 
 # Tokens of one server share its consumer key: the access token's digest picks the one presented
@@ -275,7 +302,7 @@ class LiveSession:
     stale: bool
 
 
-def check_session(session: Session, key: str | None, now: datetime) -> LiveSession:
+def check_session(connection: sa.Connection, key: str | None, now: datetime) -> LiveSession:
     """The live session for `key` (read only); else 401 UNAUTHORIZED.
 
     Writes are batched: a session's expiry is pushed to `SESSION_IDLE + TOUCH_EVERY` ahead, and
@@ -286,7 +313,7 @@ def check_session(session: Session, key: str | None, now: datetime) -> LiveSessi
     if not key or len(key) > 256:
         raise unauthorized
     digest = _hash(key)
-    row = session.connection().execute(_LIVE, {"digest": digest}).first()
+    row = connection.execute(_LIVE, {"digest": digest}).first()
     if row is None:
         raise unauthorized
     expires_at, token_id, status, token_expires, last_used = row
@@ -309,9 +336,10 @@ _LIVE = (
 )
 
 
-def touch_session(session: Session, live: LiveSession, now: datetime, client: str) -> None:
+def touch_session(
+    connection: sa.Connection, live: LiveSession, now: datetime, client: str
+) -> None:
     """Push the session's expiry out and record the token's use (`last seen`)."""
-    connection = session.connection()
     connection.execute(
         _EXTEND, {"digest": live.key_hash, "expires": now + SESSION_IDLE + TOUCH_EVERY}
     )
@@ -329,9 +357,8 @@ def _hash(key: str) -> str:
     return hashlib.sha256(key.encode()).hexdigest()
 
 
-def _first_use_of_nonce(session: Session, request: OAuthRequest, now: datetime) -> bool:
+def _first_use_of_nonce(connection: sa.Connection, request: OAuthRequest, now: datetime) -> bool:
     """Record the nonce; False when (key, timestamp, nonce) was already used (on any replica)."""
-    connection = session.connection()
     added = connection.execute(
         _NONCE[connection.dialect.name == "sqlite"],
         {"key": request.consumer_key, "ts": request.timestamp, "nonce": request.nonce, "at": now},
@@ -356,10 +383,9 @@ _NONCE = {
 _SESSIONS_OPENED = itertools.count()  # this process's /session calls; every 8th prunes
 
 
-def prune(session: Session, now: datetime, limit: int | None = None) -> None:
+def prune(connection: sa.Connection, now: datetime, limit: int | None = None) -> None:
     """Forget nonces once their timestamps fall out of the window, and dead sessions; at most
     `limit` of each when given (every `/session` prunes a batch, the sweep the rest)."""
-    connection = session.connection()
     values = {"seen": now - 2 * WINDOW, "dead": now - SESSION_IDLE}
     if limit is None:
         connection.execute(_PRUNE_ALL_NONCES, values)

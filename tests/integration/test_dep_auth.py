@@ -56,14 +56,14 @@ def test_sweep_prunes_old_nonces_and_dead_sessions(session: Session, vault: Vaul
         at = NOW - timedelta(minutes=minutes)
         opened = dep_auth.open_session(
             session,
-            dep_auth.verify_request(session, vault, request, at).token_id,
+            dep_auth.verify_request(session.connection(), vault, request, at).token_id,
             request,
             at,
             client="10.0.0.9",
             user_agent="fleetdm/nanodep",
         )
         assert opened.session_key and opened.error is None
-    dep_auth.prune(session, NOW)
+    dep_auth.prune(session.connection(), NOW)
     assert len(session.exec(select(DepNonce)).all()) == 1
     assert len(session.exec(select(DepSession)).all()) == 1
 
@@ -84,7 +84,7 @@ def test_opening_a_session_prunes_a_bounded_batch_without_a_sweep(
     def open_one(nonce: str) -> None:
         header = oauth_header(creds, URL, timestamp=str(int(NOW.timestamp())), nonce=nonce)
         request = dep_auth.parse_oauth(header, "GET", [URL])
-        token = dep_auth.verify_request(session, vault, request, NOW).token_id
+        token = dep_auth.verify_request(session.connection(), vault, request, NOW).token_id
         opened = dep_auth.open_session(session, token, request, NOW, client="", user_agent="ua")
         assert opened.session_key is not None
 

@@ -4,9 +4,11 @@ never another exception (which would be a 500 and a traceback in the log)."""
 from __future__ import annotations
 
 from datetime import UTC, datetime
+from urllib.parse import urlencode
 
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from oauthlib.oauth1 import SIGNATURE_HMAC_SHA1, Client
 
 from bot.dep.devices import parse_body
 from core.dep import auth as dep_auth
@@ -49,3 +51,33 @@ def test_any_body_parses_or_is_malformed(raw: bytes) -> None:
             parse_body(sent)
         except DepError as refused:
             assert refused.code == "MALFORMED_REQUEST_BODY"
+
+
+SECRETS = st.text(min_size=1, max_size=12)
+QUERY_VALUES = st.lists(
+    st.tuples(st.text("abc_é &=+%", min_size=1, max_size=6), st.text(max_size=6)), max_size=3
+)
+
+
+@settings(max_examples=200, deadline=None)
+@given(consumer=SECRETS, access=SECRETS, query=QUERY_VALUES, https=st.booleans())
+def test_what_an_oauth_client_signs_verifies_and_nothing_else(
+    consumer: str, access: str, query: list[tuple[str, str]], https: bool
+) -> None:
+    encoded = urlencode(query)
+    signed_uri = f"{'https' if https else 'http'}://dep.example:8443/session"
+    client = Client(
+        "CK_1",
+        client_secret=consumer,
+        resource_owner_key="AT_1",
+        resource_owner_secret=access,
+        signature_method=SIGNATURE_HMAC_SHA1,
+        timestamp=str(int(NOW.timestamp())),
+        nonce="n0",
+    )
+    _, headers, _ = client.sign(signed_uri + ("?" + encoded if encoded else ""), "GET")
+    uris = ["http://dep.example:8443/session", "https://dep.example:8443/session"]
+    request = dep_auth.parse_oauth(headers["Authorization"], "GET", uris, encoded)
+    assert dep_auth.signature_valid(request, consumer, access)
+    assert not dep_auth.signature_valid(request, consumer + "x", access)
+    assert not dep_auth.signature_valid(request, consumer, access + "x")
