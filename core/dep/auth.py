@@ -1,9 +1,9 @@
 """Authentication of MDM servers to the device assignment service (DEP-API.md "Authentication").
 
 `GET /session` carries an OAuth 1.0a HMAC-SHA1 Authorization header (RFC 5849) signed with the
-four credentials inside a server token; oauthlib verifies the signature. Nonces are kept in the
-database per (consumer key, timestamp) so every replica refuses a replay, and sessions are stored
-as SHA-256 hashes bound to their token, so they work on any replica and end with the token.
+four credentials inside a server token (oauthlib builds the signed base string). Nonces are kept
+in the database per (consumer key, timestamp) so every replica refuses a replay, and sessions are
+stored as SHA-256 hashes bound to their token, so they work on any replica and end with the token.
 """
 
 from __future__ import annotations
@@ -37,14 +37,9 @@ SESSION_IDLE = timedelta(minutes=3)  # ours: MicroMDM renews every 3 minutes on 
 TOUCH_EVERY = timedelta(seconds=30)  # sessions and `last seen` are rewritten at most this often
 PRUNE_BATCH = 50  # ours: stale nonces and dead sessions pruned per `/session`, at most
 PRUNE_EVERY = 8  # ours: one `/session` in 8 prunes 8 batches at once (one statement each)
-REQUIRED = (
-    "oauth_consumer_key",
-    "oauth_token",
-    "oauth_signature_method",
-    "oauth_signature",
-    "oauth_timestamp",
-    "oauth_nonce",
-)
+REPLAYED = ("NONCE_USED", "replayed_nonce")
+REQUIRED = ("oauth_consumer_key", "oauth_token", "oauth_signature_method", "oauth_signature",
+            "oauth_timestamp", "oauth_nonce")
 
 
 class DepError(Exception):
@@ -215,7 +210,7 @@ def open_session(
         return routine
     _prune_now_and_then(connection, now)
     if not _first_use_of_nonce(connection, request, now):
-        return _replayed()
+        return SessionOutcome(error=DepError(401, *REPLAYED))
     token = session.get(Token, token_id)
     if token is None:
         return SessionOutcome(error=DepError(401, "SIGNATURE_INVALID", "unknown_key"))
@@ -250,7 +245,7 @@ def open_routine_session(
         return None
     _prune_now_and_then(connection, now)
     if not _first_use_of_nonce(connection, request, now):
-        return _replayed()
+        return SessionOutcome(error=DepError(401, *REPLAYED))
     key = secrets.token_urlsafe(32)
     expires, digest = now + SESSION_IDLE + TOUCH_EVERY, _hash(key)
     connection.execute(
@@ -260,10 +255,6 @@ def open_routine_session(
     if row[3] is None or row[3] < now - dep_feedback.LAST_SEEN_EVERY:
         connection.execute(_LAST_SEEN, {"token": token_id, "at": now, "client": client[:64]})
     return SessionOutcome(session_key=key)
-
-
-def _replayed() -> SessionOutcome:
-    return SessionOutcome(error=DepError(401, "NONCE_USED", "replayed_nonce"))
 
 
 def _prune_now_and_then(connection: sa.Connection, now: datetime) -> None:
@@ -399,9 +390,7 @@ def prune(connection: sa.Connection, now: datetime, limit: int | None = None) ->
 _OLD_NONCES = sa.select(col(DepNonce.id)).where(col(DepNonce.seen_at) < sa.bindparam("seen"))
 _DEAD = sa.select(col(DepSession.key_hash)).where(col(DepSession.expires_at) < sa.bindparam("dead"))
 _PRUNE_ALL_NONCES = sa.delete(DepNonce).where(col(DepNonce.seen_at) < sa.bindparam("seen"))
-_PRUNE_ALL_SESSIONS = sa.delete(DepSession).where(
-    col(DepSession.expires_at) < sa.bindparam("dead")
-)
+_PRUNE_ALL_SESSIONS = sa.delete(DepSession).where(col(DepSession.expires_at) < sa.bindparam("dead"))
 _PRUNE_NONCES = sa.delete(DepNonce).where(
     col(DepNonce.id).in_(_OLD_NONCES.limit(sa.bindparam("limit")).scalar_subquery())
 )
