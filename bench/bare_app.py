@@ -17,7 +17,7 @@ from typing import Any
 from slack_bolt import Ack, App
 from slack_sdk import WebClient
 
-from bot.http import HttpServer, Listener, SlackWsgi, WorkerHooks, serve_workers
+from bot.http import HttpServer, Limits, Listener, SlackWsgi, WorkerHooks, serve_workers
 
 
 def build_bare_app() -> App:
@@ -54,7 +54,8 @@ def main() -> int:
     logging.basicConfig(level=logging.WARNING)
     secret = os.environ["SLACK_SIGNING_SECRET"]
     slack = SlackWsgi(build_bare_app(), health, signing_secret=secret)
-    listeners = [Listener("slack", args.host, args.port, slack)]
+    # No turns: each request sleeps in bolt's 10 ms ack polling, and turns would hold it back.
+    listeners = [Listener("slack", args.host, args.port, slack, Limits(turns=0))]
     if args.workers > 1 or args.gunicorn:
         idle = WorkerHooks(start=lambda: None, stop=lambda: None)
         return serve_workers(listeners, args.workers, args.threads, idle)

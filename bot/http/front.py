@@ -12,17 +12,16 @@ import io
 import logging
 import resource
 import socket
-import sys
 import threading
 import time
 from collections.abc import Callable, Iterable, Sequence
-from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 from urllib.parse import unquote
 
 import h11
 
-from bot.http.wsgi import Limits, Listener
+from bot.http.site import Site
+from bot.http.wsgi import Listener
 
 log = logging.getLogger("mdmbot.http")
 
@@ -84,47 +83,12 @@ def _title(name: str) -> str:
     return title
 
 
-class Site:
-    """One listener in one process: its app, limits, thread pool and open connections."""
-
-    def __init__(self, listener: Listener, sock: socket.socket, threads: int, extra: list[Any]):
-        self.listener = listener
-        self.limits: Limits = listener.limits
-        self.sock = sock
-        host, port = sock.getsockname()[:2]
-        self.pool = ThreadPoolExecutor(threads, thread_name_prefix=f"http-{port}")
-        self.extra = extra  # headers added to every answer
-        self.waiting: dict[Connection, None] = {}  # waiting for a request, longest waiting first
-        self.busy: set[Connection] = set()  # a request in the app
-        self.server: asyncio.Server | None = None
-        self.draining = False
-        self.base: dict[str, Any] = {
-            "SERVER_NAME": str(host),
-            "SERVER_PORT": str(port),
-            "SCRIPT_NAME": "",
-            "wsgi.version": (1, 0),
-            "wsgi.url_scheme": "http",
-            "wsgi.errors": sys.stderr,
-            "wsgi.multithread": True,
-            "wsgi.multiprocess": True,
-            "wsgi.run_once": False,
-        }
-
-    def admit(self) -> bool:
-        """Make room for one more connection: drop the longest waiting one at the limit."""
-        if len(self.waiting) + len(self.busy) < self.limits.connections:
-            return True
-        if not self.waiting:
-            return False
-        next(iter(self.waiting)).abort()
-        return True
-
-
 class Connection(asyncio.Protocol):
     """One client connection: h11 parses, the loop enforces the deadlines, a thread answers."""
 
-    def __init__(self, site: Site, loop: asyncio.AbstractEventLoop) -> None:
+    def __init__(self, site: Site, loop: asyncio.AbstractEventLoop, early: bool = False) -> None:
         self.site = site
+        self.early = early  # holds a turn of its site until its first bytes are read
         self.loop = loop
         self.h11 = h11.Connection(h11.SERVER, max_incomplete_event_size=site.limits.max_header)
         self.transport: asyncio.Transport | None = None
@@ -160,6 +124,12 @@ class Connection(asyncio.Protocol):
             self.abort()
             return
         self._advance()
+        self._settle()
+
+    def _settle(self) -> None:
+        if self.early:
+            self.early = False
+            self.site.settle()
 
     def eof_received(self) -> bool:
         """The client stopped sending; answer a request in hand before closing."""
@@ -176,6 +146,7 @@ class Connection(asyncio.Protocol):
     def connection_lost(self, exc: Exception | None) -> None:
         """Forget the connection."""
         self.closed = True
+        self._settle()
         self._cancel()
         self.site.waiting.pop(self, None)
 
@@ -229,7 +200,7 @@ class Connection(asyncio.Protocol):
         assert self.transport is not None and self.request is not None
         self._cancel()
         self.site.waiting.pop(self, None)
-        self.site.busy.add(self)
+        self.site.begin(self)
         self.transport.pause_reading()
         environ = self._environ(self.request, b"".join(self.body))
         app = self.site.listener.app
@@ -237,7 +208,7 @@ class Connection(asyncio.Protocol):
         future.add_done_callback(self._respond)
 
     def _respond(self, future: asyncio.Future[Answer]) -> None:
-        self.site.busy.discard(self)
+        self.site.end(self)
         if future.cancelled() or self.closed or self.transport is None or self.request is None:
             self.abort()
             return
@@ -360,10 +331,16 @@ class Front:
         """Accept on every listener until `stop` (or `keep_going` turns false), then drain."""
         loop = self._loop = asyncio.get_running_loop()
         self._stop = asyncio.Event()
+        connecting: set[asyncio.Task[Any]] = set()
+
+        def connect(site: Site, conn: socket.socket, early: bool) -> None:
+            protocol = Connection(site, loop, early)
+            task = loop.create_task(loop.connect_accepted_socket(lambda: protocol, conn))
+            connecting.add(task)
+            task.add_done_callback(lambda done: _connected(done, conn, protocol, connecting))
+
         for site in self.sites:
-            site.server = await loop.create_server(
-                lambda site=site: Connection(site, loop), sock=site.sock, backlog=2048  # type: ignore[misc]
-            )
+            site.start(loop, lambda conn, early, site=site: connect(site, conn, early))  # type: ignore[misc]
         self.ready.set()
         while keep_going() and not self._stop.is_set():
             tick()
@@ -384,9 +361,7 @@ class Front:
 
     async def _drain(self, grace: float, tick: Callable[[], None]) -> None:
         for site in self.sites:
-            site.draining = True
-            if site.server is not None:
-                site.server.close()
+            site.stop()
             for connection in list(site.waiting):
                 connection.abort()
         deadline = time.monotonic() + grace
@@ -397,3 +372,16 @@ class Front:
             for connection in list(site.busy):
                 connection.abort()
             site.pool.shutdown(wait=False, cancel_futures=True)
+
+
+def _connected(
+    task: asyncio.Task[Any],
+    conn: socket.socket,
+    protocol: Connection,
+    pending: set[asyncio.Task[Any]],
+) -> None:
+    """Forget a finished connect; a socket that could not be set up is closed."""
+    pending.discard(task)
+    if task.cancelled() or task.exception() is not None:
+        conn.close()
+        protocol.connection_lost(None)

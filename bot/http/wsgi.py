@@ -49,6 +49,8 @@ class Limits:
     connections: int = 1000  # open at once, per worker; beyond it the longest waiting is dropped
     max_header: int = 16 * 1024
     max_body: int = MAX_BODY
+    turns: int = 1  # requests in the app at once before a worker takes no more connections (0: any)
+    turn_seconds: float = 0.005  # a request running this long gives its turn back (it is waiting)
 
 
 @dataclass(frozen=True)

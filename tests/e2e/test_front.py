@@ -133,3 +133,51 @@ def test_slow_clients_on_one_listener_leave_the_other_alone(server: HttpServer) 
     finally:
         for sock in slow:
             sock.close()
+
+
+def sleepy(environ: dict[str, Any], start_response: StartResponse) -> Iterable[bytes]:
+    """Waits a second on `/wait` (as on a lock or on Slack), answers at once otherwise."""
+    if environ["PATH_INFO"] == "/wait":
+        time.sleep(1.0)
+    start_response("200 OK", [("content-type", "text/plain")])
+    return [environ["PATH_INFO"].encode()]
+
+
+@pytest.mark.parametrize("turns", [1, 0])
+def test_a_request_waiting_on_io_or_a_silent_client_does_not_hold_up_the_next_one(
+    turns: int,
+) -> None:
+    limits = Limits(turns=turns, turn_seconds=0.005)
+    server = HttpServer([Listener("a", "127.0.0.1", 0, sleepy, limits)], 4)
+    server.start_in_background("front-turns")
+    port = server.ports["a"]
+    silent = connect(port)
+    waiting = connect(port)
+    try:
+        waiting.sendall(b"GET /wait HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n")
+        time.sleep(0.1)
+        started = time.monotonic()
+        answer = ask(port, b"GET /now HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n")
+        assert answer.endswith(b"/now")
+        assert time.monotonic() - started < 0.5
+        assert read_all(waiting).endswith(b"/wait")
+    finally:
+        silent.close()
+        waiting.close()
+        server.close()
+
+
+def test_a_burst_of_connections_is_answered_in_full_one_turn_at_a_time() -> None:
+    server = HttpServer([Listener("a", "127.0.0.1", 0, echo, Limits(turns=1))], 4)
+    server.start_in_background("front-burst")
+    port = server.ports["a"]
+    clients = [connect(port) for _ in range(100)]
+    try:
+        for n, sock in enumerate(clients):
+            sock.sendall(f"GET /{n} HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n".encode())
+        answers = [read_all(sock) for sock in clients]
+        assert [a.endswith(f"GET /{n}? ".encode()) for n, a in enumerate(answers)] == [True] * 100
+    finally:
+        for sock in clients:
+            sock.close()
+        server.close()
