@@ -186,6 +186,14 @@ def transaction(
                 began.rollback()
 
 
+def connection_of(db: Session | sa.Connection) -> sa.Connection:
+    """The connection to run Core statements on: a session's (after a flush), or `db` itself."""
+    if isinstance(db, sa.Connection):
+        return db
+    db.flush()
+    return db.connection()
+
+
 def _bind(engine: sa.Engine, readonly: bool, durable: bool) -> sa.Engine:
     """The engine whose transactions begin as asked."""
     if readonly:

@@ -11,6 +11,7 @@ from sqlmodel import Session, col, select
 
 from core.connections.installs import failure_text
 from core.connections.links import ConnectionSpec
+from core.db import connection_of
 from core.models import MdmConnection, Token, TokenInstall
 from core.tokens.servers import ServerView
 
@@ -27,9 +28,9 @@ def install_note(status: str | None, label: str, attempts: int, error: str | Non
     return f"Connected to {label}; not installed yet"
 
 
-def annotate(session: Session, views: list[ServerView]) -> list[ServerView]:
+def annotate(db: Session | sa.Connection, views: list[ServerView]) -> list[ServerView]:
     """The views with their connection and install state (for the App Home and `/mdm show`)."""
-    notes = install_notes(session, [v.token_id for v in views if v.token_id is not None])
+    notes = install_notes(db, [v.token_id for v in views if v.token_id is not None])
     annotated = []
     for view in views:
         found = notes.get(view.token_id or 0)
@@ -61,12 +62,13 @@ def _notes_query() -> Any:
     )
 
 
-def install_notes(session: Session, token_ids: list[int]) -> dict[int, tuple[str, str]]:
+def install_notes(
+    db: Session | sa.Connection, token_ids: list[int]
+) -> dict[int, tuple[str, str]]:
     """(connection label, install note) of each of these tokens whose server is connected."""
     if not token_ids:
         return {}
-    session.flush()
-    rows = session.connection().execute(_notes_query(), {"ids": token_ids}).all()
+    rows = connection_of(db).execute(_notes_query(), {"ids": token_ids})
     notes: dict[int, tuple[str, str]] = {}
     for token_id, kind, url, dep_name, command, status, attempts, error in rows:
         label = ConnectionSpec(kind, url, dep_name, command=command).label()

@@ -9,6 +9,7 @@ import sqlalchemy as sa
 from sqlmodel import Session, col, select
 
 from core import audit
+from core.db import connection_of
 from core.errors import InvalidInput, NotFound
 from core.models import Person, RoleGrant
 from core.roles import Actor, Permission, Role, require
@@ -53,19 +54,18 @@ def is_recorded(session: Session, slack_id: str) -> bool:
     return person is not None and bool(person.email)
 
 
-def role_of(session: Session, slack_id: str) -> Role | None:
+def role_of(db: Session | sa.Connection, slack_id: str) -> Role | None:
     """The role a Slack user holds, if any."""
-    session.flush()
-    role = session.connection().execute(_ROLE_OF, {"person": slack_id}).scalar()
+    role = connection_of(db).execute(_ROLE_OF, {"person": slack_id}).scalar()
     return Role(role) if role else None
 
 
 _ROLE_OF = sa.select(col(RoleGrant.role)).where(col(RoleGrant.person_id) == sa.bindparam("person"))
 
 
-def authorize(session: Session, actor: Actor, permission: Permission) -> None:
+def authorize(db: Session | sa.Connection, actor: Actor, permission: Permission) -> None:
     """Raise PermissionDenied unless the actor may do `permission`."""
-    require(actor, None if actor.operator else role_of(session, actor.user_id), permission)
+    require(actor, None if actor.operator else role_of(db, actor.user_id), permission)
 
 
 def grant_role(session: Session, actor: Actor, slack_id: str, role: Role, now: datetime) -> None:

@@ -11,6 +11,7 @@ import sqlalchemy as sa
 from sqlmodel import Session, col, func, select
 
 from core import audit
+from core.db import connection_of
 from core.errors import DuplicateName, InvalidInput, NotFound
 from core.models import Certificate, Server, Token
 from core.people.persons import authorize
@@ -285,13 +286,14 @@ def _listing() -> sa.Select[Any]:
     )
 
 
-def list_servers(session: Session, *, server_id: int | None = None) -> list[ServerView]:
+def list_servers(
+    db: Session | sa.Connection, *, server_id: int | None = None
+) -> list[ServerView]:
     """Every live server (or the one with `server_id`) with its active certificate and token."""
     query = _listing()
     if server_id is not None:
         query = query.where(col(Server.id) == server_id)
-    session.flush()
-    return [ServerView(*row) for row in session.connection().execute(query).all()]
+    return [ServerView(*row) for row in connection_of(db).execute(query)]
 
 
 def get_server_view(session: Session, name: str) -> ServerView:

@@ -75,9 +75,9 @@ def register(app: App, svc: BotServices) -> None:
         return {"text": "mdmbot help", "blocks": home_blocks.help_blocks(role, admins)}
 
     def do_list(body: dict[str, Any], arg: str) -> Reply:
-        with svc.ctx.unit_of_work(readonly=True) as session:
-            people.authorize(session, Actor(body["user_id"]), Permission.VIEW)
-            views = links_state.annotate(session, servers.list_servers(session))
+        with svc.ctx.transaction(readonly=True) as connection:
+            people.authorize(connection, Actor(body["user_id"]), Permission.VIEW)
+            views = links_state.annotate(connection, servers.list_servers(connection))
         return {"text": "MDM servers", "blocks": blocks.server_list_blocks(views, svc.ctx.now())}
 
     def do_show(body: dict[str, Any], arg: str) -> Reply:
