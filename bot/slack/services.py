@@ -223,7 +223,7 @@ class BotServices:
     def refresh_home(self, user_id: str) -> None:
         """Republish a user's App Home (best effort)."""
         with self.ctx.unit_of_work(readonly=True) as session:
-            views = links_state.annotate(session, servers.list_servers(session))
+            views = links_state.listed(session)
             role = people.role_of(session, user_id)
             cases = rotation.open_cases(session) if role else []
             admins = [] if role else people.administrators(session)

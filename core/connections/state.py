@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import replace
+from dataclasses import fields, replace
 from functools import cache
 from typing import Any
 
@@ -12,7 +12,8 @@ from sqlmodel import Session, col, select
 from core.connections.installs import failure_text
 from core.connections.links import ConnectionSpec
 from core.db import connection_of
-from core.models import MdmConnection, Token, TokenInstall
+from core.models import MdmConnection, Server, Token, TokenInstall
+from core.tokens import servers
 from core.tokens.servers import ServerView
 
 
@@ -31,31 +32,64 @@ def install_note(status: str | None, label: str, attempts: int, error: str | Non
 def annotate(db: Session | sa.Connection, views: list[ServerView]) -> list[ServerView]:
     """The views with their connection and install state (for the App Home and `/mdm show`)."""
     notes = install_notes(db, [v.token_id for v in views if v.token_id is not None])
-    annotated = []
-    for view in views:
-        found = notes.get(view.token_id or 0)
-        if found is None:
-            annotated.append(view)
-            continue
-        label, note = found
-        annotated.append(replace(view, mdm_label=label, install_note=note))
-    return annotated
+    return [_noted(view, notes.get(view.token_id or 0)) for view in views]
+
+
+def listed(db: Session | sa.Connection) -> list[ServerView]:
+    """Every live server, annotated, in one statement (`/mdm list` and the App Home)."""
+    width = len(fields(ServerView)) - 2
+    views = []
+    for row in connection_of(db).execute(_annotated_listing()):
+        view = ServerView(*row[:width])
+        kind = row[width]
+        if kind is None or view.token_id is None:
+            views.append(view)
+        else:
+            views.append(_noted(view, _note(kind, *row[width + 1 :])))
+    return views
+
+
+def _noted(view: ServerView, note: tuple[str, str] | None) -> ServerView:
+    if note is None:
+        return view
+    label, words = note
+    return replace(view, mdm_label=label, install_note=words)
+
+
+def _note(
+    kind: str, url: str, dep_name: str, command: str, status: str, attempts: int, error: str
+) -> tuple[str, str]:
+    label = ConnectionSpec(kind, url, dep_name, command=command).label()
+    return label, install_note(status, label, attempts or 0, error)
+
+
+_CONNECTION_COLUMNS = (
+    col(MdmConnection.kind),
+    col(MdmConnection.url),
+    col(MdmConnection.dep_name),
+    col(MdmConnection.command),
+    col(TokenInstall.status),
+    col(TokenInstall.attempts),
+    col(TokenInstall.last_error),
+)
+
+
+@cache
+def _annotated_listing() -> Any:
+    """`servers.listing()` with each server's connection and its active token's install."""
+    return (
+        servers.listing()
+        .add_columns(*_CONNECTION_COLUMNS)
+        .outerjoin(MdmConnection, col(MdmConnection.server_id) == col(Server.id))
+        .outerjoin(TokenInstall, col(TokenInstall.token_id) == col(Token.id))
+    )
 
 
 @cache
 def _notes_query() -> Any:
-    """Each listed token's connection and install, built once (run on every `/mdm list`)."""
+    """Each listed token's connection and install, built once."""
     return (
-        sa.select(
-            col(Token.id),
-            col(MdmConnection.kind),
-            col(MdmConnection.url),
-            col(MdmConnection.dep_name),
-            col(MdmConnection.command),
-            col(TokenInstall.status),
-            col(TokenInstall.attempts),
-            col(TokenInstall.last_error),
-        )
+        sa.select(col(Token.id), *_CONNECTION_COLUMNS)
         .join(MdmConnection, col(MdmConnection.server_id) == col(Token.server_id))
         .outerjoin(TokenInstall, col(TokenInstall.token_id) == col(Token.id))
         .where(col(Token.id).in_(sa.bindparam("ids", expanding=True)))
@@ -69,11 +103,7 @@ def install_notes(
     if not token_ids:
         return {}
     rows = connection_of(db).execute(_notes_query(), {"ids": token_ids})
-    notes: dict[int, tuple[str, str]] = {}
-    for token_id, kind, url, dep_name, command, status, attempts, error in rows:
-        label = ConnectionSpec(kind, url, dep_name, command=command).label()
-        notes[int(token_id)] = (label, install_note(status, label, attempts or 0, error))
-    return notes
+    return {int(token_id): _note(*rest) for token_id, *rest in rows}
 
 
 def connected_tokens(session: Session, token_ids: list[int]) -> set[int]:

@@ -32,7 +32,7 @@ MAX_CERTIFICATES = 250
 EXPIRING_SOON = timedelta(days=30)
 
 
-@dataclass(frozen=True)
+@dataclass(slots=True)
 class ServerView:
     """What a user sees of one server."""
 
@@ -254,7 +254,8 @@ def _replaced_at() -> Any:
 
 
 @cache
-def _listing() -> sa.Select[Any]:
+def listing() -> sa.Select[Any]:
+    """The statement listing every live server with its active certificate and token."""
     columns: list[Any] = [
         Server.id,
         Server.name,
@@ -290,7 +291,7 @@ def list_servers(
     db: Session | sa.Connection, *, server_id: int | None = None
 ) -> list[ServerView]:
     """Every live server (or the one with `server_id`) with its active certificate and token."""
-    query = _listing()
+    query = listing()
     if server_id is not None:
         query = query.where(col(Server.id) == server_id)
     return [ServerView(*row) for row in connection_of(db).execute(query)]

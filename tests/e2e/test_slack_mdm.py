@@ -67,9 +67,9 @@ def _use(bot: Bot, *installed: dict[str, str]) -> None:
         dep.close()
 
 
-def show(bot: Bot) -> str:
-    """What `/mdm show school1` answers."""
-    reply = bot.command(ADMIN, "show school1")
+def show(bot: Bot, text: str = "show school1") -> str:
+    """What `/mdm show school1` (or another `/mdm` command) answers."""
+    reply = bot.command(ADMIN, text)
     assert reply.status == 200
     return json.dumps(reply.json(), ensure_ascii=False)
 
@@ -191,6 +191,8 @@ def test_a_renewal_from_the_alert_is_installed_without_a_file(
     fields = nanodep.tokens["school1"]
     assert first.method == "GET" and [c.query for c in nanodep.calls if c.method == "PUT"] == [{}]
     assert "Installed in NanoDEP (school1) — waiting for its first use" in show(bot)
+    listed = show(bot, "list")
+    assert "*school1* — Installed in NanoDEP (school1) — waiting for its first use" in listed
     alert = _alert(fake)
     assert "Renewed and installed: school1" in alert
     assert "*school1*. Installed in NanoDEP (school1) — waiting for its first use." in alert

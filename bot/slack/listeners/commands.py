@@ -77,7 +77,7 @@ def register(app: App, svc: BotServices) -> None:
     def do_list(body: dict[str, Any], arg: str) -> Reply:
         with svc.ctx.transaction(readonly=True) as connection:
             people.authorize(connection, Actor(body["user_id"]), Permission.VIEW)
-            views = links_state.annotate(connection, servers.list_servers(connection))
+            views = links_state.listed(connection)
         return {"text": "MDM servers", "blocks": blocks.server_list_blocks(views, svc.ctx.now())}
 
     def do_show(body: dict[str, Any], arg: str) -> Reply:
