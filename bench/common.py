@@ -203,7 +203,7 @@ def sign(body: bytes, timestamp: int, secret: str = SIGNING_SECRET) -> str:
 
 
 def slash_command_body(text: str, seq: int, response_root: str) -> bytes:
-    """A `/mdm` slash command body shaped like Slack's (unique trigger id per seq)."""
+    """A `/mdm` slash command body shaped like Slack's (unique trigger id per seq, sent at)."""
     return urlencode(
         {
             "token": "deprecated",
@@ -218,6 +218,6 @@ def slash_command_body(text: str, seq: int, response_root: str) -> bytes:
             "api_app_id": "A0MDMBOT",
             "is_enterprise_install": "false",
             "response_url": f"{response_root}commands/{TEAM}/{seq}/hook",
-            "trigger_id": f"{seq}.{int(time.time())}.benchtrigger",
+            "trigger_id": f"{seq}.{int(time.time() * 1000)}.benchtrigger",  # ms: modal lag
         }
     ).encode()

@@ -96,8 +96,8 @@ class BotServices:
 
     def authorize(self, user_id: str, permission: Permission) -> None:
         """Raise PermissionDenied unless the user may do `permission`."""
-        with self.ctx.unit_of_work(readonly=True) as session:
-            people.authorize(session, Actor(user_id), permission)
+        with self.ctx.transaction(readonly=True) as connection:
+            people.authorize(connection, Actor(user_id), permission)
 
     def remember(self, user_id: str, name: str | None) -> None:
         """Record a person the first time they act (Slack scrubs deleted profiles)."""
