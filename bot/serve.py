@@ -112,7 +112,7 @@ def _serve(ctx: AppContext, args: argparse.Namespace, workers: int) -> int:
     if args.http:
         slack = SlackWsgi(app, runtime.health, signing_secret=settings.slack_signing_secret or "")
         listeners = [
-            Listener("slack", args.host, args.port, slack),
+            Listener("slack", args.host, args.port, slack, backlog=svc.after_ack),
             Listener(
                 "metrics", args.metrics_host, args.metrics_port, metrics.wsgi,
                 Limits(connections=64)

@@ -129,6 +129,7 @@ class _Server(ThreadingHTTPServer):
     """HTTP server that knows its FakeSlack."""
 
     daemon_threads = True
+    request_queue_size = 1024  # slack.com takes every connection; socketserver's 5 drops SYNs
     fake: FakeSlack
 
 
@@ -356,7 +357,8 @@ class FakeSlack:
         params.pop("token", None)
         method = path[len("/api/"):]
         status, payload, headers = self._api(method, params, token)
-        time.sleep(self.reply_delay.get(method, 0.0))  # done, but slow to answer (set by tests)
+        if method in self.reply_delay:  # done, but slow to answer (set by tests)
+            time.sleep(self.reply_delay[method])
         h.reply(status, json.dumps(payload).encode(), "application/json; charset=utf-8", headers)
 
     def _api(self, method: str, params: JsonDict, token: str | None,

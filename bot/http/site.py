@@ -49,6 +49,7 @@ class Site:
         self.busy: set[Held] = set()  # a request in the app
         self.turns: dict[Held, asyncio.TimerHandle] = {}  # busy, and still counted as running
         self.early = 0  # accepted with their first bytes already in, not yet read
+        self.recheck: asyncio.TimerHandle | None = None  # while the app's backlog is full
         self.draining = False
         self.accepting = False
         self.loop: asyncio.AbstractEventLoop | None = None
@@ -74,6 +75,8 @@ class Site:
         holds a turn until `settle` (its request is about to take one of its own).
         """
         self.loop, self.connect = loop, connect
+        if self.listener.backlog is not None:
+            self.listener.backlog.watch(self._backlog_freed)
         self.sock.setblocking(False)
         if self.limits.turns and hasattr(socket, "TCP_DEFER_ACCEPT"):
             self.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_DEFER_ACCEPT, 1)
@@ -118,8 +121,25 @@ class Site:
         self.turns.pop(held, None)
         self._update()
 
+    def _recheck(self) -> None:
+        self.recheck = None
+        self._update()
+
+    def _backlog_freed(self) -> None:
+        loop = self.loop
+        if loop is not None and not loop.is_closed():
+            try:
+                loop.call_soon_threadsafe(self._update)
+            except RuntimeError:  # the loop closed meanwhile
+                pass
+
     def _free(self) -> bool:
         if len(self.busy) >= self.threads:
+            return False
+        backlog = self.listener.backlog
+        if backlog is not None and backlog.full():
+            if self.recheck is None and self.loop is not None:
+                self.recheck = self.loop.call_later(backlog.lapse, self._recheck)
             return False
         return not self.limits.turns or len(self.turns) + self.early < self.limits.turns
 

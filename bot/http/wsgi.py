@@ -15,6 +15,7 @@ from typing import Any
 from slack_bolt import App, BoltRequest
 
 from bot import metrics
+from bot.http.backlog import Backlog
 from bot.slack import acks
 from core.errors import ConfigError
 
@@ -62,6 +63,7 @@ class Listener:
     port: int
     app: WsgiApp
     limits: Limits = field(default_factory=Limits)
+    backlog: Backlog | None = None  # work the app does after answering; full: take no more
 
 
 def check_listeners(listeners: Sequence[Listener]) -> None:

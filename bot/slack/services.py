@@ -11,6 +11,7 @@ from typing import Any
 
 from bot import metrics
 from bot.context import AppContext
+from bot.http.backlog import Backlog
 from bot.slack import installs
 from bot.slack.builders import blocks, home_blocks
 from bot.slack.gateway import SlackGateway, SlackUnavailable
@@ -27,6 +28,7 @@ from core.tokens.servers import ServerView
 
 log = logging.getLogger("mdmbot.bot")
 
+AFTER_ACK_BACKLOG = 4  # commands acked whose work is still queued or running, per process
 SLACK_TARGET = "slack:"  # a token's delivery target: the DM channel it is uploaded to
 
 
@@ -54,7 +56,7 @@ class BotServices:
         self.ctx = ctx
         self.gateway = gateway
         self.background = ThreadPoolExecutor(max_workers=4, thread_name_prefix="mdmbot-bg")
-        self.after_ack = ThreadPoolExecutor(max_workers=16, thread_name_prefix="mdmbot-after-ack")
+        self.after_ack = Backlog(AFTER_ACK_BACKLOG, threads=16, name="mdmbot-after-ack")
         self._known: set[str] = set()
         self.origin_handlers: dict[str, Callable[[dict[str, Any], str, Delivery], None]] = {}
 

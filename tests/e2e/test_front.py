@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import socket
+import threading
 import time
 from collections.abc import Iterable, Iterator
 from typing import Any
@@ -10,6 +11,7 @@ from typing import Any
 import pytest
 
 from bot.http import HttpServer, Limits, Listener, StartResponse
+from bot.http.backlog import Backlog
 
 
 def echo(environ: dict[str, Any], start_response: StartResponse) -> Iterable[bytes]:
@@ -180,4 +182,43 @@ def test_a_burst_of_connections_is_answered_in_full_one_turn_at_a_time() -> None
     finally:
         for sock in clients:
             sock.close()
+        server.close()
+
+
+@pytest.mark.parametrize("lapse", [10.0, 0.2])
+def test_work_left_behind_an_answer_holds_back_the_next_request_until_done_or_lapsed(
+    lapse: float,
+) -> None:
+    backlog = Backlog(limit=1, threads=2, name="front-backlog", lapse=lapse)
+    release = threading.Event()
+
+    def app(environ: dict[str, Any], start_response: StartResponse) -> Iterable[bytes]:
+        if environ["PATH_INFO"] == "/job":
+            backlog.submit(release.wait, 5.0)
+        start_response("200 OK", [("content-type", "text/plain")])
+        return [environ["PATH_INFO"].encode()]
+
+    server = HttpServer([Listener("a", "127.0.0.1", 0, app, Limits(), backlog)], 4)
+    server.start_in_background("front-backlog")
+    port = server.ports["a"]
+    try:
+        assert ask(port, b"GET /job HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n").endswith(
+            b"/job"
+        )
+        with connect(port) as sock:
+            sock.sendall(b"GET /next HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n")
+            sock.settimeout(0.1 if lapse > 1 else 2.0)
+            started = time.monotonic()
+            if lapse > 1:
+                with pytest.raises(TimeoutError):  # the job still counts: nothing answered yet
+                    sock.recv(65536)
+                release.set()
+                sock.settimeout(2.0)
+            answer = read_all(sock)
+            assert answer.endswith(b"/next")
+            assert time.monotonic() - started < 1.0
+        assert backlog.pending == (0 if lapse > 1 else 1)
+    finally:
+        release.set()
+        backlog.shutdown()
         server.close()
