@@ -7,6 +7,7 @@ import os
 import threading
 from collections.abc import Iterator
 from contextlib import AbstractContextManager, contextmanager, nullcontext
+from contextvars import ContextVar
 from pathlib import Path
 from typing import Any
 
@@ -23,8 +24,6 @@ from core.errors import ConfigError
 from core.files import private_database, private_directory
 
 MIGRATIONS = Path(__file__).with_name("migrations")
-READONLY = "mdmbot_readonly"
-RELAXED = "mdmbot_relaxed"  # commit without waiting for the disk (bench/README.md, "Durability")
 MIGRATION_LOCK = 0x6D646D62
 SUPPORTED_DRIVERS = ("sqlite+pysqlite", "postgresql+psycopg", "postgresql+psycopg2")
 
@@ -62,17 +61,11 @@ def _sqlite_file(url: sa.URL) -> Path | None:
 
 
 def make_engine(url: str) -> sa.Engine:
-    """An engine for `url`; SQLite gets WAL, foreign keys and writers that wait for each other."""
+    """An engine for `url`; SQLite gets WAL, foreign keys and transactions begun as asked."""
     parsed = parse_url(url)
     if parsed.get_backend_name() != "sqlite":
         engine = sa.create_engine(parsed, pool_pre_ping=True, pool_size=10, max_overflow=20)
-
-        @event.listens_for(engine, "begin")
-        def _on_pg_begin(connection: sa.Connection) -> None:
-            if connection.get_execution_options().get(RELAXED, False):
-                # PostgreSQL: a commit returns before its WAL record reaches the disk.
-                connection.exec_driver_sql("SET LOCAL synchronous_commit TO OFF")
-
+        engine.dialect.do_begin = _begin_postgresql  # type: ignore[method-assign]
         return engine
     database = _sqlite_file(parsed)
     if database is not None:
@@ -89,22 +82,48 @@ def make_engine(url: str) -> sa.Engine:
         cursor.execute("PRAGMA busy_timeout=30000")
         cursor.close()
 
-    @event.listens_for(engine, "begin")
-    def _on_begin(connection: sa.Connection) -> None:
-        options = connection.get_execution_options()
-        if options.get(READONLY, False):
-            connection.exec_driver_sql("BEGIN")
-            return
-        # SQLite: the level can only change outside a transaction; WAL with NORMAL syncs at
-        # checkpoints, FULL at every commit. Set only when it differs (a pooled connection).
-        level = "NORMAL" if options.get(RELAXED, False) else "FULL"
-        info = connection.connection.info
-        if info.get("synchronous") != level:
-            connection.exec_driver_sql(f"PRAGMA synchronous={level}")
-            info["synchronous"] = level
-        connection.exec_driver_sql("BEGIN IMMEDIATE")
-
+    # Transactions begin in the dialect rather than in a "begin" event: any engine event makes
+    # SQLAlchemy dispatch four more events around every statement (bench/README.md).
+    engine.dialect.do_begin = _begin_sqlite  # type: ignore[method-assign]
     return engine
+
+
+WRITE, RELAXED, READ = "write", "relaxed", "read"
+_BEGIN: ContextVar[str] = ContextVar("mdmbot_begin", default=WRITE)
+
+
+def _begin_sqlite(dbapi_connection: Any) -> None:
+    """Begin as `_BEGIN` says: writers take the write lock at once, readers a snapshot."""
+    mode = _BEGIN.get()
+    if mode == READ:
+        dbapi_connection.execute("BEGIN")
+        return
+    # SQLite: the level can only change outside a transaction; WAL with NORMAL syncs at
+    # checkpoints, FULL at every commit. Set only when it differs (a pooled connection).
+    level = "NORMAL" if mode == RELAXED else "FULL"
+    info = dbapi_connection.info
+    if info.get("synchronous") != level:
+        dbapi_connection.execute(f"PRAGMA synchronous={level}")
+        info["synchronous"] = level
+    dbapi_connection.execute("BEGIN IMMEDIATE")
+
+
+def _begin_postgresql(dbapi_connection: Any) -> None:
+    """The driver begins on the first statement; a relaxed writer does not wait for its WAL."""
+    if _BEGIN.get() == RELAXED:
+        cursor = dbapi_connection.cursor()
+        cursor.execute("SET LOCAL synchronous_commit TO OFF")
+        cursor.close()
+
+
+@contextmanager
+def _begun_as(mode: str) -> Iterator[None]:
+    """Transactions begun inside the block begin as `mode` (the default is `WRITE`)."""
+    token = _BEGIN.set(mode)
+    try:
+        yield
+    finally:
+        _BEGIN.reset(token)
 
 
 class WriterTurns:
@@ -162,8 +181,12 @@ def unit_of_work(
     transaction) and is rolled back at the end. A unit of work that is not `durable` commits
     without waiting for the disk: a power cut (not a crash of mdmbot) may lose it.
     """
-    with Session(_bind(engine, readonly, durable), expire_on_commit=False) as session:
+    with Session(engine, expire_on_commit=False) as session:
         try:
+            mode = _mode(readonly, durable)
+            if mode != WRITE:  # a writer begins (and takes SQLite's write lock) at its first use
+                with _begun_as(mode):
+                    session.connection()
             yield session
             if readonly:
                 session.rollback()
@@ -179,8 +202,10 @@ def transaction(
     engine: sa.Engine, *, readonly: bool = False, durable: bool = True
 ) -> Iterator[sa.Connection]:
     """`unit_of_work` for Core statements only: a connection, without the ORM's session."""
-    with _bind(engine, readonly, durable).connect() as connection:
-        with connection.begin() as began:
+    with engine.connect() as connection:
+        with _begun_as(_mode(readonly, durable)):
+            began = connection.begin()
+        with began:
             yield connection
             if readonly:
                 began.rollback()
@@ -194,20 +219,11 @@ def connection_of(db: Session | sa.Connection) -> sa.Connection:
     return db.connection()
 
 
-def _bind(engine: sa.Engine, readonly: bool, durable: bool) -> sa.Engine:
-    """The engine whose transactions begin as asked."""
+def _mode(readonly: bool, durable: bool) -> str:
+    """How a transaction asked for this way begins."""
     if readonly:
-        return _variant(engine, READONLY)
-    return engine if durable else _variant(engine, RELAXED)
-
-
-def _variant(engine: sa.Engine, option: str) -> sa.Engine:
-    """The engine with one option set, made once (building one costs as much as a query)."""
-    variant: sa.Engine | None = getattr(engine, "_" + option, None)
-    if variant is None:
-        variant = engine.execution_options(**{option: True})
-        setattr(engine, "_" + option, variant)
-    return variant
+        return READ
+    return WRITE if durable else RELAXED
 
 
 def alembic_config(url: str) -> Config:

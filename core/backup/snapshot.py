@@ -16,6 +16,7 @@ import sqlalchemy as sa
 from sqlmodel import SQLModel
 
 import core.models  # noqa: F401  (every table registers itself in SQLModel.metadata)
+from core import db
 from core.backup.archive import (
     Manifest,
     TableEntry,
@@ -23,7 +24,6 @@ from core.backup.archive import (
     table_member,
     write_manifest,
 )
-from core.db import READONLY
 from core.errors import InvalidInput
 from core.vault import KEY_CHECK_ID, Vault, fingerprint
 
@@ -38,13 +38,13 @@ def tables() -> list[sa.Table]:
 @contextmanager
 def snapshot(engine: sa.Engine) -> Iterator[sa.Connection]:
     """One read transaction that sees a single moment (PostgreSQL: REPEATABLE READ)."""
+    if engine.dialect.name != "postgresql":
+        # SQLite in WAL mode: a deferred read transaction keeps its first read's view
+        with db.transaction(engine, readonly=True) as conn:
+            yield conn
+        return
     with engine.connect() as conn:
-        if conn.dialect.name == "postgresql":
-            conn = conn.execution_options(
-                isolation_level="REPEATABLE READ", postgresql_readonly=True
-            )
-        else:  # SQLite in WAL mode: a deferred read transaction keeps its first read's view
-            conn = conn.execution_options(**{READONLY: True})
+        conn = conn.execution_options(isolation_level="REPEATABLE READ", postgresql_readonly=True)
         with conn.begin() as transaction:
             yield conn
             transaction.rollback()

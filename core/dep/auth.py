@@ -1,33 +1,33 @@
 """Authentication of MDM servers to the device assignment service (DEP-API.md "Authentication").
 
-`GET /session` carries an OAuth 1.0a HMAC-SHA1 Authorization header (RFC 5849) signed with the
-four credentials inside a server token (oauthlib builds the signed base string). Nonces are kept
-in the database per (consumer key, timestamp) so every replica refuses a replay, and sessions are
-stored as SHA-256 hashes bound to their token, so they work on any replica and end with the token.
+`GET /session` carries an OAuth 1.0a HMAC-SHA1 Authorization header (RFC 5849, `core.dep.oauth`)
+signed with the four credentials inside a server token. Nonces are kept in the database per
+(consumer key, timestamp) so every replica refuses a replay, and sessions are stored as SHA-256
+hashes bound to their token, so they work on any replica and end with the token.
 """
 
 from __future__ import annotations
 
-import base64
 import hashlib
 import hmac
 import itertools
 import json
 import secrets
-from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
-from typing import Any, cast
-from urllib.parse import parse_qsl
+from typing import cast
 
 import sqlalchemy as sa
-from oauthlib.oauth1.rfc5849 import signature, utils
 from sqlalchemy.dialects.postgresql import insert as postgresql_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlmodel import Session, col
 
 from core.dep import feedback as dep_feedback
+from core.dep.errors import DepError as DepError
 from core.dep.feedback import ReplacedTokenAlert
+from core.dep.oauth import OAuthRequest as OAuthRequest
+from core.dep.oauth import parse_oauth as parse_oauth
+from core.dep.oauth import signature_valid as signature_valid
 from core.models import DepNonce, DepSession, Token, TokenStatus
 from core.tokens.issuance import access_digest
 from core.vault import Vault
@@ -38,34 +38,6 @@ TOUCH_EVERY = timedelta(seconds=30)  # sessions and `last seen` are rewritten at
 PRUNE_BATCH = 50  # ours: stale nonces and dead sessions pruned per `/session`, at most
 PRUNE_EVERY = 8  # ours: one `/session` in 8 prunes 8 batches at once (one statement each)
 REPLAYED = ("NONCE_USED", "replayed_nonce")
-REQUIRED = ("oauth_consumer_key", "oauth_token", "oauth_signature_method", "oauth_signature",
-            "oauth_timestamp", "oauth_nonce")
-
-
-class DepError(Exception):
-    """A refusal with its HTTP status, the bare code clients match on, and a metric reason."""
-
-    def __init__(self, status: int, code: str, reason: str) -> None:
-        super().__init__(code)
-        self.status, self.code, self.reason = status, code, reason
-
-
-def _malformed(code: str, reason: str) -> DepError:
-    return DepError(400, code, reason)
-
-
-@dataclass(frozen=True)
-class OAuthRequest:
-    """The parts of a `GET /session` request its signature covers."""
-
-    method: str
-    uris: tuple[str, ...]
-    params: tuple[tuple[str, str], ...] = field(repr=False)
-    consumer_key: str
-    access_token: str = field(repr=False)
-    signature: str = field(repr=False)
-    timestamp: int
-    nonce: str
 
 
 @dataclass(frozen=True)
@@ -77,74 +49,6 @@ class SessionOutcome:
     alert: ReplacedTokenAlert | None = None
     ticked_cases: tuple[int, ...] = ()
     installed: bool = False  # this session is the token's first use
-
-
-def parse_oauth(
-    authorization: str | None, method: str, uris: Sequence[str], query: str = ""
-) -> OAuthRequest:
-    """Read the OAuth parameters from the Authorization header only (Apple's clients send them
-    there; in a query they end up in proxy logs); realm optional, never signed; a malformed
-    request is a 400."""
-    if not authorization:
-        raise _malformed("OAUTH_HEADER_MISSING", "header_missing")
-    if authorization[:6].lower() != "oauth ":
-        raise _malformed("OAUTH_HEADER_MALFORMED", "header_malformed")
-    keys = [item.split("=", 1)[0].strip() for item in utils.parse_http_list(authorization[6:])]
-    if len(keys) != len(set(keys)):
-        raise _malformed("OAUTH_PARAMETER_DUPLICATED", "parameter_duplicated")
-    try:
-        params = signature.collect_parameters(
-            uri_query=query,
-            headers={"Authorization": authorization},
-            exclude_oauth_signature=False,
-            with_realm=False,
-        )
-    except (ValueError, IndexError) as exc:
-        raise _malformed("OAUTH_HEADER_MALFORMED", "header_malformed") from exc
-    in_query = {k for k, _ in parse_qsl(query, keep_blank_values=True) if k.startswith("oauth_")}
-    if in_query & set(keys):
-        raise _malformed("OAUTH_PARAMETER_DUPLICATED", "parameter_duplicated")
-    oauth = dict(params)
-    if any(not oauth.get(name) for name in REQUIRED):
-        raise _malformed("OAUTH_PARAMETER_MISSING", "parameter_missing")
-    if oauth["oauth_signature_method"] != "HMAC-SHA1":
-        raise _malformed("OAUTH_SIGNATURE_METHOD_UNSUPPORTED", "method_unsupported")
-    if oauth.get("oauth_version", "1.0") != "1.0":
-        raise _malformed("OAUTH_VERSION_UNSUPPORTED", "version_unsupported")
-    stamp = oauth["oauth_timestamp"]
-    printable = all(v.isascii() and v.isprintable() for k, v in params if k.startswith("oauth_"))
-    if in_query or not printable or not (stamp.isascii() and stamp.isdigit()):
-        raise _malformed("OAUTH_PARAMETER_MALFORMED", "parameter_malformed")
-    if len(stamp) > 12 or len(oauth["oauth_nonce"]) > 128:
-        raise _malformed("OAUTH_PARAMETER_MALFORMED", "parameter_malformed")
-    return OAuthRequest(
-        method=method.upper(),
-        uris=tuple(uris),
-        params=tuple((k, v) for k, v in params if k != "oauth_signature"),
-        consumer_key=oauth["oauth_consumer_key"],
-        access_token=oauth["oauth_token"],
-        signature=oauth["oauth_signature"],
-        timestamp=int(stamp),
-        nonce=oauth["oauth_nonce"],
-    )
-
-
-def signature_valid(request: OAuthRequest, consumer_secret: str, access_secret: str) -> bool:
-    """Whether the HMAC-SHA1 signature matches for one of the URLs the client may have signed."""
-    # RFC 5849 3.4.2: the key is both secrets, each percent-encoded, joined by "&".
-    key = f"{utils.escape(consumer_secret)}&{utils.escape(access_secret)}".encode()
-    parameters = signature.normalize_parameters(cast(Any, list(request.params)))
-    presented = request.signature.encode("utf-8", "replace")
-    for uri in request.uris:
-        try:
-            base_uri = signature.base_string_uri(uri)
-        except ValueError:  # a URL oauthlib cannot normalise was not what the client signed
-            continue
-        base = signature.signature_base_string(cast(Any, request.method), base_uri, parameters)
-        digest = hmac.new(key, base.encode(), hashlib.sha1).digest()
-        if hmac.compare_digest(base64.b64encode(digest), presented):
-            return True
-    return False
 
 
 @dataclass(frozen=True)
