@@ -3,9 +3,9 @@
 Pairs: `mdmbot serve --http --no-scheduler --dep-port` on SQLite seeded with 16 servers (one token
 per load worker, as 16 MDM servers would hold), against the bare WSGI app of `bench.dep_bare`
 (constant JSON on the same HTTP front and thread count), alternating rounds, 16 pairs in
-flight from the `bench.dep_load` process. Signature: `core.dep.auth` parsing the OAuth header and
-verifying HMAC-SHA1 with oauthlib, against `hmac` + `base64` over a precomputed base string in a
-loop (the physical floor of any HMAC-SHA1 check).
+flight from the `bench.dep_load` process. Signature: `core.dep.oauth` parsing the OAuth header
+and verifying HMAC-SHA1 over RFC 5849's base string, against `hmac` + `base64` over a
+precomputed base string in a loop (the physical floor of any HMAC-SHA1 check).
 """
 
 from __future__ import annotations
@@ -43,7 +43,7 @@ from bench.dep_load import Spec
 from bench.fake import start_fake
 from bench.seed import add_servers, bench_settings
 from bot.context import AppContext
-from core.dep import auth as dep_auth
+from core.dep import oauth
 from core.models import Token, TokenStatus
 
 CONCURRENCY = 16
@@ -207,13 +207,13 @@ def _signature(quick: bool, section: Section) -> None:
     count = SIGNATURES[quick]
     started = time.perf_counter()
     for _ in range(count):
-        request = dep_auth.parse_oauth(header, "GET", [url])
-        assert dep_auth.signature_valid(request, creds[1], creds[3])
+        request = oauth.parse_oauth(header, "GET", [url])
+        assert oauth.signature_valid(request, creds[1], creds[3])
     ours = (time.perf_counter() - started) / count
-    request = dep_auth.parse_oauth(header, "GET", [url])
+    request = oauth.parse_oauth(header, "GET", [url])
     started = time.perf_counter()
     for _ in range(count):
-        dep_auth.signature_valid(request, creds[1], creds[3])
+        oauth.signature_valid(request, creds[1], creds[3])
     verify = (time.perf_counter() - started) / count
     key = f"{creds[1]}&{creds[3]}".encode()
     base = b"GET&http%3A%2F%2Fdep.school.example%2Fsession&" + b"x" * 400
@@ -223,7 +223,7 @@ def _signature(quick: bool, section: Section) -> None:
     raw = (time.perf_counter() - started) / count
     section.rows.append(
         Row(
-            "OAuth signature check alone (parse header + oauthlib HMAC-SHA1 verify)",
+            "OAuth signature check alone (parse header + HMAC-SHA1 verify)",
             f"{ours * 1e6:.1f} µs (verify only {verify * 1e6:.1f} µs; {ours / raw:.0f}× raw)",
             f"raw `hmac` SHA-1 + base64: {raw * 1e6:.2f} µs",
             "—",
