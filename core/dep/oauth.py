@@ -12,7 +12,7 @@ import hmac
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from functools import partial
-from urllib.parse import parse_qsl, quote
+from urllib.parse import quote
 
 from oauthlib.common import urldecode
 from oauthlib.oauth1.rfc5849 import signature, utils
@@ -57,12 +57,14 @@ def parse_oauth(
         raise _malformed("OAUTH_PARAMETER_DUPLICATED", "parameter_duplicated")
     try:
         # RFC 5849 3.4.1.3.1 as oauthlib's `collect_parameters` reads it, the header parsed once
-        found = urldecode(query) if query else []
-        found += [(k, v) for k, v in utils.parse_keqv_list(items).items() if k != "realm"]
+        queried = urldecode(query) if query else []
+        found = queried + [
+            (k, v) for k, v in utils.parse_keqv_list(items).items() if k != "realm"
+        ]
         params = [(k, utils.unescape(v) if k.startswith("oauth_") else v) for k, v in found]
     except (ValueError, IndexError) as exc:
         raise _malformed("OAUTH_HEADER_MALFORMED", "header_malformed") from exc
-    in_query = {k for k, _ in parse_qsl(query, keep_blank_values=True) if k.startswith("oauth_")}
+    in_query = {k for k, _ in queried if k.startswith("oauth_")}
     if in_query & set(keys):
         raise _malformed("OAUTH_PARAMETER_DUPLICATED", "parameter_duplicated")
     oauth = dict(params)
