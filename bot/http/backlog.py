@@ -44,7 +44,8 @@ class Backlog:
         return self._pending - lapsed >= self.limit
 
     def watch(self, callback: Callable[[], None]) -> None:
-        """Call `callback` (from a pool thread) whenever the backlog stops being full."""
+        """Call `callback` (from a pool thread) when a finished job takes the backlog below its
+        limit (a listener held back by `full` may take requests again)."""
         with self._lock:
             self._watchers.append(callback)
 
@@ -74,7 +75,7 @@ class Backlog:
     def _finished(self) -> None:
         with self._lock:
             self._pending -= 1
-            freed = self._pending < self.limit
+            freed = self._pending == self.limit - 1  # below the limit now, and not before
             watchers = list(self._watchers) if freed else []
         for callback in watchers:
             callback()
