@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import socket
 import threading
 import time
 from collections import deque
@@ -103,6 +104,8 @@ class _Handler(BaseHTTPRequestHandler):
     """Routes HTTP requests to the owning FakeSlack."""
 
     server: _Server
+    protocol_version = "HTTP/1.1"  # slack.com keeps a client's connection open between calls
+    disable_nagle_algorithm = True  # headers and body are two writes; Nagle would hold the body
 
     def do_POST(self) -> None:
         """Handle POST (and GET, whose body is empty)."""
@@ -126,11 +129,40 @@ class _Handler(BaseHTTPRequestHandler):
 
 
 class _Server(ThreadingHTTPServer):
-    """HTTP server that knows its FakeSlack."""
+    """HTTP server that knows its FakeSlack and the connections it holds open."""
 
     daemon_threads = True
     request_queue_size = 1024  # slack.com takes every connection; socketserver's 5 drops SYNs
     fake: FakeSlack
+
+    def server_activate(self) -> None:
+        """Listen, with no connection accepted yet."""
+        self.accepted = 0
+        self.open_connections: set[socket.socket] = set()
+        super().server_activate()
+
+    def process_request(self, request: Any, client_address: Any) -> None:
+        """Count and remember the connection while its thread serves it."""
+        with self.fake._lock:
+            self.accepted += 1
+            self.open_connections.add(request)
+        super().process_request(request, client_address)
+
+    def shutdown_request(self, request: Any) -> None:
+        """Forget a connection its thread is done with."""
+        with self.fake._lock:
+            self.open_connections.discard(request)
+        super().shutdown_request(request)
+
+    def drop_connections(self) -> None:
+        """Hang up every open connection, as a Slack outage would."""
+        with self.fake._lock:
+            held = list(self.open_connections)
+        for sock in held:
+            try:
+                sock.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
 
 
 class FakeSlack:
@@ -185,7 +217,18 @@ class FakeSlack:
         if self._server is not None:
             self._server.shutdown()
             self._server.server_close()
+            self._server.drop_connections()
             self._server = None
+
+    @property
+    def connections_accepted(self) -> int:
+        """TCP connections accepted since start (a kept-alive client opens one for many calls)."""
+        return self._server.accepted if self._server is not None else 0
+
+    def hang_up(self) -> None:
+        """Close every open client connection and keep serving (an idle timeout at Slack)."""
+        if self._server is not None:
+            self._server.drop_connections()
 
     def reset(self) -> None:
         """Forget recorded traffic, views, uploads and injections; keep fixtures."""

@@ -17,6 +17,7 @@ from slack_sdk.http_retry.builtin_handlers import (
     ServerErrorRetryHandler,
 )
 
+from bot.keepalive import KeepAliveWebClient
 from bot.slack import download
 from core.errors import CertificateError, InvalidInput, MdmbotError
 from core.sealing import STALE, seal, unseal
@@ -48,8 +49,9 @@ class Posted:
 
 
 def make_client(token: str, api_url: str) -> WebClient:
-    """A Web API client for `api_url` that retries rate limits, 5xx and dropped connections."""
-    return WebClient(
+    """A Web API client for `api_url` that keeps its connections open and retries rate limits,
+    5xx and dropped connections."""
+    return KeepAliveWebClient(
         token=token,
         base_url=api_url,
         timeout=15,
