@@ -42,7 +42,7 @@ from bench.common import (
     tree_cpu_seconds,
     wait_healthy,
 )
-from bench.fake import FakeSlack, start_fake
+from bench.fake import FakeSlack, collector_held, start_fake
 from bench.loadgen import Spec
 from bench.seed import add_servers, bench_settings
 from bot.context import AppContext
@@ -150,15 +150,16 @@ def load(port: int, text: str, concurrency: int, count: int, seq: int, root: str
         response_root=root,
         seq_start=seq,
     )
-    done = subprocess.run(
-        [python(), "-m", "bench.loadgen"],
-        input=json.dumps(asdict(spec)).encode(),
-        capture_output=True,
-        cwd=ROOT,
-        env=child_env({}),
-        timeout=spec.deadline + 60,
-        check=True,
-    )
+    with collector_held():
+        done = subprocess.run(
+            [python(), "-m", "bench.loadgen"],
+            input=json.dumps(asdict(spec)).encode(),
+            capture_output=True,
+            cwd=ROOT,
+            env=child_env({}),
+            timeout=spec.deadline + 60,
+            check=True,
+        )
     result: dict[str, Any] = json.loads(done.stdout)
     return result
 
