@@ -51,12 +51,10 @@ def start_fake() -> FakeSlack:
 
 @contextmanager
 def collector_held() -> Iterator[None]:
-    """No garbage collection in this process (the fake's) while a measured round runs.
+    """No garbage collection in this process (the fake's) during a round; its record frozen after.
 
-    The fake records every call it answers; a full collection of that record took 100-170 ms
-    of one of the two cores, growing with each round, and stalled every request in flight.
-    Slack's servers do not take a core of the host mdmbot runs on. The record is frozen after
-    the round, so later collections skip it.
+    A full collection of the fake's record of calls took 100-170 ms of one of the two cores, more
+    each round, and stalled every request in flight; Slack's servers take no core of mdmbot's host.
     """
     gc.disable()
     try:

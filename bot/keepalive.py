@@ -92,8 +92,8 @@ os.register_at_fork(after_in_child=_after_fork_in_child)
 
 
 def _still_open(connection: http.client.HTTPConnection) -> bool:
-    """Whether an idle connection may carry a request: a server that closed it made it readable
-    (EOF); a server sends nothing unasked on an idle HTTP/1.1 connection (RFC 9112 §9.6)."""
+    """Whether an idle connection may carry a request (one the server closed reads as EOF)."""
+    # RFC 9112 §9.6: a server sends nothing unasked on an idle connection, so readable = closed.
     sock = connection.sock
     if sock is None:
         return False
@@ -105,8 +105,7 @@ def _still_open(connection: http.client.HTTPConnection) -> bool:
 
 
 class KeepAliveWebClient(WebClient):
-    """A WebClient whose calls share persistent connections (a proxy setting falls back to
-    slack_sdk's own urllib transport)."""
+    """A WebClient whose calls share persistent connections (through a proxy: slack_sdk's own)."""
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
