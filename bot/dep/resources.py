@@ -59,6 +59,7 @@ class SessionResource:
         self.on_replaced = on_replaced
         self.on_cases = on_cases
         self.public_url = ctx.settings.mdmbot_dep_public_url
+        self.signers = dep_auth.Signers()
 
     def on_get(self, req: falcon.Request, resp: falcon.Response) -> None:
         """Answer `{"auth_session_token": …}` or the refusal."""
@@ -69,8 +70,12 @@ class SessionResource:
             req.query_string,
         )
         now, client = self.ctx.now(), req.remote_addr or ""
-        with self.ctx.transaction(readonly=True) as connection:
-            verified = dep_auth.verify_request(connection, self.ctx.vault, request, now)
+        verified = dep_auth.verify_known(self.signers, request, now)
+        if verified is None:
+            with self.ctx.transaction(readonly=True) as connection:
+                verified = dep_auth.verify_request(
+                    connection, self.ctx.vault, request, now, self.signers
+                )
         outcome = None
         if verified.routine:
             # A routine session (nonce, session, `last seen`) may be lost to a power cut; the
@@ -116,9 +121,9 @@ class AccountResource:
     def on_get(self, req: falcon.Request, resp: falcon.Response) -> None:
         """Answer the account detail."""
         now = self.ctx.now()
+        key = req.get_header(SESSION_HEADER)
         with self.ctx.transaction(readonly=True) as connection:
-            live = dep_auth.check_session(connection, req.get_header(SESSION_HEADER), now)
-            body = dep_account.account(connection, live.token_id, self.org)
+            live, body = dep_account.session_account(connection, key, now, self.org)
         if live.stale:
             with self.writes, self.ctx.transaction(durable=False) as connection:
                 dep_auth.touch_session(connection, live, now, req.remote_addr or "")

@@ -11,8 +11,9 @@ from typing import Any
 import sqlalchemy as sa
 from sqlmodel import col
 
+from core.dep import auth as dep_auth
 from core.errors import NotFound
-from core.models import Person, Server, Token
+from core.models import DepSession, Person, Server, Token
 
 _SERVER_NAMESPACE = uuid.UUID("6d646d62-6f74-4465-9020-736572766572")
 # ours: `admin_id` when the issuer's email is unknown (a command-line login or a Slack id is
@@ -58,26 +59,40 @@ def _uuid(server_id: int | None, created_at: datetime) -> str:
     return str(uuid.uuid5(_SERVER_NAMESPACE, f"{server_id}:{created_at.isoformat()}"))
 
 
-_OWNER = (
+_LIVE_OWNER = (
     sa.select(
+        *dep_auth.LIVE_COLUMNS,
         col(Server.id),
         col(Server.name),
         col(Server.created_at),
-        col(Token.downloaded_by),
         col(Person.email),
     )
-    .join(Token, col(Token.server_id) == col(Server.id))
+    .select_from(DepSession)
+    .join(Token, col(Token.id) == col(DepSession.token_id))
+    .outerjoin(Server, col(Server.id) == col(Token.server_id))
     .outerjoin(Person, col(Person.slack_id) == col(Token.downloaded_by))
-    .where(col(Token.id) == sa.bindparam("token"))
+    .where(col(DepSession.key_hash) == sa.bindparam("digest"))
 )
 
 
-def account(connection: sa.Connection, token_id: int, org: Organisation) -> dict[str, Any]:
-    """The account detail of the MDM server that owns the token."""
-    row = connection.execute(_OWNER, {"token": token_id}).first()
-    if row is None:
+def session_account(
+    connection: sa.Connection, key: str | None, now: datetime, org: Organisation
+) -> tuple[dep_auth.LiveSession, dict[str, Any]]:
+    """The live session for `key` and the account detail of its token's MDM server, in one
+    statement; 401 UNAUTHORIZED for a dead session."""
+    digest = dep_auth.session_digest(key)
+    row = connection.execute(_LIVE_OWNER, {"digest": digest}).first()
+    live = dep_auth.live_session(digest, row, now)
+    assert row is not None  # live_session refused a missing row
+    server_id, name, created_at, email = row[5:]
+    if server_id is None:
         raise NotFound("That token's MDM server no longer exists.")
-    server_id, name, created_at, _downloaded_by, email = row
+    return live, _detail(server_id, name, created_at, email, org)
+
+
+def _detail(
+    server_id: int, name: str, created_at: datetime, email: str | None, org: Organisation
+) -> dict[str, Any]:
     return {
         "server_name": name,
         "server_uuid": _uuid(server_id, created_at),

@@ -13,9 +13,10 @@ import hmac
 import itertools
 import json
 import secrets
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
-from typing import cast
+from typing import Any, cast
 
 import sqlalchemy as sa
 from sqlalchemy.dialects.postgresql import insert as postgresql_insert
@@ -61,11 +62,14 @@ class Verified:
 
 
 def verify_request(
-    connection: sa.Connection, vault: Vault, request: OAuthRequest, now: datetime
+    connection: sa.Connection,
+    vault: Vault,
+    request: OAuthRequest,
+    now: datetime,
+    signers: Signers | None = None,
 ) -> Verified:
     """The token whose credentials signed the request (only reads); else a 401."""
-    if abs(now.timestamp() - request.timestamp) > WINDOW.total_seconds():
-        raise DepError(401, "TIMESTAMP_REFUSED", "stale_timestamp")
+    _check_timestamp(request, now)
     refused = DepError(401, "SIGNATURE_INVALID", "unknown_key")
     rows = connection.execute(
         _BY_KEY, {"key": request.consumer_key, "digest": access_digest(request.access_token)}
@@ -76,11 +80,53 @@ def verify_request(
         creds = _opened(vault, sealed)
         if not hmac.compare_digest(creds["access_token"], request.access_token):
             continue
+        if signers is not None:
+            signers.remember(request, cast(int, token_id), creds)
         if not signature_valid(request, creds["consumer_secret"], creds["access_secret"]):
             raise DepError(401, "SIGNATURE_INVALID", "bad_signature")
         routine = status == TokenStatus.ACTIVE and installed_at is not None
         return Verified(cast(int, token_id), routine)
     raise refused
+
+
+def verify_known(signers: Signers, request: OAuthRequest, now: datetime) -> Verified | None:
+    """`verify_request` without the database for a token this process verified before; None
+    for any other. Whether the token may still open a session is read when the session is."""
+    _check_timestamp(request, now)
+    known = signers.get(request)
+    if known is None:
+        return None
+    token_id, creds = known
+    if not signature_valid(request, creds["consumer_secret"], creds["access_secret"]):
+        raise DepError(401, "SIGNATURE_INVALID", "bad_signature")
+    return Verified(token_id, routine=True)
+
+
+def _check_timestamp(request: OAuthRequest, now: datetime) -> None:
+    if abs(now.timestamp() - request.timestamp) > WINDOW.total_seconds():
+        raise DepError(401, "TIMESTAMP_REFUSED", "stale_timestamp")
+
+
+class Signers:
+    """Tokens that signed a request here before, by consumer key and access token.
+
+    A token's credentials never change (a key rotation re-seals the same ones) and a token
+    never goes back to `pending`, so a signer once found stays that token's.
+    """
+
+    def __init__(self, limit: int = 1024) -> None:
+        self.limit = limit  # more than the 250 servers Apple allows an organisation, renewed
+        self._known: dict[tuple[str, str], tuple[int, dict[str, str]]] = {}
+
+    def get(self, request: OAuthRequest) -> tuple[int, dict[str, str]] | None:
+        """The token id and credentials of the request's signer, if seen before."""
+        return self._known.get((request.consumer_key, request.access_token))
+
+    def remember(self, request: OAuthRequest, token_id: int, creds: dict[str, str]) -> None:
+        """Note the token whose access token the request presents."""
+        if len(self._known) >= self.limit:
+            self._known.clear()
+        self._known[(request.consumer_key, request.access_token)] = (token_id, creds)
 
 
 _OPENED: dict[str, dict[str, str]] = {}  # sealed credentials → opened, for this process
@@ -198,34 +244,44 @@ class LiveSession:
 
 
 def check_session(connection: sa.Connection, key: str | None, now: datetime) -> LiveSession:
-    """The live session for `key` (read only); else 401 UNAUTHORIZED.
+    """The live session for `key` (read only); else 401 UNAUTHORIZED."""
+    digest = session_digest(key)
+    row = connection.execute(_LIVE, {"digest": digest}).first()
+    return live_session(digest, row, now)
+
+
+def session_digest(key: str | None) -> str:
+    """The stored hash of a session key; 401 UNAUTHORIZED for none or an oversized one."""
+    if not key or len(key) > 256:
+        raise DepError(401, "UNAUTHORIZED", "session_unknown")
+    return _hash(key)
+
+
+def live_session(digest: str, row: Sequence[Any] | None, now: datetime) -> LiveSession:
+    """The session read by a statement that starts with `LIVE_COLUMNS`; else 401 UNAUTHORIZED.
 
     Writes are batched: a session's expiry is pushed to `SESSION_IDLE + TOUCH_EVERY` ahead, and
     only rewritten once less than `SESSION_IDLE` is left, so it lives at least 3 idle minutes
     while most requests only read.
     """
-    unauthorized = DepError(401, "UNAUTHORIZED", "session_unknown")
-    if not key or len(key) > 256:
-        raise unauthorized
-    digest = _hash(key)
-    row = connection.execute(_LIVE, {"digest": digest}).first()
     if row is None:
-        raise unauthorized
-    expires_at, token_id, status, token_expires, last_used = row
+        raise DepError(401, "UNAUTHORIZED", "session_unknown")
+    expires_at, token_id, status, token_expires, last_used = row[:5]
     if expires_at <= now or status != TokenStatus.ACTIVE or token_expires <= now or not token_id:
-        raise unauthorized
+        raise DepError(401, "UNAUTHORIZED", "session_unknown")
     stale = expires_at < now + SESSION_IDLE or last_used is None or last_used < now - TOUCH_EVERY
     return LiveSession(digest, token_id, stale)
 
 
+LIVE_COLUMNS = (
+    col(DepSession.expires_at),
+    col(Token.id),
+    col(Token.status),
+    col(Token.expires_at),
+    col(Token.last_used_at),
+)
 _LIVE = (
-    sa.select(
-        col(DepSession.expires_at),
-        col(Token.id),
-        col(Token.status),
-        col(Token.expires_at),
-        col(Token.last_used_at),
-    )
+    sa.select(*LIVE_COLUMNS)
     .join(Token, col(Token.id) == col(DepSession.token_id))
     .where(col(DepSession.key_hash) == sa.bindparam("digest"))
 )

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from datetime import timedelta
 
 import pytest
@@ -117,3 +118,36 @@ def test_only_units_of_work_marked_not_durable_commit_without_waiting_for_the_di
             session.add(DepNonce(consumer_key="CK", timestamp=1, nonce=f"n{_}", seen_at=NOW))
     with db.unit_of_work(engine, readonly=True) as session:
         assert len(session.exec(select(DepNonce)).all()) == 2  # the relaxed ones committed
+
+
+def test_a_signer_seen_before_is_checked_without_the_database(
+    session: Session, vault: Vault
+) -> None:
+    creds = add_server(session, vault, "Kandji", NOW, actor="operator")
+    signers = dep_auth.Signers()
+    stamp = str(int(NOW.timestamp()))
+
+    def request(nonce: str, secret: str = creds.access_secret) -> dep_auth.OAuthRequest:
+        signed = dataclasses.replace(creds, access_secret=secret)
+        return dep_auth.parse_oauth(
+            oauth_header(signed, URL, timestamp=stamp, nonce=nonce), "GET", [URL]
+        )
+
+    assert dep_auth.verify_known(signers, request("a"), NOW) is None, "unknown until verified"
+    with pytest.raises(DepError) as forged:
+        forgery = request("b", "AS_forged")
+        dep_auth.verify_request(session.connection(), vault, forgery, NOW, signers)
+    assert forged.value.code == "SIGNATURE_INVALID"
+    # The access token identified the token, so the next request needs no read to be checked.
+    known = dep_auth.verify_known(signers, request("c"), NOW)
+    assert known is not None and known.token_id == creds.token_id
+    for refused, at, code in (
+        (request("d", "AS_forged"), NOW, "SIGNATURE_INVALID"),
+        (request("e"), NOW + dep_auth.WINDOW + timedelta(seconds=1), "TIMESTAMP_REFUSED"),
+    ):
+        with pytest.raises(DepError) as failed:
+            dep_auth.verify_known(signers, refused, at)
+        assert failed.value.code == code
+    other = add_server(session, vault, "Jamf", NOW, actor="operator")
+    header = oauth_header(other, URL, timestamp=stamp)
+    assert dep_auth.verify_known(signers, dep_auth.parse_oauth(header, "GET", [URL]), NOW) is None
