@@ -140,7 +140,7 @@ class KeepAliveWebClient(WebClient):
             connection.close()
         else:
             self.pool.give_back(origin, connection)
-        if not 200 <= response.status < 300:
+        if not 200 <= response.status < 300:  # Slack's Web API never redirects: a 3xx is an error
             fp = io.BytesIO(body)
             raise HTTPError(url, response.status, response.reason, response.headers, fp)
         if response.headers.get_content_type() == "application/gzip":
