@@ -30,9 +30,11 @@ Origin = tuple[str, str, int]
 class ConnectionPool:
     """Idle HTTP connections per origin, for one process (a forked child starts with none)."""
 
-    def __init__(self, timeout: float, context: ssl.SSLContext, size: int = IDLE_PER_HOST) -> None:
+    def __init__(
+        self, timeout: float, context: ssl.SSLContext | None = None, size: int = IDLE_PER_HOST
+    ) -> None:
         self.timeout = timeout
-        self.context = context
+        self.context = context  # None: the default, made at the first https connection
         self.size = size
         self._lock = threading.Lock()
         self._idle: dict[Origin, list[http.client.HTTPConnection]] = {}
@@ -49,6 +51,8 @@ class ConnectionPool:
                 connection.close()
         scheme, host, port = origin
         if scheme == "https":
+            if self.context is None:
+                self.context = ssl.create_default_context()  # loading the CAs takes ~25 ms
             return http.client.HTTPSConnection(
                 host, port, timeout=self.timeout, context=self.context
             )
@@ -109,8 +113,7 @@ class KeepAliveWebClient(WebClient):
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
-        context = self.ssl if self.ssl is not None else ssl.create_default_context()
-        self.pool = ConnectionPool(float(self.timeout), context)
+        self.pool = ConnectionPool(float(self.timeout), self.ssl)
         self._proxies = getproxies()
         self._direct: dict[Origin, bool] = {}
 

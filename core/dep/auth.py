@@ -82,8 +82,7 @@ def verify_request(
             continue
         if signers is not None:
             signers.remember(request, cast(int, token_id), creds)
-        if not signature_valid(request, creds["consumer_secret"], creds["access_secret"]):
-            raise DepError(401, "SIGNATURE_INVALID", "bad_signature")
+        _check_signature(request, creds)
         routine = status == TokenStatus.ACTIVE and installed_at is not None
         return Verified(cast(int, token_id), routine)
     raise refused
@@ -97,8 +96,7 @@ def verify_known(signers: Signers, request: OAuthRequest, now: datetime) -> Veri
     if known is None:
         return None
     token_id, creds = known
-    if not signature_valid(request, creds["consumer_secret"], creds["access_secret"]):
-        raise DepError(401, "SIGNATURE_INVALID", "bad_signature")
+    _check_signature(request, creds)
     return Verified(token_id, routine=True)
 
 
@@ -107,26 +105,9 @@ def _check_timestamp(request: OAuthRequest, now: datetime) -> None:
         raise DepError(401, "TIMESTAMP_REFUSED", "stale_timestamp")
 
 
-class Signers:
-    """Tokens that signed a request here before, by consumer key and access token.
-
-    A token's credentials never change (a key rotation re-seals the same ones) and a token
-    never goes back to `pending`, so a signer once found stays that token's.
-    """
-
-    def __init__(self, limit: int = 1024) -> None:
-        self.limit = limit  # more than the 250 servers Apple allows an organisation, renewed
-        self._known: dict[tuple[str, str], tuple[int, dict[str, str]]] = {}
-
-    def get(self, request: OAuthRequest) -> tuple[int, dict[str, str]] | None:
-        """The token id and credentials of the request's signer, if seen before."""
-        return self._known.get((request.consumer_key, request.access_token))
-
-    def remember(self, request: OAuthRequest, token_id: int, creds: dict[str, str]) -> None:
-        """Note the token whose access token the request presents."""
-        if len(self._known) >= self.limit:
-            self._known.clear()
-        self._known[(request.consumer_key, request.access_token)] = (token_id, creds)
+def _check_signature(request: OAuthRequest, creds: dict[str, str]) -> None:
+    if not signature_valid(request, creds["consumer_secret"], creds["access_secret"]):
+        raise DepError(401, "SIGNATURE_INVALID", "bad_signature")
 
 
 _OPENED: dict[str, dict[str, str]] = {}  # sealed credentials → opened, for this process
@@ -142,6 +123,28 @@ def _opened(vault: Vault, sealed: str) -> dict[str, str]:
             _OPENED.clear()
         _OPENED[sealed] = creds
     return creds
+
+
+class Signers:
+    """Tokens that signed a request here before, by consumer key and access token.
+
+    A token's credentials never change (a key rotation re-seals the same ones) and a token
+    never goes back to `pending`, so a signer once found stays that token's.
+    """
+
+    def __init__(self, limit: int = _OPENED_MAX) -> None:
+        self.limit = limit
+        self._known: dict[tuple[str, str], tuple[int, dict[str, str]]] = {}
+
+    def get(self, request: OAuthRequest) -> tuple[int, dict[str, str]] | None:
+        """The token id and credentials of the request's signer, if seen before."""
+        return self._known.get((request.consumer_key, request.access_token))
+
+    def remember(self, request: OAuthRequest, token_id: int, creds: dict[str, str]) -> None:
+        """Note the token whose access token the request presents."""
+        if len(self._known) >= self.limit:
+            self._known.clear()
+        self._known[(request.consumer_key, request.access_token)] = (token_id, creds)
 
 
 def open_session(
