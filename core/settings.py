@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ipaddress
 import os
 from pathlib import Path
 from urllib.parse import urlsplit
@@ -13,6 +14,20 @@ from core.errors import ConfigError
 from core.files import refuse_file
 
 DEFAULT_ALERT_DAYS = (60, 30, 14, 7, 3, 1)
+Network = ipaddress.IPv4Network | ipaddress.IPv6Network
+
+
+def parse_networks(text: str) -> tuple[Network, ...]:
+    """`10.0.0.0/8, fd00::/8` as networks; ValueError naming the first malformed one."""
+    networks: list[Network] = []
+    for item in (part.strip() for part in text.split(",")):
+        if not item:
+            continue
+        try:
+            networks.append(ipaddress.ip_network(item, strict=False))
+        except ValueError as exc:
+            raise ValueError(f"“{item}” is not a network such as 10.0.0.0/8") from exc
+    return tuple(networks)
 
 
 def default_data_dir() -> Path:
@@ -51,6 +66,7 @@ class Settings(BaseSettings):
     mdmbot_backup_keep: int = 7
     mdmbot_mdm_ca_bundle: Path | None = None
     mdmbot_mdm_timeout: float = 10.0
+    mdmbot_mdm_allow_networks: str = ""
 
     @field_validator("mdmbot_sweep_minutes", "mdmbot_lease_seconds", "mdmbot_mdm_timeout")
     @classmethod
@@ -75,6 +91,12 @@ class Settings(BaseSettings):
             raise ValueError("it must be scheme://host[:port]/ alone")
         return f"{parts.scheme}://{parts.netloc}"
 
+    @field_validator("mdmbot_mdm_allow_networks")
+    @classmethod
+    def _networks(cls, value: str) -> str:
+        parse_networks(value)
+        return value
+
     @field_validator("mdmbot_backup_keep")
     @classmethod
     def _at_least_one(cls, value: int) -> int:
@@ -88,6 +110,11 @@ class Settings(BaseSettings):
         if self.mdmbot_database_url:
             return self.mdmbot_database_url
         return f"sqlite:///{self.mdmbot_data_dir / 'mdmbot.db'}"
+
+    @property
+    def mdm_allow_networks(self) -> tuple[Network, ...]:
+        """Networks mdmbot may reach MDM servers in although they are not public."""
+        return parse_networks(self.mdmbot_mdm_allow_networks)
 
     @property
     def admins(self) -> list[str]:

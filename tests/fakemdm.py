@@ -37,10 +37,18 @@ from cryptography.hazmat.primitives.asymmetric import rsa
 from cryptography.hazmat.primitives.serialization import pkcs7
 from cryptography.x509.oid import NameOID
 
+from bot.mdm.installer import MdmInstaller
+from core.settings import parse_networks
 from core.tokens.token_file import parse_content
 from tests import certs
 
 NANODEP_KEY = "nanodep-api-key"
+ALLOW_LOOPBACK = "127.0.0.0/8"  # MDMBOT_MDM_ALLOW_NETWORKS wherever the fakes are used
+
+
+def installer(timeout: float = 10.0, ca_bundle: str | None = None) -> MdmInstaller:
+    """The real installer, allowed to reach the fakes on loopback."""
+    return MdmInstaller(timeout, ca_bundle, parse_networks(ALLOW_LOOPBACK))
 
 
 def decrypt_token(file: bytes, cert: x509.Certificate, key: rsa.RSAPrivateKey) -> dict[str, str]:

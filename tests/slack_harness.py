@@ -24,6 +24,7 @@ from core.people import persons as people
 from core.roles import Role
 from core.sealing import seal
 from core.settings import Settings
+from tests.fakemdm import ALLOW_LOOPBACK
 from tests.fakeslack import FakeSlack
 
 SIGNING_SECRET = "8f742231b10e8888abcd99yyyzzz85a5"
@@ -82,7 +83,7 @@ class Bot:
             mdmbot_data_dir=data_dir,
             mdmbot_alert_channel=alert_channel,
             mdmbot_secret_key="k" * 40,
-            **(extra_env or {}),
+            **{"mdmbot_mdm_allow_networks": ALLOW_LOOPBACK, **(extra_env or {})},
         )
         self.ctx = AppContext(settings, clock=self.clock)
         self.ctx.prepare_database()

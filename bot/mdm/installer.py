@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from bot.mdm import command, fleet, nanodep
 from bot.mdm.wire import Wire
 from core.connections.links import ConnectionSpec, InstallError, TokenPush
-from core.settings import Settings
+from core.settings import Network, Settings
 
 
 @dataclass(frozen=True)
@@ -16,9 +16,19 @@ class MdmInstaller:
 
     timeout: float = 10.0
     ca_bundle: str | None = None
+    allow_networks: tuple[Network, ...] = ()
+
+    @property
+    def deadline(self) -> float:
+        """The most seconds one install or certificate fetch takes, all its requests together."""
+        return self.timeout + command.GRACE
 
     def _wire(self, spec: ConnectionSpec) -> Wire:
-        return Wire(spec.label(), self.timeout, self.ca_bundle)
+        return Wire(spec.label(), self.timeout, self.ca_bundle, self.allow_networks)
+
+    def check(self, spec: ConnectionSpec) -> ConnectionSpec:
+        """A command connection's program, found and made absolute; other kinds unchanged."""
+        return command.check(spec) if spec.kind == "command" else spec
 
     def fetch_certificate(self, spec: ConnectionSpec, server_name: str) -> bytes:
         """The MDM server's public key certificate."""
@@ -44,4 +54,4 @@ class MdmInstaller:
 def installer_for(settings: Settings) -> MdmInstaller:
     """The installer with the operator's timeout and CA bundle."""
     bundle = str(settings.mdmbot_mdm_ca_bundle) if settings.mdmbot_mdm_ca_bundle else None
-    return MdmInstaller(settings.mdmbot_mdm_timeout, bundle)
+    return MdmInstaller(settings.mdmbot_mdm_timeout, bundle, settings.mdm_allow_networks)

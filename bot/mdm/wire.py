@@ -1,28 +1,27 @@
-"""Outbound HTTP to MDM servers: TLS verified (optionally against a named CA bundle), timeouts,
-no redirects (credentials must not follow one to another host), and one-line errors."""
+"""Outbound HTTP to MDM servers: only to checked addresses, TLS verified (optionally against a
+named CA bundle), one total deadline however slowly the server answers, no redirects
+(credentials must not follow one to another host), and every failure one line."""
 
 from __future__ import annotations
 
+import http.client
 import json
 import secrets
+import socket
 import ssl
-import urllib.error
-import urllib.request
+import threading
+import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlsplit
 
+from bot.mdm import addresses
 from core.connections.links import InstallError
+from core.settings import Network
 
 MAX_BODY = 1024 * 1024
-
-
-class _NoRedirect(urllib.request.HTTPRedirectHandler):
-    """Refuse redirects: the Authorization header must reach only the configured host."""
-
-    def redirect_request(self, *args: Any, **kwargs: Any) -> None:
-        """Never follow."""
-        return None
+MAX_REASON = 120
 
 
 @dataclass(frozen=True)
@@ -40,13 +39,57 @@ class Reply:
             return None
 
 
-@dataclass(frozen=True)
-class Wire:
-    """Makes HTTP requests to one kind of MDM server, named `what` in errors."""
+class _Cutoff:
+    """Shuts the socket down at the deadline, so a read in progress returns at once."""
 
-    what: str
-    timeout: float = 10.0
-    ca_bundle: str | None = None
+    def __init__(self, seconds: float) -> None:
+        self.fired = False
+        self._sock: socket.socket | None = None
+        self._lock = threading.Lock()
+        self._timer = threading.Timer(max(seconds, 0.0), self._fire)
+        self._timer.daemon = True
+        self._timer.start()
+
+    def watch(self, sock: socket.socket) -> None:
+        """Cut this socket (the TLS one once wrapped) at the deadline."""
+        with self._lock:
+            self._sock = sock
+            if self.fired:
+                self._shut()
+
+    def _fire(self) -> None:
+        with self._lock:
+            self.fired = True
+            self._shut()
+
+    def _shut(self) -> None:
+        if self._sock is not None:
+            try:  # the plain socket's shutdown: it unblocks a TLS read in another thread too
+                socket.socket.shutdown(self._sock, socket.SHUT_RDWR)
+            except OSError:
+                pass
+
+    def cancel(self) -> None:
+        """The request ended before the deadline."""
+        self._timer.cancel()
+
+
+class Wire:
+    """Makes the HTTP requests of one operation with one MDM server, named `what` in errors;
+    all of them together end within `timeout` seconds of the Wire's creation."""
+
+    def __init__(
+        self,
+        what: str,
+        timeout: float = 10.0,
+        ca_bundle: str | None = None,
+        allow: Sequence[Network] = (),
+    ) -> None:
+        self.what = what
+        self.timeout = timeout
+        self.ca_bundle = ca_bundle
+        self.allow = tuple(allow)
+        self.deadline = time.monotonic() + timeout
 
     def _context(self) -> ssl.SSLContext:
         try:
@@ -56,39 +99,101 @@ class Wire:
                 f"Cannot read the CA bundle {self.ca_bundle} (MDMBOT_MDM_CA_BUNDLE): {exc}."
             ) from exc
 
+    def _left(self) -> float:
+        left = self.deadline - time.monotonic()
+        if left <= 0:
+            raise self._slow()
+        return left
+
     def request(
         self, method: str, url: str, headers: dict[str, str], body: bytes | None = None
     ) -> Reply:
-        """Send one request; any HTTP status comes back as a Reply, transport errors raise."""
-        host = urlsplit(url).hostname or url
-        opener = urllib.request.build_opener(
-            _NoRedirect(), urllib.request.HTTPSHandler(context=self._context())
-        )
-        req = urllib.request.Request(url, data=body, method=method, headers=headers)  # noqa: S310
+        """Send one request; any HTTP status comes back as a Reply, every other failure raises
+        InstallError."""
+        parts = urlsplit(url)
+        host = parts.hostname or ""
         try:
-            with opener.open(req, timeout=self.timeout) as response:
-                return Reply(response.status, response.read(MAX_BODY))
-        except urllib.error.HTTPError as exc:
-            return Reply(exc.code, exc.read(MAX_BODY) if exc.fp is not None else b"")
-        except TimeoutError as exc:
-            raise self._slow() from exc
-        except urllib.error.URLError as exc:
-            reason = exc.reason
-            if isinstance(reason, ssl.SSLCertVerificationError):
-                raise InstallError(
-                    f"TLS failure with {self.what} at {host}: {reason.verify_message}; if it uses "
-                    "a private CA, name its bundle in MDMBOT_MDM_CA_BUNDLE."
-                ) from exc
-            if isinstance(reason, ssl.SSLError):
-                raise InstallError(
-                    f"TLS failure with {self.what} at {host}: {reason.reason or reason}."
-                ) from exc
-            if isinstance(reason, TimeoutError):
-                raise self._slow() from exc
-            text = getattr(reason, "strerror", None) or str(reason)
-            raise InstallError(f"Cannot reach {self.what} at {host}: {text}.") from exc
-        except (ConnectionError, OSError) as exc:
-            raise InstallError(f"Cannot reach {self.what} at {host}: {exc}.") from exc
+            port = parts.port or (443 if parts.scheme == "https" else 80)
+        except ValueError as exc:
+            raise InstallError(f"The URL of {self.what} has a malformed port.") from exc
+        if parts.scheme not in ("http", "https") or not host:
+            raise InstallError(f"The URL of {self.what} is not an http(s) URL.")
+        usable = addresses.resolve(self.what, host, port, self.allow, self._left())
+        context = self._context() if parts.scheme == "https" else None
+        cutoff = _Cutoff(self._left())
+        sent = False
+        try:
+            sock = self._connect(usable, cutoff)
+            if context is not None:
+                sock = context.wrap_socket(sock, server_hostname=host)
+                cutoff.watch(sock)
+            conn: http.client.HTTPConnection
+            if context is not None:
+                conn = http.client.HTTPSConnection(host, port, context=context)
+            else:
+                conn = http.client.HTTPConnection(host, port)
+            conn.sock = sock  # connected to the checked address: never resolved again
+            target = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
+            try:
+                conn.request(method, target, body=body, headers=headers)
+                sent = True
+                response = conn.getresponse()
+                whole = response.length is not None and response.length <= MAX_BODY
+                # read(amt) returns a short body silently; read() refuses one (IncompleteRead)
+                return Reply(response.status, response.read() if whole else response.read(MAX_BODY))
+            finally:
+                conn.close()
+        except InstallError:
+            raise
+        except Exception as exc:
+            raise self._failure(exc, host, cutoff.fired, sent) from exc
+        finally:
+            cutoff.cancel()
+
+    def _connect(
+        self, usable: list[tuple[addresses.Address, int]], cutoff: _Cutoff
+    ) -> socket.socket:
+        error: OSError | None = None
+        for ip, port in usable:
+            family = socket.AF_INET6 if ip.version == 6 else socket.AF_INET
+            sock = socket.socket(family, socket.SOCK_STREAM)
+            cutoff.watch(sock)
+            try:
+                sock.settimeout(self._left())
+                sock.connect((str(ip), port))
+                return sock
+            except OSError as exc:
+                sock.close()
+                error = exc
+                if cutoff.fired:
+                    break
+        assert error is not None
+        raise error
+
+    def _failure(self, exc: Exception, host: str, late: bool, sent: bool) -> InstallError:
+        """One line for whatever went wrong on the way (never the request's headers)."""
+        if late or isinstance(exc, TimeoutError):
+            return self._slow()
+        if isinstance(exc, ssl.SSLCertVerificationError):
+            return InstallError(
+                f"TLS failure with {self.what} at {host}: {exc.verify_message}; if it uses "
+                "a private CA, name its bundle in MDMBOT_MDM_CA_BUNDLE."
+            )
+        if isinstance(exc, ssl.SSLError):
+            return InstallError(f"TLS failure with {self.what} at {host}: {exc.reason or exc}.")
+        if isinstance(exc, ValueError) and not sent:  # e.g. a header value with a line break
+            return InstallError(
+                f"Cannot send the request to {self.what}: the API key or URL holds characters "
+                "HTTP cannot carry."
+            )
+        if isinstance(exc, http.client.HTTPException | ValueError):
+            return InstallError(
+                f"{self.what} at {host} did not answer in HTTP mdmbot can read "
+                f"({type(exc).__name__})."
+            )
+        if isinstance(exc, OSError):
+            return InstallError(f"Cannot reach {self.what} at {host}: {exc.strerror or exc}.")
+        return InstallError(f"The request to {self.what} at {host} failed ({type(exc).__name__}).")
 
     def _slow(self) -> InstallError:
         return InstallError(f"{self.what} did not answer within {self.timeout:g} s.")
@@ -102,23 +207,30 @@ class Wire:
                 f"{reply.status} from {self.what}: mdmbot does not follow redirects; "
                 "give the final URL."
             )
-        detail = _reason(reply)
+        detail = reason(reply)
         text = f"{reply.status} from {self.what}" + (f": {detail}" if detail else "")
         return InstallError(text + (f" — {hint}" if hint else "") + ".")
 
 
-def _reason(reply: Reply) -> str:
-    """The error text NanoDEP (`error`) or Fleet (`errors[0].reason`, `message`) put in a body."""
+def reason(reply: Reply) -> str:
+    """The error text NanoDEP (`error`) or Fleet (`errors[0].reason`, `message`) put in a JSON
+    body, short and printable; nothing else of the body is ever repeated."""
     data = reply.json()
     text = ""
     if isinstance(data, dict):
         errors = data.get("errors")
         if isinstance(errors, list) and errors and isinstance(errors[0], dict):
-            text = str(errors[0].get("reason") or "")
-        text = text or str(data.get("error") or data.get("message") or "")
-    elif reply.body and not reply.body.lstrip().startswith(b"<"):
-        text = reply.body.decode("utf-8", "replace")
-    return " ".join(text.split())[:200].rstrip(".")
+            text = _text(errors[0].get("reason"))
+        text = text or _text(data.get("error")) or _text(data.get("message"))
+    printable = "".join(c if c.isprintable() else " " for c in text)
+    words = " ".join(printable.split())
+    if len(words) > MAX_REASON:
+        words = words[: MAX_REASON - 1].rstrip() + "…"
+    return words.rstrip(".")
+
+
+def _text(value: object) -> str:
+    return value if isinstance(value, str) else ""
 
 
 def multipart(field: str, filename: str, content: bytes) -> tuple[bytes, str]:

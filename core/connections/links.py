@@ -57,6 +57,15 @@ class TokenPush:
 class Installer(Protocol):
     """What installs tokens into MDM servers (bot/mdm implements it)."""
 
+    @property
+    def deadline(self) -> float:
+        """The most seconds one install or certificate fetch takes."""
+        ...
+
+    def check(self, spec: ConnectionSpec) -> ConnectionSpec:
+        """The connection as it will be used, checked as far as it can be without a call."""
+        ...
+
     def fetch_certificate(self, spec: ConnectionSpec, server_name: str) -> bytes:
         """The MDM server's public key certificate (PEM or DER); InstallError if refused."""
         ...

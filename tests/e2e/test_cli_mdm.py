@@ -12,8 +12,8 @@ from bot.http import Listener, start_in_background
 from core.settings import Settings
 from tests.dep_client import Creds, call, oauth_header, session_key
 from tests.e2e.test_cli import Cli, _valid_now
+from tests.fakemdm import ALLOW_LOOPBACK, FakeFleet, FakeNanoDep
 from tests.fakemdm import NANODEP_KEY as KEY
-from tests.fakemdm import FakeFleet, FakeNanoDep
 
 
 def _cli(tmp_path: Path, key: str = KEY) -> Cli:
@@ -21,6 +21,7 @@ def _cli(tmp_path: Path, key: str = KEY) -> Cli:
     cli.ok("db", "upgrade")
     (cli.work / "api.key").write_text(key + "\n")
     cli.env["MDMBOT_MDM_TIMEOUT"] = "2"
+    cli.env["MDMBOT_MDM_ALLOW_NETWORKS"] = ALLOW_LOOPBACK
     return cli
 
 

@@ -12,12 +12,12 @@ from pathlib import Path
 
 import pytest
 
-from bot.mdm.installer import MdmInstaller
 from core.connections.links import ConnectionSpec, InstallError, TokenPush, make_spec
 from core.tokens.certificates import load_certificate
 from core.tokens.token_file import build_token_file, generate_credentials
 from tests.fakemdm import NANODEP_KEY as KEY
 from tests.fakemdm import FakeFleet, FakeNanoDep
+from tests.fakemdm import installer as mdm_installer
 from tests.integration import rsa_cert
 
 
@@ -49,7 +49,7 @@ def _token_for(pem: bytes, consumer_key: str | None = None) -> tuple[TokenPush, 
 
 
 def test_nanodep_certificate_token_and_config(nanodep: FakeNanoDep) -> None:
-    installer = MdmInstaller(timeout=5)
+    installer = mdm_installer(timeout=5)
     spec = _spec(nanodep)
     pem = installer.fetch_certificate(spec, "School One")
     assert pem.startswith(b"-----BEGIN CERTIFICATE-----")
@@ -76,7 +76,7 @@ def test_nanodep_certificate_token_and_config(nanodep: FakeNanoDep) -> None:
     ["down", "slow", "401", "500", "wrong DEP name", "TLS", "not decryptable"],
 )
 def test_each_nanodep_fault_is_one_line(nanodep: FakeNanoDep, fault: str) -> None:
-    installer = MdmInstaller(timeout=0.5)
+    installer = mdm_installer(timeout=0.5)
     spec = _spec(nanodep)
     push, _, _ = _token_for(installer.fetch_certificate(spec, "school1"))
     expected = {
@@ -120,12 +120,12 @@ def test_a_named_ca_bundle_makes_a_private_certificate_trusted(tmp_path: Path) -
     try:
         assert tls.tls_cert is not None
         (tmp_path / "ca.pem").write_bytes(tls.tls_cert.pem)
-        installer = MdmInstaller(timeout=5, ca_bundle=str(tmp_path / "ca.pem"))
+        installer = mdm_installer(timeout=5, ca_bundle=str(tmp_path / "ca.pem"))
         spec = _spec(tls)  # type: ignore[arg-type]
         push, _, access = _token_for(installer.fetch_certificate(spec, "school1"))
         installer.install(spec, push)
         assert tls.tokens["school1"]["access_token"] == access
-        missing = MdmInstaller(timeout=5, ca_bundle=str(tmp_path / "nope.pem"))
+        missing = mdm_installer(timeout=5, ca_bundle=str(tmp_path / "nope.pem"))
         with pytest.raises(InstallError, match="Cannot read the CA bundle"):
             missing.install(spec, push)
     finally:
@@ -133,7 +133,7 @@ def test_a_named_ca_bundle_makes_a_private_certificate_trusted(tmp_path: Path) -
 
 
 def test_fleet_uploads_then_renews_the_same_abm_token(fleet: FakeFleet) -> None:
-    installer = MdmInstaller(timeout=5)
+    installer = mdm_installer(timeout=5)
     spec = make_spec("fleet", url=fleet.url, api_key="fleet-api-token")
     pem = installer.fetch_certificate(spec, "Fleet")
     push, key, _ = _token_for(pem)
@@ -181,7 +181,7 @@ def test_command_gets_the_file_and_the_server_name(tmp_path: Path) -> None:
     )
     spec = make_spec("command", command=f"{script} 'first arg'")
     push, _, _ = _token_for(_other_pem())
-    assert MdmInstaller(timeout=5).install(spec, push) is None
+    assert mdm_installer(timeout=5).install(spec, push) is None
     assert seen.read_text() == "school1|first arg|none", "no shell, no mdmbot secrets"
     assert (tmp_path / "seen.p7m").read_bytes() == push.content
 
@@ -196,10 +196,10 @@ def test_command_failures_are_one_line(tmp_path: Path) -> None:
     }
     for command, message in cases.items():
         with pytest.raises(InstallError) as refused:
-            MdmInstaller(timeout=0.5).install(make_spec("command", command=command), push)
+            mdm_installer(timeout=0.5).install(make_spec("command", command=command), push)
         assert refused.value.message == message
     with pytest.raises(InstallError, match="cannot fetch"):
-        MdmInstaller().fetch_certificate(make_spec("command", command="true"), "x")
+        mdm_installer().fetch_certificate(make_spec("command", command="true"), "x")
 
 
 def test_connections_are_checked_before_anything_is_stored() -> None:

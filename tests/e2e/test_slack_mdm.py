@@ -6,7 +6,6 @@ import json
 from datetime import timedelta
 from typing import Any
 
-from bot.mdm.installer import MdmInstaller
 from bot.serve import serve_dep
 from bot.slack.builders import modals
 from bot.slack.installs import RENEW_ALL
@@ -21,6 +20,7 @@ from tests.e2e.test_slack_add import add_values
 from tests.e2e.test_slack_lifecycle import posts, press_on
 from tests.fakemdm import NANODEP_KEY as KEY
 from tests.fakemdm import FakeNanoDep
+from tests.fakemdm import installer as mdm_installer
 from tests.fakeslack import FakeSlack
 from tests.slack_harness import Bot
 
@@ -37,7 +37,7 @@ def _link(
     spec = links.make_spec(
         "nanodep", url=nanodep.url, dep_name=name, api_key=KEY, **options
     )  # type: ignore[arg-type]
-    pem = MdmInstaller().fetch_certificate(spec, name)
+    pem = mdm_installer().fetch_certificate(spec, name)
     uploads, count = len(fake.uploads), len(active(bot))
     bot.submit(user, {"callback_id": modals.ADD_SERVER}, add_values(fake, name, pem))
     bot.wait_idle(lambda: len(fake.uploads) > uploads)

@@ -17,11 +17,13 @@ from core.connections.installs import InstallOutcome
 from core.connections.links import ConnectionSpec, TokenPush
 from core.db import unit_of_work
 from core.models import MdmConnection, TokenInstall
+from core.settings import parse_networks
 from core.tokens import issuance, servers
 from core.vault import Vault
 from tests.conftest import NOW
+from tests.fakemdm import ALLOW_LOOPBACK, FakeNanoDep
 from tests.fakemdm import NANODEP_KEY as KEY
-from tests.fakemdm import FakeNanoDep
+from tests.fakemdm import installer as mdm_installer
 from tests.integration import OPERATOR
 
 
@@ -29,7 +31,7 @@ class SlowInstaller(MdmInstaller):
     """The real installer, holding each push until released (to make replicas overlap)."""
 
     def __init__(self, gate: threading.Event) -> None:
-        super().__init__(timeout=5)
+        super().__init__(timeout=5, allow_networks=parse_networks(ALLOW_LOOPBACK))
         object.__setattr__(self, "gate", gate)
 
     def install(self, spec: ConnectionSpec, push: TokenPush) -> str | None:
@@ -40,7 +42,7 @@ class SlowInstaller(MdmInstaller):
 
 def _link(engine: sa.Engine, vault: Vault, fake: FakeNanoDep, name: str = "school1") -> int:
     spec = links.make_spec("nanodep", url=fake.url, dep_name=name, api_key=KEY)
-    pem = MdmInstaller().fetch_certificate(spec, name)
+    pem = mdm_installer().fetch_certificate(spec, name)
     with unit_of_work(engine) as session:
         issued = servers.add_server(
             session, vault, OPERATOR, name=name, certificate=pem, release_devices=True, now=NOW
@@ -101,7 +103,7 @@ def test_failures_back_off_and_a_newer_token_replaces_a_pending_install(
 ) -> None:
     first = _link(engine, vault, nanodep)
     nanodep.stop()
-    uow, installer = partial(_uow, engine), MdmInstaller(timeout=2)
+    uow, installer = partial(_uow, engine), mdm_installer(timeout=2)
     moments = [NOW, NOW + timedelta(minutes=5), NOW + timedelta(minutes=15)]
     for attempts, when in enumerate(moments, start=1):
         with unit_of_work(engine) as session:
@@ -132,7 +134,7 @@ def test_a_push_goes_only_to_the_tokens_own_server(
 ) -> None:
     one = _link(engine, vault, nanodep, "school1")
     two = _link(engine, vault, nanodep, "school2")
-    uow, installer = partial(_uow, engine), MdmInstaller(timeout=5)
+    uow, installer = partial(_uow, engine), mdm_installer(timeout=5)
     for install_id in (one, two):
         outcome = installs.attempt(uow, vault, installer, install_id, "sweep", lambda: NOW)
         assert outcome is not None and outcome.installed
