@@ -63,7 +63,7 @@ def spec_from(ctx: AppContext, args: argparse.Namespace) -> ConnectionSpec:
     base_url = args.mdm_base_url
     if base_url is None and args.mdm == "nanodep":
         base_url = links.nanodep_base_url(ctx.settings.mdmbot_dep_public_url)
-    return links.make_spec(
+    spec = links.make_spec(
         args.mdm,
         url=args.mdm_url,
         dep_name=args.mdm_dep_name,
@@ -72,6 +72,10 @@ def spec_from(ctx: AppContext, args: argparse.Namespace) -> ConnectionSpec:
         command=args.mdm_command,
         auto_renew_days=args.auto_renew_days,
     )
+    warning = links.plain_http(spec)
+    if warning is not None:
+        print(f"warning: {warning}", file=sys.stderr)
+    return ctx.installer.check(spec)
 
 
 def fetch_certificate(ctx: AppContext, spec: ConnectionSpec, name: str) -> LoadedCertificate:

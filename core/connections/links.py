@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ipaddress
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Protocol
@@ -98,6 +99,12 @@ def make_spec(
                 field="mdm_api_key",
             )
         api_key = api_key.strip()
+        if any(c.isspace() or not c.isprintable() for c in api_key):
+            raise InvalidInput(
+                "The API key is one line without spaces or control characters "
+                "(--mdm-api-key-file).",
+                field="mdm_api_key",
+            )
     if kind == "nanodep":
         dep_name = (dep_name or "").strip()
         if not dep_name or "/" in dep_name or any(ord(c) < 32 for c in dep_name):
@@ -132,11 +139,38 @@ def nanodep_base_url(public_url: str | None) -> str | None:
 
 def _http_url(value: str | None, option: str, field: str) -> str:
     parts = urlsplit((value or "").strip())
+    try:
+        parts.port  # noqa: B018 (raises ValueError for a malformed port)
+    except ValueError:
+        parts = parts._replace(scheme="")
     if parts.scheme not in ("http", "https") or not parts.hostname:
         raise InvalidInput(
             f"{option} must be an http(s) URL such as https://mdm.example.org.", field=field
         )
+    if "@" in parts.netloc:
+        raise InvalidInput(
+            f"{option} must not hold a user name or password; give the API key in its file.",
+            field=field,
+        )
+    if parts.query or parts.fragment or "?" in (value or "") or "#" in (value or ""):
+        raise InvalidInput(f"{option} must not hold a query (?) or fragment (#).", field=field)
     return (value or "").strip().rstrip("/")
+
+
+def plain_http(spec: ConnectionSpec) -> str | None:
+    """A warning when the API key would cross a network unencrypted (not to this host)."""
+    if spec.url is None or not spec.url.startswith("http://"):
+        return None
+    host = urlsplit(spec.url).hostname or ""
+    try:
+        if host == "localhost" or ipaddress.ip_address(host).is_loopback:
+            return None
+    except ValueError:
+        pass
+    return (
+        f"{spec.url} is plain http://: the API key and every token cross the network "
+        "unencrypted; use https:// unless the network to the MDM server is trusted."
+    )
 
 
 def save_connection(

@@ -174,3 +174,80 @@ def test_connect_disconnect_fleet_and_command(tmp_path: Path) -> None:
     )
     out = cli.ok("token", "issue", "Jamf", "--out", "plain.p7m")
     assert "Upload it to the MDM server" in out, "disconnected: a file again"
+
+
+def test_connections_to_where_mdmbot_must_not_go_are_refused(
+    nanodep: FakeNanoDep, tmp_path: Path
+) -> None:
+    cli = _cli(tmp_path)
+    port = nanodep.url.rsplit(":", 1)[1]
+    refused = {
+        f"http://u:p@127.0.0.1:{port}": "--mdm-url must not hold a user name or password; give "
+        "the API key in its file.",
+        f"{nanodep.url}/?x=1": "--mdm-url must not hold a query (?) or fragment (#).",
+        f"{nanodep.url}#frag": "--mdm-url must not hold a query (?) or fragment (#).",
+        "http://127.0.0.1:99999": "--mdm-url must be an http(s) URL such as "
+        "https://mdm.example.org.",
+    }
+    for url, message in refused.items():
+        args = [*_nanodep_args(nanodep)]
+        args[args.index(nanodep.url)] = url
+        result = cli.run("server", "add", "school1", *args)
+        assert (result.returncode, result.stderr) == (1, f"mdmbot: {message}\n"), url
+    del cli.env["MDMBOT_MDM_ALLOW_NETWORKS"]
+    for host in ("127.0.0.1", "2130706433", "[::1]", "localhost"):
+        args = [*_nanodep_args(nanodep)]
+        args[args.index(nanodep.url)] = f"http://{host}:{port}"
+        result = cli.run("server", "add", "school1", *args)
+        said = f"Could not fetch the certificate: mdmbot does not connect to {host.strip('[]')} "
+        assert result.returncode == 1 and said in result.stderr, result.stderr
+        assert "MDMBOT_MDM_ALLOW_NETWORKS" in result.stderr
+    assert nanodep.calls == [] and cli.ok("server", "list").startswith("No MDM servers yet.")
+
+
+def test_a_key_with_a_line_break_is_refused_in_one_line(tmp_path: Path) -> None:
+    cli = _cli(tmp_path, key="fleet-api\ntoken")
+    cli.env["MDMBOT_DEBUG"] = "1"
+    result = cli.run(
+        "server", "add", "Jamf", "--mdm", "fleet", "--mdm-url", "https://fleet.example.org",
+        "--mdm-api-key-file", "api.key",
+    )  # fmt: skip
+    assert (result.returncode, result.stderr) == (
+        1,
+        "mdmbot: The API key is one line without spaces or control characters "
+        "(--mdm-api-key-file).\n",
+    )
+
+
+def test_plain_http_is_named_and_a_command_must_exist(tmp_path: Path) -> None:
+    cli = _cli(tmp_path, key="fleet-api-token")
+    result = cli.run(
+        "server", "add", "Jamf", "--mdm", "fleet", "--mdm-url", "http://fleet.invalid",
+        "--mdm-api-key-file", "api.key",
+    )  # fmt: skip
+    assert result.returncode == 1
+    assert result.stderr.startswith(
+        "warning: http://fleet.invalid is plain http://: the API key and every token cross the "
+        "network unencrypted; use https:// unless the network to the MDM server is trusted.\n"
+    )
+    cert = tmp_path / "mdm.pem"
+    cert.write_bytes(_valid_now(4, "mdm.example.edu").pem)
+    cli.ok("server", "add", "Jamf", "--cert", str(cert), "--out", "first.p7m")
+    for command, message in {
+        "./upload.sh": "The install command ./upload.sh does not exist (--mdm-command).",
+        "no-such-program-xyz": "The install command no-such-program-xyz does not exist "
+        "(--mdm-command).",
+        "first.p7m": "The install command first.p7m does not exist (--mdm-command).",
+        "./first.p7m": "The install command ./first.p7m is not executable (--mdm-command).",
+    }.items():
+        result = cli.run("server", "connect", "Jamf", "--mdm", "command", "--mdm-command", command)
+        assert (result.returncode, result.stderr) == (1, f"mdmbot: {message}\n")
+    assert cli.json("server", "show", "Jamf")["mdm"] is None, "nothing saved"
+    script = cli.work / "upload.sh"
+    script.write_text('#!/bin/sh\npwd > "$HOME/ran-in"\n')
+    script.chmod(script.stat().st_mode | stat.S_IXUSR)
+    cli.env["HOME"] = str(tmp_path)
+    cli.ok("server", "connect", "Jamf", "--mdm", "command", "--mdm-command", "./upload.sh x")
+    ran_in = (tmp_path / "ran-in").read_text().strip()
+    assert Path(ran_in).name.startswith("mdmbot-install-") and not Path(ran_in).exists()
+    cli.ok("token", "push", "Jamf", cwd=tmp_path)  # the program was saved with its full path
