@@ -78,6 +78,7 @@ class Runtime:
         if self.scheduler is not None:
             self.scheduler.stop()
         self.svc.background.shutdown(wait=True)
+        self.svc.mdm.shutdown(wait=True)
 
     def check_alert_channel(self) -> dict[str, Any]:
         """Ask Slack whether the bot is a member of MDMBOT_ALERT_CHANNEL; log it if not."""

@@ -10,8 +10,9 @@ token; `GET …/abm_public_key` answers `{"public_key": base64 PEM}`; `POST …/
 `{"abm_token": {…}}`; a bad token is 400 with Fleet's `errors[0].reason`.
 
 Both decrypt the token file for real (CMS EnvelopedData), so a test sees what the MDM server got.
-Faults on demand: `fail_next` (status and body), `delay` (seconds before answering), TLS with a
-self-signed certificate (`tls=True`), and stopping the server (down).
+Faults on demand: `fail_next` (status and body), `answer_next_raw` (bytes that are not HTTP),
+`delay` (seconds before answering), TLS with a self-signed certificate (`tls=True`), and stopping
+the server (down).
 """
 
 from __future__ import annotations
@@ -124,6 +125,10 @@ class FakeMdm:
         """Answer the next request (with `method`, if given) with `status` and a JSON body."""
         self.failures.append((method, status, json.dumps(body).encode()))
 
+    def answer_next_raw(self, data: bytes, method: str | None = None) -> None:
+        """Answer the next request (with `method`, if given) with `data` as it is, not HTTP."""
+        self.failures.append((method, 0, data))
+
     def uploads(self) -> int:
         """How many token uploads reached the fake."""
         return sum(1 for c in self.calls if c.method in ("PUT", "POST", "PATCH") and c.body)
@@ -142,6 +147,10 @@ class FakeMdm:
                 self.failures.remove(failure)
         if self.delay:
             time.sleep(self.delay)
+        if failure is not None and failure[1] == 0:
+            request.wfile.write(failure[2])
+            request.close_connection = True
+            return None
         if failure is not None:
             return self.reply(request, failure[1], failure[2])
         if not self.authorized(request.headers.get("Authorization", "")):

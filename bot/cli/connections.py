@@ -114,7 +114,7 @@ def issue_and_install(
                 path = check_file(destination / issued.filename, force)
             write_private(path, issued.content, force=force)
         try:
-            installs.issue_through(session, actor, issued.token_id, current, now)
+            activation = installs.issue_through(session, actor, issued.token_id, current, now)
             session.commit()
         except BaseException:
             if path is not None:
@@ -124,14 +124,13 @@ def issue_and_install(
         print(f"warning: {warning}", file=sys.stderr)
     if path is not None:
         print(f"Wrote {path} for “{issued.server_name}”.")
-    return _report_install(ctx, issued.token_id, issued.server_name, issued)
+    return _report_install(ctx, issued, bool(activation.superseded))
 
 
-def _report_install(
-    ctx: AppContext, token_id: int, name: str, issued: IssuedToken | None = None
-) -> int:
+def _report_install(ctx: AppContext, issued: IssuedToken, superseded: bool) -> int:
+    name = issued.server_name
     with ctx.unit_of_work(readonly=True) as session:
-        install_id = installs.install_id_of(session, token_id)
+        install_id = installs.install_id_of(session, issued.token_id)
     if install_id is None:
         raise InstallError(f"“{name}” is not connected to an MDM server.")
     outcome = installs.attempt(
@@ -140,13 +139,15 @@ def _report_install(
     if outcome is None or outcome.skipped:
         print(f"Another mdmbot process is installing the token for “{name}” right now.")
         return 0
-    expiry = f"; it expires {issued.expires_at:%Y-%m-%dT%H:%M:%SZ}" if issued else ""
     if outcome.installed:
-        print(f"Installed in {outcome.label} — waiting for its first use{expiry}.")
+        expiry = f"{issued.expires_at:%Y-%m-%dT%H:%M:%SZ}"
+        print(f"Installed in {outcome.label} — waiting for its first use; it expires {expiry}.")
         return 0
+    previous = " and the previous one no longer works" if superseded else ""
     print(
-        f"mdmbot: issued a new token for “{name}” but could not install it in {outcome.label}: "
-        f"{outcome.error} It will be retried; `mdmbot token push {name}` retries now.",
+        f"mdmbot: the new token for “{name}” is active{previous}, but it could not be installed "
+        f"in {outcome.label}: {outcome.error} It will be retried; `mdmbot token push {name}` "
+        "retries now.",
         file=sys.stderr,
     )
     return 1

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import uuid
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
@@ -20,6 +21,8 @@ from core.people.rotation import CaseView
 from core.roles import Actor, Permission
 from core.tokens import issuance, servers
 from core.tokens.issuance import IssuedToken
+
+BUSY = "mdmbot is waiting on MDM servers for other requests right now; try again in a minute."
 
 if TYPE_CHECKING:
     from bot.slack.services import BotServices, Delivery
@@ -61,14 +64,20 @@ def deliver_connected(
         return Delivery(False, exc.message)
     metrics.tokens_issued.inc()
     assert install_id is not None
-    outcome = installs.attempt(
-        ctx.unit_of_work, ctx.vault, ctx.installer, install_id, ctx.holder, ctx.now
-    )
+    error = "another mdmbot process is installing it."
+    try:  # the token is active from here on: whatever happens, the person is told so
+        outcome = installs.attempt(
+            ctx.unit_of_work, ctx.vault, ctx.installer, install_id, ctx.holder, ctx.now
+        )
+    except Exception as exc:
+        reference = uuid.uuid4().hex[:10]
+        log.error("install failed ref=%s: %s", reference, type(exc).__name__, exc_info=exc)
+        outcome, error = None, f"unexpected error (reference {reference})."
     svc.refresh_home(user_id)
     if outcome is not None and outcome.installed:
         text = installed_text(spec.label(), issued.server_name, issued.expires_at)
         return Delivery(True, text, activation=activation, issued=issued)
-    error = (outcome.error if outcome else None) or "another mdmbot process is installing it."
+    error = (outcome.error if outcome else None) or error
     comment = blocks.token_comment(
         issued.server_name, issued.expires_at, issued.warnings, replaces_active=False
     )
@@ -162,4 +171,5 @@ def register(app: App, svc: BotServices) -> None:
                 text = exc.message
             svc.try_dm(user_id, text)
 
-        svc.background.submit(run)
+        if not svc.on_mdm(run):
+            svc.try_dm(user_id, BUSY)

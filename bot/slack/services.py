@@ -29,6 +29,8 @@ from core.tokens.servers import ServerView
 log = logging.getLogger("mdmbot.bot")
 
 AFTER_ACK_BACKLOG = 4  # commands acked whose work is still queued or running, per process
+MDM_THREADS = 4  # calls to MDM servers at once, per process (never on bolt's listener threads)
+MDM_QUEUE = 16  # people's MDM calls queued or running; more are refused until some finish
 SLACK_TARGET = "slack:"  # a token's delivery target: the DM channel it is uploaded to
 
 
@@ -57,6 +59,7 @@ class BotServices:
         self.gateway = gateway
         self.background = ThreadPoolExecutor(max_workers=4, thread_name_prefix="mdmbot-bg")
         self.after_ack = Backlog(AFTER_ACK_BACKLOG, threads=16, name="mdmbot-after-ack")
+        self.mdm = Backlog(MDM_QUEUE, threads=MDM_THREADS, name="mdmbot-mdm")
         self._known: set[str] = set()
         self.origin_handlers: dict[str, Callable[[dict[str, Any], str, Delivery], None]] = {}
 
@@ -70,6 +73,25 @@ class BotServices:
                 handler(meta, user_id, outcome)
             except Exception:
                 log.exception("could not update the message after a new token (%s)", key)
+
+    def on_mdm(self, fn: Callable[..., object], *args: object) -> bool:
+        """Run `fn(*args)`, which calls MDM servers, on their own pool; False when it is full."""
+        if self.mdm.pending >= MDM_QUEUE:
+            return False
+
+        def run() -> None:
+            try:
+                fn(*args)
+            except Exception:
+                log.exception("MDM work failed (%s)", getattr(fn, "__name__", fn))
+
+        self.mdm.submit(run)
+        return True
+
+    def connected(self, server_id: int) -> bool:
+        """Whether the server's tokens are installed through a connection."""
+        with self.ctx.unit_of_work(readonly=True) as session:
+            return links.connection_row(session, server_id) is not None
 
     def try_dm(self, user_id: str, text: str, extra: list[blocks.Block] | None = None) -> None:
         """Send a DM if Slack lets us (used to report failures), with any buttons in `extra`."""

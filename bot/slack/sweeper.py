@@ -9,21 +9,18 @@ from datetime import datetime, timedelta
 
 from bot import metrics
 from bot.context import AppContext
-from bot.slack import backups, dep_alerts, installs, lifecycle
+from bot.slack import backups, dep_alerts, lifecycle
 from bot.slack.builders import lifecycle_blocks as lb
-from bot.slack.builders.blocks import Block, plural, section
+from bot.slack.builders.blocks import Block, plural
 from bot.slack.deliveries import settle_deliveries
 from bot.slack.gateway import SlackUnavailable
 from bot.slack.services import BotServices
+from bot.slack.sweep_installs import SweepInstalls
 from core import inbox, lease
-from core.connections import installs as core_installs
-from core.connections import links, renewals
 from core.dep import auth as dep_auth
 from core.dep import feedback as dep_feedback
-from core.errors import MdmbotError
 from core.people import alerts, rotation
 from core.people.alerts import DueAlert
-from core.tokens import issuance, servers
 
 log = logging.getLogger("mdmbot.sweeper")
 
@@ -78,9 +75,19 @@ class Sweeper:
         ctx = self.svc.ctx
         report.deliveries_settled = settle_deliveries(self.svc, now)
         report.backed_up = backups.scheduled_backup(self.svc, now, holder)
-        installer_holder = f"{holder}:{ctx.holder}"
-        report.installs_tried = _retry_installs(self.svc, now, installer_holder)
-        report.renewed = _auto_renew(self.svc, now, installer_holder)
+        mdm = SweepInstalls(self.svc, now, f"{holder}:{ctx.holder}")
+        mdm.start()
+        try:
+            self._post_all(now, holder, report)
+        finally:
+            report.installs_tried, report.renewed = mdm.finish()
+        if report.installs_tried and not report.unreachable:  # what an install changed, shown now
+            report.messages_edited += lifecycle.edit_stale(self.svc, self._pace)
+        return report
+
+    def _post_all(self, now: datetime, holder: str, report: SweepReport) -> None:
+        """Alerts, install reminders, stale messages, reconciliation and checklist reposts."""
+        ctx = self.svc.ctx
         with ctx.unit_of_work() as session:
             due = alerts.claim_due_alerts(
                 session, now, ctx.settings.alert_days, limit=MAX_ALERTS_PER_SWEEP
@@ -91,7 +98,7 @@ class Sweeper:
                 break
         if report.unreachable:
             log.warning("sweep as of %s: %s", now.isoformat(), report.summary())
-            return report
+            return
         self._remind_installs(now, report)
         report.messages_edited = lifecycle.edit_stale(self.svc, self._pace)
         with ctx.unit_of_work() as session:
@@ -110,7 +117,6 @@ class Sweeper:
             if lifecycle.try_post_case(self.svc, case, now, REPOST_EVERY):
                 report.checklists_posted += 1
         log.info("sweep as of %s: %s", now.isoformat(), report.summary())
-        return report
 
     def _pace(self) -> None:
         # Slack: chat.postMessage allows about one message per second per channel.
@@ -190,60 +196,6 @@ class Sweeper:
                     email=profile.get("email"),
                     real_name=info.get("real_name") or profile.get("real_name"),
                 )
-
-
-def _retry_installs(svc: BotServices, now: datetime, holder: str) -> int:
-    """Retry the installs that are due (each claimed, so once across replicas); how many ran."""
-    ctx = svc.ctx
-    with ctx.unit_of_work(readonly=True) as session:
-        due = core_installs.due_installs(session, now)
-    ran = 0
-    for install_id in due:
-        outcome = core_installs.attempt(
-            ctx.unit_of_work, ctx.vault, ctx.installer, install_id, holder, lambda: now
-        )
-        if outcome is not None and not outcome.skipped:
-            ran += 1
-            log.info(
-                "install retry server=%s attempt=%s %s",
-                outcome.server_name,
-                outcome.attempts,
-                "installed" if outcome.installed else f"failed: {outcome.error}",
-            )
-    return ran
-
-
-def _auto_renew(svc: BotServices, now: datetime, holder: str) -> int:
-    """Renew and install the tokens inside their server's automatic renewal window."""
-    ctx = svc.ctx
-    with ctx.unit_of_work() as session:
-        due = renewals.claim_renewals(session, now)
-    for renewal in due:
-        try:
-            with ctx.unit_of_work() as session:
-                server = servers.find_server_by_id(session, renewal.server_id)
-                issued = issuance.issue_token(
-                    session, ctx.vault, renewals.RENEWER, server, now, expected=renewal.token_id
-                )
-                spec = links.connection_of(session, ctx.vault, renewal.server_id)
-                assert spec is not None
-                core_installs.issue_through(session, renewals.RENEWER, issued.token_id, spec, now)
-                install_id = core_installs.install_id_of(session, issued.token_id)
-        except MdmbotError as exc:
-            log.warning("automatic renewal of %s failed: %s", renewal.server_name, exc.message)
-            continue
-        assert install_id is not None
-        outcome = core_installs.attempt(
-            ctx.unit_of_work, ctx.vault, ctx.installer, install_id, holder, lambda: now
-        )
-        installed = outcome is not None and outcome.installed
-        error = outcome.error if outcome is not None else None
-        text = installs.renewed_notice(spec.label(), renewal.server_name, installed, error)
-        notice = [section(text)]
-        dep_alerts.post_claimed(svc, renewal.claim_id, "autorenew", text, notice, now)
-        with ctx.unit_of_work() as session:  # the notice already says what replaced the token
-            alerts.mark_edited(session, renewal.claim_id, now)
-    return len(due)
 
 
 def preview(ctx: AppContext, now: datetime) -> list[str]:

@@ -8,6 +8,8 @@ outside any transaction, and its result is recorded only by the claim's holder.
 from __future__ import annotations
 
 import json
+import logging
+import uuid
 from collections.abc import Callable
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
@@ -34,10 +36,11 @@ from core.tokens.issuance import Activation
 from core.tokens.token_file import TokenCredentials, build_token_file, token_filename
 from core.vault import Vault
 
-CLAIM = timedelta(minutes=5)  # a push times out long before this; then another may retry
+CLAIM = timedelta(minutes=5)  # at least; always twice the installer's hard deadline
 FIRST_RETRY = timedelta(minutes=5)
 LAST_RETRY = timedelta(hours=6)
 UnitOfWork = Callable[[], AbstractContextManager[Session]]
+log = logging.getLogger("mdmbot.installs")
 
 
 @dataclass(frozen=True)
@@ -106,7 +109,14 @@ def push_active(session: Session, server: Server, requested_by: str, now: dateti
     return install_id
 
 
-def claim(session: Session, install_id: int, holder: str, now: datetime) -> bool:
+def claim_length(installer: Installer) -> timedelta:
+    """How long a claim holds: past the installer's hard deadline, so no one pushes meanwhile."""
+    return max(CLAIM, 2 * timedelta(seconds=installer.deadline))
+
+
+def claim(
+    session: Session, install_id: int, holder: str, now: datetime, hold: timedelta = CLAIM
+) -> bool:
     """Claim a waiting install for `holder`; False when it is not waiting or someone holds it."""
     claimed = session.execute(
         sa.update(TokenInstall)
@@ -117,7 +127,7 @@ def claim(session: Session, install_id: int, holder: str, now: datetime) -> bool
                 col(TokenInstall.claimed_until).is_(None), col(TokenInstall.claimed_until) < now
             ),
         )
-        .values(claimed_by=holder, claimed_until=now + CLAIM)
+        .values(claimed_by=holder, claimed_until=now + hold)
     )
     return bool(getattr(claimed, "rowcount", 0) == 1)
 
@@ -172,7 +182,7 @@ def attempt(
 ) -> InstallOutcome | None:
     """Claim, push and record one install; None when another holder has it or it is settled."""
     with uow() as session:
-        if not claim(session, install_id, holder, clock()):
+        if not claim(session, install_id, holder, clock(), claim_length(installer)):
             return None
         install = session.get(TokenInstall, install_id)
         assert install is not None
@@ -190,6 +200,10 @@ def attempt(
         remote_id = installer.install(spec, push)
     except InstallError as exc:
         error = exc.message
+    except Exception as exc:  # a bug must not stop the sweep, nor hide that the token is active
+        reference = uuid.uuid4().hex[:10]
+        log.error("install failed ref=%s: %s", reference, type(exc).__name__, exc_info=exc)
+        error = f"unexpected error (reference {reference})."
     with uow() as session:
         return record(session, install_id, holder, clock(), spec, error, remote_id)
 

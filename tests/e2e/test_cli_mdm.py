@@ -118,7 +118,7 @@ def test_a_failed_install_keeps_the_token_and_push_retries_it(
     result = cli.run("server", "add", "school1", *_nanodep_args(nanodep), "--out", "t.p7m")
     assert result.returncode == 1
     assert result.stderr == (
-        "mdmbot: issued a new token for “school1” but could not install it in NanoDEP "
+        "mdmbot: the new token for “school1” is active, but it could not be installed in NanoDEP "
         "(school1): 500 from NanoDEP (school1): database is locked. It will be retried; "
         "`mdmbot token push school1` retries now.\n"
     )
@@ -251,3 +251,22 @@ def test_plain_http_is_named_and_a_command_must_exist(tmp_path: Path) -> None:
     ran_in = (tmp_path / "ran-in").read_text().strip()
     assert Path(ran_in).name.startswith("mdmbot-install-") and not Path(ran_in).exists()
     cli.ok("token", "push", "Jamf", cwd=tmp_path)  # the program was saved with its full path
+
+
+def test_a_token_active_before_a_failed_push_is_reported_as_such(
+    nanodep: FakeNanoDep, tmp_path: Path
+) -> None:
+    cli = _cli(tmp_path)
+    cli.ok("server", "add", "school1", *_nanodep_args(nanodep))
+    first = cli.json("token", "list", "school1")[0]["id"]
+    nanodep.answer_next_raw(b"SSH-2.0-OpenSSH_9.6\r\n", method="PUT")
+    result = cli.run("token", "issue", "school1", "--yes")
+    assert (result.returncode, result.stderr) == (
+        1,
+        "mdmbot: the new token for “school1” is active and the previous one no longer works, "
+        "but it could not be installed in NanoDEP (school1): NanoDEP (school1) at 127.0.0.1 did "
+        "not answer in HTTP mdmbot can read (BadStatusLine). It will be retried; `mdmbot token "
+        "push school1` retries now.\n",
+    )
+    listed = cli.json("token", "list", "school1")
+    assert listed[0]["status"] == "active" and listed[0]["id"] != first

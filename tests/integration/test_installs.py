@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import threading
+import time
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import AbstractContextManager
 from datetime import datetime, timedelta
@@ -30,8 +31,8 @@ from tests.integration import OPERATOR
 class SlowInstaller(MdmInstaller):
     """The real installer, holding each push until released (to make replicas overlap)."""
 
-    def __init__(self, gate: threading.Event) -> None:
-        super().__init__(timeout=5, allow_networks=parse_networks(ALLOW_LOOPBACK))
+    def __init__(self, gate: threading.Event, timeout: float = 5) -> None:
+        super().__init__(timeout=timeout, allow_networks=parse_networks(ALLOW_LOOPBACK))
         object.__setattr__(self, "gate", gate)
 
     def install(self, spec: ConnectionSpec, push: TokenPush) -> str | None:
@@ -96,6 +97,33 @@ def test_two_replicas_retrying_one_install_push_it_once(
     with unit_of_work(engine) as session:
         row = session.get(TokenInstall, install_id)
         assert row is not None and (row.status, row.attempts) == ("installed", 1)
+
+
+def test_the_claim_outlasts_the_hard_deadline_of_a_slow_push(
+    engine: sa.Engine, vault: Vault, nanodep: FakeNanoDep
+) -> None:
+    install_id = _link(engine, vault, nanodep)
+    gate = threading.Event()
+    installer = SlowInstaller(gate, timeout=600)  # an operator's generous MDMBOT_MDM_TIMEOUT
+    with ThreadPoolExecutor(1) as pool:
+        first = pool.submit(
+            installs.attempt, partial(_uow, engine), vault, installer, install_id, "a", lambda: NOW
+        )
+        for _ in range(200):
+            with unit_of_work(engine) as session:
+                row = session.get(TokenInstall, install_id)
+                if row is not None and row.claimed_by == "a":
+                    break
+            time.sleep(0.05)
+        for minutes in (6, 15):  # past the old 5-minute claim, inside the 10-minute deadline
+            later = NOW + timedelta(minutes=minutes)
+            second = installs.attempt(
+                partial(_uow, engine), vault, installer, install_id, "b", lambda w=later: w
+            )
+            assert second is None, "a push still within its deadline is not pushed again"
+        gate.set()
+        assert first.result(10) is not None and first.result().installed
+    assert [c.method for c in nanodep.calls].count("PUT") == 1
 
 
 def test_failures_back_off_and_a_newer_token_replaces_a_pending_install(

@@ -10,6 +10,7 @@ from sqlmodel import Session
 
 from bot.slack import lifecycle
 from bot.slack.builders import blocks, modals
+from bot.slack.installs import BUSY
 from bot.slack.services import BotServices
 from core.connections import links
 from core.connections.links import ConnectionSpec
@@ -81,9 +82,20 @@ def register(app: App, svc: BotServices) -> None:
         show_outcome(body, issued, title)
 
     def show_outcome(body: dict[str, Any], issued: IssuedToken, title: str) -> None:
+        if not svc.connected(issued.server_id):
+            delivered(body, issued, title)
+        elif not svc.on_mdm(delivered, body, issued, title):
+            with svc.ctx.unit_of_work() as session:
+                issuance.discard_token(
+                    session, Actor(body["user"]["id"]), issued.token_id, svc.ctx.now(), "busy"
+                )
+            update(body, modals.message_modal(title, f":warning: {BUSY} Nothing was changed."))
+
+    def delivered(body: dict[str, Any], issued: IssuedToken, title: str, note: str = "") -> None:
         user = body["user"]["id"]
         outcome = svc.deliver(issued, user)
         text = outcome.message if outcome.ok else f":warning: {outcome.message}"
+        text += f"\n:warning: {blocks.esc(note)}" if note else ""
         if outcome.reference:
             text += f"\nReference: `{outcome.reference}`"
         try:
@@ -185,6 +197,12 @@ def register(app: App, svc: BotServices) -> None:
         title, label = "Add MDM server", spec.label()
         fetching = f"Fetching the certificate from {blocks.esc(label)} and issuing the token…"
         ack(response_action="update", view=modals.message_modal(title, fetching))
+        if not svc.on_mdm(fetch_and_add, body, spec, name, release):
+            update(body, modals.message_modal(title, f":warning: {BUSY} Nothing was added."))
+
+    def fetch_and_add(body: dict[str, Any], spec: ConnectionSpec, name: str, release: bool) -> None:
+        """On the MDM pool: the certificate, the server with its connection, its first token."""
+        title, label = "Add MDM server", spec.label()
         actor, ctx = Actor(body["user"]["id"]), svc.ctx
         try:
             pem = ctx.installer.fetch_certificate(spec, name)
@@ -209,7 +227,7 @@ def register(app: App, svc: BotServices) -> None:
             text = f":warning: {blocks.esc(exc.message)} Nothing was added."
             update(body, modals.message_modal(title, text))
             return
-        show_outcome(body, issued, title)
+        delivered(body, issued, title, links.plain_http(spec) or "")
 
     def update(body: dict[str, Any], view: dict[str, Any]) -> None:
         try:
