@@ -213,8 +213,15 @@ def token_push(ctx: AppContext, args: argparse.Namespace) -> int:
 
 def connected(ctx: AppContext, name: str) -> bool:
     """Whether the server called `name` installs its tokens through a connection."""
+    return connection(ctx, name) is not None
+
+
+def connection(ctx: AppContext, name: str) -> ConnectionSpec | None:
+    """The connection of the server called `name`, without its API key."""
     with ctx.unit_of_work(readonly=True) as session:
-        return links.connection_row(session, servers.find_server(session, name).id) is not None
+        server_id = servers.find_server(session, name).id
+        row = links.connection_row(session, server_id)
+        return links.describe_spec(row) if row is not None else None
 
 
 def replace_connected(
@@ -282,8 +289,17 @@ def server_add_any(ctx: AppContext, args: argparse.Namespace) -> int:
 
 def token_issue_any(ctx: AppContext, args: argparse.Namespace) -> int:
     """mdmbot token issue: a connected server's token is installed, else written to a file."""
-    if connected(ctx, args.name):
-        if token_files.ask_replacing(ctx, args, "A new token") is None:
+    spec = connection(ctx, args.name)
+    if spec is not None:
+        what, also = "A new token", ""
+        if getattr(args, "new_consumer_key", False):
+            what = "A new token with a new consumer key"
+            if spec.kind == "nanodep":
+                also = (
+                    f" {spec.label()} refuses a changed consumer key unless told to replace the "
+                    "token it holds: mdmbot uploads it with force=1, over this server's token."
+                )
+        if token_files.ask_replacing(ctx, args, what, also) is None:
             return 1
         return issue_and_install(ctx, _operator(args), args, None, renewing(ctx, args))
     return token_issue(ctx, args)

@@ -62,9 +62,11 @@ def write_private(path: Path, content: bytes, *, force: bool) -> None:
         Path(tmp).unlink(missing_ok=True)
 
 
-def ask_replacing(ctx: AppContext, args: argparse.Namespace, what: str) -> bool | None:
+def ask_replacing(
+    ctx: AppContext, args: argparse.Namespace, what: str, also: str = ""
+) -> bool | None:
     """Whether the server has a token to replace, after asking (at a terminal, unless --yes):
-    the old token stops working. None: the operator said no."""
+    the old token stops working (and `also`). None: the operator said no."""
     with ctx.unit_of_work(readonly=True) as session:
         view = servers.get_server_view(session, args.name)
     if view.token_id is None:
@@ -72,7 +74,7 @@ def ask_replacing(ctx: AppContext, args: argparse.Namespace, what: str) -> bool 
     question = (
         f"{what} for “{safe(view.name)}”: its current token (expires "
         f"{when(view.token_expires_at)}) stops working at once, and the MDM server cannot "
-        "sync until the new token is uploaded to it. Continue?"
+        f"sync until the new token is uploaded to it.{also} Continue?"
     )
     if confirmed(question, yes=args.yes):
         return True

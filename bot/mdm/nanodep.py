@@ -31,7 +31,12 @@ def _check(wire: Wire, spec: ConnectionSpec, reply: Reply) -> None:
     data = reply.json()
     error = str(data.get("error", "")) if isinstance(data, dict) else ""
     if "mismatched consumer key" in error:
-        raise wire.refusal(reply, "it holds another server's token under this DEP name")
+        raise wire.refusal(
+            reply,
+            "it holds a token with another consumer key under this DEP name, which mdmbot did "
+            "not install there through this connection (another server's?); mdmbot replaces "
+            "only its own",
+        )
     if reply.status == 500 and ("no such file" in error or "not found" in error.lower()):
         raise InstallError(
             f"NanoDEP has no DEP name “{spec.dep_name}” ready for a token ({error}); check "
@@ -52,7 +57,10 @@ def fetch_certificate(wire: Wire, spec: ConnectionSpec, server_name: str) -> byt
 
 def install(wire: Wire, spec: ConnectionSpec, push: TokenPush) -> None:
     """`PUT /v1/tokenpki/{name}` with the token file, then point NanoDEP at mdmbot if asked."""
-    reply = wire.request("PUT", _url(spec, "tokenpki"), _headers(spec), push.content)
+    # NanoDEP refuses a changed consumer key unless forced; mdmbot forces only over the server's
+    # own earlier token (core/connections/installs.py), after the person confirmed a new key.
+    url = _url(spec, "tokenpki") + ("?force=1" if push.new_key else "")
+    reply = wire.request("PUT", url, _headers(spec), push.content)
     _check(wire, spec, reply)
     if spec.base_url:
         body = json.dumps({"base_url": spec.base_url}).encode()

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import logging
 import uuid
+from concurrent.futures import Future, ThreadPoolExecutor, wait
+from dataclasses import dataclass
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
@@ -13,10 +15,10 @@ from bot import metrics
 from bot.slack.builders import blocks
 from bot.slack.builders.blocks import Block
 from bot.slack.gateway import SlackUnavailable
-from core.connections import installs, state
+from core.connections import installs, links, renewals, state
 from core.connections.links import ConnectionSpec
 from core.errors import MdmbotError
-from core.people import rotation
+from core.people import alerts, rotation
 from core.people.rotation import CaseView
 from core.roles import Actor, Permission
 from core.tokens import issuance, servers
@@ -173,3 +175,107 @@ def register(app: App, svc: BotServices) -> None:
 
         if not svc.on_mdm(run):
             svc.try_dm(user_id, BUSY)
+
+
+SWEEP_THREADS = 2
+SWEEP_WAIT = 600.0  # seconds a sweep waits at its end for its MDM calls; later ones finish alone
+
+
+@dataclass(frozen=True)
+class _Renewed:
+    renewal: renewals.DueRenewal
+    install_id: int
+    spec: ConnectionSpec
+
+
+class SweepInstalls:
+    """One sweep's MDM work: install retries and automatic renewals' installs run on their own
+    pool while the sweep posts alerts and checklists, so a slow or broken MDM server never holds
+    those up; started before the alerts, waited for after them."""
+
+    def __init__(self, svc: BotServices, now: datetime, holder: str) -> None:
+        self.svc, self.now, self.holder = svc, now, holder
+        self.pool = ThreadPoolExecutor(SWEEP_THREADS, thread_name_prefix="mdmbot-sweep-mdm")
+        self.retries: list[Future[bool]] = []
+        self.renewals: list[Future[object]] = []
+
+    def start(self) -> None:
+        """Renew the tokens due (in the database, before any alert is claimed), then queue their
+        installs and the retries that are due."""
+        renewed = self._renew()
+        mine = {r.install_id for r in renewed}
+        with self.svc.ctx.unit_of_work(readonly=True) as session:
+            due = [i for i in installs.due_installs(session, self.now) if i not in mine]
+        self.retries = [self.pool.submit(self._retry, install_id) for install_id in due]
+        self.renewals = [self.pool.submit(self._install_renewal, r) for r in renewed]
+
+    def finish(self) -> tuple[int, int]:
+        """Wait for the queued work (SWEEP_WAIT s at most); retries that ran, renewals made."""
+        queued: list[Future[Any]] = [*self.retries, *self.renewals]
+        wait(queued, timeout=SWEEP_WAIT)
+        self.pool.shutdown(wait=False)
+        for failed in (f.exception() for f in queued if f.done()):
+            if failed is not None:
+                log.error("sweep MDM work failed: %s", type(failed).__name__, exc_info=failed)
+        tried = sum(1 for f in self.retries if f.done() and f.exception() is None and f.result())
+        return tried, len(self.renewals)
+
+    def _attempt(self, install_id: int) -> installs.InstallOutcome | None:
+        ctx = self.svc.ctx
+        return installs.attempt(
+            ctx.unit_of_work, ctx.vault, ctx.installer, install_id, self.holder, lambda: self.now
+        )
+
+    def _retry(self, install_id: int) -> bool:
+        """Retry one install (claimed, so once across replicas); whether it ran."""
+        outcome = self._attempt(install_id)
+        if outcome is None or outcome.skipped:
+            return False
+        log.info(
+            "install retry server=%s attempt=%s %s",
+            outcome.server_name,
+            outcome.attempts,
+            "installed" if outcome.installed else f"failed: {outcome.error}",
+        )
+        return True
+
+    def _renew(self) -> list[_Renewed]:
+        """Issue and activate a new token for each server inside its renewal window."""
+        ctx, now = self.svc.ctx, self.now
+        with ctx.unit_of_work() as session:
+            due = renewals.claim_renewals(session, now)
+        renewed = []
+        for renewal in due:
+            try:
+                with ctx.unit_of_work() as session:
+                    server = servers.find_server_by_id(session, renewal.server_id)
+                    issued = issuance.issue_token(
+                        session, ctx.vault, renewals.RENEWER, server, now,
+                        expected=renewal.token_id,
+                    )  # fmt: skip
+                    spec = links.connection_of(session, ctx.vault, renewal.server_id)
+                    assert spec is not None
+                    installs.issue_through(
+                        session, renewals.RENEWER, issued.token_id, spec, now
+                    )
+                    install_id = installs.install_id_of(session, issued.token_id)
+            except MdmbotError as exc:
+                log.warning("automatic renewal of %s failed: %s", renewal.server_name, exc.message)
+                continue
+            assert install_id is not None
+            renewed.append(_Renewed(renewal, install_id, spec))
+        return renewed
+
+    def _install_renewal(self, renewed: _Renewed) -> None:
+        """Install a renewed token and post the one notice that says how it went."""
+        from bot.slack import dep_alerts
+
+        renewal, svc = renewed.renewal, self.svc
+        outcome = self._attempt(renewed.install_id)
+        installed = outcome is not None and outcome.installed
+        error = outcome.error if outcome is not None else None
+        text = renewed_notice(renewed.spec.label(), renewal.server_name, installed, error)
+        notice = [blocks.section(text)]
+        dep_alerts.post_claimed(svc, renewal.claim_id, "autorenew", text, notice, self.now)
+        with svc.ctx.unit_of_work() as session:  # the notice already says what replaced the token
+            alerts.mark_edited(session, renewal.claim_id, self.now)

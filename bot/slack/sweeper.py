@@ -14,8 +14,8 @@ from bot.slack.builders import lifecycle_blocks as lb
 from bot.slack.builders.blocks import Block, plural
 from bot.slack.deliveries import settle_deliveries
 from bot.slack.gateway import SlackUnavailable
+from bot.slack.installs import SweepInstalls
 from bot.slack.services import BotServices
-from bot.slack.sweep_installs import SweepInstalls
 from core import inbox, lease
 from core.dep import auth as dep_auth
 from core.dep import feedback as dep_feedback

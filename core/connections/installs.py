@@ -169,7 +169,30 @@ def _push_of(
         token.expires_at,
     )
     content = build_token_file(creds, x509.load_pem_x509_certificate(cert.pem.encode("ascii")))
-    return spec, TokenPush(server.name, token_filename(server.name, token.issued_at), content)
+    filename = token_filename(server.name, token.issued_at)
+    new_key = _own_key_replaced(session, token)
+    return spec, TokenPush(server.name, filename, content, new_key)
+
+
+def _own_key_replaced(session: Session, token: Token) -> bool:
+    """Whether the last token installed through the server's current connection had another
+    consumer key (`token issue --new-consumer-key`): that token is the server's own, so NanoDEP
+    may be told to replace it although it refuses a changed key otherwise."""
+    row = connection_row(session, token.server_id)
+    if row is None:
+        return False
+    previous = session.exec(
+        select(Token.consumer_key)
+        .join(TokenInstall, col(TokenInstall.token_id) == col(Token.id))
+        .where(
+            TokenInstall.server_id == token.server_id,
+            TokenInstall.status == "installed",
+            col(TokenInstall.installed_at) >= row.created_at,
+            col(Token.id) != token.id,
+        )
+        .order_by(col(TokenInstall.installed_at).desc(), col(TokenInstall.id).desc())
+    ).first()
+    return previous is not None and previous != token.consumer_key
 
 
 def attempt(

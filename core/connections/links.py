@@ -53,6 +53,7 @@ class TokenPush:
     server_name: str
     filename: str
     content: bytes = field(repr=False)
+    new_key: bool = False  # replaces this server's own token there, which had another consumer key
 
 
 class Installer(Protocol):
@@ -239,12 +240,17 @@ def connection_of(session: Session, vault: Vault, server_id: int | None) -> Conn
     )
 
 
+def describe_spec(row: MdmConnection) -> ConnectionSpec:
+    """A connection as people see it: never its API key."""
+    return ConnectionSpec(row.kind, row.url, row.dep_name, command=row.command)
+
+
 def describe(session: Session, server_id: int | None) -> dict[str, object] | None:
     """What `server show` tells of the connection (never the secret); None when not connected."""
     row = connection_row(session, server_id)
     if row is None:
         return None
-    spec = ConnectionSpec(row.kind, row.url, row.dep_name, command=row.command)
+    spec = describe_spec(row)
     return {
         "kind": row.kind,
         "label": spec.label(),

@@ -270,3 +270,29 @@ def test_a_token_active_before_a_failed_push_is_reported_as_such(
     )
     listed = cli.json("token", "list", "school1")
     assert listed[0]["status"] == "active" and listed[0]["id"] != first
+
+
+def test_a_new_consumer_key_replaces_nanodeps_own_token_with_force(
+    nanodep: FakeNanoDep, tmp_path: Path
+) -> None:
+    cli = _cli(tmp_path)
+    cli.ok("server", "add", "school1", *_nanodep_args(nanodep))
+    old_key = nanodep.tokens["school1"]["consumer_key"]
+    out = cli.ok("token", "issue", "school1", "--new-consumer-key", "--yes")
+    assert out.startswith("Installed in NanoDEP (school1)")
+    new_key = nanodep.tokens["school1"]["consumer_key"]
+    assert new_key != old_key
+    cli.ok("token", "issue", "school1", "--yes")
+    assert nanodep.tokens["school1"]["consumer_key"] == new_key, "the new key stays"
+    uploads = [c.query for c in nanodep.calls if c.method == "PUT" and "tokenpki" in c.path]
+    assert uploads == [{}, {"force": ["1"]}, {}], "forced only over its own other key"
+
+    nanodep.tokens["school1"]["consumer_key"] = "another-servers-key"  # uploaded by someone else
+    result = cli.run("token", "issue", "school1", "--yes")
+    assert result.returncode == 1
+    assert (
+        "500 from NanoDEP (school1): mismatched consumer key — it holds a token with another "
+        "consumer key under this DEP name, which mdmbot did not install there through this "
+        "connection (another server's?); mdmbot replaces only its own."
+    ) in result.stderr
+    assert nanodep.tokens["school1"]["consumer_key"] == "another-servers-key"

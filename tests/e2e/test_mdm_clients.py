@@ -66,8 +66,9 @@ def test_nanodep_certificate_token_and_config(nanodep: FakeNanoDep) -> None:
     with pytest.raises(InstallError) as refused:
         installer.install(spec, other)
     assert refused.value.message == (
-        "500 from NanoDEP (school1): mismatched consumer key — it holds another server's token "
-        "under this DEP name."
+        "500 from NanoDEP (school1): mismatched consumer key — it holds a token with another "
+        "consumer key under this DEP name, which mdmbot did not install there through this "
+        "connection (another server's?); mdmbot replaces only its own."
     )
 
 
@@ -78,7 +79,7 @@ def test_nanodep_certificate_token_and_config(nanodep: FakeNanoDep) -> None:
 def test_each_nanodep_fault_is_one_line(nanodep: FakeNanoDep, fault: str) -> None:
     installer = mdm_installer(timeout=0.5)
     spec = _spec(nanodep)
-    push, _, _ = _token_for(installer.fetch_certificate(spec, "school1"))
+    push, _, _ = _token_for(mdm_installer(timeout=10).fetch_certificate(spec, "school1"))
     expected = {
         "down": "Cannot reach NanoDEP (school1) at 127.0.0.1: Connection refused.",
         "slow": "NanoDEP (school1) did not answer within 0.5 s.",
