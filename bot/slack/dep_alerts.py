@@ -35,9 +35,21 @@ log = logging.getLogger("mdmbot.dep_alerts")
 
 
 def post_claimed(
-    svc: BotServices, delivery_id: int, kind: str, text: str, blocks: list[Block], now: datetime
+    svc: BotServices,
+    delivery_id: int,
+    kind: str,
+    text: str,
+    blocks: list[Block],
+    now: datetime,
+    claimed_at: datetime | None = None,
 ) -> str | None:
-    """Post a claimed alert and record the outcome (retried when failed); Slack's error or None."""
+    """Post a claimed alert (claimed at `claimed_at`, default `now`) while the claim is still
+    held, and record the outcome (retried when failed); Slack's error or None."""
+    with svc.ctx.unit_of_work() as session:
+        held = alerts.hold_claim(session, delivery_id, claimed_at or now, now)
+    if not held:
+        log.info("%s alert %s was taken over by another process; not posted", kind, delivery_id)
+        return None
     try:
         posted = svc.gateway.post(alert_channel(svc), text, blocks)
     except SlackUnavailable as exc:
@@ -120,6 +132,7 @@ def post_replaced(svc: BotServices, alert: ReplacedTokenAlert) -> None:
         replaced_text(alert),
         replaced_blocks(alert),
         svc.ctx.now(),
+        alert.claimed_at,
     )
 
 

@@ -43,6 +43,7 @@ class ReplacedTokenAlert:
     last_at: datetime
     new_token_id: int | None = None
     new_downloaded_by: str | None = None
+    claimed_at: datetime | None = None  # the claim to hold while posting
 
 
 @dataclass(frozen=True)
@@ -139,7 +140,9 @@ def record_rejected(
         attempts,
         client[:64],
         now,
-        *(new or (None, None)),
+        new[0] if new else None,
+        new[1] if new else None,
+        claimed_at=now,
     )
 
 
@@ -259,6 +262,7 @@ def reclaim_replaced(
                 token.rejected_attempts,
                 token.last_rejected_from,
                 token.last_rejected_at or delivery.claimed_at,
+                claimed_at=now,
             )
         )
     return taken

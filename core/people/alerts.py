@@ -116,6 +116,21 @@ def preview_due_alerts(
     return _describe(session, planned)
 
 
+def hold_claim(session: Session, delivery_id: int, claimed_at: datetime, now: datetime) -> bool:
+    """Renew a claim just before posting; False when another process took it over meanwhile (a
+    stale claim is reclaimed) or it was settled: the caller then posts nothing."""
+    held = session.execute(
+        sa.update(AlertDelivery)
+        .where(
+            col(AlertDelivery.id) == delivery_id,
+            col(AlertDelivery.status) == "pending",
+            col(AlertDelivery.claimed_at) == claimed_at,
+        )
+        .values(claimed_at=max(now, claimed_at))
+    )
+    return bool(cast(Any, held).rowcount == 1)
+
+
 def mark_sent(session: Session, delivery_id: int, *, channel: str, ts: str, now: datetime) -> None:
     """Record that the alert was posted as message `ts` in `channel`."""
     delivery = _delivery(session, delivery_id)

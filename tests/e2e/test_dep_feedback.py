@@ -12,8 +12,10 @@ from typing import Any
 from sqlmodel import select
 
 from bot.serve import serve_dep
+from bot.slack import dep_alerts
 from bot.slack.sweeper import Sweeper, preview
-from core.models import AlertDelivery
+from core.dep.feedback import record_rejected
+from core.models import AlertDelivery, Token, TokenStatus
 from tests import certs
 from tests.dep_client import call, mdm_server_installs, oauth_header
 from tests.e2e.conftest import ADMIN
@@ -166,3 +168,20 @@ def test_a_dep_port_in_use_stops_start_up_with_one_line(fake: FakeSlack, tmp_pat
         f"mdmbot: Cannot listen on 127.0.0.1:{port} for device assignment service (--dep-port) "
         "(Address already in use); is another process using it?"
     )
+
+
+def test_a_replaced_token_report_taken_over_by_a_sweep_is_posted_once(
+    bot: Bot, fake: FakeSlack
+) -> None:
+    mdm_server_installs(bot.ctx, bot.svc, add_server(bot, fake))
+    renew_in_slack(bot, fake, "Jamf Pro")
+    at = bot.clock()
+    with bot.ctx.unit_of_work() as session:
+        old = session.exec(select(Token).where(Token.status == TokenStatus.SUPERSEDED)).one()
+        alert = record_rejected(session, old, at, "127.0.0.1")
+    assert alert is not None, "claimed by a process that is slow to post it"
+    Sweeper(bot.svc, post_interval=0).sweep(at + timedelta(minutes=16))  # another takes it over
+    warning = "is still using the replaced one"
+    assert len(_posts(fake, warning)) == 1
+    dep_alerts.post_replaced(bot.svc, alert)  # the first process gets to it at last
+    assert len(_posts(fake, warning)) == 1, "posted once"
