@@ -6,6 +6,8 @@ from __future__ import annotations
 import json
 import re
 import stat
+import time
+import tracemalloc
 from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
@@ -218,3 +220,46 @@ def test_connections_are_checked_before_anything_is_stored() -> None:
         make_spec("command", command="true", auto_renew_days=181)
     spec = make_spec("nanodep", url="https://n.example/", dep_name="d", api_key="SECRET")
     assert "SECRET" not in repr(spec) and json.dumps(spec.label()) == '"NanoDEP (d)"'
+
+
+def _alive(pid: int) -> bool:
+    """Whether the process still runs 2 s on (a killed one may take a moment to die)."""
+    for _ in range(40):
+        try:
+            if "zombie" in Path(f"/proc/{pid}/status").read_text():
+                return False
+        except FileNotFoundError:
+            return False
+        time.sleep(0.05)
+    return True
+
+
+def test_command_leaves_nothing_running_and_keeps_only_the_end_of_its_output(
+    tmp_path: Path,
+) -> None:
+    push, _, _ = _token_for(_other_pem())
+    pids = tmp_path / "pids"
+    started = time.monotonic()
+    daemon = _script(tmp_path, f"sleep 30 &\necho $! > {pids}\necho installed\n")
+    assert mdm_installer(timeout=5).install(make_spec("command", command=str(daemon)), push) is None
+    assert time.monotonic() - started < 3, "not held until what it started ends"
+    assert not _alive(int(pids.read_text())), "what it started is killed with it"
+
+    overrun = _script(tmp_path, f"sleep 30 &\necho $! > {pids}\nsleep 30\n")
+    with pytest.raises(InstallError, match=re.escape("ran over 0.5 s")):
+        mdm_installer(timeout=0.5).install(make_spec("command", command=str(overrun)), push)
+    assert not _alive(int(pids.read_text()))
+
+    noisy = _script(
+        tmp_path,
+        "head -c 30000000 /dev/zero | tr '\\0' x\necho\necho 'Jamf said 401' >&2\nexit 2\n",
+    )
+    tracemalloc.start()
+    try:
+        with pytest.raises(InstallError) as refused:
+            mdm_installer(timeout=20).install(make_spec("command", command=str(noisy)), push)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert refused.value.message == "The install command install-token.sh exited 2: Jamf said 401."
+    assert peak < 2_000_000, f"{peak} bytes held for 30 MB of output"
