@@ -6,7 +6,7 @@ import base64
 import json
 from urllib.parse import quote, urlencode
 
-from bot.mdm.wire import Reply, Wire
+from bot.mdm.wire import Reply, Wire, reason
 from core.connections.links import ConnectionSpec, InstallError, TokenPush
 
 VALIDITY_DAYS = 365  # NanoDEP's default is 1 day; mdmbot would warn of an expired certificate
@@ -39,8 +39,8 @@ def _check(wire: Wire, spec: ConnectionSpec, reply: Reply) -> None:
         )
     if reply.status == 500 and ("no such file" in error or "not found" in error.lower()):
         raise InstallError(
-            f"NanoDEP has no DEP name “{spec.dep_name}” ready for a token ({error}); check "
-            "--mdm-dep-name."
+            f"NanoDEP has no DEP name “{spec.dep_name}” ready for a token ({reason(reply)}); "
+            "check --mdm-dep-name."
         )
     raise wire.refusal(reply)
 
