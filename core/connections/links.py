@@ -144,6 +144,8 @@ def _http_url(value: str | None, option: str, field: str) -> str:
         parts.port  # noqa: B018 (raises ValueError for a malformed port)
     except ValueError:
         parts = parts._replace(scheme="")
+    if any(c.isspace() or not c.isprintable() for c in (value or "").strip()):
+        parts = parts._replace(scheme="")
     if parts.scheme not in ("http", "https") or not parts.hostname:
         raise InvalidInput(
             f"{option} must be an http(s) URL such as https://mdm.example.org.", field=field

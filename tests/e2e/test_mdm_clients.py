@@ -208,6 +208,9 @@ def test_command_failures_are_one_line(tmp_path: Path) -> None:
 def test_connections_are_checked_before_anything_is_stored() -> None:
     cases = {
         ("nanodep", "ftp://x", "d", "k"): "--mdm-url must be an http(s) URL",
+        ("fleet", "https://x/a b", None, "k"): "--mdm-url must be an http(s) URL",
+        ("fleet", "https://x/\r\nX: y", None, "k"): "--mdm-url must be an http(s) URL",
+        ("fleet", "https://x", None, "k\ney"): "The API key is one line without spaces",
         ("nanodep", "https://x", None, "k"): "A NanoDEP connection needs its DEP name",
         ("nanodep", "https://x", "a/b", "k"): "A NanoDEP connection needs its DEP name",
         ("fleet", "https://x", None, " "): "A Fleet connection needs an API key",

@@ -27,6 +27,7 @@ from tests.e2e.conftest import ADMIN
 from tests.e2e.test_cli import Cli
 from tests.e2e.test_cli_mdm import _creds
 from tests.e2e.test_slack_mdm import _connection_values, _open_add
+from tests.fakemdm import ALLOW_LOOPBACK
 from tests.fakeslack import FakeSlack
 from tests.processes import free_port
 from tests.slack_harness import Bot
@@ -76,6 +77,7 @@ def test_link_and_three_renewals_against_the_real_depserver(
     depserver: str, tmp_path: Path
 ) -> None:
     cli = Cli(tmp_path / "mdmbot")
+    cli.env["MDMBOT_MDM_ALLOW_NETWORKS"] = ALLOW_LOOPBACK
     cli.ok("db", "upgrade")
     (cli.work / "api.key").write_text(KEY)
     settings = Settings(
