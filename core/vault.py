@@ -5,6 +5,7 @@ from __future__ import annotations
 import base64
 import hashlib
 import hmac
+import logging
 import os
 import tempfile
 from datetime import datetime
@@ -17,6 +18,8 @@ from sqlmodel import Session, select
 from core.errors import ConfigError
 from core.files import private_directory
 from core.models import KeyCheck, Token
+
+log = logging.getLogger("mdmbot.vault")
 
 KEY_FILE_NAME = "secret.key"
 KEY_CHECK_TEXT = "mdmbot key check value"
@@ -180,6 +183,11 @@ def _create_key_file(path: Path) -> bytes:
         return _read_key_file(path) or key
     finally:
         os.unlink(tmp)
+    log.warning(
+        "Created a new secret key file %s: token secrets are encrypted with it; back it up "
+        "(without it, neither this database's secrets nor its backups can be read).",
+        path,
+    )
     return key
 
 
