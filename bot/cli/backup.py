@@ -13,8 +13,9 @@ from core.backup.archive import BackupReader, Manifest, installed_version
 from core.backup.restore import restore_backup
 from core.backup.rotate import rotate_env_key, rotate_key_file
 from core.backup.snapshot import take_backup
+from core.keyfile import KEY_FILE_NAME, old_key_path
 from core.roles import Actor
-from core.vault import KEY_FILE_NAME, Vault, configured_keys
+from core.vault import Vault, configured_keys, fingerprint
 
 
 def reads_no_database(args: argparse.Namespace) -> bool:
@@ -103,10 +104,13 @@ def key_rotate(ctx: AppContext, args: Any) -> int:
             "the old key."
         )
         return 0
-    vault, changed = rotate_key_file(ctx.engine, settings.mdmbot_data_dir, actor, ctx.now())
+    data_dir = settings.mdmbot_data_dir
+    vault, changed = rotate_key_file(ctx.engine, data_dir, actor, ctx.now())
+    kept = old_key_path(data_dir, fingerprint(vault.keys[1]))
     print(
-        f"Wrote a new key {vault.key_id()} to {settings.mdmbot_data_dir / KEY_FILE_NAME} and "
-        f"re-encrypted {changed} stored secrets with it. Back up the new key file now; older "
-        "backups still need the old key. Restart mdmbot."
+        f"Wrote a new key {vault.key_id()} to {data_dir / KEY_FILE_NAME} and re-encrypted "
+        f"{changed} stored secrets with it. Back up the new key file now. The old key is kept in "
+        f"{kept}: backups taken before need it (restore finds it there); delete it once you "
+        "keep none of them."
     )
     return 0

@@ -6,15 +6,17 @@ from __future__ import annotations
 import os
 import stat
 import subprocess
+import urllib.request
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 from cryptography.fernet import Fernet
 
 from core import db
-from core.vault import KEY_FILE_NAME, read_key_file
+from core.vault import KEY_FILE_NAME, fingerprint, read_key_file
 from tests.e2e.drill_support import cli
 from tests.integration.backup_support import KEY, context, seed
+from tests.processes import BotProcess, free_port
 
 
 def _env(data: Path, key: str | None = KEY) -> dict[str, str]:
@@ -77,17 +79,56 @@ def test_backup_restore_and_their_refusals(tmp_path: Path) -> None:
     assert "District Jamf" in listed.stdout and "Lab Mosyle" in listed.stdout
 
 
-def test_the_key_file_is_rotated_in_place(tmp_path: Path) -> None:
+def _serving(data: Path, log: Path) -> BotProcess:
+    """`mdmbot serve --no-slack` on the data directory's database and key file, answering."""
+    port = free_port()
+    process = BotProcess(
+        _env(data, None), log, "serve", "--no-slack", "--host", "127.0.0.1",
+        "--port", str(port), "--metrics-port", str(free_port()),
+        "--dep-host", "127.0.0.1", "--dep-port", str(free_port()),
+    )  # fmt: skip
+
+    def healthy() -> bool:
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz", timeout=2):
+                return True
+        except OSError:
+            return False
+
+    process.wait_until(healthy)
+    return process
+
+
+def test_the_key_file_is_rotated_in_place_and_the_old_key_kept(tmp_path: Path) -> None:
     data = tmp_path / "data"
     _seeded(data, key=None)
     old = read_key_file(data / KEY_FILE_NAME)
+    assert old
     path = tmp_path / "before.mdmbackup"
     assert cli(_env(data, None), "backup", str(path)).returncode == 0
+
+    serving = _serving(data, tmp_path / "serve.log")
+    try:
+        refused = cli(_env(data, None), "key", "rotate")
+    finally:
+        assert serving.terminate() == 0
+    _one_line(refused, 2, f"Another mdmbot process on this host uses the key in {data}/secret.key")
+    assert refused.stderr.endswith("Nothing was changed.\n")
+    assert read_key_file(data / KEY_FILE_NAME) == old and not list(data.glob("*.old-*"))
+
     rotated = cli(_env(data, None), "key", "rotate")
     assert rotated.returncode == 0, rotated.stderr
     assert rotated.stdout.startswith("Wrote a new key key-")
     new = read_key_file(data / KEY_FILE_NAME)
-    assert new and old and new != old and new[0].decode() not in rotated.stdout
+    assert new and new != old and new[0].decode() not in rotated.stdout
+    kept = data / f"secret.key.old-{fingerprint(old[0])}"
+    assert f"The old key is kept in {kept}: backups taken before need it" in rotated.stdout
+    assert read_key_file(kept) == old and stat.S_IMODE(kept.stat().st_mode) == 0o600
     assert "District Jamf" in cli(_env(data, None), "server", "list").stdout
     check = cli(_env(data, None), "backup", str(path), "--print-key-check")
-    assert check.returncode == 1, "a backup from before needs the old key"
+    assert (check.returncode, check.stdout.splitlines()[1]) == (0, "The configured key opens it.")
+
+    elsewhere = {**_env(data, None), "MDMBOT_DATABASE_URL": f"sqlite:///{tmp_path / 'new.db'}"}
+    restored = cli(elsewhere, "restore", str(path))
+    assert restored.returncode == 0, restored.stderr
+    assert "District Jamf" in cli(elsewhere, "server", "list").stdout, "opened by the kept key"
