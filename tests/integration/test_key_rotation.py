@@ -74,12 +74,7 @@ def test_one_key_or_keys_that_do_not_open_the_secrets_are_refused(
 
 
 def test_the_key_file_gets_a_new_key(tmp_path: Path) -> None:
-    url = f"sqlite:///{tmp_path / 'mdmbot.db'}"
-    db.upgrade(url)
-    seeding = context(url, tmp_path, key=None)
-    seed(seeding)
-    seeding.engine.dispose()
-    del seeding  # its vault holds the key file: a rotation would leave it encrypting stale
+    url = _file_keyed(tmp_path)
     before = _secrets(url, tmp_path, None)
     old = read_key_file(tmp_path / KEY_FILE_NAME)
     ctx = context(url, tmp_path, key=None)
