@@ -17,7 +17,8 @@ from sqlmodel import Session, select
 
 from core.errors import ConfigError
 from core.files import private_directory
-from core.keyfile import KEY_FILE_NAME, KeyFileLock, old_key_paths
+from core.keyfile import KEY_FILE_NAME as KEY_FILE_NAME  # the name other modules import here
+from core.keyfile import KeyFileLock, old_key_paths
 from core.models import KeyCheck, Token
 
 log = logging.getLogger("mdmbot.vault")

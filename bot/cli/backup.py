@@ -40,7 +40,9 @@ def add_parsers(groups: argparse._SubParsersAction[argparse.ArgumentParser]) -> 
     p.set_defaults(handler=restore)
     p.add_argument("file", metavar="FILE")
     p.add_argument(
-        "--force", action="store_true", help="replace everything the target database holds"
+        "--force",
+        action="store_true",
+        help="replace mdmbot's tables in the target database (other tables stay)",
     )
     keys = groups.add_parser("key", help="rotate the secret key")
     k = keys.add_subparsers(dest="action", required=True, metavar="ACTION")
