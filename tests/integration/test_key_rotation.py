@@ -10,11 +10,22 @@ from cryptography.fernet import Fernet
 from sqlmodel import select
 
 from core import db, lease
+from core.backup.oldkeys import forget_old_key
+from core.backup.restore import restore_backup
 from core.backup.rotate import rotate_env_key, rotate_key_file
-from core.errors import ConfigError
+from core.backup.schedule import backup_path
+from core.backup.snapshot import take_backup
+from core.errors import ConfigError, InvalidInput
 from core.models import AuditEvent, Token
 from core.roles import Actor
-from core.vault import KEY_FILE_NAME, Vault, keys_from_setting, open_vault, read_key_file
+from core.vault import (
+    KEY_FILE_NAME,
+    Vault,
+    configured_keys,
+    keys_from_setting,
+    open_vault,
+    read_key_file,
+)
 from tests.conftest import NOW
 from tests.integration.backup_support import KEY, context, seed
 
@@ -151,3 +162,28 @@ def test_a_key_error_names_the_key_file_when_the_key_came_from_it(tmp_path: Path
         "not the key they were encrypted with."
     )
     ctx.engine.dispose()
+
+
+def test_an_old_key_is_forgotten_only_once_nothing_needs_it(tmp_path: Path) -> None:
+    url, backups = _file_keyed(tmp_path), tmp_path / "backups"
+    backups.mkdir()
+    ctx = context(url, tmp_path, key=None)
+    old_id, nightly = ctx.vault.key_id(), backup_path(backups, NOW)
+    take_backup(ctx.engine, ctx.vault, nightly, force=False, now=NOW, version="test")
+    del ctx.__dict__["vault"]
+    rotate_key_file(ctx.engine, tmp_path, OPERATOR, NOW)
+    ctx.engine.dispose()
+    restore_backup(url, configured_keys(None, tmp_path), nightly, force=True)
+    still = f"^This database's secrets are still encrypted with {old_id} "
+    with pytest.raises(InvalidInput, match=still):
+        forget_old_key(ctx.engine, tmp_path, old_id, backups)
+    rotate_key_file(ctx.engine, tmp_path, OPERATOR, NOW)
+    with pytest.raises(InvalidInput, match=f"^1 scheduled backups in {backups} need {old_id} "):
+        forget_old_key(ctx.engine, tmp_path, old_id, backups)
+    with pytest.raises(InvalidInput, match=r"^There is no kept old key key-0 in .* \(kept: key-"):
+        forget_old_key(ctx.engine, tmp_path, "key-0", backups)
+    nightly.unlink()  # pruned
+    forgotten = forget_old_key(ctx.engine, tmp_path, old_id, backups)
+    assert forgotten.name == f"secret.key.old-{old_id}" and not forgotten.exists()
+    ctx.engine.dispose()
+    assert len(_secrets(url, tmp_path, None)) == 2, "the current key opens every token"
