@@ -39,8 +39,8 @@ class KeyFileLock:
         self.path = data_dir / LOCK_NAME
         try:
             self._fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
-        except OSError as exc:
-            raise ConfigError(f"Cannot open {self.path}: {exc.strerror or exc}.") from exc
+        except OSError:  # a read-only data directory (a mounted key): no rotation writes there
+            self._fd = -1
 
     def __del__(self) -> None:
         if getattr(self, "_fd", -1) >= 0:
@@ -60,8 +60,12 @@ class KeyFileLock:
         return self._take(fcntl.LOCK_EX)
 
     def _take(self, kind: int) -> bool:
+        if self._fd < 0:
+            return True
         try:
             fcntl.flock(self._fd, kind | fcntl.LOCK_NB)
         except BlockingIOError:
             return False
+        except OSError:  # a file system without locks: nothing to hold
+            return True
         return True

@@ -187,3 +187,10 @@ def test_an_old_key_is_forgotten_only_once_nothing_needs_it(tmp_path: Path) -> N
     assert forgotten.name == f"secret.key.old-{old_id}" and not forgotten.exists()
     ctx.engine.dispose()
     assert len(_secrets(url, tmp_path, None)) == 2, "the current key opens every token"
+
+
+def test_a_key_file_whose_lock_cannot_be_made_still_opens(tmp_path: Path) -> None:
+    url = _file_keyed(tmp_path)
+    (tmp_path / "secret.key.lock").unlink()
+    (tmp_path / "secret.key.lock").mkdir()  # as unwritable as a read-only mount, even for root
+    assert len(_secrets(url, tmp_path, None)) == 2
