@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import sqlalchemy as sa
@@ -13,6 +14,8 @@ from core.errors import InvalidInput, MdmbotError
 from core.keyfile import old_key_path, old_key_paths
 from core.models import KeyCheck
 from core.vault import KEY_CHECK_ID, Vault, read_key_file
+
+KEY_ID = re.compile(r"key-[0-9a-f]{16}")  # what `core.vault.fingerprint` names
 
 
 def needing(key_id: str, backup_dir: Path | None) -> list[Path]:
@@ -35,7 +38,7 @@ def forget_old_key(
     """Delete the kept old key `key_id`; refused while the database or a scheduled backup
     still needs it. The deleted file's path."""
     path = old_key_path(data_dir, key_id)
-    if not path.is_file():
+    if not KEY_ID.fullmatch(key_id) or not path.is_file():
         kept = ", ".join(p.name.rsplit(".old-", 1)[1] for p in old_key_paths(data_dir))
         raise InvalidInput(
             f"There is no kept old key {key_id} in {data_dir} (kept: {kept or 'none'})."

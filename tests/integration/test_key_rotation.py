@@ -180,8 +180,9 @@ def test_an_old_key_is_forgotten_only_once_nothing_needs_it(tmp_path: Path) -> N
     rotate_key_file(ctx.engine, tmp_path, OPERATOR, NOW)
     with pytest.raises(InvalidInput, match=f"^1 scheduled backups in {backups} need {old_id} "):
         forget_old_key(ctx.engine, tmp_path, old_id, backups)
-    with pytest.raises(InvalidInput, match=r"^There is no kept old key key-0 in .* \(kept: key-"):
-        forget_old_key(ctx.engine, tmp_path, "key-0", backups)
+    for wrong in ("key-0", f"../{tmp_path.name}/secret.key.old-{old_id}"):
+        with pytest.raises(InvalidInput, match=r"^There is no kept old key .* \(kept: key-"):
+            forget_old_key(ctx.engine, tmp_path, wrong, backups)
     nightly.unlink()  # pruned
     forgotten = forget_old_key(ctx.engine, tmp_path, old_id, backups)
     assert forgotten.name == f"secret.key.old-{old_id}" and not forgotten.exists()
