@@ -151,8 +151,7 @@ def known_variables() -> frozenset[str]:
 
 
 def unknown_variables(env_file: Path = Path(ENV_FILE)) -> list[tuple[str, str, str | None]]:
-    """MDMBOT_* names in the environment or `.env` that mdmbot does not read: (name, where,
-    the closest known name)."""
+    """Unread MDMBOT_* names in the environment or `.env`: (name, where, closest known name)."""
     found = {name.upper(): "the environment" for name in os.environ}
     if env_file.is_file():
         try:

@@ -172,8 +172,7 @@ def old_keys(data_dir: Path) -> list[bytes]:
 
 
 def configured_keys(secret_key: str | None, data_dir: Path) -> tuple[list[bytes], str] | None:
-    """The configured keys (then the kept old ones) and where they come from, without creating
-    a key; None: no key."""
+    """The configured keys (then kept old ones) and where they come from; None: no key."""
     if secret_key:
         return keys_from_setting(secret_key), SETTING
     path = data_dir / KEY_FILE_NAME
@@ -217,9 +216,7 @@ def open_vault(
     *,
     hold: KeyFileLock | None = None,
 ) -> Vault:
-    """The configured key's vault, checked against the database; a lost key is never replaced.
-
-    With the key file, the vault holds it (`hold`, or a new shared hold) while it lives."""
+    """The configured key's vault, checked against the database; a lost key is never replaced."""
     if secret_key:
         vault = Vault(*keys_from_setting(secret_key))
     else:

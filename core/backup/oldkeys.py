@@ -35,8 +35,7 @@ def needing(key_id: str, backup_dir: Path | None) -> list[Path]:
 def forget_old_key(
     engine: sa.Engine, data_dir: Path, key_id: str, backup_dir: Path | None
 ) -> Path:
-    """Delete the kept old key `key_id`; refused while the database or a scheduled backup
-    still needs it. The deleted file's path."""
+    """Delete the kept old key `key_id` unless the database or a scheduled backup needs it."""
     path = old_key_path(data_dir, key_id)
     if not KEY_ID.fullmatch(key_id) or not path.is_file():
         kept = ", ".join(p.name.rsplit(".old-", 1)[1] for p in old_key_paths(data_dir))

@@ -78,8 +78,7 @@ def _check_revision(url: str, revision: str, path: Path) -> None:
 
 
 def _clear(conn: sa.Connection, *, force: bool) -> None:
-    """Drop mdmbot's tables, never another application's; refused when they hold a row (other
-    than what `db upgrade` writes: the key check) and `force` is not given."""
+    """Drop mdmbot's tables (only); refused, without `force`, when one holds a row of value."""
     existing = sa.MetaData()
     existing.reflect(conn, only=lambda name, _: name in OWN_TABLES)
     filled = [

@@ -80,9 +80,7 @@ def rotate_env_key(
 def rotate_key_file(
     engine: sa.Engine, data_dir: Path, actor: Actor, now: datetime
 ) -> tuple[Vault, int]:
-    """The key file: a new key generated, secrets re-encrypted, the old key kept beside it
-    (`secret.key.old-KEY-ID`) for the backups taken with it. Refused while another process
-    uses the key file or serves the database."""
+    """The key file: a new key, secrets re-encrypted, the old key kept as secret.key.old-ID."""
     path = data_dir / KEY_FILE_NAME
     old = read_key_file(path)
     if not old:
