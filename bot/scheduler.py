@@ -15,7 +15,7 @@ from core import lease
 
 log = logging.getLogger("mdmbot.scheduler")
 
-SCHEDULER_LEASE = "scheduler"
+SCHEDULER_LEASE = lease.SCHEDULER
 
 SweepFn = Callable[[datetime, str], object]
 

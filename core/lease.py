@@ -17,6 +17,8 @@ from sqlmodel import Session, col, select
 
 from core.models import Lease
 
+SCHEDULER = "scheduler"  # held by the process that runs the sweeps (`serve` or `scheduler`)
+
 
 def acquire(session: Session, name: str, holder: str, now: datetime, ttl: timedelta) -> bool:
     """Take or renew lease `name` for `holder` until now + ttl; False if someone else holds it."""

@@ -2,18 +2,42 @@
 
 from __future__ import annotations
 
+import difflib
 import ipaddress
+import logging
 import os
 from pathlib import Path
 from urllib.parse import urlsplit
 
+from dotenv import dotenv_values
 from pydantic import Field, ValidationError, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from core.errors import ConfigError
 from core.files import refuse_file
 
+log = logging.getLogger("mdmbot.settings")
+
 DEFAULT_ALERT_DAYS = (60, 30, 14, 7, 3, 1)
+ENV_FILE = ".env"
+# Read outside Settings: serve options, the debug switch, the container, tests and benchmarks.
+OTHER_VARIABLES = frozenset(
+    {
+        "MDMBOT_DEBUG",
+        "MDMBOT_HOST",
+        "MDMBOT_WORKERS",
+        "MDMBOT_METRICS_HOST",
+        "MDMBOT_METRICS_PORT",
+        "MDMBOT_MODE",
+        "MDMBOT_TOKEN_FILE",
+        "MDMBOT_TOKEN_FILENAME",
+        "MDMBOT_SERVER_NAME",
+        "MDMBOT_TEST_DATABASE_URL",
+        "MDMBOT_TEST_DEPSERVER",
+        "MDMBOT_BENCH_DATABASE_URL",
+    }
+)
+
 Network = ipaddress.IPv4Network | ipaddress.IPv6Network
 
 
@@ -39,7 +63,7 @@ def default_data_dir() -> Path:
 class Settings(BaseSettings):
     """Every setting mdmbot reads; Slack ones are checked only by the commands that need them."""
 
-    model_config = SettingsConfigDict(env_file=".env", extra="ignore", case_sensitive=False)
+    model_config = SettingsConfigDict(env_file=ENV_FILE, extra="ignore", case_sensitive=False)
 
     slack_bot_token: str | None = None
     slack_signing_secret: str | None = None
@@ -74,6 +98,11 @@ class Settings(BaseSettings):
         if value <= 0:
             raise ValueError("must be a positive number")
         return value
+
+    @field_validator("mdmbot_data_dir", "mdmbot_backup_dir", "mdmbot_mdm_ca_bundle")
+    @classmethod
+    def _home(cls, value: Path | None) -> Path | None:
+        return value.expanduser() if value is not None else None
 
     @field_validator("mdmbot_dep_public_url")
     @classmethod
@@ -142,8 +171,37 @@ class Settings(BaseSettings):
                 raise ConfigError(f"Missing required setting {name.upper()}.")
 
 
+def known_variables() -> frozenset[str]:
+    """Every MDMBOT_* variable mdmbot reads."""
+    own = {name.upper() for name in Settings.model_fields if name.startswith("mdmbot_")}
+    return frozenset(own) | OTHER_VARIABLES
+
+
+def unknown_variables(env_file: Path = Path(ENV_FILE)) -> list[tuple[str, str, str | None]]:
+    """Unread MDMBOT_* names in the environment or `.env`: (name, where, closest known name)."""
+    found = {name.upper(): "the environment" for name in os.environ}
+    if env_file.is_file():
+        try:
+            names = dotenv_values(env_file)
+        except (OSError, UnicodeDecodeError):
+            names = {}
+        found.update({name.upper(): str(env_file) for name in names if name.upper() not in found})
+    known = known_variables()
+    unknown = sorted(n for n in found if n.startswith("MDMBOT_") and n not in known)
+    closest = {n: difflib.get_close_matches(n, known, 1) for n in unknown}
+    return [(n, found[n], closest[n][0] if closest[n] else None) for n in unknown]
+
+
+def warn_unknown_variables() -> None:
+    """Log one warning per misspelt or unknown MDMBOT_* setting, naming the closest known one."""
+    for name, where, closest in unknown_variables():
+        hint = f" Did you mean {closest}?" if closest else ""
+        log.warning("%s (in %s) is not a setting mdmbot knows; it is ignored.%s", name, where, hint)
+
+
 def load_settings() -> Settings:
     """Read the settings, turning a malformed value into one readable line."""
+    warn_unknown_variables()
     try:
         settings = Settings()
     except ValidationError as exc:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import base64
 import hashlib
 import hmac
+import logging
 import os
 import tempfile
 from datetime import datetime
@@ -16,21 +17,27 @@ from sqlmodel import Session, select
 
 from core.errors import ConfigError
 from core.files import private_directory
+from core.keyfile import KEY_FILE_NAME as KEY_FILE_NAME  # the name other modules import here
+from core.keyfile import KeyFileLock, old_key_paths
 from core.models import KeyCheck, Token
 
-KEY_FILE_NAME = "secret.key"
+log = logging.getLogger("mdmbot.vault")
+
 KEY_CHECK_TEXT = "mdmbot key check value"
 KEY_CHECK_ID = 1
 SEED_ID = 2  # a KeyCheck row holding the key derived keys come from, once a key was rotated
+SETTING = "MDMBOT_SECRET_KEY"
 
 
 class Vault:
     """Encrypts with its first key; decrypts with any of its keys (during a key rotation)."""
 
-    def __init__(self, key: bytes, *older: bytes) -> None:
+    def __init__(self, key: bytes, *older: bytes, source: str = SETTING) -> None:
         self._keys = (key, *older)
         self._fernet = MultiFernet([Fernet(k) for k in self._keys])
         self._key = key
+        self.source = source  # where the key came from, as errors name it
+        self.hold: KeyFileLock | None = None  # the key file, held while this process uses it
 
     def __repr__(self) -> str:
         return "Vault(<key hidden>)"
@@ -53,7 +60,7 @@ class Vault:
             return self._fernet.decrypt(ciphertext.encode("ascii")).decode("utf-8")
         except InvalidToken as exc:
             raise ConfigError(
-                "Stored token secrets cannot be decrypted: MDMBOT_SECRET_KEY is not the key "
+                f"{self.source} does not open the stored token secrets: it is not the key "
                 "they were encrypted with."
             ) from exc
 
@@ -159,13 +166,18 @@ def write_key_file(path: Path, keys: list[bytes]) -> None:
         raise
 
 
+def old_keys(data_dir: Path) -> list[bytes]:
+    """The keys kept by key rotations (`secret.key.old-…`), newest first; they only decrypt."""
+    return [key for path in old_key_paths(data_dir) for key in read_key_file(path) or []]
+
+
 def configured_keys(secret_key: str | None, data_dir: Path) -> tuple[list[bytes], str] | None:
-    """The configured keys and where they come from, without creating a key; None: no key."""
+    """The configured keys (then kept old ones) and where they come from; None: no key."""
     if secret_key:
-        return keys_from_setting(secret_key), "MDMBOT_SECRET_KEY"
+        return keys_from_setting(secret_key), SETTING
     path = data_dir / KEY_FILE_NAME
     keys = read_key_file(path)
-    return (keys, f"The key in {path}") if keys else None
+    return ([*keys, *old_keys(data_dir)], f"The key in {path}") if keys else None
 
 
 def _create_key_file(path: Path) -> bytes:
@@ -180,6 +192,11 @@ def _create_key_file(path: Path) -> bytes:
         return _read_key_file(path) or key
     finally:
         os.unlink(tmp)
+    log.warning(
+        "Created a new secret key file %s: token secrets are encrypted with it; back it up "
+        "(without it, neither this database's secrets nor its backups can be read).",
+        path,
+    )
     return key
 
 
@@ -191,12 +208,22 @@ def _holds_secrets(session: Session) -> bool:
     )
 
 
-def open_vault(session: Session, secret_key: str | None, data_dir: Path, now: datetime) -> Vault:
+def open_vault(
+    session: Session,
+    secret_key: str | None,
+    data_dir: Path,
+    now: datetime,
+    *,
+    hold: KeyFileLock | None = None,
+) -> Vault:
     """The configured key's vault, checked against the database; a lost key is never replaced."""
     if secret_key:
-        vault, source = Vault(*keys_from_setting(secret_key)), "MDMBOT_SECRET_KEY"
+        vault = Vault(*keys_from_setting(secret_key))
     else:
         path = private_directory(data_dir, "MDMBOT_DATA_DIR") / KEY_FILE_NAME
+        if hold is None:
+            hold = KeyFileLock(data_dir)
+            hold.share()
         keys = read_key_file(path)
         if keys is None:
             if _holds_secrets(session):
@@ -206,8 +233,9 @@ def open_vault(session: Session, secret_key: str | None, data_dir: Path, now: da
                     "MDMBOT_SECRET_KEY); mdmbot will not start with a new key."
                 )
             keys = [_create_key_file(path)]
-        vault, source = Vault(*keys), f"The key in {path}"
-    _check_key(session, vault, source, now)
+        vault = Vault(*keys, *old_keys(data_dir), source=f"The key in {path}")
+        vault.hold = hold
+    _check_key(session, vault, vault.source, now)
     _use_seed(session, vault)
     return vault
 

@@ -10,11 +10,13 @@ import sqlalchemy as sa
 
 from bot.context import AppContext
 from core.backup.archive import BackupReader, Manifest, installed_version
+from core.backup.oldkeys import forget_old_key
 from core.backup.restore import restore_backup
 from core.backup.rotate import rotate_env_key, rotate_key_file
 from core.backup.snapshot import take_backup
+from core.keyfile import KEY_FILE_NAME, old_key_path
 from core.roles import Actor
-from core.vault import KEY_FILE_NAME, Vault, configured_keys
+from core.vault import Vault, configured_keys, fingerprint
 
 
 def reads_no_database(args: argparse.Namespace) -> bool:
@@ -39,13 +41,19 @@ def add_parsers(groups: argparse._SubParsersAction[argparse.ArgumentParser]) -> 
     p.set_defaults(handler=restore)
     p.add_argument("file", metavar="FILE")
     p.add_argument(
-        "--force", action="store_true", help="replace everything the target database holds"
+        "--force",
+        action="store_true",
+        help="replace mdmbot's tables in the target database (other tables stay)",
     )
     keys = groups.add_parser("key", help="rotate the secret key")
     k = keys.add_subparsers(dest="action", required=True, metavar="ACTION")
     text = "re-encrypt every stored secret with a new secret key"
     p = k.add_parser("rotate", help=text, description=text)
     p.set_defaults(handler=key_rotate)
+    text = "delete an old key kept by `key rotate` once no backup needs it"
+    p = k.add_parser("forget", help=text, description=text)
+    p.set_defaults(handler=key_forget)
+    p.add_argument("key_id", metavar="KEY-ID", help="the old key's id (key-…)")
 
 
 def _rows(manifest: Manifest) -> str:
@@ -103,10 +111,23 @@ def key_rotate(ctx: AppContext, args: Any) -> int:
             "the old key."
         )
         return 0
-    vault, changed = rotate_key_file(ctx.engine, settings.mdmbot_data_dir, actor, ctx.now())
+    data_dir = settings.mdmbot_data_dir
+    vault, changed = rotate_key_file(ctx.engine, data_dir, actor, ctx.now())
+    kept = old_key_path(data_dir, fingerprint(vault.keys[1]))
     print(
-        f"Wrote a new key {vault.key_id()} to {settings.mdmbot_data_dir / KEY_FILE_NAME} and "
-        f"re-encrypted {changed} stored secrets with it. Back up the new key file now; older "
-        "backups still need the old key. Restart mdmbot."
+        f"Wrote a new key {vault.key_id()} to {data_dir / KEY_FILE_NAME} and re-encrypted "
+        f"{changed} stored secrets with it. Back up the new key file now. The old key is kept in "
+        f"{kept}: backups taken before need it (restore finds it there); once you keep none "
+        f"of them, delete it with `mdmbot key forget {fingerprint(vault.keys[1])}`."
     )
+    return 0
+
+
+def key_forget(ctx: AppContext, args: Any) -> int:
+    """Delete a kept old key that neither the database nor a scheduled backup needs."""
+    settings = ctx.settings
+    path = forget_old_key(
+        ctx.engine, settings.mdmbot_data_dir, args.key_id, settings.mdmbot_backup_dir
+    )
+    print(f"Deleted the old key {args.key_id} ({path}): backups taken with it no longer restore.")
     return 0

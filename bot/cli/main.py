@@ -6,6 +6,7 @@ import argparse
 import getpass
 import logging
 import os
+import signal
 import sys
 import traceback
 import uuid
@@ -203,6 +204,14 @@ def _version() -> str:
         return "(not installed)"
 
 
+def _reader_gone() -> int:
+    """Output piped into a reader that closed (`| head`): stop quietly, as Unix tools do."""
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, sys.stdout.fileno())  # nothing more reaches the closed pipe at exit
+    os.close(devnull)
+    return 128 + signal.SIGPIPE
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Run one command; refusals print one line on stderr and exit non-zero."""
     argv = sys.argv[1:] if argv is None else argv
@@ -226,7 +235,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         elif command not in OWN_DATABASE and not cli_backup.reads_no_database(args):
             ctx.check_database()
         handler: Handler = args.handler
-        return handler(ctx, args)
+        code = handler(ctx, args)
+        sys.stdout.flush()  # a reader that went away is noticed here, not at exit
+        return code
+    except BrokenPipeError:
+        return _reader_gone()
     except sa.exc.OperationalError as exc:
         reason = str(exc.orig).strip().splitlines()[0] if exc.orig else type(exc).__name__
         print(

@@ -53,6 +53,9 @@ def render_dep_error(
     resp.text = ex.code
     if req.path == "/session":
         metrics.dep_session_failures.labels(ex.reason).inc()
+        log.warning(  # never the Authorization header: the code, the reason and who asked
+            "/session refused from %s: %s (%s)", req.remote_addr or "?", ex.code, ex.reason
+        )
 
 
 def render_http_error(

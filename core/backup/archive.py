@@ -12,6 +12,8 @@ from __future__ import annotations
 import hashlib
 import hmac
 import json
+import os
+import stat
 import zipfile
 import zlib
 from collections.abc import Iterator, Sequence
@@ -28,6 +30,20 @@ FORMAT = "mdmbot-backup"
 FORMAT_VERSION = 1
 MANIFEST = "manifest.json"
 MAC_PURPOSE = b"mdmbot backup manifest"
+MANIFEST_MAX = 1 << 20  # ours: a manifest names ~20 tables in a few kilobytes
+LINE_MAX = 16 << 20  # ours: the longest row (a token's sealed secrets) is a few kilobytes
+MEMBER_MAX = 1 << 36  # ours: 64 GiB of rows in one table
+FIELDS: dict[str, type] = {
+    "schema_revision": str,
+    "created_at": str,
+    "mdmbot_version": str,
+    "key_id": str,
+    "key_check": str,
+    "format": str,
+    "format_version": int,
+    "mac": str,
+}
+TABLE_FIELDS: dict[str, type] = {"name": str, "rows": int, "sha256": str}
 
 
 @dataclass
@@ -95,22 +111,67 @@ def write_manifest(archive: zipfile.ZipFile, manifest: Manifest, key: bytes) -> 
     archive.writestr(MANIFEST, json.dumps(document, indent=2, sort_keys=True) + "\n")
 
 
+class Malformed(ValueError):
+    """A manifest that is JSON but not what mdmbot writes; the message says what is wrong."""
+
+
+def _checked(raw: Any) -> dict[str, Any]:
+    """The manifest's fields, each of its type; Malformed naming the first that is not."""
+    if not isinstance(raw, dict):
+        raise Malformed("its manifest is not a JSON object")
+    _fields(raw, FIELDS, "")
+    tables = raw.get("tables")
+    if not isinstance(tables, list):
+        raise Malformed("its manifest's tables must be a list")
+    for i, table in enumerate(tables):
+        if not isinstance(table, dict):
+            raise Malformed(f"its manifest's tables[{i}] must be an object")
+        _fields(table, TABLE_FIELDS, f"tables[{i}].")
+    return raw
+
+
+def _fields(raw: dict[str, Any], kinds: dict[str, type], where: str) -> None:
+    for name, kind in kinds.items():
+        value = raw.get(name)
+        if not isinstance(value, kind) or isinstance(value, bool):
+            kind_name = "whole number" if kind is int else "string"
+            raise Malformed(f"its manifest's {where}{name} must be a {kind_name}")
+
+
+def _open_regular(path: Path) -> IO[bytes]:
+    """`path` opened for reading if it is a regular file (never a device or a FIFO)."""
+    fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)  # a FIFO opens at once
+    if not stat.S_ISREG(os.fstat(fd).st_mode):
+        os.close(fd)
+        raise InvalidInput(f"{path} is not a regular file; name a backup file.")
+    return os.fdopen(fd, "rb")
+
+
 class BackupReader:
     """An opened backup: its manifest read, nothing trusted until `verify`."""
 
     def __init__(self, path: Path) -> None:
         self.path = path
         try:
-            self._zip = zipfile.ZipFile(path)
-            raw = json.loads(self._zip.read(MANIFEST))
-            tables = [TableEntry(**t) for t in raw.pop("tables")]
-            self.mac = str(raw.pop("mac"))
-            self.manifest = Manifest(**raw, tables=tables)
+            self._file = _open_regular(path)
         except FileNotFoundError as exc:
             raise InvalidInput(f"{path} does not exist.") from exc
         except OSError as exc:
             raise InvalidInput(f"Cannot read {path}: {exc.strerror or exc}.") from exc
-        except (zipfile.BadZipFile, KeyError, TypeError, ValueError, AttributeError) as exc:
+        try:
+            self._zip = zipfile.ZipFile(self._file)
+            raw = _checked(json.loads(self._read_manifest()))
+            tables = [TableEntry(**t) for t in raw.pop("tables")]
+            self.mac = raw.pop("mac")
+            self.manifest = Manifest(**raw, tables=tables)
+        except (Malformed, RecursionError) as exc:
+            self._file.close()
+            why = str(exc) if isinstance(exc, Malformed) else "its manifest is nested too deeply"
+            raise InvalidInput(
+                f"{path} is not an mdmbot backup ({why}); nothing was restored."
+            ) from exc
+        except (zipfile.BadZipFile, KeyError, TypeError, ValueError, OSError, EOFError) as exc:
+            self._file.close()
             raise InvalidInput(
                 f"{path} is not a complete mdmbot backup (truncated or not a backup file); "
                 "nothing was restored."
@@ -123,9 +184,22 @@ class BackupReader:
                 f"{self.manifest.format_version}); upgrade mdmbot to restore it."
             )
 
+    def _read_manifest(self) -> bytes:
+        """The manifest's bytes, refused beyond `MANIFEST_MAX` before it is inflated."""
+        info = self._zip.getinfo(MANIFEST)
+        too_big = Malformed(f"its manifest is larger than {MANIFEST_MAX >> 10} KiB")
+        if info.file_size > MANIFEST_MAX:
+            raise too_big
+        with self._zip.open(info) as member:
+            data = member.read(MANIFEST_MAX + 1)
+        if len(data) > MANIFEST_MAX:
+            raise too_big
+        return data
+
     def close(self) -> None:
         """Close the archive."""
         self._zip.close()
+        self._file.close()
 
     def opening_key(self, vault: Vault) -> bytes | None:
         """The vault's key that opens the backup's check value (None: a different key)."""
@@ -147,7 +221,13 @@ class BackupReader:
     def columns(self, name: str) -> list[str]:
         """The column names of one table's rows."""
         with self._open(name) as handle:
-            return list(json.loads(next(self._lines(handle))))
+            try:
+                names = json.loads(next(self._lines(handle)))
+            except (ValueError, RecursionError, StopIteration):
+                names = None
+        if not isinstance(names, list) or not all(isinstance(n, str) for n in names):
+            raise self._edited(f"table {name} does not begin with its column names")
+        return names
 
     def rows(self, name: str) -> Iterator[list[Any]]:
         """The rows of one table, as stored (values in the order of `columns`)."""
@@ -156,21 +236,35 @@ class BackupReader:
             lines = self._lines(handle)
             next(lines)
             for line in lines:
-                yield decode(line.decode())
+                try:
+                    row = decode(line.decode())
+                except (ValueError, RecursionError) as exc:
+                    raise self._edited(f"a row of table {name} is not a JSON list") from exc
+                if not isinstance(row, list):
+                    raise self._edited(f"a row of table {name} is not a JSON list")
+                yield row
 
     def _open(self, name: str) -> IO[bytes]:
         try:
-            return self._zip.open(table_member(name))
+            info = self._zip.getinfo(table_member(name))
         except KeyError as exc:
             raise self._edited(f"table {name} is missing") from exc
+        if info.file_size > MEMBER_MAX:
+            raise self._edited(f"table {name} is larger than {MEMBER_MAX >> 30} GiB")
+        return self._zip.open(info)
 
     def _lines(self, handle: IO[bytes]) -> Iterator[bytes]:
+        """The member's lines, none longer than `LINE_MAX` held in memory."""
         try:
-            yield from handle
+            while line := handle.readline(LINE_MAX + 1):
+                if len(line) > LINE_MAX:
+                    raise self._edited(f"a line is longer than {LINE_MAX >> 20} MiB")
+                yield line
         except (zipfile.BadZipFile, zlib.error, EOFError) as exc:
             raise self._edited("its data is damaged") from exc
 
     def _edited(self, what: str) -> InvalidInput:
+        """The one-line refusal of a backup that does not match what it says it holds."""
         return InvalidInput(
             f"{self.path} was altered or damaged ({what}); nothing was restored."
         )

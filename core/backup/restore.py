@@ -15,11 +15,15 @@ from alembic.util import CommandError
 
 from core import db
 from core.backup.archive import BackupReader, Manifest, TableEntry
+from core.backup.snapshot import tables
 from core.errors import ConfigError, InvalidInput
+from core.models import KeyCheck
 from core.vault import Vault
 
 CHUNK_ROWS = 5000
 VERSION_TABLE = "alembic_version"
+OWN_TABLES = frozenset({t.name for t in tables()} | {VERSION_TABLE})
+UPGRADE_WRITES = frozenset({VERSION_TABLE, KeyCheck.__tablename__})  # no secret depends on them
 
 
 def restore_backup(
@@ -74,19 +78,20 @@ def _check_revision(url: str, revision: str, path: Path) -> None:
 
 
 def _clear(conn: sa.Connection, *, force: bool) -> None:
-    """Drop what the database holds; refused when it holds any row and `force` is not given."""
+    """Drop mdmbot's tables (only); refused, without `force`, when one holds a row of value."""
     existing = sa.MetaData()
-    existing.reflect(conn)
+    existing.reflect(conn, only=lambda name, _: name in OWN_TABLES)
     filled = [
         name
         for name, table in existing.tables.items()
-        if name != VERSION_TABLE and conn.execute(sa.select(table).limit(1)).first() is not None
+        if name not in UPGRADE_WRITES
+        and conn.execute(sa.select(table).limit(1)).first() is not None
     ]
     if filled and not force:
         raise InvalidInput(
-            f"The target database is not empty ({len(filled)} tables hold rows, e.g. "
-            f"{sorted(filled)[0]}); restore into an empty database, or pass --force to replace "
-            "everything in it. Nothing was restored."
+            f"The target database is not empty ({len(filled)} of mdmbot's tables hold rows, "
+            f"e.g. {sorted(filled)[0]}); restore into an empty database, or pass --force to "
+            "replace mdmbot's tables in it. Nothing was restored."
         )
     existing.drop_all(conn)
 
@@ -165,9 +170,7 @@ def _row(values: list[Any], convert: list[Convert], order: list[int]) -> tuple[A
 
 def _reset_sequences(conn: sa.Connection) -> None:
     """PostgreSQL: move each id sequence past the restored ids."""
-    schema = sa.MetaData()
-    schema.reflect(conn)
-    for table in schema.tables.values():
+    for table in tables():
         keys = list(table.primary_key.columns)
         if len(keys) != 1 or not isinstance(keys[0].type, sa.Integer):
             continue

@@ -9,15 +9,17 @@ import sqlalchemy as sa
 from cryptography.fernet import Fernet, InvalidToken
 from sqlmodel import Session
 
-from core import audit
+from core import audit, lease
 from core.backup.snapshot import tables
 from core.errors import ConfigError
+from core.keyfile import KEY_FILE_NAME, KeyFileLock, old_key_path
 from core.models import KeyCheck
 from core.roles import Actor
 from core.vault import (
-    KEY_FILE_NAME,
     SEED_ID,
+    SETTING,
     Vault,
+    fingerprint,
     open_vault,
     read_key_file,
     write_key_file,
@@ -50,9 +52,14 @@ def _rotate(vault: Vault, value: str | None) -> str | None:
     try:
         return vault.rotate(value)
     except InvalidToken as exc:
+        hint = (
+            "MDMBOT_SECRET_KEY must list the new key first, then the old one"
+            if vault.source == SETTING
+            else "restore the key file from your backup"
+        )
         raise ConfigError(
-            "A stored secret opens with none of the configured keys; nothing was re-encrypted "
-            "(MDMBOT_SECRET_KEY must list the new key first, then the old one)."
+            f"A stored secret opens with none of the keys of {vault.source}; nothing was "
+            f"re-encrypted ({hint})."
         ) from exc
 
 
@@ -73,15 +80,40 @@ def rotate_env_key(
 def rotate_key_file(
     engine: sa.Engine, data_dir: Path, actor: Actor, now: datetime
 ) -> tuple[Vault, int]:
-    """The key file: a new key generated, secrets re-encrypted, the old key dropped."""
+    """The key file: a new key, secrets re-encrypted, the old key kept as secret.key.old-ID."""
     path = data_dir / KEY_FILE_NAME
     old = read_key_file(path)
     if not old:
         raise ConfigError(f"There is no secret key file {path} to rotate (nor MDMBOT_SECRET_KEY).")
+    hold = KeyFileLock(data_dir)
+    if not hold.exclusive():
+        raise ConfigError(
+            f"Another mdmbot process on this host uses the key in {path} (`mdmbot serve`?); "
+            "it would go on encrypting with the old key. Stop every mdmbot process, then run "
+            "`mdmbot key rotate` again. Nothing was changed."
+        )
+    with Session(engine) as session, session.begin():
+        _refuse_while_served(session, now)
     new = Fernet.generate_key()
     write_key_file(path, [new, *old])  # a crash from here on leaves a file with both keys
     with Session(engine, expire_on_commit=False) as session, session.begin():
-        vault = open_vault(session, None, data_dir, now)
+        vault = open_vault(session, None, data_dir, now, hold=hold)
         changed = rotate_secrets(session, vault, actor, now)
+    for key in old:
+        kept = old_key_path(data_dir, fingerprint(key))
+        if not kept.exists():
+            write_key_file(kept, [key])
     write_key_file(path, [new])
+    hold.share()
     return vault, changed
+
+
+def _refuse_while_served(session: Session, now: datetime) -> None:
+    """A process holding the scheduler lease serves this database, maybe from another host."""
+    serving = lease.holder(session, lease.SCHEDULER, now)
+    if serving is not None:
+        raise ConfigError(
+            f"mdmbot is serving this database ({serving.rsplit(':', 1)[0]} holds the scheduler "
+            "lease); it would go on encrypting with the old key. Stop every `mdmbot serve` and "
+            "`mdmbot scheduler`, then run `mdmbot key rotate` again. Nothing was changed."
+        )

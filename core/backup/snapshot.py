@@ -97,7 +97,7 @@ def _write(
             )
         key = next((k for k in vault.keys if Vault(k).can_decrypt(str(check))), None)
         if key is None:
-            raise InvalidInput("The configured key does not open this database's secrets.")
+            raise InvalidInput(f"{vault.source} does not open this database's secrets.")
         manifest = Manifest(
             schema_revision=str(revision),
             created_at=now.strftime("%Y-%m-%dT%H:%M:%SZ"),

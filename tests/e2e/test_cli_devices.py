@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import signal
+import subprocess
 from pathlib import Path
 
 from tests.devices_support import HEADER, csv_of, serial
-from tests.e2e.test_cli import Cli, _valid_now
+from tests.e2e.test_cli import MDMBOT, Cli, _valid_now
 
 
 def test_the_device_flow(tmp_path: Path) -> None:
@@ -89,3 +91,22 @@ def test_a_bad_csv_imports_nothing_and_lists_every_bad_row(tmp_path: Path) -> No
     assert cli.json("devices", "list") == []
     missing = cli.run("devices", "import", "nowhere.csv")
     assert missing.returncode == 1 and "Cannot read nowhere.csv" in missing.stderr
+
+
+def test_a_reader_that_closes_the_pipe_ends_the_listing_quietly(tmp_path: Path) -> None:
+    cli = Cli(tmp_path)
+    cli.ok("db", "upgrade")
+    (cli.work / "devices.csv").write_bytes(csv_of([serial(i) for i in range(400)]))
+    cli.ok("devices", "import", "devices.csv")
+    listing = subprocess.Popen(
+        [*MDMBOT, "devices", "list", "--json"],
+        cwd=cli.work,
+        env=cli.env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
+    assert listing.stdout is not None and listing.stderr is not None
+    assert listing.stdout.readline().strip() == b"["  # `| head -1`: one line, then gone
+    listing.stdout.close()
+    stderr = listing.stderr.read()
+    assert (listing.wait(60), stderr) == (128 + signal.SIGPIPE, b""), "as `yes | head` ends"

@@ -12,7 +12,7 @@ from cryptography.fernet import Fernet
 
 from core import db
 from tests.conftest import postgres_schema
-from tests.e2e.test_cli import Cli, _valid_now
+from tests.e2e.test_cli import KEY_CREATED, Cli, _valid_now
 
 READ_AND_WRITE = [
     ("server", "list"),
@@ -187,3 +187,42 @@ def test_a_data_directory_that_is_a_file_is_one_line(tmp_path: Path) -> None:
         assert line == (
             f"mdmbot: MDMBOT_DATA_DIR ({cli.data_dir}) is a file; it must be a directory."
         )
+
+
+def test_the_new_key_file_is_announced_once_naming_its_path(tmp_path: Path) -> None:
+    cli = Cli(tmp_path)
+    first = cli.run("db", "upgrade")
+    key_file = cli.data_dir / "secret.key"
+    assert first.returncode == 0 and key_file.exists()
+    assert first.stderr == (
+        f"{KEY_CREATED}{key_file}: token secrets are encrypted with it; back it up (without "
+        "it, neither this database's secrets nor its backups can be read).\n"
+    )
+    assert cli.run("db", "upgrade").stderr == "", "said once, when it was created"
+
+
+def test_a_misspelt_setting_is_named_with_the_closest_known_one(tmp_path: Path) -> None:
+    cli = Cli(tmp_path)
+    cli.ok("db", "upgrade")
+    cli.env["MDMBOT_ALRT_CHANNEL"] = "C0ALERTS"
+    (cli.work / ".env").write_text("MDMBOT_SECRET_KEY_FILE=/etc/key\nmdmbot_admins=U0ADMIN\n")
+    result = cli.run("db", "info")
+    assert result.returncode == 0 and result.stdout.startswith("Database: ")
+    assert result.stderr.splitlines() == [
+        "WARNING mdmbot.settings: MDMBOT_ALRT_CHANNEL (in the environment) is not a setting "
+        "mdmbot knows; it is ignored. Did you mean MDMBOT_ALERT_CHANNEL?",
+        "WARNING mdmbot.settings: MDMBOT_SECRET_KEY_FILE (in .env) is not a setting mdmbot "
+        "knows; it is ignored. Did you mean MDMBOT_SECRET_KEY?",
+    ]
+    del cli.env["MDMBOT_ALRT_CHANNEL"]
+    (cli.work / ".env").write_text("MDMBOT_ALERT_CHANNEL=C0ALERTS\n")
+    assert cli.run("db", "info").stderr == "", "known settings, in either case, say nothing"
+
+
+def test_a_data_directory_under_home_is_expanded(tmp_path: Path) -> None:
+    cli = Cli(tmp_path)
+    cli.env["HOME"] = str(tmp_path / "home")
+    cli.env["MDMBOT_DATA_DIR"] = "~/mdmbot-data"
+    cli.ok("db", "upgrade")
+    assert (tmp_path / "home" / "mdmbot-data" / "mdmbot.db").exists()
+    assert not (cli.work / "~").exists(), "no literal ~ directory"

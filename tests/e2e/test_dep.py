@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 import re
 import time
 from collections.abc import Iterator
@@ -121,7 +122,8 @@ def test_session_then_account(dep: Dep, realm: str | None) -> None:
         assert (audit.actor, audit.subject) == ("operator:mdm-server", "Springfield Jamf")
 
 
-def test_refusals_are_specific_and_open_nothing(dep: Dep) -> None:
+def test_refusals_are_specific_and_open_nothing(dep: Dep, caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.WARNING, logger="mdmbot.dep")
     creds = dep.add("Fleet")
     url = f"{dep.url}/session"
     good = oauth_header(creds, url)
@@ -166,6 +168,12 @@ def test_refusals_are_specific_and_open_nothing(dep: Dep) -> None:
     first = call(url, {"Authorization": good})
     replay = call(url, {"Authorization": good})
     assert first[0] == 200 and replay[:2] == (401, "NONCE_USED")
+    refusals = [r.getMessage() for r in caplog.records if "/session refused" in r.getMessage()]
+    assert len(refusals) == 10, "each refused /session, and only those, leaves one line"
+    assert refusals[0] == "/session refused from 127.0.0.1: SIGNATURE_INVALID (bad_signature)"
+    assert refusals[-1] == "/session refused from 127.0.0.1: NONCE_USED (replayed_nonce)"
+    said = "".join(r.getMessage() for r in caplog.records)
+    assert not any(secret in said for secret in (creds.consumer_secret, creds.access_secret))
 
 
 def test_replacement_ends_sessions_and_rejects_the_old_token_with_one_warning(dep: Dep) -> None:

@@ -7,7 +7,6 @@ import json
 import stat
 import zipfile
 from collections.abc import Callable, Iterator
-from contextlib import ExitStack
 from pathlib import Path
 
 import pytest
@@ -54,30 +53,35 @@ def _targets() -> list[str]:
     return ["sqlite", "sqlite-migrated", "postgresql"] if PG_URL else ["sqlite", "sqlite-migrated"]
 
 
-@pytest.mark.parametrize("target", _targets())
+@pytest.fixture(params=_targets())
+def target(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[tuple[str, str]]:
+    """A database to restore into (its kind and URL): SQLite, or a new PostgreSQL schema."""
+    kind: str = request.param
+    if kind.startswith("sqlite"):
+        yield kind, f"sqlite:///{tmp_path / 'restored' / 'mdmbot.db'}"
+        return
+    with postgres_schema(migrate=False) as url:
+        yield kind, url
+
+
 def test_a_backup_restores_every_row_on_either_engine(
-    backup: tuple[str, Path], target: str, tmp_path: Path
+    backup: tuple[str, Path], target: tuple[str, str], tmp_path: Path
 ) -> None:
     source, path = backup
-    with ExitStack() as stack:
-        url = (
-            f"sqlite:///{tmp_path / 'restored' / 'mdmbot.db'}"
-            if target.startswith("sqlite")
-            else stack.enter_context(postgres_schema(migrate=False))
-        )
-        if target == "sqlite-migrated":  # `mdmbot db upgrade` ran: empty tables are no refusal
-            db.upgrade(url)
-        manifest = restore_backup(url, KEYS, path, force=False)
-        assert all_rows(url) == all_rows(source)
-        assert sum(t.rows for t in manifest.tables) == sum(map(len, all_rows(url).values()))
-        ctx = context(url, tmp_path)
-        with ctx.unit_of_work() as session:  # new ids follow the restored ones
-            add_server(session, ctx.vault, "After Restore", NOW, actor="UADMIN01")
-            names = [s.name for s in servers.list_servers(session)]
-            secrets = [ctx.vault.decrypt(t.secrets) for t in session.exec(select(Token))]
-        ctx.engine.dispose()
-        assert sorted(names) == ["After Restore", "District Jamf", "Lab Mosyle"]
-        assert len(secrets) == 3
+    kind, url = target
+    if kind == "sqlite-migrated":  # `mdmbot db upgrade` ran: empty tables are no refusal
+        db.upgrade(url)
+    manifest = restore_backup(url, KEYS, path, force=False)
+    assert all_rows(url) == all_rows(source)
+    assert sum(t.rows for t in manifest.tables) == sum(map(len, all_rows(url).values()))
+    ctx = context(url, tmp_path)
+    with ctx.unit_of_work() as session:  # new ids follow the restored ones
+        add_server(session, ctx.vault, "After Restore", NOW, actor="UADMIN01")
+        names = [s.name for s in servers.list_servers(session)]
+        secrets = [ctx.vault.decrypt(t.secrets) for t in session.exec(select(Token))]
+    ctx.engine.dispose()
+    assert sorted(names) == ["After Restore", "District Jamf", "Lab Mosyle"]
+    assert len(secrets) == 3
 
 
 def test_the_file_is_private_and_never_replaced_without_force(
@@ -201,7 +205,8 @@ def test_a_database_with_rows_is_refused_unless_forced(
         add_server(session, ctx.vault, "Written Later", NOW, actor="UADMIN01")
     ctx.engine.dispose()
     before = all_rows(source)
-    with pytest.raises(MdmbotError, match=r"^The target database is not empty \(\d+ tables hold"):
+    refused = r"^The target database is not empty \(\d+ of mdmbot's tables hold"
+    with pytest.raises(MdmbotError, match=refused):
         restore_backup(source, KEYS, path, force=False)
     assert all_rows(source) == before
     restore_backup(source, KEYS, path, force=True)
@@ -228,3 +233,28 @@ def test_a_failed_restore_leaves_the_database_as_it_was(
     with pytest.raises(sa.exc.IntegrityError):
         restore_backup(source, KEYS, broken, force=True)
     assert all_rows(source) == before
+
+
+def test_restore_leaves_other_tables_alone_and_accepts_a_freshly_upgraded_database(
+    backup: tuple[str, Path], target: tuple[str, str], tmp_path: Path
+) -> None:
+    _, path = backup
+    url = target[1]
+    (tmp_path / "restored").mkdir(exist_ok=True)
+    db.upgrade(url)
+    host2 = context(url, tmp_path / "restored", key=Fernet.generate_key().decode())
+    _ = host2.vault  # what `mdmbot db upgrade` writes: the new host's key check
+    host2.engine.dispose()
+    engine = sa.create_engine(url)
+    with engine.begin() as conn:  # another application's table in the same database
+        conn.exec_driver_sql("CREATE TABLE invoice (id INTEGER PRIMARY KEY, total INTEGER)")
+        conn.exec_driver_sql("INSERT INTO invoice VALUES (1, 990)")
+    try:
+        restore_backup(url, KEYS, path, force=False)
+        restore_backup(url, KEYS, path, force=True)
+        with engine.connect() as conn:
+            invoices = conn.exec_driver_sql("SELECT id, total FROM invoice").all()
+    finally:
+        engine.dispose()
+    assert invoices == [(1, 990)]
+    assert [s["name"] for s in all_rows(url)["server"]] == ["District Jamf", "Lab Mosyle"]
