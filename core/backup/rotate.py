@@ -33,7 +33,8 @@ def rotate_secrets(
         session.add(KeyCheck(id=SEED_ID, value=vault.sealed_seed(), created_at=now))
         session.flush()
     changed = 0
-    tally = Tally(progress, "Re-encrypting secrets", _count(session) if progress else 0, "rows")
+    total = _count(session) if progress else 0
+    tally = Tally(progress, "Re-encrypting secrets", total, "rows", every=1)
     for table in tables():
         columns = [c for c in table.columns if c.info.get("encrypted")]
         keys = list(table.primary_key.columns)
