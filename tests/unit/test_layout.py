@@ -16,7 +16,8 @@ DOMAINS = (
     "core.people", "core.tokens", "core.devices", "core.dep", "core.connections", "core.backup"
 )
 FOUNDATION = ("core.settings", "core.db", "core.models", "core.errors", "core.files", "core.audit",
-              "core.lease", "core.inbox", "core.sealing", "core.vault", "core.roles")
+              "core.lease", "core.inbox", "core.sealing", "core.vault", "core.roles",
+              "core.progress")
 
 
 def _module(path: Path) -> str:
