@@ -10,16 +10,22 @@ EVERY = 500
 
 
 class Progress(Protocol):
-    """Told what is being done and how much of its total is done, counted in `unit`."""
+    """Told what is being done and how much of its total is done, counted in `unit` (a total
+    of None: not known in advance, as when paging through Apple's devices)."""
 
-    def __call__(self, what: str, done: int, total: int, unit: str) -> None: ...
+    def __call__(self, what: str, done: int, total: int | None, unit: str) -> None: ...
 
 
 class Tally:
     """One step of long work: counts what is done and reports it every `every` items."""
 
     def __init__(
-        self, progress: Progress | None, what: str, total: int, unit: str, every: int = EVERY
+        self,
+        progress: Progress | None,
+        what: str,
+        total: int | None,
+        unit: str,
+        every: int = EVERY,
     ) -> None:
         self.progress, self.what, self.total, self.unit = progress, what, total, unit
         self.done = self._reported = 0
@@ -32,7 +38,8 @@ class Tally:
         if self.progress is None:
             return
         self.done += count
-        if self.done - self._reported >= self._every or self.done >= self.total:
+        ended = self.total is not None and self.done >= self.total
+        if self.done - self._reported >= self._every or ended:
             self._reported = self.done
             self.progress(self.what, self.done, self.total, self.unit)
 

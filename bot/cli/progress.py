@@ -15,6 +15,7 @@ from bot.context import AppContext
 from core.progress import Progress
 
 FORMAT = "{desc}: {percentage:3.0f}%|{bar}| {n_fmt}/{total_fmt} {unit} [{elapsed}<{remaining}]"
+OPEN_ENDED = "{desc}: {n_fmt} {unit} [{elapsed}]"
 
 
 def add_quiet(parser: argparse.ArgumentParser) -> None:
@@ -32,16 +33,16 @@ class Bars:
         self._what: str | None = None
         self._bar: tqdm[NoReturn] | None = None
 
-    def __call__(self, what: str, done: int, total: int, unit: str) -> None:
+    def __call__(self, what: str, done: int, total: int | None, unit: str) -> None:
         """Show `done` of `total` for the step `what` (a new step starts a new bar)."""
         if what != self._what:
             self.close()
             self._what = what
-            self._bar = self._new(what, total, unit) if total > 0 else None
+            self._bar = None if total == 0 else self._new(what, total, unit)
         if self._bar is not None and done != self._bar.n:
             self._bar.update(done - self._bar.n)
 
-    def _new(self, what: str, total: int, unit: str) -> tqdm[NoReturn]:
+    def _new(self, what: str, total: int | None, unit: str) -> tqdm[NoReturn]:
         try:
             sized = os.get_terminal_size(sys.stderr.fileno()).columns > 0
         except OSError:
@@ -51,7 +52,7 @@ class Bars:
             desc=what,
             unit=unit,
             file=sys.stderr,
-            bar_format=FORMAT,
+            bar_format=OPEN_ENDED if total is None else FORMAT,
             dynamic_ncols=sized,
             ncols=None if sized else 80,  # a terminal that reports no size: 80 x 24
             nrows=None if sized else 24,

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import pytest
+
+from bot.cli.progress import Bars
 from core.progress import SILENT, Progress, Tally
 
 Report = tuple[str, int, int, str]
@@ -42,3 +45,20 @@ def test_without_a_listener_nothing_is_counted_and_items_pass_through() -> None:
     assert list(silent.each(items)) == items and silent.done == 0
     SILENT.add(10)
     assert SILENT.done == 0
+
+
+def test_bars_draw_each_step_on_its_own_line_and_an_unknown_total_as_a_count(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    bars = Bars(0)
+    for done in (0, 2, 4):
+        bars("Checking the backup", done, 4, "rows")
+    for done in (0, 500, 1500):
+        bars("Fetching devices", done, None, "devices")  # Apple's pages: no total in advance
+    bars("Nothing to do", 0, 0, "rows")
+    bars.close()
+    lines = [line.rstrip() for line in capsys.readouterr().err.split("\n")]
+    assert lines[0].split("\r")[-1].startswith("Checking the backup: 100%|")
+    assert lines[0].split("\r")[-1].endswith("| 4/4 rows [00:00<00:00]")
+    assert lines[1].split("\r")[-1] == "Fetching devices: 1500 devices [00:00]"
+    assert lines[2:] == [""], "a step with nothing to do draws nothing"
