@@ -44,7 +44,7 @@ class Bars:
 
     def _new(self, what: str, total: int | None, unit: str) -> tqdm[NoReturn]:
         try:
-            sized = os.get_terminal_size(sys.stderr.fileno()).columns > 0
+            sized = min(os.get_terminal_size(sys.stderr.fileno())) > 0
         except OSError:
             sized = False
         return tqdm(
