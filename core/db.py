@@ -256,7 +256,7 @@ def schema_transaction(engine: sa.Engine) -> Iterator[sa.Connection]:
                         "changed."
                     )
         finally:
-            if sqlite:
+            if sqlite and not connection.invalidated:  # an interrupt closes the connection
                 raw.execute("PRAGMA foreign_keys=ON")
 
 

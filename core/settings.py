@@ -91,6 +91,7 @@ class Settings(BaseSettings):
     mdmbot_mdm_ca_bundle: Path | None = None
     mdmbot_mdm_timeout: float = 10.0
     mdmbot_mdm_allow_networks: str = ""
+    mdmbot_progress_interval: float = Field(default=0.25, ge=0)
 
     @field_validator("mdmbot_sweep_minutes", "mdmbot_lease_seconds", "mdmbot_mdm_timeout")
     @classmethod

@@ -8,6 +8,7 @@ from typing import Any
 
 import sqlalchemy as sa
 
+from bot.cli.progress import add_quiet, progress_bar
 from bot.context import AppContext
 from core.backup.archive import BackupReader, Manifest, installed_version
 from core.backup.oldkeys import forget_old_key
@@ -36,6 +37,7 @@ def add_parsers(groups: argparse._SubParsersAction[argparse.ArgumentParser]) -> 
         action="store_true",
         help="only show which key FILE (an existing backup) needs; write nothing",
     )
+    add_quiet(p)
     text = "restore a backup into an empty database (MDMBOT_DATABASE_URL)"
     p = groups.add_parser("restore", help=text, description=text)
     p.set_defaults(handler=restore)
@@ -45,11 +47,13 @@ def add_parsers(groups: argparse._SubParsersAction[argparse.ArgumentParser]) -> 
         action="store_true",
         help="replace mdmbot's tables in the target database (other tables stay)",
     )
+    add_quiet(p)
     keys = groups.add_parser("key", help="rotate the secret key")
     k = keys.add_subparsers(dest="action", required=True, metavar="ACTION")
     text = "re-encrypt every stored secret with a new secret key"
     p = k.add_parser("rotate", help=text, description=text)
     p.set_defaults(handler=key_rotate)
+    add_quiet(p)
     text = "delete an old key kept by `key rotate` once no backup needs it"
     p = k.add_parser("forget", help=text, description=text)
     p.set_defaults(handler=key_forget)
@@ -73,9 +77,16 @@ def backup(ctx: AppContext, args: Any) -> int:
         print(f"{path} needs the secret key {manifest.key_id} (taken {manifest.created_at}).")
         print("The configured key opens it." if opens else "The configured key does NOT open it.")
         return 0 if opens else 1
-    manifest = take_backup(
-        ctx.engine, ctx.vault, path, force=args.force, now=ctx.now(), version=installed_version()
-    )
+    with progress_bar(ctx, args) as progress:
+        manifest = take_backup(
+            ctx.engine,
+            ctx.vault,
+            path,
+            force=args.force,
+            now=ctx.now(),
+            version=installed_version(),
+            progress=progress,
+        )
     print(
         f"Backup written to {path}: {_rows(manifest)} (schema revision "
         f"{manifest.schema_revision}). Its secrets open only with the key {manifest.key_id}: "
@@ -88,7 +99,10 @@ def restore(ctx: AppContext, args: Any) -> int:
     """Restore a backup into the configured database."""
     settings = ctx.settings
     keys = configured_keys(settings.mdmbot_secret_key, settings.mdmbot_data_dir)
-    manifest = restore_backup(settings.database_url, keys, Path(args.file), force=args.force)
+    with progress_bar(ctx, args) as progress:
+        manifest = restore_backup(
+            settings.database_url, keys, Path(args.file), force=args.force, progress=progress
+        )
     target = sa.make_url(settings.database_url).render_as_string(hide_password=True)
     print(
         f"Restored {args.file} (taken {manifest.created_at}, schema revision "
@@ -102,9 +116,15 @@ def key_rotate(ctx: AppContext, args: Any) -> int:
     """Re-encrypt every secret with the new key (MDMBOT_SECRET_KEY="NEW,OLD" or the key file)."""
     settings, actor = ctx.settings, Actor("operator", operator=True)
     if settings.mdmbot_secret_key:
-        vault, changed = rotate_env_key(
-            ctx.engine, settings.mdmbot_secret_key, settings.mdmbot_data_dir, actor, ctx.now()
-        )
+        with progress_bar(ctx, args) as progress:
+            vault, changed = rotate_env_key(
+                ctx.engine,
+                settings.mdmbot_secret_key,
+                settings.mdmbot_data_dir,
+                actor,
+                ctx.now(),
+                progress,
+            )
         print(
             f"Re-encrypted {changed} stored secrets with the new key {vault.key_id()}. Now set "
             "MDMBOT_SECRET_KEY to the new key alone on every replica; older backups still need "
@@ -112,7 +132,8 @@ def key_rotate(ctx: AppContext, args: Any) -> int:
         )
         return 0
     data_dir = settings.mdmbot_data_dir
-    vault, changed = rotate_key_file(ctx.engine, data_dir, actor, ctx.now())
+    with progress_bar(ctx, args) as progress:
+        vault, changed = rotate_key_file(ctx.engine, data_dir, actor, ctx.now(), progress)
     kept = old_key_path(data_dir, fingerprint(vault.keys[1]))
     print(
         f"Wrote a new key {vault.key_id()} to {data_dir / KEY_FILE_NAME} and re-encrypted "

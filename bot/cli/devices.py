@@ -10,6 +10,7 @@ from pathlib import Path
 from bot.cli.commands import _json, _operator, _table
 from bot.cli.output import count, read_file, safe
 from bot.cli.output import when as _when
+from bot.cli.progress import add_quiet, progress_bar
 from bot.context import AppContext
 from core.devices import csv_import as device_import
 from core.devices import inventory as devices
@@ -31,11 +32,14 @@ def add_parsers(groups: argparse._SubParsersAction[argparse.ArgumentParser]) -> 
 
     p = add("import", devices_import, "import devices from a CSV file (all rows or none)")
     p.add_argument("file", metavar="FILE.csv")
+    add_quiet(p)
     p = add("assign", devices_assign, "assign devices to an MDM server")
     p.add_argument("server", metavar="SERVER")
     _serials(p)
+    add_quiet(p)
     p = add("unassign", devices_unassign, "take devices off their MDM server")
     _serials(p)
+    add_quiet(p)
     p = add("list", devices_list, "list devices (never released ones)")
     which = p.add_mutually_exclusive_group()
     which.add_argument("--server", metavar="NAME")
@@ -74,9 +78,14 @@ def _given(args: argparse.Namespace) -> list[str]:
 def devices_import(ctx: AppContext, args: argparse.Namespace) -> int:
     """mdmbot devices import."""
     content = _read(args.file)
-    with ctx.unit_of_work() as session:
+    with progress_bar(ctx, args) as progress, ctx.unit_of_work() as session:
         summary = device_import.import_devices(
-            session, _operator(args), content, ctx.now(), source=Path(args.file).name
+            session,
+            _operator(args),
+            content,
+            ctx.now(),
+            source=Path(args.file).name,
+            progress=progress,
         )
     print(
         f"Imported {count(summary.total, 'device')}: {summary.created} new, "
@@ -93,8 +102,10 @@ def devices_import(ctx: AppContext, args: argparse.Namespace) -> int:
 def devices_assign(ctx: AppContext, args: argparse.Namespace) -> int:
     """mdmbot devices assign."""
     serials = _given(args)
-    with ctx.unit_of_work() as session:
-        result = devices.assign_devices(session, _operator(args), args.server, serials, ctx.now())
+    with progress_bar(ctx, args) as progress, ctx.unit_of_work() as session:
+        result = devices.assign_devices(
+            session, _operator(args), args.server, serials, ctx.now(), progress=progress
+        )
     already = len(result.unchanged)
     print(
         f"Assigned {count(len(result.assigned), 'device')} to “{safe(result.server)}”"
@@ -106,8 +117,10 @@ def devices_assign(ctx: AppContext, args: argparse.Namespace) -> int:
 def devices_unassign(ctx: AppContext, args: argparse.Namespace) -> int:
     """mdmbot devices unassign."""
     serials = _given(args)
-    with ctx.unit_of_work() as session:
-        result = devices.unassign_devices(session, _operator(args), serials, ctx.now())
+    with progress_bar(ctx, args) as progress, ctx.unit_of_work() as session:
+        result = devices.unassign_devices(
+            session, _operator(args), serials, ctx.now(), progress=progress
+        )
     already = len(result.unchanged)
     print(
         f"Unassigned {count(len(result.assigned), 'device')} "

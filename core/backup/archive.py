@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import IO, Any
 
 from core.errors import InvalidInput
+from core.progress import SILENT, Tally
 from core.vault import Vault
 
 FORMAT = "mdmbot-backup"
@@ -205,7 +206,7 @@ class BackupReader:
         """The vault's key that opens the backup's check value (None: a different key)."""
         return next((k for k in vault.keys if Vault(k).can_decrypt(self.manifest.key_check)), None)
 
-    def verify(self, key: bytes) -> None:
+    def verify(self, key: bytes, tally: Tally = SILENT) -> None:
         """Check the manifest's seal and every table's hash and row count."""
         if not hmac.compare_digest(self.mac, self.manifest.seal(key)):
             raise self._edited("its manifest was changed")
@@ -215,6 +216,7 @@ class BackupReader:
                 for line in self._lines(handle):
                     digest.update(line)
                     lines += 1
+                    tally.add(lines > 1)  # the first line names the columns
             if digest.hexdigest() != entry.sha256 or lines != entry.rows + 1:
                 raise self._edited(f"table {entry.name} does not match its manifest")
 

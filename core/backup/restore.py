@@ -18,6 +18,7 @@ from core.backup.archive import BackupReader, Manifest, TableEntry
 from core.backup.snapshot import tables
 from core.errors import ConfigError, InvalidInput
 from core.models import KeyCheck
+from core.progress import Progress, Tally
 from core.vault import Vault
 
 CHUNK_ROWS = 5000
@@ -27,7 +28,12 @@ UPGRADE_WRITES = frozenset({VERSION_TABLE, KeyCheck.__tablename__})  # no secret
 
 
 def restore_backup(
-    url: str, keys: tuple[list[bytes], str] | None, path: Path, *, force: bool
+    url: str,
+    keys: tuple[list[bytes], str] | None,
+    path: Path,
+    *,
+    force: bool,
+    progress: Progress | None = None,
 ) -> Manifest:
     """Restore the backup at `path` into the database at `url`; refusals write nothing."""
     reader = BackupReader(path)
@@ -45,14 +51,15 @@ def restore_backup(
                 f"{keys[1]} does not open {path}: it needs the key {manifest.key_id} (this one "
                 f"is {Vault(*keys[0]).key_id()}); nothing was restored."
             )
-        reader.verify(key)
+        rows = sum(t.rows for t in manifest.tables)
+        reader.verify(key, Tally(progress, "Checking the backup", rows, "rows"))
         _check_revision(url, manifest.schema_revision, path)
         engine = db.make_engine(url)
         try:
             with db.schema_transaction(engine) as conn:
                 _clear(conn, force=force)
                 _migrate(conn, url, manifest.schema_revision)
-                _load(conn, reader, manifest.tables)
+                _load(conn, reader, manifest.tables, Tally(progress, "Restoring", rows, "rows"))
                 _migrate(conn, url, "head")
                 if conn.dialect.name == "postgresql":
                     _reset_sequences(conn)
@@ -103,7 +110,9 @@ def _migrate(conn: sa.Connection, url: str, revision: str) -> None:
     command.upgrade(config, revision)
 
 
-def _load(conn: sa.Connection, reader: BackupReader, entries: list[TableEntry]) -> None:
+def _load(
+    conn: sa.Connection, reader: BackupReader, entries: list[TableEntry], tally: Tally
+) -> None:
     """Insert every table's rows (parents first) into the schema of the backup's revision."""
     schema = sa.MetaData()
     schema.reflect(conn)
@@ -118,7 +127,7 @@ def _load(conn: sa.Connection, reader: BackupReader, entries: list[TableEntry]) 
         insert = table.insert().compile(dialect=conn.dialect, column_keys=names)
         order = [names.index(k) for k in (insert.positiontup or names)]
         convert = [_converter(table.columns[n].type, conn.dialect) for n in names]
-        rows = (_row(values, convert, order) for values in reader.rows(entry.name))
+        rows = (_row(values, convert, order) for values in tally.each(reader.rows(entry.name)))
         if conn.dialect.driver == "psycopg":
             _copy(conn, table.name, [names[i] for i in order], rows)
             continue

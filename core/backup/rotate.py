@@ -14,6 +14,7 @@ from core.backup.snapshot import tables
 from core.errors import ConfigError
 from core.keyfile import KEY_FILE_NAME, KeyFileLock, old_key_path
 from core.models import KeyCheck
+from core.progress import Progress, Tally
 from core.roles import Actor
 from core.vault import (
     SEED_ID,
@@ -26,24 +27,35 @@ from core.vault import (
 )
 
 
-def rotate_secrets(session: Session, vault: Vault, actor: Actor, now: datetime) -> int:
+def rotate_secrets(
+    session: Session, vault: Vault, actor: Actor, now: datetime, progress: Progress | None = None
+) -> int:
     """Re-encrypt every encrypted column with the vault's first key; how many values changed."""
     if session.get(KeyCheck, SEED_ID) is None:  # derived keys (cursors) outlive the old key
         session.add(KeyCheck(id=SEED_ID, value=vault.sealed_seed(), created_at=now))
         session.flush()
     changed = 0
+    total = _count(session) if progress else 0
+    tally = Tally(progress, "Re-encrypting secrets", total, "rows", every=1)
     for table in tables():
         columns = [c for c in table.columns if c.info.get("encrypted")]
         keys = list(table.primary_key.columns)
         if not columns:
             continue
-        for row in session.execute(sa.select(*keys, *columns)).all():
+        for row in tally.each(session.execute(sa.select(*keys, *columns)).all()):
             values = {c.name: _rotate(vault, row._mapping[c]) for c in columns}
             where = [k == row._mapping[k] for k in keys]
             session.execute(sa.update(table).where(*where).values(**values))
             changed += len(values)
     audit.record(session, actor, "key.rotate", vault.key_id(), now, values=changed)
     return changed
+
+
+def _count(session: Session) -> int:
+    """How many rows hold an encrypted column."""
+    held = [t for t in tables() if any(c.info.get("encrypted") for c in t.columns)]
+    count = sa.func.count()
+    return sum(int(session.execute(sa.select(count).select_from(t)).scalar_one()) for t in held)
 
 
 def _rotate(vault: Vault, value: str | None) -> str | None:
@@ -64,7 +76,12 @@ def _rotate(vault: Vault, value: str | None) -> str | None:
 
 
 def rotate_env_key(
-    engine: sa.Engine, secret_key: str, data_dir: Path, actor: Actor, now: datetime
+    engine: sa.Engine,
+    secret_key: str,
+    data_dir: Path,
+    actor: Actor,
+    now: datetime,
+    progress: Progress | None = None,
 ) -> tuple[Vault, int]:
     """MDMBOT_SECRET_KEY="NEW,OLD": everything re-encrypted with NEW."""
     with Session(engine, expire_on_commit=False) as session, session.begin():
@@ -74,11 +91,11 @@ def rotate_env_key(
                 'MDMBOT_SECRET_KEY holds one key: set it to "NEW,OLD" (the new key first) on '
                 "every replica, then run `mdmbot key rotate` (README, key rotation)."
             )
-        return vault, rotate_secrets(session, vault, actor, now)
+        return vault, rotate_secrets(session, vault, actor, now, progress)
 
 
 def rotate_key_file(
-    engine: sa.Engine, data_dir: Path, actor: Actor, now: datetime
+    engine: sa.Engine, data_dir: Path, actor: Actor, now: datetime, progress: Progress | None = None
 ) -> tuple[Vault, int]:
     """The key file: a new key, secrets re-encrypted, the old key kept as secret.key.old-ID."""
     path = data_dir / KEY_FILE_NAME
@@ -98,7 +115,7 @@ def rotate_key_file(
     write_key_file(path, [new, *old])  # a crash from here on leaves a file with both keys
     with Session(engine, expire_on_commit=False) as session, session.begin():
         vault = open_vault(session, None, data_dir, now, hold=hold)
-        changed = rotate_secrets(session, vault, actor, now)
+        changed = rotate_secrets(session, vault, actor, now, progress)
     for key in old:
         kept = old_key_path(data_dir, fingerprint(key))
         if not kept.exists():

@@ -25,6 +25,7 @@ from core.backup.archive import (
     write_manifest,
 )
 from core.errors import InvalidInput
+from core.progress import Progress, Tally
 from core.vault import KEY_CHECK_ID, Vault, fingerprint
 
 CHUNK_ROWS = 5000
@@ -51,7 +52,14 @@ def snapshot(engine: sa.Engine) -> Iterator[sa.Connection]:
 
 
 def take_backup(
-    engine: sa.Engine, vault: Vault, path: Path, *, force: bool, now: datetime, version: str
+    engine: sa.Engine,
+    vault: Vault,
+    path: Path,
+    *,
+    force: bool,
+    now: datetime,
+    version: str,
+    progress: Progress | None = None,
 ) -> Manifest:
     """Write every table to `path` (mode 0600); an existing file is refused without `force`."""
     if path.exists() and not force:
@@ -64,7 +72,7 @@ def take_backup(
     fd, tmp = tempfile.mkstemp(dir=parent, prefix=".mdmbot-backup-")  # mode 0600
     try:
         with os.fdopen(fd, "wb") as handle:
-            manifest = _write(engine, vault, handle, now, version)
+            manifest = _write(engine, vault, handle, now, version, progress)
             handle.flush()
             os.fsync(handle.fileno())
         if force:
@@ -81,7 +89,12 @@ def take_backup(
 
 
 def _write(
-    engine: sa.Engine, vault: Vault, handle: IO[bytes], now: datetime, version: str
+    engine: sa.Engine,
+    vault: Vault,
+    handle: IO[bytes],
+    now: datetime,
+    version: str,
+    progress: Progress | None,
 ) -> Manifest:
     entries: list[TableEntry] = []
     with zipfile.ZipFile(handle, "w", zipfile.ZIP_DEFLATED, compresslevel=6) as archive:
@@ -90,7 +103,9 @@ def _write(
             check = conn.execute(
                 sa.text("SELECT value FROM keycheck WHERE id = :id"), {"id": KEY_CHECK_ID}
             ).scalar()
-            entries = [_dump(conn, table, archive, now) for table in tables()]
+            total = _count(conn) if progress else 0
+            tally = Tally(progress, "Backing up", total, "rows")
+            entries = [_dump(conn, table, archive, now, tally) for table in tables()]
         if check is None:
             raise InvalidInput(
                 "The database holds no key check value yet; start mdmbot once first."
@@ -110,8 +125,14 @@ def _write(
     return manifest
 
 
+def _count(conn: sa.Connection) -> int:
+    """How many rows the snapshot holds (what a progress bar counts towards)."""
+    count = sa.func.count()
+    return sum(int(conn.execute(sa.select(count).select_from(t)).scalar_one()) for t in tables())
+
+
 def _dump(
-    conn: sa.Connection, table: sa.Table, archive: zipfile.ZipFile, now: datetime
+    conn: sa.Connection, table: sa.Table, archive: zipfile.ZipFile, now: datetime, tally: Tally
 ) -> TableEntry:
     """Stream one table, in primary key order, into its archive member."""
     digest, rows = hashlib.sha256(), 0
@@ -129,4 +150,5 @@ def _dump(
             member.write(data)
             digest.update(data)
             rows += len(chunk)
+            tally.add(len(chunk))
     return TableEntry(table.name, rows, digest.hexdigest())

@@ -4,26 +4,29 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
 from datetime import datetime
+from typing import TypeVar
 
 import sqlalchemy as sa
 from sqlmodel import Session, col, select
 
 from core.models import DefaultAssignment, Device, DeviceChange, Server
+from core.progress import SILENT, Tally
 
 ADDED = "added"
 MODIFIED = "modified"
 DELETED = "deleted"
 CHUNK = 500
+T = TypeVar("T")
 
 
-def chunks(items: Sequence[str], size: int = CHUNK) -> Iterable[Sequence[str]]:
+def chunks(items: Sequence[T], size: int = CHUNK) -> Iterable[Sequence[T]]:
     """`items` in slices of at most `size` (bounded IN lists)."""
     for start in range(0, len(items), size):
         yield items[start : start + size]
 
 
 def lock_devices(
-    session: Session, serials: Sequence[str], *, lock: bool = True
+    session: Session, serials: Sequence[str], *, lock: bool = True, tally: Tally = SILENT
 ) -> dict[str, Device]:
     """The devices with these serials, row-locked in id order (locks: devices, then servers)."""
     found: dict[str, Device] = {}
@@ -32,6 +35,7 @@ def lock_devices(
         if lock:
             query = query.with_for_update()
         found.update((d.serial_number, d) for d in session.exec(query))
+        tally.add(len(part))
     return found
 
 

@@ -19,6 +19,7 @@ from core.devices.inventory import clean_serial, parse_family, parse_os
 from core.errors import InvalidInput
 from core.models import Device, DeviceChange, Server
 from core.people.persons import authorize
+from core.progress import Progress, Tally
 from core.roles import Actor, Permission
 
 REQUIRED = ("serial_number", "model", "description", "color", "device_family", "os")
@@ -27,6 +28,7 @@ DETAILS = ("model", "description", "color", "asset_tag", "device_family", "os", 
 MAX_FIELD = 256
 MAX_BYTES = 20 * 1024 * 1024
 SHOWN_PROBLEMS = 50
+BATCH = 1000
 SEPARATORS = (",", ";", "\t")
 # Unicode's bidirectional formatting characters (UAX #9): they reorder what a terminal shows.
 BIDI = frozenset("\u061c\u200e\u200f\u202a\u202b\u202c\u202d\u202e\u2066\u2067\u2068\u2069")
@@ -118,7 +120,7 @@ def _hidden(char: str) -> bool:
     return unicodedata.category(char) in ("Cc", "Zl", "Zp") or char in BIDI
 
 
-def parse_csv(content: bytes) -> list[tuple[int, dict[str, Any]]]:
+def parse_csv(content: bytes, progress: Progress | None = None) -> list[tuple[int, dict[str, Any]]]:
     """The file's rows with their line numbers, validated; any bad row refuses the whole file."""
     if len(content) > MAX_BYTES:
         raise InvalidInput(f"The file is larger than {MAX_BYTES // (1024 * 1024)} MB.")
@@ -132,6 +134,9 @@ def parse_csv(content: bytes) -> list[tuple[int, dict[str, Any]]]:
     if header is None:
         raise InvalidInput("The file is empty; it needs a header row and one row per device.")
     names = _header(header)
+    lines = sum(1 for _ in io.StringIO(text, newline="")) if progress else 0
+    tally = Tally(progress, "Reading the file", lines, "lines")
+    tally.add(reader.line_num)
     rows: list[tuple[int, dict[str, Any]]] = []
     problems: list[tuple[int, str]] = []
     seen: dict[str, int] = {}
@@ -139,6 +144,7 @@ def parse_csv(content: bytes) -> list[tuple[int, dict[str, Any]]]:
     try:
         for cells in reader:
             start, line = line + 1, reader.line_num
+            tally.add(line - start + 1)
             if not any(c.strip() for c in cells):
                 continue
             try:
@@ -162,11 +168,17 @@ def parse_csv(content: bytes) -> list[tuple[int, dict[str, Any]]]:
 
 
 def import_devices(
-    session: Session, actor: Actor, content: bytes, now: datetime, *, source: str = "CSV"
+    session: Session,
+    actor: Actor,
+    content: bytes,
+    now: datetime,
+    *,
+    source: str = "CSV",
+    progress: Progress | None = None,
 ) -> ImportSummary:
     """Create or update the file's devices; unassigned ones go to their family's default."""
     authorize(session, actor, Permission.MANAGE_DEVICES)
-    parsed = parse_csv(content)
+    parsed = parse_csv(content, progress)
     by_serial = {row["serial_number"]: row for _, row in parsed}
     existing: dict[str, Device] = {}
     for part in chunks(list(by_serial)):
@@ -182,17 +194,22 @@ def import_devices(
     writer = _Writer(actor, targets, now, summary, names)
     planned = [writer.update(existing[s], r) for s, r in by_serial.items() if s in existing]
     updates = [u for u in planned if u is not None]
-    if updates:
-        session.execute(sa.update(Device), updates)
+    tally = Tally(progress, "Importing devices", len(by_serial), "devices")
+    tally.add(summary.unchanged)
+    for offset in range(0, len(updates), BATCH):
+        part = updates[offset : offset + BATCH]
+        session.execute(sa.update(Device), part)
+        tally.add(len(part))
     new = [writer.new(r) for s, r in by_serial.items() if s not in existing]
-    for offset in range(0, len(new), 1000):
-        batch = new[offset : offset + 1000]
+    for offset in range(0, len(new), BATCH):
+        batch = new[offset : offset + BATCH]
         ids = session.execute(
             sa.insert(Device).returning(col(Device.id), sort_by_parameter_order=True), batch
         ).scalars()
         for device_id, row in zip(ids, batch, strict=True):
             if row["server_id"] is not None:
                 writer.logged(row["server_id"], device_id, ADDED)
+        tally.add(len(batch))
     if writer.log:
         session.execute(sa.insert(DeviceChange), writer.log)
     summary.created = len(new)

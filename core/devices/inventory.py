@@ -12,10 +12,11 @@ import sqlalchemy as sa
 from sqlmodel import Session, col, func, select
 
 from core import audit
-from core.devices.changelog import defaults, lock_devices, lock_servers, move
+from core.devices.changelog import chunks, defaults, lock_devices, lock_servers, move
 from core.errors import InvalidInput, NotFound
 from core.models import DefaultAssignment, Device, Server
 from core.people.persons import authorize
+from core.progress import Progress, Tally
 from core.roles import Actor, Permission
 from core.tokens.servers import find_server
 
@@ -146,11 +147,12 @@ def assign_devices(
     now: datetime,
     *,
     partial: bool = False,
+    progress: Progress | None = None,
 ) -> Assignment:
     """Assign devices to a server; with `partial` the good serials go even if some are refused."""
     authorize(session, actor, Permission.MANAGE_DEVICES)
     server = find_server(session, server_name)
-    return _assign(session, actor, server, serials, now, partial=partial)
+    return _assign(session, actor, server, serials, now, partial=partial, progress=progress)
 
 
 def _assign(
@@ -161,12 +163,14 @@ def _assign(
     now: datetime,
     *,
     partial: bool,
+    progress: Progress | None = None,
 ) -> Assignment:
     wanted, invalid = _clean_all(serials)
     if not wanted and not invalid:
         raise InvalidInput("Give at least one serial number.")
     result = Assignment(server.name if server else "Unassigned", invalid=invalid)
-    devices = lock_devices(session, wanted)
+    looked_up = Tally(progress, "Looking up devices", len(wanted), "devices")
+    devices = lock_devices(session, wanted, tally=looked_up)
     result.unknown = [s for s in wanted if s not in devices]
     result.released = [s for s in wanted if s in devices and devices[s].released_at]
     if result.refused and not partial:
@@ -174,9 +178,14 @@ def _assign(
     target = server.id if server else None
     movable = [d for d in devices.values() if d.released_at is None]
     lock_servers(session, [target, *(d.server_id for d in movable)])
-    for device in sorted(movable, key=lambda d: d.serial_number):
-        moved = move(session, device, target, actor.label, now)
-        (result.assigned if moved else result.unchanged).append(device.serial_number)
+    what = "Assigning devices" if server else "Unassigning devices"
+    moving = Tally(progress, what, len(movable), "devices")
+    for part in chunks(sorted(movable, key=lambda d: d.serial_number)):
+        for device in part:
+            moved = move(session, device, target, actor.label, now)
+            (result.assigned if moved else result.unchanged).append(device.serial_number)
+        session.flush()
+        moving.add(len(part))
     if result.assigned:
         action = "devices.assign" if server else "devices.unassign"
         audit.record(
@@ -192,11 +201,16 @@ def _assign(
 
 
 def unassign_devices(
-    session: Session, actor: Actor, serials: Sequence[str], now: datetime
+    session: Session,
+    actor: Actor,
+    serials: Sequence[str],
+    now: datetime,
+    *,
+    progress: Progress | None = None,
 ) -> Assignment:
     """Take devices off whatever server they are assigned to (all or nothing)."""
     authorize(session, actor, Permission.MANAGE_DEVICES)
-    return _assign(session, actor, None, serials, now, partial=False)
+    return _assign(session, actor, None, serials, now, partial=False, progress=progress)
 
 
 def _releasable(session: Session, serials: Sequence[str]) -> dict[str, Device]:

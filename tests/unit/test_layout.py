@@ -17,7 +17,7 @@ DOMAINS = (
 )
 FOUNDATION = ("core.settings", "core.db", "core.models", "core.errors", "core.files", "core.audit",
               "core.lease", "core.inbox", "core.sealing", "core.vault", "core.keyfile",
-              "core.roles")
+              "core.roles", "core.progress")
 
 
 def _module(path: Path) -> str:
