@@ -15,9 +15,8 @@ from core.backup.oldkeys import forget_old_key
 from core.backup.restore import restore_backup
 from core.backup.rotate import rotate_env_key, rotate_key_file
 from core.backup.snapshot import take_backup
-from core.keyfile import KEY_FILE_NAME, old_key_path
 from core.roles import Actor
-from core.vault import Vault, configured_keys, fingerprint
+from core.vault import KEY_FILE_NAME, Vault, configured_keys, fingerprint, old_key_path
 
 
 def reads_no_database(args: argparse.Namespace) -> bool:

@@ -11,9 +11,8 @@ from sqlmodel import Session
 from core.backup.archive import BackupReader
 from core.backup.schedule import scheduled_backups
 from core.errors import InvalidInput, MdmbotError
-from core.keyfile import old_key_path, old_key_paths
 from core.models import KeyCheck
-from core.vault import KEY_CHECK_ID, Vault, read_key_file
+from core.vault import KEY_CHECK_ID, Vault, old_key_path, old_key_paths, read_key_file
 
 KEY_ID = re.compile(r"key-[0-9a-f]{16}")  # what `core.vault.fingerprint` names
 

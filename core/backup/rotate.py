@@ -12,15 +12,17 @@ from sqlmodel import Session
 from core import audit, lease
 from core.backup.snapshot import tables
 from core.errors import ConfigError
-from core.keyfile import KEY_FILE_NAME, KeyFileLock, old_key_path
 from core.models import KeyCheck
 from core.progress import Progress, Tally
 from core.roles import Actor
 from core.vault import (
+    KEY_FILE_NAME,
     SEED_ID,
     SETTING,
+    KeyFileLock,
     Vault,
     fingerprint,
+    old_key_path,
     open_vault,
     read_key_file,
     write_key_file,

@@ -16,7 +16,7 @@ DOMAINS = (
     "core.people", "core.tokens", "core.devices", "core.dep", "core.connections", "core.backup"
 )
 FOUNDATION = ("core.settings", "core.db", "core.models", "core.errors", "core.files", "core.audit",
-              "core.lease", "core.inbox", "core.sealing", "core.vault", "core.keyfile",
+              "core.lease", "core.inbox", "core.sealing", "core.vault",
               "core.roles", "core.progress")
 
 
