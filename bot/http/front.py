@@ -24,7 +24,8 @@ from bot.http.wsgi import Listener
 log = logging.getLogger("mdmbot.http")
 
 TIMEOUT = b"HTTP/1.1 408 Request Timeout\r\nConnection: close\r\nContent-Length: 0\r\n\r\n"
-WRITE_HIGH = 64 * 1024  # answers a client has not taken, above which none of its requests is read
+WRITE_HIGH = 16 * 1024  # answers a client has not taken, above which none of its requests is read
+AHEAD = 16  # pipelined requests answered in a row; the last answer closes: the client queues again
 
 
 class Connection(asyncio.BufferedProtocol):
@@ -32,7 +33,9 @@ class Connection(asyncio.BufferedProtocol):
 
     It holds little of a client that sends faster than it reads: at most one read of its
     pipelined requests waits unparsed, and none is read while a request of it is in the app or
-    while more than `WRITE_HIGH` bytes of its answers wait for it to take them.
+    while more than `WRITE_HIGH` bytes of its answers wait for it to take them. A client that
+    pipelines is closed after `AHEAD` answers in a row, so that it connects again behind the
+    connections waiting to be accepted instead of keeping them out.
     """
 
     def __init__(self, site: Site, loop: asyncio.AbstractEventLoop, early: bool = False) -> None:
@@ -49,6 +52,7 @@ class Connection(asyncio.BufferedProtocol):
         self.writing = True  # the client takes its answers (the transport did not pause us)
         self.suspect = False  # a folded header line may have come in (checked before parsing)
         self.last = b""  # the last byte read
+        self.ahead = 0  # requests answered back to back from what the client sent ahead
         self.unsent = 0  # answer bytes the client had not taken when its stall deadline began
         self.closed = False
         self.peer: tuple[str, int] = ("", 0)
@@ -158,6 +162,7 @@ class Connection(asyncio.BufferedProtocol):
                 self._refuse(exc.error_status_hint)
                 return
             if event is h11.NEED_DATA or event is h11.PAUSED:
+                self.ahead = 0 if event is h11.NEED_DATA else self.ahead
                 return
             if isinstance(event, h11.Request):
                 if not self._begin(event):
@@ -196,6 +201,7 @@ class Connection(asyncio.BufferedProtocol):
         self._cancel()
         self.site.waiting.pop(self, None)
         self.site.begin(self)
+        self.ahead += 1
         self.transport.pause_reading()
         environ = message.environ(self.site.base, self.peer, self.request, b"".join(self.body))
         app = self.site.listener.app
@@ -211,7 +217,7 @@ class Connection(asyncio.BufferedProtocol):
         headers = [(message.title(name), value) for name, value in answered]
         if not any(name == "Content-Length" for name, _ in headers):
             headers.append(("Content-Length", str(len(body))))
-        if self.site.draining:
+        if self.site.draining or self.ahead >= AHEAD:
             headers.append(("Connection", "close"))
         code, _, reason = status.partition(" ")
         try:

@@ -122,12 +122,16 @@ class Site:
             self._update()
 
     def end(self, held: Held) -> None:
-        """The app answered `held` (or it went away): its turn is free."""
+        """The app answered `held` (or it went away): its turn is free, and a connection waiting
+        to be accepted takes it before `held` sends its next request in (a client pipelining
+        requests back to back would otherwise keep every new connection out)."""
         self.busy.discard(held)
         timer = self.turns.pop(held, None)
         if timer is not None:
             timer.cancel()
         self._update()
+        if self.accepting:
+            self._accept()
 
     def settle(self) -> None:
         """A connection accepted with its first bytes in has read them."""

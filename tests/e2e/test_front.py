@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import socket
 import threading
 import time
@@ -194,6 +195,59 @@ def test_slow_clients_on_one_listener_leave_the_other_alone(server: HttpServer) 
     finally:
         for sock in slow:
             sock.close()
+
+
+def test_clients_pipelining_back_to_back_do_not_keep_a_new_connection_out() -> None:
+    server = HttpServer([Listener("a", "127.0.0.1", 0, echo, Limits())], 2)
+    server.start_in_background("front-pipelining")
+    port = server.ports["a"]
+    stop = threading.Event()
+    answered = [0]
+
+    def pipeline() -> None:
+        """Send 50 requests at once, read their answers, again; after a close, send the rest."""
+        left = 50
+        while not stop.is_set():
+            with (
+                contextlib.suppress(OSError),
+                socket.create_connection(("127.0.0.1", port), 3) as sock,
+            ):
+                while not stop.is_set():
+                    sock.sendall(b"GET /p HTTP/1.1\r\nHost: a\r\n\r\n" * left)
+                    got = b""
+                    while got.count(b"GET /p? ") < left:
+                        try:
+                            chunk = sock.recv(65536)
+                        except OSError:
+                            chunk = b""
+                        if not chunk:
+                            break
+                        got += chunk
+                    answered[0] += got.count(b"GET /p? ")
+                    left -= got.count(b"GET /p? ")
+                    if left:
+                        break  # closed after a run of pipelined answers: connect again
+                    left = 50
+
+    clients = [threading.Thread(target=pipeline, daemon=True) for _ in range(8)]
+    for client in clients:
+        client.start()
+    try:
+        time.sleep(0.5)
+        slowest = 0.0
+        for n in range(5):
+            started = time.monotonic()
+            request = f"GET /new{n} HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n"
+            assert ask(port, request.encode()).endswith(f"GET /new{n}? ".encode())
+            slowest = max(slowest, time.monotonic() - started)
+            time.sleep(0.1)
+        assert answered[0] > 0
+        assert slowest < 1.0, f"a new connection waited {slowest:.1f} s"
+    finally:
+        stop.set()
+        for client in clients:
+            client.join(5)
+        server.close()
 
 
 def sleepy(environ: dict[str, Any], start_response: StartResponse) -> Iterable[bytes]:
