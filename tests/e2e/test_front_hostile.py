@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import select
 import socket
 import threading
@@ -46,13 +47,11 @@ def rss(pid: int) -> int:
 
 
 class Flood:
-    """One connection sending pipelined requests as fast as the server takes them, reading none."""
+    """Requests sent back to back as fast as the server takes them, no answer read; a new
+    connection whenever the server closes one."""
 
     def __init__(self, port: int, request: bytes) -> None:
-        self.sock = socket.socket()
-        self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)  # the kernel holds little
-        self.sock.connect(("127.0.0.1", port))
-        self.sock.setblocking(False)
+        self.port = port
         self.batch = request * 100
         self.sent = 0
         self.stop = threading.Event()
@@ -60,25 +59,27 @@ class Flood:
         self.thread.start()
 
     def _run(self) -> None:
+        """Connect with a small receive buffer (the kernel holds few answers) and send."""
+        while not self.stop.is_set():
+            with contextlib.suppress(OSError), socket.socket() as sock:
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+                sock.connect(("127.0.0.1", self.port))
+                sock.setblocking(False)
+                self._send(sock)
+
+    def _send(self, sock: socket.socket) -> None:
         pending = b""
         while not self.stop.is_set():
             pending = pending or self.batch
-            if not select.select([], [self.sock], [], 0.1)[1]:
-                continue
-            try:
-                taken = self.sock.send(pending)
-            except BlockingIOError:
-                continue
-            except OSError:
-                return  # the server dropped us
-            self.sent += taken
-            pending = pending[taken:]
+            if select.select([], [sock], [], 0.1)[1]:
+                taken = sock.send(pending)
+                self.sent += taken
+                pending = pending[taken:]
 
     def close(self) -> None:
         """Stop sending and close."""
         self.stop.set()
         self.thread.join(5)
-        self.sock.close()
 
 
 def timed_get(url: str) -> float:
