@@ -168,3 +168,12 @@ def test_ambiguous_or_oversized_requests_are_refused_and_the_connection_closed(
     assert status.startswith((b"HTTP/1.1 400 ", b"HTTP/1.1 431 ")), f"{case}: {status!r}"
     assert answer.count(b"HTTP/1.1 ") == 1, f"{case}: a second request was read from its bytes"
     assert timed_get(f"{serving.url}/healthz") < ANSWER_WITHIN
+
+
+def test_a_header_line_folded_across_two_reads_is_refused(serving: ServeProcess) -> None:
+    with socket.create_connection(("127.0.0.1", serving.port), timeout=5) as sock:
+        sock.sendall(b"GET /healthz HTTP/1.1\r\nHost: a\r\nX-A: 1\r\n")
+        time.sleep(0.3)  # read apart: the fold starts the second read
+        sock.sendall(b"\ttwo\r\n\r\n")
+        answer = sock.recv(65536)
+    assert answer.startswith(b"HTTP/1.1 400 "), answer[:40]
