@@ -21,7 +21,7 @@ import traceback
 from collections.abc import Callable
 from pathlib import Path
 
-from bench import ack, dep, devices, issuance, memory, pg, sweep
+from bench import ack, dep, devices, issuance, memory, pg, pipeline, sweep
 from bench.common import Row, Section, machine
 
 README = Path(__file__).with_name("README.md")
@@ -31,6 +31,7 @@ BENCHMARKS: dict[str, Callable[[bool], Section]] = {
     "sweep": sweep.run,
     "issuance": issuance.run,
     "memory": memory.run,
+    "pipeline": pipeline.run,
     "devices": devices.run,
     "dep": dep.run,
     "pg": pg.run,

@@ -1,7 +1,8 @@
 """The HTTP front: each listener serves one WSGI app (Slack, metrics, the DEP service).
 
-One event loop per process holds the connections (`front`), one process or gunicorn workers run
-it (`server`), and `wsgi` has what is served: listeners, their limits and the Slack app.
+One event loop per process holds the connections (`front`, each listener's share in `site`, what
+it refuses of a request and how it calls the app in `message`), one process or gunicorn workers
+run it (`server`), and `wsgi` has what is served: listeners, their limits and the Slack app.
 """
 
 from bot.http.server import HttpServer, WorkerHooks, serve_workers, start_in_background

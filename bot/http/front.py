@@ -8,83 +8,35 @@ listener counts its own connections, so clients of one port never starve another
 from __future__ import annotations
 
 import asyncio
-import io
 import logging
-import resource
 import socket
 import threading
 import time
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
-from urllib.parse import unquote
 
 import h11
 
-from bot.http.site import Site
+from bot.http import message
+from bot.http.site import Site, raise_file_limit, unsent
 from bot.http.wsgi import Listener
 
 log = logging.getLogger("mdmbot.http")
 
-Answer = tuple[str, list[tuple[str, str]], bytes]
 TIMEOUT = b"HTTP/1.1 408 Request Timeout\r\nConnection: close\r\nContent-Length: 0\r\n\r\n"
+WRITE_HIGH = 16 * 1024  # answers a client has not taken, above which none of its requests is read
+AHEAD = 16  # pipelined requests answered in a row; the last answer closes: the client queues again
 
 
-def raise_file_limit() -> int:
-    """Raise this process's open-file limit to its hard limit; the limit now in force."""
-    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-    if hard == resource.RLIM_INFINITY or soft < hard:
-        target = 65536 if hard == resource.RLIM_INFINITY else hard
-        try:
-            resource.setrlimit(resource.RLIMIT_NOFILE, (max(soft, target), hard))
-        except (ValueError, OSError):
-            return soft
-        return max(soft, target)
-    return soft
+class Connection(asyncio.BufferedProtocol):
+    """One client connection: h11 parses, the loop enforces the deadlines, a thread answers.
 
-
-def call_app(app: Any, environ: dict[str, Any]) -> Answer:
-    """Run one WSGI request to the end (status, headers, whole body); a failure answers 500."""
-    started: list[Any] = []
-    chunks: list[bytes] = []
-
-    def start_response(status: str, headers: list[tuple[str, str]], exc_info: Any = None) -> Any:
-        if exc_info is not None and started:
-            raise exc_info[1].with_traceback(exc_info[2])
-        started[:] = [status, headers]
-        return chunks.append
-
-    try:
-        result: Iterable[bytes] = app(environ, start_response)
-        try:
-            chunks.extend(result)
-        finally:
-            close = getattr(result, "close", None)
-            if close is not None:
-                close()
-    except Exception:
-        log.exception("request failed")
-        return "500 Internal Server Error", [("Content-Type", "text/plain")], b""
-    if not started:
-        log.error("the application answered without a status")
-        return "500 Internal Server Error", [("Content-Type", "text/plain")], b""
-    return started[0], list(started[1]), b"".join(chunks)
-
-
-_TITLES: dict[str, str] = {}
-
-
-def _title(name: str) -> str:
-    """A header name as waitress and most servers write it (Content-Type), whatever the app sent."""
-    title = _TITLES.get(name)
-    if title is None:
-        title = "-".join(part.capitalize() for part in name.split("-"))
-        if len(_TITLES) < 1000:
-            _TITLES[name] = title
-    return title
-
-
-class Connection(asyncio.Protocol):
-    """One client connection: h11 parses, the loop enforces the deadlines, a thread answers."""
+    It holds little of a client that sends faster than it reads: at most one read of its
+    pipelined requests waits unparsed, and none is read while a request of it is in the app or
+    while more than `WRITE_HIGH` bytes of its answers wait for it to take them. A client that
+    pipelines is closed after `AHEAD` answers in a row, so that it connects again behind the
+    connections waiting to be accepted instead of keeping them out.
+    """
 
     def __init__(self, site: Site, loop: asyncio.AbstractEventLoop, early: bool = False) -> None:
         self.site = site
@@ -97,13 +49,26 @@ class Connection(asyncio.Protocol):
         self.body: list[bytes] = []
         self.size = 0
         self.seen = False  # bytes of the next request have arrived
+        self.writing = True  # the client takes its answers (the transport did not pause us)
+        self.suspect = False  # a folded header line may have come in (checked before parsing)
+        self.last = b""  # the last byte read
+        self.ahead = 0  # requests answered back to back from what the client sent ahead
+        self.unsent = 0  # answer bytes the client had not taken when its stall deadline began
         self.closed = False
         self.peer: tuple[str, int] = ("", 0)
+
+    @property
+    def stage(self) -> int:
+        """How far its request is: 0 none of it (or its answers not taken), 1 header, 2 body."""
+        if not self.writing or not self.seen:
+            return 0
+        return 1 if self.request is None else 2
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         """Count the connection against its listener and start the header deadline."""
         assert isinstance(transport, asyncio.Transport)
         self.transport = transport
+        transport.set_write_buffer_limits(high=WRITE_HIGH)
         peer = transport.get_extra_info("peername")
         self.peer = (str(peer[0]), int(peer[1])) if peer else ("", 0)
         if self.site.draining or not self.site.admit():
@@ -113,11 +78,19 @@ class Connection(asyncio.Protocol):
         self.site.waiting[self] = None
         self._header_deadline()
 
-    def data_received(self, data: bytes) -> None:
-        """Feed h11 and act on whatever is complete."""
+    def get_buffer(self, sizehint: int) -> memoryview:
+        """Where the transport reads into: one buffer for every connection of the site."""
+        return self.site.buffer
+
+    def buffer_updated(self, nbytes: int) -> None:
+        """Feed what was read to h11 and act on whatever is complete."""
         if self.closed:
             return
+        data = bytes(self.site.buffer[:nbytes])
         self.seen = True
+        if not self.suspect and message.may_fold(data, self.last):
+            self.suspect = True
+        self.last = data[-1:]
         try:
             self.h11.receive_data(data)
         except RuntimeError:  # data after the client's own close: nothing more to read
@@ -138,10 +111,28 @@ class Connection(asyncio.Protocol):
                 self.h11.receive_data(b"")
             except RuntimeError:
                 pass
-        if self in self.site.busy:
+        if self in self.site.busy or not self.writing:
             return True
         self._advance()
         return False
+
+    def pause_writing(self) -> None:
+        """The client is not taking its answers: read none of its requests until it does."""
+        self.writing = False
+        if self.transport is not None:
+            self.transport.pause_reading()
+        if self.request is None and self not in self.site.busy:
+            self._stall()
+
+    def resume_writing(self) -> None:
+        """The client took its answers: go on with its next request."""
+        self.writing = True
+        if self.closed or self.transport is None or self in self.site.busy:
+            return
+        if self.request is None:
+            self._header_deadline()
+        self.transport.resume_reading()
+        self._advance()
 
     def connection_lost(self, exc: Exception | None) -> None:
         """Forget the connection."""
@@ -160,13 +151,18 @@ class Connection(asyncio.Protocol):
                 self.transport.abort()
 
     def _advance(self) -> None:
-        while not self.closed and self not in self.site.busy:
+        while not self.closed and self.writing and self not in self.site.busy:
+            if self.suspect and self.h11.their_state is h11.IDLE:
+                if message.folded(self.h11.trailing_data[0]):
+                    self._refuse(400)
+                    return
             try:
                 event = self.h11.next_event()
             except h11.RemoteProtocolError as exc:
-                self._refuse(exc.error_status_hint, "Bad Request")
+                self._refuse(exc.error_status_hint)
                 return
             if event is h11.NEED_DATA or event is h11.PAUSED:
+                self.ahead = 0 if event is h11.NEED_DATA else self.ahead
                 return
             if isinstance(event, h11.Request):
                 if not self._begin(event):
@@ -174,7 +170,7 @@ class Connection(asyncio.Protocol):
             elif isinstance(event, h11.Data):
                 self.size += len(event.data)
                 if self.size > self.site.limits.max_body:
-                    self._refuse(413, "Payload Too Large")
+                    self._refuse(413)
                     return
                 self.body.append(event.data)
             elif isinstance(event, h11.EndOfMessage):
@@ -186,9 +182,13 @@ class Connection(asyncio.Protocol):
 
     def _begin(self, request: h11.Request) -> bool:
         self.request, self.body, self.size = request, [], 0
+        refused = message.refusal(request, self.site.limits.max_header)
+        if refused is not None:
+            self._refuse(refused)
+            return False
         length = next((v for k, v in request.headers if k == b"content-length"), b"0")
         if int(length) > self.site.limits.max_body:  # h11 checked that it is a number
-            self._refuse(413, "Payload Too Large")
+            self._refuse(413)
             return False
         self._deadline(self.site.limits.body_seconds)
         if self.h11.they_are_waiting_for_100_continue and self.transport is not None:
@@ -201,22 +201,23 @@ class Connection(asyncio.Protocol):
         self._cancel()
         self.site.waiting.pop(self, None)
         self.site.begin(self)
+        self.ahead += 1
         self.transport.pause_reading()
-        environ = self._environ(self.request, b"".join(self.body))
+        environ = message.environ(self.site.base, self.peer, self.request, b"".join(self.body))
         app = self.site.listener.app
-        future = self.loop.run_in_executor(self.site.pool, call_app, app, environ)
+        future = self.loop.run_in_executor(self.site.pool, message.call_app, app, environ)
         future.add_done_callback(self._respond)
 
-    def _respond(self, future: asyncio.Future[Answer]) -> None:
+    def _respond(self, future: asyncio.Future[message.Answer]) -> None:
         self.site.end(self)
         if future.cancelled() or self.closed or self.transport is None or self.request is None:
             self.abort()
             return
         status, answered, body = future.result()
-        headers = [(_title(name), value) for name, value in answered]
+        headers = [(message.title(name), value) for name, value in answered]
         if not any(name == "Content-Length" for name, _ in headers):
             headers.append(("Content-Length", str(len(body))))
-        if self.site.draining:
+        if self.site.draining or self.ahead >= AHEAD:
             headers.append(("Connection", "close"))
         code, _, reason = status.partition(" ")
         try:
@@ -232,56 +233,53 @@ class Connection(asyncio.Protocol):
             log.exception("the application's answer is not valid HTTP")
             self.abort()
             return
-        self.transport.write(out or b"")
+        self.transport.write(out or b"")  # may pause writing: the client is not reading
         if self.h11.our_state is not h11.DONE or self.h11.their_state is not h11.DONE:
             self._close()
             return
         self.h11.start_next_cycle()
         self.request, self.body, self.seen = None, [], False
         self.site.waiting[self] = None
+        if not self.writing:
+            self._stall()
+            return
         self._header_deadline()
         self.transport.resume_reading()
         self._advance()
 
-    def _environ(self, request: h11.Request, body: bytes) -> dict[str, Any]:
-        target = request.target.decode("latin-1")
-        path, _, query = target.partition("?")
-        environ = dict(self.site.base)
-        environ.update(
-            REQUEST_METHOD=request.method.decode("ascii"),
-            PATH_INFO=unquote(path, "latin-1"),
-            QUERY_STRING=query,
-            SERVER_PROTOCOL="HTTP/" + request.http_version.decode("ascii"),
-            REMOTE_ADDR=self.peer[0],
-            REMOTE_PORT=str(self.peer[1]),
-            CONTENT_LENGTH=str(len(body)),
-        )
-        environ["wsgi.input"] = io.BytesIO(body)
-        for raw_name, raw_value in request.headers:
-            name = raw_name.decode("latin-1")
-            if "_" in name:  # X_Forwarded_For would pass for X-Forwarded-For (CGI naming)
-                continue
-            key, value = name.upper().replace("-", "_"), raw_value.decode("latin-1")
-            if key == "CONTENT_TYPE":
-                environ[key] = value
-            elif key != "CONTENT_LENGTH":
-                key = "HTTP_" + key
-                environ[key] = f"{environ[key]},{value}" if key in environ else value
-        return environ
-
-    def _refuse(self, status: int, reason: str) -> None:
+    def _refuse(self, status: int) -> None:
         if self.transport is not None and self.h11.our_state in (h11.IDLE, h11.SEND_RESPONSE):
-            answer = f"HTTP/1.1 {status} {reason}\r\nConnection: close\r\nContent-Length: 0\r\n\r\n"
-            self.transport.write(answer.encode())
+            close = "Connection: close\r\nContent-Length: 0\r\n\r\n"
+            self.transport.write(f"HTTP/1.1 {status} {message.reason(status)}\r\n{close}".encode())
         self._close()
 
     def _close(self) -> None:
-        if not self.closed:
-            self.closed = True
-            self._cancel()
-            self.site.waiting.pop(self, None)
-            if self.transport is not None:
-                self.transport.close()
+        if self.closed:
+            return
+        self.closed = True
+        self._cancel()
+        self.site.waiting.pop(self, None)
+        transport = self.transport
+        if transport is None:
+            return
+        transport.close()
+        self._linger(transport, None)
+
+    def _linger(self, transport: asyncio.Transport, before: int | None) -> None:
+        """Drop a closed connection once its client took nothing for `header_seconds`."""
+        left = unsent(transport) if transport.get_write_buffer_size() else 0
+        if left and (before is None or left < before):
+            self.loop.call_later(self.site.limits.header_seconds, self._linger, transport, left)
+        elif left:
+            transport.abort()
+
+    def _stall(self) -> None:
+        """Give a client that does not take its answers `header_seconds` to take some."""
+        self.unsent = self._unsent()
+        self._deadline(self.site.limits.header_seconds)
+
+    def _unsent(self) -> int:
+        return unsent(self.transport) if self.transport is not None else 0
 
     def _header_deadline(self) -> None:
         """The header deadline, shortened by up to a quarter (by client port), so clients that
@@ -300,6 +298,12 @@ class Connection(asyncio.Protocol):
     def _expire(self) -> None:
         self.timer = None
         if self.closed or self in self.site.busy:
+            return
+        if not self.writing:
+            if self._unsent() < self.unsent:  # it is taking its answers, slowly
+                self._stall()
+            else:
+                self.abort()
             return
         if self.seen and self.transport is not None:
             self.transport.write(TIMEOUT)

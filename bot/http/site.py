@@ -12,9 +12,13 @@ from __future__ import annotations
 
 import asyncio
 import errno
+import fcntl
 import logging
+import resource
 import socket
+import struct
 import sys
+import termios
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, Protocol
@@ -23,12 +27,17 @@ from bot.http.wsgi import Limits, Listener
 
 log = logging.getLogger("mdmbot.http")
 
+READ_SIZE = 16 * 1024  # read from a client at once: at most this of its requests waits unparsed
 UNTURNED_BATCH = 64  # connections taken per wake-up when the listener has no turns
 OUT_OF_RESOURCES = {errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM}
 
 
 class Held(Protocol):
     """A connection as its site sees it."""
+
+    @property
+    def stage(self) -> int:
+        """How far its request is: 0 none of it (or its answers not taken), 1 header, 2 body."""
 
     def abort(self) -> None:
         """Drop the connection at once."""
@@ -45,6 +54,7 @@ class Site:
         self.threads = threads
         self.pool = ThreadPoolExecutor(threads, thread_name_prefix=f"http-{port}")
         self.extra = extra  # headers added to every answer
+        self.buffer = memoryview(bytearray(READ_SIZE))  # what each read of a client goes into
         self.waiting: dict[Held, None] = {}  # waiting for a request, longest waiting first
         self.busy: set[Held] = set()  # a request in the app
         self.turns: dict[Held, asyncio.TimerHandle] = {}  # busy, and still counted as running
@@ -89,12 +99,19 @@ class Site:
         self.sock.close()
 
     def admit(self) -> bool:
-        """Make room for one more connection: drop the longest waiting one at the limit."""
+        """Make room for one more connection: at the limit, drop the longest waiting of those
+        idle (or not taking their answers), else of those sending a header, else a body."""
         if len(self.waiting) + len(self.busy) < self.limits.connections:
             return True
-        if not self.waiting:
+        victim: Held | None = None
+        for held in self.waiting:
+            if victim is None or held.stage < victim.stage:
+                victim = held
+                if held.stage == 0:
+                    break
+        if victim is None:
             return False
-        next(iter(self.waiting)).abort()
+        victim.abort()
         return True
 
     def begin(self, held: Held) -> None:
@@ -105,12 +122,16 @@ class Site:
             self._update()
 
     def end(self, held: Held) -> None:
-        """The app answered `held` (or it went away): its turn is free."""
+        """The app answered `held` (or it went away): its turn is free, and a connection waiting
+        to be accepted takes it before `held` sends its next request in (a client pipelining
+        requests back to back would otherwise keep every new connection out)."""
         self.busy.discard(held)
         timer = self.turns.pop(held, None)
         if timer is not None:
             timer.cancel()
         self._update()
+        if self.accepting:
+            self._accept()
 
     def settle(self) -> None:
         """A connection accepted with its first bytes in has read them."""
@@ -188,3 +209,29 @@ def _has_bytes(conn: socket.socket) -> bool:
         return bool(conn.recv(1, socket.MSG_PEEK))
     except OSError:  # nothing yet (BlockingIOError), or already reset
         return False
+
+
+def raise_file_limit() -> int:
+    """Raise this process's open-file limit to its hard limit; the limit now in force."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if hard == resource.RLIM_INFINITY or soft < hard:
+        target = 65536 if hard == resource.RLIM_INFINITY else hard
+        try:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (max(soft, target), hard))
+        except (ValueError, OSError):
+            return soft
+        return max(soft, target)
+    return soft
+
+
+def unsent(transport: asyncio.Transport) -> int:
+    """Bytes written to a client that it has not taken: the transport's and the kernel's."""
+    left = transport.get_write_buffer_size()
+    sock = transport.get_extra_info("socket")
+    if sock is None:
+        return left
+    try:
+        queued = fcntl.ioctl(sock.fileno(), termios.TIOCOUTQ, b"\0\0\0\0")
+    except (OSError, ValueError):  # closed meanwhile, or not a socket that reports it
+        return left
+    return left + int(struct.unpack("i", queued)[0])

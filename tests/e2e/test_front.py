@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import socket
 import threading
 import time
@@ -123,6 +124,65 @@ def test_at_its_limit_a_listener_drops_its_longest_waiting_client_not_the_new_on
             sock.close()
 
 
+@pytest.mark.parametrize("others", ["idle", "sending a header"])
+def test_at_its_limit_a_listener_keeps_a_client_that_is_sending_its_body(others: str) -> None:
+    limits = Limits(header_seconds=5, body_seconds=5, connections=5)
+    server = HttpServer([Listener("a", "127.0.0.1", 0, echo, limits)], 2)
+    server.start_in_background("front-evict")
+    port = server.ports["a"]
+    uploading = connect(port)
+    rest: list[socket.socket] = []
+    try:
+        uploading.sendall(
+            b"POST /up HTTP/1.1\r\nHost: a\r\nContent-Length: 8\r\nConnection: close\r\n\r\nhalf"
+        )
+        time.sleep(0.1)
+        rest = [connect(port) for _ in range(4)]
+        for sock in rest:
+            sock.sendall(b"GET / HTTP/1.1\r\nHost: a\r\n")
+            if others == "idle":  # kept alive after an answer
+                sock.sendall(b"\r\n")
+                assert sock.recv(65536).endswith(b"GET /? ")
+        time.sleep(0.1)
+        answer = ask(port, b"GET /new HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n")
+        assert answer.endswith(b"GET /new? ")
+        uploading.sendall(b"body")
+        assert read_all(uploading).endswith(b"POST /up? halfbody"), "the upload was dropped"
+        assert rest[0].recv(10) == b"", f"the oldest {others} connection was dropped instead"
+    finally:
+        for sock in [uploading, *rest]:
+            sock.close()
+        server.close()
+
+
+def big(environ: dict[str, Any], start_response: StartResponse) -> Iterable[bytes]:
+    """Answers 4 MB."""
+    start_response("200 OK", [("content-type", "application/octet-stream")])
+    return [b"x" * 4_000_000]
+
+
+def test_a_client_reading_a_large_answer_slowly_gets_all_of_it() -> None:
+    limits = Limits(header_seconds=0.5)
+    server = HttpServer([Listener("a", "127.0.0.1", 0, big, limits)], 2)
+    server.start_in_background("front-slow-reader")
+    try:
+        with socket.socket() as sock:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 16384)
+            sock.connect(("127.0.0.1", server.ports["a"]))
+            sock.settimeout(3)
+            sock.sendall(b"GET / HTTP/1.1\r\nHost: a\r\n\r\n")
+            received = 0
+            started = time.monotonic()
+            while received < 4_000_000:
+                chunk = sock.recv(200_000)
+                assert chunk, f"dropped after {received:,} bytes"
+                received += len(chunk)
+                time.sleep(0.02)  # about 2 s for the whole answer, 4 times the header deadline
+            assert time.monotonic() - started > 1.0
+    finally:
+        server.close()
+
+
 def test_slow_clients_on_one_listener_leave_the_other_alone(server: HttpServer) -> None:
     slow = [connect(server.ports["a"]) for _ in range(20)]
     try:
@@ -135,6 +195,59 @@ def test_slow_clients_on_one_listener_leave_the_other_alone(server: HttpServer) 
     finally:
         for sock in slow:
             sock.close()
+
+
+def test_clients_pipelining_back_to_back_do_not_keep_a_new_connection_out() -> None:
+    server = HttpServer([Listener("a", "127.0.0.1", 0, echo, Limits())], 2)
+    server.start_in_background("front-pipelining")
+    port = server.ports["a"]
+    stop = threading.Event()
+    answered = [0]
+
+    def pipeline() -> None:
+        """Send 50 requests at once, read their answers, again; after a close, send the rest."""
+        left = 50
+        while not stop.is_set():
+            with (
+                contextlib.suppress(OSError),
+                socket.create_connection(("127.0.0.1", port), 3) as sock,
+            ):
+                while not stop.is_set():
+                    sock.sendall(b"GET /p HTTP/1.1\r\nHost: a\r\n\r\n" * left)
+                    got = b""
+                    while got.count(b"GET /p? ") < left:
+                        try:
+                            chunk = sock.recv(65536)
+                        except OSError:
+                            chunk = b""
+                        if not chunk:
+                            break
+                        got += chunk
+                    answered[0] += got.count(b"GET /p? ")
+                    left -= got.count(b"GET /p? ")
+                    if left:
+                        break  # closed after a run of pipelined answers: connect again
+                    left = 50
+
+    clients = [threading.Thread(target=pipeline, daemon=True) for _ in range(8)]
+    for client in clients:
+        client.start()
+    try:
+        time.sleep(0.5)
+        slowest = 0.0
+        for n in range(5):
+            started = time.monotonic()
+            request = f"GET /new{n} HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n"
+            assert ask(port, request.encode()).endswith(f"GET /new{n}? ".encode())
+            slowest = max(slowest, time.monotonic() - started)
+            time.sleep(0.1)
+        assert answered[0] > 0
+        assert slowest < 1.0, f"a new connection waited {slowest:.1f} s"
+    finally:
+        stop.set()
+        for client in clients:
+            client.join(5)
+        server.close()
 
 
 def sleepy(environ: dict[str, Any], start_response: StartResponse) -> Iterable[bytes]:
