@@ -89,7 +89,7 @@ def edit_stale(svc: BotServices, pace: Callable[[], None] | None = None) -> int:
         stale = alerts.stale_alerts(session)
         connected = state.install_notes(session, [a.new_token_id or 0 for a in stale])
         cases = rotation.stale_cases(session)
-    notes = {token_id: note for token_id, (_, note) in connected.items()}
+    notes = {token_id: note[1] for token_id, note in connected.items()}
     stale = [replace(a, install_note=notes.get(a.new_token_id or 0)) for a in stale]
     for alert in stale:
         if pace:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import fields, replace
+from datetime import datetime
 from functools import cache
 from typing import Any
 
@@ -14,7 +15,7 @@ from core.connections.links import ConnectionSpec
 from core.db import connection_of
 from core.models import MdmConnection, Server, Token, TokenInstall
 from core.tokens import servers
-from core.tokens.servers import ServerView
+from core.tokens.servers import InstallFacts, ServerView
 
 
 def install_note(status: str | None, label: str, attempts: int, error: str | None) -> str:
@@ -37,7 +38,7 @@ def annotate(db: Session | sa.Connection, views: list[ServerView]) -> list[Serve
 
 def listed(db: Session | sa.Connection) -> list[ServerView]:
     """Every live server, annotated, in one statement (`/mdm list` and the App Home)."""
-    width = len(fields(ServerView)) - 2
+    width = len(fields(ServerView)) - 3
     views = []
     for row in connection_of(db).execute(_annotated_listing()):
         view = ServerView(*row[:width])
@@ -49,18 +50,30 @@ def listed(db: Session | sa.Connection) -> list[ServerView]:
     return views
 
 
-def _noted(view: ServerView, note: tuple[str, str] | None) -> ServerView:
+Note = tuple[str, str, InstallFacts]
+
+
+def _noted(view: ServerView, note: Note | None) -> ServerView:
     if note is None:
         return view
-    label, words = note
-    return replace(view, mdm_label=label, install_note=words)
+    label, words, facts = note
+    return replace(view, mdm_label=label, install_note=words, install=facts)
 
 
 def _note(
-    kind: str, url: str, dep_name: str, command: str, status: str, attempts: int, error: str
-) -> tuple[str, str]:
+    kind: str,
+    url: str,
+    dep_name: str,
+    command: str,
+    status: str | None,
+    attempts: int | None,
+    error: str | None,
+    next_try: datetime | None,
+    installed_at: datetime | None,
+) -> Note:
     label = ConnectionSpec(kind, url, dep_name, command=command).label()
-    return label, install_note(status, label, attempts or 0, error)
+    facts = InstallFacts(status, attempts or 0, error, next_try, installed_at)
+    return label, install_note(status, label, attempts or 0, error), facts
 
 
 _CONNECTION_COLUMNS = (
@@ -71,6 +84,8 @@ _CONNECTION_COLUMNS = (
     col(TokenInstall.status),
     col(TokenInstall.attempts),
     col(TokenInstall.last_error),
+    col(TokenInstall.next_attempt_at),
+    col(TokenInstall.installed_at),
 )
 
 
@@ -96,10 +111,8 @@ def _notes_query() -> Any:
     )
 
 
-def install_notes(
-    db: Session | sa.Connection, token_ids: list[int]
-) -> dict[int, tuple[str, str]]:
-    """(connection label, install note) of each of these tokens whose server is connected."""
+def install_notes(db: Session | sa.Connection, token_ids: list[int]) -> dict[int, Note]:
+    """(label, install note, install facts) of each of these tokens whose server is connected."""
     if not token_ids:
         return {}
     rows = connection_of(db).execute(_notes_query(), {"ids": token_ids})
