@@ -3,23 +3,26 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
-from slack_bolt import Ack, App
+from slack_bolt import Ack, App, Respond
 
 from bot import metrics
-from bot.slack.builders import blocks
+from bot.slack.builders import blocks, phrases
 from bot.slack.builders.blocks import Block
 from bot.slack.gateway import SlackUnavailable
 from core.connections import installs, state
 from core.connections.links import ConnectionSpec
+from core.connections.server_state import ServerState
 from core.errors import MdmbotError
 from core.people import rotation
 from core.people.rotation import CaseView
 from core.roles import Actor, Permission
 from core.tokens import issuance, servers
 from core.tokens.issuance import IssuedToken
+from core.tokens.servers import ServerView
 
 if TYPE_CHECKING:
     from bot.slack.services import BotServices, Delivery
@@ -35,13 +38,33 @@ def installed_text(label: str, server_name: str, expires_at: datetime) -> str:
     )
 
 
-def install_failed_text(label: str, server_name: str, error: str, *, file_sent: bool) -> str:
-    """One line saying why the install failed, and that the token is kept and retried."""
+def install_failed_text(
+    label: str, server_name: str, error: str, *, file_sent: bool, st: ServerState | None = None
+) -> str:
+    """Why the install failed, what that stops, and what happens next."""
     where = "The file is in your DMs" if file_sent else "Slack didn't deliver the file either"
-    return (
+    text = (
         f"Couldn't install the new token for *{blocks.esc(server_name)}* in {label}: "
-        f"{blocks.esc(error)} {where}; mdmbot keeps retrying the install."
+        f"{blocks.esc(error)} {where}."
     )
+    if st is not None and st.replaced:
+        text += f" The old token already stopped working, so {phrases.CANNOT_ENROL} until then."
+    return f"{text} {phrases.who_acts(st)}" if st is not None else text
+
+
+def failed_install_comment(issued: IssuedToken, st: ServerState | None, error: str) -> str:
+    """The DM that goes with the file after a failed install: the failure first."""
+    name = blocks.esc(issued.server_name)
+    if st is None:
+        return f"mdmbot couldn't install the new token for *{name}*: {blocks.esc(error)}"
+    lines = [f":warning: {phrases.problem(issued.server_name, st)}", phrases.who_acts(st)]
+    lines += [
+        "Or upload this file to the MDM server yourself, where it asks for the Apple server "
+        f"token. It expires {blocks.local_date(issued.expires_at)}.",
+        "Keep the file private: with the server's private key it lets anyone act as this MDM "
+        "server.",
+    ]
+    return "\n".join(lines)
 
 
 def deliver_connected(
@@ -69,9 +92,9 @@ def deliver_connected(
         text = installed_text(spec.label(), issued.server_name, issued.expires_at)
         return Delivery(True, text, activation=activation, issued=issued)
     error = (outcome.error if outcome else None) or "another mdmbot process is installing it."
-    comment = blocks.token_comment(
-        issued.server_name, issued.expires_at, issued.warnings, replaces_active=False
-    )
+    found = svc.server_state(server_id=issued.server_id)
+    st = found[1] if found else None
+    comment = failed_install_comment(issued, st, error)
     try:
         channel = svc.gateway.open_dm(user_id)
         svc.gateway.send_file(channel, issued.filename, issued.content, comment)
@@ -79,21 +102,36 @@ def deliver_connected(
     except SlackUnavailable as exc:
         log.warning("could not DM the token file after a failed install: %s", exc.error)
         sent = False
-    text = install_failed_text(spec.label(), issued.server_name, error, file_sent=sent)
+    text = install_failed_text(spec.label(), issued.server_name, error, file_sent=sent, st=st)
     return Delivery(True, text, activation=activation, issued=issued)
 
 
-def renewed_notice(label: str, server_name: str, installed: bool, error: str | None) -> str:
-    """The one-line notice an automatic renewal posts instead of an expiry alert."""
+def renewed_notice(
+    label: str, server_name: str, installed: bool, error: str | None, st: ServerState | None = None
+) -> str:
+    """The notice an automatic renewal posts instead of an expiry alert."""
     if installed:
         return (
             f":recycle: Renewed the token for *{blocks.esc(server_name)}* automatically and "
             f"installed it in {label} — waiting for its first use."
         )
-    return (
+    text = (
         f":warning: Renewed the token for *{blocks.esc(server_name)}* automatically but "
-        f"couldn't install it in {label}: {blocks.esc(error or '')} mdmbot keeps retrying."
+        f"couldn't install it in {label}: {blocks.esc(error or '')}"
     )
+    if st is None:
+        return text
+    if st.replaced:
+        text += f" The old token stopped working, so {phrases.CANNOT_ENROL} until then."
+    return f"{text}\n{phrases.who_acts(st)}"
+
+
+def notice_blocks(text: str, view: ServerView | None, st: ServerState | None) -> list[Block]:
+    """A notice with the state's one button (Install again, Update API key)."""
+    found = phrases.action_button(st, view.id, view.token_id) if view and st else None
+    if found is None:
+        return [blocks.section(text)]
+    return [blocks.section(text), {"type": "actions", "block_id": "notice", "elements": [found]}]
 
 
 RENEW_ALL = "renew_all_install"
@@ -146,8 +184,35 @@ def renew_all(svc: BotServices, case_id: int, user_id: str) -> str:
     return "\n".join(lines) or "Nothing is left to renew on this checklist."
 
 
-def register(app: App, svc: BotServices) -> None:
-    """The "Renew all and install" button of checklists."""
+def install_again(svc: BotServices, server_id: str, user_id: str) -> str:
+    """Push a server's active token to its MDM server now (`token push`); what to tell."""
+    svc.authorize(user_id, Permission.MANAGE_SERVERS)
+    with svc.ctx.unit_of_work() as session:
+        server = servers.find_server_by_id(session, server_id)
+        install_id = installs.push_active(session, server, user_id, svc.ctx.now())
+        name = server.name
+    ctx = svc.ctx
+    outcome = installs.attempt(
+        ctx.unit_of_work, ctx.vault, ctx.installer, install_id, ctx.holder, ctx.now
+    )
+    svc.refresh_home(user_id)
+    if outcome is None or outcome.skipped:
+        return f"mdmbot is already installing the token for *{blocks.esc(name)}*."
+    if outcome.installed:
+        return (
+            f"Installed the token for *{blocks.esc(name)}* in {outcome.label} — waiting for its "
+            "first use."
+        )
+    found = svc.server_state(server_id=int(server_id))
+    who = f" {phrases.who_acts(found[1])}" if found else ""
+    return (
+        f"Couldn't install the token for *{blocks.esc(name)}* in {outcome.label}: "
+        f"{blocks.esc(outcome.error or '')}{who}"
+    )
+
+
+def register(app: App, svc: BotServices, after: Callable[[], object]) -> None:
+    """The "Renew all and install" button of checklists, and "Install again"."""
 
     @app.action(RENEW_ALL)
     def on_press(ack: Ack, body: dict[str, Any]) -> None:
@@ -161,5 +226,21 @@ def register(app: App, svc: BotServices) -> None:
             except MdmbotError as exc:
                 text = exc.message
             svc.try_dm(user_id, text)
+
+        svc.background.submit(run)
+
+    @app.action(phrases.INSTALL_AGAIN)
+    def on_install_again(ack: Ack, body: dict[str, Any], respond: Respond) -> None:
+        ack()
+        user_id = str(body["user"]["id"])
+        server_id = str(body["actions"][0].get("value") or "")
+
+        def run() -> None:
+            try:
+                text = install_again(svc, server_id, user_id)
+                after()
+            except MdmbotError as exc:
+                text = f":no_entry: {exc.message}"
+            svc.answer(body, respond, text)
 
         svc.background.submit(run)

@@ -5,7 +5,6 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import replace
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -87,19 +86,19 @@ def edit_stale(svc: BotServices, pace: Callable[[], None] | None = None) -> int:
     now, edited = svc.ctx.now(), 0
     with svc.ctx.unit_of_work(readonly=True) as session:
         stale = alerts.stale_alerts(session)
-        connected = state.install_notes(session, [a.new_token_id or 0 for a in stale])
+        states = {a.server_id: state.server_state(session, a.server_id, now) for a in stale}
         cases = rotation.stale_cases(session)
-    notes = {token_id: note[1] for token_id, note in connected.items()}
-    stale = [replace(a, install_note=notes.get(a.new_token_id or 0)) for a in stale]
     for alert in stale:
         if pace:
             pace()
+        found = states.get(alert.server_id)
+        st = found[1] if found else None
         try:
             svc.gateway.update(
                 alert.channel,
                 alert.ts,
-                lb.alert_replaced_text(alert),
-                lb.alert_replaced_blocks(alert),
+                lb.alert_replaced_text(alert, st),
+                lb.alert_replaced_blocks(alert, st),
             )
         except SlackUnavailable as exc:
             if exc.error not in GONE:
@@ -212,7 +211,7 @@ def register(app: App, svc: BotServices) -> None:
             edit_stale(svc)
 
     svc.origin_handlers["*"] = after_renewal
-    installs.register(app, svc)
+    installs.register(app, svc, lambda: edit_stale(svc))
 
 
 def remind(svc: BotServices, case: CaseView, now: datetime, every: timedelta) -> bool:

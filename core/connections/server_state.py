@@ -42,7 +42,7 @@ class Urgency(IntEnum):
 
     NOW = 0  # red: the server cannot enrol, or will not for long
     SOON = 1  # yellow: someone should act, nothing is broken yet
-    WAIT = 2  # white: in hand (being installed, just installed, no token yet)
+    WAIT = 2  # white: in hand (being installed, just installed)
     FINE = 3  # green: in use
 
 
@@ -97,14 +97,14 @@ def state_of(view: ServerView, now: datetime) -> ServerState:
     """The one state of a listed server (annotated with its connection) as of `now`."""
     base = _Base(view, now)
     if view.token_id is None or view.token_expires_at is None:
-        return base.make(State.NO_TOKEN, Urgency.WAIT, None)
+        return base.make(State.NO_TOKEN, Urgency.SOON, None)
     if view.token_expires_at <= now:
         return base.make(State.EXPIRED, Urgency.NOW, view.token_expires_at)
+    if view.token_expires_at - now <= EXPIRING_SOON:  # renewing is the action, used or not
+        urgent = days_left(view.token_expires_at, now) <= URGENT_DAYS
+        since = view.token_issued_at
+        return base.make(State.EXPIRES_SOON, Urgency.NOW if urgent else Urgency.SOON, since)
     if view.token_installed_at is not None:
-        left = days_left(view.token_expires_at, now)
-        if view.token_expires_at - now <= EXPIRING_SOON:
-            urgency = Urgency.NOW if left <= URGENT_DAYS else Urgency.SOON
-            return base.make(State.EXPIRES_SOON, urgency, view.token_issued_at)
         return base.make(State.IN_USE, Urgency.FINE, view.token_installed_at)
     return _not_in_use(view, now, base)
 
@@ -163,10 +163,16 @@ class _Base:
 
 
 def by_urgency(views: list[ServerView], now: datetime) -> list[tuple[ServerView, ServerState]]:
-    """Each server with its state, most urgent first, then soonest expiry, then by name."""
+    """Each server with its state, most urgent first, then those whose old token stopped,
+    then soonest expiry, then by name."""
     far = datetime.max.replace(tzinfo=now.tzinfo)
     paired = [(view, state_of(view, now)) for view in views]
     return sorted(
         paired,
-        key=lambda p: (p[1].urgency, p[0].token_expires_at or far, p[0].name.casefold()),
+        key=lambda p: (
+            p[1].urgency,
+            not p[1].replaced,
+            p[0].token_expires_at or far,
+            p[0].name.casefold(),
+        ),
     )

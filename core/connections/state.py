@@ -12,6 +12,7 @@ from sqlmodel import Session, col, select
 
 from core.connections.installs import failure_text
 from core.connections.links import ConnectionSpec
+from core.connections.server_state import ServerState, state_of
 from core.db import connection_of
 from core.models import MdmConnection, Server, Token, TokenInstall
 from core.tokens import servers
@@ -38,16 +39,16 @@ def annotate(db: Session | sa.Connection, views: list[ServerView]) -> list[Serve
 
 def listed(db: Session | sa.Connection) -> list[ServerView]:
     """Every live server, annotated, in one statement (`/mdm list` and the App Home)."""
+    return [_annotated(row) for row in connection_of(db).execute(_annotated_listing())]
+
+
+def _annotated(row: Any) -> ServerView:
+    """A listing row as a view with its connection and install (when connected)."""
     width = len(fields(ServerView)) - 3
-    views = []
-    for row in connection_of(db).execute(_annotated_listing()):
-        view = ServerView(*row[:width])
-        kind = row[width]
-        if kind is None or view.token_id is None:
-            views.append(view)
-        else:
-            views.append(_noted(view, _note(kind, *row[width + 1 :])))
-    return views
+    view = ServerView(*row[:width])
+    if row[width] is None or view.token_id is None:
+        return view
+    return _noted(view, _note(*row[width:]))
 
 
 Note = tuple[str, str, InstallFacts]
@@ -127,3 +128,22 @@ def connected_tokens(session: Session, token_ids: list[int]) -> set[int]:
         .where(col(Token.id).in_(token_ids))
     ).all()
     return {token_id for token_id in found if token_id is not None}
+
+
+def server_state(
+    db: Session | sa.Connection, server_id: int, now: datetime
+) -> tuple[ServerView, ServerState] | None:
+    """One live server, annotated, with its state as of `now` (None once removed)."""
+    query = _annotated_listing().where(col(Server.id) == server_id)
+    row = connection_of(db).execute(query).first()
+    if row is None:
+        return None
+    view = _annotated(row)
+    return view, state_of(view, now)
+
+
+def server_of_token(db: Session | sa.Connection, token_id: int) -> int | None:
+    """The server a token belongs to."""
+    query = sa.select(col(Token.server_id)).where(col(Token.id) == token_id)
+    found: int | None = connection_of(db).execute(query).scalar()
+    return found

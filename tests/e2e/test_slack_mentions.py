@@ -32,11 +32,7 @@ def test_a_hostile_server_name_pings_nobody(bot: Bot, fake: FakeSlack) -> None:
     bot.wait_idle(lambda: len(fake.messages_in("C0ALERTS")) >= 1)
     Sweeper(bot.svc, post_interval=0).sweep(bot.clock() + timedelta(hours=25))
     posted = fake.messages_in("C0ALERTS")
-    assert {m["text"] for m in posted} == {
-        f"Upload the new token to {ESCAPED}: it is still using the replaced one and cannot enrol "
-        "or sync devices",
-        f"The new token for {ESCAPED} is not yet uploaded to its MDM server",
-    }
+    assert [m["text"] for m in posted] == [f"{ESCAPED}: still presents the replaced token"] * 2
     assert NAME in json.dumps(posted[0]["blocks"]), "the header is plain text, shown as typed"
 
     shown = bot.command(ADMIN, f"show {NAME}").json()

@@ -59,15 +59,17 @@ def test_renewed_alerts_say_what_is_left_until_the_new_token_is_in_use(
     mdm_server_installs(bot.ctx, bot.svc, add_server(bot, fake))
     sweeper = post_two_alerts(bot, fake)
     home = open_home(bot, fake, ADMIN, "EvHOME1")
+    assert "renew_token" not in json.dumps(home) and "Waiting on you" not in json.dumps(home)
     renew = next(
-        e
+        o
         for b in home["blocks"]
-        if b["type"] == "actions"
-        for e in b["elements"]
-        if e.get("action_id") == "server_token"
+        if b.get("accessory", {}).get("type") == "overflow"
+        for o in b["accessory"]["options"]
+        if o["value"].startswith("server_token:")
     )
+    assert renew["text"]["text"] == "Renew token", "a healthy server's Renew is in its ⋯ menu"
     opened = len(fake.calls_to("views.open"))
-    bot.press(ADMIN, "server_token", renew["value"])
+    bot.press(ADMIN, "server_token", renew["value"].partition(":")[2])
     bot.wait_idle(lambda: len(fake.calls_to("views.open")) > opened)
     confirm = bot.opened_view()
     assert "The current token expires <!date^" in json.dumps(confirm)
@@ -76,10 +78,12 @@ def test_renewed_alerts_say_what_is_left_until_the_new_token_is_in_use(
     bot.wait_idle(lambda: not any(has_renew_button(a) for a in posts(fake)))
     for alert in posts(fake):
         text = json.dumps(alert["blocks"], ensure_ascii=False)
-        assert alert["text"] == "Renewed: Jamf Pro — upload the new token"
-        assert f":hourglass_flowing_sand: Renewed by <@{ADMIN}> <!date^" in text
-        assert f"still using the old token — upload the new file (in <@{ADMIN}>'s DMs)" in text
+        assert alert["text"] == "Renewed: Jamf Pro — waiting for upload"
+        assert f"Renewed by <@{ADMIN}> <!date^" in text
+        assert f"the new token is waiting for upload (in <@{ADMIN}>'s DMs)" in text
+        assert "The old token stopped working, so it cannot enrol or sync devices" in text
         assert "nothing is left to do" not in text and "Send me the file again" in text
+        assert f"Only <@{ADMIN}> can get the file again" in text
     assert len(fake.calls_to("chat.update")) == 2, "each alert edited once"
     assert sweeper.sweep(token_of(bot).expires_at - timedelta(days=300)).messages_edited == 0
     assert len(fake.calls_to("chat.update")) == 2
@@ -100,8 +104,9 @@ def test_renewed_alerts_say_what_is_left_until_the_new_token_is_in_use(
     bot.wait_idle(lambda: all(a["text"] == "Renewed and in use: Jamf Pro" for a in posts(fake)))
     for alert in posts(fake):
         text = json.dumps(alert["blocks"], ensure_ascii=False)
-        assert ":white_check_mark: In use since <!date^" in text and "nothing is left" in text
-        assert f"<@{ADMIN}> renewed *Jamf Pro* <!date^" in text and "Send me" not in text
+        assert "*Jamf Pro*: in use since <!date^" in text and "nothing is left" in text
+        assert f":white_check_mark: Renewed by <@{ADMIN}> <!date^" in text
+        assert "Send me" not in text
     assert len(fake.calls_to("chat.update")) == 5, "each edited once more at first use"
 
 
@@ -126,8 +131,9 @@ def test_renewal_from_the_command_line_is_shown_at_the_next_sweep(
     for alert in posts(fake):
         assert not has_renew_button(alert)
         text = json.dumps(alert["blocks"], ensure_ascii=False)
-        assert "Renewed by " in text and " (command line) <!date^" in text
-        assert "on the command line)" in text and "Send me the file again" not in text
+        assert "Renewed by " in text and " on the command line <!date^" in text
+        assert "waiting for upload (saved by " in text and "on the command line)" in text
+        assert "Send me the file again" not in text
     assert sweeper.sweep(bot.clock() + timedelta(hours=1)).messages_edited == 0
 
 
@@ -201,16 +207,22 @@ def test_app_home_puts_a_replaced_token_first_with_one_button_per_state(
 
     home = open_home(bot, fake, ADMIN, "EvHOME2")
     texts = section_texts(home)
-    names = ("Replaced", "Expired", "Expiring", "Tokenless", "Healthy")
+    names = ("Expired", "Replaced", "Expiring", "Healthy", "Tokenless")
     order = [next(i for i, t in enumerate(texts) if f"*{name}*" in t) for name in names]
     assert order == sorted(order), texts
     assert "to renew" in texts[0] and "<#C0ALERTS>" in texts[0], "open checklists come first"
-    assert texts[order[0]].startswith("🔴 *Replaced*")
-    assert f"*Still using the old token — upload the new file (in <@{ADMIN}>'s DMs)*" in (
-        texts[order[0]]
-    )
-    assert texts[order[1]].startswith("🔴 *Expired* — token *expired* <!date^")
-    assert "token not yet uploaded to the MDM server" in texts[order[4]]
+    assert texts[1] == "*Waiting on you (5)*"
+    assert texts[order[0]].startswith("🔴 *Expired*: token expired <!date^")
+    assert texts[order[2]].startswith("🟡 *Expiring*: token expires <!date^")
+    assert texts[order[1]].startswith(
+        f"🟡 *Replaced*: the new token is waiting for upload (in <@{ADMIN}>'s DMs). The old "
+        "token stopped working, so it cannot enrol or sync devices until then."
+    ), "minutes after the renewal: not red yet, but before servers whose token still works"
+    assert f"<@{ADMIN}> uploads the new token file to the MDM server" in texts[order[1]]
+    assert texts[order[3]].startswith("🟡 *Healthy*: the new token is waiting for upload")
+    assert "stopped" not in texts[order[3]], "a first token replaced nothing"
+    assert texts[order[4]].startswith("🟡 *Tokenless* has no token yet")
+    assert all(len(t) < 400 for t in texts), "short enough for a phone"
     ids = {name: bot.svc.server_by_name(name).id for name in names}
     buttons = {
         name: next(b["elements"] for b in home["blocks"] if b.get("block_id") == f"server:{i}")
@@ -218,11 +230,11 @@ def test_app_home_puts_a_replaced_token_first_with_one_button_per_state(
     }
     shown = {name: (els[0]["text"]["text"], els[0].get("style")) for name, els in buttons.items()}
     assert shown == {
-        "Replaced": ("Send me the file again", "primary"),
-        "Expired": ("Renew token", None),
+        "Expired": ("Renew token", "primary"),
+        "Replaced": ("Send me the file again", None),
         "Expiring": ("Renew token", None),
-        "Tokenless": ("Get token", None),
         "Healthy": ("Send me the file again", None),
+        "Tokenless": ("Get token", None),
     }, "one primary button: the most urgent server's"
     assert [o["text"]["text"] for o in buttons["Replaced"][1]["options"]] == [
         "Renew token",
@@ -241,7 +253,7 @@ def test_app_home_puts_a_replaced_token_first_with_one_button_per_state(
     assert [lines.index(f"*{name}*") for name in names] == sorted(
         lines.index(f"*{name}*") for name in names
     ), "/mdm list in the Home's order"
-    assert "🔴 expired, or still using a replaced token" in lines, "a key to the colours"
+    assert "🔴 cannot enrol, or soon won't" in lines, "a key to the colours"
 
     healthy = f"server:{ids['Healthy']}"
     remove = next(o for o in buttons["Healthy"][1]["options"] if o["text"]["text"] == "Remove")

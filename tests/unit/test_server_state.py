@@ -39,10 +39,15 @@ def connected(status: str | None, **install: object) -> dict[str, object]:
 
 def test_no_token_and_expired() -> None:
     none = state_of(view(token_id=None, token_expires_at=None, token_issued_at=None), NOW)
-    assert (none.state, none.urgency) == (State.NO_TOKEN, Urgency.WAIT)
+    assert (none.state, none.urgency) == (State.NO_TOKEN, Urgency.SOON)
     gone = view(token_expires_at=NOW - timedelta(hours=1), token_installed_at=ISSUED)
     expired = state_of(gone, NOW)
     assert (expired.state, expired.urgency, expired.days_left) == (State.EXPIRED, Urgency.NOW, 0)
+
+
+def test_expiring_soon_whether_used_or_not() -> None:
+    unused = state_of(view(token_expires_at=NOW + timedelta(days=10)), NOW)
+    assert (unused.state, unused.urgency) == (State.EXPIRES_SOON, Urgency.SOON)
 
 
 def test_in_use_then_expiring_soon_then_red_in_the_last_week() -> None:
@@ -120,4 +125,8 @@ def test_automatic_renewals_and_order() -> None:
         view(id=3, name="gone", token_expires_at=NOW - timedelta(days=1)),
         view(id=4, name="upload"),
     ]
-    assert [v.name for v, _ in by_urgency(views, NOW)] == ["gone", "upload", "none", "fine"]
+    views.append(view(id=5, name="renewed", replaced_at=ISSUED))
+    views.append(view(id=6, name="soon", token_expires_at=NOW + timedelta(days=20)))
+    assert [v.name for v, _ in by_urgency(views, NOW)] == [
+        "gone", "renewed", "soon", "upload", "none", "fine"
+    ], "red, then an old token stopped, then soonest expiry"

@@ -269,8 +269,9 @@ def confirm_remove_modal(view: ServerView) -> dict[str, Any]:
         [
             section(
                 f"Remove *{esc(view.name)}* from mdmbot?\n\n:warning: Its server token is revoked "
-                "and no more alerts are sent for it. Devices assigned to it in Apple School "
-                "Manager must be reassigned there."
+                "and no more alerts are sent for it. mdmbot moves its devices to the default "
+                "server for their kind (`/mdm defaults`); any kind without one is left "
+                "unassigned until you `/mdm assign` it."
             )
         ],
         submit="Remove server",
