@@ -196,6 +196,7 @@ class RotationCase(SQLModel, table=True):
     last_posted_at: datetime | None = _when(nullable=True)
     stale_at: datetime | None = _when(nullable=True)
     edited_at: datetime | None = _when(nullable=True)
+    reminder_ts: str | None = None  # the latest daily reminder, in the checklist's thread
 
 
 class RotationItem(SQLModel, table=True):

@@ -146,13 +146,18 @@ def with_renew_all(svc: BotServices, case: CaseView, blocks_: list[Block]) -> li
         connected = state.connected_tokens(session, left)
     if not connected or len(blocks_) >= blocks.MAX_MESSAGE_BLOCKS:
         return blocks_
-    label = "Renew all and install" if len(connected) > 1 else "Renew and install"
-    action = {
-        "type": "actions",
-        "block_id": f"renew_all:{case.id}",
-        "elements": [blocks.button(label, RENEW_ALL, str(case.id), "primary")],
-    }
-    return [*blocks_[:-1], action, blocks_[-1]]
+    names = ", ".join(i.server_name for i in case.items if i.token_id in connected)
+    bulk = blocks.button(f"Renew and install {names}", RENEW_ALL, str(case.id), "primary")
+    action = {"type": "actions", "block_id": f"renew_all:{case.id}", "elements": [bulk]}
+    return [*(_unstyled(b) for b in blocks_[:-1]), action, blocks_[-1]]
+
+
+def _unstyled(block: Block) -> Block:
+    """A checklist line whose button gives up "primary" to the bulk button (one green button)."""
+    accessory = block.get("accessory")
+    if not accessory or "style" not in accessory:
+        return block
+    return {**block, "accessory": {k: v for k, v in accessory.items() if k != "style"}}
 
 
 def renew_all(svc: BotServices, case_id: int, user_id: str) -> str:

@@ -308,7 +308,8 @@ def test_renew_all_and_install_on_a_checklist(
         e for b in checklist["blocks"] if b["type"] == "actions" for e in b["elements"]
     ]
     [renew_all] = [b for b in buttons if b["action_id"] == RENEW_ALL]
-    assert renew_all["text"]["text"] == "Renew all and install"
+    assert renew_all["text"]["text"] == "Renew and install school1, school2", "names its servers"
+    assert json.dumps(checklist["blocks"]).count("primary") == 1, "one green button"
     container = {"type": "message", "message_ts": checklist["ts"], "channel_id": "C0ALERTS"}
     assert bot.press(STRANGER, RENEW_ALL, renew_all["value"], container=container).status == 200
     bot.wait_idle(lambda: bool(fake.messages_in(fake.dm_channel_for(STRANGER))))

@@ -153,6 +153,7 @@ def checklist_headline(case: CaseView) -> str:
     return f"{who} {REASON_TEXT.get(case.reason, case.reason)}"
 
 
+OLDER_REMINDER = "Superseded by a newer reminder below."
 WHY_SHORT = {"departure": "left", "password_change": "changed their password"}
 
 

@@ -21,7 +21,7 @@ from bot.slack.builders.blocks import (
 from core.connections.server_state import ServerState, State, Urgency
 
 ICONS = {Urgency.NOW: "🔴", Urgency.SOON: "🟡", Urgency.WAIT: "⚪️", Urgency.FINE: "🟢"}
-KEY = "🔴 cannot enrol, or soon won't · 🟡 needs someone · ⚪️ in hand, or no token · 🟢 in use"
+KEY = "🔴 cannot enrol, or soon won't · 🟡 needs someone · ⚪️ in hand · 🟢 in use"
 GET, RENEW, RESEND = "server_token", "server_token", "resend_token"
 INSTALL_AGAIN, UPDATE_KEY = "install_again", "update_api_key"
 CANNOT_ENROL = "it cannot enrol or sync devices"
