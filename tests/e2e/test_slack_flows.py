@@ -9,6 +9,7 @@ from typing import Any
 
 from bot.slack.builders import modals
 from bot.slack.sweeper import Sweeper
+from core.roles import Role
 from tests import certs
 from tests.dep_client import mdm_server_installs
 from tests.e2e.conftest import ADMIN
@@ -237,3 +238,52 @@ def test_failed_auto_renewal_has_button_and_says_cannot_enrol(
     assert "Renewed automatically by mdmbot" in edited and "command line" not in edited
     assert posts(fake)[0]["text"] == "Renewed: school1 — installed, waiting for first use"
     assert "install_again" not in edited, "no live button once installed"
+
+
+def test_a_refused_api_key_is_not_retried_and_an_administrator_updates_it(
+    bot: Bot, fake: FakeSlack, nanodep: FakeNanoDep
+) -> None:
+    connected_add(bot, fake, nanodep)
+    nanodep.api_key = "rotated-in-nanodep"
+    _renew_from_alert(bot, fake)
+    alert = posts(fake)[-1]
+    text = json.dumps(alert["blocks"], ensure_ascii=False)
+    assert "401 from NanoDEP (school1) — check the API key." in text
+    assert "retrying cannot help: an Administrator presses *Update API key*" in text
+    assert buttons(alert) == [("Update API key", "update_api_key")]
+    assert "mdmbot tries again" not in text and "keeps retrying" not in text
+    sweeper = Sweeper(bot.svc, post_interval=0)
+    assert sweeper.sweep(bot.clock() + timedelta(hours=7)).installs_tried == 0, "no retries"
+
+    manager = "USITEMGR1"
+    fake.add_user(manager, "kim", "kim@school.example")
+    bot.grant(manager, Role.SITE_MANAGER)
+    value = alert["blocks"][2]["elements"][0]["value"]
+    refused = json.dumps(_press_for_modal(bot, fake, manager, value))
+    assert "Administrator" in refused and modals.MDM_API_KEY not in refused, "Administrators only"
+    opened_view = _press_for_modal(bot, fake, ADMIN, value)
+    assert modals.MDM_API_KEY in json.dumps(opened_view)
+    blank = {modals.MDM_API_KEY: {"type": "plain_text_input", "value": "two words"}}
+    reply = bot.submit(ADMIN, opened_view, blank, opened_view["id"])
+    assert reply.json()["errors"] == {
+        modals.MDM_API_KEY: "Paste the API key as one word, without spaces."
+    }
+    key = {modals.MDM_API_KEY: {"type": "plain_text_input", "value": "rotated-in-nanodep"}}
+    assert bot.submit(ADMIN, opened_view, key, opened_view["id"]).json()["response_action"] == (
+        "update"
+    )
+    bot.wait_idle(lambda: "school1" in nanodep.tokens and _is_installed(bot))
+    bot.wait_idle(lambda: "installed, waiting" in posts(fake)[-1]["text"])
+    assert "rotated-in-nanodep" not in repr(fake.calls) + json.dumps(fake.views)
+
+
+def _is_installed(bot: Bot) -> bool:
+    return "installed, waiting for first use" in show(bot)
+
+
+def _press_for_modal(bot: Bot, fake: FakeSlack, user: str, value: str) -> dict[str, Any]:
+    """Press "Update API key" as `user`: the modal Slack opened."""
+    opened = len(fake.calls_to("views.open"))
+    bot.press(user, "update_api_key", value)
+    bot.wait_idle(lambda: len(fake.calls_to("views.open")) > opened)
+    return bot.opened_view()

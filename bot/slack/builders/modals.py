@@ -261,6 +261,28 @@ def confirm_token_modal(
     )
 
 
+UPDATE_KEY = "update_api_key_submit"
+
+
+def api_key_modal(view: ServerView) -> dict[str, Any]:
+    """"Update API key": the key the MDM server refused, replaced and kept in the vault."""
+    where = esc(view.mdm_label or "its MDM server")
+    return _modal(
+        UPDATE_KEY,
+        "Update API key",
+        [
+            section(
+                f"{where} refused mdmbot's API key for *{esc(view.name)}*, so retrying cannot "
+                "help. Paste the key it accepts now: mdmbot stores it encrypted, never shows it "
+                "again, and installs the token straight away."
+            ),
+            _text_input(MDM_API_KEY, "API key", "NanoDEP's API key or a Fleet API token.", "key"),
+        ],
+        submit="Save and install",
+        metadata={"server_id": view.id},
+    )
+
+
 def confirm_remove_modal(view: ServerView) -> dict[str, Any]:
     """Confirm removing a server: its token is revoked."""
     return _modal(
