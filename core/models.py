@@ -228,6 +228,7 @@ class AlertDelivery(SQLModel, table=True):
     stale_at: datetime | None = _when(nullable=True, index=True)
     stale_by: str | None = None
     edited_at: datetime | None = _when(nullable=True)
+    superseded_at: datetime | None = _when(nullable=True)  # a newer message about its server
 
 
 class ProcessedEvent(SQLModel, table=True):

@@ -28,7 +28,7 @@ from bot.slack.services import BotServices
 from core.connections.server_state import ServerState
 from core.dep.feedback import InstallReminder, ReplacedTokenAlert
 from core.errors import MdmbotError
-from core.people import alerts
+from core.people import alerts, superseded
 from core.roles import Actor
 from core.tokens.resend import token_file_again
 
@@ -48,8 +48,20 @@ def post_claimed(
         return exc.error
     with svc.ctx.unit_of_work() as session:
         alerts.mark_sent(session, delivery_id, channel=posted.channel, ts=posted.ts, now=now)
+        name, older = superseded.supersede_older(session, delivery_id, now)
     metrics.alerts_sent.labels(kind).inc()
+    line = superseded_line(name)
+    for channel, ts in older:  # one live message per server: the older lose their buttons
+        try:
+            svc.gateway.update(channel, ts, line, [context(line)])
+        except SlackUnavailable as exc:
+            log.info("older message %s:%s not edited (%s)", channel, ts, exc.error)
     return None
+
+
+def superseded_line(server_name: str) -> str:
+    """What an older message about a server says once a newer one was posted (no buttons)."""
+    return f"Superseded: the newer message about *{_esc(server_name)}* below says what is left."
 
 
 def replaced_headline(alert: ReplacedTokenAlert, st: ServerState | None = None) -> str:

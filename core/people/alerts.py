@@ -333,6 +333,7 @@ def stale_alerts(session: Session, limit: int = 200) -> list[StaleAlert]:
         .where(
             col(AlertDelivery.stale_at).is_not(None),
             col(AlertDelivery.edited_at).is_(None),
+            col(AlertDelivery.superseded_at).is_(None),
             col(AlertDelivery.status) == "sent",
             col(AlertDelivery.ts).is_not(None),
         )

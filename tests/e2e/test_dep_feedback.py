@@ -136,10 +136,14 @@ def test_replaced_token_warns_once_and_reminder_after_a_day(bot: Bot, fake: Fake
         reminder["blocks"], ensure_ascii=False
     ), "a day later: red"
     sweeper.sweep(start + timedelta(hours=49))
-    assert len(_reminders(fake)) == 2, "again the next day"
+    warned, first, second = fake.messages_in("C0ALERTS")
+    assert _reminders(fake) == [second], "again the next day, and only the newest is live"
+    superseded = "Superseded: the newer message about *Jamf Pro* below says what is left."
+    assert warned["text"] == first["text"] == superseded
+    assert "actions" not in json.dumps([warned["blocks"], first["blocks"]]), "no live button"
     posted = len(fake.messages_in("C0ALERTS"))
     mdm_server_installs(bot.ctx, bot.svc, fake.uploads[-1], certs.self_signed_rsa().key_pem)
-    bot.wait_idle(lambda: len(_posts(fake, "Renewed and in use: Jamf Pro")) == 3)
+    bot.wait_idle(lambda: len(_posts(fake, "Renewed and in use: Jamf Pro")) == 1)
     assert not _reminders(fake) and not _posts(fake, warning), "all settled"
     for settled in _posts(fake, "Renewed and in use"):
         text = json.dumps(settled["blocks"], ensure_ascii=False)

@@ -32,8 +32,11 @@ def test_a_hostile_server_name_pings_nobody(bot: Bot, fake: FakeSlack) -> None:
     bot.wait_idle(lambda: len(fake.messages_in("C0ALERTS")) >= 1)
     Sweeper(bot.svc, post_interval=0).sweep(bot.clock() + timedelta(hours=25))
     posted = fake.messages_in("C0ALERTS")
-    assert [m["text"] for m in posted] == [f"{ESCAPED}: still presents the replaced token"] * 2
-    assert NAME in json.dumps(posted[0]["blocks"]), "the header is plain text, shown as typed"
+    assert [m["text"] for m in posted] == [
+        f"Superseded: the newer message about *{ESCAPED}* below says what is left.",
+        f"{ESCAPED}: still presents the replaced token",
+    ]
+    assert NAME in json.dumps(posted[1]["blocks"]), "the header is plain text, shown as typed"
 
     shown = bot.command(ADMIN, f"show {NAME}").json()
     assert shown["text"] == ESCAPED

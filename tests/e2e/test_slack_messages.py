@@ -35,14 +35,19 @@ def has_renew_button(message: dict[str, Any]) -> bool:
     return "renew_token" in json.dumps(message.get("blocks"))
 
 
+SUPERSEDED = "Superseded: the newer message about *Jamf Pro* below says what is left."
+
+
 def post_two_alerts(bot: Bot, fake: FakeSlack) -> Sweeper:
-    """The 60- and 30-day alerts of Jamf Pro's token, each with a live button."""
+    """The 60- and 30-day alerts of Jamf Pro's token: the newer one live, the older superseded."""
     token = token_of(bot)
     sweeper = Sweeper(bot.svc, post_interval=0)
     assert sweeper.sweep(token.expires_at - timedelta(days=59)).alerts_sent == 1
+    assert has_renew_button(posts(fake)[0])
     assert sweeper.sweep(token.expires_at - timedelta(days=29)).alerts_sent == 1
-    alerts = posts(fake)
-    assert len(alerts) == 2 and all(has_renew_button(a) for a in alerts)
+    older, newer = posts(fake)
+    assert older["text"] == SUPERSEDED and not has_renew_button(older), "one live message"
+    assert "actions" not in json.dumps(older["blocks"]) and has_renew_button(newer)
     return sweeper
 
 
@@ -76,7 +81,8 @@ def test_renewed_alerts_say_what_is_left_until_the_new_token_is_in_use(
     assert bot.submit(ADMIN, confirm, {}, view_id=confirm["id"]).status == 200
 
     bot.wait_idle(lambda: not any(has_renew_button(a) for a in posts(fake)))
-    for alert in posts(fake):
+    assert posts(fake)[0]["text"] == SUPERSEDED
+    for alert in posts(fake)[1:]:
         text = json.dumps(alert["blocks"], ensure_ascii=False)
         assert alert["text"] == "Renewed: Jamf Pro — waiting for upload"
         assert f"Renewed by <@{ADMIN}> <!date^" in text
@@ -84,9 +90,10 @@ def test_renewed_alerts_say_what_is_left_until_the_new_token_is_in_use(
         assert "The old token stopped working, so it cannot enrol or sync devices" in text
         assert "nothing is left to do" not in text and "Send me the file again" in text
         assert f"Only <@{ADMIN}> can get the file again" in text
-    assert len(fake.calls_to("chat.update")) == 2, "each alert edited once"
+    assert len(fake.calls_to("chat.update")) == 2, "superseded once, renewed once"
     assert sweeper.sweep(token_of(bot).expires_at - timedelta(days=300)).messages_edited == 0
-    assert len(fake.calls_to("chat.update")) == 2
+    assert len(fake.calls_to("chat.update")) == 3, "the day's reminder supersedes the alert"
+    assert posts(fake)[1]["text"] == SUPERSEDED and not has_renew_button(posts(fake)[1])
 
     new_token, uploads = str(token_of(bot).id), len(fake.uploads)
     bot.press(STRANGER, "resend_token", new_token)
@@ -101,13 +108,14 @@ def test_renewed_alerts_say_what_is_left_until_the_new_token_is_in_use(
     mdm_server_installs(bot.ctx, bot.svc, fake.uploads[-1])
     # the two expiry alerts, and the sweep's reminder that the new token was not uploaded yet
     assert len(posts(fake)) == 3
-    bot.wait_idle(lambda: all(a["text"] == "Renewed and in use: Jamf Pro" for a in posts(fake)))
-    for alert in posts(fake):
+    bot.wait_idle(lambda: posts(fake)[2]["text"] == "Renewed and in use: Jamf Pro")
+    assert [a["text"] for a in posts(fake)[:2]] == [SUPERSEDED] * 2, "only the newest is live"
+    for alert in posts(fake)[2:]:
         text = json.dumps(alert["blocks"], ensure_ascii=False)
         assert "*Jamf Pro*: in use since <!date^" in text and "nothing is left" in text
         assert f":white_check_mark: Renewed by <@{ADMIN}> <!date^" in text
         assert "Send me" not in text
-    assert len(fake.calls_to("chat.update")) == 5, "each edited once more at first use"
+    assert len(fake.calls_to("chat.update")) == 4, "the live one edited once more at first use"
 
 
 def test_renewal_from_the_command_line_is_shown_at_the_next_sweep(
@@ -124,11 +132,12 @@ def test_renewal_from_the_command_line_is_shown_at_the_next_sweep(
         timeout=60,
     )
     assert done.returncode == 0, done.stderr
-    assert all(has_renew_button(a) for a in posts(fake)), "Slack hears of it at the next sweep"
+    assert has_renew_button(posts(fake)[1]), "Slack hears of it at the next sweep"
 
     report = sweeper.sweep(bot.clock())
-    assert report.messages_edited == 2 and report.alerts_sent == 0
-    for alert in posts(fake):
+    assert report.messages_edited == 1 and report.alerts_sent == 0, "the live alert"
+    assert posts(fake)[0]["text"] == SUPERSEDED
+    for alert in posts(fake)[1:]:
         assert not has_renew_button(alert)
         text = json.dumps(alert["blocks"], ensure_ascii=False)
         assert "Renewed by " in text and " on the command line <!date^" in text
@@ -153,7 +162,7 @@ def test_removing_a_server_edits_its_alerts(bot: Bot, fake: FakeSlack) -> None:
     )
     assert "Removed" in reply.body
     bot.wait_idle(lambda: not any(has_renew_button(a) for a in posts(fake)))
-    assert all(a["text"] == "Removed: Jamf Pro" for a in posts(fake))
+    assert [a["text"] for a in posts(fake)] == [SUPERSEDED, "Removed: Jamf Pro"]
 
 
 def add_at(bot: Bot, fake: FakeSlack, name: str, days_ago: int) -> None:
