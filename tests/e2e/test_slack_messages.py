@@ -222,7 +222,7 @@ def test_app_home_puts_a_replaced_token_first_with_one_button_per_state(
     assert "to renew" in texts[0] and "<#C0ALERTS>" in texts[0], "open checklists come first"
     assert texts[1] == "*Waiting on you (5)*"
     assert texts[order[0]].startswith("🔴 *Expired*: token expired <!date^")
-    assert texts[order[2]].startswith("🟡 *Expiring*: token expires <!date^")
+    assert texts[order[2]].startswith("🟡 *Expiring*: token expires in 10 days (<!date^")
     assert texts[order[1]].startswith(
         f"🟡 *Replaced*: the new token is waiting for upload (in <@{ADMIN}>'s DMs). The old "
         "token stopped working, so it cannot enrol or sync devices until then."

@@ -43,8 +43,6 @@ def word(st: ServerState) -> str:
         return f"expires in {plural(st.days_left or 0, 'day')}"
     if st.state is State.WAITING_UPLOAD and st.connected:
         return "not installed yet"
-    if st.state is State.EXPIRED:
-        return "token expired"
     return st.state.value
 
 
@@ -142,7 +140,7 @@ def problem(name: str, st: ServerState) -> str:
         )
     if state is State.EXPIRES_SOON:
         left = plural(st.days_left or 0, "day")
-        return f"{server}: token expires {local_date(st.expires_at)} (in {left})."
+        return f"{server}: token expires in {left} ({local_date(st.expires_at)})."
     seen = f", last seen {local_time(st.last_seen)}" if st.last_seen else ""
     return f"{server}: in use since {local_date(st.since)}{seen}."
 
