@@ -330,6 +330,25 @@ def test_app_home_without_a_role_names_the_administrators(bot: Bot, fake: FakeSl
     assert "Jamf Pro" not in text and "server_token" not in text
     assert f"Ask an Administrator (<@{ADMIN}>)" in bot.command(STRANGER, "help").body
 
+    left = "ULEFT0001"
+    fake.add_user(left, "robin", "robin@school.example")
+    bot.grant(left)
+    bot.svc.remember(left, "robin")
+    gone = {"id": left, "name": "robin", "deleted": True, "profile": {}}
+    bot.event({"type": "user_change", "user": gone, "event_ts": "1.0"}, event_id="EvLEFT")
+    bot.wait_idle(lambda: _deactivated(bot, left))
+    text = json.dumps(open_home(bot, fake, STRANGER, "EvHOME4"))
+    assert f"<@{ADMIN}>" in text and f"<@{left}>" not in text, "never one who left"
+    assert f"<@{left}>" not in bot.command(STRANGER, "help").body
+
+
+def _deactivated(bot: Bot, user: str) -> bool:
+    from core.models import Person
+
+    with bot.ctx.unit_of_work(readonly=True) as session:
+        person = session.get(Person, user)
+        return person is not None and person.deactivated_at is not None
+
 
 def test_healthz_says_when_the_bot_is_not_in_the_alert_channel(bot: Bot, fake: FakeSlack) -> None:
     bot.wait_idle(lambda: bot.get("/healthz").json()["alert_channel"]["member"] is True)
