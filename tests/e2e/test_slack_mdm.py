@@ -161,6 +161,15 @@ def test_add_from_slack_with_a_bad_connection_changes_nothing(
     assert reply.json()["errors"] == {modals.MDM_URL: (
         "Give the MDM server's http(s) URL, such as https://nanodep.school.example."
     )}
+    everything = {
+        **url,
+        modals.MDM_DEP_NAME: {"type": "plain_text_input", "value": "a/b"},
+        modals.MDM_API_KEY: {"type": "plain_text_input", "value": ""},
+    }
+    reply = bot.submit(ADMIN, view, _connection_values(nanodep.url, "Unassigned", **everything))
+    assert set(reply.json()["errors"]) == {
+        modals.MDM_URL, modals.MDM_DEP_NAME, modals.MDM_API_KEY, "name"
+    }, "every field's problem in one pass"
     with_cert = add_values(fake, "school1", certs.self_signed_rsa().pem)
     reply = bot.submit(ADMIN, view, {**_connection_values(nanodep.url, "school1"), **with_cert})
     assert set(reply.json()["errors"]) == {"certificate"}
@@ -178,6 +187,13 @@ def test_add_from_slack_with_a_bad_connection_changes_nothing(
     modal = json.dumps(fake.views[view["id"]], ensure_ascii=False)
     assert "Couldn't fetch the certificate from NanoDEP (school1): 401" in modal
     assert "Nothing was added" in modal
+    kept = {b.get("block_id"): b.get("element", {}) for b in fake.views[view["id"]]["blocks"]}
+    assert kept["name"]["initial_value"] == "school1", "the form keeps what was typed"
+    assert kept[modals.MDM_URL]["initial_value"] == nanodep.url
+    assert kept[modals.MDM_KIND]["initial_option"]["value"] == "nanodep"
+    assert "initial_value" not in kept[modals.MDM_API_KEY], "never the key"
+    assert "initial_options" not in kept["release"], "unchecked stays unchecked"
+    assert fake.views[view["id"]]["callback_id"] == modals.ADD_SERVER, "submit again"
     with bot.ctx.unit_of_work() as session:
         assert servers.list_servers(session) == []
 

@@ -189,6 +189,32 @@ def add_server_modal() -> dict[str, Any]:
     )
 
 
+def add_server_modal_again(submitted: dict[str, Any], notice: str) -> dict[str, Any]:
+    """The add modal again with what was typed (never the API key) and why it came back."""
+    values = submitted.get("state", {}).get("values", {})
+    view = add_server_modal()
+    filled: list[Block] = [section(notice)]
+    for block in view["blocks"]:
+        state = (values.get(block.get("block_id")) or {}).get("value") or {}
+        if block.get("type") == "input" and block["block_id"] != MDM_API_KEY:
+            block = {**block, "element": _refilled(block["element"], state)}
+        filled.append(block)
+    return {**view, "blocks": filled}
+
+
+def _refilled(element: Block, state: dict[str, Any]) -> Block:
+    """An input element starting from the value it was submitted with."""
+    element = {k: v for k, v in element.items() if not k.startswith("initial_")}
+    kind = element["type"]
+    if kind in ("plain_text_input", "number_input") and state.get("value"):
+        element["initial_value"] = str(state["value"])
+    elif kind == "static_select" and state.get("selected_option"):
+        element["initial_option"] = state["selected_option"]
+    elif kind == "checkboxes" and state.get("selected_options"):
+        element["initial_options"] = state["selected_options"]
+    return element
+
+
 def replace_cert_modal(view: ServerView, origin: dict[str, str] | None = None) -> dict[str, Any]:
     """`/mdm cert NAME`: upload a new public key; a new token replaces the old one."""
     return _modal(
