@@ -88,7 +88,7 @@ def _certificate_input(hint: str = "", *, optional: bool = False) -> Block:
         "optional": optional,
         "label": plain("Public key certificate"),
         "hint": plain(
-            "The .pem, .der, .cer or .crt file from your MDM server (RSA, 2048 bits or more)."
+            "The .pem, .der, .cer or .crt file your MDM server gives you."
             + hint,
             150,
         ),
