@@ -156,6 +156,8 @@ def test_offboarding_reminder_counts_open_items_and_closes(bot: Bot, fake: FakeS
         return json.dumps(next(m for m in posts(fake) if m["ts"] == checklist["ts"])["blocks"])
 
     bot.wait_idle(lambda: current().count("waiting for upload") == 2)
+    bot.wait_idle(lambda: posts(fake)[0]["text"].endswith("— renew 1 server token"))
+    assert "*1 token to renew*" in home(bot, fake, "EvFlow4"), "the Home counts the same way"
     sweeper = Sweeper(bot.svc, post_interval=0)
     assert sweeper.sweep(start + timedelta(hours=25)).checklists_posted == 1
     [reminder] = thread_replies(fake, checklist)

@@ -38,9 +38,13 @@ def resend_button(token_id: int, style: str | None = None) -> Block:
 def case_home_line(case: CaseView) -> str:
     """An open rotation checklist at the top of the App Home."""
     where = f" — checklist in <#{case.channel}>" if case.channel else ""
-    left = plural(len(case.left), "token")
+    renew = [item for item in case.left if not item.replaced]
     why = "left" if case.reason == "departure" else "changed their password"
-    return f":arrows_counterclockwise: *{left} to renew*: {person_name(case)} {why}{where}"
+    who = f"{person_name(case)} {why}{where}"
+    if not renew:
+        waiting = plural(len(case.left), "renewed token")
+        return f":hourglass_flowing_sand: *{waiting} waiting for first use*: {who}"
+    return f":arrows_counterclockwise: *{plural(len(renew), 'token')} to renew*: {who}"
 
 
 def person_name(case: CaseView) -> str:

@@ -165,7 +165,10 @@ def checklist_text(case: CaseView) -> str:
     if case.status == "cancelled":
         return esc(f"Renewal of {who}'s server tokens cancelled")
     why = WHY_SHORT.get(case.reason, case.reason)
-    return esc(f"{who} {why} — renew {plural(len(case.left), 'server token')}")
+    renew = to_renew(case)
+    if not renew:
+        return esc(f"{who} {why} — {plural(len(case.left), 'renewed token')} waiting for first use")
+    return esc(f"{who} {why} — renew {plural(len(renew), 'server token')}")
 
 
 def checklist_blocks(
