@@ -196,6 +196,7 @@ class RotationCase(SQLModel, table=True):
     last_posted_at: datetime | None = _when(nullable=True)
     stale_at: datetime | None = _when(nullable=True)
     edited_at: datetime | None = _when(nullable=True)
+    reminder_ts: str | None = None  # the latest daily reminder, in the checklist's thread
 
 
 class RotationItem(SQLModel, table=True):
@@ -227,6 +228,7 @@ class AlertDelivery(SQLModel, table=True):
     stale_at: datetime | None = _when(nullable=True, index=True)
     stale_by: str | None = None
     edited_at: datetime | None = _when(nullable=True)
+    superseded_at: datetime | None = _when(nullable=True)  # a newer message about its server
 
 
 class ProcessedEvent(SQLModel, table=True):

@@ -154,3 +154,14 @@ def mdm_server_installs(
     finally:
         server.close()
     return creds
+
+
+def present_replaced(ctx: AppContext, svc: BotServices, creds: Creds) -> None:
+    """The MDM server still presents a replaced token: mdmbot refuses it (clock of ctx)."""
+    dep = serve_dep(ctx, svc, "127.0.0.1", 0)
+    try:
+        url = f"http://127.0.0.1:{dep.port}/session"
+        header = oauth_header(creds, url, timestamp=str(int(ctx.now().timestamp())))
+        assert call(url, {"Authorization": header})[:2] == (401, "token_rejected")
+    finally:
+        dep.close()

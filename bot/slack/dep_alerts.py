@@ -9,10 +9,10 @@ from typing import Any
 from slack_bolt import Ack, App, Respond
 
 from bot import metrics
+from bot.slack.builders import phrases
 from bot.slack.builders.blocks import (
     Block,
     context,
-    file_holder,
     local_date,
     local_time,
     mention,
@@ -21,13 +21,14 @@ from bot.slack.builders.blocks import (
     section,
 )
 from bot.slack.builders.blocks import esc as _esc
-from bot.slack.builders.home_blocks import RESEND, resend_button
+from bot.slack.builders.home_blocks import RESEND
 from bot.slack.gateway import SlackUnavailable
 from bot.slack.lifecycle import alert_channel, edit_stale, refresh_case
 from bot.slack.services import BotServices
+from core.connections.server_state import ServerState
 from core.dep.feedback import InstallReminder, ReplacedTokenAlert
 from core.errors import MdmbotError
-from core.people import alerts
+from core.people import alerts, superseded
 from core.roles import Actor
 from core.tokens.resend import token_file_again
 
@@ -59,78 +60,99 @@ def post_claimed(
         return exc.error
     with svc.ctx.unit_of_work() as session:
         alerts.mark_sent(session, delivery_id, channel=posted.channel, ts=posted.ts, now=now)
+        name, older = superseded.supersede_older(session, delivery_id, now)
     metrics.alerts_sent.labels(kind).inc()
+    line = superseded_line(name)
+    for channel, ts in older:  # one live message per server: the older lose their buttons
+        try:
+            svc.gateway.update(channel, ts, line, [context(line)])
+        except SlackUnavailable as exc:
+            log.info("older message %s:%s not edited (%s)", channel, ts, exc.error)
     return None
 
 
-def replaced_text(alert: ReplacedTokenAlert) -> str:
-    """The notification text of a replaced-token report: the action first."""
-    return _esc(
-        f"Upload the new token to {alert.server_name}: it is still using the replaced one and "
-        "cannot enrol or sync devices"
+def superseded_line(server_name: str) -> str:
+    """What an older message about a server says once a newer one was posted (no buttons)."""
+    return f"Superseded: the newer message about *{_esc(server_name)}* below says what is left."
+
+
+def replaced_headline(alert: ReplacedTokenAlert, st: ServerState | None = None) -> str:
+    """The header of a replaced-token report: the server and its state (plain text)."""
+    what = phrases.word(st) if st else "still presents the replaced token"
+    return f"{alert.server_name}: {what}"
+
+
+def replaced_text(alert: ReplacedTokenAlert, st: ServerState | None = None) -> str:
+    """The notification text of a replaced-token report, escaped like the blocks."""
+    return _esc(replaced_headline(alert, st))
+
+
+def state_blocks(name: str, st: ServerState, server_id: int, token_id: int | None) -> list[Block]:
+    """The server's state in a channel message: problem, who acts, the one button."""
+    blocks = [section(phrases.sentence(name, st))]
+    todo, found = phrases.action(st), phrases.action_button(st, server_id, token_id)
+    if found is not None:
+        blocks.append({"type": "actions", "block_id": "state_action", "elements": [found]})
+    if todo is not None and todo.holder:
+        blocks.append(context(f"Only {mention(todo.holder)} can get the file again."))
+    return blocks
+
+
+def replaced_blocks(
+    alert: ReplacedTokenAlert, st: ServerState | None = None, server_id: int = 0
+) -> list[Block]:
+    """The server's state (the old token is refused), then how often it was refused."""
+    facts = (
+        f"mdmbot refused the replaced token (replaced {local_time(alert.replaced_at)}): "
+        f"*{plural(alert.attempts, 'refused attempt')}*, the last {local_time(alert.last_at)}."
     )
-
-
-def _resend(token_id: int | None, holder: str | None) -> list[Block]:
-    """A "Send me the file again" button when a Slack user holds the file."""
-    if token_id is None or not file_holder(holder).endswith("DMs"):
-        return []
-    return [{"type": "actions", "block_id": "resend", "elements": [resend_button(token_id)]}]
-
-
-def replaced_blocks(alert: ReplacedTokenAlert) -> list[Block]:
-    """What to do and who holds the file, then why: the old token is refused."""
-    name = _esc(alert.server_name)
-    if alert.new_token_id is None:
-        todo = f"*Give {name} a new token:* press Get token on the mdmbot Home tab."
-    else:
-        todo = f"*Upload the new token file to {name}* ({file_holder(alert.new_downloaded_by)})."
+    body = state_blocks(alert.server_name, st, server_id, alert.new_token_id) if st else []
     return [
-        {"type": "header", "text": plain(f"{alert.server_name}: upload the new token", 150)},
-        section(
-            f":no_entry: {todo}\nIts MDM server is still using the token that was replaced "
-            f"{local_time(alert.replaced_at)}. mdmbot refuses that token, so the server cannot "
-            f"enrol or sync devices: *{plural(alert.attempts, 'refused attempt')}*, the last "
-            f"{local_time(alert.last_at)}."
-        ),
-        *_resend(alert.new_token_id, alert.new_downloaded_by),
-        context("Reported once, then at most once a day while the old token is still used."),
+        {"type": "header", "text": plain(replaced_headline(alert, st), 150)},
+        *body,
+        context(f"{facts} Reported once, then at most once a day while it goes on."),
     ]
 
 
-def reminder_headline(reminder: InstallReminder) -> str:
-    """The header of a not-installed reminder (plain text)."""
-    return f"The new token for {reminder.server_name} is not yet uploaded to its MDM server"
+def reminder_headline(reminder: InstallReminder, st: ServerState | None = None) -> str:
+    """The header of a not-in-use reminder (plain text)."""
+    what = phrases.word(st) if st else "the new token is not in use yet"
+    return f"{reminder.server_name}: {what}"
 
 
-def reminder_text(reminder: InstallReminder) -> str:
-    """The notification text of a not-installed reminder, escaped like the blocks."""
-    return _esc(reminder_headline(reminder))
+def reminder_text(reminder: InstallReminder, st: ServerState | None = None) -> str:
+    """The notification text of a not-in-use reminder, escaped like the blocks."""
+    return _esc(reminder_headline(reminder, st))
 
 
-def reminder_blocks(reminder: InstallReminder) -> list[Block]:
-    """A new token its MDM server has not used a day after issue."""
-    seen = f", last seen {local_time(reminder.old_last_seen)}" if reminder.old_last_seen else ""
+def reminder_blocks(
+    reminder: InstallReminder, st: ServerState | None = None, server_id: int = 0
+) -> list[Block]:
+    """A new token its MDM server has not used a day after issue: the state and its action."""
+    seen = ""
+    if reminder.old_last_seen:
+        seen = f" It last used the old token {local_time(reminder.old_last_seen)}."
+    body = state_blocks(reminder.server_name, st, server_id, reminder.token_id) if st else []
     return [
-        {"type": "header", "text": plain(reminder_headline(reminder), 150)},
-        section(
-            f":hourglass_flowing_sand: *Upload the new token file to "
-            f"{_esc(reminder.server_name)}* ({file_holder(reminder.downloaded_by)}).\n"
-            f"{mention(reminder.downloaded_by)} downloaded it {local_time(reminder.issued_at)}, "
-            f"but the MDM server has not used it; it was using the old token{seen}."
+        {"type": "header", "text": plain(reminder_headline(reminder, st), 150)},
+        *body,
+        context(
+            f"The new token was made {local_time(reminder.issued_at)}.{seen} mdmbot reminds "
+            "once a day until its MDM server uses it."
         ),
-        *_resend(reminder.token_id, reminder.downloaded_by),
     ]
 
 
 def post_replaced(svc: BotServices, alert: ReplacedTokenAlert) -> None:
     """Tell the alert channel that a replaced token was presented."""
+    found = svc.server_state(token_id=alert.token_id)
+    st, server_id = (found[1], found[0].id) if found else (None, 0)
     post_claimed(
         svc,
         alert.delivery_id,
         "replaced",
-        replaced_text(alert),
-        replaced_blocks(alert),
+        replaced_text(alert, st),
+        replaced_blocks(alert, st, server_id),
         svc.ctx.now(),
         alert.claimed_at,
     )
@@ -174,7 +196,4 @@ def register(app: App, svc: BotServices) -> None:
             text = send_again(svc, user, int(body["actions"][0].get("value") or 0))
         except MdmbotError as exc:
             text = f":no_entry: {exc.message}"
-        if body.get("response_url"):
-            respond(text=text, response_type="ephemeral", replace_original=False)
-        else:
-            svc.try_dm(user, text)
+        svc.answer(body, respond, text)

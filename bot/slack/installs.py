@@ -4,25 +4,28 @@ from __future__ import annotations
 
 import logging
 import uuid
+from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
-from slack_bolt import Ack, App
+from slack_bolt import Ack, App, Respond
 
 from bot import metrics
-from bot.slack.builders import blocks
+from bot.slack.builders import blocks, phrases
 from bot.slack.builders.blocks import Block
 from bot.slack.gateway import SlackUnavailable
 from core.connections import installs, links, renewals, state
 from core.connections.links import ConnectionSpec
+from core.connections.server_state import ServerState
 from core.errors import MdmbotError
 from core.people import alerts, rotation
 from core.people.rotation import CaseView
 from core.roles import Actor, Permission
 from core.tokens import issuance, servers
 from core.tokens.issuance import IssuedToken
+from core.tokens.servers import ServerView
 
 BUSY = "mdmbot is waiting on MDM servers for other requests right now; try again in a minute."
 
@@ -40,13 +43,33 @@ def installed_text(label: str, server_name: str, expires_at: datetime) -> str:
     )
 
 
-def install_failed_text(label: str, server_name: str, error: str, *, file_sent: bool) -> str:
-    """One line saying why the install failed, and that the token is kept and retried."""
+def install_failed_text(
+    label: str, server_name: str, error: str, *, file_sent: bool, st: ServerState | None = None
+) -> str:
+    """Why the install failed, what that stops, and what happens next."""
     where = "The file is in your DMs" if file_sent else "Slack didn't deliver the file either"
-    return (
+    text = (
         f"Couldn't install the new token for *{blocks.esc(server_name)}* in {label}: "
-        f"{blocks.esc(error)} {where}; mdmbot keeps retrying the install."
+        f"{blocks.esc(error)} {where}."
     )
+    if st is not None and st.replaced:
+        text += f" The old token already stopped working, so {phrases.CANNOT_ENROL} until then."
+    return f"{text} {phrases.who_acts(st)}" if st is not None else text
+
+
+def failed_install_comment(issued: IssuedToken, st: ServerState | None, error: str) -> str:
+    """The DM that goes with the file after a failed install: the failure first."""
+    name = blocks.esc(issued.server_name)
+    if st is None:
+        return f"mdmbot couldn't install the new token for *{name}*: {blocks.esc(error)}"
+    lines = [f":warning: {phrases.problem(issued.server_name, st)}", phrases.who_acts(st)]
+    lines += [
+        "Or upload this file to the MDM server yourself, where it asks for the Apple server "
+        f"token. It expires {blocks.local_date(issued.expires_at)}.",
+        "Keep the file private: with the server's private key it lets anyone act as this MDM "
+        "server.",
+    ]
+    return "\n".join(lines)
 
 
 def deliver_connected(
@@ -80,9 +103,9 @@ def deliver_connected(
         text = installed_text(spec.label(), issued.server_name, issued.expires_at)
         return Delivery(True, text, activation=activation, issued=issued)
     error = (outcome.error if outcome else None) or error
-    comment = blocks.token_comment(
-        issued.server_name, issued.expires_at, issued.warnings, replaces_active=False
-    )
+    found = svc.server_state(server_id=issued.server_id)
+    st = found[1] if found else None
+    comment = failed_install_comment(issued, st, error)
     try:
         channel = svc.gateway.open_dm(user_id)
         svc.gateway.send_file(channel, issued.filename, issued.content, comment)
@@ -90,21 +113,36 @@ def deliver_connected(
     except SlackUnavailable as exc:
         log.warning("could not DM the token file after a failed install: %s", exc.error)
         sent = False
-    text = install_failed_text(spec.label(), issued.server_name, error, file_sent=sent)
+    text = install_failed_text(spec.label(), issued.server_name, error, file_sent=sent, st=st)
     return Delivery(True, text, activation=activation, issued=issued)
 
 
-def renewed_notice(label: str, server_name: str, installed: bool, error: str | None) -> str:
-    """The one-line notice an automatic renewal posts instead of an expiry alert."""
+def renewed_notice(
+    label: str, server_name: str, installed: bool, error: str | None, st: ServerState | None = None
+) -> str:
+    """The notice an automatic renewal posts instead of an expiry alert."""
     if installed:
         return (
             f":recycle: Renewed the token for *{blocks.esc(server_name)}* automatically and "
             f"installed it in {label} — waiting for its first use."
         )
-    return (
+    text = (
         f":warning: Renewed the token for *{blocks.esc(server_name)}* automatically but "
-        f"couldn't install it in {label}: {blocks.esc(error or '')} mdmbot keeps retrying."
+        f"couldn't install it in {label}: {blocks.esc(error or '')}"
     )
+    if st is None:
+        return text
+    if st.replaced:
+        text += f" The old token stopped working, so {phrases.CANNOT_ENROL} until then."
+    return f"{text}\n{phrases.who_acts(st)}"
+
+
+def notice_blocks(text: str, view: ServerView | None, st: ServerState | None) -> list[Block]:
+    """A notice with the state's one button (Install again, Update API key)."""
+    found = phrases.action_button(st, view.id, view.token_id) if view and st else None
+    if found is None:
+        return [blocks.section(text)]
+    return [blocks.section(text), {"type": "actions", "block_id": "notice", "elements": [found]}]
 
 
 RENEW_ALL = "renew_all_install"
@@ -119,13 +157,18 @@ def with_renew_all(svc: BotServices, case: CaseView, blocks_: list[Block]) -> li
         connected = state.connected_tokens(session, left)
     if not connected or len(blocks_) >= blocks.MAX_MESSAGE_BLOCKS:
         return blocks_
-    label = "Renew all and install" if len(connected) > 1 else "Renew and install"
-    action = {
-        "type": "actions",
-        "block_id": f"renew_all:{case.id}",
-        "elements": [blocks.button(label, RENEW_ALL, str(case.id), "primary")],
-    }
-    return [*blocks_[:-1], action, blocks_[-1]]
+    names = ", ".join(i.server_name for i in case.items if i.token_id in connected)
+    bulk = blocks.button(f"Renew and install {names}", RENEW_ALL, str(case.id), "primary")
+    action = {"type": "actions", "block_id": f"renew_all:{case.id}", "elements": [bulk]}
+    return [*(_unstyled(b) for b in blocks_[:-1]), action, blocks_[-1]]
+
+
+def _unstyled(block: Block) -> Block:
+    """A checklist line whose button gives up "primary" to the bulk button (one green button)."""
+    accessory = block.get("accessory")
+    if not accessory or "style" not in accessory:
+        return block
+    return {**block, "accessory": {k: v for k, v in accessory.items() if k != "style"}}
 
 
 def renew_all(svc: BotServices, case_id: int, user_id: str) -> str:
@@ -157,8 +200,35 @@ def renew_all(svc: BotServices, case_id: int, user_id: str) -> str:
     return "\n".join(lines) or "Nothing is left to renew on this checklist."
 
 
-def register(app: App, svc: BotServices) -> None:
-    """The "Renew all and install" button of checklists."""
+def install_again(svc: BotServices, server_id: str, user_id: str) -> str:
+    """Push a server's active token to its MDM server now (`token push`); what to tell."""
+    svc.authorize(user_id, Permission.MANAGE_SERVERS)
+    with svc.ctx.unit_of_work() as session:
+        server = servers.find_server_by_id(session, server_id)
+        install_id = installs.push_active(session, server, user_id, svc.ctx.now())
+        name = server.name
+    ctx = svc.ctx
+    outcome = installs.attempt(
+        ctx.unit_of_work, ctx.vault, ctx.installer, install_id, ctx.holder, ctx.now
+    )
+    svc.refresh_home(user_id)
+    if outcome is None or outcome.skipped:
+        return f"mdmbot is already installing the token for *{blocks.esc(name)}*."
+    if outcome.installed:
+        return (
+            f"Installed the token for *{blocks.esc(name)}* in {outcome.label} — waiting for its "
+            "first use."
+        )
+    found = svc.server_state(server_id=int(server_id))
+    who = f" {phrases.who_acts(found[1])}" if found else ""
+    return (
+        f"Couldn't install the token for *{blocks.esc(name)}* in {outcome.label}: "
+        f"{blocks.esc(outcome.error or '')}{who}"
+    )
+
+
+def register(app: App, svc: BotServices, after: Callable[[], object]) -> None:
+    """The "Renew all and install" button of checklists and "Install again"."""
 
     @app.action(RENEW_ALL)
     def on_press(ack: Ack, body: dict[str, Any]) -> None:
@@ -175,6 +245,23 @@ def register(app: App, svc: BotServices) -> None:
 
         if not svc.on_mdm(run):
             svc.try_dm(user_id, BUSY)
+
+    @app.action(phrases.INSTALL_AGAIN)
+    def on_install_again(ack: Ack, body: dict[str, Any], respond: Respond) -> None:
+        ack()
+        user_id = str(body["user"]["id"])
+        server_id = str(body["actions"][0].get("value") or "")
+
+        def run() -> None:
+            try:
+                text = install_again(svc, server_id, user_id)
+                after()
+            except MdmbotError as exc:
+                text = f":no_entry: {exc.message}"
+            svc.answer(body, respond, text)
+
+        if not svc.on_mdm(run):
+            svc.answer(body, respond, BUSY)
 
 
 SWEEP_THREADS = 2
@@ -274,8 +361,10 @@ class SweepInstalls:
         outcome = self._attempt(renewed.install_id)
         installed = outcome is not None and outcome.installed
         error = outcome.error if outcome is not None else None
-        text = renewed_notice(renewed.spec.label(), renewal.server_name, installed, error)
-        notice = [blocks.section(text)]
+        found = svc.server_state(server_id=renewal.server_id, now=self.now)
+        view, st = found if found else (None, None)
+        text = renewed_notice(renewed.spec.label(), renewal.server_name, installed, error, st)
+        notice = notice_blocks(text, view, st)
         dep_alerts.post_claimed(svc, renewal.claim_id, "autorenew", text, notice, self.now)
         with svc.ctx.unit_of_work() as session:  # the notice already says what replaced the token
             alerts.mark_edited(session, renewal.claim_id, self.now)

@@ -5,7 +5,6 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import replace
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -17,12 +16,14 @@ from bot.slack.builders import lifecycle_blocks as lb
 from bot.slack.builders import modals
 from bot.slack.builders.blocks import plural, section
 from bot.slack.gateway import Posted, SlackUnavailable
+from bot.slack.listeners import api_key
 from bot.slack.listeners.actions import open_checked
 from bot.slack.services import BotServices, Delivery
 from core.connections import state
+from core.connections.server_state import ServerState
 from core.errors import ConfigError, InvalidInput
 from core.models import TokenStatus
-from core.people import alerts, rotation
+from core.people import alerts, reminders, rotation
 from core.people.rotation import CaseView
 from core.roles import Actor, Permission
 from core.tokens import servers
@@ -50,7 +51,9 @@ def post_case(
         posted = svc.gateway.post(
             alert_channel(svc),
             lb.checklist_text(case),
-            installs.with_renew_all(svc, case, lb.checklist_blocks(case, now)),
+            installs.with_renew_all(
+                svc, case, lb.checklist_blocks(case, now, item_states(svc, case, now))
+            ),
         )
     except BaseException:
         with svc.ctx.unit_of_work() as session:
@@ -62,20 +65,40 @@ def post_case(
     return posted
 
 
+def item_states(svc: BotServices, case: CaseView, now: datetime) -> dict[int, ServerState]:
+    """The state of each renewed item's server until its new token is used (by item token)."""
+    found: dict[int, ServerState] = {}
+    for item in case.left:
+        if item.replaced:
+            pair = svc.server_state(token_id=item.token_id, now=now)
+            if pair is not None:
+                found[item.token_id] = pair[1]
+    return found
+
+
 def refresh_case(svc: BotServices, case_id: int) -> None:
-    """Edit a checklist's message in place to show what is done and what is left."""
+    """Edit a checklist's message in place to show what is done and what is left, and its
+    latest reminder with it (closed when the checklist is)."""
     with svc.ctx.unit_of_work() as session:
         case = rotation.get_case(session, case_id)
+        reminder = reminders.reminder_of(session, case_id)
     if case.channel and case.ts:
         now = svc.ctx.now()
+        states = item_states(svc, case, now)
         svc.gateway.update(
             case.channel,
             case.ts,
             lb.checklist_text(case),
-            installs.with_renew_all(svc, case, lb.checklist_blocks(case, now)),
+            installs.with_renew_all(svc, case, lb.checklist_blocks(case, now, states)),
         )
         with svc.ctx.unit_of_work() as session:
             rotation.mark_case_edited(session, case, now)
+        if reminder:
+            text = lb.reminder_text(case, now, None, states)
+            svc.gateway.update(case.channel, reminder, text, [section(text)])
+            if case.status != "open":
+                with svc.ctx.unit_of_work() as session:
+                    reminders.record_reminder(session, case_id, None)
 
 
 # Slack errors after which editing a message can never succeed (chat.update's documented errors).
@@ -87,19 +110,19 @@ def edit_stale(svc: BotServices, pace: Callable[[], None] | None = None) -> int:
     now, edited = svc.ctx.now(), 0
     with svc.ctx.unit_of_work(readonly=True) as session:
         stale = alerts.stale_alerts(session)
-        connected = state.install_notes(session, [a.new_token_id or 0 for a in stale])
+        states = {a.server_id: state.server_state(session, a.server_id, now) for a in stale}
         cases = rotation.stale_cases(session)
-    notes = {token_id: note for token_id, (_, note) in connected.items()}
-    stale = [replace(a, install_note=notes.get(a.new_token_id or 0)) for a in stale]
     for alert in stale:
         if pace:
             pace()
+        found = states.get(alert.server_id)
+        st = found[1] if found else None
         try:
             svc.gateway.update(
                 alert.channel,
                 alert.ts,
-                lb.alert_replaced_text(alert),
-                lb.alert_replaced_blocks(alert),
+                lb.alert_replaced_text(alert, st),
+                lb.alert_replaced_blocks(alert, st),
             )
         except SlackUnavailable as exc:
             if exc.error not in GONE:
@@ -212,7 +235,8 @@ def register(app: App, svc: BotServices) -> None:
             edit_stale(svc)
 
     svc.origin_handlers["*"] = after_renewal
-    installs.register(app, svc)
+    installs.register(app, svc, lambda: edit_stale(svc))
+    api_key.register(app, svc, lambda: edit_stale(svc))
 
 
 def remind(svc: BotServices, case: CaseView, now: datetime, every: timedelta) -> bool:
@@ -224,12 +248,23 @@ def remind(svc: BotServices, case: CaseView, now: datetime, every: timedelta) ->
             return False
     overdue = case.overdue(now)
     try:
-        text = lb.reminder_text(case, now, _link(svc, case.channel, case.ts) if overdue else None)
-        svc.gateway.post(case.channel, text, [section(text)], thread_ts=case.ts, broadcast=overdue)
+        link = _link(svc, case.channel, case.ts) if overdue else None
+        text = lb.reminder_text(case, now, link, item_states(svc, case, now))
+        posted = svc.gateway.post(
+            case.channel, text, [section(text)], thread_ts=case.ts, broadcast=overdue
+        )
     except BaseException:
         with svc.ctx.unit_of_work() as session:
             rotation.release_post(session, case.id)
         raise
+    with svc.ctx.unit_of_work() as session:
+        older = reminders.reminder_of(session, case.id)
+        reminders.record_reminder(session, case.id, posted.ts)
+    if older:
+        try:
+            svc.gateway.update(case.channel, older, lb.OLDER_REMINDER, [section(lb.OLDER_REMINDER)])
+        except SlackUnavailable as exc:
+            log.info("older reminder %s not edited (%s)", older, exc.error)
     metrics.alerts_sent.labels("checklist").inc()
     return True
 

@@ -7,6 +7,7 @@ import uuid
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Any
 
 from bot import metrics
@@ -17,6 +18,7 @@ from bot.slack.builders import blocks, home_blocks
 from bot.slack.gateway import SlackGateway, SlackUnavailable
 from core.connections import links
 from core.connections import state as links_state
+from core.connections.server_state import ServerState
 from core.devices import inventory as devices
 from core.errors import MdmbotError
 from core.people import persons as people
@@ -100,6 +102,13 @@ class BotServices:
         except SlackUnavailable:
             log.info("could not DM %s", user_id)
 
+    def answer(self, body: dict[str, Any], respond: Callable[..., Any], text: str) -> None:
+        """Answer a button's presser: ephemeral where Slack gave a response_url, else by DM."""
+        if body.get("response_url"):
+            respond(text=text, response_type="ephemeral", replace_original=False)
+        else:
+            self.try_dm(str(body["user"]["id"]), text)
+
     def remember_later(self, user_id: str, name: str | None) -> None:
         """Record the acting person in the background, so the ack is not delayed."""
         if not user_id or user_id in self._known:
@@ -153,6 +162,21 @@ class BotServices:
         with self.ctx.unit_of_work(readonly=True) as session:
             view = servers.get_server_view_by_id(session, server_id)
             return links_state.annotate(session, [view])[0]
+
+    def server_state(
+        self,
+        *,
+        server_id: int | None = None,
+        token_id: int | None = None,
+        now: datetime | None = None,
+    ) -> tuple[ServerView, ServerState] | None:
+        """A live server (by id, or by one of its tokens) with its state; None if gone."""
+        with self.ctx.unit_of_work(readonly=True) as session:
+            if server_id is None and token_id is not None:
+                server_id = links_state.server_of_token(session, token_id)
+            if server_id is None:
+                return None
+            return links_state.server_state(session, server_id, now or self.ctx.now())
 
     def server_by_name(self, name: str) -> ServerView:
         """A live server by name."""

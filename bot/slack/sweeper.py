@@ -7,6 +7,8 @@ import time
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
+from sqlmodel import Session
+
 from bot import metrics
 from bot.context import AppContext
 from bot.slack import backups, dep_alerts, lifecycle
@@ -17,6 +19,8 @@ from bot.slack.gateway import SlackUnavailable
 from bot.slack.installs import SweepInstalls
 from bot.slack.services import BotServices
 from core import inbox, lease
+from core.connections import state as links_state
+from core.connections.server_state import ServerState
 from core.dep import auth as dep_auth
 from core.dep import feedback as dep_feedback
 from core.people import alerts, rotation
@@ -137,7 +141,9 @@ class Sweeper:
     def _post_alert(self, alert: DueAlert, now: datetime, report: SweepReport) -> bool:
         """Post one alert; False when Slack could not be reached at all."""
         self._pace()
-        text, blocks = lb.alert_text(alert, now), lb.alert_blocks(alert, now)
+        found = self.svc.server_state(token_id=alert.token_id, now=now)
+        text = lb.alert_text(alert, now)
+        blocks = lb.alert_blocks(alert, now, found[1] if found else None)
         error = dep_alerts.post_claimed(self.svc, alert.delivery_id, "expiry", text, blocks, now)
         if error is None:
             report.alerts_sent += 1
@@ -152,10 +158,16 @@ class Sweeper:
             reminders = dep_feedback.claim_install_reminders(session, now)
             waiting = dep_feedback.reclaim_replaced(session, now)
         for reminder in reminders:
-            text, blocks = dep_alerts.reminder_text(reminder), dep_alerts.reminder_blocks(reminder)
+            found = self.svc.server_state(token_id=reminder.token_id, now=now)
+            st, server_id = (found[1], found[0].id) if found else (None, 0)
+            text = dep_alerts.reminder_text(reminder, st)
+            blocks = dep_alerts.reminder_blocks(reminder, st, server_id)
             self._post(reminder.delivery_id, "install", text, blocks, now, report)
         for alert in waiting:
-            text, blocks = dep_alerts.replaced_text(alert), dep_alerts.replaced_blocks(alert)
+            found = self.svc.server_state(token_id=alert.token_id, now=now)
+            st, server_id = (found[1], found[0].id) if found else (None, 0)
+            text = dep_alerts.replaced_text(alert, st)
+            blocks = dep_alerts.replaced_blocks(alert, st, server_id)
             self._post(alert.delivery_id, "replaced", text, blocks, now, report)
 
     def _post(
@@ -204,6 +216,7 @@ def preview(ctx: AppContext, now: datetime) -> list[str]:
         due = alerts.preview_due_alerts(session, now, ctx.settings.alert_days)
         cases = rotation.cases_to_repost(session, now)
         reminders = dep_feedback.claim_install_reminders(session, now)  # rolled back below
+        states = [_state_of_token(session, r.token_id, now) for r in reminders]
         session.rollback()
     channel = ctx.settings.mdmbot_alert_channel or "(MDMBOT_ALERT_CHANNEL)"
     lines = [
@@ -212,5 +225,15 @@ def preview(ctx: AppContext, now: datetime) -> list[str]:
         for a in due
     ]
     lines += [f"would post to {channel}: {lb.checklist_text(c)}" for c in cases]
-    lines += [f"would post to {channel}: {dep_alerts.reminder_text(r)}" for r in reminders]
+    lines += [
+        f"would post to {channel}: {dep_alerts.reminder_text(r, st)}"
+        for r, st in zip(reminders, states, strict=True)
+    ]
     return lines
+
+
+def _state_of_token(session: Session, token_id: int, now: datetime) -> ServerState | None:
+    """The state of the server a token belongs to."""
+    server_id = links_state.server_of_token(session, token_id)
+    found = links_state.server_state(session, server_id, now) if server_id else None
+    return found[1] if found else None

@@ -27,6 +27,7 @@ from core.connections.links import (
     connection_of,
     connection_row,
 )
+from core.connections.server_state import retry_helps
 from core.errors import TokenConflict
 from core.models import Certificate, Server, Token, TokenInstall, TokenStatus
 from core.people import alerts
@@ -255,7 +256,8 @@ def record(
         install.next_attempt_at = None
         alerts.edit_again(session, install.server_id)
     else:
-        install.last_error, install.next_attempt_at = error, now + backoff(install.attempts)
+        install.last_error = error  # a refused API key is not retried: a person must fix it
+        install.next_attempt_at = now + backoff(install.attempts) if retry_helps(error) else None
     if row is not None:
         if error is None:
             row.last_install_at, row.last_install_error = now, None

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import fields, replace
+from datetime import datetime
 from functools import cache
 from typing import Any
 
@@ -11,10 +12,11 @@ from sqlmodel import Session, col, select
 
 from core.connections.installs import failure_text
 from core.connections.links import ConnectionSpec
+from core.connections.server_state import ServerState, retry_helps, state_of
 from core.db import connection_of
 from core.models import MdmConnection, Server, Token, TokenInstall
 from core.tokens import servers
-from core.tokens.servers import ServerView
+from core.tokens.servers import InstallFacts, ServerView
 
 
 def install_note(status: str | None, label: str, attempts: int, error: str | None) -> str:
@@ -23,7 +25,8 @@ def install_note(status: str | None, label: str, attempts: int, error: str | Non
         return f"Installed in {label} — waiting for its first use"
     if status == "pending" and error:
         text = failure_text(attempts, error)
-        return f"{text[:1].upper()}{text[1:]} mdmbot keeps retrying."
+        then = "mdmbot keeps retrying." if retry_helps(error) else "Retrying cannot help."
+        return f"{text[:1].upper()}{text[1:]} {then}"
     if status == "pending":
         return f"Being installed into {label}"
     return f"Connected to {label}; not installed yet"
@@ -37,30 +40,42 @@ def annotate(db: Session | sa.Connection, views: list[ServerView]) -> list[Serve
 
 def listed(db: Session | sa.Connection) -> list[ServerView]:
     """Every live server, annotated, in one statement (`/mdm list` and the App Home)."""
-    width = len(fields(ServerView)) - 2
-    views = []
-    for row in connection_of(db).execute(_annotated_listing()):
-        view = ServerView(*row[:width])
-        kind = row[width]
-        if kind is None or view.token_id is None:
-            views.append(view)
-        else:
-            views.append(_noted(view, _note(kind, *row[width + 1 :])))
-    return views
+    return [_annotated(row) for row in connection_of(db).execute(_annotated_listing())]
 
 
-def _noted(view: ServerView, note: tuple[str, str] | None) -> ServerView:
+def _annotated(row: Any) -> ServerView:
+    """A listing row as a view with its connection and install (when connected)."""
+    width = len(fields(ServerView)) - 3
+    view = ServerView(*row[:width])
+    if row[width] is None or view.token_id is None:
+        return view
+    return _noted(view, _note(*row[width:]))
+
+
+Note = tuple[str, str, InstallFacts]
+
+
+def _noted(view: ServerView, note: Note | None) -> ServerView:
     if note is None:
         return view
-    label, words = note
-    return replace(view, mdm_label=label, install_note=words)
+    label, words, facts = note
+    return replace(view, mdm_label=label, install_note=words, install=facts)
 
 
 def _note(
-    kind: str, url: str, dep_name: str, command: str, status: str, attempts: int, error: str
-) -> tuple[str, str]:
+    kind: str,
+    url: str,
+    dep_name: str,
+    command: str,
+    status: str | None,
+    attempts: int | None,
+    error: str | None,
+    next_try: datetime | None,
+    installed_at: datetime | None,
+) -> Note:
     label = ConnectionSpec(kind, url, dep_name, command=command).label()
-    return label, install_note(status, label, attempts or 0, error)
+    facts = InstallFacts(status, attempts or 0, error, next_try, installed_at)
+    return label, install_note(status, label, attempts or 0, error), facts
 
 
 _CONNECTION_COLUMNS = (
@@ -71,6 +86,8 @@ _CONNECTION_COLUMNS = (
     col(TokenInstall.status),
     col(TokenInstall.attempts),
     col(TokenInstall.last_error),
+    col(TokenInstall.next_attempt_at),
+    col(TokenInstall.installed_at),
 )
 
 
@@ -96,10 +113,8 @@ def _notes_query() -> Any:
     )
 
 
-def install_notes(
-    db: Session | sa.Connection, token_ids: list[int]
-) -> dict[int, tuple[str, str]]:
-    """(connection label, install note) of each of these tokens whose server is connected."""
+def install_notes(db: Session | sa.Connection, token_ids: list[int]) -> dict[int, Note]:
+    """(label, install note, install facts) of each of these tokens whose server is connected."""
     if not token_ids:
         return {}
     rows = connection_of(db).execute(_notes_query(), {"ids": token_ids})
@@ -114,3 +129,22 @@ def connected_tokens(session: Session, token_ids: list[int]) -> set[int]:
         .where(col(Token.id).in_(token_ids))
     ).all()
     return {token_id for token_id in found if token_id is not None}
+
+
+def server_state(
+    db: Session | sa.Connection, server_id: int, now: datetime
+) -> tuple[ServerView, ServerState] | None:
+    """One live server, annotated, with its state as of `now` (None once removed)."""
+    query = _annotated_listing().where(col(Server.id) == server_id)
+    row = connection_of(db).execute(query).first()
+    if row is None:
+        return None
+    view = _annotated(row)
+    return view, state_of(view, now)
+
+
+def server_of_token(db: Session | sa.Connection, token_id: int) -> int | None:
+    """The server a token belongs to."""
+    query = sa.select(col(Token.server_id)).where(col(Token.id) == token_id)
+    found: int | None = connection_of(db).execute(query).scalar()
+    return found

@@ -16,7 +16,7 @@ conditional UPDATE, so a lost alert is retried and two racing sweeps cannot both
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 from typing import Any, cast
 
@@ -304,7 +304,7 @@ class StaleAlert:
     new_token_id: int | None = None
     new_downloaded_by: str | None = None
     new_installed_at: datetime | None = None
-    install_note: str | None = None  # a connected server's install state (core/connections)
+    server_id: int = 0
 
 
 def mark_replaced(session: Session, token_ids: Sequence[int], by: str, now: datetime) -> None:
@@ -335,6 +335,7 @@ def stale_alerts(session: Session, limit: int = 200) -> list[StaleAlert]:
         new.id,
         new.downloaded_by,
         new.installed_at,
+        Token.server_id,
     ]
     rows = session.execute(
         sa.select(*columns)
@@ -347,13 +348,17 @@ def stale_alerts(session: Session, limit: int = 200) -> list[StaleAlert]:
         .where(
             col(AlertDelivery.stale_at).is_not(None),
             col(AlertDelivery.edited_at).is_(None),
+            col(AlertDelivery.superseded_at).is_(None),
             col(AlertDelivery.status) == "sent",
             col(AlertDelivery.ts).is_not(None),
         )
         .order_by(col(AlertDelivery.stale_at), col(AlertDelivery.id))
         .limit(limit)
     ).all()
-    return [StaleAlert(int(i or 0), str(ch), str(ts), *rest) for i, ch, ts, *rest in rows]
+    return [
+        replace(StaleAlert(int(i or 0), str(ch), str(ts), *rest[:-1]), server_id=int(rest[-1]))
+        for i, ch, ts, *rest in rows
+    ]
 
 
 def reopen_replaced(session: Session, token: Token, warnings: Sequence[str] = ()) -> None:

@@ -126,8 +126,16 @@ def list_roles(session: Session) -> list[RoleHolder]:
 
 
 def administrators(session: Session) -> list[RoleHolder]:
-    """Everyone holding the Administrator role (whom to ask for a role)."""
-    return [h for h in list_roles(session) if h.role is Role.ADMINISTRATOR]
+    """The Administrators someone can still ask for a role (not those who left)."""
+    rows = session.exec(
+        select(RoleGrant, Person)
+        .join(Person, col(Person.slack_id) == col(RoleGrant.person_id))
+        .where(RoleGrant.role == Role.ADMINISTRATOR, col(Person.deactivated_at).is_(None))
+        .order_by(col(RoleGrant.person_id))
+    ).all()
+    return [
+        RoleHolder(p.slack_id, p.name, Role(g.role), g.granted_by, g.granted_at) for g, p in rows
+    ]
 
 
 def bootstrap_admins(session: Session, slack_ids: list[str], now: datetime) -> list[str]:

@@ -30,8 +30,8 @@ _HTML_STARTS = (b"<!doctype", b"<html", b"<head", b"<body", b"<?xml")
 _BASE64_TEXT = re.compile(rb"[A-Za-z0-9+/=\s]+")
 
 _NOT_A_CERTIFICATE = (
-    "This file is not a PEM or DER X.509 certificate; upload the .pem or .der public key "
-    "certificate your MDM server gives you."
+    "This file is not a public key certificate; upload the certificate file (.pem, .der, .cer "
+    "or .crt) your MDM server gives you."
 )
 _PRIVATE_KEY = (
     "This is a private key — upload the public key certificate instead; "
@@ -170,18 +170,21 @@ def _rsa_bits(certificate: x509.Certificate) -> int:
         lambda: certificate.public_key_algorithm_oid, "This certificate's public key can't be read."
     )
     unsupported = (
-        "This certificate must hold an RSA key; this one holds a key of an unsupported type "
-        f"(OID {algorithm.dotted_string})."
+        "Apple can't send tokens to this certificate: its key is of an unknown type "
+        f"(OID {algorithm.dotted_string}); make a new certificate with the usual (RSA) key."
     )
     key = _attempt(certificate.public_key, unsupported)
     if not isinstance(key, rsa.RSAPublicKey):
         kind = next((name for cls, name in _KEY_NAMES if isinstance(key, cls)), "a non-RSA key")
         # Apple's envelope uses RSA key transport, so only RSA certificates can receive a token.
-        raise CertificateError(f"This certificate must hold an RSA key; this one holds {kind}.")
+        raise CertificateError(
+            f"Apple can't send tokens to this certificate: its key is {kind}; make a new "
+            "certificate with the usual (RSA) key."
+        )
     if key.key_size < MIN_RSA_BITS:
         raise CertificateError(
-            f"This certificate's RSA key is {key.key_size} bits; "
-            f"Apple requires {MIN_RSA_BITS} bits or more."
+            f"This certificate's key is too short ({key.key_size} bits); Apple requires "
+            f"{MIN_RSA_BITS} bits or more: make a new certificate on the MDM server."
         )
     return key.key_size
 

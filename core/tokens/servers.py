@@ -32,6 +32,17 @@ MAX_CERTIFICATES = 250
 EXPIRING_SOON = timedelta(days=30)
 
 
+@dataclass(frozen=True, slots=True)
+class InstallFacts:
+    """Where a connected server's active token stands with its install (core.connections)."""
+
+    status: str | None  # pending | installed | replaced; None before any install was queued
+    attempts: int = 0
+    error: str | None = None
+    next_try: datetime | None = None
+    installed_at: datetime | None = None  # when the MDM server accepted the pushed token
+
+
 @dataclass(slots=True)
 class ServerView:
     """What a user sees of one server."""
@@ -50,8 +61,10 @@ class ServerView:
     token_installed_at: datetime | None = None
     token_last_used_at: datetime | None = None
     replaced_at: datetime | None = None  # when this server's latest replaced token was replaced
-    mdm_label: str | None = None  # set by core.connections.installs.annotate when connected
+    old_presented_at: datetime | None = None  # a replaced token's last refused /session
+    mdm_label: str | None = None  # set by core.connections.state.annotate when connected
     install_note: str | None = None
+    install: InstallFacts | None = None
 
     def state(self, now: datetime) -> str:
         """`no token`, `expired`, `expiring` (within 30 days) or `ok`."""
@@ -242,11 +255,11 @@ def _key_or_none(name: str) -> str | None:
         return None
 
 
-def _replaced_at() -> Any:
-    """The latest moment a token of the listed server was replaced (NULL if none was)."""
+def _latest_of_replaced(column: str) -> Any:
+    """The latest `column` of the listed server's replaced tokens (NULL if none)."""
     old = sa.orm.aliased(Token)
     return (
-        sa.select(sa.func.max(old.superseded_at))
+        sa.select(sa.func.max(getattr(old, column)))
         .where(col(old.server_id) == col(Server.id), col(old.status) == "superseded")
         .correlate(Server)
         .scalar_subquery()
@@ -270,7 +283,8 @@ def listing() -> sa.Select[Any]:
         Token.downloaded_by,
         Token.installed_at,
         Token.last_used_at,
-        _replaced_at(),
+        _latest_of_replaced("superseded_at"),  # when the latest replaced token was replaced
+        _latest_of_replaced("last_rejected_at"),  # a replaced token's last refused use
     ]
     return (
         sa.select(*columns)

@@ -232,14 +232,16 @@ REFUSALS: dict[str, Refusal] = {
     "over-long name": Refusal((*ADD, "x" * 65, "--cert", "good.pem"), "at most 64 characters"),
     "unknown show": Refusal(("server", "show", "Nope"), "no MDM server called “Nope”"),
     "unknown token": Refusal(("token", "issue", "Nope", "--out", "t.p7m"), "no MDM server"),
-    "random bytes": Refusal((*ADD, "New", "--cert", "random.bin"), "not a PEM or DER X.509"),
-    "truncated DER": Refusal((*ADD, "New", "--cert", "truncated.der"), "not a PEM or DER X.509"),
+    "random bytes": Refusal((*ADD, "New", "--cert", "random.bin"), "not a public key certificate"),
+    "truncated DER": Refusal(
+        (*ADD, "New", "--cert", "truncated.der"), "not a public key certificate"
+    ),
     "HTML": Refusal((*ADD, "New", "--cert", "page.html"), "looks like a web page"),
     "private key": Refusal((*ADD, "New", "--cert", "key.pem"), "This is a private key"),
     "CSR": Refusal((*ADD, "New", "--cert", "request.pem"), "certificate signing request"),
-    "EC certificate": Refusal((*ADD, "New", "--cert", "ec.pem"), "holds an EC key"),
-    "DSA certificate": Refusal((*ADD, "New", "--cert", "dsa.pem"), "holds a DSA key"),
-    "RSA 1024": Refusal((*ADD, "New", "--cert", "rsa1024.pem"), "is 1024 bits"),
+    "EC certificate": Refusal((*ADD, "New", "--cert", "ec.pem"), "its key is an EC key"),
+    "DSA certificate": Refusal((*ADD, "New", "--cert", "dsa.pem"), "its key is a DSA key"),
+    "RSA 1024": Refusal((*ADD, "New", "--cert", "rsa1024.pem"), "too short (1024 bits)"),
     "over 64 KiB": Refusal((*ADD, "New", "--cert", "big.pem"), "64 KiB"),
     "missing file": Refusal((*ADD, "New", "--cert", "missing.pem"), "Cannot read"),
     "actor not a user id": Refusal(
@@ -247,7 +249,7 @@ REFUSALS: dict[str, Refusal] = {
         "“alice” is not a Slack user id",
     ),
     "replace with EC": Refusal(
-        ("cert", "replace", "Jamf", "--cert", "ec.pem", "--out", "t.p7m"), "holds an EC key"
+        ("cert", "replace", "Jamf", "--cert", "ec.pem", "--out", "t.p7m"), "its key is an EC key"
     ),
 }
 

@@ -51,6 +51,15 @@ def _posts(fake: FakeSlack, words: str) -> list[dict[str, Any]]:
     return [m for m in fake.messages_in("C0ALERTS") if words in str(m.get("text"))]
 
 
+def _reminders(fake: FakeSlack) -> list[dict[str, Any]]:
+    """The daily reminders that a new token is not in use yet."""
+    return [
+        m
+        for m in fake.messages_in("C0ALERTS")
+        if "mdmbot reminds once a day" in json.dumps(m["blocks"])
+    ]
+
+
 def renew_in_slack(bot: Bot, fake: FakeSlack, name: str) -> None:
     """An admin renews the server's token with `/mdm token NAME` and confirms."""
     bot.command(ADMIN, f"token {name}")
@@ -64,12 +73,12 @@ def renew_in_slack(bot: Bot, fake: FakeSlack, name: str) -> None:
 def test_installed_and_last_seen_show_everywhere(bot: Bot, fake: FakeSlack, tmp_path: Path) -> None:
     upload = add_server(bot, fake)
     shown = bot.command(ADMIN, "show Jamf Pro").json()
-    assert f"token not yet uploaded to the MDM server (in <@{ADMIN}>'s DMs)" in json.dumps(shown)
+    assert f"the new token is waiting for upload (in <@{ADMIN}>'s DMs)" in json.dumps(shown)
     assert json.loads(_cli(bot, tmp_path, "token", "list", "--json"))[0]["installed_at"] is None
 
     mdm_server_installs(bot.ctx, bot.svc, upload)
     shown = json.dumps(bot.command(ADMIN, "show Jamf Pro").json())
-    assert "in use since <!date^" in shown and "not yet uploaded" not in shown
+    assert "in use since <!date^" in shown and "waiting for upload" not in shown
     assert "last seen" in shown
     [token] = json.loads(_cli(bot, tmp_path, "token", "list", "--json"))
     assert token["installed_at"] and token["last_used_at"]
@@ -80,7 +89,8 @@ def test_installed_and_last_seen_show_everywhere(bot: Bot, fake: FakeSlack, tmp_
     published = len(fake.calls_to("views.publish"))
     bot.event({"type": "app_home_opened", "user": ADMIN, "tab": "home"}, event_id="EvHome")
     bot.wait_idle(lambda: len(fake.calls_to("views.publish")) > published)
-    assert "in use since" in json.dumps(fake.published_home[ADMIN])
+    home = json.dumps(fake.published_home[ADMIN], ensure_ascii=False)
+    assert "🟢 *Jamf Pro* — in use · expires <!date^" in home
 
 
 def test_replaced_token_warns_once_and_reminder_after_a_day(bot: Bot, fake: FakeSlack) -> None:
@@ -103,39 +113,43 @@ def test_replaced_token_warns_once_and_reminder_after_a_day(bot: Bot, fake: Fake
             attempt()
     finally:
         dep.close()
-    warning = "is still using the replaced one"
+    warning = "Jamf Pro: still presents the replaced token"
     bot.wait_idle(lambda: len(_posts(fake, warning)) == 1)
     [posted] = _posts(fake, warning)
-    assert posted["text"].startswith("Upload the new token to Jamf Pro")
+    assert posted["text"] == warning
     blocks = json.dumps(posted["blocks"])
     assert "*2 refused attempts*" in blocks, "the next attempt after Slack failed posts it"
     lead = posted["blocks"][1]["text"]["text"]
-    assert lead.startswith(f":no_entry: *Upload the new token file to Jamf Pro* (in <@{ADMIN}>'s")
-    assert "127.0.0.1" not in blocks and "(new token)" not in blocks and "presents" not in blocks
-    assert "Send me the file again" in blocks
+    assert lead.startswith("🟡 *Jamf Pro*: the MDM server still presents the replaced token")
+    assert f"<@{ADMIN}> uploads the new token file to the MDM server" in lead
+    assert "127.0.0.1" not in blocks and "(new token)" not in blocks
+    assert "Send me the file again" in blocks and f"Only <@{ADMIN}> can get" in blocks
 
     sweeper, start = Sweeper(bot.svc, post_interval=0), bot.clock()
-    assert preview(bot.ctx, start + timedelta(hours=25)) == [
-        "would post to C0ALERTS: The new token for Jamf Pro is not yet uploaded to its MDM server"
-    ]
-    assert not _posts(fake, "not yet uploaded")
+    assert preview(bot.ctx, start + timedelta(hours=25)) == [f"would post to C0ALERTS: {warning}"]
+    assert not _reminders(fake)
     sweeper.sweep(start + timedelta(hours=23))
-    assert not _posts(fake, "not yet uploaded"), "a day's grace"
+    assert not _reminders(fake), "a day's grace"
     sweeper.sweep(start + timedelta(hours=25))
     sweeper.sweep(start + timedelta(hours=26))
-    [reminder] = _posts(fake, "not yet uploaded")
-    assert "Jamf Pro" in reminder["text"] and "Upload the new token" in json.dumps(
-        reminder["blocks"]
-    )
+    [reminder] = _reminders(fake)
+    assert reminder["text"] == warning, "the same state in the same words"
+    assert "🔴 *Jamf Pro*: the MDM server still presents" in json.dumps(
+        reminder["blocks"], ensure_ascii=False
+    ), "a day later: red"
     sweeper.sweep(start + timedelta(hours=49))
-    assert len(_posts(fake, "not yet uploaded")) == 2, "again the next day"
+    warned, first, second = fake.messages_in("C0ALERTS")
+    assert _reminders(fake) == [second], "again the next day, and only the newest is live"
+    superseded = "Superseded: the newer message about *Jamf Pro* below says what is left."
+    assert warned["text"] == first["text"] == superseded
+    assert "actions" not in json.dumps([warned["blocks"], first["blocks"]]), "no live button"
     posted = len(fake.messages_in("C0ALERTS"))
     mdm_server_installs(bot.ctx, bot.svc, fake.uploads[-1], certs.self_signed_rsa().key_pem)
-    bot.wait_idle(lambda: len(_posts(fake, "Renewed and in use: Jamf Pro")) == 3)
-    assert not _posts(fake, "not yet uploaded") and not _posts(fake, warning), "all settled"
+    bot.wait_idle(lambda: len(_posts(fake, "Renewed and in use: Jamf Pro")) == 1)
+    assert not _reminders(fake) and not _posts(fake, warning), "all settled"
     for settled in _posts(fake, "Renewed and in use"):
         text = json.dumps(settled["blocks"], ensure_ascii=False)
-        assert ":white_check_mark: In use since <!date^" in text and "Send me" not in text
+        assert "*Jamf Pro*: in use since <!date^" in text and "Send me" not in text
     sweeper.sweep(start + timedelta(hours=73))
     assert len(fake.messages_in("C0ALERTS")) == posted, "installed: no more reminders"
 

@@ -9,7 +9,6 @@ from typing import Any
 
 from sqlmodel import col, select
 
-from bot.slack.builders.lifecycle_blocks import WAITING
 from bot.slack.sweeper import Sweeper
 from core.models import AuditEvent, Person
 from core.tokens import issuance
@@ -96,7 +95,13 @@ def test_departure_event_delivered_twice_gives_one_checklist_and_buttons_rotate(
     comment = fake.uploads[-1]["initial_comment"]
     assert "it replaces the current token, which stops working as soon as" in comment
     assert "has stopped" not in comment, "the DM goes out before the new token is active"
-    bot.wait_idle(lambda: WAITING in json.dumps(fake.messages_in("C0ALERTS")[0]["blocks"]))
+    waiting = "— waiting for upload · expires <!date^"
+
+    def shown() -> str:
+        return json.dumps(fake.messages_in("C0ALERTS")[0]["blocks"], ensure_ascii=False)
+
+    bot.wait_idle(lambda: waiting in shown())
+    assert f"<@{ADMIN}> uploads the new token file" in shown(), "the renewed line names who acts"
     mdm_server_installs(bot.ctx, bot.svc, fake.uploads[-1])
     bot.wait_idle(lambda: "renewed by" in json.dumps(fake.messages_in("C0ALERTS")[0]["blocks"]))
     updated = json.dumps(fake.messages_in("C0ALERTS")[0]["blocks"])

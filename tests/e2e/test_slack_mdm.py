@@ -143,7 +143,10 @@ def test_add_from_slack_with_a_connection_fetches_the_certificate_and_installs(
     with bot.ctx.unit_of_work() as session:
         shown = links.describe(session, servers.find_server(session, "school1").id)
     assert shown is not None and (shown["kind"], shown["auto_renew_days"]) == ("nanodep", 30)
-    assert "Installed in NanoDEP (school1) — waiting for its first use" in show(bot)
+    shown = show(bot)
+    assert "⚪️ *school1*: installed in NanoDEP (school1) <!date^" in shown
+    assert "waiting for the MDM server's first use" in shown and "upload" not in shown
+    assert "*Connection*\\nNanoDEP (school1)" in shown and f"Connected by <@{ADMIN}>" in shown
     _use(bot, nanodep.tokens["school1"])
     assert "in use since <!date^" in show(bot)
     assert KEY not in repr(fake.calls) + json.dumps(fake.views)
@@ -158,6 +161,15 @@ def test_add_from_slack_with_a_bad_connection_changes_nothing(
     assert reply.json()["errors"] == {modals.MDM_URL: (
         "Give the MDM server's http(s) URL, such as https://nanodep.school.example."
     )}
+    everything = {
+        **url,
+        modals.MDM_DEP_NAME: {"type": "plain_text_input", "value": "a/b"},
+        modals.MDM_API_KEY: {"type": "plain_text_input", "value": ""},
+    }
+    reply = bot.submit(ADMIN, view, _connection_values(nanodep.url, "Unassigned", **everything))
+    assert set(reply.json()["errors"]) == {
+        modals.MDM_URL, modals.MDM_DEP_NAME, modals.MDM_API_KEY, "name"
+    }, "every field's problem in one pass"
     with_cert = add_values(fake, "school1", certs.self_signed_rsa().pem)
     reply = bot.submit(ADMIN, view, {**_connection_values(nanodep.url, "school1"), **with_cert})
     assert set(reply.json()["errors"]) == {"certificate"}
@@ -175,6 +187,13 @@ def test_add_from_slack_with_a_bad_connection_changes_nothing(
     modal = json.dumps(fake.views[view["id"]], ensure_ascii=False)
     assert "Couldn't fetch the certificate from NanoDEP (school1): 401" in modal
     assert "Nothing was added" in modal
+    kept = {b.get("block_id"): b.get("element", {}) for b in fake.views[view["id"]]["blocks"]}
+    assert kept["name"]["initial_value"] == "school1", "the form keeps what was typed"
+    assert kept[modals.MDM_URL]["initial_value"] == nanodep.url
+    assert kept[modals.MDM_KIND]["initial_option"]["value"] == "nanodep"
+    assert "initial_value" not in kept[modals.MDM_API_KEY], "never the key"
+    assert "initial_options" not in kept["release"], "unchecked stays unchecked"
+    assert fake.views[view["id"]]["callback_id"] == modals.ADD_SERVER, "submit again"
     with bot.ctx.unit_of_work() as session:
         assert servers.list_servers(session) == []
 
@@ -190,13 +209,17 @@ def test_a_renewal_from_the_alert_is_installed_without_a_file(
     assert len(fake.uploads) == uploads, "no DM with a file when the install worked"
     fields = nanodep.tokens["school1"]
     assert first.method == "GET" and [c.query for c in nanodep.calls if c.method == "PUT"] == [{}]
-    assert "Installed in NanoDEP (school1) — waiting for its first use" in show(bot)
+    shown = show(bot)
+    assert "*school1*: installed in NanoDEP (school1) <!date^" in shown
+    assert f"Renewed by <@{ADMIN}>" in shown and "Downloaded by" not in shown
     listed = show(bot, "list")
-    assert "*school1* — Installed in NanoDEP (school1) — waiting for its first use" in listed
+    assert "⚪️ *school1* — installed, waiting for first use · expires <!date^" in listed
     alert = _alert(fake)
-    assert "Renewed and installed: school1" in alert
-    assert "*school1*. Installed in NanoDEP (school1) — waiting for its first use." in alert
+    assert "Renewed: school1 — installed, waiting for first use" in alert
+    assert "*school1*: installed in NanoDEP (school1) <!date^" in alert
+    assert "waiting for the MDM server's first use" in alert
     assert "upload" not in alert and "resend" not in alert, "no file to carry or resend"
+    assert "white_check_mark" not in alert and "✅ when" in alert, "no ✅ before first use"
     _use(bot, fields)  # NanoDEP's DEP client then uses it: the token is in use
     assert active(bot)[0].installed_at is not None
     assert "in use since <!date^" in show(bot)
@@ -213,7 +236,8 @@ def test_a_failed_install_dms_the_file_and_the_sweep_installs_it_once(
     modal = _renew_from_alert(bot, fake)
     assert (
         "Couldn’t install the new token for *school1* in NanoDEP (school1): 500 from NanoDEP "
-        "(school1): database is locked. The file is in your DMs; mdmbot keeps retrying"
+        "(school1): database is locked. The file is in your DMs. The old token already stopped "
+        "working, so it cannot enrol or sync devices until then. mdmbot tries again <!date^"
     ).replace("’", "'") in modal
     bot.wait_idle(lambda: len(fake.uploads) > uploads)
     assert fake.uploads[-1]["channel_id"] == fake.dm_channel_for(ADMIN)
@@ -224,18 +248,18 @@ def test_a_failed_install_dms_the_file_and_the_sweep_installs_it_once(
         "install failed once: 500 from NanoDEP (school1): database is locked."
     )
 
-    assert (
-        "Install failed once: 500 from NanoDEP (school1): database is locked. mdmbot keeps "
-        "retrying." in show(bot)
+    failing = (
+        "*school1*: install failing — installing into NanoDEP (school1) failed once: 500 from "
+        "NanoDEP (school1): database is locked."
     )
+    assert failing in show(bot) and "mdmbot tries again <!date^" in show(bot)
     alert = _alert(fake)
-    assert "Renewed: school1 — installing the new token" in alert
-    assert "Install failed once: 500 from NanoDEP (school1): database is locked" in alert
-    assert "resend" in alert, "the file went by DM, so it can be sent again"
+    assert "Renewed: school1 — install failing" in alert and failing in alert
+    assert "install_again" in alert and "resend" not in alert, "connected: Install again"
     sweeper = Sweeper(bot.svc, post_interval=0)
     assert sweeper.sweep(bot.clock() + timedelta(minutes=1)).installs_tried == 0, "backing off"
     assert sweeper.sweep(bot.clock() + timedelta(minutes=6)).installs_tried == 1
-    assert "Renewed and installed: school1" in _alert(fake), "the retry's success is shown"
+    assert "Renewed: school1 — installed, waiting for first use" in _alert(fake), "retried"
     assert sweeper.sweep(bot.clock() + timedelta(minutes=60)).installs_tried == 0, "done"
     assert nanodep.tokens["school1"]
     assert sum(1 for c in nanodep.calls if c.method == "PUT") == 2
@@ -300,7 +324,8 @@ def test_renew_all_and_install_on_a_checklist(
         e for b in checklist["blocks"] if b["type"] == "actions" for e in b["elements"]
     ]
     [renew_all] = [b for b in buttons if b["action_id"] == RENEW_ALL]
-    assert renew_all["text"]["text"] == "Renew all and install"
+    assert renew_all["text"]["text"] == "Renew and install school1, school2", "names its servers"
+    assert json.dumps(checklist["blocks"]).count("primary") == 1, "one green button"
     container = {"type": "message", "message_ts": checklist["ts"], "channel_id": "C0ALERTS"}
     assert bot.press(STRANGER, RENEW_ALL, renew_all["value"], container=container).status == 200
     bot.wait_idle(lambda: bool(fake.messages_in(fake.dm_channel_for(STRANGER))))

@@ -5,9 +5,8 @@ from __future__ import annotations
 import json
 from datetime import timedelta
 
-from bot.serve import serve_dep
 from bot.slack.sweeper import Sweeper
-from tests.dep_client import call, mdm_server_installs, oauth_header
+from tests.dep_client import mdm_server_installs, present_replaced
 from tests.e2e.conftest import ADMIN
 from tests.e2e.test_dep_feedback import renew_in_slack
 from tests.e2e.test_slack_guards import add_server
@@ -22,22 +21,15 @@ def test_a_hostile_server_name_pings_nobody(bot: Bot, fake: FakeSlack) -> None:
     creds = mdm_server_installs(bot.ctx, bot.svc, add_server(bot, fake, NAME))
     renew_in_slack(bot, fake, NAME)
 
-    dep = serve_dep(bot.ctx, bot.svc, "127.0.0.1", 0)
-    try:
-        url = f"http://127.0.0.1:{dep.port}/session"
-        header = oauth_header(creds, url, timestamp=str(int(bot.clock().timestamp())))
-        assert call(url, {"Authorization": header})[:2] == (401, "token_rejected")
-    finally:
-        dep.close()
+    present_replaced(bot.ctx, bot.svc, creds)
     bot.wait_idle(lambda: len(fake.messages_in("C0ALERTS")) >= 1)
     Sweeper(bot.svc, post_interval=0).sweep(bot.clock() + timedelta(hours=25))
     posted = fake.messages_in("C0ALERTS")
-    assert {m["text"] for m in posted} == {
-        f"Upload the new token to {ESCAPED}: it is still using the replaced one and cannot enrol "
-        "or sync devices",
-        f"The new token for {ESCAPED} is not yet uploaded to its MDM server",
-    }
-    assert NAME in json.dumps(posted[0]["blocks"]), "the header is plain text, shown as typed"
+    assert [m["text"] for m in posted] == [
+        f"Superseded: the newer message about *{ESCAPED}* below says what is left.",
+        f"{ESCAPED}: still presents the replaced token",
+    ]
+    assert NAME in json.dumps(posted[1]["blocks"]), "the header is plain text, shown as typed"
 
     shown = bot.command(ADMIN, f"show {NAME}").json()
     assert shown["text"] == ESCAPED

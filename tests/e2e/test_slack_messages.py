@@ -35,14 +35,19 @@ def has_renew_button(message: dict[str, Any]) -> bool:
     return "renew_token" in json.dumps(message.get("blocks"))
 
 
+SUPERSEDED = "Superseded: the newer message about *Jamf Pro* below says what is left."
+
+
 def post_two_alerts(bot: Bot, fake: FakeSlack) -> Sweeper:
-    """The 60- and 30-day alerts of Jamf Pro's token, each with a live button."""
+    """The 60- and 30-day alerts of Jamf Pro's token: the newer one live, the older superseded."""
     token = token_of(bot)
     sweeper = Sweeper(bot.svc, post_interval=0)
     assert sweeper.sweep(token.expires_at - timedelta(days=59)).alerts_sent == 1
+    assert has_renew_button(posts(fake)[0])
     assert sweeper.sweep(token.expires_at - timedelta(days=29)).alerts_sent == 1
-    alerts = posts(fake)
-    assert len(alerts) == 2 and all(has_renew_button(a) for a in alerts)
+    older, newer = posts(fake)
+    assert older["text"] == SUPERSEDED and not has_renew_button(older), "one live message"
+    assert "actions" not in json.dumps(older["blocks"]) and has_renew_button(newer)
     return sweeper
 
 
@@ -59,30 +64,36 @@ def test_renewed_alerts_say_what_is_left_until_the_new_token_is_in_use(
     mdm_server_installs(bot.ctx, bot.svc, add_server(bot, fake))
     sweeper = post_two_alerts(bot, fake)
     home = open_home(bot, fake, ADMIN, "EvHOME1")
+    assert "renew_token" not in json.dumps(home) and "Waiting on you" not in json.dumps(home)
     renew = next(
-        e
+        o
         for b in home["blocks"]
-        if b["type"] == "actions"
-        for e in b["elements"]
-        if e.get("action_id") == "server_token"
+        if b.get("accessory", {}).get("type") == "overflow"
+        for o in b["accessory"]["options"]
+        if o["value"].startswith("server_token:")
     )
+    assert renew["text"]["text"] == "Renew token", "a healthy server's Renew is in its ⋯ menu"
     opened = len(fake.calls_to("views.open"))
-    bot.press(ADMIN, "server_token", renew["value"])
+    bot.press(ADMIN, "server_token", renew["value"].partition(":")[2])
     bot.wait_idle(lambda: len(fake.calls_to("views.open")) > opened)
     confirm = bot.opened_view()
     assert "The current token expires <!date^" in json.dumps(confirm)
     assert bot.submit(ADMIN, confirm, {}, view_id=confirm["id"]).status == 200
 
     bot.wait_idle(lambda: not any(has_renew_button(a) for a in posts(fake)))
-    for alert in posts(fake):
+    assert posts(fake)[0]["text"] == SUPERSEDED
+    for alert in posts(fake)[1:]:
         text = json.dumps(alert["blocks"], ensure_ascii=False)
-        assert alert["text"] == "Renewed: Jamf Pro — upload the new token"
-        assert f":hourglass_flowing_sand: Renewed by <@{ADMIN}> <!date^" in text
-        assert f"still using the old token — upload the new file (in <@{ADMIN}>'s DMs)" in text
+        assert alert["text"] == "Renewed: Jamf Pro — waiting for upload"
+        assert f"Renewed by <@{ADMIN}> <!date^" in text
+        assert f"the new token is waiting for upload (in <@{ADMIN}>'s DMs)" in text
+        assert "The old token stopped working, so it cannot enrol or sync devices" in text
         assert "nothing is left to do" not in text and "Send me the file again" in text
-    assert len(fake.calls_to("chat.update")) == 2, "each alert edited once"
+        assert f"Only <@{ADMIN}> can get the file again" in text
+    assert len(fake.calls_to("chat.update")) == 2, "superseded once, renewed once"
     assert sweeper.sweep(token_of(bot).expires_at - timedelta(days=300)).messages_edited == 0
-    assert len(fake.calls_to("chat.update")) == 2
+    assert len(fake.calls_to("chat.update")) == 3, "the day's reminder supersedes the alert"
+    assert posts(fake)[1]["text"] == SUPERSEDED and not has_renew_button(posts(fake)[1])
 
     new_token, uploads = str(token_of(bot).id), len(fake.uploads)
     bot.press(STRANGER, "resend_token", new_token)
@@ -97,12 +108,14 @@ def test_renewed_alerts_say_what_is_left_until_the_new_token_is_in_use(
     mdm_server_installs(bot.ctx, bot.svc, fake.uploads[-1])
     # the two expiry alerts, and the sweep's reminder that the new token was not uploaded yet
     assert len(posts(fake)) == 3
-    bot.wait_idle(lambda: all(a["text"] == "Renewed and in use: Jamf Pro" for a in posts(fake)))
-    for alert in posts(fake):
+    bot.wait_idle(lambda: posts(fake)[2]["text"] == "Renewed and in use: Jamf Pro")
+    assert [a["text"] for a in posts(fake)[:2]] == [SUPERSEDED] * 2, "only the newest is live"
+    for alert in posts(fake)[2:]:
         text = json.dumps(alert["blocks"], ensure_ascii=False)
-        assert ":white_check_mark: In use since <!date^" in text and "nothing is left" in text
-        assert f"<@{ADMIN}> renewed *Jamf Pro* <!date^" in text and "Send me" not in text
-    assert len(fake.calls_to("chat.update")) == 5, "each edited once more at first use"
+        assert "*Jamf Pro*: in use since <!date^" in text and "nothing is left" in text
+        assert f":white_check_mark: Renewed by <@{ADMIN}> <!date^" in text
+        assert "Send me" not in text
+    assert len(fake.calls_to("chat.update")) == 4, "the live one edited once more at first use"
 
 
 def test_renewal_from_the_command_line_is_shown_at_the_next_sweep(
@@ -119,15 +132,17 @@ def test_renewal_from_the_command_line_is_shown_at_the_next_sweep(
         timeout=60,
     )
     assert done.returncode == 0, done.stderr
-    assert all(has_renew_button(a) for a in posts(fake)), "Slack hears of it at the next sweep"
+    assert has_renew_button(posts(fake)[1]), "Slack hears of it at the next sweep"
 
     report = sweeper.sweep(bot.clock())
-    assert report.messages_edited == 2 and report.alerts_sent == 0
-    for alert in posts(fake):
+    assert report.messages_edited == 1 and report.alerts_sent == 0, "the live alert"
+    assert posts(fake)[0]["text"] == SUPERSEDED
+    for alert in posts(fake)[1:]:
         assert not has_renew_button(alert)
         text = json.dumps(alert["blocks"], ensure_ascii=False)
-        assert "Renewed by " in text and " (command line) <!date^" in text
-        assert "on the command line)" in text and "Send me the file again" not in text
+        assert "Renewed by " in text and " on the command line <!date^" in text
+        assert "waiting for upload (saved by " in text and "on the command line)" in text
+        assert "Send me the file again" not in text
     assert sweeper.sweep(bot.clock() + timedelta(hours=1)).messages_edited == 0
 
 
@@ -147,7 +162,7 @@ def test_removing_a_server_edits_its_alerts(bot: Bot, fake: FakeSlack) -> None:
     )
     assert "Removed" in reply.body
     bot.wait_idle(lambda: not any(has_renew_button(a) for a in posts(fake)))
-    assert all(a["text"] == "Removed: Jamf Pro" for a in posts(fake))
+    assert [a["text"] for a in posts(fake)] == [SUPERSEDED, "Removed: Jamf Pro"]
 
 
 def add_at(bot: Bot, fake: FakeSlack, name: str, days_ago: int) -> None:
@@ -201,16 +216,22 @@ def test_app_home_puts_a_replaced_token_first_with_one_button_per_state(
 
     home = open_home(bot, fake, ADMIN, "EvHOME2")
     texts = section_texts(home)
-    names = ("Replaced", "Expired", "Expiring", "Tokenless", "Healthy")
+    names = ("Expired", "Replaced", "Expiring", "Healthy", "Tokenless")
     order = [next(i for i, t in enumerate(texts) if f"*{name}*" in t) for name in names]
     assert order == sorted(order), texts
     assert "to renew" in texts[0] and "<#C0ALERTS>" in texts[0], "open checklists come first"
-    assert texts[order[0]].startswith("🔴 *Replaced*")
-    assert f"*Still using the old token — upload the new file (in <@{ADMIN}>'s DMs)*" in (
-        texts[order[0]]
-    )
-    assert texts[order[1]].startswith("🔴 *Expired* — token *expired* <!date^")
-    assert "token not yet uploaded to the MDM server" in texts[order[4]]
+    assert texts[1] == "*Waiting on you (5)*"
+    assert texts[order[0]].startswith("🔴 *Expired*: token expired <!date^")
+    assert texts[order[2]].startswith("🟡 *Expiring*: token expires in 10 days (<!date^")
+    assert texts[order[1]].startswith(
+        f"🟡 *Replaced*: the new token is waiting for upload (in <@{ADMIN}>'s DMs). The old "
+        "token stopped working, so it cannot enrol or sync devices until then."
+    ), "minutes after the renewal: not red yet, but before servers whose token still works"
+    assert f"<@{ADMIN}> uploads the new token file to the MDM server" in texts[order[1]]
+    assert texts[order[3]].startswith("🟡 *Healthy*: the new token is waiting for upload")
+    assert "stopped" not in texts[order[3]], "a first token replaced nothing"
+    assert texts[order[4]].startswith("🟡 *Tokenless* has no token yet")
+    assert all(len(t) < 400 for t in texts), "short enough for a phone"
     ids = {name: bot.svc.server_by_name(name).id for name in names}
     buttons = {
         name: next(b["elements"] for b in home["blocks"] if b.get("block_id") == f"server:{i}")
@@ -218,11 +239,11 @@ def test_app_home_puts_a_replaced_token_first_with_one_button_per_state(
     }
     shown = {name: (els[0]["text"]["text"], els[0].get("style")) for name, els in buttons.items()}
     assert shown == {
-        "Replaced": ("Send me the file again", "primary"),
-        "Expired": ("Renew token", None),
+        "Expired": ("Renew token", "primary"),
+        "Replaced": ("Send me the file again", None),
         "Expiring": ("Renew token", None),
-        "Tokenless": ("Get token", None),
         "Healthy": ("Send me the file again", None),
+        "Tokenless": ("Get token", None),
     }, "one primary button: the most urgent server's"
     assert [o["text"]["text"] for o in buttons["Replaced"][1]["options"]] == [
         "Renew token",
@@ -241,7 +262,7 @@ def test_app_home_puts_a_replaced_token_first_with_one_button_per_state(
     assert [lines.index(f"*{name}*") for name in names] == sorted(
         lines.index(f"*{name}*") for name in names
     ), "/mdm list in the Home's order"
-    assert "🔴 expired, or still using a replaced token" in lines, "a key to the colours"
+    assert "🔴 cannot enrol, or soon won't" in lines, "a key to the colours"
 
     healthy = f"server:{ids['Healthy']}"
     remove = next(o for o in buttons["Healthy"][1]["options"] if o["text"]["text"] == "Remove")
@@ -308,6 +329,25 @@ def test_app_home_without_a_role_names_the_administrators(bot: Bot, fake: FakeSl
     assert f"Ask an Administrator (<@{ADMIN}>)" in text and "/mdm grant" in text
     assert "Jamf Pro" not in text and "server_token" not in text
     assert f"Ask an Administrator (<@{ADMIN}>)" in bot.command(STRANGER, "help").body
+
+    left = "ULEFT0001"
+    fake.add_user(left, "robin", "robin@school.example")
+    bot.grant(left)
+    bot.svc.remember(left, "robin")
+    gone = {"id": left, "name": "robin", "deleted": True, "profile": {}}
+    bot.event({"type": "user_change", "user": gone, "event_ts": "1.0"}, event_id="EvLEFT")
+    bot.wait_idle(lambda: _deactivated(bot, left))
+    text = json.dumps(open_home(bot, fake, STRANGER, "EvHOME4"))
+    assert f"<@{ADMIN}>" in text and f"<@{left}>" not in text, "never one who left"
+    assert f"<@{left}>" not in bot.command(STRANGER, "help").body
+
+
+def _deactivated(bot: Bot, user: str) -> bool:
+    from core.models import Person
+
+    with bot.ctx.unit_of_work(readonly=True) as session:
+        person = session.get(Person, user)
+        return person is not None and person.deactivated_at is not None
 
 
 def test_healthz_says_when_the_bot_is_not_in_the_alert_channel(bot: Bot, fake: FakeSlack) -> None:

@@ -110,14 +110,20 @@ def test_an_older_backup_is_upgraded_while_restoring(
 ) -> None:
     _, path = backup
     old = tmp_path / "from-0008.mdmbackup"
-    # What 0009 (MDM connections, one consumer key per server) added: absent from a 0008 backup.
+    # What 0009 (MDM connections, one consumer key per server) and 0011 (reminder, superseded
+    # messages) added: absent from a 0008 backup.
     as_older(
         path,
         old,
         key_from_setting(KEY),
         "0008",
         ("mdmconnection", "tokeninstall"),
-        {"server": ("consumer_key",), "token": ("access_digest",)},
+        {
+            "server": ("consumer_key",),
+            "token": ("access_digest",),
+            "rotationcase": ("reminder_ts",),
+            "alertdelivery": ("superseded_at",),
+        },
     )
     url = f"sqlite:///{tmp_path / 'upgraded.db'}"
     restore_backup(url, KEYS, old, force=False)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
 
-from bot.slack.builders import blocks, home_blocks, modals
+from bot.slack.builders import blocks, home_blocks, modals, server_blocks
 from bot.slack.builders import lifecycle_blocks as lb
 from core.people.alerts import DueAlert
 from core.people.rotation import CaseView, ItemView
@@ -50,7 +50,7 @@ def test_home_tab_stays_under_100_blocks_with_250_servers() -> None:
 
 
 def test_list_message_stays_under_50_blocks_and_3000_characters() -> None:
-    reply = blocks.server_list_blocks([server(i) for i in range(250)], NOW)
+    reply = server_blocks.server_list_blocks([server(i) for i in range(250)], NOW)
     assert len(reply) <= 50
     assert all(len(t) <= 3000 for t in texts(reply))
     assert sum(t.count("Server ") for t in texts(reply)) == 250
@@ -58,7 +58,7 @@ def test_list_message_stays_under_50_blocks_and_3000_characters() -> None:
 
 def test_user_text_is_escaped_and_titles_fit() -> None:
     hostile = server(1, "<!channel> & <@U999>")
-    rendered = " ".join(texts(blocks.server_list_blocks([hostile], NOW)))
+    rendered = " ".join(texts(server_blocks.server_list_blocks([hostile], NOW)))
     assert "<!channel>" not in rendered and "&lt;!channel&gt; &amp; &lt;@U999&gt;" in rendered
     for view in (
         modals.add_server_modal(),

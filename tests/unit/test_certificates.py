@@ -23,6 +23,8 @@ from tests import certs
 
 FIXTURE = certs.APPLE_FIXTURE
 
+NOT_CERT = "not a public key certificate; upload the certificate file"
+
 
 def test_pem_is_loaded(now: datetime, rsa_cert: certs.CertAndKey) -> None:
     loaded = load_certificate(rsa_cert.pem, now=now)
@@ -91,9 +93,9 @@ def test_naive_now_is_taken_as_utc(rsa_cert: certs.CertAndKey) -> None:
         (b"-" * (MAX_CERT_BYTES + 1), "at most 64 KiB"),
         (b"<!DOCTYPE html><html><body>Sign in to Slack</body></html>", "looks like a web page"),
         (b"\n  <html lang='en'><head>", "sign-in page"),
-        (b"\x00\x01\x02garbage", "not a PEM or DER X.509 certificate"),
-        (b"-----BEGIN CERTIFICATE-----\nMIIB\n", "not a PEM or DER X.509 certificate"),
-        (b"hello, world", "not a PEM or DER X.509 certificate"),
+        (b"\x00\x01\x02garbage", NOT_CERT),
+        (b"-----BEGIN CERTIFICATE-----\nMIIB\n", NOT_CERT),
+        (b"hello, world", NOT_CERT),
     ],
 )
 def test_bad_bytes_are_refused(data: bytes, message: str, now: datetime) -> None:
@@ -163,14 +165,18 @@ def test_non_rsa_keys_are_refused(make: object, kind: str, now: datetime) -> Non
     assert callable(make)
     with pytest.raises(CertificateError) as caught:
         load_certificate(make().pem, now=now)
-    assert caught.value.message == f"This certificate must hold an RSA key; this one holds {kind}."
+    assert caught.value.message == (
+        f"Apple can't send tokens to this certificate: its key is {kind}; make a new certificate "
+        "with the usual (RSA) key."
+    )
 
 
 def test_short_rsa_key_is_refused(now: datetime) -> None:
     with pytest.raises(CertificateError) as caught:
         load_certificate(certs.rsa_1024().der, now=now)
     assert caught.value.message == (
-        "This certificate's RSA key is 1024 bits; Apple requires 2048 bits or more."
+        "This certificate's key is too short (1024 bits); Apple requires 2048 bits or more: make "
+        "a new certificate on the MDM server."
     )
 
 
@@ -227,7 +233,7 @@ def test_unknown_key_algorithm_is_refused(now: datetime, rsa_cert: certs.CertAnd
     rsa_encryption = bytes.fromhex("06092a864886f70d010101")
     assert rsa_cert.der.count(rsa_encryption) == 1
     unknown = rsa_cert.der.replace(rsa_encryption, bytes.fromhex("06092a864886f70d01017f"))
-    with pytest.raises(CertificateError, match="must hold an RSA key; this one holds a key of"):
+    with pytest.raises(CertificateError, match="its key is of an unknown type"):
         load_certificate(unknown, now=now)
 
 
@@ -256,7 +262,7 @@ def test_64_kib_of_unterminated_markers_is_refused(hostile: bytes, now: datetime
     # bench/issuance.py times this case (it took seconds when the scan was quadratic).
     assert len(hostile) <= MAX_CERT_BYTES
     assert pem_blocks(hostile) == []
-    with pytest.raises(CertificateError, match=r"not a PEM or DER X\.509 certificate"):
+    with pytest.raises(CertificateError, match=r"not a public key certificate"):
         load_certificate(hostile, now=now)
 
 

@@ -7,8 +7,9 @@ from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from bot.slack.builders import blocks, modals
+from bot.slack.builders import blocks, modals, phrases
 from bot.slack.builders import lifecycle_blocks as lb
+from core.connections.server_state import state_of
 from core.people.alerts import DueAlert, StaleAlert
 from core.people.rotation import CaseView, ItemView
 from tests.unit.test_blocks import server
@@ -79,11 +80,11 @@ def test_alert_uses_local_dates_one_primary_button_and_an_escaped_fallback() -> 
 
 
 def test_app_home_and_alert_count_days_the_same_way() -> None:
-    view = replace(server(1, "Jamf Pro"), token_expires_at=EXPIRES)
-    assert "(in 30 days)" in blocks.server_line(view, NOW)
+    view = replace(server(1, "Jamf Pro"), token_expires_at=EXPIRES, token_installed_at=NOW)
+    assert "expires in 30 days" in phrases.line(view.name, state_of(view, NOW))
     assert "expires in 30 days" in lb.alert_headline(alert(), NOW)
     one = replace(view, token_expires_at=NOW + timedelta(hours=3))
-    assert "(in 1 day)" in blocks.server_line(one, NOW)
+    assert "expires in 1 day" in phrases.line(one.name, state_of(one, NOW))
 
 
 def test_replaced_alert_says_what_is_left_until_first_use_then_in_use() -> None:
@@ -99,24 +100,32 @@ def test_replaced_alert_says_what_is_left_until_first_use_then_in_use() -> None:
         NOW + 365 * lb_day(),
         new_token_id=8,
         new_downloaded_by="U0ADMIN",
+        server_id=1,
     )
-    waiting = lb.alert_replaced_blocks(stale)
+    renewed = replace(
+        server(1, "Jamf Pro"), token_id=8, downloaded_by="U0ADMIN", replaced_at=NOW,
+        token_expires_at=NOW + 365 * lb_day(),
+    )  # fmt: skip
+    st = state_of(renewed, NOW)
+    waiting = lb.alert_replaced_blocks(stale, st)
     rendered = json.dumps(waiting)
-    assert lb.alert_replaced_text(stale) == "Renewed: Jamf Pro — upload the new token"
-    assert ":hourglass_flowing_sand: Renewed by <@U0ADMIN> <!date^" in rendered
-    assert "upload the new file (in <@U0ADMIN>'s DMs)" in rendered
+    assert lb.alert_replaced_text(stale, st) == "Renewed: Jamf Pro — waiting for upload"
+    assert "Renewed by <@U0ADMIN> <!date^" in rendered
+    assert "the new token is waiting for upload (in <@U0ADMIN>'s DMs)" in rendered
+    assert "The old token stopped working, so it cannot enrol or sync devices" in rendered
     assert "nothing is left to do" not in rendered and "white_check_mark" not in rendered
-    assert styles(waiting) == ["default"] and "resend_token" in rendered, "Send me the file again"
-    used = replace(stale, new_installed_at=NOW + lb_day())
-    rendered = json.dumps(lb.alert_replaced_blocks(used))
-    assert lb.alert_replaced_text(used) == "Renewed and in use: Jamf Pro"
-    assert ":white_check_mark: In use since <!date^" in rendered
-    assert "<@U0ADMIN> renewed *Jamf Pro* <!date^" in rendered and "nothing is left" in rendered
-    assert styles(lb.alert_replaced_blocks(used)) == []
+    assert styles(waiting) == ["primary"] and "resend_token" in rendered, "Send me the file again"
+    assert "Only <@U0ADMIN> can get the file again" in rendered
+    used = state_of(replace(renewed, token_installed_at=NOW), NOW + lb_day())
+    rendered = json.dumps(lb.alert_replaced_blocks(stale, used))
+    assert lb.alert_replaced_text(stale, used) == "Renewed and in use: Jamf Pro"
+    assert ":white_check_mark: Renewed by <@U0ADMIN> <!date^" in rendered
+    assert "*Jamf Pro*: in use since <!date^" in rendered and "nothing is left" in rendered
+    assert styles(lb.alert_replaced_blocks(stale, used)) == []
     cli = replace(stale, by="operator:root", reason="certificate replaced")
-    cli = replace(cli, new_downloaded_by="root")
-    rendered = json.dumps(lb.alert_replaced_blocks(cli))
-    assert "Certificate replaced by root (command line)" in rendered
+    by_root = state_of(replace(renewed, downloaded_by="root"), NOW)
+    rendered = json.dumps(lb.alert_replaced_blocks(cli, by_root))
+    assert "Certificate replaced by root on the command line" in rendered
     assert "(saved by root on the command line)" in rendered and "resend_token" not in rendered
     gone = replace(stale, reason="server removed", new_expires_at=None)
     assert lb.alert_replaced_text(gone) == "Removed: Jamf Pro"
@@ -193,19 +202,27 @@ def test_home_offers_the_file_again_only_to_whoever_holds_it() -> None:
     from core.roles import Role
 
     replaced = replace(server(1, "Jamf Pro"), downloaded_by="U0ALEX", replaced_at=NOW)
+    replaced = replace(replaced, token_expires_at=NOW + 365 * lb_day())
     healthy = replace(server(2, "Mosyle"), token_expires_at=NOW + 200 * lb_day())
     healthy = replace(healthy, token_installed_at=NOW)
 
     def buttons(viewer: str) -> list[list[str]]:
-        view = home_blocks.home_view([healthy, replaced], NOW, Role.SITE_MANAGER, viewer=viewer)
+        view = home_blocks.home_view(
+            [healthy, replaced], NOW + 2 * lb_day(), Role.SITE_MANAGER, viewer=viewer
+        )
         return [
-            [e["text"]["text"] for e in b["elements"] if e["type"] == "button"]
+            [e["text"]["text"] for e in b.get("elements", []) if e["type"] == "button"]
             for b in view["blocks"]
             if b.get("block_id", "").startswith("server:")
         ]
 
-    assert buttons("U0ALEX") == [["Send me the file again"], ["Renew token"]], "replaced first"
-    assert buttons("U0SAM") == [[], ["Renew token"]], "nothing to press but the ⋯ menu"
-    text = home_blocks.server_home_text(replaced, NOW)
-    assert "*Still using the old token — upload the new file (in <@U0ALEX>'s DMs)*" in text
-    assert text.startswith("🔴 *Jamf Pro*")
+    assert buttons("U0ALEX") == [["Send me the file again"], []], "waiting on you first"
+    assert buttons("U0SAM") == [[], []], "nothing to press but the ⋯ menu"
+    home = home_blocks.home_view([healthy, replaced], NOW + 2 * lb_day(), Role.SITE_MANAGER)
+    text = json.dumps(home["blocks"], ensure_ascii=False)
+    assert "*Waiting on you (1)*" in text
+    assert "🔴 *Jamf Pro*: the new token is waiting for upload (in <@U0ALEX>'s DMs)" in text
+    assert "<@U0ALEX> uploads the new token file to the MDM server" in text
+    assert "🟢 *Mosyle* — in use · expires <!date^" in text, "a healthy server: one line"
+    renew = [b for b in home["blocks"] if b.get("block_id") == f"server:{healthy.id}"]
+    assert renew[0]["accessory"]["options"][0]["text"]["text"] == "Renew token", "Renew in ⋯"

@@ -6,41 +6,28 @@ from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
 
+from bot.slack.builders import phrases
 from bot.slack.builders.blocks import (
     MAX_HOME_BLOCKS,
-    OLD_TOKEN,
-    STATE_ICONS,
-    STATE_KEY,
     Block,
-    Install,
     button,
-    by_urgency,
     context,
     esc,
-    expiry_phrase,
-    home_state,
-    install_state,
-    local_date,
     local_time,
     mention,
     plain,
     plural,
     section,
-    view_install_words,
 )
+from bot.slack.builders.server_blocks import MORE, healthy_row, waiting_row
+from core.connections.server_state import by_urgency
 from core.people.persons import RoleHolder
 from core.people.rotation import CaseView
 from core.roles import Permission, Role, allows
 from core.tokens.servers import ServerView
 
-MORE = "server_more"
-RESEND = "resend_token"
-MORE_OPTIONS = (
-    ("Edit", "server_edit"),
-    ("Replace certificate", "server_cert"),
-    ("Remove", "server_remove"),
-)
-NEEDS_ACTION = {OLD_TOKEN, "expired", "expiring", "no token"}
+__all__ = ["MORE", "RESEND", "home_view", "resend_button"]
+RESEND = phrases.RESEND
 
 
 def resend_button(token_id: int, style: str | None = None) -> Block:
@@ -48,58 +35,16 @@ def resend_button(token_id: int, style: str | None = None) -> Block:
     return button("Send me the file again", RESEND, str(token_id), style)
 
 
-def server_actions(
-    view: ServerView, now: datetime, viewer: str | None = None, primary: bool = False
-) -> Block:
-    """The one button this server's state calls for, and an overflow of the rest."""
-    value, state = str(view.id), home_state(view, now)
-    style = "primary" if primary else None
-    options = list(MORE_OPTIONS)
-    elements: list[Block] = []
-    upload = state in (OLD_TOKEN, "ok") and install_state(view) is not Install.IN_USE
-    if state == "no token":
-        elements.append(button("Get token", "server_token", value, style))
-    elif upload and view.token_id is not None and viewer and viewer == view.downloaded_by:
-        elements.append(resend_button(view.token_id, style))
-        options.insert(0, ("Renew token", "server_token"))
-    elif state == OLD_TOKEN:
-        options.insert(0, ("Renew token", "server_token"))
-    else:
-        elements.append(button("Renew token", "server_token", value, style))
-    elements.append(
-        {
-            "type": "overflow",
-            "action_id": MORE,
-            "options": [
-                {"text": plain(label), "value": f"{action}:{value}"} for label, action in options
-            ],
-        }
-    )
-    return {"type": "actions", "block_id": f"server:{view.id}", "elements": elements}
-
-
-def server_home_text(view: ServerView, now: datetime, devices: int = 0) -> str:
-    """A server on the Home: state, expiry, devices, then where its token stands."""
-    state = home_state(view, now)
-    release = "" if view.release_devices else " · releases off"
-    text = (
-        f"{STATE_ICONS[state]} *{esc(view.name)}* — {expiry_phrase(view, now)}{release}"
-        f" · {plural(devices, 'device')}"
-    )
-    if install_state(view) is Install.IN_USE and view.downloaded_by and view.token_issued_at:
-        text += f"\nDownloaded by {mention(view.downloaded_by)} {local_date(view.token_issued_at)}"
-    if view.token_id is not None:
-        words = view_install_words(view)
-        text += f"\n*{words[:1].upper()}{words[1:]}*" if state == OLD_TOKEN else f"\n{words}"
-    return text
-
-
 def case_home_line(case: CaseView) -> str:
     """An open rotation checklist at the top of the App Home."""
     where = f" — checklist in <#{case.channel}>" if case.channel else ""
-    left = plural(len(case.left), "token")
+    renew = [item for item in case.left if not item.replaced]
     why = "left" if case.reason == "departure" else "changed their password"
-    return f":arrows_counterclockwise: *{left} to renew*: {person_name(case)} {why}{where}"
+    who = f"{person_name(case)} {why}{where}"
+    if not renew:
+        waiting = plural(len(case.left), "renewed token")
+        return f":hourglass_flowing_sand: *{waiting} waiting for first use*: {who}"
+    return f":arrows_counterclockwise: *{plural(len(renew), 'token')} to renew*: {who}"
 
 
 def person_name(case: CaseView) -> str:
@@ -136,7 +81,7 @@ def home_view(
     admins: Sequence[RoleHolder] = (),
     device_counts: dict[int, int] | None = None,
 ) -> dict[str, Any]:
-    """The App Home tab: open checklists, then servers most urgent first, for role holders."""
+    """The App Home tab: open checklists, servers waiting on someone, then one line per other."""
     counts = device_counts or {}
     blocks: list[Block] = [{"type": "header", "text": plain("MDM servers", 150)}]
     if not allows(role, Permission.VIEW):
@@ -155,18 +100,29 @@ def home_view(
         blocks.append({"type": "divider"})
     if not views:
         blocks.append(section("No MDM servers are linked yet."))
-    room = (MAX_HOME_BLOCKS - len(blocks) - 2) // 3
     ordered = by_urgency(views, now)
-    first = next((v.id for v in ordered if home_state(v, now) in NEEDS_ACTION), None)
-    for view in ordered[:room]:
-        blocks += [
-            section(server_home_text(view, now, counts.get(view.id, 0))),
-            server_actions(view, now, viewer, primary=view.id == first),
-            {"type": "divider"},
-        ]
-    if len(views) > room:
-        blocks.append(section(f"…and {len(views) - room} more. Use `/mdm list` to see them all."))
-    blocks.append(context(f"{STATE_KEY} · updated {local_time(now)}"))
+    waiting = [(v, st) for v, st in ordered if st.needs_action]
+    others = [(v, st) for v, st in ordered if not st.needs_action]
+    room = MAX_HOME_BLOCKS - len(blocks) - 4
+    shown = 0
+    if waiting:
+        blocks.append(section(f"*Waiting on you ({len(waiting)})*"))
+    for index, (view, st) in enumerate(waiting):
+        if room < 2:
+            break
+        blocks += waiting_row(view, st, viewer, index == 0, counts.get(view.id, 0))
+        room, shown = room - 2, shown + 1
+    if others and room > 1:
+        blocks.append({"type": "divider"})
+        room -= 1
+    for view, st in others:
+        if room < 1:
+            break
+        blocks.append(healthy_row(view, st, counts.get(view.id, 0)))
+        room, shown = room - 1, shown + 1
+    if len(views) > shown:
+        blocks.append(section(f"…and {len(views) - shown} more. Use `/mdm list` to see them all."))
+    blocks.append(context(f"{phrases.KEY} · updated {local_time(now)}"))
     return {"type": "home", "blocks": blocks}
 
 

@@ -4,16 +4,14 @@ from __future__ import annotations
 
 from datetime import datetime
 
+from bot.slack.builders import phrases
 from bot.slack.builders.blocks import (
     MAX_MESSAGE_BLOCKS,
     Block,
-    Install,
     button,
     context,
     days_until,
     esc,
-    file_holder,
-    install_words,
     local_date,
     local_time,
     mention,
@@ -21,12 +19,13 @@ from bot.slack.builders.blocks import (
     plural,
     section,
 )
-from bot.slack.builders.home_blocks import person_name, resend_button
+from bot.slack.builders.home_blocks import person_name
+from core.connections.server_state import ServerState, State
 from core.people.alerts import DueAlert, StaleAlert
 from core.people.rotation import CaseView, ItemView
 
 RENEW = "renew_token"
-WAITING = "replaced, waiting for the MDM server to use the new token"
+WAITING = "renewed, waiting for the MDM server's first use"
 ROTATE = "rotate_token"
 REASON_TEXT = {
     "departure": "left the organisation",
@@ -54,21 +53,33 @@ def alert_text(alert: DueAlert, now: datetime) -> str:
     return esc(alert_headline(alert, now))
 
 
-def alert_blocks(alert: DueAlert, now: datetime) -> list[Block]:
+def alert_blocks(alert: DueAlert, now: datetime, st: ServerState | None = None) -> list[Block]:
     """An expiry alert with a "Renew token" button (its value is only the token id)."""
     if alert.threshold == 0 or alert.expires_at <= now:
         when = (
-            f":red_circle: *Expired* {local_time(alert.expires_at)}. Enrolment through this "
-            "server has stopped until a renewed token is uploaded to it."
+            f":red_circle: *Expired* {local_time(alert.expires_at)}: {phrases.CANNOT_ENROL} "
+            "until it has a renewed token."
         )
     else:
         left = plural(days_until(alert.expires_at, now), "day")
         when = f":large_yellow_circle: Expires *{local_time(alert.expires_at)}*, in {left}."
+    source = f"Downloaded by {_who(alert.downloaded_by, alert.downloaded_by_name)}"
+    if st is not None and (st.connected or st.automatic):
+        source = phrases.token_from(st)
+    if st is not None and st.connected:
+        footer = (
+            f"Renewing makes a new token and mdmbot installs it into {esc(st.label or '')} "
+            "straight away; the current one stops working as soon as the new one is active."
+        )
+    else:
+        footer = (
+            "Renewing DMs a new token to you; the current one stops working as soon as the new "
+            "one is active, so upload it to the MDM server straight away."
+        )
     return [
         {"type": "header", "text": plain(alert_headline(alert, now), 150)},
         section(
-            f"*MDM server:* {esc(alert.server_name)}\n{when}\n"
-            f"*Downloaded by:* {_who(alert.downloaded_by, alert.downloaded_by_name)} "
+            f"*MDM server:* {esc(alert.server_name)}\n{when}\n{source} "
             f"{local_date(alert.issued_at)}"
         ),
         {
@@ -76,83 +87,62 @@ def alert_blocks(alert: DueAlert, now: datetime) -> list[Block]:
             "block_id": f"alert:{alert.token_id}",
             "elements": [button("Renew token", RENEW, str(alert.token_id), "primary")],
         },
-        context(
-            "Renewing DMs a new token to you; the current one stops working as soon as the new "
-            "one is active, so upload it to the MDM server straight away."
-        ),
+        context(footer),
     ]
 
 
-def _replaced_by(stale: StaleAlert) -> str:
-    who = stale.by or "someone"
-    if who.startswith("operator:"):
-        return f"{esc(who.removeprefix('operator:'))} (command line)"
-    return mention(who)
-
-
-def alert_replaced_text(stale: StaleAlert) -> str:
+def alert_replaced_text(stale: StaleAlert, st: ServerState | None = None) -> str:
     """The notification text of an alert whose token was replaced."""
-    return esc(alert_replaced_headline(stale))
+    return esc(alert_replaced_headline(stale, st))
 
 
-def alert_install_state(stale: StaleAlert) -> Install:
-    """Where the token that replaced the alert's token stands with the MDM server."""
-    if stale.new_token_id is None:
-        return Install.NO_TOKEN
-    return Install.IN_USE if stale.new_installed_at is not None else Install.OLD_TOKEN
+def in_use(st: ServerState | None) -> bool:
+    """The server's MDM server uses its active token."""
+    return st is not None and st.state in (State.IN_USE, State.EXPIRES_SOON)
 
 
-def alert_replaced_blocks(stale: StaleAlert) -> list[Block]:
-    """An alert after its token was replaced: what is left to do until the new one is in use."""
-    name, who, when = esc(stale.server_name), _replaced_by(stale), local_time(stale.at)
-    how = "replaced the certificate of" if stale.reason == "certificate replaced" else "renewed"
-    state = alert_install_state(stale)
+def alert_replaced_blocks(stale: StaleAlert, st: ServerState | None = None) -> list[Block]:
+    """An alert after its token was replaced: the server's state now, and its one action."""
+    name, when = esc(stale.server_name), local_time(stale.at)
     about = f"This alert was about the token that expires {local_date(stale.expires_at)}"
+    did = phrases.renewed_by(None, stale.by)
+    if stale.reason == "certificate replaced":
+        did = did.replace("Renewed", "Certificate replaced", 1)
     buttons: list[Block] = []
-    if stale.reason == "server removed":
+    if stale.reason == "server removed" or st is None:
+        who = mention(stale.by) if stale.by and not stale.by.startswith("operator:") else esc(
+            (stale.by or "someone").removeprefix("operator:")
+        )
         line = f":wastebasket: {who} removed *{name}* from mdmbot {when}; its token was revoked."
         footer = f"{about}; nothing is left to do here."
-    elif state is Install.IN_USE:
-        words = install_words(state, stale.new_downloaded_by, stale.new_installed_at)
-        line = f":white_check_mark: {words[:1].upper()}{words[1:]}: {who} {how} *{name}* {when}."
+    elif in_use(st):
+        line = f":white_check_mark: {did} {when}: {phrases.problem(stale.server_name, st)}"
         if stale.new_expires_at is not None:
             line += f" The new token expires {local_date(stale.new_expires_at)}."
         footer = f"{about}; nothing is left to do here."
     else:
-        done = "Certificate replaced" if stale.reason == "certificate replaced" else "Renewed"
+        line = f"{did} {when}.\n{phrases.sentence(stale.server_name, st)}"
         footer = f"{about}. It turns ✅ when the MDM server first uses the new token."
-        if stale.install_note:
-            line = f":hourglass_flowing_sand: {done} by {who} {when}: *{name}*. "
-            line += f"{esc(stale.install_note).removesuffix('.')}."
-        else:
-            words = install_words(Install.OLD_TOKEN, stale.new_downloaded_by)
-            line = (
-                f":hourglass_flowing_sand: {done} by {who} {when}: *{name}* is {words}. "
-                "The old token no longer works, so the server cannot enrol or sync devices "
-                "until then."
-            )
-        sent = file_holder(stale.new_downloaded_by).endswith("DMs")
-        if stale.install_note and not stale.install_note.startswith("Install failed"):
-            sent = False  # installed (or being installed) through the connection: no file sent
-        if stale.new_token_id is not None and sent:
-            buttons.append(resend_button(stale.new_token_id))
-    blocks = [{"type": "header", "text": plain(alert_replaced_headline(stale), 150)}, section(line)]
+        found = phrases.action_button(st, stale.server_id, stale.new_token_id)
+        todo = phrases.action(st)
+        if found is not None and todo is not None and todo.action_id != phrases.RENEW:
+            buttons.append(found)
+            if todo.holder:
+                footer = f"Only {mention(todo.holder)} can get the file again. {footer}"
+    header = alert_replaced_headline(stale, st)
+    blocks = [{"type": "header", "text": plain(header, 150)}, section(line)]
     if buttons:
-        blocks.append({"type": "actions", "block_id": "resend", "elements": buttons})
+        blocks.append({"type": "actions", "block_id": "state_action", "elements": buttons})
     return [*blocks, context(footer)]
 
 
-def alert_replaced_headline(stale: StaleAlert) -> str:
+def alert_replaced_headline(stale: StaleAlert, st: ServerState | None = None) -> str:
     """The header of a replaced alert (plain text): what is left, or that nothing is."""
-    if stale.reason == "server removed":
+    if stale.reason == "server removed" or st is None:
         return f"Removed: {stale.server_name}"
-    if alert_install_state(stale) is Install.IN_USE:
+    if in_use(st):
         return f"Renewed and in use: {stale.server_name}"
-    if stale.install_note and stale.install_note.startswith("Installed"):
-        return f"Renewed and installed: {stale.server_name}"
-    if stale.install_note:
-        return f"Renewed: {stale.server_name} — installing the new token"
-    return f"Renewed: {stale.server_name} — upload the new token"
+    return f"Renewed: {stale.server_name} — {phrases.word(st)}"
 
 
 def checklist_headline(case: CaseView) -> str:
@@ -163,6 +153,7 @@ def checklist_headline(case: CaseView) -> str:
     return f"{who} {REASON_TEXT.get(case.reason, case.reason)}"
 
 
+OLDER_REMINDER = "Superseded by a newer reminder below."
 WHY_SHORT = {"departure": "left", "password_change": "changed their password"}
 
 
@@ -174,11 +165,17 @@ def checklist_text(case: CaseView) -> str:
     if case.status == "cancelled":
         return esc(f"Renewal of {who}'s server tokens cancelled")
     why = WHY_SHORT.get(case.reason, case.reason)
-    return esc(f"{who} {why} — renew {plural(len(case.left), 'server token')}")
+    renew = to_renew(case)
+    if not renew:
+        return esc(f"{who} {why} — {plural(len(case.left), 'renewed token')} waiting for first use")
+    return esc(f"{who} {why} — renew {plural(len(renew), 'server token')}")
 
 
-def checklist_blocks(case: CaseView, now: datetime) -> list[Block]:
-    """The rotation checklist: one line per token, "Renew token" on each one left."""
+def checklist_blocks(
+    case: CaseView, now: datetime, states: dict[int, ServerState] | None = None
+) -> list[Block]:
+    """The rotation checklist: one line per token, "Renew token" on each one left; a renewed
+    one shows its server's state (`states`, by the item's token) until its first use."""
     blocks: list[Block] = [
         {"type": "header", "text": plain(checklist_headline(case), 150)},
         section(
@@ -204,8 +201,7 @@ def checklist_blocks(case: CaseView, now: datetime) -> list[Block]:
             got += f"; token *expired* {local_date(item.expires_at)}"
         line = f":arrows_counterclockwise: *{esc(item.server_name)}* — {got}"
         if item.replaced:
-            line = f":hourglass_flowing_sand: *{esc(item.server_name)}* — {WAITING}"
-            blocks.append(section(line))
+            blocks.append(section(waiting_line(item, (states or {}).get(item.token_id))))
             continue
         if case.status == "open":
             style = "primary" if item.item_id == first_left else None
@@ -223,6 +219,14 @@ def checklist_blocks(case: CaseView, now: datetime) -> list[Block]:
         blocks.append(section(f"…and {len(items) - len(shown)} more; use `/mdm list`."))
     blocks.append(context(_footer(case, now)))
     return blocks
+
+
+def waiting_line(item: ItemView, st: ServerState | None) -> str:
+    """A renewed item whose new token is not in use yet: the server's state and who acts."""
+    if st is None:
+        return f":hourglass_flowing_sand: *{esc(item.server_name)}* — {WAITING}"
+    who = phrases.who_acts(st)
+    return f"{phrases.line(item.server_name, st)}" + (f"\n{who}" if who else "")
 
 
 def _footer(case: CaseView, now: datetime) -> str:
@@ -244,13 +248,32 @@ def server_names(items: tuple[ItemView, ...], shown: int = 10) -> str:
     return names[0] if len(names) == 1 else f"{', '.join(names[:-1])} and {names[-1]}"
 
 
-def reminder_text(case: CaseView, now: datetime, link: str | None = None) -> str:
-    """The daily reminder in the checklist's thread, naming the servers left (no buttons)."""
-    left = plural(len(case.left), "server token")
+def to_renew(case: CaseView) -> tuple[ItemView, ...]:
+    """Items whose token still has to be renewed (not those renewed and waiting for use)."""
+    return tuple(item for item in case.left if not item.replaced)
+
+
+def reminder_text(
+    case: CaseView,
+    now: datetime,
+    link: str | None = None,
+    states: dict[int, ServerState] | None = None,
+) -> str:
+    """The daily reminder in the checklist's thread: what is left to renew, what waits on use."""
+    if case.status != "open" or not case.left:
+        return f":white_check_mark: Done: the checklist of {person_name(case)} is closed."
+    renew, waiting = to_renew(case), [i for i in case.left if i.replaced]
     lead = ":warning: *Overdue:* " if case.overdue(now) else "Reminder: "
     where = f"<{link}|Open the checklist>" if link else "Use the buttons in the checklist above."
-    return (
-        f"{lead}{left} downloaded by {person_name(case)} still "
-        f"need{'s' if len(case.left) == 1 else ''} renewing: {server_names(case.left)} "
-        f"(checklist opened {local_date(case.opened_at)}). {where}"
-    )
+    parts = []
+    if renew:
+        parts.append(
+            f"{plural(len(renew), 'server token')} downloaded by {person_name(case)} still "
+            f"need{'s' if len(renew) == 1 else ''} renewing: {server_names(renew)}"
+        )
+    for item in waiting[:10]:
+        st = (states or {}).get(item.token_id)
+        what = phrases.word(st) if st else WAITING
+        parts.append(f"*{esc(item.server_name)}* is renewed, {what}")
+    opened = f"(checklist opened {local_date(case.opened_at)})"
+    return f"{lead}{'; '.join(parts)} {opened}. {where}"

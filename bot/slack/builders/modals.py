@@ -88,7 +88,7 @@ def _certificate_input(hint: str = "", *, optional: bool = False) -> Block:
         "optional": optional,
         "label": plain("Public key certificate"),
         "hint": plain(
-            "The .pem, .der, .cer or .crt file from your MDM server (RSA, 2048 bits or more)."
+            "The .pem, .der, .cer or .crt file your MDM server gives you."
             + hint,
             150,
         ),
@@ -189,6 +189,32 @@ def add_server_modal() -> dict[str, Any]:
     )
 
 
+def add_server_modal_again(submitted: dict[str, Any], notice: str) -> dict[str, Any]:
+    """The add modal again with what was typed (never the API key) and why it came back."""
+    values = submitted.get("state", {}).get("values", {})
+    view = add_server_modal()
+    filled: list[Block] = [section(notice)]
+    for block in view["blocks"]:
+        state = (values.get(block.get("block_id")) or {}).get("value") or {}
+        if block.get("type") == "input" and block["block_id"] != MDM_API_KEY:
+            block = {**block, "element": _refilled(block["element"], state)}
+        filled.append(block)
+    return {**view, "blocks": filled}
+
+
+def _refilled(element: Block, state: dict[str, Any]) -> Block:
+    """An input element starting from the value it was submitted with."""
+    element = {k: v for k, v in element.items() if not k.startswith("initial_")}
+    kind = element["type"]
+    if kind in ("plain_text_input", "number_input") and state.get("value"):
+        element["initial_value"] = str(state["value"])
+    elif kind == "static_select" and state.get("selected_option"):
+        element["initial_option"] = state["selected_option"]
+    elif kind == "checkboxes" and state.get("selected_options"):
+        element["initial_options"] = state["selected_options"]
+    return element
+
+
 def replace_cert_modal(view: ServerView, origin: dict[str, str] | None = None) -> dict[str, Any]:
     """`/mdm cert NAME`: upload a new public key; a new token replaces the old one."""
     return _modal(
@@ -261,6 +287,28 @@ def confirm_token_modal(
     )
 
 
+UPDATE_KEY = "update_api_key_submit"
+
+
+def api_key_modal(view: ServerView) -> dict[str, Any]:
+    """"Update API key": the key the MDM server refused, replaced and kept in the vault."""
+    where = esc(view.mdm_label or "its MDM server")
+    return _modal(
+        UPDATE_KEY,
+        "Update API key",
+        [
+            section(
+                f"{where} refused mdmbot's API key for *{esc(view.name)}*, so retrying cannot "
+                "help. Paste the key it accepts now: mdmbot stores it encrypted, never shows it "
+                "again, and installs the token straight away."
+            ),
+            _text_input(MDM_API_KEY, "API key", "NanoDEP's API key or a Fleet API token.", "key"),
+        ],
+        submit="Save and install",
+        metadata={"server_id": view.id},
+    )
+
+
 def confirm_remove_modal(view: ServerView) -> dict[str, Any]:
     """Confirm removing a server: its token is revoked."""
     return _modal(
@@ -269,8 +317,9 @@ def confirm_remove_modal(view: ServerView) -> dict[str, Any]:
         [
             section(
                 f"Remove *{esc(view.name)}* from mdmbot?\n\n:warning: Its server token is revoked "
-                "and no more alerts are sent for it. Devices assigned to it in Apple School "
-                "Manager must be reassigned there."
+                "and no more alerts are sent for it. mdmbot moves its devices to the default "
+                "server for their kind (`/mdm defaults`); any kind without one is left "
+                "unassigned until you `/mdm assign` it."
             )
         ],
         submit="Remove server",

@@ -11,9 +11,10 @@ from slack_bolt import Ack, App, Respond
 
 from bot.slack import devices, lifecycle
 from bot.slack.acks import AnswerInline
-from bot.slack.builders import blocks, home_blocks, modals
+from bot.slack.builders import blocks, home_blocks, modals, server_blocks
 from bot.slack.services import BotServices, new_reference
 from core.connections import state as links_state
+from core.connections.server_state import state_of
 from core.errors import MdmbotError
 from core.people import persons as people
 from core.roles import Actor, Permission, parse_role
@@ -78,13 +79,16 @@ def register(app: App, svc: BotServices) -> None:
         with svc.ctx.transaction(readonly=True) as connection:
             people.authorize(connection, Actor(body["user_id"]), Permission.VIEW)
             views = links_state.listed(connection)
-        return {"text": "MDM servers", "blocks": blocks.server_list_blocks(views, svc.ctx.now())}
+        return {
+            "text": "MDM servers",
+            "blocks": server_blocks.server_list_blocks(views, svc.ctx.now()),
+        }
 
     def do_show(body: dict[str, Any], arg: str) -> Reply:
         view = server_for(body["user_id"], Permission.VIEW, arg, "show")
         return {
             "text": blocks.esc(view.name),
-            "blocks": blocks.server_detail_blocks(view, svc.ctx.now()),
+            "blocks": server_blocks.server_detail_blocks(view, state_of(view, svc.ctx.now())),
         }
 
     def modal_command(

@@ -17,7 +17,6 @@ from core.connections.links import ConnectionSpec
 from core.devices import unlink
 from core.errors import (
     CertificateError,
-    InvalidInput,
     InvalidName,
     MdmbotError,
     PermissionDenied,
@@ -41,6 +40,12 @@ CONNECTION_WORDS = {
     modals.AUTO_RENEW: f"Give 1 to {links.MAX_AUTO_RENEW_DAYS} days, or leave it empty.",
 }
 CONNECTION_BLOCKS = (modals.MDM_URL, modals.MDM_DEP_NAME, modals.MDM_API_KEY, modals.AUTO_RENEW)
+# Valid values put in place of a refused field, so that the next field is checked in the same pass.
+STAND_IN = {
+    modals.MDM_URL: "https://mdm.invalid",
+    modals.MDM_DEP_NAME: "x",
+    modals.MDM_API_KEY: "x",
+}
 
 
 def register(app: App, svc: BotServices) -> None:
@@ -121,6 +126,7 @@ def register(app: App, svc: BotServices) -> None:
             clean_name(name)
         except InvalidName as exc:
             errors["name"] = exc.message
+        name_taken(name, errors)
         if modals.input_value(view, modals.MDM_KIND).get("selected_option"):
             spec = connection_of(view, name, errors)
             if spec is None or errors:
@@ -162,33 +168,50 @@ def register(app: App, svc: BotServices) -> None:
     def connection_of(
         view: dict[str, Any], name: str, errors: dict[str, str]
     ) -> ConnectionSpec | None:
-        """The connection the add modal describes; problems go to `errors` by block."""
+        """The connection the add modal describes; every field's problem goes to `errors`."""
         if modals.input_value(view, "certificate").get("files"):
             errors["certificate"] = "Leave this empty: the certificate is fetched from the MDM."
         days = str(modals.input_value(view, modals.AUTO_RENEW).get("value") or "").strip()
-
-        def text(block_id: str) -> str | None:
-            return (modals.input_value(view, block_id).get("value") or "").strip() or None
-
+        if days and not (days.isascii() and days.isdigit()):
+            errors[modals.AUTO_RENEW] = CONNECTION_WORDS[modals.AUTO_RENEW]
+            days = ""
+        given = {
+            block: (modals.input_value(view, block).get("value") or "").strip() or None
+            for block in (modals.MDM_URL, modals.MDM_DEP_NAME, modals.MDM_API_KEY)
+        }
+        given[modals.MDM_DEP_NAME] = given[modals.MDM_DEP_NAME] or name or "x"
         kind = modals.input_value(view, modals.MDM_KIND)["selected_option"].get("value", "")
+        for _ in range(len(CONNECTION_WORDS)):  # each refused field once, so all show together
+            try:
+                spec = links.make_spec(
+                    kind if kind in modals.MDM_KINDS else "",
+                    url=given[modals.MDM_URL],
+                    dep_name=given[modals.MDM_DEP_NAME],
+                    api_key=given[modals.MDM_API_KEY],
+                    base_url=links.nanodep_base_url(svc.ctx.settings.mdmbot_dep_public_url),
+                    auto_renew_days=int(days) if days else None,
+                )
+                break
+            except MdmbotError as exc:
+                block = exc.field if exc.field in CONNECTION_WORDS else "name"
+                if block in errors or block not in given:
+                    errors.setdefault(block, CONNECTION_WORDS.get(block) or exc.message)
+                    return None
+                errors[block] = CONNECTION_WORDS.get(block) or exc.message
+                given[block] = STAND_IN[block]
+        else:
+            return None
+        return None if errors else spec
+
+    def name_taken(name: str, errors: dict[str, str]) -> None:
+        """A name another server has goes to `errors` with the other fields' problems."""
+        if "name" in errors:
+            return
         try:
-            if days and not (days.isascii() and days.isdigit()):
-                raise InvalidInput(CONNECTION_WORDS[modals.AUTO_RENEW], field=modals.AUTO_RENEW)
-            spec = links.make_spec(
-                kind if kind in modals.MDM_KINDS else "",
-                url=text(modals.MDM_URL),
-                dep_name=text(modals.MDM_DEP_NAME) or name,
-                api_key=text(modals.MDM_API_KEY),
-                base_url=links.nanodep_base_url(svc.ctx.settings.mdmbot_dep_public_url),
-                auto_renew_days=int(days) if days else None,
-            )
             with svc.ctx.unit_of_work(readonly=True) as session:
                 servers.check_name_free(session, clean_name(name))
         except MdmbotError as exc:
-            block = exc.field if exc.field in CONNECTION_WORDS else "name"
-            errors.setdefault(block, CONNECTION_WORDS.get(block) or exc.message)
-            return None
-        return spec
+            errors["name"] = exc.message
 
     def add_connected(
         ack: Ack, body: dict[str, Any], spec: ConnectionSpec, name: str, release: bool
@@ -209,10 +232,10 @@ def register(app: App, svc: BotServices) -> None:
         except MdmbotError as exc:
             failed = (
                 f":warning: Couldn't fetch the certificate from {blocks.esc(label)}: "
-                f"{blocks.esc(exc.message)} Nothing was added; check the connection and try "
-                "`/mdm add` again."
+                f"{blocks.esc(exc.message)} Nothing was added: correct the connection below "
+                "and submit again (the API key is not kept)."
             )
-            update(body, modals.message_modal(title, failed))
+            update(body, modals.add_server_modal_again(body["view"], failed))
             return
         try:
             loaded = load_certificate(pem, now=ctx.now())

@@ -1,0 +1,194 @@
+"""The phrase table: each server state in the same words on every surface.
+
+Problem first, then the one action and who must take it. Connected and file-based servers differ
+only where the action differs (mdmbot installs again; a person uploads the file).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from bot.slack.builders.blocks import (
+    Block,
+    button,
+    esc,
+    file_holder,
+    local_date,
+    local_time,
+    mention,
+    plural,
+)
+from core.connections.server_state import ServerState, State, Urgency
+
+ICONS = {Urgency.NOW: "🔴", Urgency.SOON: "🟡", Urgency.WAIT: "⚪️", Urgency.FINE: "🟢"}
+KEY = "🔴 cannot enrol, or soon won't · 🟡 needs someone · ⚪️ in hand · 🟢 in use"
+GET, RENEW, RESEND = "server_token", "server_token", "resend_token"
+INSTALL_AGAIN, UPDATE_KEY = "install_again", "update_api_key"
+CANNOT_ENROL = "it cannot enrol or sync devices"
+
+
+@dataclass(frozen=True)
+class Action:
+    """The one thing to do about a server: a button, and who must press it."""
+
+    label: str
+    action_id: str
+    on_token: bool  # the button's value is the token id (else the server id)
+    holder: str | None = None  # only this Slack user can press it (the file is in their DMs)
+
+
+def word(st: ServerState) -> str:
+    """The state word (plain text), identical on the Home, lists, alerts and DMs."""
+    if st.state is State.EXPIRES_SOON:
+        return f"expires in {plural(st.days_left or 0, 'day')}"
+    if st.state is State.WAITING_UPLOAD and st.connected:
+        return "not installed yet"
+    return st.state.value
+
+
+def icon(st: ServerState) -> str:
+    """The colour of the state's urgency."""
+    return ICONS[st.urgency]
+
+
+def action(st: ServerState) -> Action | None:
+    """The one action this state calls for (None: nothing to do, or only wait)."""
+    state = st.state
+    if state is State.NO_TOKEN:
+        return Action("Get token", GET, on_token=False)
+    if state in (State.EXPIRED, State.EXPIRES_SOON):
+        return Action("Renew token", RENEW, on_token=False)
+    if state is State.INSTALL_FAILING and not st.retry_helps:
+        return Action("Update API key", UPDATE_KEY, on_token=False)
+    if st.connected and (
+        state in (State.INSTALL_FAILING, State.OLD_TOKEN, State.WAITING_UPLOAD)
+        or (state is State.INSTALLED and st.urgency <= Urgency.SOON)
+    ):
+        return Action("Install again", INSTALL_AGAIN, on_token=False)
+    if state in (State.OLD_TOKEN, State.WAITING_UPLOAD) and st.file_sent:
+        return Action("Send me the file again", RESEND, on_token=True, holder=st.holder)
+    return None
+
+
+def who_acts(st: ServerState) -> str:
+    """The sentence naming who must act, and how (mrkdwn)."""
+    state = st.state
+    if state is State.NO_TOKEN:
+        how = f"mdmbot installs it into {esc(st.label)}" if st.label else "its file comes by DM"
+        return f"A Site Manager or Administrator presses *Get token*: {how}."
+    if state in (State.EXPIRED, State.EXPIRES_SOON):
+        if st.connected:
+            return f"*Renew token*: mdmbot installs the new token into {esc(st.label or '')}."
+        return "*Renew token*: the new file comes to you by DM; upload it to the MDM server."
+    if state is State.INSTALL_FAILING and not st.retry_helps:
+        return (
+            "The MDM server refused mdmbot's API key, so retrying cannot help: an "
+            "Administrator presses *Update API key*."
+        )
+    if state is State.INSTALL_FAILING:
+        when = f" {local_time(st.next_try)}" if st.next_try else ""
+        return f"mdmbot tries again{when}; *Install again* tries now."
+    if st.connected and state in (State.OLD_TOKEN, State.WAITING_UPLOAD):
+        return "*Install again* sends the new token to the MDM server."
+    if state is State.INSTALLED and st.urgency <= Urgency.SOON:
+        return "*Install again* if the MDM server lost it; otherwise wait for its next sync."
+    if state in (State.OLD_TOKEN, State.WAITING_UPLOAD):
+        if st.file_sent:
+            return (
+                f"{mention(st.holder)} uploads the new token file to the MDM server (the file "
+                "is in their DMs)."
+            )
+        return f"Whoever has the file ({file_holder(st.holder)}) uploads it to the MDM server."
+    if state in (State.INSTALLING, State.INSTALLED):
+        return "Nothing to do: mdmbot says here when the MDM server first uses it."
+    return ""
+
+
+def problem(name: str, st: ServerState) -> str:
+    """The state as a sentence about the server, problem first (mrkdwn)."""
+    server, state = f"*{esc(name)}*", st.state
+    stopped = ""
+    if st.replaced:
+        stopped = f" The old token stopped working, so {CANNOT_ENROL} until then."
+    if state is State.NO_TOKEN:
+        return f"{server} has no token yet, so {CANNOT_ENROL}."
+    if state is State.EXPIRED:
+        return f"{server}: token expired {local_date(st.expires_at)}, so {CANNOT_ENROL}."
+    if state is State.INSTALL_FAILING:
+        times = "once" if st.attempts == 1 else plural(st.attempts, "time")
+        return (
+            f"{server}: install failing — installing into {esc(st.label or '')} failed "
+            f"{times}: {esc(st.error or '')}{stopped}"
+        )
+    if state is State.OLD_TOKEN:
+        last = f" (last {local_time(st.presented_at)})" if st.presented_at else ""
+        return (
+            f"{server}: the MDM server still presents the replaced token{last}; mdmbot refuses "
+            f"it, so {CANNOT_ENROL}."
+        )
+    if state is State.WAITING_UPLOAD and st.connected:
+        return f"{server}: the new token is not installed yet in {esc(st.label or '')}.{stopped}"
+    if state is State.WAITING_UPLOAD:
+        return f"{server}: the new token is waiting for upload ({file_holder(st.holder)}).{stopped}"
+    if state is State.INSTALLING:
+        return f"{server}: the new token is being installed into {esc(st.label or '')}."
+    if state is State.INSTALLED:
+        when = f" {local_time(st.since)}" if st.since else ""
+        return (
+            f"{server}: installed in {esc(st.label or '')}{when}, waiting for the MDM server's "
+            "first use."
+        )
+    if state is State.EXPIRES_SOON:
+        left = plural(st.days_left or 0, "day")
+        return f"{server}: token expires in {left} ({local_date(st.expires_at)})."
+    seen = f", last seen {local_time(st.last_seen)}" if st.last_seen else ""
+    return f"{server}: in use since {local_date(st.since)}{seen}."
+
+
+def sentence(name: str, st: ServerState) -> str:
+    """Problem, then who must act (mrkdwn; one paragraph)."""
+    who = who_acts(st)
+    return f"{icon(st)} {problem(name, st)}" + (f"\n{who}" if who else "")
+
+
+def line(name: str, st: ServerState) -> str:
+    """One server on one line: colour, name, state word (`/mdm list`, the Home's healthy list)."""
+    dated = st.expires_at and st.state not in (State.EXPIRED, State.EXPIRES_SOON)
+    tail = f" · expires {local_date(st.expires_at)}" if dated else ""
+    return f"{icon(st)} *{esc(name)}* — {word(st)}{tail}"
+
+
+def action_button(
+    st: ServerState,
+    server_id: int,
+    token_id: int | None,
+    viewer: str | None = None,
+    style: str | None = "primary",
+) -> Block | None:
+    """The state's one button, or None (a resend is shown only to whoever holds the file)."""
+    todo = action(st)
+    if todo is None or (todo.holder and viewer and viewer != todo.holder):
+        return None
+    value = str(token_id if todo.on_token else server_id)
+    return button(todo.label, todo.action_id, value, style)
+
+
+def token_from(st: ServerState) -> str:
+    """Who produced the active token, in the words that are true for it (mrkdwn)."""
+    if st.automatic:
+        return "Renewed automatically by mdmbot"
+    holder = st.holder or "someone"
+    who = mention(holder) if st.file_sent else esc(holder.removeprefix("operator:"))
+    if st.connected:
+        return f"{'Renewed' if st.replaced else 'Connected'} by {who}"
+    return f"Downloaded by {who}" if st.file_sent else f"Saved by {who} on the command line"
+
+
+def renewed_by(holder: str | None, by: str | None = None) -> str:
+    """Who replaced a token, in the words people read (mrkdwn)."""
+    who = by or holder or "someone"
+    if who in ("mdmbot", "operator:mdmbot"):
+        return "Renewed automatically by mdmbot"
+    if who.startswith("operator:"):
+        return f"Renewed by {esc(who.removeprefix('operator:'))} on the command line"
+    return f"Renewed by {mention(who)}"
