@@ -16,7 +16,7 @@ conditional UPDATE, so a lost alert is retried and two racing sweeps cannot both
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any, cast
 
@@ -117,8 +117,7 @@ def preview_due_alerts(
 
 
 def hold_claim(session: Session, delivery_id: int, claimed_at: datetime, now: datetime) -> bool:
-    """Renew a claim just before posting; False when another process took it over meanwhile (a
-    stale claim is reclaimed) or it was settled: the caller then posts nothing."""
+    """Renew a claim just before posting; False (post nothing) once it was taken over or settled."""
     held = session.execute(
         sa.update(AlertDelivery)
         .where(
@@ -355,10 +354,7 @@ def stale_alerts(session: Session, limit: int = 200) -> list[StaleAlert]:
         .order_by(col(AlertDelivery.stale_at), col(AlertDelivery.id))
         .limit(limit)
     ).all()
-    return [
-        replace(StaleAlert(int(i or 0), str(ch), str(ts), *rest[:-1]), server_id=int(rest[-1]))
-        for i, ch, ts, *rest in rows
-    ]
+    return [StaleAlert(int(i or 0), str(ch), str(ts), *rest) for i, ch, ts, *rest in rows]
 
 
 def reopen_replaced(session: Session, token: Token, warnings: Sequence[str] = ()) -> None:

@@ -195,7 +195,7 @@ def test_a_replaced_token_report_taken_over_by_a_sweep_is_posted_once(
         alert = record_rejected(session, old, at, "127.0.0.1")
     assert alert is not None, "claimed by a process that is slow to post it"
     Sweeper(bot.svc, post_interval=0).sweep(at + timedelta(minutes=16))  # another takes it over
-    warning = "is still using the replaced one"
+    warning = "Jamf Pro: still presents the replaced token"
     assert len(_posts(fake, warning)) == 1
     dep_alerts.post_replaced(bot.svc, alert)  # the first process gets to it at last
     assert len(_posts(fake, warning)) == 1, "posted once"

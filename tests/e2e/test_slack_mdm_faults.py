@@ -37,7 +37,8 @@ def test_a_token_active_before_a_failed_push_is_never_called_unchanged(
     assert (
         "Couldn't install the new token for *school1* in NanoDEP (school1): NanoDEP (school1) at "
         "127.0.0.1 did not answer in HTTP mdmbot can read (BadStatusLine). The file is in your "
-        "DMs; mdmbot keeps retrying the install."
+        "DMs. The old token already stopped working, so it cannot enrol or sync devices until "
+        "then. mdmbot tries again "
     ) in modal
     dms = json.dumps(fake.messages_in(fake.dm_channel_for(ADMIN)))
     assert "nothing was changed" not in dms.lower()
