@@ -51,6 +51,7 @@ class Settings(BaseSettings):
     mdmbot_backup_keep: int = 7
     mdmbot_mdm_ca_bundle: Path | None = None
     mdmbot_mdm_timeout: float = 10.0
+    mdmbot_asm_api_rate: int = 1000  # School Manager API requests per minute per API account
 
     @field_validator("mdmbot_sweep_minutes", "mdmbot_lease_seconds", "mdmbot_mdm_timeout")
     @classmethod
@@ -74,6 +75,13 @@ class Settings(BaseSettings):
         if parts.path not in ("", "/") or parts.query or parts.fragment:
             raise ValueError("it must be scheme://host[:port]/ alone")
         return f"{parts.scheme}://{parts.netloc}"
+
+    @field_validator("mdmbot_asm_api_rate")
+    @classmethod
+    def _some_requests(cls, value: int) -> int:
+        if value < 1:
+            raise ValueError("must allow at least 1 request per minute")
+        return value
 
     @field_validator("mdmbot_backup_keep")
     @classmethod

@@ -75,6 +75,7 @@ class DeviceView:
     profile_status: str
     profile_uuid: str | None
     released_at: datetime | None
+    imported_at: datetime | None = None
 
 
 def _view(device: Device, server: str | None) -> DeviceView:
@@ -93,6 +94,7 @@ def _view(device: Device, server: str | None) -> DeviceView:
         device.profile_status,
         device.profile_uuid,
         device.released_at,
+        device.imported_at,
     )
 
 
@@ -280,8 +282,10 @@ def list_devices(
     server_name: str | None = None,
     unassigned: bool = False,
     limit: int | None = None,
+    after: str | None = None,
 ) -> list[DeviceView]:
-    """Devices not released, by serial: all, one server's, or the unassigned ones."""
+    """Devices not released, by serial: all, one server's, or the unassigned ones; with `after`,
+    only those whose serial sorts after it (a page)."""
     query = (
         select(Device, Server.name)
         .outerjoin(Server, col(Server.id) == col(Device.server_id))
@@ -292,6 +296,8 @@ def list_devices(
         query = query.where(Device.server_id == find_server(session, server_name).id)
     elif unassigned:
         query = query.where(col(Device.server_id).is_(None))
+    if after is not None:
+        query = query.where(col(Device.serial_number) > after)
     if limit is not None:
         query = query.limit(limit)
     return [_view(device, name) for device, name in session.exec(query)]
