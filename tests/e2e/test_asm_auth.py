@@ -38,6 +38,7 @@ def test_a_token_from_the_body_or_the_query_on_either_path(port: ApplePort) -> N
     assertion = account.assertion(port.clock())
     status, headers, body = _token_call(port, account, assertion)
     assert status == 200, body
+    assert headers["Cache-Control"] == "no-store"
     assert set(body) == {"access_token", "token_type", "expires_in", "scope"}
     assert (body["token_type"], body["expires_in"], body["scope"]) == ("Bearer", 3600, "school.api")
     # Apple's sample: every parameter in the query string of a POST with no body; a reused
