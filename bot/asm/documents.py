@@ -47,7 +47,9 @@ def when(value: datetime | None) -> str | None:
     """ISO 8601 in UTC with milliseconds and `Z` (pyaxm wants timezone-aware times)."""
     if value is None:
         return None
-    return value.astimezone(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+    if value.tzinfo is not UTC:
+        value = value.astimezone(UTC)
+    return value.isoformat(timespec="milliseconds")[:-6] + "Z"  # without "+00:00"
 
 
 def answer(resp: falcon.Response, document: dict[str, Any], status: int = 200) -> None:
