@@ -17,6 +17,7 @@ from bot.asm.errors import (
     render_http_error,
     render_unexpected,
 )
+from bot.asm.server_writes import ServerRoute, ServersRoute, ServerWrites
 from bot.context import AppContext
 from bot.http import StartResponse, WsgiApp
 from core import db
@@ -34,8 +35,9 @@ def build_asm_falcon(ctx: AppContext) -> falcon.App[falcon.Request, falcon.Respo
     app.add_route("/auth/oauth2/token", token)
     app.add_route("/auth/oauth2/v2/token", token)
     api = resources.Api(ctx, Gate(ctx))
-    app.add_route("/v1/mdmServers", resources.Servers(api))
-    app.add_route("/v1/mdmServers/{key}", resources.Server(api))
+    server_writes = ServerWrites(api, writes)
+    app.add_route("/v1/mdmServers", ServersRoute(api, server_writes))
+    app.add_route("/v1/mdmServers/{key}", ServerRoute(api, server_writes))
     app.add_route("/v1/mdmServers/{key}/relationships/devices", resources.ServerDevices(api))
     app.add_route("/v1/orgDevices", resources.Devices(api))
     app.add_route("/v1/orgDevices/{serial}", resources.Device(api))

@@ -21,7 +21,6 @@ from bot.asm.documents import (
     paging,
     server_resource,
 )
-from bot.asm.errors import ApiError
 from bot.context import AppContext
 from core.asm import inventory
 from core.asm.inventory import CLASSIC, server_key
@@ -45,20 +44,6 @@ class Api:
             document = use(session, caller, base)
         answer(resp, document)
 
-    def write_servers(self, req: falcon.Request, resp: falcon.Response, key: str | None) -> None:
-        """Writing mdmServers: Apple Business only (ASM-API.md §4.2); School accounts get 403."""
-        with self.ctx.unit_of_work(readonly=True) as session:
-            caller = self.gate.caller(req, session.connection())
-        if caller.scope != "business":
-            raise ApiError(
-                403,
-                "FORBIDDEN_ERROR",
-                "Apple School Manager API accounts cannot create, change or delete mdmServers",
-            )
-        raise ApiError(
-            405, "METHOD_NOT_ALLOWED", "mdmbot does not yet create, change or delete mdmServers"
-        )
-
 
 class Servers:
     """`GET /v1/mdmServers`: without `fields[mdmServers]`, only the four classic attributes."""
@@ -78,10 +63,6 @@ class Servers:
 
         self.api.read(req, resp, use)
 
-    def on_post(self, req: falcon.Request, resp: falcon.Response) -> None:
-        """Create a server (Apple Business accounts only)."""
-        self.api.write_servers(req, resp, None)
-
 
 class Server:
     """`GET /v1/mdmServers/{id}`: every attribute unless `fields[mdmServers]` says otherwise."""
@@ -99,14 +80,6 @@ class Server:
             return {"data": resource, "links": {"self": resource["links"]["self"]}}
 
         self.api.read(req, resp, use)
-
-    def on_patch(self, req: falcon.Request, resp: falcon.Response, key: str) -> None:
-        """Change a server (Apple Business accounts only)."""
-        self.api.write_servers(req, resp, key)
-
-    def on_delete(self, req: falcon.Request, resp: falcon.Response, key: str) -> None:
-        """Remove a server (Apple Business accounts only)."""
-        self.api.write_servers(req, resp, key)
 
 
 class ServerDevices:
