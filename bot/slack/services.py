@@ -15,6 +15,7 @@ from bot.http.backlog import Backlog
 from bot.slack import installs
 from bot.slack.builders import blocks, home_blocks
 from bot.slack.gateway import SlackGateway, SlackUnavailable
+from core.asm import accounts as api_accounts
 from core.connections import links
 from core.connections import state as links_state
 from core.devices import inventory as devices
@@ -230,6 +231,9 @@ class BotServices:
             cases = rotation.open_cases(session) if role else []
             admins = [] if role else people.administrators(session)
             counts = devices.device_counts(session) if role else {}
+            keys = None
+            if role == Role.ADMINISTRATOR:
+                keys = api_accounts.list_accounts(session, Actor(user_id))
         try:
             self.gateway.publish_home(
                 user_id,
@@ -241,6 +245,7 @@ class BotServices:
                     cases=cases,
                     admins=admins,
                     device_counts=counts,
+                    api_accounts=keys,
                 ),
             )
         except SlackUnavailable:

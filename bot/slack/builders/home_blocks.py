@@ -6,6 +6,7 @@ from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
 
+from bot.slack.builders.api_blocks import api_account_blocks
 from bot.slack.builders.blocks import (
     MAX_HOME_BLOCKS,
     OLD_TOKEN,
@@ -28,6 +29,7 @@ from bot.slack.builders.blocks import (
     section,
     view_install_words,
 )
+from core.asm.accounts import AccountView
 from core.people.persons import RoleHolder
 from core.people.rotation import CaseView
 from core.roles import Permission, Role, allows
@@ -135,9 +137,12 @@ def home_view(
     cases: Sequence[CaseView] = (),
     admins: Sequence[RoleHolder] = (),
     device_counts: dict[int, int] | None = None,
+    api_accounts: Sequence[AccountView] | None = None,
 ) -> dict[str, Any]:
-    """The App Home tab: open checklists, then servers most urgent first, for role holders."""
+    """The App Home tab: open checklists, then servers most urgent first, for role holders;
+    API accounts at the end for Administrators (`api_accounts` given)."""
     counts = device_counts or {}
+    tail = [] if api_accounts is None else api_account_blocks(api_accounts)
     blocks: list[Block] = [{"type": "header", "text": plain("MDM servers", 150)}]
     if not allows(role, Permission.VIEW):
         blocks.append(section(no_role_text(admins)))
@@ -155,7 +160,7 @@ def home_view(
         blocks.append({"type": "divider"})
     if not views:
         blocks.append(section("No MDM servers are linked yet."))
-    room = (MAX_HOME_BLOCKS - len(blocks) - 2) // 3
+    room = (MAX_HOME_BLOCKS - len(blocks) - len(tail) - 2) // 3
     ordered = by_urgency(views, now)
     first = next((v.id for v in ordered if home_state(v, now) in NEEDS_ACTION), None)
     for view in ordered[:room]:
@@ -166,6 +171,7 @@ def home_view(
         ]
     if len(views) > room:
         blocks.append(section(f"…and {len(views) - room} more. Use `/mdm list` to see them all."))
+    blocks += tail
     blocks.append(context(f"{STATE_KEY} · updated {local_time(now)}"))
     return {"type": "home", "blocks": blocks}
 
