@@ -3,6 +3,7 @@ paths go to it, every other path to the DEP app."""
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Iterable
 from typing import Any
 
@@ -17,17 +18,26 @@ from bot.asm.errors import (
     render_http_error,
     render_unexpected,
 )
-from bot.asm.server_writes import ServerRoute, ServersRoute, ServerWrites
+from bot.asm.server_writes import Created, ServerRoute, ServersRoute, ServerWrites
 from bot.context import AppContext
 from bot.http import StartResponse, WsgiApp
 from core import db
 from core.errors import MdmbotError
 
+log = logging.getLogger("mdmbot.asm")
 PREFIXES = ("/auth/oauth2/", "/v1/", "/v1", activities.LOG_PATH)
 
 
-def build_asm_falcon(ctx: AppContext) -> falcon.App[falcon.Request, falcon.Response]:
-    """The School Manager API's own routes."""
+def log_created(server_id: int, name: str, client_id: str) -> None:
+    """The default when no alert channel is wired: the log says it."""
+    log.warning("MDM server %s was created through the API by %s; it has no token yet",
+                name, client_id)  # fmt: skip
+
+
+def build_asm_falcon(
+    ctx: AppContext, on_created: Created = log_created
+) -> falcon.App[falcon.Request, falcon.Response]:
+    """The School Manager API's own routes; `on_created` tells of servers created by API."""
     app = falcon.App(media_type=falcon.MEDIA_JSON)
     app.req_options.strip_url_path_trailing_slash = True
     writes = db.writer_turns(ctx.engine)
@@ -35,7 +45,7 @@ def build_asm_falcon(ctx: AppContext) -> falcon.App[falcon.Request, falcon.Respo
     app.add_route("/auth/oauth2/token", token)
     app.add_route("/auth/oauth2/v2/token", token)
     api = resources.Api(ctx, Gate(ctx))
-    server_writes = ServerWrites(api, writes)
+    server_writes = ServerWrites(api, writes, on_created)
     app.add_route("/v1/mdmServers", ServersRoute(api, server_writes))
     app.add_route("/v1/mdmServers/{key}", ServerRoute(api, server_writes))
     app.add_route("/v1/mdmServers/{key}/relationships/devices", resources.ServerDevices(api))
@@ -58,9 +68,9 @@ def build_asm_falcon(ctx: AppContext) -> falcon.App[falcon.Request, falcon.Respo
     return app
 
 
-def apple_port_app(ctx: AppContext, dep: WsgiApp) -> WsgiApp:
+def apple_port_app(ctx: AppContext, dep: WsgiApp, on_created: Created = log_created) -> WsgiApp:
     """The Apple port: the School Manager API's paths, and the DEP API for the rest."""
-    api = build_asm_falcon(ctx)
+    api = build_asm_falcon(ctx, on_created)
 
     def app(environ: dict[str, Any], start_response: StartResponse) -> Iterable[bytes]:
         path = environ.get("PATH_INFO", "")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+from collections.abc import Callable
 from contextlib import AbstractContextManager
 from typing import Any
 
@@ -18,6 +19,7 @@ from core.asm import servers as writes
 from core.asm.oauth import Caller
 
 log = logging.getLogger("mdmbot.asm")
+Created = Callable[[int, str, str], None]  # (server id, name, client id) of a new server
 MAX_BODY = 256 * 1024
 
 
@@ -56,9 +58,12 @@ def _typed(attributes: dict[str, Any], name: str, kind: type, required: bool = F
 class ServerWrites:
     """Business-only writes; a School account is refused with 403 before anything is read."""
 
-    def __init__(self, api: Api, writes_turn: AbstractContextManager[object]) -> None:
+    def __init__(
+        self, api: Api, writes_turn: AbstractContextManager[object], on_created: Created
+    ) -> None:
         self.api = api
         self.turn = writes_turn
+        self.on_created = on_created
 
     def _run(self, req: falcon.Request, use: Any) -> Any:
         ctx = self.api.ctx
@@ -84,18 +89,19 @@ class ServerWrites:
         """201 with the new server, which has no token yet."""
         ctx = self.api.ctx
 
-        def use(session: Any, caller: Caller, raw: bytes) -> int:
+        def use(session: Any, caller: Caller, raw: bytes) -> tuple[int, str, str]:
             attributes = _attributes(raw, None)
             name = _typed(attributes, "serverName", str, required=True)
             certificate = _typed(attributes, "serverCertificate", dict, required=True)
             release = _typed(attributes, "enableMdmDisownFlag", bool)
-            return writes.create_server(
+            server_id = writes.create_server(
                 session, ctx.vault, caller, name, writes.certificate_bytes(certificate.get("data")),
                 True if release is None else release, ctx.now(),
             )  # fmt: skip
+            return server_id, name, caller.client_id
 
-        server_id = self._run(req, use)
-        log.info("MDM server %s created through the School Manager API; no token yet", server_id)
+        server_id, name, client_id = self._run(req, use)
+        self.on_created(server_id, name, client_id)
         self._server(req, resp, inventory.server_key(server_id), 201)
 
     def change(self, req: falcon.Request, resp: falcon.Response, key: str) -> None:
