@@ -169,7 +169,7 @@ def dep_app(ctx: AppContext, svc: BotServices) -> WsgiApp:
     do."""
     from bot.asm.app import apple_port_app
     from bot.dep.app import build_dep_app
-    from bot.slack import api_alerts, dep_alerts
+    from bot.slack import dep_alerts
 
     def on_replaced(alert: ReplacedTokenAlert) -> None:
         svc.background.submit(dep_alerts.post_replaced, svc, alert)
@@ -178,7 +178,7 @@ def dep_app(ctx: AppContext, svc: BotServices) -> WsgiApp:
         svc.background.submit(dep_alerts.refresh_cases, svc, cases)
 
     def on_created(server_id: int, name: str, client_id: str) -> None:
-        svc.background.submit(api_alerts.post_server_created, svc, server_id, name, client_id)
+        svc.background.submit(dep_alerts.post_server_created, svc, server_id, name, client_id)
 
     dep = build_dep_app(ctx, on_replaced=on_replaced, on_cases=on_cases)
     return apple_port_app(ctx, dep, on_created)
