@@ -158,7 +158,9 @@ def device_resource(
     resource: dict[str, Any] = {
         "type": "orgDevices",
         "id": device.serial_number,
-        "attributes": {k: v for k, v in attributes.items() if names is None or k in names},
+        "attributes": attributes
+        if names is None
+        else {k: v for k, v in attributes.items() if k in names},
     }
     if names is None or "assignedServer" in names:
         resource["relationships"] = {

@@ -302,7 +302,7 @@ def list_devices(
     if limit is not None:
         query = query.limit(limit)
     # Plain columns, not ORM objects: a page of 1,000 devices is read in a third of the time.
-    return [DeviceView(*row) for row in session.connection().execute(query)]
+    return [DeviceView(*row) for row in session.connection().execute(query).all()]
 
 
 _VIEW_COLUMNS: tuple[Any, ...] = (
