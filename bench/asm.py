@@ -12,8 +12,8 @@ shared with other work, wall-clock latency measures the neighbours, CPU time the
 from __future__ import annotations
 
 import io
-import json
 import os
+import re
 import sys
 import tempfile
 import time
@@ -41,6 +41,7 @@ from core.roles import Actor
 
 TOTAL, PAGE = 100_000, 1_000
 TARGET = 0.100
+NEXT = re.compile(rb'"next":"([^"]+)"')
 
 
 def _token(ctx: AppContext) -> str:
@@ -72,11 +73,18 @@ def walk(base: str, token: str) -> tuple[list[float], int]:
         )
         started = time.perf_counter()
         with urllib.request.urlopen(request, timeout=30) as response:  # noqa: S310 (127.0.0.1)
-            page = json.loads(response.read())
+            page = response.read()
         times.append(time.perf_counter() - started)
-        seen += len(page["data"])
-        url = page["links"].get("next", "")
+        seen += page.count(b'"type":"orgDevices"')
+        url = next_link(page)
     return times, seen
+
+
+def next_link(page: bytes) -> str:
+    """`links.next` of a page, found without parsing it: the server under test shares this
+    process, and parsing 600 kB of JSON per page here would load its garbage collector."""
+    found = NEXT.search(page)
+    return found[1].decode() if found else ""
 
 
 def cpu_walk(app: WsgiApp, token: str) -> list[float]:
@@ -92,8 +100,7 @@ def cpu_walk(app: WsgiApp, token: str) -> list[float]:
         started = time.thread_time()
         body = b"".join(app(environ, lambda status, headers, exc_info=None: None))
         times.append(time.thread_time() - started)
-        following = json.loads(body)["links"].get("next", "")
-        query = following.partition("?")[2]
+        query = next_link(body).partition("?")[2]
     return times
 
 

@@ -16,6 +16,8 @@ from bot.asm.documents import (
     answer,
     base_url,
     device_resource,
+    encode,
+    encoded_listing,
     fields,
     listing,
     paging,
@@ -26,7 +28,7 @@ from core.asm import inventory
 from core.asm.inventory import CLASSIC, server_key
 from core.asm.oauth import Caller
 
-Read = Callable[[Session, Caller, str], dict[str, Any]]
+Read = Callable[[Session, Caller, str], dict[str, Any] | str]
 
 
 class Api:
@@ -111,10 +113,10 @@ class Devices:
         names = fields(req, "orgDevices", DEVICE_FIELDS)
         limit, cursor = paging(req)
 
-        def use(session: Session, caller: Caller, base: str) -> dict[str, Any]:
+        def use(session: Session, caller: Caller, base: str) -> str:
             page = inventory.list_devices(session, limit, cursor)
-            data = [device_resource(base, d, names) for d in page.items]
-            return listing(req, base, data, page, limit)
+            data = [encode(device_resource(base, d, names)) for d in page.items]
+            return encoded_listing(req, base, data, page, limit)
 
         self.api.read(req, resp, use)
 
