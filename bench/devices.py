@@ -49,8 +49,12 @@ def serial(i: int) -> str:
 
 def build(path: Path, total: int, big: int = BIG) -> tuple[sa.Engine, float]:
     """A migrated SQLite database with `total` devices, `big` of them on server 1."""
+    return fill(f"sqlite:///{path}", total, big)
+
+
+def fill(url: str, total: int, big: int = BIG) -> tuple[sa.Engine, float]:
+    """The database at `url` migrated, with `total` devices, `big` of them on server 1."""
     started = time.perf_counter()
-    url = f"sqlite:///{path}"
     db.upgrade(url)
     engine = db.make_engine(url)
     tables = SQLModel.metadata.tables

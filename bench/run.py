@@ -21,7 +21,7 @@ import traceback
 from collections.abc import Callable
 from pathlib import Path
 
-from bench import ack, dep, devices, issuance, memory, pg, pipeline, sweep
+from bench import ack, asm, dep, devices, issuance, memory, pg, pipeline, sweep
 from bench.common import Row, Section, machine
 
 README = Path(__file__).with_name("README.md")
@@ -35,6 +35,7 @@ BENCHMARKS: dict[str, Callable[[bool], Section]] = {
     "devices": devices.run,
     "dep": dep.run,
     "pg": pg.run,
+    "asm": asm.run,
 }
 
 

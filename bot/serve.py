@@ -141,12 +141,14 @@ def _serve(ctx: AppContext, args: argparse.Namespace, workers: int) -> int:
 def _serve_without_slack(ctx: AppContext, args: argparse.Namespace, workers: int) -> int:
     """`serve --no-slack`: the device assignment service, /healthz and /metrics only."""
     from bot import metrics
+    from bot.asm.app import apple_port_app
     from bot.dep.standalone import dep_app_without_slack, health_app
     from bot.http import HttpServer, Listener, WorkerHooks, check_listeners, serve_workers
 
     listeners = [
         Listener("device assignment service (--dep-port)", args.dep_host
-                 or ctx.settings.mdmbot_dep_host, args.dep_port, dep_app_without_slack(ctx)),
+                 or ctx.settings.mdmbot_dep_host, args.dep_port,
+                 apple_port_app(ctx, dep_app_without_slack(ctx))),
         Listener("health (--port)", args.host, args.port, health_app(ctx)),
         Listener("metrics", args.metrics_host, args.metrics_port, metrics.wsgi),
     ]  # fmt: skip
@@ -163,7 +165,9 @@ def _serve_without_slack(ctx: AppContext, args: argparse.Namespace, workers: int
 
 
 def dep_app(ctx: AppContext, svc: BotServices) -> WsgiApp:
-    """The device assignment service's WSGI app, telling Slack what MDM servers do."""
+    """The Apple port's WSGI app (DEP and School Manager APIs), telling Slack what MDM servers
+    do."""
+    from bot.asm.app import apple_port_app
     from bot.dep.app import build_dep_app
     from bot.slack import dep_alerts
 
@@ -173,7 +177,11 @@ def dep_app(ctx: AppContext, svc: BotServices) -> WsgiApp:
     def on_cases(cases: tuple[int, ...]) -> None:
         svc.background.submit(dep_alerts.refresh_cases, svc, cases)
 
-    return build_dep_app(ctx, on_replaced=on_replaced, on_cases=on_cases)
+    def on_created(server_id: int, name: str, client_id: str) -> None:
+        svc.background.submit(dep_alerts.post_server_created, svc, server_id, name, client_id)
+
+    dep = build_dep_app(ctx, on_replaced=on_replaced, on_cases=on_cases)
+    return apple_port_app(ctx, dep, on_created)
 
 
 def serve_dep(ctx: AppContext, svc: BotServices, host: str, port: int) -> HttpServer:

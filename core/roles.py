@@ -24,6 +24,7 @@ class Permission(StrEnum):
     MANAGE_ROLES = "manage roles"
     MANAGE_DEVICES = "manage devices"
     RELEASE_DEVICES = "release devices"
+    MANAGE_API_ACCOUNTS = "manage API accounts"
 
 
 _GRANTS: dict[Role, frozenset[Permission]] = {
@@ -66,14 +67,18 @@ def allows(role: Role | None, permission: Permission) -> bool:
 
 @dataclass(frozen=True)
 class Actor:
-    """Who is acting: a Slack user (role looked up) or a trusted operator on the command line."""
+    """Who is acting: a Slack user (role looked up), a trusted operator on the command line, or
+    an API account of the served School Manager API (`user_id` its client id; an Administrator)."""
 
     user_id: str
     operator: bool = False
+    api: bool = False
 
     @property
     def label(self) -> str:
         """How the actor is named in the audit log."""
+        if self.api:
+            return f"api:{self.user_id}"
         return f"operator:{self.user_id}" if self.operator else self.user_id
 
 
@@ -85,6 +90,8 @@ def require(actor: Actor, role: Role | None, permission: Permission) -> None:
         raise PermissionDenied("Only an Administrator can grant or revoke roles.")
     if permission is Permission.RELEASE_DEVICES:
         raise PermissionDenied("Only an Administrator can release devices.")
+    if permission is Permission.MANAGE_API_ACCOUNTS:
+        raise PermissionDenied("Only an Administrator can create, list or revoke API accounts.")
     raise PermissionDenied(
         "You need the Administrator, Site Manager or Device Enrollment Manager role in mdmbot "
         "to do this. Ask an Administrator to run `/mdm grant`."

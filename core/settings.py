@@ -92,6 +92,7 @@ class Settings(BaseSettings):
     mdmbot_mdm_timeout: float = 10.0
     mdmbot_mdm_allow_networks: str = ""
     mdmbot_progress_interval: float = Field(default=0.25, ge=0)
+    mdmbot_asm_api_rate: int = 1000  # School Manager API requests per minute per API account
 
     @field_validator("mdmbot_sweep_minutes", "mdmbot_lease_seconds", "mdmbot_mdm_timeout")
     @classmethod
@@ -125,6 +126,13 @@ class Settings(BaseSettings):
     @classmethod
     def _networks(cls, value: str) -> str:
         parse_networks(value)
+        return value
+
+    @field_validator("mdmbot_asm_api_rate")
+    @classmethod
+    def _some_requests(cls, value: int) -> int:
+        if value < 1:
+            raise ValueError("must allow at least 1 request per minute")
         return value
 
     @field_validator("mdmbot_backup_keep")

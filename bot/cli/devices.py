@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+from collections.abc import Callable
 from dataclasses import asdict
 from pathlib import Path
 
@@ -21,15 +22,7 @@ MAX_FILE = device_import.MAX_BYTES
 
 def add_parsers(groups: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     """Add `devices` and its actions to the command line."""
-    group = groups.add_parser("devices", help="import, assign, list and release devices")
-    sub = group.add_subparsers(dest="action", required=True, metavar="ACTION")
-
-    def add(name: str, handler: object, text: str) -> argparse.ArgumentParser:
-        parser = sub.add_parser(name, help=text, description=text)
-        parser.set_defaults(handler=handler)
-        parser.add_argument("--actor", metavar="USER", help="who is acting (default: your login)")
-        return parser
-
+    add = action_adder(groups, "devices", "import, assign, list and release devices")
     p = add("import", devices_import, "import devices from a CSV file (all rows or none)")
     p.add_argument("file", metavar="FILE.csv")
     add_quiet(p)
@@ -55,6 +48,23 @@ def add_parsers(groups: argparse._SubParsersAction[argparse.ArgumentParser]) -> 
     p = add("release", devices_release, "release devices from the organisation (cannot be undone)")
     _serials(p)
     p.add_argument("--yes", action="store_true", help="do not ask for confirmation")
+
+
+def action_adder(
+    groups: argparse._SubParsersAction[argparse.ArgumentParser], group: str, text: str
+) -> Callable[[str, object, str], argparse.ArgumentParser]:
+    """A command group; what it returns adds an action (with `--actor`) to it."""
+    sub = groups.add_parser(group, help=text).add_subparsers(
+        dest="action", required=True, metavar="ACTION"
+    )
+
+    def add(name: str, handler: object, text: str) -> argparse.ArgumentParser:
+        parser = sub.add_parser(name, help=text, description=text)
+        parser.set_defaults(handler=handler)
+        parser.add_argument("--actor", metavar="USER", help="who is acting (default: your login)")
+        return parser
+
+    return add
 
 
 def _serials(parser: argparse.ArgumentParser) -> None:

@@ -16,6 +16,7 @@ from importlib import metadata
 import sqlalchemy as sa
 
 from bot import serve
+from bot.cli import api_accounts as cli_api_accounts
 from bot.cli import backup as cli_backup
 from bot.cli import commands as cli_commands
 from bot.cli import connections as cli_connections
@@ -173,6 +174,8 @@ def build_parser() -> argparse.ArgumentParser:
     cli_devices.add_parsers(groups)
 
     cli_backup.add_parsers(groups)
+
+    cli_api_accounts.add_parsers(groups)
 
     dbp = groups.add_parser("db", help="database maintenance")
     d = dbp.add_subparsers(dest="action", required=True, metavar="ACTION")

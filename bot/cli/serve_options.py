@@ -53,8 +53,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--dep-port",
         default=None,
-        help="serve the device assignment service (Apple's DEP API) for MDM servers on this port "
-        "(default $MDMBOT_DEP_PORT; off when neither is set)",
+        help="serve Apple's side on this port: the device assignment service (DEP API) for MDM "
+        "servers and the School Manager API for scripts (default $MDMBOT_DEP_PORT; off when "
+        "neither is set)",
     )
     parser.add_argument(
         "--dep-host",

@@ -62,6 +62,20 @@ def write_private(path: Path, content: bytes, *, force: bool) -> None:
         Path(tmp).unlink(missing_ok=True)
 
 
+def write_or_refuse(
+    path: Path, content: bytes, *, force: bool, exists: str = "pass --force to overwrite it"
+) -> None:
+    """`write_private`, its failures as one-line refusals (`exists` ends the one for a clash)."""
+    try:
+        write_private(path, content, force=force)
+    except FileExistsError as exc:
+        raise InvalidInput(f"{path} already exists; {exists}.") from exc
+    except OSError as exc:
+        raise InvalidInput(
+            f"Cannot write {path}: {exc.strerror or exc}. Nothing was changed."
+        ) from exc
+
+
 def ask_replacing(
     ctx: AppContext, args: argparse.Namespace, what: str, also: str = ""
 ) -> bool | None:
@@ -109,14 +123,7 @@ def issue_to_file(
         )
         if refusal is not None:
             raise TokenConflict(refusal)
-        try:
-            write_private(path, issued.content, force=force)
-        except FileExistsError as exc:
-            raise InvalidInput(f"{path} already exists; pass --force to overwrite it.") from exc
-        except OSError as exc:
-            raise InvalidInput(
-                f"Cannot write {path}: {exc.strerror or exc}. Nothing was changed."
-            ) from exc
+        write_or_refuse(path, issued.content, force=force)
         try:
             issuance.activate_token(session, actor, issued.token_id, now)
             session.commit()

@@ -1,4 +1,5 @@
-"""Slack side of the token feedback loop: replaced tokens still presented, tokens not installed."""
+"""Slack side of the Apple port: replaced tokens still presented, tokens not installed, servers
+created through the School Manager API (no token yet, as at Apple)."""
 
 from __future__ import annotations
 
@@ -12,6 +13,7 @@ from bot import metrics
 from bot.slack.builders import phrases
 from bot.slack.builders.blocks import (
     Block,
+    button,
     context,
     local_date,
     local_time,
@@ -197,3 +199,20 @@ def register(app: App, svc: BotServices) -> None:
         except MdmbotError as exc:
             text = f":no_entry: {exc.message}"
         svc.answer(body, respond, text)
+
+
+def post_server_created(svc: BotServices, server_id: int, name: str, client_id: str) -> None:
+    """Post the news with a Get token button (best effort: the Home tab offers it too)."""
+    text = (
+        f"*{_esc(name)}* was linked through the School Manager API (`{_esc(client_id)}`). "
+        "It has no token yet: get one and upload it to the MDM server."
+    )
+    blocks = [
+        section(text),
+        {"type": "actions",
+         "elements": [button("Get token", "server_token", str(server_id), "primary")]},
+    ]  # fmt: skip
+    try:
+        svc.gateway.post(alert_channel(svc), f"{name} needs a token", blocks)
+    except SlackUnavailable as exc:
+        log.warning("could not tell the alert channel about %s (%s)", name, exc.error)

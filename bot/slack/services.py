@@ -16,6 +16,7 @@ from bot.http.backlog import Backlog
 from bot.slack import installs
 from bot.slack.builders import blocks, home_blocks
 from bot.slack.gateway import SlackGateway, SlackUnavailable
+from core.asm import accounts as api_accounts
 from core.connections import links
 from core.connections import state as links_state
 from core.connections.server_state import ServerState
@@ -276,6 +277,9 @@ class BotServices:
             cases = rotation.open_cases(session) if role else []
             admins = [] if role else people.administrators(session)
             counts = devices.device_counts(session) if role else {}
+            keys = None
+            if role == Role.ADMINISTRATOR:
+                keys = api_accounts.list_accounts(session, Actor(user_id))
         try:
             self.gateway.publish_home(
                 user_id,
@@ -287,6 +291,7 @@ class BotServices:
                     cases=cases,
                     admins=admins,
                     device_counts=counts,
+                    api_accounts=keys,
                 ),
             )
         except SlackUnavailable:

@@ -15,6 +15,7 @@ from typing import IO
 import sqlalchemy as sa
 from sqlmodel import SQLModel
 
+import core.asm.models  # the served School Manager API's tables register themselves too
 import core.models  # noqa: F401  (every table registers itself in SQLModel.metadata)
 from core import db
 from core.backup.archive import (

@@ -110,14 +110,14 @@ def test_an_older_backup_is_upgraded_while_restoring(
 ) -> None:
     _, path = backup
     old = tmp_path / "from-0008.mdmbackup"
-    # What 0009 (MDM connections, one consumer key per server) and 0011 (reminder, superseded
-    # messages) added: absent from a 0008 backup.
+    # What 0009 (MDM connections, one consumer key per server), 0011 (reminder, superseded
+    # messages) and 0012 (the School Manager API's tables) added: absent from a 0008 backup.
     as_older(
         path,
         old,
         key_from_setting(KEY),
         "0008",
-        ("mdmconnection", "tokeninstall"),
+        ("mdmconnection", "tokeninstall", "apiaccount", "apiaccesstoken", "apiactivity"),
         {
             "server": ("consumer_key",),
             "token": ("access_digest",),

@@ -7,6 +7,7 @@ from datetime import datetime
 from typing import Any
 
 from bot.slack.builders import phrases
+from bot.slack.builders.api_blocks import api_account_blocks
 from bot.slack.builders.blocks import (
     MAX_HOME_BLOCKS,
     Block,
@@ -20,6 +21,7 @@ from bot.slack.builders.blocks import (
     section,
 )
 from bot.slack.builders.server_blocks import MORE, healthy_row, waiting_row
+from core.asm.accounts import AccountView
 from core.connections.server_state import by_urgency
 from core.people.persons import RoleHolder
 from core.people.rotation import CaseView
@@ -80,9 +82,12 @@ def home_view(
     cases: Sequence[CaseView] = (),
     admins: Sequence[RoleHolder] = (),
     device_counts: dict[int, int] | None = None,
+    api_accounts: Sequence[AccountView] | None = None,
 ) -> dict[str, Any]:
-    """The App Home tab: open checklists, servers waiting on someone, then one line per other."""
+    """The App Home tab: open checklists, servers waiting on someone, then one line per other;
+    API accounts at the end for Administrators (`api_accounts` given)."""
     counts = device_counts or {}
+    tail = [] if api_accounts is None else api_account_blocks(api_accounts)
     blocks: list[Block] = [{"type": "header", "text": plain("MDM servers", 150)}]
     if not allows(role, Permission.VIEW):
         blocks.append(section(no_role_text(admins)))
@@ -103,7 +108,7 @@ def home_view(
     ordered = by_urgency(views, now)
     waiting = [(v, st) for v, st in ordered if st.needs_action]
     others = [(v, st) for v, st in ordered if not st.needs_action]
-    room = MAX_HOME_BLOCKS - len(blocks) - 4
+    room = MAX_HOME_BLOCKS - len(blocks) - len(tail) - 4
     shown = 0
     if waiting:
         blocks.append(section(f"*Waiting on you ({len(waiting)})*"))
@@ -122,6 +127,7 @@ def home_view(
         room, shown = room - 1, shown + 1
     if len(views) > shown:
         blocks.append(section(f"…and {len(views) - shown} more. Use `/mdm list` to see them all."))
+    blocks += tail
     blocks.append(context(f"{phrases.KEY} · updated {local_time(now)}"))
     return {"type": "home", "blocks": blocks}
 

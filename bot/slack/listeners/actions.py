@@ -8,10 +8,11 @@ from typing import Any
 
 from slack_bolt import Ack, App
 
-from bot.slack.builders import home_blocks, modals
+from bot.slack.builders import api_blocks, home_blocks, modals
 from bot.slack.services import BotServices
+from core.asm import accounts as api_accounts
 from core.errors import MdmbotError
-from core.roles import Permission
+from core.roles import Actor, Permission
 from core.tokens.servers import ServerView
 
 ADD_SHORTCUT = "add_mdm_server"
@@ -72,6 +73,18 @@ def register(app: App, svc: BotServices) -> None:
 
     for action_id in builders:
         app.action(action_id)(listener(action_id))
+
+    @app.action(api_blocks.REVOKE)
+    def on_revoke_api_account(ack: Ack, body: dict[str, Any]) -> None:
+        ack()
+        user = body["user"]["id"]
+        client_id = str(body["actions"][0].get("value") or "")
+        try:
+            with svc.ctx.unit_of_work() as session:
+                api_accounts.revoke_account(session, Actor(user), client_id, svc.ctx.now())
+        except MdmbotError as exc:
+            svc.gateway.open_view(body["trigger_id"], modals.message_modal("mdmbot", exc.message))
+        svc.refresh_home(user)
 
     @app.action(home_blocks.MORE)
     def on_more(ack: Ack, body: dict[str, Any]) -> None:
