@@ -66,7 +66,8 @@ def _invocations(line: str) -> Iterator[tuple[tuple[str, ...], list[str]]]:
         i for i, w in enumerate(words)
         if w.rsplit("/", 1)[-1] == "mdmbot" and i + 1 < len(words) and words[i + 1] in TOP
     ]  # fmt: skip
-    for start, end in zip(starts, [*starts[1:], len(words)][: len(starts)], strict=True):
+    for k, start in enumerate(starts):
+        end = (starts[k + 1 :] or [len(words)])[0]
         path: tuple[str, ...] = ()
         rest = words[start + 1 : end]
         while rest and any(p[: len(path) + 1] == (*path, rest[0]) for p in COMMANDS):
