@@ -21,7 +21,7 @@
 # and the check agree.
 #
 # The command line runs in the container too, with files going in and out through a mounted
-# directory (see the README, "Docker"):
+# directory (see docs/operations.md, "Docker"):
 #   mkdir -p handoff && cp jamf.pem handoff/ && sudo chown 10001 handoff
 #   docker run --rm -it --env-file .env -v mdmbot-data:/data -v "$PWD/handoff:/handoff" \
 #       mdmbot mdmbot server add "Jamf Pro" --cert /handoff/jamf.pem --out /handoff/

@@ -47,6 +47,8 @@ def bot_env(
             "MDMBOT_DATA_DIR": str(data_dir),
             "MDMBOT_ALERT_CHANNEL": "C0ALERTS",
             "MDMBOT_SECRET_KEY": "k" * 40,
+            # Any free port: the default 9464 would be shared by parallel test workers.
+            "MDMBOT_METRICS_PORT": "0",
         }
     )
     if database_url:

@@ -9,6 +9,8 @@ from bot.serve import worker_count
 from core.errors import ConfigError
 from core.settings import Settings
 
+NO_SLACK_DEP_PORT = 8443
+
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """The options of `mdmbot serve`."""
@@ -54,8 +56,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--dep-port",
         default=None,
         help="serve Apple's side on this port: the device assignment service (DEP API) for MDM "
-        "servers and the School Manager API for scripts (default $MDMBOT_DEP_PORT; off when "
-        "neither is set)",
+        "servers and the School Manager API for scripts (default $MDMBOT_DEP_PORT; "
+        f"{NO_SLACK_DEP_PORT} with --no-slack, else off)",
     )
     parser.add_argument(
         "--dep-host",
@@ -99,10 +101,7 @@ def check_options(settings: Settings, args: argparse.Namespace) -> None:
         raise ConfigError(f"--threads must be 1 or more (not {args.threads}).")
     if args.no_slack:
         if args.dep_port is None:
-            raise ConfigError(
-                "--no-slack serves only the device assignment service: give --dep-port N "
-                "(or MDMBOT_DEP_PORT)."
-            )
+            args.dep_port = NO_SLACK_DEP_PORT
         return
     settings.require("SLACK_BOT_TOKEN", "MDMBOT_ALERT_CHANNEL")
     if args.http:

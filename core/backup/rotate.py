@@ -91,7 +91,7 @@ def rotate_env_key(
         if len(vault.keys) < 2:
             raise ConfigError(
                 'MDMBOT_SECRET_KEY holds one key: set it to "NEW,OLD" (the new key first) on '
-                "every replica, then run `mdmbot key rotate` (README, key rotation)."
+                "every replica, then run `mdmbot key rotate` (docs/backups.md, key rotation)."
             )
         return vault, rotate_secrets(session, vault, actor, now, progress)
 

@@ -1,5 +1,6 @@
-"""Hostile requests to the device assignment service: each gets a 4xx code from the README's
-table, never a 500 or a traceback in the log; and only the Authorization header is read."""
+"""Hostile requests to the device assignment service: each gets a 4xx code from the table in
+docs/dep-service.md, never a 500 or a traceback in the log; only the Authorization header is read.
+"""
 
 from __future__ import annotations
 

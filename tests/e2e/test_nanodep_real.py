@@ -1,4 +1,4 @@
-"""Against NanoDEP's real `depserver` (built by tests/tools/build_nanodep.sh): link without a file,
+"""Against NanoDEP's real `depserver` (from NanoDEP's releases): link without a file,
 NanoDEP's proxy reads `/account` from mdmbot, three renewals installed without `force`, the old
 tokens `token_rejected`, the newest in use. Skipped unless MDMBOT_TEST_DEPSERVER names the binary.
 """

@@ -41,7 +41,6 @@ def _serve(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
         (("--http",), {"MDMBOT_DEP_PORT": "-1"}, "MDMBOT_DEP_PORT must be a port number"),
         (("--http",), {"SLACK_BOT_TOKEN": ""}, "Missing required setting SLACK_BOT_TOKEN."),
         ((), {"SLACK_APP_TOKEN": ""}, "Missing required setting SLACK_APP_TOKEN"),
-        (("--no-slack",), {}, "--no-slack serves only the device assignment service"),
     ],
 )
 def test_bad_options_are_refused_in_one_line_before_anything_is_created(

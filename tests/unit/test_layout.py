@@ -11,7 +11,7 @@ import pytest
 ROOT = Path(__file__).resolve().parents[2]
 ADAPTERS = ("bot.slack", "bot.cli", "bot.dep", "bot.mdm", "bot.asm")
 # core's domains, lowest first: each imports the foundation (core's root) and the domains before
-# it, never one after it (README, "Architecture").
+# it, never one after it (docs/architecture.md).
 DOMAINS = (
     "core.people", "core.tokens", "core.devices", "core.dep", "core.connections", "core.asm",
     "core.backup",

@@ -1,7 +1,8 @@
-"""The repository itself: nothing binary is tracked (dependencies come from the package index)."""
+"""The repository: nothing binary tracked, no recipe that builds other projects' code."""
 
 from __future__ import annotations
 
+import re
 import shutil
 import subprocess
 from pathlib import Path
@@ -28,3 +29,13 @@ def test_no_binary_file_is_tracked() -> None:
         if path.is_file() and (path.suffix in (".whl", ".zip", ".gz") or b"\0" in path.read_bytes())
     ]
     assert binary == []
+
+
+def test_no_file_builds_fetched_third_party_code() -> None:
+    recipe = re.compile(rb"\bgo (?:build|install|mod download)\b|go[-]bin|build[_]nanodep")
+    found = [
+        str(path.relative_to(ROOT))
+        for path in _tracked()
+        if path.is_file() and recipe.search(path.read_bytes())
+    ]
+    assert found == []
