@@ -26,6 +26,7 @@ from tests.devices_support import csv_of, serial
 from tests.e2e.test_cli import Cli
 from tests.e2e.test_nanodep_real import DEPSERVER, KEY
 from tests.e2e.test_nanodep_real import depserver as depserver  # the fixture
+from tests.fakemdm import ALLOW_LOOPBACK
 from tests.slack_harness import Clock
 
 DEPSYNCER = os.environ.get("MDMBOT_TEST_DEPSYNCER", "")
@@ -63,6 +64,7 @@ def test_depsyncer_sees_an_api_assignment(
     tmp_path: Path,
 ) -> None:
     cli = Cli(tmp_path / "mdmbot")
+    cli.env["MDMBOT_MDM_ALLOW_NETWORKS"] = ALLOW_LOOPBACK  # depserver and mdmbot run on loopback
     cli.ok("db", "upgrade")
     (cli.work / "api.key").write_text(KEY)
     (cli.work / "devices.csv").write_bytes(csv_of([serial(i) for i in range(5)]))

@@ -146,7 +146,7 @@ def test_a_terminal_sees_each_step_advance_and_pipes_get_todays_output(tmp_path:
     # Without a terminal: today's one-line summaries, byte for byte; nothing on stderr.
     for name, run in pipe_runs.items():
         assert (run.code, run.stderr) == (0, ""), (name, run.stderr)
-    rows = r"(\d+) rows in 20 tables"
+    rows = r"(\d+) rows in \d+ tables"
     revision, key_id = r"schema revision (\w+)", r"key-[0-9a-f]{16}"
     expected = {
         "import": re.escape(f"Imported {DEVICES} devices: {DEVICES} new, 0 updated, 0 unchanged."),

@@ -114,13 +114,13 @@ def test_sessions_work_on_every_replica_and_a_replaced_token_is_reported_once(
 
     def warnings() -> list[dict[str, object]]:
         found = fake.messages_in("C0ALERTS")
-        return [m for m in found if "still using the replaced one" in str(m["text"])]
+        return [m for m in found if "still presents the replaced token" in str(m["text"])]
 
     fake.wait_for(lambda: len(warnings()) >= 1, 10)
     time.sleep(1.5)
     assert len(warnings()) == 1, "one warning per replaced token across attempts and replicas"
     text = json.dumps(warnings()[0]["blocks"])
-    assert "District Jamf" in text and "Upload the new token" in text
+    assert "District Jamf" in text and "uploads the new token file" in text
     assert "127.0.0.1" not in text, "no raw address in Slack"
 
     assert session_key(two.dep_url, new)

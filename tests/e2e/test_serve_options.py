@@ -103,7 +103,7 @@ def test_no_slack_serves_dep_health_and_metrics_and_leaves_alerts_for_slack(
             assert 'endpoint="/session"' in r.read().decode()
     finally:
         assert process.terminate() == 0
-    warning = "it is still using the replaced one"
+    warning = "Jamf Pro: still presents the replaced token"
     assert not [m for m in fake.messages_in("C0ALERTS") if warning in str(m.get("text"))]
     assert "waiting for a process with Slack" in str(_warning(bot))
     # A process with Slack posts it at its next sweep, once.
