@@ -183,6 +183,19 @@ def test_renew_confirmation_says_when_the_token_expires_and_if_it_is_needed() ->
     assert (view["title"]["text"], view["submit"]["text"]) == ("Renew server token", "Renew token")
 
 
+def test_renew_confirmation_leads_with_the_servers_state() -> None:
+    soon = replace(server(1, "Jamf Pro"), token_expires_at=EXPIRES)
+    text = json.dumps(modals.confirm_token_modal(soon, now=NOW))
+    assert text.count("*Jamf Pro*: token expires in") == 1, "the state as every surface says it"
+    tokenless = replace(soon, token_expires_at=None, token_id=None)
+    text = json.dumps(modals.confirm_token_modal(tokenless, now=NOW))
+    assert "*Jamf Pro* has no token yet, so it cannot enrol or sync devices." in text
+    connected = replace(soon, mdm_label="NanoDEP (school1)")
+    text = json.dumps(modals.confirm_token_modal(connected, now=NOW))
+    assert "mdmbot installs the new one into NanoDEP (school1)" in text
+    assert "keeps retrying" not in text, "a refused API key is not retried"
+
+
 def test_add_server_modal_names_every_extension_and_explains_releasing() -> None:
     text = json.dumps(modals.add_server_modal())
     assert ".pem, .der, .cer or .crt" in text

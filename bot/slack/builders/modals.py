@@ -6,8 +6,10 @@ import json
 from datetime import datetime
 from typing import Any
 
+from bot.slack.builders import phrases
 from bot.slack.builders.blocks import Block, days_until, esc, local_date, plain, plural, section
 from core.connections.links import MAX_AUTO_RENEW_DAYS
+from core.connections.server_state import State, state_of
 from core.tokens.servers import ServerView
 
 ADD_SERVER = "add_server"
@@ -234,27 +236,26 @@ def replace_cert_modal(view: ServerView, origin: dict[str, str] | None = None) -
 
 
 def renew_state(view: ServerView, now: datetime, *, rotation: bool = False) -> str:
-    """What renewing changes for this server now, as the confirmation says it."""
+    """The server's state as every surface says it, then what renewing changes now."""
+    st = state_of(view, now)
+    lead = phrases.problem(view.name, st)
     expires = view.token_expires_at
     if expires is None:
-        return "It has no token yet: this issues its first one, replacing nothing."
-    if expires <= now:
-        return (
-            f"Its token expired {local_date(expires)} and enrolment through it has stopped; "
-            "the renewed token starts it again."
-        )
+        return f"{lead} This issues its first token, replacing nothing."
+    if st.state is State.EXPIRED:
+        return f"{lead} The renewed token starts enrolment through it again."
     days = plural(days_until(expires, now), "day")
     left = f"The current token expires {local_date(expires)} (in {days})"
     if rotation:
         need = "renewing is needed because whoever downloaded it left or changed their password."
-    elif view.state(now) == "ok":
-        need = "renewing isn't needed yet; mdmbot reminds the team before it expires."
-    else:
+    elif st.state is State.EXPIRES_SOON:
         need = "it is time to renew it."
+    else:
+        need = "renewing isn't needed yet; mdmbot reminds the team before it expires."
     if view.mdm_label:
         carry = (
             f"mdmbot installs the new one into {esc(view.mdm_label)} straight away (if that "
-            "fails, it DMs you the file and keeps retrying)."
+            "fails, it DMs you the file and says what is left to do)."
         )
     else:
         carry = (
@@ -262,8 +263,8 @@ def renew_state(view: ServerView, now: datetime, *, rotation: bool = False) -> s
             "device enrolment for this server stops."
         )
     return (
-        f"{left}: {need}\n\n:warning: The current token stops working as soon as the new one is "
-        f"active: {carry}"
+        f"{lead}\n\n{left}: {need}\n\n:warning: The current token stops working as soon as the "
+        f"new one is active: {carry}"
     )
 
 
