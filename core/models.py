@@ -98,6 +98,8 @@ class Server(SQLModel, table=True):
     created_at: datetime = _when()
     removed_at: datetime | None = _when(nullable=True)
     consumer_key: str | None = Field(default=None, max_length=128)
+    apple_id: str | None = Field(default=None, max_length=64, unique=True)
+    apple_last_connected_at: datetime | None = _when(nullable=True)
 
 
 class Certificate(SQLModel, table=True):
@@ -148,6 +150,7 @@ class Token(SQLModel, table=True):
     replaces_id: int | None = None
     delivery_target: str | None = Field(default=None, max_length=1024)
     delivery_started_at: datetime | None = _when(nullable=True)
+    source: str = Field(default="mdmbot", max_length=16)
 
 
 class Person(SQLModel, table=True):

@@ -7,6 +7,7 @@ import ipaddress
 import logging
 import os
 from pathlib import Path
+from typing import Literal
 from urllib.parse import urlsplit
 
 from dotenv import dotenv_values
@@ -38,6 +39,13 @@ OTHER_VARIABLES = frozenset(
         "MDMBOT_BENCH_DATABASE_URL",
     }
 )
+
+# Apple's hosts for each API (ASM-API.md §1, §3).
+APPLE_API_URLS = {
+    "school": "https://api-school.apple.com",
+    "business": "https://api-business.apple.com",
+}
+APPLE_TOKEN_URL = "https://account.apple.com/auth/oauth2/v2/token"  # noqa: S105
 
 Network = ipaddress.IPv4Network | ipaddress.IPv6Network
 
@@ -94,6 +102,12 @@ class Settings(BaseSettings):
     mdmbot_mdm_allow_networks: str = ""
     mdmbot_progress_interval: float = Field(default=0.25, ge=0)
     mdmbot_asm_api_rate: int = 1000  # School Manager API requests per minute per API account
+    mdmbot_apple_api: Literal["school", "business"] | None = None
+    mdmbot_apple_client_id: str | None = None
+    mdmbot_apple_key_id: str | None = None
+    mdmbot_apple_key_file: Path | None = None
+    mdmbot_apple_api_url: str | None = None
+    mdmbot_apple_token_url: str | None = None
 
     @field_validator("mdmbot_sweep_minutes", "mdmbot_lease_seconds", "mdmbot_mdm_timeout")
     @classmethod
@@ -102,7 +116,14 @@ class Settings(BaseSettings):
             raise ValueError("must be a positive number")
         return value
 
-    @field_validator("mdmbot_data_dir", "mdmbot_backup_dir", "mdmbot_mdm_ca_bundle")
+    @field_validator("mdmbot_apple_api", mode="before")
+    @classmethod
+    def _apple_api(cls, value: str | None) -> str | None:
+        return value.strip().lower() or None if isinstance(value, str) else value
+
+    @field_validator(
+        "mdmbot_data_dir", "mdmbot_backup_dir", "mdmbot_mdm_ca_bundle", "mdmbot_apple_key_file"
+    )
     @classmethod
     def _home(cls, value: Path | None) -> Path | None:
         return value.expanduser() if value is not None else None
@@ -149,6 +170,23 @@ class Settings(BaseSettings):
         if self.mdmbot_database_url:
             return self.mdmbot_database_url
         return f"sqlite:///{self.mdmbot_data_dir / 'mdmbot.db'}"
+
+    @property
+    def apple_mode(self) -> bool:
+        """True when mdmbot fronts a real Apple School Manager or Apple Business (DESIGN.md §1a)."""
+        return self.mdmbot_apple_api is not None
+
+    @property
+    def apple_api_url(self) -> str:
+        """The bare origin of Apple's School Manager or Business API (no `/v1`)."""
+        if self.mdmbot_apple_api_url:
+            return self.mdmbot_apple_api_url.rstrip("/")
+        return APPLE_API_URLS[self.mdmbot_apple_api or "school"]
+
+    @property
+    def apple_token_url(self) -> str:
+        """Apple's OAuth token endpoint, also the client assertion's `aud`."""
+        return self.mdmbot_apple_token_url or APPLE_TOKEN_URL
 
     @property
     def mdm_allow_networks(self) -> tuple[Network, ...]:

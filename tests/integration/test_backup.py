@@ -111,7 +111,8 @@ def test_an_older_backup_is_upgraded_while_restoring(
     _, path = backup
     old = tmp_path / "from-0008.mdmbackup"
     # What 0009 (MDM connections, one consumer key per server), 0011 (reminder, superseded
-    # messages) and 0012 (the School Manager API's tables) added: absent from a 0008 backup.
+    # messages), 0012 (the School Manager API's tables) and 0013 (Apple mode's columns) added:
+    # absent from a 0008 backup.
     as_older(
         path,
         old,
@@ -119,8 +120,8 @@ def test_an_older_backup_is_upgraded_while_restoring(
         "0008",
         ("mdmconnection", "tokeninstall", "apiaccount", "apiaccesstoken", "apiactivity"),
         {
-            "server": ("consumer_key",),
-            "token": ("access_digest",),
+            "server": ("consumer_key", "apple_id", "apple_last_connected_at"),
+            "token": ("access_digest", "source"),
             "rotationcase": ("reminder_ts",),
             "alertdelivery": ("superseded_at",),
         },
