@@ -1,4 +1,5 @@
-"""The `mdmbot devices …` commands: import, assign, unassign, list, show, defaults, release."""
+"""The `mdmbot devices …` commands (import, assign, unassign, list, show, defaults, release)
+and `mdmbot apple sync`, Apple mode's read of Apple's servers and devices."""
 
 from __future__ import annotations
 
@@ -13,11 +14,13 @@ from bot.cli.output import count, read_file, safe
 from bot.cli.output import when as _when
 from bot.cli.progress import add_quiet, progress_bar
 from bot.context import AppContext
+from core.apple import sync as apple_sync
 from core.devices import csv_import as device_import
 from core.devices import inventory as devices
 from core.errors import InvalidInput
 
 MAX_FILE = device_import.MAX_BYTES
+SYNC_HELP = "read Apple's MDM servers and devices into mdmbot now (Apple mode)"
 
 
 def add_parsers(groups: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -48,6 +51,11 @@ def add_parsers(groups: argparse._SubParsersAction[argparse.ArgumentParser]) -> 
     p = add("release", devices_release, "release devices from the organisation (cannot be undone)")
     _serials(p)
     p.add_argument("--yes", action="store_true", help="do not ask for confirmation")
+    apple = groups.add_parser("apple", help="Apple mode: read Apple School Manager now")
+    a = apple.add_subparsers(dest="action", required=True, metavar="ACTION")
+    p = a.add_parser("sync", help=SYNC_HELP, description=SYNC_HELP)
+    p.set_defaults(handler=apple_sync_now)
+    p.add_argument("--json", action="store_true")
 
 
 def action_adder(
@@ -231,5 +239,27 @@ def devices_release(ctx: AppContext, args: argparse.Namespace) -> int:
     print(
         f"Released {count(len(released), 'device')}: {', '.join(released[:20])}"
         + (" …" if len(released) > 20 else "")
+    )
+    return 0
+
+
+def _apple_mode(ctx: AppContext) -> None:
+    if not ctx.settings.apple_mode:
+        raise InvalidInput(
+            "mdmbot is not in Apple mode: set MDMBOT_APPLE_API=school (or business) and the "
+            "API account's MDMBOT_APPLE_* settings."
+        )
+
+
+def apple_sync_now(ctx: AppContext, args: argparse.Namespace) -> int:
+    """mdmbot apple sync."""
+    _apple_mode(ctx)
+    result = apple_sync.sync(lambda: ctx.apple, ctx.unit_of_work, ctx.now())
+    if args.json:
+        _json(asdict(result))
+        return 0
+    print(
+        f"Synced with Apple: {count(result.servers, 'MDM server')}, "
+        f"{count(result.devices, 'device')}, {count(result.changes, 'change')}."
     )
     return 0

@@ -1,0 +1,1 @@
+"""Apple mode: Apple's School Manager / Business API as the source of servers and devices."""
