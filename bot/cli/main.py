@@ -126,6 +126,7 @@ def build_parser() -> argparse.ArgumentParser:
         cli_connections.cert_replace_any,
         "upload a new public key and write the new token (the old one stops working)",
     )
+    p.set_defaults(precheck=serve_options.no_tokens_in_apple_mode)
     p.add_argument("name")
     p.add_argument("--cert", required=True, metavar="FILE")
     _out(p)
@@ -140,6 +141,7 @@ def build_parser() -> argparse.ArgumentParser:
         cli_connections.token_issue_any,
         "write a new token for a server (the old one stops working)",
     )
+    p.set_defaults(precheck=serve_options.no_tokens_in_apple_mode)
     p.add_argument("name")
     p.add_argument(
         "--new-consumer-key",
@@ -188,7 +190,7 @@ def build_parser() -> argparse.ArgumentParser:
         groups,
         "scheduler",
         serve.run_scheduler,
-        "run only the sweeps (expiry alerts, checklists, reconciliation)",
+        "run only the sweeps (expiry alerts, checklists, reconciliation, Apple sync)",
     )
     p.set_defaults(precheck=serve_options.require_slack)
     alerts = groups.add_parser("alerts", help="run expiry alerts now")
