@@ -14,6 +14,7 @@ from bot.cli.output import count, read_file, safe
 from bot.cli.output import when as _when
 from bot.cli.progress import add_quiet, progress_bar
 from bot.context import AppContext
+from core.apple import devices as apple_devices
 from core.apple import sync as apple_sync
 from core.devices import csv_import as device_import
 from core.devices import inventory as devices
@@ -33,9 +34,11 @@ def add_parsers(groups: argparse._SubParsersAction[argparse.ArgumentParser]) -> 
     p.add_argument("server", metavar="SERVER")
     _serials(p)
     add_quiet(p)
+    _wait(p)
     p = add("unassign", devices_unassign, "take devices off their MDM server")
     _serials(p)
     add_quiet(p)
+    _wait(p)
     p = add("list", devices_list, "list devices (never released ones)")
     which = p.add_mutually_exclusive_group()
     which.add_argument("--server", metavar="NAME")
@@ -80,6 +83,26 @@ def _serials(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--file", metavar="F", help="serial numbers, one per line (or CSV cells)")
 
 
+def _wait(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--wait", type=float, default=120.0, metavar="S",
+        help="Apple mode: seconds to wait for Apple's activity to complete (default 120)",
+    )  # fmt: skip
+
+
+def _through_apple(ctx: AppContext, args: argparse.Namespace, server: str | None) -> int:
+    """Apple mode: the assignment is Apple's activity; exit 0 completed, 1 failed, 3 still in
+    progress."""
+    if args.wait < 0:
+        raise InvalidInput("--wait must be 0 seconds or more.")
+    result = apple_devices.assign(
+        ctx.apple, ctx.unit_of_work, _operator(args), server, _given(args),
+        wait=args.wait, now=ctx.now,
+    )  # fmt: skip
+    print(safe(result.sentence()))
+    return {"completed": 0, "failed": 1}.get(result.state, 3)
+
+
 def _read(path: str) -> bytes:
     return read_file(path, MAX_FILE, f"{path} is larger than {MAX_FILE // (1024 * 1024)} MB.")
 
@@ -119,6 +142,8 @@ def devices_import(ctx: AppContext, args: argparse.Namespace) -> int:
 
 def devices_assign(ctx: AppContext, args: argparse.Namespace) -> int:
     """mdmbot devices assign."""
+    if ctx.settings.apple_mode:
+        return _through_apple(ctx, args, args.server)
     serials = _given(args)
     with progress_bar(ctx, args) as progress, ctx.unit_of_work() as session:
         result = devices.assign_devices(
@@ -134,6 +159,8 @@ def devices_assign(ctx: AppContext, args: argparse.Namespace) -> int:
 
 def devices_unassign(ctx: AppContext, args: argparse.Namespace) -> int:
     """mdmbot devices unassign."""
+    if ctx.settings.apple_mode:
+        return _through_apple(ctx, args, None)
     serials = _given(args)
     with progress_bar(ctx, args) as progress, ctx.unit_of_work() as session:
         result = devices.unassign_devices(

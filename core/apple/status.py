@@ -5,12 +5,13 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import datetime
+from typing import Any
 
 from sqlmodel import Session
 
 from core.apple.api import AppleError
 from core.errors import MdmbotError
-from core.models import AppleSync
+from core.models import AppleSync, Server
 
 ROW = 1
 
@@ -70,3 +71,11 @@ def record_success(session: Session, now: datetime) -> bool:
     row.alerted_kinds = ""
     session.add(row)
     return ended
+
+
+def server_link(session: Session, server_id: int) -> dict[str, Any]:
+    """A server's link to Apple: its `mdmServers` id and Apple's `lastConnectedDateTime`."""
+    server = session.get(Server, server_id)
+    if server is None:
+        return {"id": None, "last_connected_at": None}
+    return {"id": server.apple_id, "last_connected_at": server.apple_last_connected_at}

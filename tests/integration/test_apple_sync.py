@@ -1,6 +1,7 @@
 """Apple mode's sync against a fake Apple: servers and devices come in, renames and removals
 follow, and every fault (401, 429, 5xx, a cut page, a revoked account) leaves local state as it
-was, with one alert per kind."""
+was, with one alert per kind. Assignments are Apple's activities: polled to completion, a failure
+reported, an activity still running said so; only a completed one moves devices here."""
 
 from __future__ import annotations
 
@@ -15,10 +16,13 @@ from sqlmodel import select
 from bot.apple.client import AppleClient
 from bot.apple.http import Transport
 from bot.context import AppContext
+from core.apple import devices as apple_devices
 from core.apple import status
 from core.apple import sync as apple_sync
-from core.apple.api import AppleMalformed, AppleRefused, AppleUnreachable
+from core.apple.api import AppleMalformed, AppleRefused, AppleRejected, AppleUnreachable
+from core.errors import InvalidInput
 from core.models import Certificate, Device, Server, Token
+from core.roles import Actor
 from core.settings import Settings
 from tests.fakeapple import FakeApple
 
@@ -194,3 +198,52 @@ def test_a_different_failure_is_alerted_too(ctx: AppContext, apple: FakeApple) -
     assert (first.alert, second.alert) == (True, True)
     assert (first.error and first.error.kind, second.error and second.error.kind) == (
         "refused", "unreachable")  # fmt: skip
+
+
+OPERATOR = Actor("ops", operator=True)
+
+
+def _assign(ctx: AppContext, server: str | None, *serials: str, wait: float = 60.0,
+            sleeps: list[float] | None = None) -> apple_devices.AppleAssignment:  # fmt: skip
+    return apple_devices.assign(
+        _client(ctx, Waits()), ctx.unit_of_work, OPERATOR, server, list(serials), wait=wait,
+        now=lambda: NOW, sleep=(sleeps if sleeps is not None else []).append,
+    )  # fmt: skip
+
+
+def test_an_assignment_is_polled_until_apple_completes_it(
+    ctx: AppContext, apple: FakeApple
+) -> None:
+    _sync(ctx)
+    apple.polls_to_complete = 3
+    sleeps: list[float] = []
+    done = _assign(ctx, "Mosyle", "dmqx0004ab", sleeps=sleeps)
+    assert done.state == "completed" and len(sleeps) == 3
+    assert apple.devices["DMQX0004AB"]["server"] == MOSYLE
+    assert _local(ctx)["devices"]["DMQX0004AB"] == MOSYLE
+    off = _assign(ctx, None, "DMQX0004AB", "DMQX0000AB")
+    assert off.state == "completed" and len(off.activities) == 2
+    assert apple.devices["DMQX0000AB"]["server"] is None
+    assert _local(ctx)["devices"]["DMQX0004AB"] is None
+
+
+def test_a_failure_and_a_running_activity_are_reported(ctx: AppContext, apple: FakeApple) -> None:
+    _sync(ctx)
+    apple.fail_activities = True
+    failed = _assign(ctx, "Mosyle", "DMQX0004AB")
+    assert failed.state == "failed" and "Apple reports a failure" in failed.sentence()
+    apple.fail_activities, apple.polls_to_complete = False, 100
+    running = _assign(ctx, "Mosyle", "DMQX0004AB", wait=0)
+    assert running.state == "in progress" and "still working" in running.sentence()
+    assert _local(ctx)["devices"]["DMQX0004AB"] is None, "nothing moves before Apple completes"
+    assert _local(ctx)["devices"]["DMQX0000AB"] == JAMF
+
+
+def test_refusals(ctx: AppContext, apple: FakeApple) -> None:
+    _sync(ctx)
+    with pytest.raises(AppleRejected, match="Unknown device"):
+        _assign(ctx, "Mosyle", "C02UNKNOWN1")
+    with pytest.raises(InvalidInput, match="not a serial number"):
+        _assign(ctx, "Mosyle", "bad!")
+    with pytest.raises(AppleRejected, match="None of these devices"):
+        _assign(ctx, None, "DMQX0004AB")
