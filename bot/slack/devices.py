@@ -247,11 +247,16 @@ def _through_apple(
         reference = new_reference()
         log.exception("Apple assignment failed ref=%s", reference)
         message = f":warning: The assignment could not be sent to Apple. Reference: `{reference}`."
+    _report(svc, user, view_id, "Assign devices", message)
+
+
+def _report(svc: BotServices, user: str, view_id: str, title: str, text: str) -> None:
+    """What background work found: in its modal, in the person's DM, on their Home."""
     try:
-        svc.gateway.update_view(view_id, modals.message_modal("Assign devices", message))
+        svc.gateway.update_view(view_id, modals.message_modal(title, text))
     except MdmbotError:
-        log.info("could not update the assignment modal for %s", user)
-    svc.try_dm(user, message)
+        log.info("could not update the %s modal for %s", title, user)
+    svc.try_dm(user, text)
     svc.refresh_home(user)
 
 
@@ -279,9 +284,4 @@ def _import(svc: BotServices, user: str, view_id: str, file: dict[str, Any]) -> 
         reference = new_reference()
         log.exception("device import failed ref=%s", reference)
         text = f":warning: The import failed and nothing was imported. Reference: `{reference}`."
-    try:
-        svc.gateway.update_view(view_id, modals.message_modal("Import devices", text))
-    except MdmbotError:
-        log.info("could not update the import modal for %s", user)
-    svc.try_dm(user, text)
-    svc.refresh_home(user)
+    _report(svc, user, view_id, "Import devices", text)

@@ -5,7 +5,6 @@ and from its Slack."""
 from __future__ import annotations
 
 import json
-import urllib.request
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -16,6 +15,7 @@ from bot.slack.builders import device_blocks as ui
 from tests.devices_support import csv_of, serial
 from tests.e2e.conftest import ADMIN
 from tests.e2e.test_cli import Cli, _valid_now
+from tests.e2e.test_cli_api_accounts import _answers
 from tests.e2e.test_slack_devices import dm_texts, open_modal
 from tests.fakeslack import FakeSlack
 from tests.processes import BotProcess, free_port
@@ -34,14 +34,6 @@ class Apple:
     def devices_of(self, server: str) -> list[str]:
         """Serials "Apple" has on `server`."""
         return [d["serial_number"] for d in self.cli.json("devices", "list", "--server", server)]
-
-
-def _answers(url: str) -> bool:
-    try:
-        urllib.request.urlopen(url, timeout=2).close()
-        return True
-    except OSError:
-        return False
 
 
 @pytest.fixture
