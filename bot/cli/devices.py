@@ -9,16 +9,24 @@ from collections.abc import Callable
 from dataclasses import asdict
 from pathlib import Path
 
-from bot.cli.commands import _json, _operator, _table
+from sqlmodel import Session
+
+from bot.cli import connections, token_files
+from bot.cli.commands import _json, _operator, _read_cert, _table
 from bot.cli.output import count, read_file, safe
 from bot.cli.output import when as _when
 from bot.cli.progress import add_quiet, progress_bar
 from bot.context import AppContext
 from core.apple import devices as apple_devices
+from core.apple import linking
 from core.apple import sync as apple_sync
+from core.connections import links
 from core.devices import csv_import as device_import
 from core.devices import inventory as devices
 from core.errors import InvalidInput
+from core.models import Server
+from core.tokens.certificates import load_certificate
+from core.tokens.names import safe_filename
 
 MAX_FILE = device_import.MAX_BYTES
 SYNC_HELP = "read Apple's MDM servers and devices into mdmbot now (Apple mode)"
@@ -289,4 +297,46 @@ def apple_sync_now(ctx: AppContext, args: argparse.Namespace) -> int:
         f"Synced with Apple: {count(result.servers, 'MDM server')}, "
         f"{count(result.devices, 'device')}, {count(result.changes, 'change')}."
     )
+    return 0
+
+
+def server_add_in_mode(ctx: AppContext, args: argparse.Namespace) -> int:
+    """mdmbot server add: in Apple mode the server is linked with Apple (no token is issued)."""
+    if not ctx.settings.apple_mode:
+        return connections.server_add_any(ctx, args)
+    if bool(args.cert) == bool(args.mdm):
+        raise InvalidInput("Give the public key certificate (--cert FILE) or a connection (--mdm).")
+    spec, actor, now = None, _operator(args), ctx.now()
+    if args.mdm:
+        spec = connections.spec_from(ctx, args)
+        loaded = connections.fetch_certificate(ctx, spec, args.name)
+    else:
+        loaded = load_certificate(_read_cert(args.cert), now=now)
+
+    def connect(session: Session, server: Server) -> None:
+        if spec is not None:
+            links.save_connection(session, ctx.vault, actor, server, spec, now)
+
+    business = ctx.settings.mdmbot_apple_api == "business"
+    linked = linking.link_server(
+        ctx.apple if business else None, ctx.unit_of_work, actor, name=args.name,
+        certificate=loaded, release_devices=not args.no_release_devices, now=now, connect=connect,
+    )  # fmt: skip
+    if linked.apple_id:
+        print(f"Created “{safe(linked.name)}” in Apple Business Manager (id {linked.apple_id}) "
+              "and linked it.")  # fmt: skip
+    else:
+        shown = args.cert
+        if shown is None:  # fetched from the MDM: the person needs it as a file
+            shown = f"{safe_filename(linked.name)}_certificate.pem"
+            try:
+                token_files.write_private(Path(shown), linked.certificate_pem.encode(), force=False)
+            except OSError:
+                print(f"{shown} exists already: it was left as it is.")
+        print(f"Saved “{safe(linked.name)}”. Apple School Manager has no API to add it: add it "
+              "there yourself.")  # fmt: skip
+        steps = linking.school_steps(linked.name, not args.no_release_devices, shown)
+        for number, step in enumerate(steps, 1):
+            print(f"  {number}. {safe(step)}")
+    print(safe(linking.next_step(linked.name)))
     return 0

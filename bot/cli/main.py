@@ -82,7 +82,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     server = groups.add_parser("server", help="link, list, edit and remove MDM servers")
     s = server.add_subparsers(dest="action", required=True, metavar="ACTION")
-    p = _add(s, "add", cli_connections.server_add_any, "link a new MDM server, issue its token")
+    p = _add(s, "add", cli_devices.server_add_in_mode, "link a new MDM server, issue its token")
     p.add_argument("name")
     p.add_argument("--cert", metavar="FILE", help="public key certificate (.pem/.der)")
     cli_connections.add_arguments(p)
