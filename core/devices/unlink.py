@@ -8,6 +8,7 @@ from sqlmodel import Session, col, func, select
 
 from core import audit
 from core.devices.changelog import defaults, evacuate_server
+from core.errors import InvalidInput
 from core.models import Certificate, Device, Server, Token, TokenStatus
 from core.people import alerts
 from core.people.persons import authorize
@@ -20,6 +21,11 @@ def remove_server(session: Session, actor: Actor, name: str, now: datetime) -> S
     """Unlink a server: its tokens are revoked and its name freed."""
     authorize(session, actor, Permission.MANAGE_SERVERS)
     server = find_server(session, name)
+    if server.apple_id:  # Apple mode: the next sync would bring it back
+        raise InvalidInput(
+            f"“{server.name}” is Apple's: remove it in Apple School Manager; the next sync marks "
+            "it removed here (its tokens are kept)."
+        )
     tokens = session.exec(
         select(Token).where(
             Token.server_id == server.id,

@@ -212,6 +212,11 @@ def edit_server(
     """Rename a server or change whether it may release devices."""
     authorize(session, actor, Permission.MANAGE_SERVERS)
     server = find_server(session, name)
+    if server.apple_id:  # Apple mode: the next sync would undo the change
+        raise InvalidInput(
+            f"“{server.name}” is Apple's: rename it or change its device release in Apple School "
+            "Manager; the next sync brings the change here."
+        )
     changes: dict[str, object] = {}
     if rename is not None and clean_name(rename) != server.name:
         display, key = clean_name(rename), normalize_name(rename)

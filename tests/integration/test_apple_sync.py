@@ -20,10 +20,12 @@ from core.apple import devices as apple_devices
 from core.apple import status
 from core.apple import sync as apple_sync
 from core.apple.api import AppleMalformed, AppleRefused, AppleRejected, AppleUnreachable
+from core.devices.unlink import remove_server
 from core.errors import InvalidInput
 from core.models import Certificate, Device, Server, Token
 from core.roles import Actor
 from core.settings import Settings
+from core.tokens.servers import edit_server
 from tests.fakeapple import FakeApple
 
 NOW = datetime(2026, 12, 7, 3, 0, tzinfo=UTC)
@@ -247,3 +249,12 @@ def test_refusals(ctx: AppContext, apple: FakeApple) -> None:
         _assign(ctx, "Mosyle", "bad!")
     with pytest.raises(AppleRejected, match="None of these devices"):
         _assign(ctx, None, "DMQX0004AB")
+
+
+def test_apples_servers_are_changed_at_apple(ctx: AppContext, apple: FakeApple) -> None:
+    _sync(ctx)
+    with ctx.unit_of_work() as session, pytest.raises(InvalidInput, match="Apple School Manager"):
+        remove_server(session, OPERATOR, "Mosyle", NOW)
+    with ctx.unit_of_work() as session, pytest.raises(InvalidInput, match="rename it"):
+        edit_server(session, OPERATOR, "Mosyle", now=NOW, rename="Lab")
+    assert _local(ctx)["servers"][MOSYLE] == ("Mosyle", True)
