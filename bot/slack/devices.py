@@ -13,6 +13,7 @@ from bot.slack.builders import blocks, modals
 from bot.slack.builders import device_blocks as ui
 from bot.slack.services import BotServices, new_reference
 from core.apple import devices as apple_devices
+from core.apple import status as apple_status
 from core.devices import csv_import as device_import
 from core.devices import inventory as devices
 from core.errors import InvalidInput, MdmbotError, PermissionDenied
@@ -47,14 +48,25 @@ def commands(
             return None
         svc.authorize(user, Permission.VIEW)
         with svc.ctx.unit_of_work(readonly=True) as session:
+            synced = apple_status.health(session) if svc.ctx.settings.apple_mode else None
             if not arg:
                 listing, unassigned = devices.overview(session)
-                return {"text": "Devices", "blocks": ui.overview_blocks(listing, unassigned)}
-            name, families, first = devices.server_devices(session, arg, ui.FIRST_PAGE)
-        return {
-            "text": f"Devices of {blocks.esc(name)}",
-            "blocks": ui.devices_blocks(name, families, first, sum(families.values())),
-        }
+                shown: dict[str, Any] = {
+                    "text": "Devices", "blocks": ui.overview_blocks(listing, unassigned)
+                }
+            else:
+                name, families, first = devices.server_devices(session, arg, ui.FIRST_PAGE)
+                shown = {
+                    "text": f"Devices of {blocks.esc(name)}",
+                    "blocks": ui.devices_blocks(name, families, first, sum(families.values())),
+                }
+        if synced is not None:
+            when = blocks.local_time(synced.last_success_at) if synced.last_success_at else "never"
+            shown["blocks"] = [*shown["blocks"], blocks.context(
+                f"As Apple School Manager showed them at its last sync ({when}); mdmbot syncs "
+                "at every sweep."
+            )]  # fmt: skip
+        return shown
 
     def do_assign(body: dict[str, Any], arg: str) -> None:
         svc.authorize(body["user_id"], Permission.MANAGE_DEVICES)

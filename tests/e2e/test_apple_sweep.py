@@ -1,5 +1,6 @@
-"""Apple mode's sync in the sweep: a failing Apple is alerted once per kind and shown on the App
-Home, never stops the expiry alerts, and a sync that succeeds again says so."""
+"""Apple mode in Slack: the sweep's sync (a failing Apple is alerted once per kind and shown on
+the App Home, never stops the expiry alerts, a sync that succeeds again says so), and what only
+Apple does refused in one line."""
 
 from __future__ import annotations
 
@@ -17,6 +18,7 @@ from core.tokens.issuance import activate_token
 from core.tokens.servers import add_server
 from tests import certs
 from tests.e2e.conftest import ADMIN
+from tests.e2e.test_slack_devices import respond_text
 from tests.fakeapple import FakeApple
 from tests.fakeslack import FakeSlack
 from tests.slack_harness import Bot, Clock
@@ -90,3 +92,15 @@ def test_a_failing_apple_is_alerted_once_per_kind(
     assert sum("syncs with Apple School Manager again" in t for t in _alerts(fake)) == 1
     school.svc.refresh_home(ADMIN)
     assert "refuses mdmbot" not in str(fake.calls_to("views.publish")[-1].params)
+
+
+def test_what_apple_does_is_refused_in_slack(school: Bot, fake: FakeSlack) -> None:
+    Sweeper(school.svc, post_interval=0).sweep(school.clock())
+    assert "Replace Certificate" in respond_text(school, fake, ADMIN, "cert Jamf Pro")
+    assert "come from Apple School Manager" in respond_text(school, fake, ADMIN, "devices import")
+    assert "released in Apple School Manager" in respond_text(
+        school, fake, ADMIN, "release DMQX0001AB"
+    )
+    assert not fake.calls_to("views.open"), "no modal opened"
+    listing = respond_text(school, fake, ADMIN, "devices Jamf Pro")
+    assert "DMQX0001AB" in listing and "As Apple School Manager showed them" in listing

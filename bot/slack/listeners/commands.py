@@ -23,6 +23,10 @@ from core.tokens import servers
 log = logging.getLogger("mdmbot.bot")
 USER_REF = re.compile(r"^<@([UW][A-Z0-9]+)(?:\|[^>]*)?>$|^@?([UW][A-Z0-9]{2,})$")
 Reply = dict[str, Any]
+NEW_KEY_AT_APPLE = (
+    "In Apple mode a new public key goes to Apple School Manager (the server → Edit → Replace "
+    "Certificate); then download its token there and drop the file here."
+)
 Handler = Callable[[dict[str, Any], str], Reply | None]
 
 
@@ -138,6 +142,16 @@ def register(app: App, svc: BotServices) -> None:
         me = body["user_id"]
         return reply(lifecycle.open_and_post(svc, Actor(me), me, "password_change"))
 
+    def sandbox_only(handler: Handler) -> Handler:
+        """A command that issues a token: in Apple mode Apple issues them."""
+
+        def refuse_in_apple_mode(body: dict[str, Any], arg: str) -> Reply | None:
+            if svc.ctx.settings.apple_mode:
+                raise MdmbotError(NEW_KEY_AT_APPLE)
+            return handler(body, arg)
+
+        return refuse_in_apple_mode
+
     handlers.update(
         {
             "help": do_help,
@@ -147,7 +161,7 @@ def register(app: App, svc: BotServices) -> None:
             "token": modal_command(
                 lambda view: modals.confirm_token_modal(view, now=svc.ctx.now()), "token"
             ),
-            "cert": modal_command(modals.replace_cert_modal, "cert"),
+            "cert": sandbox_only(modal_command(modals.replace_cert_modal, "cert")),
             "edit": modal_command(modals.edit_server_modal, "edit"),
             "remove": modal_command(modals.confirm_remove_modal, "remove"),
             "roles": do_roles,
