@@ -28,7 +28,7 @@ from core.apple.api import (
 from core.errors import ConfigError
 from core.settings import Settings
 
-CALL_SECONDS = 60.0  # total deadline of one call, retries included
+CALL_SECONDS = 120.0  # total deadline of one call, retries and a 60 s Retry-After included
 TOKEN_MARGIN = 60.0  # an access token is renewed this long before Apple's `expires_in`
 ASSERTION_SECONDS = 300
 ASSERTION_TYPE = "urn:ietf:params:oauth:client-assertion-type:jwt-bearer"

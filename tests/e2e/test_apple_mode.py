@@ -20,7 +20,7 @@ from tests.e2e.test_cli_api_accounts import _answers
 from tests.e2e.test_slack_add import add_values
 from tests.e2e.test_slack_devices import dm_texts, open_modal
 from tests.fakeslack import FakeSlack
-from tests.processes import BotProcess, free_port
+from tests.processes import BotProcess, ServeProcess, bot_env, free_port
 from tests.slack_harness import Bot
 
 
@@ -172,3 +172,19 @@ def test_linking_a_server_in_school_and_in_business(
         "Fleet", "Jamf Pro", "Kandji", "Mosyle"]  # fmt: skip
     synced = business.json("apple", "sync", "--json")
     assert (synced["servers"], synced["changes"]) == (4, 3 + 4), "3 more servers, 4 devices"
+
+
+def test_serve_syncs_at_start(
+    apple: Apple, fake: FakeSlack, tmp_path: Path
+) -> None:
+    school = Cli(tmp_path / "school")
+    env = bot_env(fake, school.data_dir, **_apple_settings(apple))
+    process = ServeProcess(env, tmp_path / "school.log")
+    try:
+        process.wait_ready()
+        school.env.update(MDMBOT_SECRET_KEY="k" * 40)
+        process.wait_until(lambda: '"Mosyle"' in school.run("server", "list", "--json").stdout)
+    finally:
+        assert process.terminate() == 0
+    names = [s["name"] for s in school.json("server", "list", "--json")]
+    assert names == ["Jamf Pro", "Mosyle"]
