@@ -9,11 +9,12 @@ from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from datetime import datetime
 
+import sqlalchemy as sa
 from sqlmodel import Session, col, func, select
 
 from core import audit
 from core.apple import status
-from core.apple.api import AppleApi, AppleDevice, AppleInventory, AppleServer
+from core.apple.api import AppleApi, AppleDevice, AppleInventory, AppleMalformed, AppleServer
 from core.devices.changelog import move
 from core.devices.inventory import clean_serial
 from core.errors import InvalidInput, InvalidName, MdmbotError
@@ -53,24 +54,33 @@ UnitOfWork = Callable[[], AbstractContextManager[Session]]
 def sync(api: Callable[[], AppleApi], unit_of_work: UnitOfWork, now: datetime) -> SyncResult:
     """Read Apple's inventory, then apply it in one unit of work (nothing is written before the
     whole read succeeded); errors are raised, the failure is not recorded."""
-    inventory = api().inventory()
-    with unit_of_work() as session:
-        result = apply_inventory(session, inventory, now)
-        status.record_success(session, now)
-    return result
+    return _apply(api().inventory(), unit_of_work, now)[0]
+
+
+def _apply(
+    inventory: AppleInventory, unit_of_work: UnitOfWork, now: datetime
+) -> tuple[SyncResult, bool]:
+    """Apply in one unit of work; (result, whether it ended an alerted failure)."""
+    try:
+        with unit_of_work() as session:
+            result = apply_inventory(session, inventory, now)
+            return result, status.record_success(session, now)
+    except sa.exc.IntegrityError:
+        raise AppleMalformed(
+            "Apple lists two MDM servers whose names mdmbot counts as the same (case, spacing "
+            "or width), or one with the name of a server Apple no longer links; rename one in "
+            "Apple School Manager."
+        ) from None
 
 
 def run_sync(api: Callable[[], AppleApi], unit_of_work: UnitOfWork, now: datetime) -> SyncOutcome:
     """A sweep's sync: a failure is recorded (the Home shows it), never raised."""
     try:
-        inventory = api().inventory()
+        result, recovered = _apply(api().inventory(), unit_of_work, now)
     except MdmbotError as exc:
         with unit_of_work() as session:
             first = status.record_failure(session, exc, now)
         return SyncOutcome(None, exc, alert=first)
-    with unit_of_work() as session:
-        result = apply_inventory(session, inventory, now)
-        recovered = status.record_success(session, now)
     return SyncOutcome(result, recovered=recovered)
 
 

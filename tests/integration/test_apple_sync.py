@@ -258,3 +258,14 @@ def test_apples_servers_are_changed_at_apple(ctx: AppContext, apple: FakeApple) 
     with ctx.unit_of_work() as session, pytest.raises(InvalidInput, match="rename it"):
         edit_server(session, OPERATOR, "Mosyle", now=NOW, rename="Lab")
     assert _local(ctx)["servers"][MOSYLE] == ("Mosyle", True)
+
+
+def test_two_names_mdmbot_counts_as_one_change_nothing(ctx: AppContext, apple: FakeApple) -> None:
+    _sync(ctx)
+    before = _local(ctx)
+    apple.add_server("3B87349736CF4614A94F624E705841CF", "JAMF  pro")
+    apple.servers[MOSYLE]["serverName"] = "Lab"
+    outcome = apple_sync.run_sync(lambda: _client(ctx, Waits()), ctx.unit_of_work, NOW)
+    assert isinstance(outcome.error, AppleMalformed)
+    assert "counts as the same" in outcome.error.message
+    assert _local(ctx) == before
