@@ -26,6 +26,11 @@ class SyncHealth:
     failing_since: datetime | None
 
 
+def lock(session: Session) -> None:
+    """Take the sync state's row lock: two syncs (a sweep, `apple sync`) apply one at a time."""
+    _row(session)
+
+
 def _row(session: Session) -> AppleSync:
     row = session.get(AppleSync, ROW, with_for_update=True)
     if row is None:

@@ -86,6 +86,7 @@ def run_sync(api: Callable[[], AppleApi], unit_of_work: UnitOfWork, now: datetim
 
 def apply_inventory(session: Session, inventory: AppleInventory, now: datetime) -> SyncResult:
     """Bring servers and devices in line with Apple's inventory."""
+    status.lock(session)
     changes, local_ids = _apply_servers(session, inventory.servers, now)
     changes += _apply_devices(session, inventory.devices, local_ids, now)
     servers = session.exec(
