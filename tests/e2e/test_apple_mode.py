@@ -13,6 +13,7 @@ import pytest
 
 from bot.slack.builders import device_blocks as ui
 from bot.slack.builders import modals
+from tests.dep_client import open_token, session_key
 from tests.devices_support import csv_of, serial
 from tests.e2e.conftest import ADMIN
 from tests.e2e.test_cli import Cli, _valid_now
@@ -93,6 +94,12 @@ def test_the_school_syncs_and_assigns_through_apple(
     assert set(shown["apple"]) == {"id", "last_connected_at"}
     assert len(shown["apple"]["id"]) == 32 and shown["apple"]["last_connected_at"] is None
     assert {"name", "token_expires_at", "downloaded_by", "mdm"} <= set(shown)
+    # Jamf's MDM server talks to "Apple" with its token: the next sync brings the time in.
+    token = next(apple.cli.work.glob("Jamf_Pro_Token_*_smime.p7m")).read_bytes()
+    session_key(apple.origin, open_token(token, _valid_now(0, "mdm.example.edu").key_pem))
+    assert school.json("apple", "sync", "--json")["changes"] == 1
+    connected = school.json("server", "show", "Jamf Pro", "--json")["apple"]["last_connected_at"]
+    assert connected and connected.endswith("Z")
 
     done = school.run("devices", "assign", "Mosyle", serial(2), "--wait", "30")
     assert done.returncode == 0, done.stderr
