@@ -54,6 +54,14 @@ def children(pid: int) -> set[int]:
     return found
 
 
+def descendants(pid: int) -> set[int]:
+    """The live processes under `pid`: each listener's granian server and its workers."""
+    found = children(pid)
+    for child in list(found):
+        found |= descendants(child)
+    return found
+
+
 def alive(pid: int) -> bool:
     """Whether process `pid` still exists."""
     try:
@@ -78,8 +86,9 @@ def test_two_workers_share_the_port_sweep_once_sum_metrics_and_stop_on_sigterm(
     proc = ServeProcess(env, tmp_path / "serve.log", "--workers", "2")
     try:
         proc.wait_ready()
-        proc.wait_until(lambda: len(children(proc.proc.pid)) == 2)
-        workers = children(proc.proc.pid)
+        # A granian server per listener (Slack, metrics), each with its workers: 2 and 1.
+        proc.wait_until(lambda: len(descendants(proc.proc.pid)) == 2 + 2 + 1)
+        workers = descendants(proc.proc.pid)
 
         # Requests land on both workers; /metrics counts every one of them, whoever answers.
         answered: dict[str, int] = {}
@@ -88,7 +97,7 @@ def test_two_workers_share_the_port_sweep_once_sum_metrics_and_stop_on_sigterm(
             status, body, pid = post_command(proc.url, "help", ADMIN, fake)
             assert status == 200 and "Administrator" in body, "MDMBOT_ADMINS granted once"
             answered[pid] = answered.get(pid, 0) + 1
-        assert {int(pid) for pid in answered} == workers
+        assert len(answered) == 2 and {int(pid) for pid in answered} <= workers
         assert proc.metric(COMMANDS) == sum(answered.values())
 
         # One lease holder among the workers, and an alert due now is posted once.
