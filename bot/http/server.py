@@ -9,6 +9,7 @@ this process with the same granian worker (tests, tools, and the Apple port in S
 
 from __future__ import annotations
 
+import atexit
 import logging
 import os
 import signal
@@ -19,14 +20,11 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, cast
 
-import granian._futures
 import granian._granian
 from granian._granian import WorkerSignal
-from granian._loops import loops
-from granian.constants import HTTPModes, Interfaces, Loops
+from granian.constants import HTTPModes, Interfaces, Loops, RuntimeModes, TaskImpl
 from granian.http import HTTP1Settings
-from granian.server import MPServer
-from granian.wsgi import _callback_wrapper
+from granian.server import MPServer, MTServer
 
 from bot import metrics
 from bot.http.guard import Guard
@@ -43,9 +41,7 @@ GRANIAN_LOGGING: dict[str, Any] = {
     }
 }
 NO_TLS: tuple[Any, ...] = (False, None, None, None, "tls1.3", None, [], False)
-# granian's worker as its own servers call it (its type stubs lag its signature); 2.8.x pinned.
-_NATIVE: Any = granian._granian
-_FUTURES: Any = granian._futures
+_NATIVE: Any = granian._granian  # its type stubs lag its signatures (granian 2.8.x is pinned)
 
 
 def bind(host: str, port: int) -> socket.socket:
@@ -92,12 +88,12 @@ class _BoundServer(MPServer):
 
 
 def _worker(hooks: WorkerHooks) -> Callable[..., None]:
-    """granian's WSGI worker process, with mdmbot's hooks around it."""
+    """granian's RSGI worker process, with mdmbot's hooks around it."""
 
     def run(*args: Any) -> None:
         hooks.after_fork()
         try:
-            MPServer._spawn_wsgi_worker(*args)
+            MPServer._spawn_rsgi_worker(*args)
         finally:
             hooks.stop()
             metrics.worker_exited(os.getpid())
@@ -109,15 +105,14 @@ def _serve_listener(
     listener: Listener, sock: socket.socket, workers: int, threads: int, hooks: WorkerHooks
 ) -> int:
     """Run one listener's granian process server until SIGTERM (in its own process)."""
-    guard = Guard(listener)
+    guard: Any = Guard(listener, threads)
     server = _BoundServer(
         sock,
         address=listener.host,
         port=int(sock.getsockname()[1]),
-        interface=Interfaces.WSGI,
+        interface=Interfaces.RSGI,
         workers=listener.workers or workers,
-        blocking_threads=threads,
-        backpressure=threads,
+        backpressure=listener.limits.requests,
         backlog=BACKLOG,
         http=HTTPModes.http1,
         http1_settings=http1(listener.limits),
@@ -199,8 +194,17 @@ def _stop_servers(pids: list[int]) -> None:
             time.sleep(0.05)
 
 
+def _native_threads() -> int:
+    """Threads of this process, granian's own (Rust) threads included."""
+    return len(os.listdir("/proc/self/task"))
+
+
 class HttpServer:
-    """Listeners served from threads of this process by granian's worker (one per listener)."""
+    """Listeners served from threads of this process by granian's worker (one per listener).
+
+    A server not closed is closed at exit: granian's threads must end before the interpreter
+    does (one still finishing a connection then aborts the process).
+    """
 
     def __init__(self, listeners: Sequence[Listener], threads: int = 4) -> None:
         self.listeners = list(listeners)
@@ -208,6 +212,7 @@ class HttpServer:
         self.threads = threads
         self.signals = [WorkerSignal() for _ in self.listeners]
         self.running: list[threading.Thread] = []
+        self.baseline = 0
 
     @property
     def port(self) -> int:
@@ -224,6 +229,8 @@ class HttpServer:
 
     def start_in_background(self, name: str) -> HttpServer:
         """Serve every listener from daemon threads (until `close` or the process ends)."""
+        self.baseline = _native_threads()
+        atexit.register(self.close)
         for index, listener in enumerate(self.listeners):
             ready = threading.Event()
             thread = threading.Thread(
@@ -237,40 +244,30 @@ class HttpServer:
         return self
 
     def _serve(self, index: int, listener: Listener, ready: threading.Event) -> None:
-        stop, stopped = self.signals[index], threading.Event()
-        stop.add_cb(stopped.set)
-        loop = loops.get(Loops.asyncio)
-        worker = _NATIVE.WSGIWorker(
-            1,
-            (None, _NATIVE.SocketHolder(os.dup(self.sockets[index].fileno()), False, BACKLOG)),
-            None,
-            1,
-            512,
-            self.threads,
-            30,
-            self.threads,
-            HTTPModes.http1,
-            http1(listener.limits),
-            None,
-            None,
-            *NO_TLS,
+        """granian's worker thread (as its free-threaded server runs one) for one listener."""
+        holder = _NATIVE.SocketHolder(os.dup(self.sockets[index].fileno()), False, BACKLOG)
+        ready.set()  # the socket listens already: connections queue until the worker takes them
+        MTServer._spawn_rsgi_worker(
+            1, self.signals[index], Guard(listener, self.threads), (None, holder), Loops.asyncio,
+            RuntimeModes.st, 1, 512, 1, 30, listener.limits.requests, TaskImpl.asyncio,
+            HTTPModes.http1, http1(listener.limits), None, False, None, None, NO_TLS, {},
             (None, None),
-        )
-        callback = _callback_wrapper(Guard(listener), {}, None)
-        scheduler = _FUTURES._new_cbscheduler(loop, callback, impl_asyncio=True)
-        worker.serve_mtr(scheduler, loop, stop)
-        ready.set()
-        stopped.wait()
-        loop.close()
+        )  # fmt: skip
 
     def close(self, timeout: float = 5.0) -> None:
         """Stop accepting, finish the requests in hand and close every socket."""
+        atexit.unregister(self.close)
         for stop in self.signals:
             stop.set()
         for thread in self.running:
             thread.join(timeout)
         for sock in self.sockets:
             sock.close()
+        if self.running:  # granian's threads end a moment after its worker's
+            ends = time.monotonic() + 1.0
+            while _native_threads() > self.baseline and time.monotonic() < ends:
+                time.sleep(0.02)
+        self.running.clear()
 
 
 def start_in_background(listener: Listener, threads: int) -> HttpServer:

@@ -46,10 +46,10 @@ class Limits:
     """What one listener allows each client: deadlines and sizes of a request."""
 
     header_seconds: float = 10.0  # to a whole header, from connecting or the last answer
-    body_seconds: float = 20.0  # from the app asking for the body to the whole declared body
+    body_seconds: float = 20.0  # from the header to the whole declared body
     max_header: int = 16 * 1024  # granian's read buffer: a larger header is refused with 431
     max_body: int = MAX_BODY
-    readers: int = 16  # threads per worker reading bodies under the body deadline
+    requests: int = 1000  # in hand at once per worker (awaiting a body or the app); then queued
 
 
 @dataclass(frozen=True)
