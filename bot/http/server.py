@@ -12,6 +12,7 @@ from __future__ import annotations
 import atexit
 import logging
 import os
+import resource
 import signal
 import socket
 import threading
@@ -50,6 +51,19 @@ def bind(host: str, port: int) -> socket.socket:
     sock = socket.create_server((host, port), family=family, backlog=BACKLOG)
     sock.set_inheritable(True)
     return sock
+
+
+def raise_file_limit() -> int:
+    """Raise this process's open-file limit to its hard limit; the limit now in force."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if hard == resource.RLIM_INFINITY or soft < hard:
+        target = 65536 if hard == resource.RLIM_INFINITY else hard
+        try:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (max(soft, target), hard))
+        except (ValueError, OSError):
+            return soft
+        return max(soft, target)
+    return soft
 
 
 def http1(limits: Limits) -> HTTP1Settings:
@@ -112,7 +126,7 @@ def _serve_listener(
         port=int(sock.getsockname()[1]),
         interface=Interfaces.RSGI,
         workers=listener.workers or workers,
-        backpressure=listener.limits.requests,
+        backpressure=listener.limits.connections,
         backlog=BACKLOG,
         http=HTTPModes.http1,
         http1_settings=http1(listener.limits),
@@ -139,6 +153,7 @@ def serve_processes(
     stop it; it is called after the forks, so no thread of it crosses one.
     """
     check_listeners(listeners)
+    raise_file_limit()  # every listener's workers inherit it
     sockets = [bind(listener.host, listener.port) for listener in listeners]
     servers: dict[int, str] = {}
     for listener, sock in zip(listeners, sockets, strict=True):
@@ -249,7 +264,7 @@ class HttpServer:
         ready.set()  # the socket listens already: connections queue until the worker takes them
         MTServer._spawn_rsgi_worker(
             1, self.signals[index], Guard(listener, self.threads), (None, holder), Loops.asyncio,
-            RuntimeModes.st, 1, 512, 1, 30, listener.limits.requests, TaskImpl.asyncio,
+            RuntimeModes.st, 1, 512, 1, 30, listener.limits.connections, TaskImpl.asyncio,
             HTTPModes.http1, http1(listener.limits), None, False, None, None, NO_TLS, {},
             (None, None),
         )  # fmt: skip

@@ -49,7 +49,7 @@ class Limits:
     body_seconds: float = 20.0  # from the header to the whole declared body
     max_header: int = 16 * 1024  # granian's read buffer: a larger header is refused with 431
     max_body: int = MAX_BODY
-    requests: int = 1000  # in hand at once per worker (awaiting a body or the app); then queued
+    connections: int = 4096  # held at once per worker (granian's backpressure); then queued
 
 
 @dataclass(frozen=True)
