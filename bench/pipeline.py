@@ -89,7 +89,7 @@ class Flood:
 
 
 def tree_rss_kib(pid: int) -> int:
-    """VmRSS of a process and its live children (gunicorn workers), in KiB."""
+    """VmRSS of a process and every process under it (granian servers and workers), in KiB."""
     total = rss_kib(pid)[0]
     for child in children(pid):
         try:
