@@ -282,7 +282,6 @@ class HttpServer:
             ends = time.monotonic() + 1.0
             while _native_threads() > self.baseline and time.monotonic() < ends:
                 time.sleep(0.02)
-        self.running.clear()
 
 
 def start_in_background(listener: Listener, threads: int) -> HttpServer:
