@@ -132,6 +132,7 @@ def _serve_listener(
         http1_settings=http1(listener.limits),
         log_dictconfig=GRANIAN_LOGGING,
         workers_kill_timeout=STOP_SECONDS,
+        respawn_failed_workers=True,
     )
     try:
         server.serve(spawn_target=_worker(hooks), target_loader=lambda: guard, wrap_loader=False)
@@ -155,12 +156,17 @@ def serve_processes(
     check_listeners(listeners)
     raise_file_limit()  # every listener's workers inherit it
     sockets = [bind(listener.host, listener.port) for listener in listeners]
+    stopping = threading.Event()
+    for sig in (signal.SIGTERM, signal.SIGINT):  # before forking: a SIGTERM now stops them too
+        signal.signal(sig, lambda *_: stopping.set())
     servers: dict[int, str] = {}
     for listener, sock in zip(listeners, sockets, strict=True):
         pid = os.fork()
         if pid == 0:  # the listener's own granian process server
             code = 1
             try:
+                for sig in (signal.SIGTERM, signal.SIGINT):
+                    signal.signal(sig, signal.SIG_DFL)  # until granian sets its own
                 for other in sockets:
                     if other is not sock:
                         other.close()
@@ -173,9 +179,6 @@ def serve_processes(
     for listener, sock in zip(listeners, sockets, strict=True):
         log.info("listening on port %s (%s)", sock.getsockname()[1], listener.name)
         sock.close()
-    stopping = threading.Event()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        signal.signal(sig, lambda *_: stopping.set())
     stop = run()
     failed = False
     try:

@@ -170,6 +170,24 @@ def test_an_oversized_declared_body_gets_413_at_once(
         assert proc.terminate(signal.SIGTERM) == 0
 
 
+def test_a_worker_that_dies_is_replaced_and_the_port_keeps_answering(
+    fake: FakeSlack, tmp_path: Path
+) -> None:
+    proc = ServeProcess(bot_env(fake, tmp_path), tmp_path / "serve.log", "--workers", "1")
+    try:
+        proc.wait_ready()
+        with urllib.request.urlopen(f"{proc.url}/healthz", timeout=5) as response:
+            first = int(response.headers["X-Mdmbot-Worker"])
+        assert first in descendants(proc.proc.pid)
+        os.kill(first, signal.SIGKILL)
+        proc.wait_until(lambda: first not in descendants(proc.proc.pid))
+        assert proc.wait_ready()["status"] == "ok"
+        with urllib.request.urlopen(f"{proc.url}/healthz", timeout=5) as response:
+            assert int(response.headers["X-Mdmbot-Worker"]) not in (first, 0)
+    finally:
+        assert proc.terminate(signal.SIGTERM) == 0
+
+
 def test_workers_are_refused_in_socket_mode(fake: FakeSlack, tmp_path: Path) -> None:
     env = bot_env(fake, tmp_path, SLACK_APP_TOKEN="xapp-1-A1-1-secret")
     result = subprocess.run(
