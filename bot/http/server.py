@@ -77,7 +77,7 @@ def http1(limits: Limits) -> HTTP1Settings:
 
 @dataclass(frozen=True)
 class WorkerHooks:
-    """What each worker process does around serving (background threads start after fork)."""
+    """What each worker process does after the fork (before serving) and when it stops."""
 
     stop: Callable[[], None]
     after_fork: Callable[[], None] = lambda: None
