@@ -291,4 +291,3 @@ def start_in_background(listener: Listener, threads: int) -> HttpServer:
     """Serve one more listener from a daemon thread (refused in one line if its port is taken)."""
     check_listeners([listener])
     return HttpServer([listener], threads).start_in_background(listener.name)
-
