@@ -2,7 +2,7 @@
 
 Three servers besides this process: `mdmbot serve --http --no-scheduler --workers 2` on SQLite
 seeded with 50 servers, the bare app (`bench.bare_app`: a bolt App whose only listener acks,
-same signing secret, same `SlackWsgi`, served by gunicorn with 2 workers of 8 threads), and the
+same signing secret, same `SlackWsgi`, served by granian with 2 workers of 8 threads), and the
 load generator (`bench.loadgen`, asyncio, one new connection per request). The fake Slack Web
 API (tests/fakeslack.py) runs in this process and answers the `views.open` that `/mdm add` calls
 after its ack, and `auth.test`/`users.info`.
@@ -93,7 +93,7 @@ def start_mdmbot(
 def start_bare(
     fake: FakeSlack, data_dir: Path, port: int, workers: int = 1
 ) -> subprocess.Popen[bytes]:
-    """The bare bolt app on 127.0.0.1:port (gunicorn with `workers` of 8 threads when > 1)."""
+    """The bare bolt app on 127.0.0.1:port (granian, `workers` processes of 8 threads)."""
     log = (data_dir / "bare.log").open("wb")
     threads = ["--threads", str(BARE_THREADS)] if workers > 1 else []
     return subprocess.Popen(

@@ -1,10 +1,9 @@
 """The baseline: a bare bolt App that only acks `/mdm`, on mdmbot's own HTTP front.
 
 `python -m bench.bare_app --port N [--workers W --threads T]` serves it with the same front as
-`mdmbot serve --http` (the event-loop `HttpServer` for one process, gunicorn workers running
-it through `serve_workers` for several) and `SlackWsgi`, the same signing secret check and the
-same Web API client settings (SLACK_API_URL, SLACK_BOT_TOKEN, SLACK_SIGNING_SECRET from the
-environment).
+`mdmbot serve --http` (a granian server of W worker processes, `serve_processes`) and
+`SlackWsgi`, the same signing secret check and the same Web API client settings
+(SLACK_API_URL, SLACK_BOT_TOKEN, SLACK_SIGNING_SECRET from the environment).
 """
 
 from __future__ import annotations
@@ -17,7 +16,7 @@ from typing import Any
 from slack_bolt import Ack, App
 from slack_sdk import WebClient
 
-from bot.http import HttpServer, Limits, Listener, SlackWsgi, WorkerHooks, serve_workers
+from bot.http import Listener, SlackWsgi, WorkerHooks, serve_processes
 
 
 def build_bare_app() -> App:
@@ -49,18 +48,12 @@ def main() -> int:
     parser.add_argument("--port", type=int, required=True)
     parser.add_argument("--threads", type=int, default=16)
     parser.add_argument("--workers", type=int, default=1)
-    parser.add_argument("--gunicorn", action="store_true", help="gunicorn even for one worker")
     args = parser.parse_args()
     logging.basicConfig(level=logging.WARNING)
     secret = os.environ["SLACK_SIGNING_SECRET"]
     slack = SlackWsgi(build_bare_app(), health, signing_secret=secret)
-    # No turns: each request sleeps in bolt's 10 ms ack polling, and turns would hold it back.
-    listeners = [Listener("slack", args.host, args.port, slack, Limits(turns=0))]
-    if args.workers > 1 or args.gunicorn:
-        idle = WorkerHooks(start=lambda: None, stop=lambda: None)
-        return serve_workers(listeners, args.workers, args.threads, idle)
-    HttpServer(listeners, args.threads).serve_forever()
-    return 0
+    listeners = [Listener("slack", args.host, args.port, slack)]
+    return serve_processes(listeners, args.workers, args.threads, WorkerHooks(stop=lambda: None))
 
 
 if __name__ == "__main__":

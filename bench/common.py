@@ -142,7 +142,7 @@ def cpu_seconds(pid: int) -> float:
 
 
 def children(pid: int) -> list[int]:
-    """The live child processes of `pid` (a server's workers)."""
+    """The live processes under `pid` (each listener's granian server and its workers)."""
     found = []
     for entry in Path("/proc").iterdir():
         if not entry.name.isdigit():
@@ -153,7 +153,7 @@ def children(pid: int) -> list[int]:
             continue
         if int(fields[1]) == pid:
             found.append(int(entry.name))
-    return found
+    return found + [grandchild for child in found for grandchild in children(child)]
 
 
 def tree_cpu_seconds(pid: int) -> float:

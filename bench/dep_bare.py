@@ -1,8 +1,9 @@
 """The DEP baseline: a bare WSGI app answering a constant JSON, on mdmbot's own HTTP server.
 
-`python -m bench.dep_bare --port N [--workers W]` serves it with the same front and thread count
-as `mdmbot serve --http --workers W --dep-port` (the event-loop front for one process, gunicorn
-workers for several), so the difference is mdmbot's own work (Falcon, OAuth, database).
+`python -m bench.dep_bare --port N [--workers W] [--port-b M]` serves it with the same front and
+thread count as `mdmbot serve --http --workers W --dep-port` (a granian server of W worker
+processes per listener), so the difference is mdmbot's own work (Falcon, OAuth, database);
+with `--port-b` a second listener serves it too, on servers of its own (`bench/front.py`).
 """
 
 from __future__ import annotations
@@ -11,10 +12,10 @@ import argparse
 from collections.abc import Iterable
 from typing import Any
 
-from bot.http import HttpServer, Listener, StartResponse, WorkerHooks, serve_workers
+from bot.http import Listener, StartResponse, WorkerHooks, serve_processes
 
 BODY = b'{"auth_session_token":"bare","server_name":"bare"}'
-THREADS = {1: 4, 2: 8}  # `mdmbot serve --http`: 4 threads in one process, 8 per worker
+THREADS = 8  # `mdmbot serve --http`: 8 app threads per worker and listener
 
 
 def constant_json(environ: dict[str, Any], start_response: StartResponse) -> Iterable[bytes]:
@@ -31,13 +32,12 @@ def main() -> int:
     parser = argparse.ArgumentParser(prog="python -m bench.dep_bare")
     parser.add_argument("--port", type=int, required=True)
     parser.add_argument("--workers", type=int, default=1)
+    parser.add_argument("--port-b", type=int, default=None)
     args = parser.parse_args()
     listeners = [Listener("bare", "127.0.0.1", args.port, constant_json)]
-    if args.workers > 1:
-        idle = WorkerHooks(start=lambda: None, stop=lambda: None)
-        return serve_workers(listeners, args.workers, THREADS[2], idle)
-    HttpServer(listeners, THREADS[1]).serve_forever()
-    return 0
+    if args.port_b is not None:
+        listeners.append(Listener("bare B", "127.0.0.1", args.port_b, constant_json))
+    return serve_processes(listeners, args.workers, THREADS, WorkerHooks(stop=lambda: None))
 
 
 if __name__ == "__main__":

@@ -21,7 +21,7 @@ import traceback
 from collections.abc import Callable
 from pathlib import Path
 
-from bench import ack, asm, dep, devices, issuance, memory, pg, pipeline, sweep
+from bench import ack, asm, dep, devices, front, issuance, memory, pg, pipeline, sweep
 from bench.common import Row, Section, machine
 
 README = Path(__file__).with_name("README.md")
@@ -32,6 +32,7 @@ BENCHMARKS: dict[str, Callable[[bool], Section]] = {
     "issuance": issuance.run,
     "memory": memory.run,
     "pipeline": pipeline.run,
+    "front": front.run,
     "devices": devices.run,
     "dep": dep.run,
     "pg": pg.run,

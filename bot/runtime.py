@@ -30,8 +30,8 @@ RECHECK_SECONDS = 60.0
 class Runtime:
     """The long-running parts around the app: health and the scheduler.
 
-    With several worker processes each worker has its own, started after the fork: the
-    scheduler's lease holder names the worker's pid, so only one worker sweeps.
+    Over HTTP the process that forks the workers runs it (one scheduler however many workers);
+    a worker only answers /healthz from its copy and finishes its own background jobs.
     """
 
     def __init__(
@@ -47,14 +47,19 @@ class Runtime:
         self.alert_channel: dict[str, Any] = {"member": None, "detail": "not checked yet"}
         self._checked_at = 0.0
 
-    def start(self) -> None:
-        """Start background work (in the process that serves: after any fork)."""
-        self.holder = f"{socket.gethostname()}:{os.getpid()}:{id(self):x}"
+    def watch(self) -> None:
+        """Publish the gauges read at scrape time (before forking: the metrics listener's
+        process has them too)."""
         metrics.watch_expiry(self._servers, self.ctx.now)
         directory = self.ctx.settings.mdmbot_backup_dir
         metrics.watch_backups(
             None if directory is None else lambda: schedule.newest_age(directory, self.ctx.now())
         )
+
+    def start(self) -> None:
+        """Start background work (after any fork: no thread of it crosses one)."""
+        self.holder = f"{socket.gethostname()}:{os.getpid()}:{id(self):x}"
+        self.watch()
         self.svc.background.submit(self.check_alert_channel)
         self.svc.background.submit(self._settle)
         # A delivery cut short just before this start is settled once its grace period is over.
@@ -77,6 +82,11 @@ class Runtime:
             self._settle_later.cancel()
         if self.scheduler is not None:
             self.scheduler.stop()
+        self.svc.background.shutdown(wait=True)
+        self.svc.mdm.shutdown(wait=True)
+
+    def stop_worker(self) -> None:
+        """In a worker process: finish its background jobs (the scheduler is not its own)."""
         self.svc.background.shutdown(wait=True)
         self.svc.mdm.shutdown(wait=True)
 

@@ -9,6 +9,7 @@ import shutil
 import signal
 import tempfile
 import threading
+from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING
 
@@ -20,13 +21,14 @@ from core.people import persons as people
 if TYPE_CHECKING:
     from slack_bolt import App
 
-    from bot.http import HttpServer, WsgiApp
+    from bot.http import HttpServer, Listener, WsgiApp
     from bot.runtime import Runtime
     from bot.slack.services import BotServices
     from core.dep.feedback import ReplacedTokenAlert
 
 log = logging.getLogger("mdmbot.serve")
 DEP_THREADS = 8  # the device assignment service's own pool when it is not one of --http's
+THREADS = 8  # threads per worker answering requests, unless --threads says otherwise
 
 
 def worker_count(value: str, http: bool) -> int:
@@ -51,9 +53,11 @@ def worker_count(value: str, http: bool) -> int:
 
 def serve(ctx: AppContext, args: argparse.Namespace) -> int:
     """Run the bot until stopped (its options were checked by `bot.cli.serve_options`)."""
-    workers = worker_count(args.workers, args.http or args.no_slack)
-    # Metrics are shared between workers through files; this must precede importing them.
-    metrics_dir = tempfile.mkdtemp(prefix="mdmbot-metrics-") if workers > 1 else None
+    http = args.http or args.no_slack
+    workers = worker_count(args.workers, http)
+    # Over HTTP every listener has processes of its own, which share metrics through files;
+    # this must precede importing them.
+    metrics_dir = tempfile.mkdtemp(prefix="mdmbot-metrics-") if http else None
     os.environ.pop("PROMETHEUS_MULTIPROC_DIR", None)
     if metrics_dir:
         os.environ["PROMETHEUS_MULTIPROC_DIR"] = metrics_dir
@@ -66,22 +70,13 @@ def serve(ctx: AppContext, args: argparse.Namespace) -> int:
 
 def _serve(ctx: AppContext, args: argparse.Namespace, workers: int) -> int:
     from bot import metrics
-    from bot.http import (
-        HttpServer,
-        Limits,
-        Listener,
-        SlackWsgi,
-        WorkerHooks,
-        check_listeners,
-        serve_workers,
-        start_in_background,
-    )
+    from bot.http import Listener, SlackWsgi, start_in_background
     from bot.runtime import Runtime
     from bot.slack.app import build_app, build_services
     from bot.slack.gateway import SlackUnavailable
 
-    if metrics.multiprocess_mode() != (workers > 1):
-        raise RuntimeError("bot.metrics was imported before the worker count was known")
+    if metrics.multiprocess_mode() != bool(args.http or args.no_slack):
+        raise RuntimeError("bot.metrics was imported before the serving mode was known")
     settings = ctx.settings
     configure_logging(settings.mdmbot_log_format)
     if args.no_slack:
@@ -113,29 +108,43 @@ def _serve(ctx: AppContext, args: argparse.Namespace, workers: int) -> int:
         slack = SlackWsgi(app, runtime.health, signing_secret=settings.slack_signing_secret or "")
         listeners = [
             Listener("slack", args.host, args.port, slack, backlog=svc.after_ack),
-            Listener(
-                "metrics", args.metrics_host, args.metrics_port, metrics.wsgi,
-                Limits(connections=64)
-            ),
+            Listener("metrics", args.metrics_host, args.metrics_port, metrics.wsgi, workers=1),
             *([dep] if dep else []),
         ]
-        check_listeners(listeners)
-        if workers > 1:
-            # No connection may cross the fork: each worker opens its own.
-            ctx.engine.dispose()
-            hooks = WorkerHooks(
-                start=runtime.start,
-                stop=runtime.stop,
-                after_fork=lambda: ctx.engine.dispose(close=False),
-            )
-            return serve_workers(listeners, workers, args.threads or 8, hooks)
-        runtime.start()
-        HttpServer(listeners, args.threads or 4).serve_forever(on_stop=runtime.stop)
-        return 0
+        return _serve_listeners(ctx, args, workers, listeners, runtime)
     if dep is not None:
         start_in_background(dep, DEP_THREADS)
         log.info("device assignment service listening on %s:%s", dep.host, dep.port)
     return _serve_socket_mode(app, settings.slack_app_token or "", runtime)
+
+
+def _serve_listeners(
+    ctx: AppContext,
+    args: argparse.Namespace,
+    workers: int,
+    listeners: list[Listener],
+    runtime: Runtime | None,
+) -> int:
+    """Serve the listeners from granian processes; this process runs the one scheduler."""
+    from bot.http import WorkerHooks, check_listeners, serve_processes
+
+    check_listeners(listeners)
+    if runtime is not None:
+        runtime.watch()
+    # No database connection may cross a fork: each process opens its own.
+    ctx.engine.dispose()
+    hooks = WorkerHooks(
+        stop=runtime.stop_worker if runtime is not None else lambda: None,
+        after_fork=lambda: ctx.engine.dispose(close=False),
+    )
+
+    def run() -> Callable[[], None]:
+        if runtime is None:
+            return lambda: None
+        runtime.start()
+        return runtime.stop
+
+    return serve_processes(listeners, workers, args.threads or THREADS, hooks, run)
 
 
 def _serve_without_slack(ctx: AppContext, args: argparse.Namespace, workers: int) -> int:
@@ -143,25 +152,17 @@ def _serve_without_slack(ctx: AppContext, args: argparse.Namespace, workers: int
     from bot import metrics
     from bot.asm.app import apple_port_app
     from bot.dep.standalone import dep_app_without_slack, health_app
-    from bot.http import HttpServer, Listener, WorkerHooks, check_listeners, serve_workers
+    from bot.http import Listener
 
     listeners = [
         Listener("device assignment service (--dep-port)", args.dep_host
                  or ctx.settings.mdmbot_dep_host, args.dep_port,
                  apple_port_app(ctx, dep_app_without_slack(ctx))),
-        Listener("health (--port)", args.host, args.port, health_app(ctx)),
-        Listener("metrics", args.metrics_host, args.metrics_port, metrics.wsgi),
+        Listener("health (--port)", args.host, args.port, health_app(ctx), workers=1),
+        Listener("metrics", args.metrics_host, args.metrics_port, metrics.wsgi, workers=1),
     ]  # fmt: skip
-    check_listeners(listeners)
     log.info("serving without Slack: alerts wait in the database for a process with Slack")
-    if workers > 1:
-        ctx.engine.dispose()
-        hooks = WorkerHooks(
-            start=lambda: None, stop=lambda: None, after_fork=lambda: ctx.engine.dispose(False)
-        )
-        return serve_workers(listeners, workers, args.threads or 8, hooks)
-    HttpServer(listeners, args.threads or 4).serve_forever()
-    return 0
+    return _serve_listeners(ctx, args, workers, listeners, None)
 
 
 def dep_app(ctx: AppContext, svc: BotServices) -> WsgiApp:

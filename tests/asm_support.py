@@ -24,6 +24,7 @@ from core.asm import accounts
 from core.asm.oauth import APPLE_AUDIENCE, ASSERTION_TYPE
 from core.devices import csv_import
 from core.settings import Settings
+from tests.dep_client import Headers
 from tests.devices_support import OPERATOR, add_server, csv_of, serial
 from tests.slack_harness import Clock
 
@@ -118,9 +119,9 @@ class ApplePort:
         request = urllib.request.Request(url, data=data, method=method, headers=headers)
         try:
             with urllib.request.urlopen(request, timeout=30) as response:
-                return response.status, dict(response.headers), _parse(response.read())
+                return response.status, Headers(response.headers.items()), _parse(response.read())
         except urllib.error.HTTPError as exc:
-            return exc.code, dict(exc.headers), _parse(exc.read())
+            return exc.code, Headers(exc.headers.items()), _parse(exc.read())
 
     def token(self, account: Account) -> str:
         """An access token for the account."""

@@ -12,6 +12,7 @@ import json
 import tempfile
 import urllib.error
 import urllib.request
+from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
@@ -104,9 +105,26 @@ def oauth_header(
     return str(headers["Authorization"])
 
 
+class Headers(dict[str, str]):
+    """An answer's headers, looked up whatever the case (granian sends the names lowercase)."""
+
+    def __init__(self, items: Iterable[tuple[str, str]]) -> None:
+        super().__init__((name.lower(), value) for name, value in items)
+
+    def __getitem__(self, name: str) -> str:
+        return super().__getitem__(name.lower())
+
+    def __contains__(self, name: object) -> bool:
+        return isinstance(name, str) and super().__contains__(name.lower())
+
+    def get(self, name: str, default: Any = None) -> Any:  # type: ignore[override]
+        """The value of header `name`, or `default`."""
+        return super().get(name.lower(), default)
+
+
 def call(
     url: str, headers: dict[str, str], *, user_agent: str | None = NANODEP_UA
-) -> tuple[int, str, dict[str, str]]:
+) -> tuple[int, str, Headers]:
     """GET url with the headers NanoDEP sends; (status, body, headers) whatever the status."""
     sent = {
         "Content-Type": "application/json;charset=UTF8",
@@ -121,9 +139,9 @@ def call(
         request.remove_header("User-agent")
     try:
         with _opener().open(request, timeout=10) as response:
-            return response.status, response.read().decode(), dict(response.headers)
+            return response.status, response.read().decode(), Headers(response.headers.items())
     except urllib.error.HTTPError as exc:
-        return exc.code, exc.read().decode(), dict(exc.headers)
+        return exc.code, exc.read().decode(), Headers(exc.headers.items())
 
 
 def _opener() -> urllib.request.OpenerDirector:

@@ -32,15 +32,15 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--threads",
         type=int,
-        help="HTTP threads answering Slack up to the ack, per worker (default 4 in one "
-        "process, 8 per worker with several; work after the ack has its own pool)",
+        help="threads answering requests, per listener and worker (default 8; work after "
+        "the ack has its own pool)",
     )
     parser.add_argument(
         "--workers",
         default=os.environ.get("MDMBOT_WORKERS", "1"),
         metavar="N",
-        help="HTTP worker processes (gunicorn) sharing the listeners, or `auto` for one per "
-        "core; HTTP mode only (default 1 or $MDMBOT_WORKERS)",
+        help="HTTP worker processes per listener (granian; metrics has one), or `auto` for one "
+        "per core; HTTP mode only (default 1 or $MDMBOT_WORKERS)",
     )
     parser.add_argument(
         "--metrics-host",

@@ -1,11 +1,11 @@
 """The HTTP front: each listener serves one WSGI app (Slack, metrics, the DEP service).
 
-One event loop per process holds the connections (`front`, each listener's share in `site`, what
-it refuses of a request and how it calls the app in `message`), one process or gunicorn workers
-run it (`server`), and `wsgi` has what is served: listeners, their limits and the Slack app.
+granian holds the connections: each listener on granian servers of its own (`server`), behind
+what the front refuses and the body deadline (`guard`); `wsgi` has what is served: listeners,
+their limits and the Slack app.
 """
 
-from bot.http.server import HttpServer, WorkerHooks, serve_workers, start_in_background
+from bot.http.server import HttpServer, WorkerHooks, serve_processes, start_in_background
 from bot.http.wsgi import (
     MAX_BODY,
     VERIFIED,
@@ -31,7 +31,7 @@ __all__ = [
     "WsgiApp",
     "check_listeners",
     "request_kind",
-    "serve_workers",
+    "serve_processes",
     "signature_ok",
     "start_in_background",
 ]

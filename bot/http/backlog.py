@@ -2,11 +2,10 @@
 
 A slash command is acked at once and its modal opened afterwards; if the front kept taking new
 commands while that work queued, the acks would stay fast while the modals fell behind Slack's
-3 s `trigger_id` window. With a backlog on its listener, a worker takes no new connection while
-`limit` jobs are queued or running: the next requests wait in the kernel's accept queue (for the
-other worker, or for this one's backlog to go down), so acks and modals slow down together. A job
-that has run `lapse` seconds no longer counts: it is waiting on Slack's answer, not on this
-process, and a slow Slack must not stop the listener.
+3 s `trigger_id` window. With a backlog on its listener, the next request waits before its app
+while `limit` jobs are queued or running (`bot.http.guard`), so acks and modals slow down
+together. A job that has run `lapse` seconds no longer counts: it is waiting on Slack's answer,
+not on this process, and a slow Slack must not stop the listener.
 """
 
 from __future__ import annotations
@@ -28,7 +27,6 @@ class Backlog:
         self._lock = threading.Lock()
         self._pending = 0
         self._started: dict[int, float] = {}  # running jobs: thread id -> when it started
-        self._watchers: list[Callable[[], None]] = []
 
     @property
     def pending(self) -> int:
@@ -42,12 +40,6 @@ class Backlog:
         since = time.monotonic() - self.lapse
         lapsed = sum(1 for started in list(self._started.values()) if started < since)
         return self._pending - lapsed >= self.limit
-
-    def watch(self, callback: Callable[[], None]) -> None:
-        """Call `callback` (from a pool thread) when a finished job takes the backlog below its
-        limit (a listener held back by `full` may take requests again)."""
-        with self._lock:
-            self._watchers.append(callback)
 
     def submit(self, fn: Callable[..., Any], /, *args: Any) -> Future[Any]:
         """Run `fn(*args)` on the pool, counted until it returns or raises."""
@@ -75,7 +67,3 @@ class Backlog:
     def _finished(self) -> None:
         with self._lock:
             self._pending -= 1
-            freed = self._pending == self.limit - 1  # below the limit now, and not before
-            watchers = list(self._watchers) if freed else []
-        for callback in watchers:
-            callback()

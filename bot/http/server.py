@@ -1,40 +1,236 @@
-"""Running the front: one process (`HttpServer`), or gunicorn worker processes (`serve_workers`)."""
+"""Serving the listeners on granian, each listener on granian servers of its own.
+
+`serve_processes` (`mdmbot serve --http`): this process binds every listener, then forks one
+granian process server per listener, which forks that listener's workers; a busy or attacked
+port takes none of another port's processes, threads or accept queue. This process then runs
+the scheduler and stops the servers on SIGTERM. `HttpServer` serves listeners from threads of
+this process with the same granian worker (tests, tools, and the Apple port in Socket Mode).
+"""
 
 from __future__ import annotations
 
-import asyncio
+import atexit
 import logging
 import os
+import resource
 import signal
 import socket
 import threading
+import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, cast
+
+import granian._granian
+from granian._granian import WorkerSignal
+from granian.constants import HTTPModes, Interfaces, Loops, RuntimeModes, TaskImpl
+from granian.http import HTTP1Settings
+from granian.server import MPServer, MTServer
 
 from bot import metrics
-from bot.http.front import Front
-from bot.http.wsgi import Listener, WsgiApp, check_listeners, reply
+from bot.http.guard import Guard
+from bot.http.wsgi import Limits, Listener, check_listeners
 
 log = logging.getLogger("mdmbot.http")
-BACKLOG = 2048
+BACKLOG = 2048  # connections the kernel queues for a listener before its workers accept them
+STOP_SECONDS = 20  # a worker still answering after this long is killed
+# granian's own messages go through mdmbot's logging (text or JSON, redacted), warnings and up.
+GRANIAN_LOGGING: dict[str, Any] = {
+    "loggers": {
+        "_granian": {"handlers": [], "level": "WARNING", "propagate": True},
+        "granian.access": {"handlers": [], "level": "WARNING", "propagate": False},
+    }
+}
+NO_TLS: tuple[Any, ...] = (False, None, None, None, "tls1.3", None, [], False)
+_NATIVE: Any = granian._granian  # its type stubs lag its signatures (granian 2.8.x is pinned)
 
 
 def bind(host: str, port: int) -> socket.socket:
-    """A listening TCP socket on host:port (port 0 picks a free one)."""
+    """A listening TCP socket on host:port (port 0 picks a free one), kept across a fork."""
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
-    return socket.create_server((host, port), family=family, backlog=BACKLOG)
+    sock = socket.create_server((host, port), family=family, backlog=BACKLOG)
+    sock.set_inheritable(True)
+    return sock
+
+
+def raise_file_limit() -> int:
+    """Raise this process's open-file limit to its hard limit; the limit now in force."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if hard == resource.RLIM_INFINITY or soft < hard:
+        target = 65536 if hard == resource.RLIM_INFINITY else hard
+        try:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (max(soft, target), hard))
+        except (ValueError, OSError):
+            return soft
+        return max(soft, target)
+    return soft
+
+
+def http1(limits: Limits) -> HTTP1Settings:
+    """granian's HTTP/1 settings for a listener: the header deadline and the header size."""
+    return HTTP1Settings(
+        header_read_timeout=int(limits.header_seconds * 1000),
+        keep_alive=True,
+        max_buffer_size=max(8192, limits.max_header),
+    )
+
+
+@dataclass(frozen=True)
+class WorkerHooks:
+    """What each worker process does after the fork (before serving) and when it stops."""
+
+    stop: Callable[[], None]
+    after_fork: Callable[[], None] = lambda: None
+
+
+class _BoundServer(MPServer):
+    """granian's process server on a socket mdmbot bound: every worker accepts from its one
+    queue (port 0 works, and a worker takes a connection only when it is free to)."""
+
+    def __init__(self, sock: socket.socket, **options: Any) -> None:
+        self.sock = sock
+        super().__init__("mdmbot", **options)
+
+    def _init_shared_socket(self) -> None:
+        self._ssp = None
+        self._shd = _NATIVE.SocketHolder(self.sock.fileno(), False, BACKLOG)
+        self._sfd = cast(Any, self.sock.fileno())
+        self._sso = self.sock
+
+    def _drop_shared_socket(self) -> None:
+        self.sock.close()
+
+
+def _worker(hooks: WorkerHooks) -> Callable[..., None]:
+    """granian's RSGI worker process, with mdmbot's hooks around it."""
+
+    def run(*args: Any) -> None:
+        hooks.after_fork()
+        try:
+            MPServer._spawn_rsgi_worker(*args)
+        finally:
+            hooks.stop()
+            metrics.worker_exited(os.getpid())
+
+    return run
+
+
+def _serve_listener(
+    listener: Listener, sock: socket.socket, workers: int, threads: int, hooks: WorkerHooks
+) -> int:
+    """Run one listener's granian process server until SIGTERM (in its own process)."""
+    guard: Any = Guard(listener, threads)
+    server = _BoundServer(
+        sock,
+        address=listener.host,
+        port=int(sock.getsockname()[1]),
+        interface=Interfaces.RSGI,
+        workers=listener.workers or workers,
+        backpressure=listener.limits.connections,
+        backlog=BACKLOG,
+        http=HTTPModes.http1,
+        http1_settings=http1(listener.limits),
+        log_dictconfig=GRANIAN_LOGGING,
+        workers_kill_timeout=STOP_SECONDS,
+        respawn_failed_workers=True,
+    )
+    try:
+        server.serve(spawn_target=_worker(hooks), target_loader=lambda: guard, wrap_loader=False)
+    except SystemExit as exc:
+        return int(exc.code or 0)
+    return 0
+
+
+def serve_processes(
+    listeners: Sequence[Listener],
+    workers: int,
+    threads: int,
+    hooks: WorkerHooks,
+    run: Callable[[], Callable[[], None]] = lambda: lambda: None,
+) -> int:
+    """Serve each listener from granian servers of its own until SIGTERM; 1 if one failed.
+
+    `run` starts what this process does while they serve (the scheduler) and returns how to
+    stop it; it is called after the forks, so no thread of it crosses one.
+    """
+    check_listeners(listeners)
+    raise_file_limit()  # every listener's workers inherit it
+    sockets = [bind(listener.host, listener.port) for listener in listeners]
+    stopping = threading.Event()
+    for sig in (signal.SIGTERM, signal.SIGINT):  # before forking: a SIGTERM now stops them too
+        signal.signal(sig, lambda *_: stopping.set())
+    servers: dict[int, str] = {}
+    for listener, sock in zip(listeners, sockets, strict=True):
+        pid = os.fork()
+        if pid == 0:  # the listener's own granian process server
+            code = 1
+            try:
+                for sig in (signal.SIGTERM, signal.SIGINT):
+                    signal.signal(sig, signal.SIG_DFL)  # until granian sets its own
+                for other in sockets:
+                    if other is not sock:
+                        other.close()
+                code = _serve_listener(listener, sock, workers, threads, hooks)
+            except BaseException:
+                log.exception("the %s listener failed", listener.name)
+            finally:
+                os._exit(code)
+        servers[pid] = listener.name
+    for listener, sock in zip(listeners, sockets, strict=True):
+        log.info("listening on port %s (%s)", sock.getsockname()[1], listener.name)
+        sock.close()
+    stop = run()
+    failed = False
+    try:
+        while not stopping.wait(0.2):
+            for pid, name in list(servers.items()):
+                if os.waitpid(pid, os.WNOHANG)[0]:
+                    log.error("the %s listener stopped unexpectedly; stopping", name)
+                    del servers[pid]
+                    failed = True
+            if failed:
+                break
+        log.info("stopping")
+    finally:
+        _stop_servers(list(servers))
+        stop()
+    return 1 if failed else 0
+
+
+def _stop_servers(pids: list[int]) -> None:
+    """SIGTERM each listener's server, wait for it to stop its workers, kill it past that."""
+    for pid in pids:
+        os.kill(pid, signal.SIGTERM)
+    ends = time.monotonic() + STOP_SECONDS + 5
+    for pid in pids:
+        while not os.waitpid(pid, os.WNOHANG)[0]:
+            if time.monotonic() > ends:
+                log.error("a listener's server did not stop in time; killing it")
+                os.kill(pid, signal.SIGKILL)
+                os.waitpid(pid, 0)
+                break
+            time.sleep(0.05)
+
+
+def _native_threads() -> int:
+    """Threads of this process, granian's own (Rust) threads included."""
+    return len(os.listdir("/proc/self/task"))
 
 
 class HttpServer:
-    """One process serving every listener from one event loop, stopping on SIGTERM."""
+    """Listeners served from threads of this process by granian's worker (one per listener).
+
+    A server not closed is closed at exit: granian's threads must end before the interpreter
+    does (one still finishing a connection then aborts the process).
+    """
 
     def __init__(self, listeners: Sequence[Listener], threads: int = 4) -> None:
+        self.listeners = list(listeners)
         self.sockets = [bind(listener.host, listener.port) for listener in listeners]
-        self.names = [listener.name for listener in listeners]
-        self.front = Front(list(zip(listeners, self.sockets, strict=True)), threads)
-        self.stopped = threading.Event()
-        self.thread: threading.Thread | None = None
+        self.threads = threads
+        self.signals = [WorkerSignal() for _ in self.listeners]
+        self.running: list[threading.Thread] = []
+        self.baseline = 0
 
     @property
     def port(self) -> int:
@@ -45,145 +241,53 @@ class HttpServer:
     def ports(self) -> dict[str, int]:
         """The bound port of each listener (useful with port 0)."""
         return {
-            name: int(sock.getsockname()[1])
-            for name, sock in zip(self.names, self.sockets, strict=True)
+            listener.name: int(sock.getsockname()[1])
+            for listener, sock in zip(self.listeners, self.sockets, strict=True)
         }
 
-    def serve_forever(self, on_stop: Callable[[], None] | None = None) -> None:
-        """Serve until SIGTERM or SIGINT, then stop cleanly."""
-        for name, port in self.ports.items():
-            log.info("listening on port %s (%s)", port, name)
-
-        async def main() -> None:
-            if threading.current_thread() is threading.main_thread():
-                loop = asyncio.get_running_loop()
-                for sig in (signal.SIGTERM, signal.SIGINT):
-                    loop.add_signal_handler(sig, self.front.stop)
-            await self.front.serve()
-
-        try:
-            asyncio.run(main())
-            log.info("stopping")
-        finally:
-            self._close_sockets()
-            if on_stop is not None:
-                on_stop()
-            self.stopped.set()
-
     def start_in_background(self, name: str) -> HttpServer:
-        """Serve from a daemon thread (ends with the process, or with `close`)."""
-        self.thread = threading.Thread(
-            target=asyncio.run, args=(self.front.serve(),), name=name, daemon=True
-        )
-        self.thread.start()
-        if not self.front.ready.wait(10):
-            raise RuntimeError("the HTTP front did not start within 10 s")
+        """Serve every listener from daemon threads (until `close` or the process ends)."""
+        self.baseline = _native_threads()
+        atexit.register(self.close)
+        for index, listener in enumerate(self.listeners):
+            ready = threading.Event()
+            thread = threading.Thread(
+                target=self._serve, args=(index, listener, ready), name=f"{name}-{index}",
+                daemon=True,
+            )  # fmt: skip
+            thread.start()
+            if not ready.wait(10):
+                raise RuntimeError("the HTTP front did not start within 10 s")
+            self.running.append(thread)
         return self
+
+    def _serve(self, index: int, listener: Listener, ready: threading.Event) -> None:
+        """granian's worker thread (as its free-threaded server runs one) for one listener."""
+        holder = _NATIVE.SocketHolder(os.dup(self.sockets[index].fileno()), False, BACKLOG)
+        ready.set()  # the socket listens already: connections queue until the worker takes them
+        MTServer._spawn_rsgi_worker(
+            1, self.signals[index], Guard(listener, self.threads), (None, holder), Loops.asyncio,
+            RuntimeModes.st, 1, 512, 1, 30, listener.limits.connections, TaskImpl.asyncio,
+            HTTPModes.http1, http1(listener.limits), None, False, None, None, NO_TLS, {},
+            (None, None),
+        )  # fmt: skip
 
     def close(self, timeout: float = 5.0) -> None:
         """Stop accepting, finish the requests in hand and close every socket."""
-        if self.thread is not None and self.thread.is_alive():
-            self.front.stop()
-            self.thread.join(timeout)
-        self._close_sockets()
-
-    def _close_sockets(self) -> None:
+        atexit.unregister(self.close)
+        for stop in self.signals:
+            stop.set()
+        for thread in self.running:
+            thread.join(timeout)
         for sock in self.sockets:
             sock.close()
+        if self.running:  # granian's threads end a moment after its worker's
+            ends = time.monotonic() + 1.0
+            while _native_threads() > self.baseline and time.monotonic() < ends:
+                time.sleep(0.02)
 
 
 def start_in_background(listener: Listener, threads: int) -> HttpServer:
     """Serve one more listener from a daemon thread (refused in one line if its port is taken)."""
     check_listeners([listener])
     return HttpServer([listener], threads).start_in_background(listener.name)
-
-
-@dataclass(frozen=True)
-class WorkerHooks:
-    """What each worker process does around serving (background threads start after fork)."""
-
-    start: Callable[[], None]
-    stop: Callable[[], None]
-    after_fork: Callable[[], None] = lambda: None
-
-
-def serve_workers(
-    listeners: Sequence[Listener], workers: int, threads: int, hooks: WorkerHooks
-) -> int:
-    """Serve every listener from `workers` gunicorn processes until SIGTERM.
-
-    The gunicorn master binds the listeners and watches the workers; each worker runs the
-    event-loop front on the inherited sockets, the apps built once before forking.
-    """
-    from gunicorn.app.base import BaseApplication
-    from gunicorn.glogging import Logger
-    from gunicorn.workers.base import Worker
-
-    class FrontWorker(Worker):  # type: ignore[misc]
-        """A gunicorn worker whose connections are held by the event-loop front."""
-
-        def run(self) -> None:
-            bound = zip(listeners, self.sockets, strict=True)
-            front = Front(
-                [(listener, sock.sock) for listener, sock in bound],
-                threads,
-                [("X-Mdmbot-Worker", str(os.getpid()))],
-            )
-            asyncio.run(
-                front.serve(
-                    keep_going=lambda: self.alive and self.ppid == os.getppid(),
-                    tick=self.notify,
-                    grace=float(self.cfg.graceful_timeout),
-                )
-            )
-
-    def when_ready(arbiter: Any) -> None:
-        for listener, sock in zip(listeners, arbiter.LISTENERS, strict=True):
-            log.info("listening on port %s (%s)", sock.getsockname()[1], listener.name)
-
-    class RootLogger(Logger):  # type: ignore[misc]
-        """gunicorn's messages go through mdmbot's logging (text or JSON, redacted)."""
-
-        def setup(self, cfg: Any) -> None:
-            super().setup(cfg)
-            for logger in (self.error_log, self.access_log):
-                logger.handlers.clear()
-                logger.propagate = True
-
-    options: dict[str, Any] = {
-        "bind": [_bind(listener.host, listener.port) for listener in listeners],
-        "workers": workers,
-        "worker_class": FrontWorker,
-        "backlog": BACKLOG,
-        "preload_app": True,
-        "graceful_timeout": 20,
-        "proc_name": "mdmbot",
-        "logger_class": RootLogger,
-        "control_socket_disable": True,
-        "when_ready": when_ready,
-        "post_fork": lambda arbiter, worker: hooks.after_fork(),
-        "post_worker_init": lambda worker: hooks.start(),
-        "worker_exit": lambda arbiter, worker: hooks.stop(),
-        "child_exit": lambda arbiter, worker: metrics.worker_exited(worker.pid),
-    }
-
-    def unrouted(environ: dict[str, Any], start_response: Any) -> Any:
-        return reply(start_response, "404 Not Found", b"Not Found", "text/plain")
-
-    class Master(BaseApplication):  # type: ignore[misc]
-        def load_config(self) -> None:
-            for key, value in options.items():
-                self.cfg.set(key, value)
-
-        def load(self) -> WsgiApp:
-            return unrouted  # each worker serves the listeners' own apps, never this one
-
-    try:
-        Master().run()
-    except SystemExit as exc:
-        return int(exc.code or 0)
-    return 0
-
-
-def _bind(host: str, port: int) -> str:
-    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"

@@ -43,15 +43,13 @@ def signature_ok(secret: str, body: bytes, headers: dict[str, str], now: float) 
 
 @dataclass(frozen=True)
 class Limits:
-    """What one listener allows each client: deadlines for a request, and how many may connect."""
+    """What one listener allows each client: deadlines and sizes of a request."""
 
-    header_seconds: float = 10.0  # to a whole header, from connecting or the last answer (75-100%)
+    header_seconds: float = 10.0  # to a whole header, from connecting or the last answer
     body_seconds: float = 20.0  # from the header to the whole declared body
-    connections: int = 1000  # open at once, per worker; beyond it the longest waiting is dropped
-    max_header: int = 16 * 1024
+    max_header: int = 16 * 1024  # granian's read buffer: a larger header is refused with 431
     max_body: int = MAX_BODY
-    turns: int = 1  # requests in the app at once before a worker takes no more connections (0: any)
-    turn_seconds: float = 0.005  # a request running this long gives its turn back (it is waiting)
+    connections: int = 4096  # held at once per worker (granian's backpressure); then queued
 
 
 @dataclass(frozen=True)
@@ -63,7 +61,8 @@ class Listener:
     port: int
     app: WsgiApp
     limits: Limits = field(default_factory=Limits)
-    backlog: Backlog | None = None  # work the app does after answering; full: take no more
+    backlog: Backlog | None = None  # work the app does after an answer; full: the next waits
+    workers: int | None = None  # its own number of processes (None: as many as --workers)
 
 
 def check_listeners(listeners: Sequence[Listener]) -> None:

@@ -91,7 +91,7 @@ def dep(database_url: str, tmp_path: Path) -> Iterator[Dep]:
     running.url = f"http://127.0.0.1:{running.server.port}"
     yield running
     running.server.close()
-    assert running.server.thread is not None and not running.server.thread.is_alive()
+    assert running.server.running and not any(t.is_alive() for t in running.server.running)
     ctx.engine.dispose()
 
 

@@ -1,4 +1,4 @@
-"""The HTTP front on real sockets: deadlines, per-listener limits, refusals, keep-alive."""
+"""The HTTP front (granian) on real sockets: deadlines, per-listener isolation, refusals."""
 
 from __future__ import annotations
 
@@ -23,12 +23,12 @@ def echo(environ: dict[str, Any], start_response: StartResponse) -> Iterable[byt
     return [text.encode() + body]
 
 
-LIMITS = Limits(header_seconds=0.5, body_seconds=0.5, connections=5, max_body=1000)
+LIMITS = Limits(header_seconds=0.5, body_seconds=0.5, max_body=1000)
 
 
 @pytest.fixture
 def server() -> Iterator[HttpServer]:
-    """Two listeners, each allowing 5 connections and half a second per header and body."""
+    """Two listeners, each allowing half a second per header and body."""
     running = HttpServer(
         [Listener("a", "127.0.0.1", 0, echo, LIMITS), Listener("b", "127.0.0.1", 0, echo, LIMITS)],
         2,
@@ -68,7 +68,7 @@ def test_a_request_is_answered_with_its_path_query_and_body(server: HttpServer) 
         b"body",
     )
     assert answer.startswith(b"HTTP/1.1 200 OK\r\n")
-    assert b"\r\nContent-Type: text/plain\r\n" in answer  # header names written as servers do
+    assert b"\r\ncontent-type: text/plain\r\n" in answer.lower()
     assert answer.endswith(b"POST /x y?q=1 body")
 
 
@@ -81,7 +81,7 @@ def test_keep_alive_answers_pipelined_requests_in_order(server: HttpServer) -> N
     assert answer.index(b"GET /one") < answer.index(b"GET /two")
 
 
-def test_a_header_not_finished_in_time_is_cut_with_408(server: HttpServer) -> None:
+def test_a_header_not_finished_in_time_is_cut(server: HttpServer) -> None:
     with connect(server.ports["a"]) as sock:
         started = time.monotonic()
         sock.sendall(b"GET / HTTP/1.1\r\n")
@@ -91,15 +91,48 @@ def test_a_header_not_finished_in_time_is_cut_with_408(server: HttpServer) -> No
                 sock.sendall(b"X-Slow-%d: 1\r\n" % line)
             except OSError:
                 break
-        answer = read_all(sock)
-        assert answer.startswith(b"HTTP/1.1 408 Request Timeout")
+        assert read_all(sock) == b"", "closed without an answer (hyper's header_read_timeout)"
         assert time.monotonic() - started < 2
 
 
 def test_a_body_not_finished_in_time_is_cut(server: HttpServer) -> None:
     with connect(server.ports["a"]) as sock:
+        started = time.monotonic()
         sock.sendall(b"POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 100\r\n\r\nhalf")
         assert read_all(sock).startswith(b"HTTP/1.1 408 Request Timeout")
+        assert time.monotonic() - started < 2
+
+
+def test_slow_bodies_hold_no_thread_of_the_app(server: HttpServer) -> None:
+    uploads = [connect(server.ports["a"]) for _ in range(10)]  # more than its 2 threads
+    try:
+        for sock in uploads:
+            sock.sendall(b"POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 100\r\n\r\nhalf")
+        time.sleep(0.1)
+        started = time.monotonic()
+        answer = ask(
+            server.ports["a"], b"GET /now HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n"
+        )
+        assert answer.endswith(b"GET /now? ")
+        assert time.monotonic() - started < 0.4, "answered before the slow bodies' deadline"
+    finally:
+        for sock in uploads:
+            sock.close()
+
+
+def test_a_header_with_an_underscore_in_its_name_does_not_reach_the_app() -> None:
+    def headers(environ: dict[str, Any], start_response: StartResponse) -> Iterable[bytes]:
+        start_response("200 OK", [("content-type", "text/plain")])
+        return [environ.get("HTTP_X_FORWARDED_FOR", "none").encode()]
+
+    server = HttpServer([Listener("a", "127.0.0.1", 0, headers)], 2).start_in_background("under")
+    try:
+        request = (
+            b"GET / HTTP/1.1\r\nHost: a\r\nX_Forwarded_For: 10.0.0.1\r\nConnection: close\r\n\r\n"
+        )
+        assert ask(server.ports["a"], request).endswith(b"none")
+    finally:
+        server.close()
 
 
 def test_bad_requests_and_oversized_bodies_are_refused(server: HttpServer) -> None:
@@ -109,50 +142,19 @@ def test_bad_requests_and_oversized_bodies_are_refused(server: HttpServer) -> No
     assert ask(port, big).startswith(b"HTTP/1.1 413 Payload Too Large")
 
 
-def test_at_its_limit_a_listener_drops_its_longest_waiting_client_not_the_new_one(
-    server: HttpServer,
-) -> None:
+def test_hundreds_of_idle_connections_do_not_keep_a_new_one_out(server: HttpServer) -> None:
     port = server.ports["a"]
-    idle = [connect(port) for _ in range(5)]
-    time.sleep(0.1)
+    idle = [connect(port) for _ in range(300)]
     try:
+        for sock in idle[:150]:
+            sock.sendall(b"GET / HTTP/1.1\r\n")
+        started = time.monotonic()
         answer = ask(port, b"GET /new HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n")
         assert answer.endswith(b"GET /new? ")
-        assert idle[0].recv(10) == b"", "the oldest waiting connection was dropped"
+        assert time.monotonic() - started < 0.5
     finally:
         for sock in idle:
             sock.close()
-
-
-@pytest.mark.parametrize("others", ["idle", "sending a header"])
-def test_at_its_limit_a_listener_keeps_a_client_that_is_sending_its_body(others: str) -> None:
-    limits = Limits(header_seconds=5, body_seconds=5, connections=5)
-    server = HttpServer([Listener("a", "127.0.0.1", 0, echo, limits)], 2)
-    server.start_in_background("front-evict")
-    port = server.ports["a"]
-    uploading = connect(port)
-    rest: list[socket.socket] = []
-    try:
-        uploading.sendall(
-            b"POST /up HTTP/1.1\r\nHost: a\r\nContent-Length: 8\r\nConnection: close\r\n\r\nhalf"
-        )
-        time.sleep(0.1)
-        rest = [connect(port) for _ in range(4)]
-        for sock in rest:
-            sock.sendall(b"GET / HTTP/1.1\r\nHost: a\r\n")
-            if others == "idle":  # kept alive after an answer
-                sock.sendall(b"\r\n")
-                assert sock.recv(65536).endswith(b"GET /? ")
-        time.sleep(0.1)
-        answer = ask(port, b"GET /new HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n")
-        assert answer.endswith(b"GET /new? ")
-        uploading.sendall(b"body")
-        assert read_all(uploading).endswith(b"POST /up? halfbody"), "the upload was dropped"
-        assert rest[0].recv(10) == b"", f"the oldest {others} connection was dropped instead"
-    finally:
-        for sock in [uploading, *rest]:
-            sock.close()
-        server.close()
 
 
 def big(environ: dict[str, Any], start_response: StartResponse) -> Iterable[bytes]:
@@ -258,12 +260,8 @@ def sleepy(environ: dict[str, Any], start_response: StartResponse) -> Iterable[b
     return [environ["PATH_INFO"].encode()]
 
 
-@pytest.mark.parametrize("turns", [1, 0])
-def test_a_request_waiting_on_io_or_a_silent_client_does_not_hold_up_the_next_one(
-    turns: int,
-) -> None:
-    limits = Limits(turns=turns, turn_seconds=0.005)
-    server = HttpServer([Listener("a", "127.0.0.1", 0, sleepy, limits)], 4)
+def test_a_request_waiting_on_io_or_a_silent_client_does_not_hold_up_the_next_one() -> None:
+    server = HttpServer([Listener("a", "127.0.0.1", 0, sleepy)], 4)
     server.start_in_background("front-turns")
     port = server.ports["a"]
     silent = connect(port)
@@ -282,8 +280,8 @@ def test_a_request_waiting_on_io_or_a_silent_client_does_not_hold_up_the_next_on
         server.close()
 
 
-def test_a_burst_of_connections_is_answered_in_full_one_turn_at_a_time() -> None:
-    server = HttpServer([Listener("a", "127.0.0.1", 0, echo, Limits(turns=1))], 4)
+def test_a_burst_of_connections_is_answered_in_full() -> None:
+    server = HttpServer([Listener("a", "127.0.0.1", 0, echo)], 4)
     server.start_in_background("front-burst")
     port = server.ports["a"]
     clients = [connect(port) for _ in range(100)]

@@ -13,13 +13,15 @@ from pathlib import Path
 
 import pytest
 
+from tests.e2e.test_workers import descendants
 from tests.fakeslack import FakeSlack
 from tests.processes import ServeProcess, bot_env
 
-FLOOD_SECONDS = 15.0
+FLOOD_SECONDS = 15.0  # bench/pipeline.py floods for 60 s
 # What one connection may hold is about 100 KB; the rest is room for the server's own allocations.
 # Answering into a buffer nothing empties grew the server 16-19 MB in 12-15 s (loaded 2-core VM).
 HELD_AT_MOST = 8_000_000
+WORKER_AT_MOST = 200_000_000  # the flooded listener's worker, all of it
 ANSWER_WITHIN = 2.0
 
 
@@ -44,6 +46,17 @@ def rss(pid: int) -> int:
         if line.startswith("VmRSS:"):
             return int(line.split()[1]) * 1024
     raise AssertionError(f"no VmRSS for {pid}")
+
+
+def tree_rss(pid: int) -> int:
+    """VmRSS of a process and every process under it (each listener's server and workers)."""
+    return rss(pid) + sum(rss(child) for child in descendants(pid))
+
+
+def worker_of(url: str) -> int:
+    """The worker process that answered GET url."""
+    with urllib.request.urlopen(url, timeout=10) as response:
+        return int(response.headers["X-Mdmbot-Worker"])
 
 
 class Flood:
@@ -91,14 +104,24 @@ def timed_get(url: str) -> float:
     return time.monotonic() - started
 
 
+@pytest.mark.parametrize("flooded", ["metrics", "slack"])
 def test_a_client_that_pipelines_and_never_reads_holds_little_and_others_are_answered(
-    serving: ServeProcess,
+    serving: ServeProcess, flooded: str
 ) -> None:
+    port, url = (
+        (serving.metrics_port, f"{serving.metrics_url}/metrics")
+        if flooded == "metrics"
+        else (serving.port, f"{serving.url}/healthz")
+    )
     for _ in range(5):  # the server's own first-use allocations, before measuring
         timed_get(f"{serving.metrics_url}/metrics")
-    before = rss(serving.proc.pid)
-    flood = Flood(serving.metrics_port, b"GET /metrics HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")
-    peak, slowest = before, 0.0
+        timed_get(f"{serving.url}/healthz")
+    worker = worker_of(url)
+    assert worker in descendants(serving.proc.pid)
+    before = tree_rss(serving.proc.pid)
+    path = url.split(str(port), 1)[1].encode()
+    flood = Flood(port, b"GET " + path + b" HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")
+    peak, worst, slowest = before, rss(worker), 0.0
     try:
         ends = time.monotonic() + FLOOD_SECONDS
         while time.monotonic() < ends:
@@ -107,7 +130,8 @@ def test_a_client_that_pipelines_and_never_reads_holds_little_and_others_are_ans
                 timed_get(f"{serving.metrics_url}/metrics"),
                 timed_get(f"{serving.url}/healthz"),
             )
-            peak = max(peak, rss(serving.proc.pid))
+            peak = max(peak, tree_rss(serving.proc.pid))
+            worst = max(worst, rss(worker))
             time.sleep(0.25)
     finally:
         flood.close()
@@ -115,6 +139,7 @@ def test_a_client_that_pipelines_and_never_reads_holds_little_and_others_are_ans
     assert peak - before < HELD_AT_MOST, (
         f"RSS grew {(peak - before) / 1e6:.0f} MB while one client read none of its answers"
     )
+    assert worst < WORKER_AT_MOST, f"the flooded worker reached {worst / 1e6:.0f} MB"
     assert slowest < ANSWER_WITHIN, f"another client waited {slowest:.1f} s"
 
 
@@ -163,8 +188,11 @@ SMUGGLED = b"GET /healthz HTTP/1.1\r\nHost: a\r\n\r\n"
 def test_ambiguous_or_oversized_requests_are_refused_and_the_connection_closed(
     serving: ServeProcess, case: str, request_bytes: bytes
 ) -> None:
+    unverified = 'mdmbot_slack_requests_total{kind="unverified",status="401"}'
+    seen = serving.metric(unverified)
     answer = refused(serving.port, request_bytes)
     status = answer.split(b"\r\n", 1)[0]
+    assert serving.metric(unverified) == seen, f"{case}: the request reached the Slack app"
     assert status.startswith((b"HTTP/1.1 400 ", b"HTTP/1.1 431 ")), f"{case}: {status!r}"
     assert answer.count(b"HTTP/1.1 ") == 1, f"{case}: a second request was read from its bytes"
     assert timed_get(f"{serving.url}/healthz") < ANSWER_WITHIN
