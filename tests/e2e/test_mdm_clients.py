@@ -59,7 +59,7 @@ def test_nanodep_certificate_token_and_config(nanodep: FakeNanoDep) -> None:
     key = None
     for _ in range(3):
         push, key, access = _token_for(pem, key)
-        assert installer.install(spec, push) is None
+        assert installer.install(spec, push).remote_id is None
         assert nanodep.tokens["school1"]["access_token"] == access
     assert [c.query for c in nanodep.calls if c.method == "PUT"] == [{}] * 6, "never force"
     assert nanodep.configs["school1"] == {"base_url": "https://mdmbot.example.org:8443"}
@@ -140,16 +140,17 @@ def test_fleet_uploads_then_renews_the_same_abm_token(fleet: FakeFleet) -> None:
     spec = make_spec("fleet", url=fleet.url, api_key="fleet-api-token")
     pem = installer.fetch_certificate(spec, "Fleet")
     push, key, _ = _token_for(pem)
-    token_id = installer.install(spec, push)
+    token_id = installer.install(spec, push).remote_id
     assert token_id == "1" and [c.method for c in fleet.calls] == ["GET", "POST"]
     renewed = ConnectionSpec(**{**spec.__dict__, "remote_id": token_id})
     push, _, access = _token_for(pem, key)
-    assert installer.install(renewed, push) == "1"
+    assert installer.install(renewed, push).remote_id == "1"
     assert fleet.calls[-1].path == "/api/latest/fleet/abm_tokens/1/renew"
     assert fleet.tokens[1]["access_token"] == access and len(fleet.tokens) == 1
 
     gone = ConnectionSpec(**{**spec.__dict__, "remote_id": "7"})
-    assert installer.install(gone, push) == "2", "a token deleted in Fleet is uploaded again"
+    again = installer.install(gone, push).remote_id
+    assert again == "2", "a token deleted in Fleet is uploaded again"
 
     wrong = ConnectionSpec(**{**spec.__dict__, "api_key": "nope"})
     with pytest.raises(InstallError) as refused:
@@ -184,7 +185,7 @@ def test_command_gets_the_file_and_the_server_name(tmp_path: Path) -> None:
     )
     spec = make_spec("command", command=f"{script} 'first arg'")
     push, _, _ = _token_for(_other_pem())
-    assert mdm_installer(timeout=5).install(spec, push) is None
+    assert mdm_installer(timeout=5).install(spec, push).remote_id is None
     assert seen.read_text() == "school1|first arg|none", "no shell, no mdmbot secrets"
     assert (tmp_path / "seen.p7m").read_bytes() == push.content
 
