@@ -59,7 +59,9 @@ def test_nanodep_certificate_token_and_config(nanodep: FakeNanoDep) -> None:
     key = None
     for _ in range(3):
         push, key, access = _token_for(pem, key)
-        assert installer.install(spec, push).remote_id is None
+        answer = installer.install(spec, push)
+        assert answer.remote_id is None
+        assert answer.expires_at is not None, "NanoDEP answers the decrypted expiry"
         assert nanodep.tokens["school1"]["access_token"] == access
     assert [c.query for c in nanodep.calls if c.method == "PUT"] == [{}] * 6, "never force"
     assert nanodep.configs["school1"] == {"base_url": "https://mdmbot.example.org:8443"}
@@ -245,7 +247,8 @@ def test_command_leaves_nothing_running_and_keeps_only_the_end_of_its_output(
     pids = tmp_path / "pids"
     started = time.monotonic()
     daemon = _script(tmp_path, f"sleep 30 &\necho $! > {pids}\necho installed\n")
-    assert mdm_installer(timeout=5).install(make_spec("command", command=str(daemon)), push) is None
+    answer = mdm_installer(timeout=5).install(make_spec("command", command=str(daemon)), push)
+    assert answer.remote_id is None and answer.expires_at is None
     assert time.monotonic() - started < 3, "not held until what it started ends"
     assert not _alive(int(pids.read_text())), "what it started is killed with it"
 
