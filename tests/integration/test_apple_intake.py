@@ -4,7 +4,7 @@ departure checklist closed (SQLite and PostgreSQL)."""
 
 from __future__ import annotations
 
-from datetime import datetime, timedelta
+from datetime import timedelta
 
 import pytest
 import sqlalchemy as sa
