@@ -176,9 +176,49 @@ def server_connect(ctx: AppContext, args: argparse.Namespace) -> int:
             name = server.name
         print(f"Connected “{name}” to {spec.label()}.")
         return token_push(ctx, args)
+    if ctx.settings.apple_mode:
+        return apple_connect(ctx, args, spec)
     loaded = fetch_certificate(ctx, spec, args.name)
     print(f"Connecting “{args.name}” to {spec.label()}: a new token replaces the active one.")
     return replace_connected(ctx, args, loaded, spec)
+
+
+def apple_connect(ctx: AppContext, args: argparse.Namespace, spec: ConnectionSpec) -> int:
+    """Apple mode: the connection is recorded without fetching a certificate (NanoDEP draws a
+    new key pair on each fetch, orphaning the token Apple encrypted to the current one), unless
+    --fetch-certificate asks for one, which then replaces the certificate at Apple."""
+    loaded = fetch_certificate(ctx, spec, args.name) if args.fetch_certificate else None
+    if loaded is not None and args.out:
+        token_files.write_or_refuse(
+            destination_of(args.out, args.force), loaded.pem.encode(), force=args.force
+        )
+    actor, now = _operator(args), ctx.now()
+    with ctx.unit_of_work() as session:
+        server = servers.find_server(session, args.name)
+        links.save_connection(session, ctx.vault, actor, server, spec, now)
+        if loaded is not None:
+            servers.store_certificate(session, server, loaded, actor, now)
+        name, active = server.name, issuance.active_token_id(session, server.id or 0)
+    print(f"Connected “{name}” to {spec.label()}.")
+    if loaded is not None:
+        where = f"written to {args.out}" if args.out else "below"
+        print(
+            f"Fetched a new certificate from {spec.label()} ({where}): replace the server's "
+            "certificate in Apple School Manager with it, then download a new token there and "
+            f"`mdmbot token import {name} FILE`; the current token no longer opens in the MDM "
+            "server."
+        )
+        if not args.out:
+            print(loaded.pem.strip())
+        return 0
+    if active is None:
+        print(
+            "Its certificate was not fetched (the one in Apple School Manager stays valid). "
+            f"Download the server's token in Apple School Manager and `mdmbot token import {name} "
+            "FILE`, or drop it in the bot's DM: mdmbot installs it."
+        )
+        return 0
+    return token_push(ctx, args)
 
 
 def server_disconnect(ctx: AppContext, args: argparse.Namespace) -> int:

@@ -14,7 +14,7 @@ ADAPTERS = ("bot.slack", "bot.cli", "bot.dep", "bot.mdm", "bot.asm")
 # it, never one after it (docs/architecture.md).
 DOMAINS = (
     "core.people", "core.tokens", "core.devices", "core.dep", "core.connections", "core.asm",
-    "core.backup",
+    "core.backup", "core.apple",
 )
 FOUNDATION = ("core.settings", "core.db", "core.models", "core.errors", "core.files", "core.audit",
               "core.lease", "core.inbox", "core.sealing", "core.vault",
