@@ -5,9 +5,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from core.connections.links import make_spec
 from tests import certs
 from tests.e2e.test_cli import Cli, _valid_now
-from core.connections.links import make_spec
 from tests.fakemdm import ALLOW_LOOPBACK, NANODEP_KEY, FakeNanoDep, decrypt_token
 from tests.fakemdm import installer as mdm_installer
 
