@@ -58,8 +58,10 @@ def _drop(bot: Bot, fake: FakeSlack, user: str, name: str, content: bytes, n: in
     """Share a file in the user's DM with the bot; return the DM channel."""
     channel = fake.dm_channel_for(user)
     file = fake.add_private_file(content, name=name, user=user)
-    event = {"type": "message", "subtype": "file_share", "channel_type": "im", "user": user,
-             "channel": channel, "text": "", "ts": f"17000000{n}.000100", "files": [file]}  # fmt: skip
+    event = {
+        "type": "message", "subtype": "file_share", "channel_type": "im", "user": user,
+        "channel": channel, "text": "", "ts": f"17000000{n}.000100", "files": [file],
+    }  # fmt: skip
     assert bot.event(event, event_id=f"Ev0DROP{n}").status == 200
     return channel
 
