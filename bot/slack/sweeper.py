@@ -19,6 +19,7 @@ from bot.slack.gateway import SlackUnavailable
 from bot.slack.installs import SweepInstalls
 from bot.slack.services import BotServices
 from core import inbox, lease
+from core.apple import usage
 from core.connections import state as links_state
 from core.connections.server_state import ServerState
 from core.dep import auth as dep_auth
@@ -79,6 +80,9 @@ class Sweeper:
         ctx = self.svc.ctx
         report.deliveries_settled = settle_deliveries(self.svc, now)
         report.backed_up = backups.scheduled_backup(self.svc, now, holder)
+        if ctx.settings.apple_mode:  # what Apple saw since: tokens in use, checklist items done
+            with ctx.unit_of_work() as session:
+                usage.note_apple_use(session, now)
         mdm = SweepInstalls(self.svc, now, f"{holder}:{ctx.holder}")
         mdm.start()
         try:

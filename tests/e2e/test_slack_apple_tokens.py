@@ -14,6 +14,7 @@ import pytest
 from sqlmodel import select
 
 from bot.slack.builders import modals, phrases
+from bot.slack.sweeper import Sweeper
 from core.models import Token
 from core.roles import Actor
 from core.tokens.servers import add_server, find_server
@@ -144,3 +145,50 @@ def test_the_home_asks_for_a_token_from_apple_and_its_button_opens_the_modal(
     assert bot.press(ADMIN, "server_token", str(server_id)).status == 200
     bot.wait_idle(lambda: bot.opened_view().get("callback_id") == modals.APPLE_TOKEN)
     assert "School One" in json.dumps(bot.opened_view()["blocks"])
+
+
+def test_a_departure_asks_apple_for_a_new_token_and_closes_when_apple_sees_it_used(
+    apple_bot: Bot, fake: FakeSlack
+) -> None:
+    bot = apple_bot
+    leaver = "ULEAVER01"
+    fake.add_user(leaver, "lee", "lee@school.example")
+    bot.grant(leaver)
+    dm = _drop(bot, fake, leaver, *_token(bot, 0, "School One"), 5)
+    assert "Took in" in _said(fake, dm, 1)[0]
+    bot.clock.now += timedelta(days=2)
+    assert bot.command(ADMIN, f"offboard <@{leaver}|lee>").status == 200
+    bot.wait_idle(lambda: bool(posts(fake)))
+    checklist = posts(fake)[0]
+    text = json.dumps(checklist["blocks"])
+    assert "Upload token" in text and "Renew token" not in text
+    assert "Apple School Manager" in text and "Renew and install" not in text
+    (item,) = [b for b in checklist["blocks"] if b.get("accessory")]
+    press_upload(bot, fake, checklist, item["accessory"]["value"])
+    assert bot.opened_view()["callback_id"] == modals.APPLE_TOKEN
+
+    _drop(bot, fake, ADMIN, *_token(bot, 0, "School One"), 6)
+    assert "Took in" in _said(fake, fake.dm_channel_for(ADMIN), 1)[0]
+    Sweeper(bot.svc, post_interval=0).sweep(bot.clock())
+    assert ":white_check_mark:" not in json.dumps(fake.messages_in("C0ALERTS")[-1]["blocks"])
+    with bot.ctx.unit_of_work() as session:
+        server = find_server(session, "School One")
+        server.apple_last_connected_at = bot.clock() + timedelta(minutes=1)  # as the sync reads
+        session.add(server)
+    bot.clock.now += timedelta(minutes=5)
+    Sweeper(bot.svc, post_interval=0).sweep(bot.clock())
+    bot.wait_idle(lambda: bool(fake.calls_to("chat.update")))
+    edited = fake.calls_to("chat.update")[-1].params
+    assert "Done: every token has been renewed" in json.dumps(edited["blocks"])
+
+
+def posts(fake: FakeSlack) -> list[dict[str, Any]]:
+    return [m for m in fake.messages_in("C0ALERTS") if not m.get("ephemeral")]
+
+
+def press_upload(bot: Bot, fake: FakeSlack, message: dict[str, Any], value: str) -> None:
+    opened = len(fake.calls_to("views.open"))
+    container = {"type": "message", "message_ts": message["ts"],
+                 "channel_id": message["channel"], "is_ephemeral": False}  # fmt: skip
+    bot.press(ADMIN, "rotate_token", value, container=container, message=message)
+    bot.wait_idle(lambda: len(fake.calls_to("views.open")) > opened)
