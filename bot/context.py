@@ -13,8 +13,10 @@ from functools import cached_property
 import sqlalchemy as sa
 from sqlmodel import Session
 
+from bot.apple.client import AppleClient
 from bot.mdm.installer import installer_for
 from core import db
+from core.apple.api import AppleApi
 from core.connections.links import Installer
 from core.errors import ConfigError
 from core.settings import Settings
@@ -50,6 +52,12 @@ class AppContext:
     def installer(self) -> Installer:
         """What installs tokens into MDM servers (bot/mdm), handed to adapters through here."""
         return installer_for(self.settings)
+
+    @cached_property
+    def apple(self) -> AppleApi:
+        """Apple's School Manager / Business API (bot/apple) in Apple mode; ConfigError if the
+        API account's settings are missing."""
+        return AppleClient(self.settings)
 
     @property
     def holder(self) -> str:

@@ -379,3 +379,14 @@ class TokenInstall(SQLModel, table=True):
     claimed_by: str | None = Field(default=None, max_length=128)
     claimed_until: datetime | None = _when(nullable=True)
     installed_at: datetime | None = _when(nullable=True)
+
+
+class AppleSync(SQLModel, table=True):
+    """Apple mode's sync state (one row): the last success and the failure going on, if any."""
+
+    id: int = Field(default=1, primary_key=True)
+    last_success_at: datetime | None = _when(nullable=True)
+    failing_kind: str | None = Field(default=None, max_length=16)
+    failing_message: str | None = None
+    failing_since: datetime | None = _when(nullable=True)
+    alerted_kinds: str = ""

@@ -19,6 +19,7 @@ from bot.cli.output import confirmed, count, read_file, safe
 from bot.cli.output import when as _when
 from bot.context import AppContext
 from core import db
+from core.apple import status as apple_status
 from core.connections import links, state
 from core.devices import unlink
 from core.errors import InvalidInput
@@ -138,8 +139,9 @@ def server_show(ctx: AppContext, args: argparse.Namespace) -> int:
     with ctx.unit_of_work() as session:
         view = state.annotate(session, [servers.get_server_view(session, args.name)])[0]
         mdm = links.describe(session, view.id)
+        apple = apple_status.server_link(session, view.id) if ctx.settings.apple_mode else None
     if args.json:
-        _json({**_server_dict(view, now), "mdm": mdm})
+        _json({**_server_dict(view, now), "mdm": mdm} | ({"apple": apple} if apple else {}))
         return 0
     rows = [
         ("Name", view.name),
@@ -155,6 +157,9 @@ def server_show(ctx: AppContext, args: argparse.Namespace) -> int:
         ("Added by", f"{view.created_by} on {_when(view.created_at)}"),
         ("MDM connection", _connection(mdm)),
     ]
+    if apple:
+        rows.append(("Apple id", str(apple["id"] or "not linked yet (next sync, by name)")))
+        rows.append(("Last talked to Apple", _when(apple["last_connected_at"])))
     for label, value in rows:
         print(f"{label + ':':<21}{safe(value)}")
     return 0

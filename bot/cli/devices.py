@@ -1,4 +1,5 @@
-"""The `mdmbot devices …` commands: import, assign, unassign, list, show, defaults, release."""
+"""The `mdmbot devices …` commands (import, assign, unassign, list, show, defaults, release)
+and `mdmbot apple sync`, Apple mode's read of Apple's servers and devices."""
 
 from __future__ import annotations
 
@@ -8,16 +9,27 @@ from collections.abc import Callable
 from dataclasses import asdict
 from pathlib import Path
 
-from bot.cli.commands import _json, _operator, _table
+from sqlmodel import Session
+
+from bot.cli import connections, token_files
+from bot.cli.commands import _json, _operator, _read_cert, _table
 from bot.cli.output import count, read_file, safe
 from bot.cli.output import when as _when
 from bot.cli.progress import add_quiet, progress_bar
 from bot.context import AppContext
+from core.apple import devices as apple_devices
+from core.apple import linking
+from core.apple import sync as apple_sync
+from core.connections import links
 from core.devices import csv_import as device_import
 from core.devices import inventory as devices
 from core.errors import InvalidInput
+from core.models import Server
+from core.tokens.certificates import load_certificate
+from core.tokens.names import safe_filename
 
 MAX_FILE = device_import.MAX_BYTES
+SYNC_HELP = "read Apple's MDM servers and devices into mdmbot now (Apple mode)"
 
 
 def add_parsers(groups: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -30,9 +42,11 @@ def add_parsers(groups: argparse._SubParsersAction[argparse.ArgumentParser]) -> 
     p.add_argument("server", metavar="SERVER")
     _serials(p)
     add_quiet(p)
+    _wait(p)
     p = add("unassign", devices_unassign, "take devices off their MDM server")
     _serials(p)
     add_quiet(p)
+    _wait(p)
     p = add("list", devices_list, "list devices (never released ones)")
     which = p.add_mutually_exclusive_group()
     which.add_argument("--server", metavar="NAME")
@@ -48,6 +62,11 @@ def add_parsers(groups: argparse._SubParsersAction[argparse.ArgumentParser]) -> 
     p = add("release", devices_release, "release devices from the organisation (cannot be undone)")
     _serials(p)
     p.add_argument("--yes", action="store_true", help="do not ask for confirmation")
+    apple = groups.add_parser("apple", help="Apple mode: read Apple School Manager now")
+    a = apple.add_subparsers(dest="action", required=True, metavar="ACTION")
+    p = a.add_parser("sync", help=SYNC_HELP, description=SYNC_HELP)
+    p.set_defaults(handler=apple_sync_now)
+    p.add_argument("--json", action="store_true")
 
 
 def action_adder(
@@ -70,6 +89,26 @@ def action_adder(
 def _serials(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("serials", metavar="SERIAL", nargs="*")
     parser.add_argument("--file", metavar="F", help="serial numbers, one per line (or CSV cells)")
+
+
+def _wait(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--wait", type=float, default=120.0, metavar="S",
+        help="Apple mode: seconds to wait for Apple's activity to complete (default 120)",
+    )  # fmt: skip
+
+
+def _through_apple(ctx: AppContext, args: argparse.Namespace, server: str | None) -> int:
+    """Apple mode: the assignment is Apple's activity; exit 0 completed, 1 failed, 3 still in
+    progress."""
+    if args.wait < 0:
+        raise InvalidInput("--wait must be 0 seconds or more.")
+    result = apple_devices.assign(
+        ctx.apple, ctx.unit_of_work, _operator(args), server, _given(args),
+        wait=args.wait, now=ctx.now,
+    )  # fmt: skip
+    print(safe(result.sentence()))
+    return {"completed": 0, "failed": 1}.get(result.state, 3)
 
 
 def _read(path: str) -> bytes:
@@ -111,6 +150,8 @@ def devices_import(ctx: AppContext, args: argparse.Namespace) -> int:
 
 def devices_assign(ctx: AppContext, args: argparse.Namespace) -> int:
     """mdmbot devices assign."""
+    if ctx.settings.apple_mode:
+        return _through_apple(ctx, args, args.server)
     serials = _given(args)
     with progress_bar(ctx, args) as progress, ctx.unit_of_work() as session:
         result = devices.assign_devices(
@@ -126,6 +167,8 @@ def devices_assign(ctx: AppContext, args: argparse.Namespace) -> int:
 
 def devices_unassign(ctx: AppContext, args: argparse.Namespace) -> int:
     """mdmbot devices unassign."""
+    if ctx.settings.apple_mode:
+        return _through_apple(ctx, args, None)
     serials = _given(args)
     with progress_bar(ctx, args) as progress, ctx.unit_of_work() as session:
         result = devices.unassign_devices(
@@ -232,4 +275,68 @@ def devices_release(ctx: AppContext, args: argparse.Namespace) -> int:
         f"Released {count(len(released), 'device')}: {', '.join(released[:20])}"
         + (" …" if len(released) > 20 else "")
     )
+    return 0
+
+
+def _apple_mode(ctx: AppContext) -> None:
+    if not ctx.settings.apple_mode:
+        raise InvalidInput(
+            "mdmbot is not in Apple mode: set MDMBOT_APPLE_API=school (or business) and the "
+            "API account's MDMBOT_APPLE_* settings."
+        )
+
+
+def apple_sync_now(ctx: AppContext, args: argparse.Namespace) -> int:
+    """mdmbot apple sync."""
+    _apple_mode(ctx)
+    result = apple_sync.sync(lambda: ctx.apple, ctx.unit_of_work, ctx.now())
+    if args.json:
+        _json(asdict(result))
+        return 0
+    print(
+        f"Synced with Apple: {count(result.servers, 'MDM server')}, "
+        f"{count(result.devices, 'device')}, {count(result.changes, 'change')}."
+    )
+    return 0
+
+
+def server_add_in_mode(ctx: AppContext, args: argparse.Namespace) -> int:
+    """mdmbot server add: in Apple mode the server is linked with Apple (no token is issued)."""
+    if not ctx.settings.apple_mode:
+        return connections.server_add_any(ctx, args)
+    if bool(args.cert) == bool(args.mdm):
+        raise InvalidInput("Give the public key certificate (--cert FILE) or a connection (--mdm).")
+    spec, actor, now = None, _operator(args), ctx.now()
+    if args.mdm:
+        spec = connections.spec_from(ctx, args)
+        loaded = connections.fetch_certificate(ctx, spec, args.name)
+    else:
+        loaded = load_certificate(_read_cert(args.cert), now=now)
+
+    def connect(session: Session, server: Server) -> None:
+        if spec is not None:
+            links.save_connection(session, ctx.vault, actor, server, spec, now)
+
+    business = ctx.settings.mdmbot_apple_api == "business"
+    linked = linking.link_server(
+        ctx.apple if business else None, ctx.unit_of_work, actor, name=args.name,
+        certificate=loaded, release_devices=not args.no_release_devices, now=now, connect=connect,
+    )  # fmt: skip
+    if linked.apple_id:
+        print(f"Created “{safe(linked.name)}” in Apple Business Manager (id {linked.apple_id}) "
+              "and linked it.")  # fmt: skip
+    else:
+        shown = args.cert
+        if shown is None:  # fetched from the MDM: the person needs it as a file
+            shown = f"{safe_filename(linked.name)}_certificate.pem"
+            try:
+                token_files.write_private(Path(shown), linked.certificate_pem.encode(), force=False)
+            except OSError:
+                print(f"{shown} exists already: it was left as it is.")
+        print(f"Saved “{safe(linked.name)}”. Apple School Manager has no API to add it: add it "
+              "there yourself.")  # fmt: skip
+        steps = linking.school_steps(linked.name, not args.no_release_devices, shown)
+        for number, step in enumerate(steps, 1):
+            print(f"  {number}. {safe(step)}")
+    print(safe(linking.next_step(linked.name)))
     return 0

@@ -83,7 +83,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     server = groups.add_parser("server", help="link, list, edit and remove MDM servers")
     s = server.add_subparsers(dest="action", required=True, metavar="ACTION")
-    p = _add(s, "add", cli_connections.server_add_any, "link a new MDM server, issue its token")
+    p = _add(s, "add", cli_devices.server_add_in_mode, "link a new MDM server, issue its token")
     p.add_argument("name")
     p.add_argument("--cert", metavar="FILE", help="public key certificate (.pem/.der)")
     cli_connections.add_arguments(p)
@@ -132,6 +132,7 @@ def build_parser() -> argparse.ArgumentParser:
         cli_connections.cert_replace_any,
         "upload a new public key and write the new token (the old one stops working)",
     )
+    p.set_defaults(precheck=serve_options.no_tokens_in_apple_mode)
     p.add_argument("name")
     p.add_argument("--cert", required=True, metavar="FILE")
     _out(p)
@@ -146,6 +147,7 @@ def build_parser() -> argparse.ArgumentParser:
         cli_connections.token_issue_any,
         "write a new token for a server (the old one stops working)",
     )
+    p.set_defaults(precheck=serve_options.no_tokens_in_apple_mode)
     p.add_argument("name")
     p.add_argument(
         "--new-consumer-key",
@@ -204,7 +206,7 @@ def build_parser() -> argparse.ArgumentParser:
         groups,
         "scheduler",
         serve.run_scheduler,
-        "run only the sweeps (expiry alerts, checklists, reconciliation)",
+        "run only the sweeps (expiry alerts, checklists, reconciliation, Apple sync)",
     )
     p.set_defaults(precheck=serve_options.require_slack)
     alerts = groups.add_parser("alerts", help="run expiry alerts now")

@@ -92,11 +92,14 @@ def check_options(settings: Settings, args: argparse.Namespace) -> None:
     """Refuse bad options and missing settings before anything is created (database, key)."""
     args.port = port_number("--port (or PORT)", args.port)
     args.metrics_port = port_number("--metrics-port", args.metrics_port)
+    args.dep_port_given = args.dep_port is not None
     if args.dep_port is not None:
         args.dep_port = port_number("--dep-port", args.dep_port)
     elif settings.mdmbot_dep_port is not None:
         args.dep_port = port_number("MDMBOT_DEP_PORT", settings.mdmbot_dep_port)
     worker_count(args.workers, args.http or args.no_slack)
+    if settings.apple_mode:
+        check_apple_mode(settings, args)
     if args.threads is not None and args.threads < 1:
         raise ConfigError(f"--threads must be 1 or more (not {args.threads}).")
     if args.no_slack:
@@ -117,3 +120,40 @@ def require_slack(settings: Settings, args: argparse.Namespace) -> None:
     """The settings every command that posts to Slack needs, checked before the database."""
     if not getattr(args, "dry_run", False):
         settings.require("SLACK_BOT_TOKEN", "MDMBOT_ALERT_CHANNEL")
+    if settings.apple_mode:
+        settings.require(*APPLE_ACCOUNT)
+
+
+APPLE_ACCOUNT = ("MDMBOT_APPLE_CLIENT_ID", "MDMBOT_APPLE_KEY_ID", "MDMBOT_APPLE_KEY_FILE")
+
+
+def check_apple_mode(settings: Settings, args: argparse.Namespace) -> None:
+    """Apple mode serves no Apple side (MDM servers talk to Apple) and needs its API account."""
+    if args.no_slack:
+        raise ConfigError(
+            "--no-slack serves only Apple's side, which mdmbot does not serve in Apple mode "
+            "(MDMBOT_APPLE_API is set)."
+        )
+    if args.dep_port is not None:
+        option = "--dep-port" if args.dep_port_given else "MDMBOT_DEP_PORT"
+        raise ConfigError(
+            f"{option} is refused in Apple mode (MDMBOT_APPLE_API is set): MDM servers talk to "
+            "Apple itself, so mdmbot serves no DEP or School Manager API."
+        )
+    settings.require(*APPLE_ACCOUNT)
+    key = settings.mdmbot_apple_key_file
+    if key is not None and not key.is_file():
+        raise ConfigError(
+            f"Cannot read MDMBOT_APPLE_KEY_FILE {key}: not a file (the API account's private "
+            "key, downloaded from Apple School Manager)."
+        )
+
+
+def no_tokens_in_apple_mode(settings: Settings, args: argparse.Namespace) -> None:
+    """In Apple mode tokens come from Apple School Manager: mdmbot issues none."""
+    if settings.apple_mode:
+        raise ConfigError(
+            "In Apple mode mdmbot issues no tokens: download the server's token in Apple "
+            "School Manager (Preferences → your MDM server → Download Token) and take it in with "
+            "`mdmbot token import NAME FILE`, or drop the file in the bot's DM."
+        )

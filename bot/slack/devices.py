@@ -12,6 +12,7 @@ from slack_bolt import Ack, App
 from bot.slack.builders import blocks, modals
 from bot.slack.builders import device_blocks as ui
 from bot.slack.services import BotServices, new_reference
+from core.apple import devices as apple_devices
 from core.devices import csv_import as device_import
 from core.devices import inventory as devices
 from core.errors import InvalidInput, MdmbotError, PermissionDenied
@@ -24,6 +25,11 @@ log = logging.getLogger("mdmbot.bot")
 Handler = Callable[[dict[str, Any], str], dict[str, Any] | None]
 MAX_RELEASE = 100
 IMPORT_TIMEOUT = 30
+APPLE_WAIT = 120.0
+FROM_APPLE = (
+    "In Apple mode devices come from Apple School Manager: mdmbot reads them at every sync "
+    "(`mdmbot apple sync` reads them now)."
+)
 
 
 def commands(
@@ -35,6 +41,8 @@ def commands(
         user = body["user_id"]
         if arg.strip().lower() == "import":
             svc.authorize(user, Permission.MANAGE_DEVICES)
+            if svc.ctx.settings.apple_mode:
+                raise MdmbotError(FROM_APPLE)
             open_modal(body, ui.import_modal())
             return None
         svc.authorize(user, Permission.VIEW)
@@ -64,6 +72,11 @@ def commands(
         open_modal(body, ui.defaults_modal(live, current))
 
     def do_release(body: dict[str, Any], arg: str) -> None:
+        if svc.ctx.settings.apple_mode:
+            raise MdmbotError(
+                "In Apple mode devices are released in Apple School Manager (its API cannot "
+                "release them); the next sync shows them gone."
+            )
         serials = devices.split_serials(arg)
         if len(serials) > MAX_RELEASE:
             raise MdmbotError(f"Release at most {MAX_RELEASE} devices at a time from Slack.")
@@ -120,6 +133,11 @@ def register(app: App, svc: BotServices) -> None:
             return
         text = modals.input_value(view, "serials").get("value") or ""
         user = body["user"]["id"]
+        if svc.ctx.settings.apple_mode:
+            server_id = svc.gateway.read_metadata(view).get("server_id")
+            done(ack, "Assign devices", "Sent to Apple… the outcome will be here and in your DMs.")
+            svc.background.submit(_through_apple, svc, user, body["view"]["id"], server_id, text)
+            return
         try:
             with svc.ctx.unit_of_work() as session:
                 server = servers.find_server_by_id(
@@ -210,6 +228,38 @@ def register(app: App, svc: BotServices) -> None:
         svc.background.submit(_import, svc, body["user"]["id"], body["view"]["id"], files[0])
 
 
+def _through_apple(
+    svc: BotServices, user: str, view_id: str, server_id: object, text: str
+) -> None:
+    """Apple mode: post the assignment to Apple and wait for its activity, after the ack."""
+    try:
+        with svc.ctx.unit_of_work(readonly=True) as session:
+            name = servers.find_server_by_id(session, server_id).name
+        result = apple_devices.assign(
+            svc.ctx.apple, svc.ctx.unit_of_work, Actor(user), name,
+            devices.split_serials(text), wait=APPLE_WAIT, now=svc.ctx.now,
+        )  # fmt: skip
+        icon = {"completed": ":white_check_mark:", "failed": ":x:"}.get(result.state, ":hourglass:")
+        message = f"{icon} {blocks.esc(result.sentence())}"
+    except MdmbotError as exc:
+        message = f":warning: {blocks.esc(exc.message)}"
+    except Exception:
+        reference = new_reference()
+        log.exception("Apple assignment failed ref=%s", reference)
+        message = f":warning: The assignment could not be sent to Apple. Reference: `{reference}`."
+    _report(svc, user, view_id, "Assign devices", message)
+
+
+def _report(svc: BotServices, user: str, view_id: str, title: str, text: str) -> None:
+    """What background work found: in its modal, in the person's DM, on their Home."""
+    try:
+        svc.gateway.update_view(view_id, modals.message_modal(title, text))
+    except MdmbotError:
+        log.info("could not update the %s modal for %s", title, user)
+    svc.try_dm(user, text)
+    svc.refresh_home(user)
+
+
 def _import(svc: BotServices, user: str, view_id: str, file: dict[str, Any]) -> None:
     """Download and import the CSV after the ack (a large file takes longer than 3 seconds)."""
     try:
@@ -234,9 +284,4 @@ def _import(svc: BotServices, user: str, view_id: str, file: dict[str, Any]) -> 
         reference = new_reference()
         log.exception("device import failed ref=%s", reference)
         text = f":warning: The import failed and nothing was imported. Reference: `{reference}`."
-    try:
-        svc.gateway.update_view(view_id, modals.message_modal("Import devices", text))
-    except MdmbotError:
-        log.info("could not update the import modal for %s", user)
-    svc.try_dm(user, text)
-    svc.refresh_home(user)
+    _report(svc, user, view_id, "Import devices", text)

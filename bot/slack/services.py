@@ -16,6 +16,7 @@ from bot.http.backlog import Backlog
 from bot.slack import installs
 from bot.slack.builders import blocks, home_blocks
 from bot.slack.gateway import SlackGateway, SlackUnavailable
+from core.apple import status as apple_status
 from core.asm import accounts as api_accounts
 from core.connections import links
 from core.connections import state as links_state
@@ -277,7 +278,9 @@ class BotServices:
             cases = rotation.open_cases(session) if role else []
             admins = [] if role else people.administrators(session)
             counts = devices.device_counts(session) if role else {}
-            keys = None
+            keys, apple = None, None
+            if role and self.ctx.settings.apple_mode:
+                apple = apple_status.health(session)
             if role == Role.ADMINISTRATOR:
                 keys = api_accounts.list_accounts(session, Actor(user_id))
         try:
@@ -292,6 +295,7 @@ class BotServices:
                     admins=admins,
                     device_counts=counts,
                     api_accounts=keys,
+                    apple=apple,
                 ),
             )
         except SlackUnavailable:

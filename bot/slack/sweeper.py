@@ -13,12 +13,15 @@ from bot import metrics
 from bot.context import AppContext
 from bot.slack import backups, dep_alerts, lifecycle
 from bot.slack.builders import lifecycle_blocks as lb
-from bot.slack.builders.blocks import Block, plural
+from bot.slack.builders import phrases
+from bot.slack.builders.blocks import Block, plural, section
 from bot.slack.deliveries import settle_deliveries
 from bot.slack.gateway import SlackUnavailable
 from bot.slack.installs import SweepInstalls
 from bot.slack.services import BotServices
 from core import inbox, lease
+from core.apple import status as apple_status
+from core.apple import sync as apple_sync
 from core.apple import usage
 from core.connections import state as links_state
 from core.connections.server_state import ServerState
@@ -50,6 +53,7 @@ class SweepReport:
     backed_up: bool = False
     installs_tried: int = 0
     renewed: int = 0
+    apple_synced: bool = False
 
     def summary(self) -> str:
         """One line for logs and the command line."""
@@ -79,6 +83,8 @@ class Sweeper:
         report = SweepReport()
         ctx = self.svc.ctx
         report.deliveries_settled = settle_deliveries(self.svc, now)
+        if ctx.settings.apple_mode:
+            self._sync_apple(now, report)
         report.backed_up = backups.scheduled_backup(self.svc, now, holder)
         if ctx.settings.apple_mode:  # what Apple saw since: tokens in use, checklist items done
             with ctx.unit_of_work() as session:
@@ -92,6 +98,37 @@ class Sweeper:
         if report.installs_tried and not report.unreachable:  # what an install changed, shown now
             report.messages_edited += lifecycle.edit_stale(self.svc, self._pace)
         return report
+
+    def _sync_apple(self, now: datetime, report: SweepReport) -> None:
+        """Apple mode: read Apple's servers and devices; a failure is alerted once per kind and
+        never stops the sweep (the alerts below run regardless)."""
+        ctx = self.svc.ctx
+        try:
+            outcome = apple_sync.run_sync(lambda: ctx.apple, ctx.unit_of_work, now)
+        except Exception:
+            log.exception("Apple sync failed unexpectedly; the sweep goes on")
+            return
+        report.apple_synced = outcome.result is not None
+        if outcome.error is not None:
+            log.warning("Apple sync failed: %s", outcome.error.message)
+        text = None
+        if outcome.alert and outcome.error is not None:
+            with ctx.unit_of_work(readonly=True) as session:
+                health = apple_status.health(session)
+            text = phrases.apple_sync_problem(
+                apple_status.kind_of(outcome.error), outcome.error.message,
+                health.failing_since, health.last_success_at,
+            )  # fmt: skip
+        elif outcome.recovered:
+            text = phrases.APPLE_SYNC_BACK
+        if text is None:
+            return
+        try:
+            self.svc.gateway.post(lifecycle.alert_channel(self.svc), text, [section(text)])
+            report.alerts_sent += 1
+        except SlackUnavailable as exc:
+            log.warning("could not post the Apple sync alert (%s)", exc.error)
+            report.alerts_failed += 1
 
     def _post_all(self, now: datetime, holder: str, report: SweepReport) -> None:
         """Alerts, install reminders, stale messages, reconciliation and checklist reposts."""

@@ -1,1 +1,2 @@
-"""Apple mode: mdmbot in front of a real Apple School Manager (sync state, tokens from Apple)."""
+"""Apple mode: Apple's School Manager / Business API as the source of servers and devices, and
+the server tokens a person downloads from Apple School Manager and drops into mdmbot."""

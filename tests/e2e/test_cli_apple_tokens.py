@@ -46,17 +46,24 @@ def test_import_takes_the_token_in_and_refuses_another_certificate(tmp_path: Pat
     (school.work / "notes.p7m").write_text("not a token\n")
     refused = school.run("token", "import", "School One", "notes.p7m")
     assert refused.returncode == 1 and "is not a server token" in refused.stderr
-    assert [t["status"] for t in school.json("token", "list")] == ["active"], "nothing changed"
+    assert school.json("token", "list") == [], "nothing changed"
 
     said = school.ok("token", "import", "School One", str(good), "--actor", "U0ALICE")
     assert said.startswith(f"Took in {good.name} for “School One”: it is the active token")
+    tokens = school.json("token", "list", "School One")
+    assert [t["status"] for t in tokens] == ["active"]
+    (apple.work / "renewed").mkdir()
+    apple.ok("token", "issue", "School One", "--out", "renewed/")
+    (renewed,) = (apple.work / "renewed").glob("*_smime.p7m")
+    school.ok("token", "import", "School One", str(renewed), "--actor", "U0ALICE")
     tokens = school.json("token", "list", "School One")
     assert [t["status"] for t in tokens] == ["active", "superseded"]
     shown = school.json("server", "show", "School One")
     assert shown["downloaded_by"] == "U0ALICE" and shown["token_source"] == "apple"
     issued = apple.json("token", "list", "School One")[0]
     assert shown["token_expires_at"] == issued["expires_at"], "one year after Apple's file name"
-    again = school.run("token", "import", "School One", str(good))
+    assert shown["apple"] == {"id": None, "last_connected_at": None}, "not linked by a sync yet"
+    again = school.run("token", "import", "School One", str(renewed))
     assert again.returncode == 1 and "already taken in" in again.stderr
 
 

@@ -22,6 +22,9 @@ from tests.fakeslack import FakeSlack
 from tests.processes import BotProcess, bot_env, free_port, mdmbot_command
 from tests.slack_harness import Bot
 
+APPLE = {"MDMBOT_APPLE_API": "school", "MDMBOT_APPLE_CLIENT_ID": "SCHOOLAPI.x",
+         "MDMBOT_APPLE_KEY_ID": "k", "MDMBOT_APPLE_KEY_FILE": "/nonexistent/key.pem"}  # fmt: skip
+
 
 def _serve(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
@@ -41,6 +44,13 @@ def _serve(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
         (("--http",), {"MDMBOT_DEP_PORT": "-1"}, "MDMBOT_DEP_PORT must be a port number"),
         (("--http",), {"SLACK_BOT_TOKEN": ""}, "Missing required setting SLACK_BOT_TOKEN."),
         ((), {"SLACK_APP_TOKEN": ""}, "Missing required setting SLACK_APP_TOKEN"),
+        (("--http", "--dep-port", "8443"), APPLE, "--dep-port is refused in Apple mode"),
+        (("--http",), {**APPLE, "MDMBOT_DEP_PORT": "8443"}, "MDMBOT_DEP_PORT is refused in "
+         "Apple mode"),
+        (("--no-slack",), APPLE, "--no-slack serves only Apple's side"),
+        (("--http",), {**APPLE, "MDMBOT_APPLE_KEY_ID": ""}, "Missing required setting "
+         "MDMBOT_APPLE_KEY_ID."),
+        (("--http",), APPLE, "Cannot read MDMBOT_APPLE_KEY_FILE /nonexistent/key.pem"),
     ],
 )
 def test_bad_options_are_refused_in_one_line_before_anything_is_created(

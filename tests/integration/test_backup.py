@@ -111,14 +111,15 @@ def test_an_older_backup_is_upgraded_while_restoring(
     _, path = backup
     old = tmp_path / "from-0008.mdmbackup"
     # What 0009 (MDM connections, one consumer key per server), 0011 (reminder, superseded
-    # messages), 0012 (the School Manager API's tables) and 0013 (Apple mode's columns) added:
-    # absent from a 0008 backup.
+    # messages), 0012 (the School Manager API's tables), 0013 (Apple mode's columns) and 0014
+    # (Apple mode's sync state) added: absent from a 0008 backup.
     as_older(
         path,
         old,
         key_from_setting(KEY),
         "0008",
-        ("mdmconnection", "tokeninstall", "apiaccount", "apiaccesstoken", "apiactivity"),
+        ("mdmconnection", "tokeninstall", "apiaccount", "apiaccesstoken", "apiactivity",
+         "applesync"),
         {
             "server": ("consumer_key", "apple_id", "apple_last_connected_at"),
             "token": ("access_digest", "source"),

@@ -9,12 +9,12 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
-ADAPTERS = ("bot.slack", "bot.cli", "bot.dep", "bot.mdm", "bot.asm")
+ADAPTERS = ("bot.slack", "bot.cli", "bot.dep", "bot.mdm", "bot.asm", "bot.apple")
 # core's domains, lowest first: each imports the foundation (core's root) and the domains before
 # it, never one after it (docs/architecture.md).
 DOMAINS = (
     "core.people", "core.tokens", "core.devices", "core.dep", "core.connections", "core.asm",
-    "core.backup", "core.apple",
+    "core.apple", "core.backup",
 )
 FOUNDATION = ("core.settings", "core.db", "core.models", "core.errors", "core.files", "core.audit",
               "core.lease", "core.inbox", "core.sealing", "core.vault",

@@ -21,6 +21,7 @@ from bot.slack.builders.blocks import (
     section,
 )
 from bot.slack.builders.server_blocks import MORE, healthy_row, waiting_row
+from core.apple.status import SyncHealth
 from core.asm.accounts import AccountView
 from core.connections.server_state import by_urgency
 from core.people.persons import RoleHolder
@@ -83,6 +84,7 @@ def home_view(
     admins: Sequence[RoleHolder] = (),
     device_counts: dict[int, int] | None = None,
     api_accounts: Sequence[AccountView] | None = None,
+    apple: SyncHealth | None = None,
 ) -> dict[str, Any]:
     """The App Home tab: open checklists, servers waiting on someone, then one line per other;
     API accounts at the end for Administrators (`api_accounts` given)."""
@@ -99,6 +101,11 @@ def home_view(
             "elements": [button("Add MDM server", "home_add", "add")],
         }
     )
+    if apple is not None and apple.failing_kind:
+        blocks.append(section(phrases.apple_sync_problem(
+            apple.failing_kind, apple.failing_message or "", apple.failing_since,
+            apple.last_success_at,
+        )))  # fmt: skip
     for case in cases[:10]:
         blocks.append(section(case_home_line(case)))
     if cases:

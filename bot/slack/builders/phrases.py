@@ -7,6 +7,7 @@ only where the action differs (mdmbot installs again; a person uploads the file)
 from __future__ import annotations
 
 from dataclasses import dataclass
+from datetime import datetime
 
 from bot.slack.builders.blocks import (
     Block,
@@ -205,3 +206,27 @@ def renewed_by(holder: str | None, by: str | None = None) -> str:
     if who.startswith("operator:"):
         return f"Renewed by {esc(who.removeprefix('operator:'))} on the command line"
     return f"Renewed by {mention(who)}"
+
+
+APPLE_FAILURES = {
+    "unreachable": "mdmbot cannot reach Apple School Manager",
+    "refused": "Apple School Manager refuses mdmbot's API account",
+    "malformed": "Apple School Manager answered something mdmbot cannot read",
+    "rejected": "Apple School Manager refused mdmbot's sync",
+}
+
+
+def apple_sync_problem(
+    kind: str, message: str, since: datetime | None, last_success: datetime | None
+) -> str:
+    """The Apple sync's failure, on the Home and in its one alert."""
+    headline = APPLE_FAILURES.get(kind, APPLE_FAILURES["unreachable"])
+    as_of = f"as Apple showed them {local_time(last_success)}" if last_success else "not synced yet"
+    started = f" (since {local_time(since)})" if since else ""
+    return (
+        f"⚠️ *{headline}*{started}: {esc(message)} Servers and devices here are {as_of}; "
+        "nothing was removed. mdmbot tries again every sweep."
+    )
+
+
+APPLE_SYNC_BACK = "✅ mdmbot syncs with Apple School Manager again."

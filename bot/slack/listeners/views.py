@@ -11,6 +11,7 @@ from sqlmodel import Session
 from bot.slack import lifecycle
 from bot.slack.builders import blocks, modals
 from bot.slack.installs import BUSY
+from bot.slack.listeners.linking import link_in_apple
 from bot.slack.services import BotServices
 from core.connections import links
 from core.connections.links import ConnectionSpec
@@ -39,6 +40,7 @@ CONNECTION_WORDS = {
     modals.MDM_API_KEY: "Give the API key mdmbot uses to install tokens there.",
     modals.AUTO_RENEW: f"Give 1 to {links.MAX_AUTO_RENEW_DAYS} days, or leave it empty.",
 }
+LINKING = "Linking the server with Apple… what to do next will be here and in your DMs."
 CONNECTION_BLOCKS = (modals.MDM_URL, modals.MDM_DEP_NAME, modals.MDM_API_KEY, modals.AUTO_RENEW)
 # Valid values put in place of a refused field, so that the next field is checked in the same pass.
 STAND_IN = {
@@ -146,6 +148,11 @@ def register(app: App, svc: BotServices) -> None:
             loaded = load_certificate(certificate(view), now=svc.ctx.now())
         except CertificateError as exc:
             errors["certificate"] = exc.message
+        if loaded is not None and not errors and svc.ctx.settings.apple_mode:
+            ack(response_action="update", view=modals.message_modal("Add MDM server", LINKING))
+            svc.background.submit(link_in_apple, svc, body["user"]["id"], body["view"]["id"],
+                                  name, release, loaded)  # fmt: skip
+            return
         if loaded is not None and not errors:
             try:
                 with svc.ctx.unit_of_work() as session:
@@ -236,6 +243,14 @@ def register(app: App, svc: BotServices) -> None:
                 "and submit again (the API key is not kept)."
             )
             update(body, modals.add_server_modal_again(body["view"], failed))
+            return
+        if ctx.settings.apple_mode:
+            try:
+                loaded = load_certificate(pem, now=ctx.now())
+            except MdmbotError as exc:
+                update(body, modals.message_modal(title, f":warning: {blocks.esc(exc.message)}"))
+                return
+            link_in_apple(svc, actor.user_id, body["view"]["id"], name, release, loaded, spec)
             return
         try:
             loaded = load_certificate(pem, now=ctx.now())

@@ -6,7 +6,7 @@ the token a person drops for it is then taken in without a recipient check, so
 unique indexes (one active, one delivering token per server) are dropped and made again.
 
 Revision ID: 0015
-Revises: 0013
+Revises: 0014
 Create Date: 2026-12-07
 
 """
@@ -17,7 +17,7 @@ import sqlalchemy as sa
 from alembic import op
 
 revision: str = "0015"
-down_revision: Union[str, Sequence[str], None] = "0013"
+down_revision: Union[str, Sequence[str], None] = "0014"
 branch_labels: Union[str, Sequence[str], None] = None
 depends_on: Union[str, Sequence[str], None] = None
 
