@@ -46,7 +46,8 @@ def note_apple_use(session: Session, now: datetime) -> tuple[int, ...]:
     for token, server in rows:
         seen = server.apple_last_connected_at
         since = installed_since(session, token)
-        if seen is None or since is None or seen <= since:
+        # Apple gives whole seconds: a connection within the install's second counts.
+        if seen is None or since is None or seen < since.replace(microsecond=0):
             continue
         if token.installed_at is None:
             changed.update(record_use(session, token, seen, APPLE_CLIENT, "lastConnectedDateTime"))

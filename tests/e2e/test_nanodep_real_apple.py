@@ -13,6 +13,7 @@ from bot.context import AppContext
 from bot.dep.app import build_dep_app
 from bot.http import HttpServer, Listener, start_in_background
 from core.settings import Settings
+from tests.e2e.test_apple_mode import Apple, _apple_settings, apple  # noqa: F401
 from tests.e2e.test_cli import Cli
 from tests.e2e.test_nanodep_real import KEY, _nanodep, depserver, pytestmark  # noqa: F401
 from tests.fakemdm import ALLOW_LOOPBACK
@@ -67,3 +68,37 @@ def test_a_token_from_apple_is_imported_and_installed_into_the_real_depserver(
     finally:
         dep.close()
         ctx.engine.dispose()
+
+
+def test_in_use_after_depservers_session_and_a_sync(
+    depserver: str,  # noqa: F811 (the fixture)
+    apple: Apple,  # noqa: F811 (the fixture)
+    tmp_path: Path,
+) -> None:
+    status, pem = _nanodep(f"{depserver}/v1/tokenpki/school1?cn=school1&validity_days=365")
+    assert status == 200, pem
+    (apple.cli.work / "depserver.pem").write_bytes(pem)
+    (apple.cli.work / "portal").mkdir()
+    apple.cli.ok("server", "add", "school1", "--cert", "depserver.pem", "--out", "portal/")
+    (token,) = (apple.cli.work / "portal").glob("school1_Token_*_smime.p7m")
+    school = Cli(tmp_path / "school")
+    school.env.update(_apple_settings(apple), MDMBOT_MDM_ALLOW_NETWORKS=ALLOW_LOOPBACK)
+    school.ok("db", "upgrade")
+    assert school.json("apple", "sync", "--json")["servers"] == 3
+    said = school.ok("token", "import", "school1", str(token), "--actor", "U0ALICE")
+    assert said.startswith(f"Took in {token.name} for “school1”"), "no certificate to check"
+    (school.work / "api.key").write_text(KEY)
+    said = school.ok(
+        "server", "connect", "school1", "--mdm", "nanodep", "--mdm-url", depserver,
+        "--mdm-dep-name", "school1", "--mdm-api-key-file", "api.key",
+        "--mdm-base-url", f"{apple.origin}/",
+    )  # fmt: skip
+    assert "Installed the active token" in said, said
+    assert "in use" not in school.ok("server", "show", "school1")
+    status, body = _nanodep(f"{depserver}/proxy/school1/account")
+    assert status == 200 and json.loads(body)["server_name"] == "school1", body
+    school.ok("apple", "sync", "--json")
+    shown = school.json("server", "show", "school1")
+    assert shown["apple"]["last_connected_at"], "Apple saw depserver's /session"
+    assert shown["token_installed_at"] and shown["token_source"] == "apple"
+    assert "in use since" in school.ok("server", "show", "school1")
