@@ -23,14 +23,14 @@ def test_a_token_from_apple_is_imported_and_installed_into_the_real_depserver(
     depserver: str,  # noqa: F811 (the fixture)
     tmp_path: Path,
 ) -> None:
-    apple, school = Cli(tmp_path / "apple"), Cli(tmp_path / "school")
+    portal, school = Cli(tmp_path / "apple"), Cli(tmp_path / "school")
     school.env["MDMBOT_APPLE_API"] = "school"
     school.env["MDMBOT_MDM_ALLOW_NETWORKS"] = ALLOW_LOOPBACK
-    apple.ok("db", "upgrade")
+    portal.ok("db", "upgrade")
     school.ok("db", "upgrade")
     settings = Settings(
-        mdmbot_database_url=f"sqlite:///{apple.data_dir / 'mdmbot.db'}",
-        mdmbot_data_dir=apple.data_dir,
+        mdmbot_database_url=f"sqlite:///{portal.data_dir / 'mdmbot.db'}",
+        mdmbot_data_dir=portal.data_dir,
         _env_file=None,  # type: ignore[call-arg]
     )
     ctx = AppContext(settings)
@@ -39,11 +39,11 @@ def test_a_token_from_apple_is_imported_and_installed_into_the_real_depserver(
     try:
         status, pem = _nanodep(f"{depserver}/v1/tokenpki/school1?cn=school1&validity_days=365")
         assert status == 200 and pem.startswith(b"-----BEGIN CERTIFICATE-----"), pem
-        for cli in (apple, school):
+        for cli in (portal, school):
             (cli.work / "depserver.pem").write_bytes(pem)  # uploaded to Apple School Manager
-        (apple.work / "portal").mkdir()
-        apple.ok("server", "add", "school1", "--cert", "depserver.pem", "--out", "portal/")
-        (token,) = (apple.work / "portal").glob("school1_Token_*_smime.p7m")
+        (portal.work / "portal").mkdir()
+        portal.ok("server", "add", "school1", "--cert", "depserver.pem", "--out", "portal/")
+        (token,) = (portal.work / "portal").glob("school1_Token_*_smime.p7m")
 
         school.ok("server", "add", "school1", "--cert", "depserver.pem", "--out", "local.p7m")
         said = school.ok("token", "import", "school1", str(token), "--actor", "U0ALICE")
@@ -59,7 +59,7 @@ def test_a_token_from_apple_is_imported_and_installed_into_the_real_depserver(
         status, body = _nanodep(f"{depserver}/proxy/school1/account")
         assert status == 200, body
         assert json.loads(body)["server_name"] == "school1", "depserver talked to “Apple”"
-        issued = apple.json("token", "list", "school1")[0]
+        issued = portal.json("token", "list", "school1")[0]
         assert issued["installed_at"], "“Apple” saw depserver's /session with the token"
         shown = school.json("server", "show", "school1")
         assert shown["token_expires_at"] == issued["expires_at"], "depserver's answer"
