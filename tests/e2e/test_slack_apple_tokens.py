@@ -192,3 +192,24 @@ def press_upload(bot: Bot, fake: FakeSlack, message: dict[str, Any], value: str)
                  "channel_id": message["channel"], "is_ephemeral": False}  # fmt: skip
     bot.press(ADMIN, "rotate_token", value, container=container, message=message)
     bot.wait_idle(lambda: len(fake.calls_to("views.open")) > opened)
+
+
+def test_a_token_two_servers_could_hold_asks_which_server(apple_bot: Bot, fake: FakeSlack) -> None:
+    bot = apple_bot
+    with bot.ctx.unit_of_work() as session:  # NanoDEP-like: another server, the same certificate
+        add_server(session, bot.ctx.vault, ROOT, name="School Three", release_devices=True,
+                   certificate=cert(0, "mdm.example.edu").pem, now=bot.clock())  # fmt: skip
+    dm = _drop(bot, fake, ADMIN, *_token(bot, 0, "School One"), 7)
+    question = fake.messages_in(dm)[0] if _said(fake, dm, 1) else {}
+    assert "Several MDM servers" in question["text"]
+    (choices,) = [b for b in question["blocks"] if b.get("type") == "actions"]
+    labels = [e["text"]["text"] for e in choices["elements"]]
+    assert labels == ["For School One", "For School Three"]
+    assert _active(bot, "School One") is None and _active(bot, "School Three") is None
+    chosen = choices["elements"][1]
+    payload_message = {**question, "channel": dm}
+    bot.press(ADMIN, chosen["action_id"], chosen["value"], block_id=choices["block_id"],
+              message=payload_message)  # fmt: skip
+    said = _said(fake, dm, 2)[1]
+    assert "Took in" in said and "School Three" in said
+    assert _active(bot, "School Three") == ("apple", ADMIN) and _active(bot, "School One") is None

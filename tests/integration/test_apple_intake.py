@@ -20,6 +20,7 @@ from core.connections.server_state import State
 from core.connections.state import server_state
 from core.errors import InvalidInput, PermissionDenied
 from core.models import AuditEvent, Server, Token, TokenStatus
+from core.people.alerts import claim_due_alerts
 from core.people.persons import grant_role
 from core.people.rotation import get_case, record_departure
 from core.roles import Actor, Role
@@ -189,3 +190,20 @@ def test_the_departure_checklist_closes_once_the_new_token_is_seen_in_use(
     with db.unit_of_work(engine) as s:
         done = get_case(s, case.id)
         assert done.status == "done" and all(i.done_at for i in done.items)
+
+
+def test_expiry_alerts_watch_apple_tokens_as_any_other(engine: sa.Engine, vault: Vault) -> None:
+    cert = rsa_cert(0).certificate
+    with db.unit_of_work(engine) as s:
+        server = _server(s, vault)
+        taken = take_in(s, vault, ALICE, server, apple_token(cert), NOW, via="slack")
+    soon = taken.expires_at - timedelta(days=29)
+    with db.unit_of_work(engine) as s:
+        due = claim_due_alerts(s, soon, (60, 30, 14))
+    assert [(a.token_id, a.threshold, a.downloaded_by) for a in due] == [
+        (taken.token_id, 30, ALICE.user_id)
+    ]
+    with db.unit_of_work(engine) as s:
+        assert claim_due_alerts(s, soon, (60, 30, 14)) == [], "once"
+        _, state = server_state(s, taken.server_id, soon) or (None, None)
+        assert state is not None and state.state is State.EXPIRES_SOON and state.apple
