@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import functools
 import json
+import time
 from collections.abc import Iterator
 from datetime import timedelta
 from pathlib import Path
@@ -213,3 +214,19 @@ def test_a_token_two_servers_could_hold_asks_which_server(apple_bot: Bot, fake: 
     said = _said(fake, dm, 2)[1]
     assert "Took in" in said and "School Three" in said
     assert _active(bot, "School Three") == ("apple", ADMIN) and _active(bot, "School One") is None
+
+
+@pytest.mark.parametrize("mode", ["apple", "sandbox"])
+def test_other_dm_messages_are_answered_and_ignored(
+    mode: str, apple_bot: Bot, bot: Bot, fake: FakeSlack
+) -> None:
+    running = apple_bot if mode == "apple" else bot
+    channel = fake.dm_channel_for(ADMIN)
+    hello = {"type": "message", "channel_type": "im", "user": ADMIN, "channel": channel,
+             "text": "hello", "ts": "1700000100.000100"}  # fmt: skip
+    assert running.event(hello, event_id=f"Ev0HELLO{mode}").status == 200
+    if mode == "sandbox":
+        name, content = _token(running, 0, "School One")
+        _drop(running, fake, ADMIN, name, content, 9)
+    time.sleep(0.5)  # what a listener would have said by now
+    assert fake.messages_in(channel) == [], "nothing said, nothing taken in"

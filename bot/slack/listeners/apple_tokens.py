@@ -99,8 +99,16 @@ def _download(svc: BotServices, file: dict[str, Any], deadline: float = 10.0) ->
 
 def register(app: App, svc: BotServices) -> None:
     """Register the Apple-mode token listeners (before the sandbox's, which they replace)."""
-    if not svc.ctx.settings.apple_mode:
-        return
+    if svc.ctx.settings.apple_mode:
+        _register_apple(app, svc)
+
+    @app.event("message")
+    def on_other_message(event: dict[str, Any]) -> None:
+        """Other DM messages (message.im): nothing to do, but answered so Slack never retries."""
+
+
+def _register_apple(app: App, svc: BotServices) -> None:
+    """The listeners that replace issuing with taking in Apple's tokens."""
 
     def open_upload(body: dict[str, Any], server_id: object | None) -> None:
         open_checked(
