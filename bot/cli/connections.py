@@ -13,6 +13,7 @@ from bot.cli import commands, token_files
 from bot.cli.commands import _operator
 from bot.cli.token_files import check_file, destination_of, write_private
 from bot.context import AppContext
+from core.apple import intake
 from core.connections import installs, links
 from core.connections.links import ConnectionSpec, InstallError
 from core.errors import InvalidInput
@@ -197,7 +198,7 @@ def apple_connect(ctx: AppContext, args: argparse.Namespace, spec: ConnectionSpe
         server = servers.find_server(session, args.name)
         links.save_connection(session, ctx.vault, actor, server, spec, now)
         if loaded is not None:
-            servers.store_certificate(session, server, loaded, actor, now)
+            intake.keep_certificate(session, actor, server, loaded, now)
         name, active = server.name, issuance.active_token_id(session, server.id or 0)
     print(f"Connected “{name}” to {spec.label()}.")
     if loaded is not None:

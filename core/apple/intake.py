@@ -21,8 +21,10 @@ from core.errors import InvalidInput
 from core.models import Certificate, Server, Token, TokenStatus
 from core.people.persons import authorize
 from core.roles import Actor, Permission
+from core.tokens.certificates import LoadedCertificate
 from core.tokens.issuance import activate_token, active_token_id, lock_server
 from core.tokens.resend import APPLE, seal_apple_file
+from core.tokens.servers import store_certificate
 from core.tokens.token_file import add_one_year
 from core.vault import Vault
 
@@ -92,6 +94,19 @@ def check(
             f"“{envelope.filename}” was already taken in for “{server.name}”; nothing was "
             "changed."
         )
+    return cert
+
+
+def keep_certificate(
+    session: Session, actor: Actor, server: Server, loaded: LoadedCertificate, now: datetime
+) -> Certificate:
+    """Keep a certificate uploaded or fetched for the server (Apple mode issues no token for
+    it): the tokens taken in from then on must be encrypted to it."""
+    authorize(session, actor, Permission.MANAGE_SERVERS)
+    cert = store_certificate(session, server, loaded, actor, now)
+    audit.record(
+        session, actor, "certificate.keep", server.name, now, certificate=loaded.fingerprint_sha256
+    )
     return cert
 
 

@@ -23,7 +23,7 @@ from core.tokens.token_file import envelope, generate_credentials, render_conten
 from tests.e2e.conftest import ADMIN, STRANGER
 from tests.e2e.test_cli import _valid_now
 from tests.fakeslack import FakeSlack
-from tests.slack_harness import Bot
+from tests.slack_harness import Bot, cert_file_state
 
 ROOT = Actor("root", operator=True)
 cert = functools.cache(_valid_now)  # one certificate per index for the whole test
@@ -230,3 +230,26 @@ def test_other_dm_messages_are_answered_and_ignored(
         _drop(running, fake, ADMIN, name, content, 9)
     time.sleep(0.5)  # what a listener would have said by now
     assert fake.messages_in(channel) == [], "nothing said, nothing taken in"
+
+
+def test_no_token_is_issued_and_a_new_certificate_is_kept_for_the_check(
+    apple_bot: Bot, fake: FakeSlack
+) -> None:
+    bot = apple_bot
+    with bot.ctx.unit_of_work(readonly=True) as session:
+        server_id = find_server(session, "School One").id
+    meta = bot.metadata({"server_id": server_id, "expects": None})
+    confirm = {"callback_id": modals.CONFIRM_TOKEN, "private_metadata": meta}
+    reply = bot.submit(ADMIN, confirm, {})
+    assert "issues no tokens" in json.dumps(reply.json()) and _active(bot, "School One") is None
+    replace = {"callback_id": modals.REPLACE_CERT, "private_metadata": meta}
+    new = cert(6, "mdm.example.edu")
+    refused = bot.submit(STRANGER, replace, {"certificate": cert_file_state(fake, new.pem)})
+    assert refused.json()["response_action"] == "errors"
+    reply = bot.submit(ADMIN, replace, {"certificate": cert_file_state(fake, new.pem)})
+    assert "now checks the tokens" in json.dumps(reply.json())
+    dm = _drop(bot, fake, ADMIN, *_token(bot, 0, "School One"), 10)
+    assert "No MDM server in mdmbot has the certificate" in _said(fake, dm, 1)[0]
+    _drop(bot, fake, ADMIN, *_token(bot, 6, "School One"), 11)
+    assert "Took in" in _said(fake, dm, 2)[1]
+    assert _active(bot, "School One") == ("apple", ADMIN)

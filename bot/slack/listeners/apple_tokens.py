@@ -24,10 +24,15 @@ from core.connections import installs
 from core.errors import MdmbotError
 from core.roles import Actor, Permission
 from core.tokens import servers
+from core.tokens.certificates import load_certificate
 
 log = logging.getLogger("mdmbot.apple")
 CHOOSE = "apple_token_choose_server"  # a button per matching server, when several match
 TOO_LARGE = "That file is too large to be a server token (a few KiB); drop the .p7m file."
+NO_ISSUING = (
+    "In Apple mode mdmbot issues no tokens: download the server's token in Apple School Manager "
+    "and drop the .p7m file in a DM with mdmbot, or use `/mdm token NAME`."
+)
 RENEWING = ("server_token", lifecycle_blocks.RENEW, lifecycle_blocks.ROTATE, phrases.FROM_APPLE)
 
 
@@ -168,6 +173,39 @@ def _register_apple(app: App, svc: BotServices) -> None:
         except MdmbotError as exc:
             text = f":no_entry: {blocks.esc_message(exc.message)}"
         svc.gateway.update_view(body["view"]["id"], modals.message_modal("Token from Apple", text))
+
+    @app.view(modals.CONFIRM_TOKEN)
+    def on_issue(ack: Ack, body: dict[str, Any]) -> None:
+        try:
+            svc.authorize(body["user"]["id"], Permission.MANAGE_SERVERS)
+            text = NO_ISSUING
+        except MdmbotError as exc:
+            text = exc.message
+        ack(response_action="update", view=modals.message_modal("Server token", text))
+
+    @app.view(modals.REPLACE_CERT)
+    def on_certificate(ack: Ack, body: dict[str, Any], view: dict[str, Any]) -> None:
+        actor, now = Actor(body["user"]["id"]), svc.ctx.now()
+        try:
+            svc.authorize(actor.user_id, Permission.MANAGE_SERVERS)
+            files = modals.input_value(view, "certificate").get("files") or []
+            if len(files) != 1:
+                raise MdmbotError("Attach one public key certificate (.pem or .der).")
+            loaded = load_certificate(svc.gateway.download_certificate(files[0]), now=now)
+            with svc.ctx.unit_of_work() as session:
+                server_id = svc.gateway.read_metadata(view).get("server_id")
+                server = servers.find_server_by_id(session, server_id)
+                intake.keep_certificate(session, actor, server, loaded, now)
+                name = server.name
+        except MdmbotError as exc:
+            ack(response_action="errors", errors={"certificate": exc.message[:2000]})
+            return
+        text = (
+            f"mdmbot now checks the tokens for *{blocks.esc(name)}* against this certificate. "
+            "In Apple School Manager, upload it as the server's public key, then download a new "
+            "token there and drop it in a DM with mdmbot."
+        )
+        ack(response_action="update", view=modals.message_modal("Replace certificate", text))
 
     @app.event({"type": "message", "subtype": "file_share"})
     def on_file(event: dict[str, Any]) -> None:
