@@ -188,11 +188,10 @@ def apple_connect(ctx: AppContext, args: argparse.Namespace, spec: ConnectionSpe
     """Apple mode: the connection is recorded without fetching a certificate (NanoDEP draws a
     new key pair on each fetch, orphaning the token Apple encrypted to the current one), unless
     --fetch-certificate asks for one, which then replaces the certificate at Apple."""
+    out = check_file(Path(args.out).expanduser().absolute(), args.force) if args.out else None
     loaded = fetch_certificate(ctx, spec, args.name) if args.fetch_certificate else None
-    if loaded is not None and args.out:
-        token_files.write_or_refuse(
-            destination_of(args.out, args.force), loaded.pem.encode(), force=args.force
-        )
+    if loaded is not None and out is not None:
+        token_files.write_or_refuse(out, loaded.pem.encode(), force=args.force)
     actor, now = _operator(args), ctx.now()
     with ctx.unit_of_work() as session:
         server = servers.find_server(session, args.name)

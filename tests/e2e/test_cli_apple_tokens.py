@@ -121,5 +121,10 @@ def test_connect_in_apple_mode_keeps_the_certificate_then_import_installs(tmp_pa
             "NanoDEP's certificates share issuer and serial: only its answer tells them apart"
         )
         assert "could not be installed" in refused.stderr
+        said = school.ok("server", "connect", "School One", *connection, "--fetch-certificate",
+                         "--out", "for-apple.pem")  # fmt: skip
+        assert "written to for-apple.pem" in said and "BEGIN CERTIFICATE" not in said
+        written = (school.work / "for-apple.pem").read_bytes()
+        assert written == certs.cert_pem(nanodep.staged["school1"][0])
     finally:
         nanodep.stop()
