@@ -60,8 +60,9 @@ def test_nanodep_certificate_token_and_config(nanodep: FakeNanoDep) -> None:
     for _ in range(3):
         push, key, access = _token_for(pem, key)
         answer = installer.install(spec, push)
-        assert answer.remote_id is None
-        assert answer.expires_at is not None, "NanoDEP answers the decrypted expiry"
+        assert answer.remote_id is None and answer.expires_at is not None
+        expiry = nanodep.tokens["school1"]["access_token_expiry"]
+        assert f"{answer.expires_at:%Y-%m-%dT%H:%M:%SZ}" == expiry, "NanoDEP answers it"
         assert nanodep.tokens["school1"]["access_token"] == access
     assert [c.query for c in nanodep.calls if c.method == "PUT"] == [{}] * 6, "never force"
     assert nanodep.configs["school1"] == {"base_url": "https://mdmbot.example.org:8443"}
@@ -142,8 +143,12 @@ def test_fleet_uploads_then_renews_the_same_abm_token(fleet: FakeFleet) -> None:
     spec = make_spec("fleet", url=fleet.url, api_key="fleet-api-token")
     pem = installer.fetch_certificate(spec, "Fleet")
     push, key, _ = _token_for(pem)
-    token_id = installer.install(spec, push).remote_id
+    answer = installer.install(spec, push)
+    token_id = answer.remote_id
     assert token_id == "1" and [c.method for c in fleet.calls] == ["GET", "POST"]
+    renew_date = fleet.tokens[1]["access_token_expiry"]
+    assert answer.expires_at is not None, "Fleet answers the token's renew date"
+    assert f"{answer.expires_at:%Y-%m-%dT%H:%M:%SZ}" == renew_date
     renewed = ConnectionSpec(**{**spec.__dict__, "remote_id": token_id})
     push, _, access = _token_for(pem, key)
     assert installer.install(renewed, push).remote_id == "1"
