@@ -128,7 +128,7 @@ class Token(SQLModel, table=True):
 
     id: int | None = Field(default=None, primary_key=True)
     server_id: int = Field(foreign_key="server.id", index=True)
-    certificate_id: int = Field(foreign_key="certificate.id")
+    certificate_id: int | None = Field(default=None, foreign_key="certificate.id")
     consumer_key: str = Field(max_length=128)
     access_digest: str | None = Field(default=None, max_length=64)
     secrets: str = _encrypted()

@@ -56,7 +56,7 @@ def _encode(value: Any) -> Any:
 
 def _installed(view: servers.ServerView) -> str:
     if view.token_installed_at is not None:
-        used = "in use since" if view.mdm_label else "installed"
+        used = "in use since" if view.mdm_label or view.apple else "installed"
         return f"{used} {_when(view.token_installed_at)}"
     return view.install_note or "not installed yet"
 

@@ -13,6 +13,7 @@ from bot.cli import commands, token_files
 from bot.cli.commands import _operator
 from bot.cli.token_files import check_file, destination_of, write_private
 from bot.context import AppContext
+from core.apple import intake
 from core.connections import installs, links
 from core.connections.links import ConnectionSpec, InstallError
 from core.errors import InvalidInput
@@ -176,9 +177,48 @@ def server_connect(ctx: AppContext, args: argparse.Namespace) -> int:
             name = server.name
         print(f"Connected “{name}” to {spec.label()}.")
         return token_push(ctx, args)
+    if ctx.settings.apple_mode:
+        return apple_connect(ctx, args, spec)
     loaded = fetch_certificate(ctx, spec, args.name)
     print(f"Connecting “{args.name}” to {spec.label()}: a new token replaces the active one.")
     return replace_connected(ctx, args, loaded, spec)
+
+
+def apple_connect(ctx: AppContext, args: argparse.Namespace, spec: ConnectionSpec) -> int:
+    """Apple mode: the connection is recorded without fetching a certificate (NanoDEP draws a
+    new key pair on each fetch, orphaning the token Apple encrypted to the current one), unless
+    --fetch-certificate asks for one, which then replaces the certificate at Apple."""
+    out = check_file(Path(args.out).expanduser().absolute(), args.force) if args.out else None
+    loaded = fetch_certificate(ctx, spec, args.name) if args.fetch_certificate else None
+    if loaded is not None and out is not None:
+        token_files.write_or_refuse(out, loaded.pem.encode(), force=args.force)
+    actor, now = _operator(args), ctx.now()
+    with ctx.unit_of_work() as session:
+        server = servers.find_server(session, args.name)
+        links.save_connection(session, ctx.vault, actor, server, spec, now)
+        if loaded is not None:
+            intake.keep_certificate(session, actor, server, loaded, now)
+        name, active = server.name, issuance.active_token_id(session, server.id or 0)
+    print(f"Connected “{name}” to {spec.label()}.")
+    if loaded is not None:
+        where = f"written to {args.out}" if args.out else "below"
+        print(
+            f"Fetched a new certificate from {spec.label()} ({where}): replace the server's "
+            "certificate in Apple School Manager with it, then download a new token there and "
+            f"`mdmbot token import {name} FILE`; the current token no longer opens in the MDM "
+            "server."
+        )
+        if not args.out:
+            print(loaded.pem.strip())
+        return 0
+    if active is None:
+        print(
+            "Its certificate was not fetched (the one in Apple School Manager stays valid). "
+            f"Download the server's token in Apple School Manager and `mdmbot token import {name} "
+            "FILE`, or drop it in the bot's DM: mdmbot installs it."
+        )
+        return 0
+    return token_push(ctx, args)
 
 
 def server_disconnect(ctx: AppContext, args: argparse.Namespace) -> int:

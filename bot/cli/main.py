@@ -22,6 +22,7 @@ from bot.cli import commands as cli_commands
 from bot.cli import connections as cli_connections
 from bot.cli import devices as cli_devices
 from bot.cli import serve_options
+from bot.cli import token_files as cli_token_files
 from bot.cli.output import plain
 from bot.context import AppContext
 from core.errors import ConfigError, MdmbotError
@@ -112,6 +113,11 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("name")
     cli_connections.add_arguments(p)
+    p.add_argument(
+        "--fetch-certificate",
+        action="store_true",
+        help="Apple mode: fetch a new certificate (to replace the one in Apple School Manager)",
+    )
     _out(p)
     _actor(p)
     p = _add(s, "disconnect", cli_connections.server_disconnect, "forget the MDM connection")
@@ -149,6 +155,16 @@ def build_parser() -> argparse.ArgumentParser:
         help="draw a new consumer key (the MDM server must accept a changed key)",
     )
     _out(p)
+    _actor(p)
+    _yes(p)
+    p = _add(
+        t,
+        "import",
+        cli_token_files.token_import,
+        "take in a token downloaded from Apple School Manager (Apple mode)",
+    )
+    p.add_argument("name")
+    p.add_argument("file", metavar="FILE", help="the .p7m file Apple School Manager gave")
     _actor(p)
     _yes(p)
     p = _add(t, "push", cli_connections.token_push, "install the active token into the MDM now")

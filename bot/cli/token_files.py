@@ -11,8 +11,11 @@ from pathlib import Path
 
 from sqlmodel import Session
 
-from bot.cli.output import confirmed, safe, when
+from bot.cli.output import confirmed, read_file, safe, when
 from bot.context import AppContext
+from core.apple import intake
+from core.apple.envelope import MAX_BYTES, read_token_file
+from core.connections import installs
 from core.errors import InvalidInput, TokenConflict
 from core.roles import Actor
 from core.tokens import issuance, servers
@@ -139,3 +142,64 @@ def issue_to_file(
         + (": the previous token no longer works." if replaced else ".")
     )
     return 0
+
+
+def token_import(ctx: AppContext, args: argparse.Namespace) -> int:
+    """mdmbot token import NAME FILE: a token downloaded from Apple School Manager, checked,
+    made the active one, and installed through the server's connection when it has one."""
+    if not ctx.settings.apple_mode:
+        raise InvalidInput(
+            "`token import` takes in tokens downloaded from Apple School Manager, in Apple mode "
+            "only (MDMBOT_APPLE_API); here mdmbot issues them itself: `mdmbot token issue NAME`."
+        )
+    data = read_file(args.file, MAX_BYTES, f"{args.file} is too large to be a server token.")
+    token = read_token_file(data, Path(args.file).name)
+    actor, now = Actor(str(args.actor), operator=True), ctx.now()
+    with ctx.unit_of_work(readonly=True) as session:
+        server = servers.find_server(session, args.name)
+        intake.check(session, server, token, now)  # refused here, before the question
+        view = servers.get_server_view(session, args.name)
+    if view.token_id is not None and not confirmed(
+        f"The token in {safe(token.filename)} becomes the one mdmbot watches for "
+        f"“{safe(view.name)}”; its current token (expires {when(view.token_expires_at)}) no "
+        "longer is. Continue?",
+        yes=args.yes,
+    ):
+        print("Nothing was changed.")
+        return 1
+    with ctx.unit_of_work() as session:
+        taken = intake.take_in(
+            session, ctx.vault, actor, servers.find_server(session, args.name), token, now,
+            via="cli",
+        )  # fmt: skip
+    name = safe(taken.server_name)
+    expiry = f"{taken.expires_at:%Y-%m-%dT%H:%M:%SZ}"
+    if taken.install_id is None:
+        print(
+            f"Took in {safe(taken.filename)} for “{name}”: it is the active token (expires "
+            f"{expiry}, from its {taken.expiry_from}). Upload the file to the MDM server; "
+            "mdmbot shows it in use once Apple sees the server connect."
+        )
+        return 0
+    outcome = installs.attempt(
+        ctx.unit_of_work, ctx.vault, ctx.installer, taken.install_id, ctx.holder, ctx.now
+    )
+    if outcome is None or outcome.skipped:
+        print(f"Took in the token for “{name}”; another mdmbot process is installing it.")
+        return 0
+    if outcome.installed:
+        with ctx.unit_of_work(readonly=True) as session:
+            expires = servers.get_server_view(session, args.name).token_expires_at
+        expiry = f"{expires:%Y-%m-%dT%H:%M:%SZ}"
+        print(
+            f"Took in the token for “{name}” and installed it in {outcome.label}; it expires "
+            f"{expiry}."
+        )
+        return 0
+    print(
+        f"mdmbot: took in the token for “{name}” (the active one now), but it could not be "
+        f"installed in {outcome.label}: {outcome.error} It will be retried; "
+        f"`mdmbot token push {name}` retries now.",
+        file=sys.stderr,
+    )
+    return 1

@@ -5,8 +5,8 @@ from __future__ import annotations
 import base64
 import binascii
 
-from bot.mdm.wire import Wire, multipart
-from core.connections.links import ConnectionSpec, InstallError, TokenPush
+from bot.mdm.wire import Wire, multipart, parse_time
+from core.connections.links import ConnectionSpec, Installed, InstallError, TokenPush
 
 API = "/api/latest/fleet"
 
@@ -32,8 +32,9 @@ def fetch_certificate(wire: Wire, spec: ConnectionSpec, server_name: str) -> byt
     return pem
 
 
-def install(wire: Wire, spec: ConnectionSpec, push: TokenPush) -> str:
-    """The first token is `POST …/abm_tokens`; later ones renew it: `PATCH …/{id}/renew`."""
+def install(wire: Wire, spec: ConnectionSpec, push: TokenPush) -> Installed:
+    """The first token is `POST …/abm_tokens`; later ones renew it: `PATCH …/{id}/renew`.
+    Fleet answers the ABM token's id and its `renew_date` (the token's expiry)."""
     body, content_type = multipart("token", push.filename, push.content)
     headers = _headers(spec, content_type)
     reply = None
@@ -50,4 +51,4 @@ def install(wire: Wire, spec: ConnectionSpec, push: TokenPush) -> str:
     token = data.get("abm_token") if isinstance(data, dict) else None
     if not isinstance(token, dict) or "id" not in token:
         raise InstallError("Fleet answered without the ABM token's id; is --mdm-url Fleet's?")
-    return str(token["id"])
+    return Installed(str(token["id"]), parse_time(token.get("renew_date")))

@@ -6,7 +6,7 @@ from dataclasses import dataclass
 
 from bot.mdm import command, fleet, nanodep
 from bot.mdm.wire import Wire
-from core.connections.links import ConnectionSpec, InstallError, TokenPush
+from core.connections.links import ConnectionSpec, Installed, InstallError, TokenPush
 from core.settings import Network, Settings
 
 
@@ -40,15 +40,14 @@ class MdmInstaller:
             "A command connection cannot fetch the MDM server's certificate; give --cert FILE."
         )
 
-    def install(self, spec: ConnectionSpec, push: TokenPush) -> str | None:
-        """Upload the token; Fleet's ABM token id comes back for its renewals."""
+    def install(self, spec: ConnectionSpec, push: TokenPush) -> Installed:
+        """Upload the token: NanoDEP answers its expiry, Fleet its ABM token id and renew date."""
         if spec.kind == "nanodep":
-            nanodep.install(self._wire(spec), spec, push)
-            return None
+            return nanodep.install(self._wire(spec), spec, push)
         if spec.kind == "fleet":
             return fleet.install(self._wire(spec), spec, push)
         command.install(spec, push, self.timeout)
-        return None
+        return Installed()
 
 
 def installer_for(settings: Settings) -> MdmInstaller:

@@ -6,8 +6,8 @@ import base64
 import json
 from urllib.parse import quote, urlencode
 
-from bot.mdm.wire import Reply, Wire, reason
-from core.connections.links import ConnectionSpec, InstallError, TokenPush
+from bot.mdm.wire import Reply, Wire, parse_time, reason
+from core.connections.links import ConnectionSpec, Installed, InstallError, TokenPush
 
 VALIDITY_DAYS = 365  # NanoDEP's default is 1 day; mdmbot would warn of an expired certificate
 
@@ -55,14 +55,18 @@ def fetch_certificate(wire: Wire, spec: ConnectionSpec, server_name: str) -> byt
     return reply.body
 
 
-def install(wire: Wire, spec: ConnectionSpec, push: TokenPush) -> None:
-    """`PUT /v1/tokenpki/{name}` with the token file, then point NanoDEP at mdmbot if asked."""
+def install(wire: Wire, spec: ConnectionSpec, push: TokenPush) -> Installed:
+    """`PUT /v1/tokenpki/{name}` with the token file, then point NanoDEP at mdmbot if asked;
+    NanoDEP answers the decrypted tokens, whose `access_token_expiry` is the token's expiry."""
     # NanoDEP refuses a changed consumer key unless forced; mdmbot forces only over the server's
     # own earlier token (core/connections/installs.py), after the person confirmed a new key.
     url = _url(spec, "tokenpki") + ("?force=1" if push.new_key else "")
     reply = wire.request("PUT", url, _headers(spec), push.content)
     _check(wire, spec, reply)
+    data = reply.json()  # the token's secrets are in it too: only the expiry is kept
+    expiry = parse_time(data.get("access_token_expiry") if isinstance(data, dict) else None)
     if spec.base_url:
         body = json.dumps({"base_url": spec.base_url}).encode()
         headers = _headers(spec, "application/json")
         _check(wire, spec, wire.request("PUT", _url(spec, "config"), headers, body))
+    return Installed(expires_at=expiry)

@@ -13,6 +13,7 @@ import threading
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -210,6 +211,19 @@ class Wire:
         detail = reason(reply)
         text = f"{reply.status} from {self.what}" + (f": {detail}" if detail else "")
         return InstallError(text + (f" — {hint}" if hint else "") + ".")
+
+
+def parse_time(value: object) -> datetime | None:
+    """An RFC 3339 time an MDM server answered, in UTC (None when absent or malformed)."""
+    if not isinstance(value, str) or not value:
+        return None
+    try:
+        moment = datetime.fromisoformat(value.replace("Z", "+00:00"))
+    except ValueError:
+        return None
+    if moment.tzinfo is None or moment.year < 2000:  # Go's zero time is 0001-01-01
+        return None
+    return moment.astimezone(UTC).replace(microsecond=0)
 
 
 def reason(reply: Reply) -> str:

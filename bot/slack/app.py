@@ -15,7 +15,7 @@ from bot.http import VERIFIED
 from bot.slack import dep_alerts, devices, lifecycle
 from bot.slack.acks import AckingExecutor
 from bot.slack.gateway import SlackGateway, SlackUnavailable, make_client
-from bot.slack.listeners import actions, commands, events, views
+from bot.slack.listeners import actions, apple_tokens, commands, events, views
 from bot.slack.services import BotServices, new_reference
 from core import inbox
 
@@ -111,6 +111,7 @@ def build_app(
             )
 
     for register in (
+        apple_tokens.register,  # first: in Apple mode its buttons replace the sandbox's
         commands.register,
         views.register,
         actions.register,

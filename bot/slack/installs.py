@@ -151,7 +151,7 @@ RENEW_ALL = "renew_all_install"
 def with_renew_all(svc: BotServices, case: CaseView, blocks_: list[Block]) -> list[Block]:
     """A checklist's blocks with "Renew all and install" when items left are connected."""
     left = [i.token_id for i in case.items if i.done_at is None and not i.replaced]
-    if case.status != "open" or not left:
+    if case.status != "open" or not left or svc.ctx.settings.apple_mode:  # Apple issues them
         return blocks_
     with svc.ctx.unit_of_work(readonly=True) as session:
         connected = state.connected_tokens(session, left)
@@ -329,6 +329,8 @@ class SweepInstalls:
     def _renew(self) -> list[_Renewed]:
         """Issue and activate a new token for each server inside its renewal window."""
         ctx, now = self.svc.ctx, self.now
+        if ctx.settings.apple_mode:  # only a person can download a token from Apple
+            return []
         with ctx.unit_of_work() as session:
             due = renewals.claim_renewals(session, now)
         renewed = []

@@ -52,7 +52,9 @@ def post_case(
             alert_channel(svc),
             lb.checklist_text(case),
             installs.with_renew_all(
-                svc, case, lb.checklist_blocks(case, now, item_states(svc, case, now))
+                svc, case, lb.checklist_blocks(
+                    case, now, item_states(svc, case, now), apple=svc.ctx.settings.apple_mode
+                )
             ),
         )
     except BaseException:
@@ -89,7 +91,9 @@ def refresh_case(svc: BotServices, case_id: int) -> None:
             case.channel,
             case.ts,
             lb.checklist_text(case),
-            installs.with_renew_all(svc, case, lb.checklist_blocks(case, now, states)),
+            installs.with_renew_all(
+                svc, case, lb.checklist_blocks(case, now, states, apple=svc.ctx.settings.apple_mode)
+            ),
         )
         with svc.ctx.unit_of_work() as session:
             rotation.mark_case_edited(session, case, now)

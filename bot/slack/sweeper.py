@@ -22,6 +22,7 @@ from bot.slack.services import BotServices
 from core import inbox, lease
 from core.apple import status as apple_status
 from core.apple import sync as apple_sync
+from core.apple import usage
 from core.connections import state as links_state
 from core.connections.server_state import ServerState
 from core.dep import auth as dep_auth
@@ -85,6 +86,9 @@ class Sweeper:
         if ctx.settings.apple_mode:
             self._sync_apple(now, report)
         report.backed_up = backups.scheduled_backup(self.svc, now, holder)
+        if ctx.settings.apple_mode:  # what Apple saw since: tokens in use, checklist items done
+            with ctx.unit_of_work() as session:
+                usage.note_apple_use(session, now)
         mdm = SweepInstalls(self.svc, now, f"{holder}:{ctx.holder}")
         mdm.start()
         try:

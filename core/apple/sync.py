@@ -13,7 +13,7 @@ import sqlalchemy as sa
 from sqlmodel import Session, col, func, select
 
 from core import audit
-from core.apple import status
+from core.apple import status, usage
 from core.apple.api import AppleApi, AppleDevice, AppleInventory, AppleMalformed, AppleServer
 from core.devices.changelog import move
 from core.devices.inventory import clean_serial
@@ -89,6 +89,7 @@ def apply_inventory(session: Session, inventory: AppleInventory, now: datetime) 
     status.lock(session)
     changes, local_ids = _apply_servers(session, inventory.servers, now)
     changes += _apply_devices(session, inventory.devices, local_ids, now)
+    usage.note_apple_use(session, now)  # a connection Apple saw since a token was installed
     servers = session.exec(
         select(func.count()).select_from(Server)
         .where(col(Server.apple_id).is_not(None), col(Server.removed_at).is_(None))

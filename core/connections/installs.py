@@ -7,7 +7,6 @@ outside any transaction, and its result is recorded only by the claim's holder.
 
 from __future__ import annotations
 
-import json
 import logging
 import uuid
 from collections.abc import Callable
@@ -16,11 +15,11 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 import sqlalchemy as sa
-from cryptography import x509
 from sqlmodel import Session, col, select
 
 from core.connections.links import (
     ConnectionSpec,
+    Installed,
     Installer,
     InstallError,
     TokenPush,
@@ -29,12 +28,12 @@ from core.connections.links import (
 )
 from core.connections.server_state import retry_helps
 from core.errors import TokenConflict
-from core.models import Certificate, Server, Token, TokenInstall, TokenStatus
+from core.models import Server, Token, TokenInstall, TokenStatus
 from core.people import alerts
 from core.roles import Actor
 from core.tokens import issuance
 from core.tokens.issuance import Activation
-from core.tokens.token_file import TokenCredentials, build_token_file, token_filename
+from core.tokens.resend import APPLE, file_of
 from core.vault import Vault
 
 CLAIM = timedelta(minutes=5)  # at least; always twice the installer's hard deadline
@@ -158,19 +157,7 @@ def _push_of(
     spec = connection_of(session, vault, install.server_id)
     if token is None or server is None or spec is None or token.status != TokenStatus.ACTIVE:
         return None
-    cert = session.get(Certificate, token.certificate_id)
-    assert cert is not None
-    secrets = json.loads(vault.decrypt(token.secrets))
-    creds = TokenCredentials(
-        token.consumer_key,
-        secrets["consumer_secret"],
-        secrets["access_token"],
-        secrets["access_secret"],
-        token.issued_at,
-        token.expires_at,
-    )
-    content = build_token_file(creds, x509.load_pem_x509_certificate(cert.pem.encode("ascii")))
-    filename = token_filename(server.name, token.issued_at)
+    filename, content = file_of(session, vault, token, server.name)
     new_key = _own_key_replaced(session, token)
     return spec, TokenPush(server.name, filename, content, new_key)
 
@@ -219,9 +206,9 @@ def attempt(
             return InstallOutcome(install_id, name, "", install.requested_by, skipped="replaced")
         spec, push = prepared
     error: str | None = None
-    remote_id: str | None = None
+    answer = Installed()
     try:
-        remote_id = installer.install(spec, push)
+        answer = installer.install(spec, push)
     except InstallError as exc:
         error = exc.message
     except Exception as exc:  # a bug must not stop the sweep, nor hide that the token is active
@@ -229,7 +216,7 @@ def attempt(
         log.error("install failed ref=%s: %s", reference, type(exc).__name__, exc_info=exc)
         error = f"unexpected error (reference {reference})."
     with uow() as session:
-        return record(session, install_id, holder, clock(), spec, error, remote_id)
+        return record(session, install_id, holder, clock(), spec, error, answer)
 
 
 def record(
@@ -239,7 +226,7 @@ def record(
     now: datetime,
     spec: ConnectionSpec,
     error: str | None,
-    remote_id: str | None,
+    answer: Installed,
 ) -> InstallOutcome:
     """Record the holder's attempt: installed, or failed and due again after the backoff."""
     install = session.get(TokenInstall, install_id)
@@ -255,13 +242,14 @@ def record(
         install.status, install.installed_at, install.last_error = "installed", now, None
         install.next_attempt_at = None
         alerts.edit_again(session, install.server_id)
+        _expiry_from(session, install.token_id, answer)
     else:
         install.last_error = error  # a refused API key is not retried: a person must fix it
         install.next_attempt_at = now + backoff(install.attempts) if retry_helps(error) else None
     if row is not None:
         if error is None:
             row.last_install_at, row.last_install_error = now, None
-            row.remote_id = remote_id or row.remote_id
+            row.remote_id = answer.remote_id or row.remote_id
         else:
             row.last_install_error = failure_text(install.attempts, error)
         session.add(row)
@@ -275,6 +263,16 @@ def record(
         error=error,
         attempts=install.attempts,
     )
+
+
+def _expiry_from(session: Session, token_id: int, answer: Installed) -> None:
+    """A token taken in from Apple expires when the MDM server read it would (its final word)."""
+    token = session.get(Token, token_id)
+    if token is None or token.source != APPLE or answer.expires_at is None:
+        return
+    if token.expires_at != answer.expires_at:
+        token.expires_at, token.next_alert_at = answer.expires_at, None  # the sweep looks again
+        session.add(token)
 
 
 def failure_text(attempts: int, error: str) -> str:

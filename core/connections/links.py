@@ -56,6 +56,14 @@ class TokenPush:
     new_key: bool = False  # replaces this server's own token there, which had another consumer key
 
 
+@dataclass(frozen=True)
+class Installed:
+    """What the MDM server answered to an install."""
+
+    remote_id: str | None = None  # its id for the token (Fleet's ABM token), for renewals
+    expires_at: datetime | None = None  # the token's expiry as the MDM server read it
+
+
 class Installer(Protocol):
     """What installs tokens into MDM servers (bot/mdm implements it)."""
 
@@ -72,8 +80,8 @@ class Installer(Protocol):
         """The MDM server's public key certificate (PEM or DER); InstallError if refused."""
         ...
 
-    def install(self, spec: ConnectionSpec, push: TokenPush) -> str | None:
-        """Upload the token; return the MDM server's id for it if it has one; InstallError."""
+    def install(self, spec: ConnectionSpec, push: TokenPush) -> Installed:
+        """Upload the token; what the MDM server answered; InstallError if refused."""
         ...
 
 

@@ -27,6 +27,7 @@ class State(StrEnum):
     """Where a server stands; the phrase table in bot/slack/builders renders each one."""
 
     NO_TOKEN = "no token yet"  # noqa: S105 (a state, not a password)
+    WAITING_APPLE = "waiting for a token from Apple School Manager"
     EXPIRED = "expired"
     INSTALL_FAILING = "install failing"
     OLD_TOKEN = "still presents the replaced token"  # noqa: S105
@@ -65,6 +66,7 @@ class ServerState:
     retry_helps: bool = True
     last_seen: datetime | None = None
     presented_at: datetime | None = None  # the replaced token's last refused use
+    apple: bool = False  # Apple mode: a person downloads its tokens from Apple School Manager
 
     @property
     def automatic(self) -> bool:
@@ -97,7 +99,7 @@ def state_of(view: ServerView, now: datetime) -> ServerState:
     """The one state of a listed server (annotated with its connection) as of `now`."""
     base = _Base(view, now)
     if view.token_id is None or view.token_expires_at is None:
-        return base.make(State.NO_TOKEN, Urgency.SOON, None)
+        return base.make(State.WAITING_APPLE if view.apple else State.NO_TOKEN, Urgency.SOON, None)
     if view.token_expires_at <= now:
         return base.make(State.EXPIRED, Urgency.NOW, view.token_expires_at)
     if view.token_expires_at - now <= EXPIRING_SOON:  # renewing is the action, used or not
@@ -159,6 +161,7 @@ class _Base:
             retry_helps=retry_helps,
             last_seen=view.token_last_used_at,
             presented_at=view.old_presented_at,
+            apple=view.apple,
         )
 
 

@@ -346,7 +346,7 @@ def list_tokens(session: Session, server: Server | None = None) -> list[TokenVie
     query = (
         select(Token, Server, Certificate)
         .join(Server, col(Server.id) == col(Token.server_id))
-        .join(Certificate, col(Certificate.id) == col(Token.certificate_id))
+        .outerjoin(Certificate, col(Certificate.id) == col(Token.certificate_id))
         .order_by(col(Token.issued_at).desc(), col(Token.id).desc())
     )
     if server is not None:
@@ -359,7 +359,7 @@ def list_tokens(session: Session, server: Server | None = None) -> list[TokenVie
             t.issued_at,
             t.expires_at,
             t.downloaded_by,
-            c.fingerprint_sha256,
+            c.fingerprint_sha256 if c is not None else "",
             t.reason,
             t.installed_at,
             t.installed_from,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import json
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -14,8 +15,15 @@ from core.errors import InvalidInput, NotFound, PermissionDenied
 from core.models import Certificate, Server, Token, TokenStatus
 from core.people.persons import authorize
 from core.roles import Actor, Permission
-from core.tokens.token_file import TokenCredentials, build_token_file, token_filename
+from core.tokens.token_file import (
+    TokenCredentials,
+    build_token_file,
+    token_filename,
+    wrap_der,
+)
 from core.vault import Vault
+
+APPLE = "apple"  # Token.source of a token a person downloaded from Apple and dropped in
 
 
 @dataclass(frozen=True)
@@ -51,10 +59,25 @@ def token_file_again(
             "ask them, or renew the token."
         )
     authorize(session, actor, Permission.MANAGE_SERVERS)
+    filename, content = file_of(session, vault, token, server.name)
+    audit.record(session, actor, "token.resend", server.name, now, token=token_id)
+    return TokenFile(token_id, server.name, filename, content, token.expires_at)
+
+
+def seal_apple_file(vault: Vault, der: bytes, filename: str) -> str:
+    """What an Apple token keeps in its encrypted `secrets`: its envelope (never opened)."""
+    return vault.encrypt(json.dumps({"der": base64.b64encode(der).decode(), "filename": filename}))
+
+
+def file_of(session: Session, vault: Vault, token: Token, server_name: str) -> tuple[str, bytes]:
+    """A token's file name and file: Apple's as it was taken in, mdmbot's built again from its
+    stored credentials for its certificate."""
+    secrets = json.loads(vault.decrypt(token.secrets))
+    if token.source == APPLE:
+        return str(secrets["filename"]), wrap_der(base64.b64decode(secrets["der"]))
     certificate = session.get(Certificate, token.certificate_id)
     if certificate is None:
-        raise NotFound(f"The certificate of “{server.name}” is gone; renew the token.")
-    secrets = json.loads(vault.decrypt(token.secrets))
+        raise NotFound(f"The certificate of “{server_name}” is gone; renew the token.")
     creds = TokenCredentials(
         consumer_key=token.consumer_key,
         consumer_secret=secrets["consumer_secret"],
@@ -64,11 +87,4 @@ def token_file_again(
         expires_at=token.expires_at,
     )
     cert = x509.load_pem_x509_certificate(certificate.pem.encode("ascii"))
-    audit.record(session, actor, "token.resend", server.name, now, token=token_id)
-    return TokenFile(
-        token_id,
-        server.name,
-        token_filename(server.name, token.issued_at),
-        build_token_file(creds, cert),
-        token.expires_at,
-    )
+    return token_filename(server_name, token.issued_at), build_token_file(creds, cert)

@@ -26,6 +26,7 @@ from core.tokens.issuance import (
     prepare_token,
 )
 from core.tokens.names import clean_name, normalize_name
+from core.tokens.resend import APPLE
 from core.vault import Vault
 
 MAX_CERTIFICATES = 250
@@ -62,9 +63,16 @@ class ServerView:
     token_last_used_at: datetime | None = None
     replaced_at: datetime | None = None  # when this server's latest replaced token was replaced
     old_presented_at: datetime | None = None  # a replaced token's last refused /session
+    token_source: str | None = None  # "apple": downloaded from Apple and taken in (Apple mode)
+    apple_id: str | None = None  # the server's id at Apple, once linked (Apple mode)
     mdm_label: str | None = None  # set by core.connections.state.annotate when connected
     install_note: str | None = None
     install: InstallFacts | None = None
+
+    @property
+    def apple(self) -> bool:
+        """Its tokens come from Apple School Manager (Apple mode), not from mdmbot."""
+        return self.token_source == APPLE or self.apple_id is not None
 
     def state(self, now: datetime) -> str:
         """`no token`, `expired`, `expiring` (within 30 days) or `ok`."""
@@ -290,6 +298,8 @@ def listing() -> sa.Select[Any]:
         Token.last_used_at,
         _latest_of_replaced("superseded_at"),  # when the latest replaced token was replaced
         _latest_of_replaced("last_rejected_at"),  # a replaced token's last refused use
+        Token.source,
+        Server.apple_id,
     ]
     return (
         sa.select(*columns)

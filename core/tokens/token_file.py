@@ -128,6 +128,11 @@ def envelope(content: bytes, certificate: x509.Certificate) -> bytes:
         .add_recipient(certificate)
         .encrypt(Encoding.DER, [PKCS7Options.Binary])
     )
+    return wrap_der(der)
+
+
+def wrap_der(der: bytes) -> bytes:
+    """The S/MIME file around an EnvelopedData DER: Apple's four headers, base64 in 76 columns."""
     return _ENVELOPE_HEADER + base64.encodebytes(der)
 
 

@@ -59,7 +59,10 @@ def test_nanodep_certificate_token_and_config(nanodep: FakeNanoDep) -> None:
     key = None
     for _ in range(3):
         push, key, access = _token_for(pem, key)
-        assert installer.install(spec, push) is None
+        answer = installer.install(spec, push)
+        assert answer.remote_id is None and answer.expires_at is not None
+        expiry = nanodep.tokens["school1"]["access_token_expiry"]
+        assert f"{answer.expires_at:%Y-%m-%dT%H:%M:%SZ}" == expiry, "NanoDEP answers it"
         assert nanodep.tokens["school1"]["access_token"] == access
     assert [c.query for c in nanodep.calls if c.method == "PUT"] == [{}] * 6, "never force"
     assert nanodep.configs["school1"] == {"base_url": "https://mdmbot.example.org:8443"}
@@ -140,16 +143,21 @@ def test_fleet_uploads_then_renews_the_same_abm_token(fleet: FakeFleet) -> None:
     spec = make_spec("fleet", url=fleet.url, api_key="fleet-api-token")
     pem = installer.fetch_certificate(spec, "Fleet")
     push, key, _ = _token_for(pem)
-    token_id = installer.install(spec, push)
+    answer = installer.install(spec, push)
+    token_id = answer.remote_id
     assert token_id == "1" and [c.method for c in fleet.calls] == ["GET", "POST"]
+    renew_date = fleet.tokens[1]["access_token_expiry"]
+    assert answer.expires_at is not None, "Fleet answers the token's renew date"
+    assert f"{answer.expires_at:%Y-%m-%dT%H:%M:%SZ}" == renew_date
     renewed = ConnectionSpec(**{**spec.__dict__, "remote_id": token_id})
     push, _, access = _token_for(pem, key)
-    assert installer.install(renewed, push) == "1"
+    assert installer.install(renewed, push).remote_id == "1"
     assert fleet.calls[-1].path == "/api/latest/fleet/abm_tokens/1/renew"
     assert fleet.tokens[1]["access_token"] == access and len(fleet.tokens) == 1
 
     gone = ConnectionSpec(**{**spec.__dict__, "remote_id": "7"})
-    assert installer.install(gone, push) == "2", "a token deleted in Fleet is uploaded again"
+    again = installer.install(gone, push).remote_id
+    assert again == "2", "a token deleted in Fleet is uploaded again"
 
     wrong = ConnectionSpec(**{**spec.__dict__, "api_key": "nope"})
     with pytest.raises(InstallError) as refused:
@@ -184,7 +192,7 @@ def test_command_gets_the_file_and_the_server_name(tmp_path: Path) -> None:
     )
     spec = make_spec("command", command=f"{script} 'first arg'")
     push, _, _ = _token_for(_other_pem())
-    assert mdm_installer(timeout=5).install(spec, push) is None
+    assert mdm_installer(timeout=5).install(spec, push).remote_id is None
     assert seen.read_text() == "school1|first arg|none", "no shell, no mdmbot secrets"
     assert (tmp_path / "seen.p7m").read_bytes() == push.content
 
@@ -244,7 +252,8 @@ def test_command_leaves_nothing_running_and_keeps_only_the_end_of_its_output(
     pids = tmp_path / "pids"
     started = time.monotonic()
     daemon = _script(tmp_path, f"sleep 30 &\necho $! > {pids}\necho installed\n")
-    assert mdm_installer(timeout=5).install(make_spec("command", command=str(daemon)), push) is None
+    answer = mdm_installer(timeout=5).install(make_spec("command", command=str(daemon)), push)
+    assert answer.remote_id is None and answer.expires_at is None
     assert time.monotonic() - started < 3, "not held until what it started ends"
     assert not _alive(int(pids.read_text())), "what it started is killed with it"
 

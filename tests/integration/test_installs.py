@@ -15,7 +15,7 @@ from sqlmodel import Session
 from bot.mdm.installer import MdmInstaller
 from core.connections import installs, links
 from core.connections.installs import InstallOutcome
-from core.connections.links import ConnectionSpec, TokenPush
+from core.connections.links import ConnectionSpec, Installed, TokenPush
 from core.db import unit_of_work
 from core.models import MdmConnection, TokenInstall
 from core.settings import parse_networks
@@ -35,7 +35,7 @@ class SlowInstaller(MdmInstaller):
         super().__init__(timeout=timeout, allow_networks=parse_networks(ALLOW_LOOPBACK))
         object.__setattr__(self, "gate", gate)
 
-    def install(self, spec: ConnectionSpec, push: TokenPush) -> str | None:
+    def install(self, spec: ConnectionSpec, push: TokenPush) -> Installed:
         """Wait for the gate, then push."""
         self.gate.wait(10)  # type: ignore[attr-defined]
         return super().install(spec, push)

@@ -66,7 +66,12 @@ def alert_blocks(alert: DueAlert, now: datetime, st: ServerState | None = None) 
     source = f"Downloaded by {_who(alert.downloaded_by, alert.downloaded_by_name)}"
     if st is not None and (st.connected or st.automatic):
         source = phrases.token_from(st)
-    if st is not None and st.connected:
+    label = "Renew token"
+    if st is not None and st.apple:
+        label = "Upload token"
+        footer = f"To renew, {phrases.GET_FROM_APPLE}. The current one stops working as soon "
+        footer += "as Apple School Manager issues the new one."
+    elif st is not None and st.connected:
         footer = (
             f"Renewing makes a new token and mdmbot installs it into {esc(st.label or '')} "
             "straight away; the current one stops working as soon as the new one is active."
@@ -85,7 +90,7 @@ def alert_blocks(alert: DueAlert, now: datetime, st: ServerState | None = None) 
         {
             "type": "actions",
             "block_id": f"alert:{alert.token_id}",
-            "elements": [button("Renew token", RENEW, str(alert.token_id), "primary")],
+            "elements": [button(label, RENEW, str(alert.token_id), "primary")],
         },
         context(footer),
     ]
@@ -172,10 +177,15 @@ def checklist_text(case: CaseView) -> str:
 
 
 def checklist_blocks(
-    case: CaseView, now: datetime, states: dict[int, ServerState] | None = None
+    case: CaseView,
+    now: datetime,
+    states: dict[int, ServerState] | None = None,
+    *,
+    apple: bool = False,
 ) -> list[Block]:
     """The rotation checklist: one line per token, "Renew token" on each one left; a renewed
-    one shows its server's state (`states`, by the item's token) until its first use."""
+    one shows its server's state (`states`, by the item's token) until its first use. In Apple
+    mode (`apple`) each asks for a new token from Apple School Manager ("Upload token")."""
     blocks: list[Block] = [
         {"type": "header", "text": plain(checklist_headline(case), 150)},
         section(
@@ -205,12 +215,15 @@ def checklist_blocks(
             continue
         if case.status == "open":
             style = "primary" if item.item_id == first_left else None
+            label = "Upload token" if apple else "Renew token"
+            if apple:
+                line += "\nGet a new token from Apple School Manager and drop it in mdmbot's DM."
             blocks.append(
                 {
                     "type": "section",
                     "block_id": f"item:{item.item_id}",
                     "text": {"type": "mrkdwn", "text": line},
-                    "accessory": button("Renew token", ROTATE, str(item.token_id), style),
+                    "accessory": button(label, ROTATE, str(item.token_id), style),
                 }
             )
         else:

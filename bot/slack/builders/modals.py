@@ -339,6 +339,40 @@ def edit_server_modal(view: ServerView) -> dict[str, Any]:
     )
 
 
+APPLE_TOKEN = "apple_token_upload_submit"  # noqa: S105 (a callback id)
+APPLE_FILE = "token_file"
+
+
+def apple_token_modal(view: ServerView | None) -> dict[str, Any]:
+    """Upload a server token downloaded from Apple School Manager (Apple mode): for `view`, or
+    for whichever server's certificate it is encrypted to."""
+    which = f"*{esc(view.name)}*" if view else "the server whose certificate it is encrypted to"
+    return _modal(
+        APPLE_TOKEN,
+        "Token from Apple",
+        [
+            section(
+                "In Apple School Manager, open the MDM server's page and choose *Download "
+                f"Token*; upload the .p7m file here. mdmbot takes it in for {which}, installs "
+                "it into the MDM server when connected, and watches its expiry."
+            ),
+            {
+                "type": "input",
+                "block_id": APPLE_FILE,
+                "label": plain("Server token (.p7m)"),
+                "element": {
+                    "type": "file_input",
+                    "action_id": "value",
+                    "filetypes": ["p7m"],
+                    "max_files": 1,
+                },
+            },
+        ],
+        submit="Take in token",
+        metadata={"server_id": view.id if view else None},
+    )
+
+
 def message_modal(title: str, text: str) -> dict[str, Any]:
     """A modal that only tells something."""
     return {

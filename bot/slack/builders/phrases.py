@@ -25,6 +25,11 @@ ICONS = {Urgency.NOW: "🔴", Urgency.SOON: "🟡", Urgency.WAIT: "⚪️", Urge
 KEY = "🔴 cannot enrol, or soon won't · 🟡 needs someone · ⚪️ in hand · 🟢 in use"
 GET, RENEW, RESEND = "server_token", "server_token", "resend_token"
 INSTALL_AGAIN, UPDATE_KEY = "install_again", "update_api_key"
+FROM_APPLE = "apple_token_upload"  # opens the modal to upload a token from Apple School Manager
+GET_FROM_APPLE = (
+    "get a new token from Apple School Manager (the server's page, *Download Token*) and drop "
+    "the .p7m file in a DM with mdmbot, or press *Upload token*"
+)
 CANNOT_ENROL = "it cannot enrol or sync devices"
 
 
@@ -55,6 +60,8 @@ def icon(st: ServerState) -> str:
 def action(st: ServerState) -> Action | None:
     """The one action this state calls for (None: nothing to do, or only wait)."""
     state = st.state
+    if state is State.WAITING_APPLE or (st.apple and state in (State.EXPIRED, State.EXPIRES_SOON)):
+        return Action("Upload token", FROM_APPLE, on_token=False)
     if state is State.NO_TOKEN:
         return Action("Get token", GET, on_token=False)
     if state in (State.EXPIRED, State.EXPIRES_SOON):
@@ -74,6 +81,12 @@ def action(st: ServerState) -> Action | None:
 def who_acts(st: ServerState) -> str:
     """The sentence naming who must act, and how (mrkdwn)."""
     state = st.state
+    if state is State.WAITING_APPLE or (st.apple and state in (State.EXPIRED, State.EXPIRES_SOON)):
+        how = f"; mdmbot installs it into {esc(st.label)}" if st.label else ""
+        return (
+            "An Administrator, Site Manager or Device Enrollment Manager must "
+            f"{GET_FROM_APPLE}{how}."
+        )
     if state is State.NO_TOKEN:
         how = f"mdmbot installs it into {esc(st.label)}" if st.label else "its file comes by DM"
         return f"A Site Manager or Administrator presses *Get token*: {how}."
@@ -111,6 +124,8 @@ def problem(name: str, st: ServerState) -> str:
     stopped = ""
     if st.replaced:
         stopped = f" The old token stopped working, so {CANNOT_ENROL} until then."
+    if state is State.WAITING_APPLE:
+        return f"{server} is waiting for a token from Apple School Manager, so {CANNOT_ENROL}."
     if state is State.NO_TOKEN:
         return f"{server} has no token yet, so {CANNOT_ENROL}."
     if state is State.EXPIRED:
@@ -135,10 +150,8 @@ def problem(name: str, st: ServerState) -> str:
         return f"{server}: the new token is being installed into {esc(st.label or '')}."
     if state is State.INSTALLED:
         when = f" {local_time(st.since)}" if st.since else ""
-        return (
-            f"{server}: installed in {esc(st.label or '')}{when}, waiting for the MDM server's "
-            "first use."
-        )
+        first = "Apple to see the MDM server connect" if st.apple else "the MDM server's first use"
+        return f"{server}: installed in {esc(st.label or '')}{when}, waiting for {first}."
     if state is State.EXPIRES_SOON:
         left = plural(st.days_left or 0, "day")
         return f"{server}: token expires in {left} ({local_date(st.expires_at)})."

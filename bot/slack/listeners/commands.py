@@ -12,6 +12,7 @@ from slack_bolt import Ack, App, Respond
 from bot.slack import devices, lifecycle
 from bot.slack.acks import AnswerInline
 from bot.slack.builders import blocks, home_blocks, modals, server_blocks
+from bot.slack.listeners import apple_tokens
 from bot.slack.services import BotServices, new_reference
 from core.connections import state as links_state
 from core.connections.server_state import state_of
@@ -158,7 +159,9 @@ def register(app: App, svc: BotServices) -> None:
             "list": do_list,
             "show": do_show,
             "add": do_add,
-            "token": modal_command(
+            "token": apple_tokens.token_command(svc)
+            if svc.ctx.settings.apple_mode
+            else modal_command(
                 lambda view: modals.confirm_token_modal(view, now=svc.ctx.now()), "token"
             ),
             "cert": sandbox_only(modal_command(modals.replace_cert_modal, "cert")),

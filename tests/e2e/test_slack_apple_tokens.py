@@ -1,0 +1,255 @@
+"""Apple mode in Slack: a token from Apple School Manager dropped in the bot's DM, uploaded in
+the modal `/mdm token NAME` opens, and the "Upload token" button on a server waiting for one."""
+
+from __future__ import annotations
+
+import functools
+import json
+import time
+from collections.abc import Iterator
+from datetime import timedelta
+from pathlib import Path
+from typing import Any
+
+import pytest
+from sqlmodel import select
+
+from bot.slack.builders import modals, phrases
+from bot.slack.sweeper import Sweeper
+from core.models import Token
+from core.roles import Actor
+from core.tokens.servers import add_server, find_server
+from core.tokens.token_file import envelope, generate_credentials, render_content, token_filename
+from tests.e2e.conftest import ADMIN, STRANGER
+from tests.e2e.test_cli import _valid_now
+from tests.fakeslack import FakeSlack
+from tests.slack_harness import Bot, cert_file_state
+
+ROOT = Actor("root", operator=True)
+cert = functools.cache(_valid_now)  # one certificate per index for the whole test
+
+
+@pytest.fixture
+def apple_bot(fake: FakeSlack, tmp_path: Path) -> Iterator[Bot]:
+    """The bot in Apple mode with two servers, each with its certificate and no token yet."""
+    running = Bot(
+        fake, f"sqlite:///{tmp_path / 'bot.db'}", str(tmp_path),
+        extra_env={"mdmbot_apple_api": "school"},
+    )  # fmt: skip
+    running.grant(ADMIN)
+    with running.ctx.unit_of_work() as session:
+        for name, index in (("School One", 0), ("School Two", 3)):
+            add_server(session, running.ctx.vault, ROOT, name=name, release_devices=True,
+                       certificate=cert(index, "mdm.example.edu").pem,
+                       now=running.clock())  # fmt: skip
+            server = find_server(session, name)
+            server.apple_id = f"APPLE{index}"  # as the sync links it to Apple's server
+            session.add(server)
+    yield running
+    running.stop()
+
+
+def _token(bot: Bot, index: int, name: str) -> tuple[str, bytes]:
+    """A token file as Apple School Manager gives it, for certificate `index`."""
+    now = bot.clock() - timedelta(minutes=5)
+    recipient = cert(index, "mdm.example.edu").certificate
+    return token_filename(name, now), envelope(render_content(generate_credentials(now)), recipient)
+
+
+def _drop(bot: Bot, fake: FakeSlack, user: str, name: str, content: bytes, n: int) -> str:
+    """Share a file in the user's DM with the bot; return the DM channel."""
+    channel = fake.dm_channel_for(user)
+    file = fake.add_private_file(content, name=name, user=user)
+    event = {
+        "type": "message", "subtype": "file_share", "channel_type": "im", "user": user,
+        "channel": channel, "text": "", "ts": f"17000000{n}.000100", "files": [file],
+    }  # fmt: skip
+    assert bot.event(event, event_id=f"Ev0DROP{n}").status == 200
+    return channel
+
+
+def _said(fake: FakeSlack, channel: str, count: int) -> list[str]:
+    fake.wait_for(lambda: len(fake.messages_in(channel)) >= count, 15)
+    return [m.get("text", "") + json.dumps(m.get("blocks", [])) for m in fake.messages_in(channel)]
+
+
+def _active(bot: Bot, name: str) -> tuple[str, str] | None:
+    """The source and downloader of the server's active token."""
+    with bot.ctx.unit_of_work(readonly=True) as session:
+        server = find_server(session, name)
+        token = session.exec(
+            select(Token).where(Token.server_id == server.id, Token.status == "active")
+        ).first()
+        return (token.source, token.downloaded_by) if token else None
+
+
+def test_a_token_dropped_in_the_dm_is_taken_in_for_its_server(
+    apple_bot: Bot, fake: FakeSlack
+) -> None:
+    bot = apple_bot
+    dm = _drop(bot, fake, ADMIN, "notes.p7m", b"hello\n", 1)
+    assert "is not a server token" in _said(fake, dm, 1)[0]
+    name, content = _token(bot, 3, "School Two")
+    _drop(bot, fake, ADMIN, name, content, 2)
+    said = _said(fake, dm, 2)[1]
+    assert "Took in" in said and "School Two" in said and "active token" in said
+    assert _active(bot, "School Two") == ("apple", ADMIN)
+    assert _active(bot, "School One") is None
+
+    other = _drop(bot, fake, STRANGER, *_token(bot, 0, "School One"), 3)
+    assert ":no_entry:" in _said(fake, other, 1)[0]
+    assert _active(bot, "School One") is None, "a stranger's file changes nothing"
+    unknown = _token(bot, 5, "Elsewhere")
+    _drop(bot, fake, ADMIN, *unknown, 4)
+    assert "No MDM server in mdmbot has the certificate" in _said(fake, dm, 3)[2]
+
+
+def test_mdm_token_opens_the_upload_modal_which_checks_the_recipient(
+    apple_bot: Bot, fake: FakeSlack
+) -> None:
+    bot = apple_bot
+    assert bot.command(ADMIN, "token School One").status == 200
+    bot.wait_idle(lambda: bool(fake.calls_to("views.open")))
+    view = bot.opened_view()
+    assert view["callback_id"] == modals.APPLE_TOKEN
+    wrong = fake.add_private_file(_token(bot, 3, "School Two")[1], name="x_smime.p7m")
+    values: dict[str, Any] = {modals.APPLE_FILE: {"type": "file_input", "files": [wrong]}}
+    reply = bot.submit(ADMIN, view, values, view["id"])
+    errors = reply.json()["errors"][modals.APPLE_FILE]
+    assert "encrypted to another certificate" in errors and "School One" in errors
+    assert _active(bot, "School One") is None
+    name, content = _token(bot, 0, "School One")
+    right = fake.add_private_file(content, name=name)
+    values = {modals.APPLE_FILE: {"type": "file_input", "files": [right]}}
+    reply = bot.submit(ADMIN, view, values, view["id"])
+    assert reply.json()["response_action"] == "update"
+    bot.wait_idle(lambda: "Took in" in json.dumps(fake.views[view["id"]]), timeout=15)
+    assert _active(bot, "School One") == ("apple", ADMIN)
+
+
+def test_the_home_asks_for_a_token_from_apple_and_its_button_opens_the_modal(
+    apple_bot: Bot, fake: FakeSlack
+) -> None:
+    bot = apple_bot
+    reply = bot.command(ADMIN, "show School One")
+    shown = json.dumps(reply.json())
+    assert "waiting for a token from Apple School Manager" in shown
+    assert phrases.FROM_APPLE in shown and "Renew token" not in shown
+    with bot.ctx.unit_of_work(readonly=True) as session:
+        server_id = find_server(session, "School One").id
+    before = len(fake.calls_to("views.open"))
+    assert bot.press(STRANGER, phrases.FROM_APPLE, str(server_id)).status == 200
+    bot.wait_idle(lambda: len(fake.calls_to("views.open")) > before)
+    assert "callback_id" not in bot.opened_view() or (
+        bot.opened_view().get("callback_id") != modals.APPLE_TOKEN
+    ), "a stranger is told why, not given the modal"
+    assert bot.press(ADMIN, "server_token", str(server_id)).status == 200
+    bot.wait_idle(lambda: bot.opened_view().get("callback_id") == modals.APPLE_TOKEN)
+    assert "School One" in json.dumps(bot.opened_view()["blocks"])
+
+
+def test_a_departure_asks_apple_for_a_new_token_and_closes_when_apple_sees_it_used(
+    apple_bot: Bot, fake: FakeSlack
+) -> None:
+    bot = apple_bot
+    leaver = "ULEAVER01"
+    fake.add_user(leaver, "lee", "lee@school.example")
+    bot.grant(leaver)
+    dm = _drop(bot, fake, leaver, *_token(bot, 0, "School One"), 5)
+    assert "Took in" in _said(fake, dm, 1)[0]
+    bot.clock.now += timedelta(days=2)
+    assert bot.command(ADMIN, f"offboard <@{leaver}|lee>").status == 200
+    bot.wait_idle(lambda: bool(posts(fake)))
+    checklist = posts(fake)[0]
+    text = json.dumps(checklist["blocks"])
+    assert "Upload token" in text and "Renew token" not in text
+    assert "Apple School Manager" in text and "Renew and install" not in text
+    (item,) = [b for b in checklist["blocks"] if b.get("accessory")]
+    press_upload(bot, fake, checklist, item["accessory"]["value"])
+    assert bot.opened_view()["callback_id"] == modals.APPLE_TOKEN
+
+    _drop(bot, fake, ADMIN, *_token(bot, 0, "School One"), 6)
+    assert "Took in" in _said(fake, fake.dm_channel_for(ADMIN), 1)[0]
+    Sweeper(bot.svc, post_interval=0).sweep(bot.clock())
+    assert ":white_check_mark:" not in json.dumps(fake.messages_in("C0ALERTS")[-1]["blocks"])
+    with bot.ctx.unit_of_work() as session:
+        server = find_server(session, "School One")
+        server.apple_last_connected_at = bot.clock() + timedelta(minutes=1)  # as the sync reads
+        session.add(server)
+    bot.clock.now += timedelta(minutes=5)
+    Sweeper(bot.svc, post_interval=0).sweep(bot.clock())
+    bot.wait_idle(lambda: bool(fake.calls_to("chat.update")))
+    edited = fake.calls_to("chat.update")[-1].params
+    assert "Done: every token has been renewed" in json.dumps(edited["blocks"])
+
+
+def posts(fake: FakeSlack) -> list[dict[str, Any]]:
+    return [m for m in fake.messages_in("C0ALERTS") if not m.get("ephemeral")]
+
+
+def press_upload(bot: Bot, fake: FakeSlack, message: dict[str, Any], value: str) -> None:
+    opened = len(fake.calls_to("views.open"))
+    container = {"type": "message", "message_ts": message["ts"],
+                 "channel_id": message["channel"], "is_ephemeral": False}  # fmt: skip
+    bot.press(ADMIN, "rotate_token", value, container=container, message=message)
+    bot.wait_idle(lambda: len(fake.calls_to("views.open")) > opened)
+
+
+def test_a_token_two_servers_could_hold_asks_which_server(apple_bot: Bot, fake: FakeSlack) -> None:
+    bot = apple_bot
+    with bot.ctx.unit_of_work() as session:  # NanoDEP-like: another server, the same certificate
+        add_server(session, bot.ctx.vault, ROOT, name="School Three", release_devices=True,
+                   certificate=cert(0, "mdm.example.edu").pem, now=bot.clock())  # fmt: skip
+    dm = _drop(bot, fake, ADMIN, *_token(bot, 0, "School One"), 7)
+    question = fake.messages_in(dm)[0] if _said(fake, dm, 1) else {}
+    assert "Several MDM servers" in question["text"]
+    (choices,) = [b for b in question["blocks"] if b.get("type") == "actions"]
+    labels = [e["text"]["text"] for e in choices["elements"]]
+    assert labels == ["For School One", "For School Three"]
+    assert _active(bot, "School One") is None and _active(bot, "School Three") is None
+    chosen = choices["elements"][1]
+    payload_message = {**question, "channel": dm}
+    bot.press(ADMIN, chosen["action_id"], chosen["value"], block_id=choices["block_id"],
+              message=payload_message)  # fmt: skip
+    said = _said(fake, dm, 2)[1]
+    assert "Took in" in said and "School Three" in said
+    assert _active(bot, "School Three") == ("apple", ADMIN) and _active(bot, "School One") is None
+
+
+@pytest.mark.parametrize("mode", ["apple", "sandbox"])
+def test_other_dm_messages_are_answered_and_ignored(
+    mode: str, apple_bot: Bot, bot: Bot, fake: FakeSlack
+) -> None:
+    running = apple_bot if mode == "apple" else bot
+    channel = fake.dm_channel_for(ADMIN)
+    hello = {"type": "message", "channel_type": "im", "user": ADMIN, "channel": channel,
+             "text": "hello", "ts": "1700000100.000100"}  # fmt: skip
+    assert running.event(hello, event_id=f"Ev0HELLO{mode}").status == 200
+    if mode == "sandbox":
+        name, content = _token(running, 0, "School One")
+        _drop(running, fake, ADMIN, name, content, 9)
+    time.sleep(0.5)  # what a listener would have said by now
+    assert fake.messages_in(channel) == [], "nothing said, nothing taken in"
+
+
+def test_no_token_is_issued_and_a_new_certificate_is_kept_for_the_check(
+    apple_bot: Bot, fake: FakeSlack
+) -> None:
+    bot = apple_bot
+    with bot.ctx.unit_of_work(readonly=True) as session:
+        server_id = find_server(session, "School One").id
+    meta = bot.metadata({"server_id": server_id, "expects": None})
+    confirm = {"callback_id": modals.CONFIRM_TOKEN, "private_metadata": meta}
+    reply = bot.submit(ADMIN, confirm, {})
+    assert "issues no tokens" in json.dumps(reply.json()) and _active(bot, "School One") is None
+    replace = {"callback_id": modals.REPLACE_CERT, "private_metadata": meta}
+    new = cert(6, "mdm.example.edu")
+    refused = bot.submit(STRANGER, replace, {"certificate": cert_file_state(fake, new.pem)})
+    assert refused.json()["response_action"] == "errors"
+    reply = bot.submit(ADMIN, replace, {"certificate": cert_file_state(fake, new.pem)})
+    assert "now checks the tokens" in json.dumps(reply.json())
+    dm = _drop(bot, fake, ADMIN, *_token(bot, 0, "School One"), 10)
+    assert "No MDM server in mdmbot has the certificate" in _said(fake, dm, 1)[0]
+    _drop(bot, fake, ADMIN, *_token(bot, 6, "School One"), 11)
+    assert "Took in" in _said(fake, dm, 2)[1]
+    assert _active(bot, "School One") == ("apple", ADMIN)
