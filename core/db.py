@@ -201,7 +201,16 @@ def unit_of_work(
 def transaction(
     engine: sa.Engine, *, readonly: bool = False, durable: bool = True
 ) -> Iterator[sa.Connection]:
-    """`unit_of_work` for Core statements only: a connection, without the ORM's session."""
+    """`unit_of_work` for Core statements only: a connection, without the ORM's session.
+
+    On PostgreSQL a read-only one runs each statement on its own (autocommit): at READ COMMITTED
+    each statement takes its own snapshot in a transaction too, and the BEGIN and ROLLBACK would
+    be two more round trips to the server (bench/README.md, issue 35).
+    """
+    if readonly and engine.dialect.name == "postgresql":
+        with engine.connect() as connection:
+            yield connection.execution_options(isolation_level="AUTOCOMMIT")
+        return
     with engine.connect() as connection:
         with _begun_as(_mode(readonly, durable)):
             began = connection.begin()
