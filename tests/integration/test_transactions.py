@@ -40,3 +40,21 @@ def test_a_writer_after_a_read_on_the_same_connection_is_rolled_back_on_error(
         raise RuntimeError("the writer fails after its insert")
     with db.transaction(engine, readonly=True) as connection:
         assert connection.exec_driver_sql("SELECT count(*) FROM processedevent").scalar() == 0
+
+
+def test_a_pooled_postgresql_connection_closed_while_idle_is_replaced(
+    engine: sa.Engine, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The server ended the pooled connection (a restart, an idle timeout): after IDLE_PING
+    seconds unused it is pinged before use, and the next transaction runs on a new one."""
+    if engine.dialect.name != "postgresql":
+        pytest.skip("SQLite has no server to close a connection")
+    with db.transaction(engine, readonly=True) as connection:
+        pid = connection.exec_driver_sql("SELECT pg_backend_pid()").scalar_one()
+    other = sa.create_engine(engine.url)
+    with other.connect() as admin:
+        assert admin.exec_driver_sql(f"SELECT pg_terminate_backend({int(pid)})").scalar()
+    other.dispose()
+    monkeypatch.setattr(db, "IDLE_PING", 0.0)
+    with db.transaction(engine, readonly=True) as connection:
+        assert connection.exec_driver_sql("SELECT pg_backend_pid()").scalar_one() != pid
