@@ -5,6 +5,13 @@ call. `KeepAliveWebClient` sends the same requests over a small pool of persiste
 connections per process, so a modal opens one handshake sooner and each call costs less CPU on
 both ends. Everything else (retries, errors, rate limits) is slack_sdk's own: a connection error
 or an HTTP error reaches its retry handlers exactly as `urllib.request.urlopen` would raise it.
+
+Why not urllib3's pool (as bot/mdm uses): slack_sdk 3.48's `BaseClient` takes no session or
+transport, only `ssl` and `proxy`; its `_perform_urllib_http_request_internal` calls `urlopen`,
+whose handlers send `Connection: close` (`AbstractHTTPHandler.do_open`), and `install_opener` is
+process-wide. So any pool overrides that method, and behind it urllib3 needs more glue (its
+errors turned into `URLError`, its headers into the `HTTPMessage` slack_sdk reads) and measured
+more CPU: 210-275 µs of client CPU per `auth.test` against the fake, 122-150 µs with this pool.
 """
 
 from __future__ import annotations

@@ -5,6 +5,7 @@ from __future__ import annotations
 import fcntl
 import os
 import threading
+import time
 from collections.abc import Iterator
 from contextlib import AbstractContextManager, contextmanager, nullcontext
 from contextvars import ContextVar
@@ -64,8 +65,9 @@ def make_engine(url: str) -> sa.Engine:
     """An engine for `url`; SQLite gets WAL, foreign keys and transactions begun as asked."""
     parsed = parse_url(url)
     if parsed.get_backend_name() != "sqlite":
-        engine = sa.create_engine(parsed, pool_pre_ping=True, pool_size=10, max_overflow=20)
+        engine = sa.create_engine(parsed, pool_size=10, max_overflow=20)
         engine.dialect.do_begin = _begin_postgresql  # type: ignore[method-assign]
+        _ping_when_idle(engine)
         return engine
     database = _sqlite_file(parsed)
     if database is not None:
@@ -86,6 +88,29 @@ def make_engine(url: str) -> sa.Engine:
     # SQLAlchemy dispatch four more events around every statement (bench/README.md).
     engine.dialect.do_begin = _begin_sqlite  # type: ignore[method-assign]
     return engine
+
+
+IDLE_PING = 5.0  # seconds a pooled PostgreSQL connection sits unused before it is pinged
+
+
+def _ping_when_idle(engine: sa.Engine) -> None:
+    """Ping a pooled connection before use only when it sat idle (a server restart or an idle
+    timeout may have closed it): `pool_pre_ping` would add a round trip to every request."""
+    dialect, error = engine.dialect, engine.dialect.loaded_dbapi.Error
+
+    @event.listens_for(engine.pool, "checkin")
+    def _idle_from(dbapi_connection: Any, record: Any) -> None:
+        record.info["idle_from"] = time.monotonic()
+
+    @event.listens_for(engine.pool, "checkout")
+    def _alive(dbapi_connection: Any, record: Any, proxy: Any) -> None:
+        idle_from = record.info.get("idle_from")
+        if idle_from is None or time.monotonic() - idle_from < IDLE_PING:
+            return
+        try:
+            dialect.do_ping(dbapi_connection)
+        except error as exc:  # the pool replaces the connection and checks out again
+            raise sa.exc.DisconnectionError() from exc
 
 
 WRITE, RELAXED, READ = "write", "relaxed", "read"
@@ -201,7 +226,16 @@ def unit_of_work(
 def transaction(
     engine: sa.Engine, *, readonly: bool = False, durable: bool = True
 ) -> Iterator[sa.Connection]:
-    """`unit_of_work` for Core statements only: a connection, without the ORM's session."""
+    """`unit_of_work` for Core statements only: a connection, without the ORM's session.
+
+    On PostgreSQL a read-only one runs each statement on its own (autocommit): at READ COMMITTED
+    each statement takes its own snapshot in a transaction too, and the BEGIN and ROLLBACK would
+    be two more round trips to the server (bench/README.md, issue 35).
+    """
+    if readonly and engine.dialect.name == "postgresql":
+        with engine.connect() as connection:
+            yield connection.execution_options(isolation_level="AUTOCOMMIT")
+        return
     with engine.connect() as connection:
         with _begun_as(_mode(readonly, durable)):
             began = connection.begin()

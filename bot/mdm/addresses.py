@@ -72,4 +72,3 @@ def resolve(
             "allow its network in MDMBOT_MDM_ALLOW_NETWORKS."
         )
     return usable
-

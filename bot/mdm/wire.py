@@ -1,15 +1,13 @@
-"""Outbound HTTP to MDM servers: only to checked addresses, TLS verified (optionally against a
-named CA bundle), one total deadline however slowly the server answers, no redirects
-(credentials must not follow one to another host), and every failure one line."""
+"""Outbound HTTP to MDM servers on urllib3: only to checked addresses, TLS verified (optionally
+against a named CA bundle) for the URL's name, one total deadline however slowly the server
+answers, no redirects (credentials must not follow one to another host), connections kept open
+between calls, and every failure one line."""
 
 from __future__ import annotations
 
 import http.client
 import json
-import secrets
-import socket
 import ssl
-import threading
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -17,7 +15,10 @@ from datetime import UTC, datetime
 from typing import Any
 from urllib.parse import urlsplit
 
-from bot.mdm import addresses
+from urllib3 import BaseHTTPResponse, Timeout, encode_multipart_formdata
+from urllib3.exceptions import HTTPError, NewConnectionError
+
+from bot.mdm import addresses, pool
 from core.connections.links import InstallError
 from core.settings import Network
 
@@ -40,41 +41,6 @@ class Reply:
             return None
 
 
-class _Cutoff:
-    """Shuts the socket down at the deadline, so a read in progress returns at once."""
-
-    def __init__(self, seconds: float) -> None:
-        self.fired = False
-        self._sock: socket.socket | None = None
-        self._lock = threading.Lock()
-        self._timer = threading.Timer(max(seconds, 0.0), self._fire)
-        self._timer.daemon = True
-        self._timer.start()
-
-    def watch(self, sock: socket.socket) -> None:
-        """Cut this socket (the TLS one once wrapped) at the deadline."""
-        with self._lock:
-            self._sock = sock
-            if self.fired:
-                self._shut()
-
-    def _fire(self) -> None:
-        with self._lock:
-            self.fired = True
-            self._shut()
-
-    def _shut(self) -> None:
-        if self._sock is not None:
-            try:  # the plain socket's shutdown: it unblocks a TLS read in another thread too
-                socket.socket.shutdown(self._sock, socket.SHUT_RDWR)
-            except OSError:
-                pass
-
-    def cancel(self) -> None:
-        """The request ended before the deadline."""
-        self._timer.cancel()
-
-
 class Wire:
     """Makes the HTTP requests of one operation with one MDM server, named `what` in errors;
     all of them together end within `timeout` seconds of the Wire's creation."""
@@ -91,14 +57,6 @@ class Wire:
         self.ca_bundle = ca_bundle
         self.allow = tuple(allow)
         self.deadline = time.monotonic() + timeout
-
-    def _context(self) -> ssl.SSLContext:
-        try:
-            return ssl.create_default_context(cafile=self.ca_bundle)
-        except (OSError, ssl.SSLError) as exc:
-            raise InstallError(
-                f"Cannot read the CA bundle {self.ca_bundle} (MDMBOT_MDM_CA_BUNDLE): {exc}."
-            ) from exc
 
     def _left(self) -> float:
         left = self.deadline - time.monotonic()
@@ -120,65 +78,59 @@ class Wire:
         if parts.scheme not in ("http", "https") or not host:
             raise InstallError(f"The URL of {self.what} is not an http(s) URL.")
         usable = addresses.resolve(self.what, host, port, self.allow, self._left())
-        context = self._context() if parts.scheme == "https" else None
-        cutoff = _Cutoff(self._left())
-        sent = False
-        try:
-            sock = self._connect(usable, cutoff)
-            if context is not None:
-                sock = context.wrap_socket(sock, server_hostname=host)
-                cutoff.watch(sock)
-            conn: http.client.HTTPConnection
-            if context is not None:
-                conn = http.client.HTTPSConnection(host, port, context=context)
-            else:
-                conn = http.client.HTTPConnection(host, port)
-            conn.sock = sock  # connected to the checked address: never resolved again
-            target = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
+        context = pool.tls_context(self.ca_bundle) if parts.scheme == "https" else None
+        name = f"[{host}]" if ":" in host else host
+        default = port == (443 if parts.scheme == "https" else 80)
+        headers = {**headers, "Host": name if default else f"{name}:{port}"}
+        target = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
+        request = {"method": method, "url": target, "body": body, "headers": headers}
+        with pool.Call(self._left()) as call:
             try:
-                conn.request(method, target, body=body, headers=headers)
-                sent = True
-                response = conn.getresponse()
-                whole = response.length is not None and response.length <= MAX_BODY
-                # read(amt) returns a short body silently; read() refuses one (IncompleteRead)
-                return Reply(response.status, response.read() if whole else response.read(MAX_BODY))
-            finally:
-                conn.close()
-        except InstallError:
-            raise
-        except Exception as exc:
-            raise self._failure(exc, host, cutoff.fired, sent) from exc
-        finally:
-            cutoff.cancel()
+                response = self._open(call, usable, parts.scheme, host, context, request)
+                return Reply(response.status, _read(response))
+            except InstallError:
+                raise
+            except Exception as exc:
+                raise self._failure(_cause(exc), host, call.fired, call.sent) from exc
 
-    def _connect(
-        self, usable: list[tuple[addresses.Address, int]], cutoff: _Cutoff
-    ) -> socket.socket:
-        error: OSError | None = None
+    def _open(
+        self,
+        call: pool.Call,
+        usable: list[tuple[addresses.Address, int]],
+        scheme: str,
+        host: str,
+        context: ssl.SSLContext | None,
+        request: dict[str, Any],
+    ) -> BaseHTTPResponse:
+        """The response from the first checked address that takes the connection (never the
+        name resolved again)."""
+        error: NewConnectionError | None = None
         for ip, port in usable:
-            family = socket.AF_INET6 if ip.version == 6 else socket.AF_INET
-            sock = socket.socket(family, socket.SOCK_STREAM)
-            cutoff.watch(sock)
+            connections = pool.pool_for(scheme, str(ip), port, host, context)
             try:
-                sock.settimeout(self._left())
-                sock.connect((str(ip), port))
-                return sock
-            except OSError as exc:
-                sock.close()
+                return connections.urlopen(
+                    **request,
+                    redirect=False,
+                    retries=False,
+                    preload_content=False,
+                    assert_same_host=False,
+                    timeout=Timeout(total=self._left()),
+                )
+            except NewConnectionError as exc:
                 error = exc
-                if cutoff.fired:
+                if call.fired:
                     break
         assert error is not None
         raise error
 
-    def _failure(self, exc: Exception, host: str, late: bool, sent: bool) -> InstallError:
+    def _failure(self, exc: BaseException, host: str, late: bool, sent: bool) -> InstallError:
         """One line for whatever went wrong on the way (never the request's headers)."""
         if late or isinstance(exc, TimeoutError):
             return self._slow()
         if isinstance(exc, ssl.SSLCertVerificationError):
             return InstallError(
-                f"TLS failure with {self.what} at {host}: {exc.verify_message}; if it uses "
-                "a private CA, name its bundle in MDMBOT_MDM_CA_BUNDLE."
+                f"TLS failure with {self.what} at {host}: {exc.verify_message.rstrip('.')}; if "
+                "it uses a private CA, name its bundle in MDMBOT_MDM_CA_BUNDLE."
             )
         if isinstance(exc, ssl.SSLError):
             return InstallError(f"TLS failure with {self.what} at {host}: {exc.reason or exc}.")
@@ -249,10 +201,28 @@ def _text(value: object) -> str:
 
 def multipart(field: str, filename: str, content: bytes) -> tuple[bytes, str]:
     """A multipart/form-data body with one file field, and its Content-Type."""
-    boundary = f"mdmbot-{secrets.token_hex(12)}"
-    head = (
-        f"--{boundary}\r\nContent-Disposition: form-data; name=\"{field}\"; "
-        f"filename=\"{filename}\"\r\nContent-Type: application/octet-stream\r\n\r\n"
-    ).encode()
-    body = head + content + f"\r\n--{boundary}--\r\n".encode()
-    return body, f"multipart/form-data; boundary={boundary}"
+    return encode_multipart_formdata({field: (filename, content, "application/octet-stream")})
+
+
+def _read(response: BaseHTTPResponse) -> bytes:
+    """The body, up to MAX_BODY; a body shorter than its Content-Length is an error."""
+    try:
+        length = response.length_remaining
+        if length is not None and length <= MAX_BODY:
+            return response.read()
+        body = response.read(MAX_BODY)
+        if len(body) == MAX_BODY:
+            response.close()  # the rest is never read: the connection cannot be used again
+        return body
+    finally:
+        response.release_conn()
+
+
+def _cause(exc: BaseException) -> BaseException:
+    """The error under urllib3's wrappers (ProtocolError, SSLError, NewConnectionError, …)."""
+    while isinstance(exc, HTTPError):
+        inner = next((a for a in exc.args if isinstance(a, BaseException)), exc.__cause__)
+        if inner is None:
+            break
+        exc = inner
+    return exc

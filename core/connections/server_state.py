@@ -47,9 +47,10 @@ class Urgency(IntEnum):
     FINE = 3  # green: in use
 
 
-@dataclass(frozen=True)
+@dataclass(slots=True)
 class ServerState:
-    """A server's state with the facts its phrases need."""
+    """A server's state with the facts its phrases need (a plain slotted dataclass, as
+    ServerView: a frozen one cost 3.7 µs to build against 0.8, 50 times per `/mdm list`)."""
 
     state: State
     urgency: Urgency

@@ -43,13 +43,15 @@ def listed(db: Session | sa.Connection) -> list[ServerView]:
     return [_annotated(row) for row in connection_of(db).execute(_annotated_listing())]
 
 
+_WIDTH = len(fields(ServerView)) - 3  # a listing row's columns before the connection's
+
+
 def _annotated(row: Any) -> ServerView:
     """A listing row as a view with its connection and install (when connected)."""
-    width = len(fields(ServerView)) - 3
-    view = ServerView(*row[:width])
-    if row[width] is None or view.token_id is None:
+    view = ServerView(*row[:_WIDTH])
+    if row[_WIDTH] is None or view.token_id is None:
         return view
-    return _noted(view, _note(*row[width:]))
+    return _noted(view, _note(*row[_WIDTH:]))
 
 
 Note = tuple[str, str, InstallFacts]

@@ -3,20 +3,29 @@ line, only checked addresses, and nothing of a body but a short reason from know
 
 from __future__ import annotations
 
+import base64
 import json
 import re
 import socket
+import ssl
+import sys
 import threading
 import time
 from collections.abc import Callable, Iterator
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
 
 import pytest
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes
+from cryptography.x509.oid import NameOID
 
 from bot.mdm.addresses import allowed
 from bot.mdm.installer import MdmInstaller
 from core.connections.links import InstallError, TokenPush, make_spec
 from core.settings import Settings, parse_networks
-from tests.fakemdm import ALLOW_LOOPBACK, FakeFleet
+from tests import certs
+from tests.fakemdm import ALLOW_LOOPBACK, FakeFleet, FakeNanoDep
 from tests.fakemdm import installer as mdm_installer
 
 Behaviour = Callable[[socket.socket], None]
@@ -25,10 +34,14 @@ Behaviour = Callable[[socket.socket], None]
 class RawServer:
     """A TCP server on 127.0.0.1 that reads a request's head, then does `behaviour`."""
 
-    def __init__(self, behaviour: Behaviour) -> None:
+    def __init__(self, behaviour: Behaviour, tls: ssl.SSLContext | None = None) -> None:
         self.behaviour = behaviour
         self.listener = socket.create_server(("127.0.0.1", 0))
+        if tls is not None:
+            self.listener = tls.wrap_socket(self.listener, server_side=True)
         self.port = self.listener.getsockname()[1]
+        self.accepted = 0
+        self.heads: list[bytes] = []
         threading.Thread(target=self._serve, daemon=True).start()
 
     def _serve(self) -> None:
@@ -37,16 +50,15 @@ class RawServer:
                 conn, _ = self.listener.accept()
             except OSError:
                 return
+            self.accepted += 1
             threading.Thread(target=self._one, args=(conn,), daemon=True).start()
 
     def _one(self, conn: socket.socket) -> None:
         with conn:
-            head = b""
-            while b"\r\n\r\n" not in head:
-                chunk = conn.recv(65536)
-                if not chunk:
-                    return
-                head += chunk
+            head = _head(conn)
+            if not head:
+                return
+            self.heads.append(head)
             try:
                 self.behaviour(conn)
             except OSError:
@@ -57,13 +69,24 @@ class RawServer:
         self.listener.close()
 
 
+def _head(conn: socket.socket) -> bytes:
+    """A request's head as read from `conn`; empty when the client hung up first."""
+    head = b""
+    while b"\r\n\r\n" not in head:
+        chunk = conn.recv(65536)
+        if not chunk:
+            return b""
+        head += chunk
+    return head
+
+
 @pytest.fixture
-def raw() -> Iterator[Callable[[Behaviour], RawServer]]:
+def raw() -> Iterator[Callable[..., RawServer]]:
     """Start raw servers; all closed at the end."""
     started: list[RawServer] = []
 
-    def start(behaviour: Behaviour) -> RawServer:
-        started.append(RawServer(behaviour))
+    def start(behaviour: Behaviour, tls: ssl.SSLContext | None = None) -> RawServer:
+        started.append(RawServer(behaviour, tls))
         return started[-1]
 
     yield start
@@ -71,15 +94,15 @@ def raw() -> Iterator[Callable[[Behaviour], RawServer]]:
         server.close()
 
 
-def _fetch(port: int, timeout: float = 5.0) -> InstallError:
-    spec = make_spec("fleet", url=f"http://127.0.0.1:{port}", api_key="fleet-api-token")
+def _fetch(port: int, timeout: float = 5.0, host: str = "127.0.0.1") -> InstallError:
+    spec = make_spec("fleet", url=f"http://{host}:{port}", api_key="fleet-api-token")
     with pytest.raises(InstallError) as refused:
         mdm_installer(timeout).fetch_certificate(spec, "school1")
     return refused.value
 
 
 def test_a_server_trickling_its_answer_is_cut_at_the_total_deadline(
-    raw: Callable[[Behaviour], RawServer],
+    raw: Callable[..., RawServer],
 ) -> None:
     def trickle(conn: socket.socket) -> None:
         for byte in b"HTTP/1.1 200 OK\r\nX-Slow: " + b"a" * 1000:
@@ -103,7 +126,7 @@ def test_a_server_trickling_its_answer_is_cut_at_the_total_deadline(
     ],
 )
 def test_an_answer_that_is_not_http_is_one_line(
-    raw: Callable[[Behaviour], RawServer], answer: bytes, expected: str
+    raw: Callable[..., RawServer], answer: bytes, expected: str
 ) -> None:
     server = raw(lambda conn: conn.sendall(answer))
     error = _fetch(server.port)
@@ -164,7 +187,7 @@ def test_the_allowlist_opens_only_the_networks_it_names(fleet: FakeFleet) -> Non
 
 
 def test_only_a_short_reason_from_known_fields_comes_back(
-    raw: Callable[[Behaviour], RawServer],
+    raw: Callable[..., RawServer],
 ) -> None:
     def answer(status: int, body: bytes) -> Behaviour:
         head = f"HTTP/1.1 {status} X\r\nContent-Length: {len(body)}\r\n\r\n".encode()
@@ -175,6 +198,112 @@ def test_only_a_short_reason_from_known_fields_comes_back(
     long = json.dumps({"message": "x\x1b[31m" + "y" * 500, "other": secret.decode()})
     message = _fetch(raw(answer(422, long.encode())).port).message
     assert message == "422 from Fleet (127.0.0.1): x [31m" + "y" * 113 + "….", message
+
+
+PUBLIC_KEY = json.dumps({"public_key": base64.b64encode(b"-----BEGIN CERTIFICATE-----").decode()})
+
+
+def _keep_answering(conn: socket.socket) -> None:
+    """Answer the request read, then every later one on the same connection (HTTP/1.1)."""
+    answer = f"HTTP/1.1 200 OK\r\nContent-Length: {len(PUBLIC_KEY)}\r\n\r\n{PUBLIC_KEY}"
+    while True:
+        conn.sendall(answer.encode())
+        if not _head(conn):
+            return
+
+
+def test_calls_to_one_server_share_a_kept_open_connection(
+    raw: Callable[..., RawServer],
+) -> None:
+    server = raw(_keep_answering)
+    spec = make_spec("fleet", url=f"http://127.0.0.1:{server.port}", api_key="fleet-api-token")
+    for _ in range(3):  # one Wire each, as separate installs make
+        assert mdm_installer().fetch_certificate(spec, "school1") == b"-----BEGIN CERTIFICATE-----"
+    assert server.accepted == 1
+
+
+def _resolutions_of(host: str, during: Callable[[], object]) -> int:
+    """How many times the process resolved `host` while `during` ran (audit events, PEP 578)."""
+    seen: list[object] = []
+    _AUDIT.append(lambda event, args: event == "socket.getaddrinfo" and seen.append(args[0]))
+    try:
+        during()
+    finally:
+        _AUDIT.clear()
+    return seen.count(host)
+
+
+_AUDIT: list[Callable[[str, tuple[object, ...]], object]] = []
+sys.addaudithook(lambda event, args: [hook(event, args) for hook in list(_AUDIT)] and None)
+
+
+def test_a_name_is_resolved_once_and_the_checked_address_is_the_one_connected_to(
+    raw: Callable[..., RawServer],
+) -> None:
+    """No second lookup a DNS rebinding answer could steer; the server still sees its name."""
+    server = raw(_keep_answering)
+    spec = make_spec("fleet", url=f"http://localhost:{server.port}", api_key="fleet-api-token")
+    assert _resolutions_of("localhost", lambda: mdm_installer().fetch_certificate(spec, "s")) == 1
+    assert f"\r\nHost: localhost:{server.port}\r\n".encode() in server.heads[0]
+
+
+def _named_cert(name: str) -> certs.CertAndKey:
+    key = certs.rsa_key(2048, 31)
+    now = datetime.now(UTC)
+    subject = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, name)])
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(subject)
+        .issuer_name(subject)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - timedelta(minutes=5))
+        .not_valid_after(now + timedelta(days=1))
+        .add_extension(x509.SubjectAlternativeName([x509.DNSName(name)]), critical=False)
+        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+        .sign(key, hashes.SHA256())
+    )
+    return certs.CertAndKey(cert, key)
+
+
+def test_tls_sends_and_verifies_the_urls_name_not_the_address_connected_to(
+    raw: Callable[..., RawServer], tmp_path: Path
+) -> None:
+    named = _named_cert("localhost")
+    (tmp_path / "cert.pem").write_bytes(named.pem)
+    (tmp_path / "key.pem").write_bytes(named.key_pem)
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    context.load_cert_chain(tmp_path / "cert.pem", tmp_path / "key.pem")
+    names: list[str | None] = []
+    context.sni_callback = lambda sock, name, ctx: names.append(name)
+    server = raw(_keep_answering, context)
+    installer = mdm_installer(timeout=5, ca_bundle=str(tmp_path / "cert.pem"))
+    by_name = make_spec("fleet", url=f"https://localhost:{server.port}", api_key="fleet-api-token")
+    assert installer.fetch_certificate(by_name, "s") == b"-----BEGIN CERTIFICATE-----"
+    assert names == ["localhost"]
+    assert f"\r\nHost: localhost:{server.port}\r\n".encode() in server.heads[0]
+    by_address = make_spec("fleet", url=f"https://127.0.0.1:{server.port}", api_key="x-token")
+    with pytest.raises(InstallError) as refused:
+        installer.fetch_certificate(by_address, "s")
+    assert refused.value.message == (
+        "TLS failure with Fleet (127.0.0.1) at 127.0.0.1: IP address mismatch, certificate is not "
+        "valid for '127.0.0.1'; if it uses a private CA, name its bundle in MDMBOT_MDM_CA_BUNDLE."
+    )
+
+
+def test_a_certificate_for_the_address_is_not_one_for_the_name(tmp_path: Path) -> None:
+    tls = FakeNanoDep(tls=True).start()
+    try:
+        assert tls.tls_cert is not None
+        (tmp_path / "ca.pem").write_bytes(tls.tls_cert.pem)
+        installer = mdm_installer(timeout=5, ca_bundle=str(tmp_path / "ca.pem"))
+        url = tls.url.replace("127.0.0.1", "localhost")
+        spec = make_spec("nanodep", url=url, api_key="nanodep-api-key", dep_name="school1")
+        with pytest.raises(InstallError, match="certificate is not valid for 'localhost'"):
+            installer.fetch_certificate(spec, "school1")
+        assert tls.calls == []
+    finally:
+        tls.stop()
 
 
 @pytest.fixture
