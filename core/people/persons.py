@@ -71,8 +71,10 @@ def authorize(db: Session | sa.Connection, actor: Actor, permission: Permission)
     require(actor, None if actor.operator else role_of(db, actor.user_id), permission)
 
 
-def grant_role(session: Session, actor: Actor, slack_id: str, role: Role, now: datetime) -> None:
-    """Give a person a role (replacing the one they had)."""
+def grant_role(
+    session: Session, actor: Actor, slack_id: str, role: Role, now: datetime
+) -> str | None:
+    """Give a person a role (replacing the one they had); return the role they had."""
     authorize(session, actor, Permission.MANAGE_ROLES)
     check_user_id(slack_id)
     ensure_person(session, slack_id, now)
@@ -86,6 +88,7 @@ def grant_role(session: Session, actor: Actor, slack_id: str, role: Role, now: d
         grant.role, grant.granted_by, grant.granted_at = role, actor.label, now
     session.add(grant)
     audit.record(session, actor, "role.grant", slack_id, now, role=role.value, previous=previous)
+    return previous
 
 
 def revoke_role(session: Session, actor: Actor, slack_id: str, now: datetime) -> Role:
@@ -141,6 +144,10 @@ def administrators(session: Session) -> list[RoleHolder]:
     ]
 
 
+class _AlreadyGranted(Exception):
+    """Rolls back a bootstrap grant that found another replica's grant in place."""
+
+
 def bootstrap_admins(session: Session, slack_ids: list[str], now: datetime) -> list[str]:
     """Grant Administrator to each configured id lacking it (replicas may race); return those."""
     granted = []
@@ -149,7 +156,7 @@ def bootstrap_admins(session: Session, slack_ids: list[str], now: datetime) -> l
             with session.begin_nested():
                 if role_of(session, slack_id) is Role.ADMINISTRATOR:
                     continue
-                grant_role(
+                previous = grant_role(
                     session,
                     Actor("MDMBOT_ADMINS", operator=True),
                     slack_id,
@@ -157,7 +164,9 @@ def bootstrap_admins(session: Session, slack_ids: list[str], now: datetime) -> l
                     now,
                 )
                 session.flush()
-        except sa.exc.IntegrityError:
+                if previous == Role.ADMINISTRATOR:  # another replica's grant committed meanwhile
+                    raise _AlreadyGranted
+        except (sa.exc.IntegrityError, _AlreadyGranted):
             continue
         granted.append(slack_id)
     return granted
