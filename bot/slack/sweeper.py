@@ -129,6 +129,9 @@ class Sweeper:
         except SlackUnavailable as exc:
             log.warning("could not post the Apple sync alert (%s)", exc.error)
             report.alerts_failed += 1
+            if outcome.error is not None:  # not posted: the next sweep's failure alerts again
+                with ctx.unit_of_work() as session:
+                    apple_status.alert_not_posted(session, apple_status.kind_of(outcome.error))
 
     def _post_all(self, now: datetime, holder: str, report: SweepReport) -> None:
         """Alerts, install reminders, stale messages, reconciliation and checklist reposts."""

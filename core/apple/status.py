@@ -7,6 +7,8 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
+from sqlalchemy.dialects.postgresql import insert as postgresql_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlmodel import Session
 
 from core.apple.api import AppleError
@@ -33,10 +35,11 @@ def lock(session: Session) -> None:
 
 def _row(session: Session) -> AppleSync:
     row = session.get(AppleSync, ROW, with_for_update=True)
-    if row is None:
-        row = AppleSync(id=ROW)
-        session.add(row)
-        session.flush()
+    if row is None:  # two first syncs at once: one inserts, the other waits for its row
+        insert = sqlite_insert if session.get_bind().dialect.name == "sqlite" else postgresql_insert
+        session.execute(insert(AppleSync).values(id=ROW, alerted_kinds="").on_conflict_do_nothing())
+        row = session.get(AppleSync, ROW, with_for_update=True, populate_existing=True)
+    assert row is not None
     return row
 
 
@@ -65,6 +68,14 @@ def record_failure(session: Session, error: MdmbotError, now: datetime) -> bool:
     row.alerted_kinds = ",".join(sorted(alerted | {kind}))
     session.add(row)
     return first
+
+
+def alert_not_posted(session: Session, kind: str) -> None:
+    """The alert for a failure kind could not be posted: the next failed sync alerts it again."""
+    row = _row(session)
+    alerted = set(filter(None, row.alerted_kinds.split(","))) - {kind}
+    row.alerted_kinds = ",".join(sorted(alerted))
+    session.add(row)
 
 
 def record_success(session: Session, now: datetime) -> bool:

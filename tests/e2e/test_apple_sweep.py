@@ -104,3 +104,18 @@ def test_what_apple_does_is_refused_in_slack(school: Bot, fake: FakeSlack) -> No
     assert not fake.calls_to("views.open"), "no modal opened"
     listing = respond_text(school, fake, ADMIN, "devices Jamf Pro")
     assert "DMQX0001AB" in listing and "As Apple School Manager showed them" in listing
+
+
+def test_a_sync_alert_slack_refused_is_posted_at_the_next_sweep(
+    school: Bot, fake: FakeSlack, apple: FakeApple
+) -> None:
+    sweeper = Sweeper(school.svc, post_interval=0)
+    now = school.clock()
+    apple.revoked = True
+    apple.tokens.clear()
+    fake.fail_next("chat.postMessage")
+    assert sweeper.sweep(now).alerts_failed == 1
+    assert not _alerts(fake)
+    sweeper.sweep(now)
+    sweeper.sweep(now)
+    assert sum("refuses mdmbot's API account" in t for t in _alerts(fake)) == 1, _alerts(fake)
