@@ -165,11 +165,19 @@ def test_a_departure_asks_apple_for_a_new_token_and_closes_when_apple_sees_it_us
     assert "Upload token" in text and "Renew token" not in text
     assert "Apple School Manager" in text and "Renew and install" not in text
     (item,) = [b for b in checklist["blocks"] if b.get("accessory")]
+    waiting = "School One* is waiting for a token from Apple School Manager"
+    shown = json.dumps(bot.command(ADMIN, "show School One").json(), ensure_ascii=False)
+    assert f"🟡 *{waiting}: a checklist asks to replace the one <@{leaver}>" in shown
+    listed = json.dumps(bot.command(ADMIN, "list").json(), ensure_ascii=False)
+    assert "🟡 *School One* — waiting for a token from Apple School Manager" in listed
+    bot.svc.refresh_home(ADMIN)
+    assert waiting in json.dumps(fake.calls_to("views.publish")[-1].params)
     press_upload(bot, fake, checklist, item["accessory"]["value"])
     assert bot.opened_view()["callback_id"] == modals.APPLE_TOKEN
 
     _drop(bot, fake, ADMIN, *_token(bot, 0, "School One"), 6)
     assert "Took in" in _said(fake, fake.dm_channel_for(ADMIN), 1)[0]
+    assert "waiting for a token" not in json.dumps(bot.command(ADMIN, "show School One").json())
     Sweeper(bot.svc, post_interval=0).sweep(bot.clock())
     assert ":white_check_mark:" not in json.dumps(fake.messages_in("C0ALERTS")[-1]["blocks"])
     with bot.ctx.unit_of_work() as session:

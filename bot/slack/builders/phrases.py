@@ -124,6 +124,13 @@ def problem(name: str, st: ServerState) -> str:
     stopped = ""
     if st.replaced:
         stopped = f" The old token stopped working, so {CANNOT_ENROL} until then."
+    if state is State.WAITING_APPLE and st.expires_at is not None:
+        who = mention(st.holder) if st.file_sent else esc(st.holder or "someone")
+        return (
+            f"{server} is waiting for a token from Apple School Manager: a checklist asks to "
+            f"replace the one {who} downloaded (it works until "
+            f"{local_date(st.expires_at)})."
+        )
     if state is State.WAITING_APPLE:
         return f"{server} is waiting for a token from Apple School Manager, so {CANNOT_ENROL}."
     if state is State.NO_TOKEN:
