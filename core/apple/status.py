@@ -11,7 +11,9 @@ from sqlalchemy.dialects.postgresql import insert as postgresql_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlmodel import Session
 
+from core.apple import refusals
 from core.apple.api import AppleError
+from core.apple.refusals import Refused
 from core.errors import MdmbotError
 from core.models import AppleSync, Server
 
@@ -26,6 +28,7 @@ class SyncHealth:
     failing_kind: str | None
     failing_message: str | None
     failing_since: datetime | None
+    refused: tuple[Refused, ...] = ()  # token files refused, until a token is taken in
 
 
 def lock(session: Session) -> None:
@@ -44,10 +47,10 @@ def _row(session: Session) -> AppleSync:
 
 
 def health(session: Session) -> SyncHealth:
-    """The sync's current state."""
+    """The sync's current state, and the token files refused."""
     row = session.get(AppleSync, ROW) or AppleSync(id=ROW)
     return SyncHealth(row.last_success_at, row.failing_kind, row.failing_message,
-                      row.failing_since)  # fmt: skip
+                      row.failing_since, tuple(refusals.shown(session)))  # fmt: skip
 
 
 def kind_of(error: MdmbotError) -> str:

@@ -3,6 +3,7 @@ the modal `/mdm token NAME` opens, and the "Upload token" button on a server wai
 
 from __future__ import annotations
 
+import argparse
 import functools
 import json
 import time
@@ -14,8 +15,10 @@ from typing import Any
 import pytest
 from sqlmodel import select
 
+from bot.cli.token_files import token_import
 from bot.slack.builders import modals, phrases
 from bot.slack.sweeper import Sweeper
+from core.apple.refusals import TokenRefused
 from core.models import Token
 from core.roles import Actor
 from core.tokens.servers import add_server, find_server
@@ -118,6 +121,15 @@ def test_mdm_token_opens_the_upload_modal_which_checks_the_recipient(
     errors = reply.json()["errors"][modals.APPLE_FILE]
     assert "encrypted to another certificate" in errors and "School One" in errors
     assert _active(bot, "School One") is None
+    again = bot.submit(ADMIN, view, values, view["id"]).json()["errors"][modals.APPLE_FILE]
+    assert again == errors, "a retry of the same file is refused the same way"
+    refused = "A token file for *School One* was refused"
+    bot.wait_idle(lambda: bool(posts(fake)))
+    alerts = [m["text"] for m in posts(fake)]
+    assert len(alerts) == 1 and refused in alerts[0] and f"<@{ADMIN}>" in alerts[0], alerts
+    assert "x_smime.p7m” is encrypted to another certificate" in alerts[0]
+    bot.svc.refresh_home(ADMIN)
+    assert refused in json.dumps(fake.calls_to("views.publish")[-1].params)
     name, content = _token(bot, 0, "School One")
     right = fake.add_private_file(content, name=name)
     values = {modals.APPLE_FILE: {"type": "file_input", "files": [right]}}
@@ -125,6 +137,10 @@ def test_mdm_token_opens_the_upload_modal_which_checks_the_recipient(
     assert reply.json()["response_action"] == "update"
     bot.wait_idle(lambda: "Took in" in json.dumps(fake.views[view["id"]]), timeout=15)
     assert _active(bot, "School One") == ("apple", ADMIN)
+    bot.svc.refresh_home(ADMIN)
+    assert refused not in json.dumps(fake.calls_to("views.publish")[-1].params)
+    Sweeper(bot.svc, post_interval=0).sweep(bot.clock())
+    assert sum(refused in m["text"] for m in posts(fake)) == 1, "alerted once"
 
 
 def test_the_home_asks_for_a_token_from_apple_and_its_button_opens_the_modal(
@@ -261,3 +277,23 @@ def test_no_token_is_issued_and_a_new_certificate_is_kept_for_the_check(
     _drop(bot, fake, ADMIN, *_token(bot, 6, "School One"), 11)
     assert "Took in" in _said(fake, dm, 2)[1]
     assert _active(bot, "School One") == ("apple", ADMIN)
+
+
+def test_a_file_the_command_line_refused_is_alerted_once_by_the_sweep(
+    apple_bot: Bot, fake: FakeSlack, tmp_path: Path
+) -> None:
+    bot = apple_bot
+    wrong = tmp_path / "wrong_smime.p7m"
+    wrong.write_bytes(_token(bot, 0, "School One")[1])
+    args = argparse.Namespace(name="School Two", file=str(wrong), actor="U0CLI", yes=True)
+    for _ in range(2):
+        with pytest.raises(TokenRefused, match="encrypted to another certificate"):
+            token_import(bot.ctx, args)
+    assert _active(bot, "School Two") is None
+    sweeper = Sweeper(bot.svc, post_interval=0)
+    fake.fail_next("chat.postMessage")
+    assert sweeper.sweep(bot.clock()).alerts_failed == 1
+    sweeper.sweep(bot.clock())
+    sweeper.sweep(bot.clock())
+    alerts = [m["text"] for m in posts(fake) if "was refused" in m["text"]]
+    assert len(alerts) == 1 and "*School Two*" in alerts[0] and "<@U0CLI>" in alerts[0], alerts

@@ -106,6 +106,8 @@ def home_view(
             apple.failing_kind, apple.failing_message or "", apple.failing_since,
             apple.last_success_at,
         )))  # fmt: skip
+    for refused in apple.refused[:5] if apple is not None else ():
+        blocks.append(section(phrases.token_refused(refused)))
     for case in cases[:10]:
         blocks.append(section(case_home_line(case)))
     if cases:

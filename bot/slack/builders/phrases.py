@@ -13,12 +13,14 @@ from bot.slack.builders.blocks import (
     Block,
     button,
     esc,
+    esc_message,
     file_holder,
     local_date,
     local_time,
     mention,
     plural,
 )
+from core.apple.refusals import Refused
 from core.connections.server_state import ServerState, State, Urgency
 
 ICONS = {Urgency.NOW: "🔴", Urgency.SOON: "🟡", Urgency.WAIT: "⚪️", Urgency.FINE: "🟢"}
@@ -237,3 +239,13 @@ def apple_sync_problem(
 
 
 APPLE_SYNC_BACK = "✅ mdmbot syncs with Apple School Manager again."
+
+
+def token_refused(refused: Refused) -> str:
+    """A refused token file: its one alert, and its line on the Home until a token is taken in."""
+    by = refused.refused_by
+    who = mention(by) if by[:1] in "UW" and by.isalnum() else f"{esc(by)} on the command line"
+    return (
+        f"⛔ A token file for *{esc(refused.server_name)}* was refused "
+        f"{local_time(refused.refused_at)} (from {who}): {esc_message(refused.reason)}"
+    )
