@@ -184,10 +184,17 @@ def token_import(ctx: AppContext, args: argparse.Namespace) -> int:
     name = safe(taken.server_name)
     expiry = f"{taken.expires_at:%Y-%m-%dT%H:%M:%SZ}"
     if taken.install_id is None:
+        holder = safe(actor.user_id)
+        offered = (
+            f" It is kept encrypted: {holder} can have it by DM with “Send me the file again” "
+            "on mdmbot's App Home."
+            if holder[:1] in "UW" and holder.isalnum()
+            else ""
+        )
         print(
             f"Took in {safe(taken.filename)} for “{name}”: it is the active token (expires "
             f"{expiry}, from its {taken.expiry_from}). Upload the file to the MDM server; "
-            "mdmbot shows it in use once Apple sees the server connect."
+            f"mdmbot shows it in use once Apple sees the server connect.{offered}"
         )
         return 0
     outcome = installs.attempt(

@@ -297,3 +297,25 @@ def test_a_file_the_command_line_refused_is_alerted_once_by_the_sweep(
     sweeper.sweep(bot.clock())
     alerts = [m["text"] for m in posts(fake) if "was refused" in m["text"]]
     assert len(alerts) == 1 and "*School Two*" in alerts[0] and "<@U0CLI>" in alerts[0], alerts
+
+
+def test_a_token_imported_on_the_command_line_is_offered_by_dm_to_its_downloader(
+    apple_bot: Bot, fake: FakeSlack, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    bot = apple_bot
+    name, content = _token(bot, 0, "School One")
+    (tmp_path / name).write_bytes(content)
+    args = argparse.Namespace(name="School One", file=str(tmp_path / name), actor=ADMIN, yes=True)
+    assert token_import(bot.ctx, args) == 0
+    said = capsys.readouterr().out
+    assert f"{ADMIN} can have it by DM with “Send me the file again” on mdmbot's App Home" in said
+    bot.svc.refresh_home(ADMIN)
+    home = json.dumps(fake.calls_to("views.publish")[-1].params)
+    assert "Send me the file again* puts it in their DMs" in home and "resend_token" in home
+    assert "the file is in their DMs" not in home
+    with bot.ctx.unit_of_work(readonly=True) as session:
+        token_id = session.exec(select(Token.id).where(Token.status == "active")).one()
+    assert bot.press(ADMIN, "resend_token", str(token_id)).status == 200
+    bot.wait_idle(lambda: bool(fake.calls_to("files.completeUploadExternal")))
+    shared = fake.calls_to("files.completeUploadExternal")[-1].params
+    assert name in json.dumps(shared) and fake.dm_channel_for(ADMIN) in json.dumps(shared)

@@ -109,6 +109,11 @@ def who_acts(st: ServerState) -> str:
     if state is State.INSTALLED and st.urgency <= Urgency.SOON:
         return "*Install again* if the MDM server lost it; otherwise wait for its next sync."
     if state in (State.OLD_TOKEN, State.WAITING_UPLOAD):
+        if st.file_sent and st.apple:  # dropped in Slack, or imported on the command line
+            return (
+                f"{mention(st.holder)} uploads the token file to the MDM server (*Send me the "
+                "file again* puts it in their DMs)."
+            )
         if st.file_sent:
             return (
                 f"{mention(st.holder)} uploads the new token file to the MDM server (the file "
