@@ -189,8 +189,12 @@ def checklist_blocks(
     blocks: list[Block] = [
         {"type": "header", "text": plain(checklist_headline(case), 150)},
         section(
-            "Apple requires every server token they downloaded to be renewed. Each keeps working "
-            "until it is renewed here, so enrolment is not interrupted."
+            "Apple requires every server token they downloaded to be replaced. Each keeps "
+            "working until a new one from Apple School Manager is taken in here, so enrolment "
+            "is not interrupted."
+            if apple
+            else "Apple requires every server token they downloaded to be renewed. Each keeps "
+            "working until it is renewed here, so enrolment is not interrupted."
         ),
     ]
     room = MAX_MESSAGE_BLOCKS - len(blocks) - 2
