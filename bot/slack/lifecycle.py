@@ -69,7 +69,7 @@ def post_case(
     try:
         posted = svc.gateway.post(
             alert_channel(svc),
-            lb.checklist_text(case),
+            lb.checklist_text(case, apple=svc.ctx.settings.apple_mode),
             installs.with_renew_all(
                 svc, case, lb.checklist_blocks(
                     case, now, item_states(svc, case, now), apple=svc.ctx.settings.apple_mode
@@ -109,7 +109,7 @@ def refresh_case(svc: BotServices, case_id: int) -> None:
         svc.gateway.update(
             case.channel,
             case.ts,
-            lb.checklist_text(case),
+            lb.checklist_text(case, apple=svc.ctx.settings.apple_mode),
             installs.with_renew_all(
                 svc, case, lb.checklist_blocks(case, now, states, apple=svc.ctx.settings.apple_mode)
             ),

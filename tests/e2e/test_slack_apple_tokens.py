@@ -181,6 +181,7 @@ def test_a_departure_asks_apple_for_a_new_token_and_closes_when_apple_sees_it_us
     assert "Upload token" in text and "Renew token" not in text
     assert "Apple School Manager" in text and "Renew and install" not in text
     assert "until a new one from Apple School Manager is taken in here" in text
+    assert checklist["text"].endswith(" left — get 1 new server token from Apple School Manager")
     assert "renewed here" not in text
     (item,) = [b for b in checklist["blocks"] if b.get("accessory")]
     waiting = "School One* is waiting for a token from Apple School Manager"
