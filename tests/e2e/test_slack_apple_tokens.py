@@ -322,3 +322,18 @@ def test_a_token_imported_on_the_command_line_is_offered_by_dm_to_its_downloader
     bot.wait_idle(lambda: bool(fake.calls_to("files.completeUploadExternal")))
     shared = fake.calls_to("files.completeUploadExternal")[-1].params
     assert name in json.dumps(shared) and fake.dm_channel_for(ADMIN) in json.dumps(shared)
+
+
+def test_an_expired_file_dropped_twice_is_alerted_once(apple_bot: Bot, fake: FakeSlack) -> None:
+    bot = apple_bot
+    old = token_filename("School One", bot.clock() - timedelta(days=400))
+    content = _token(bot, 0, "School One")[1]
+    dm = _drop(bot, fake, ADMIN, old, content, 7)
+    _drop(bot, fake, ADMIN, old, content, 8)
+    said = _said(fake, dm, 2)
+    assert all(":no_entry:" in s and "expired" in s for s in said), said
+    bot.wait_idle(lambda: bool(posts(fake)))
+    Sweeper(bot.svc, post_interval=0).sweep(bot.clock())
+    alerts = [m["text"] for m in posts(fake) if "was refused" in m["text"]]
+    assert len(alerts) == 1 and "*School One*" in alerts[0] and "expired" in alerts[0], alerts
+    assert _active(bot, "School One") is None
