@@ -100,6 +100,11 @@ class Server(SQLModel, table=True):
     consumer_key: str | None = Field(default=None, max_length=128)
     apple_id: str | None = Field(default=None, max_length=64, unique=True)
     apple_last_connected_at: datetime | None = _when(nullable=True)
+    token_refused: str | None = None  # Apple mode: why the last token file was refused
+    token_refused_digest: str | None = Field(default=None, max_length=64)
+    token_refused_by: str | None = None
+    token_refused_at: datetime | None = _when(nullable=True)
+    token_refused_alerted_at: datetime | None = _when(nullable=True)  # NULL: alert to post
 
 
 class Certificate(SQLModel, table=True):

@@ -177,6 +177,11 @@ class Settings(BaseSettings):
         return self.mdmbot_apple_api is not None
 
     @property
+    def apple_portal(self) -> str:
+        """The name of Apple's portal in Apple mode's words: Apple Business or School Manager."""
+        return "Apple Business" if self.mdmbot_apple_api == "business" else "Apple School Manager"
+
+    @property
     def apple_api_url(self) -> str:
         """The bare origin of Apple's School Manager or Business API (no `/v1`)."""
         if self.mdmbot_apple_api_url:

@@ -36,7 +36,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--mdm-base-url",
         metavar="URL",
-        help="NanoDEP: point its DEP client at this URL (default MDMBOT_DEP_PUBLIC_URL)",
+        help="NanoDEP: point its DEP client at this URL (default MDMBOT_DEP_PUBLIC_URL; in Apple "
+        "mode, Apple's DEP API)",
     )
     parser.add_argument("--mdm-command", metavar="COMMAND", help="command: PROGRAM ARGS…")
     parser.add_argument(
@@ -63,7 +64,9 @@ def spec_from(ctx: AppContext, args: argparse.Namespace) -> ConnectionSpec:
     """The connection the options describe, checked."""
     base_url = args.mdm_base_url
     if base_url is None and args.mdm == "nanodep":
-        base_url = links.nanodep_base_url(ctx.settings.mdmbot_dep_public_url)
+        base_url = links.nanodep_base_url(
+            ctx.settings.mdmbot_dep_public_url, apple_mode=ctx.settings.apple_mode
+        )
     spec = links.make_spec(
         args.mdm,
         url=args.mdm_url,

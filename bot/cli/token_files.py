@@ -15,6 +15,7 @@ from bot.cli.output import confirmed, read_file, safe, when
 from bot.context import AppContext
 from core.apple import intake
 from core.apple.envelope import MAX_BYTES, read_token_file
+from core.apple.refusals import TokenRefused
 from core.connections import installs
 from core.errors import InvalidInput, TokenConflict
 from core.roles import Actor
@@ -157,8 +158,16 @@ def token_import(ctx: AppContext, args: argparse.Namespace) -> int:
     actor, now = Actor(str(args.actor), operator=True), ctx.now()
     with ctx.unit_of_work(readonly=True) as session:
         server = servers.find_server(session, args.name)
-        intake.check(session, server, token, now)  # refused here, before the question
+        refused: TokenRefused | None = None
+        try:
+            intake.check(session, server, token, now)  # refused here, before the question
+        except TokenRefused as exc:
+            refused = exc
         view = servers.get_server_view(session, args.name)
+    if refused is not None:  # the next sweep posts its one alert and the Home shows it
+        with ctx.unit_of_work() as session:
+            intake.note_refused(session, actor, view.id, token, refused, now)
+        raise refused
     if view.token_id is not None and not confirmed(
         f"The token in {safe(token.filename)} becomes the one mdmbot watches for "
         f"“{safe(view.name)}”; its current token (expires {when(view.token_expires_at)}) no "
@@ -175,10 +184,17 @@ def token_import(ctx: AppContext, args: argparse.Namespace) -> int:
     name = safe(taken.server_name)
     expiry = f"{taken.expires_at:%Y-%m-%dT%H:%M:%SZ}"
     if taken.install_id is None:
+        holder = safe(actor.user_id)
+        offered = (
+            f" It is kept encrypted: {holder} can have it by DM with “Send me the file again” "
+            "on mdmbot's App Home."
+            if holder[:1] in "UW" and holder.isalnum()
+            else ""
+        )
         print(
             f"Took in {safe(taken.filename)} for “{name}”: it is the active token (expires "
             f"{expiry}, from its {taken.expiry_from}). Upload the file to the MDM server; "
-            "mdmbot shows it in use once Apple sees the server connect."
+            f"mdmbot shows it in use once Apple sees the server connect.{offered}"
         )
         return 0
     outcome = installs.attempt(

@@ -13,12 +13,13 @@ from slack_bolt import Ack, App, BoltResponse
 from bot import metrics
 from bot.slack import installs
 from bot.slack.builders import lifecycle_blocks as lb
-from bot.slack.builders import modals
+from bot.slack.builders import modals, phrases
 from bot.slack.builders.blocks import plural, section
 from bot.slack.gateway import Posted, SlackUnavailable
 from bot.slack.listeners import api_key
 from bot.slack.listeners.actions import open_checked
 from bot.slack.services import BotServices, Delivery
+from core.apple import refusals
 from core.connections import state
 from core.connections.server_state import ServerState
 from core.errors import ConfigError, InvalidInput
@@ -39,6 +40,24 @@ def alert_channel(svc: BotServices) -> str:
     return channel
 
 
+def post_refusals(svc: BotServices, now: datetime) -> tuple[int, int]:
+    """Post the one alert of each refused token file not alerted yet; (posted, failed)."""
+    with svc.ctx.unit_of_work() as session:
+        due = refusals.claim_alerts(session, now)
+    posted = failed = 0
+    for refused in due:
+        text = phrases.token_refused(refused)
+        try:
+            svc.gateway.post(alert_channel(svc), text, [section(text)])
+            posted += 1
+        except SlackUnavailable as exc:
+            log.warning("could not post the refused token alert (%s)", exc.error)
+            failed += 1
+            with svc.ctx.unit_of_work() as session:
+                refusals.not_posted(session, refused.server_id)
+    return posted, failed
+
+
 def post_case(
     svc: BotServices, case: CaseView, now: datetime | None = None, every: timedelta | None = None
 ) -> Posted | None:
@@ -50,7 +69,7 @@ def post_case(
     try:
         posted = svc.gateway.post(
             alert_channel(svc),
-            lb.checklist_text(case),
+            lb.checklist_text(case, apple=svc.ctx.settings.apple_mode),
             installs.with_renew_all(
                 svc, case, lb.checklist_blocks(
                     case, now, item_states(svc, case, now), apple=svc.ctx.settings.apple_mode
@@ -90,7 +109,7 @@ def refresh_case(svc: BotServices, case_id: int) -> None:
         svc.gateway.update(
             case.channel,
             case.ts,
-            lb.checklist_text(case),
+            lb.checklist_text(case, apple=svc.ctx.settings.apple_mode),
             installs.with_renew_all(
                 svc, case, lb.checklist_blocks(case, now, states, apple=svc.ctx.settings.apple_mode)
             ),

@@ -85,6 +85,10 @@ class Sweeper:
         report.deliveries_settled = settle_deliveries(self.svc, now)
         if ctx.settings.apple_mode:
             self._sync_apple(now, report)
+            posted, failed = lifecycle.post_refusals(self.svc, now)  # e.g. refused by the CLI
+            report.alerts_sent, report.alerts_failed = (
+                report.alerts_sent + posted, report.alerts_failed + failed
+            )
         report.backed_up = backups.scheduled_backup(self.svc, now, holder)
         if ctx.settings.apple_mode:  # what Apple saw since: tokens in use, checklist items done
             with ctx.unit_of_work() as session:
@@ -129,6 +133,9 @@ class Sweeper:
         except SlackUnavailable as exc:
             log.warning("could not post the Apple sync alert (%s)", exc.error)
             report.alerts_failed += 1
+            if outcome.error is not None:  # not posted: the next sweep's failure alerts again
+                with ctx.unit_of_work() as session:
+                    apple_status.alert_not_posted(session, apple_status.kind_of(outcome.error))
 
     def _post_all(self, now: datetime, holder: str, report: SweepReport) -> None:
         """Alerts, install reminders, stale messages, reconciliation and checklist reposts."""

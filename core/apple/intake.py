@@ -15,7 +15,9 @@ from cryptography import x509
 from sqlmodel import Session, col, select
 
 from core import audit
+from core.apple import refusals
 from core.apple.envelope import TokenEnvelope, is_for
+from core.apple.refusals import TokenRefused
 from core.connections.installs import request_install
 from core.errors import InvalidInput
 from core.models import Certificate, Server, Token, TokenStatus
@@ -67,18 +69,19 @@ def file_digest(envelope: TokenEnvelope) -> str:
 def check(
     session: Session, server: Server, envelope: TokenEnvelope, now: datetime
 ) -> Certificate | None:
-    """The certificate the token was checked against (None: mdmbot has none); InvalidInput
-    when it is for another certificate, expired by its name, or already taken in."""
+    """The certificate the token was checked against (None: mdmbot has none); TokenRefused
+    when it is for another certificate or expired by its name, InvalidInput when already
+    taken in."""
     cert = latest_certificate(session, server.id)
     if cert is not None and not is_for(envelope, _loaded(cert)):
-        raise InvalidInput(
+        raise TokenRefused(
             f"“{envelope.filename}” is encrypted to another certificate, not the one mdmbot "
             f"keeps for “{server.name}” ({cert.subject}); nothing was changed. Download the "
             "token of this server in Apple School Manager, or drop the file for its own server."
         )
     expiry = envelope.named_expiry
     if expiry is not None and expiry <= now:
-        raise InvalidInput(
+        raise TokenRefused(
             f"“{envelope.filename}” expired {expiry:%Y-%m-%d} (by its file name); nothing was "
             "changed. Download a new token in Apple School Manager."
         )
@@ -95,6 +98,19 @@ def check(
             "changed."
         )
     return cert
+
+
+def note_refused(
+    session: Session,
+    actor: Actor,
+    server_id: int,
+    envelope: TokenEnvelope,
+    refused: TokenRefused,
+    now: datetime,
+) -> bool:
+    """Remember a refused file (shown on the Home); True when its one alert is due."""
+    digest = file_digest(envelope)
+    return refusals.note(session, actor, server_id, digest, refused.message, now)
 
 
 def keep_certificate(
@@ -158,6 +174,8 @@ def take_in(
     session.flush()
     assert token.id is not None
     activation = activate_token(session, actor, token.id, now)
+    refusals.clear(server)
+    session.add(server)
     install_id = request_install(session, token.id, actor.user_id, now)
     audit.record(
         session,

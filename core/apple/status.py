@@ -7,9 +7,13 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
+from sqlalchemy.dialects.postgresql import insert as postgresql_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlmodel import Session
 
+from core.apple import refusals
 from core.apple.api import AppleError
+from core.apple.refusals import Refused
 from core.errors import MdmbotError
 from core.models import AppleSync, Server
 
@@ -24,6 +28,7 @@ class SyncHealth:
     failing_kind: str | None
     failing_message: str | None
     failing_since: datetime | None
+    refused: tuple[Refused, ...] = ()  # token files refused, until a token is taken in
 
 
 def lock(session: Session) -> None:
@@ -33,18 +38,19 @@ def lock(session: Session) -> None:
 
 def _row(session: Session) -> AppleSync:
     row = session.get(AppleSync, ROW, with_for_update=True)
-    if row is None:
-        row = AppleSync(id=ROW)
-        session.add(row)
-        session.flush()
+    if row is None:  # two first syncs at once: one inserts, the other waits for its row
+        insert = sqlite_insert if session.get_bind().dialect.name == "sqlite" else postgresql_insert
+        session.execute(insert(AppleSync).values(id=ROW, alerted_kinds="").on_conflict_do_nothing())
+        row = session.get(AppleSync, ROW, with_for_update=True, populate_existing=True)
+    assert row is not None
     return row
 
 
 def health(session: Session) -> SyncHealth:
-    """The sync's current state."""
+    """The sync's current state, and the token files refused."""
     row = session.get(AppleSync, ROW) or AppleSync(id=ROW)
     return SyncHealth(row.last_success_at, row.failing_kind, row.failing_message,
-                      row.failing_since)  # fmt: skip
+                      row.failing_since, tuple(refusals.shown(session)))  # fmt: skip
 
 
 def kind_of(error: MdmbotError) -> str:
@@ -65,6 +71,14 @@ def record_failure(session: Session, error: MdmbotError, now: datetime) -> bool:
     row.alerted_kinds = ",".join(sorted(alerted | {kind}))
     session.add(row)
     return first
+
+
+def alert_not_posted(session: Session, kind: str) -> None:
+    """The alert for a failure kind could not be posted: the next failed sync alerts it again."""
+    row = _row(session)
+    alerted = set(filter(None, row.alerted_kinds.split(","))) - {kind}
+    row.alerted_kinds = ",".join(sorted(alerted))
+    session.add(row)
 
 
 def record_success(session: Session, now: datetime) -> bool:

@@ -141,8 +141,14 @@ def make_spec(
     return ConnectionSpec(kind, url, dep_name, base_url, command, api_key, None, auto_renew_days)
 
 
-def nanodep_base_url(public_url: str | None) -> str | None:
-    """Where NanoDEP's DEP client is pointed by default: mdmbot's public DEP URL, if set."""
+APPLE_DEP_URL = "https://mdmenrollment.apple.com/"  # Apple's DEP API (DEP-API.md: base URL)
+
+
+def nanodep_base_url(public_url: str | None, *, apple_mode: bool = False) -> str | None:
+    """Where NanoDEP's DEP client is pointed by default: in Apple mode Apple's DEP API (the
+    tokens are Apple's), else mdmbot's public DEP URL, if set."""
+    if apple_mode:
+        return APPLE_DEP_URL
     return public_url + "/" if public_url else None  # the setting is kept without its slash
 
 

@@ -103,6 +103,11 @@ def state_of(view: ServerView, now: datetime) -> ServerState:
         return base.make(State.WAITING_APPLE if view.apple else State.NO_TOKEN, Urgency.SOON, None)
     if view.token_expires_at <= now:
         return base.make(State.EXPIRED, Urgency.NOW, view.token_expires_at)
+    if view.apple and view.new_token_asked_at is not None:  # only a person can get Apple's
+        urgent = days_left(view.token_expires_at, now) <= URGENT_DAYS
+        return base.make(
+            State.WAITING_APPLE, Urgency.NOW if urgent else Urgency.SOON, view.new_token_asked_at
+        )
     if view.token_expires_at - now <= EXPIRING_SOON:  # renewing is the action, used or not
         urgent = days_left(view.token_expires_at, now) <= URGENT_DAYS
         since = view.token_issued_at

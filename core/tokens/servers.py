@@ -13,7 +13,7 @@ from sqlmodel import Session, col, func, select
 from core import audit
 from core.db import connection_of
 from core.errors import DuplicateName, InvalidInput, NotFound
-from core.models import Certificate, Server, Token
+from core.models import Certificate, RotationCase, RotationItem, Server, Token
 from core.people.persons import authorize
 from core.roles import Actor, Permission
 from core.tokens.certificates import LoadedCertificate, load_certificate
@@ -65,6 +65,7 @@ class ServerView:
     old_presented_at: datetime | None = None  # a replaced token's last refused /session
     token_source: str | None = None  # "apple": downloaded from Apple and taken in (Apple mode)
     apple_id: str | None = None  # the server's id at Apple, once linked (Apple mode)
+    new_token_asked_at: datetime | None = None  # an open checklist asks to replace the token
     mdm_label: str | None = None  # set by core.connections.state.annotate when connected
     install_note: str | None = None
     install: InstallFacts | None = None
@@ -279,6 +280,22 @@ def _latest_of_replaced(column: str) -> Any:
     )
 
 
+def _new_token_asked() -> Any:
+    """When an open departure or password-change checklist first asked to replace the active
+    token (NULL if none does)."""
+    return (
+        sa.select(sa.func.min(col(RotationCase.opened_at)))
+        .join(RotationItem, col(RotationItem.case_id) == col(RotationCase.id))
+        .where(
+            col(RotationItem.token_id) == col(Token.id),
+            col(RotationItem.done_at).is_(None),
+            col(RotationCase.status) == "open",
+        )
+        .correlate(Token)
+        .scalar_subquery()
+    )
+
+
 @cache
 def listing() -> sa.Select[Any]:
     """The statement listing every live server with its active certificate and token."""
@@ -300,6 +317,7 @@ def listing() -> sa.Select[Any]:
         _latest_of_replaced("last_rejected_at"),  # a replaced token's last refused use
         Token.source,
         Server.apple_id,
+        _new_token_asked(),
     ]
     return (
         sa.select(*columns)

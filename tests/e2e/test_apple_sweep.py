@@ -4,6 +4,7 @@ Apple does refused in one line."""
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterator
 from datetime import timedelta
 from pathlib import Path
@@ -12,8 +13,9 @@ import pytest
 
 from bot.apple.client import AppleClient
 from bot.apple.http import Transport
+from bot.slack.builders import home_blocks
 from bot.slack.sweeper import Sweeper
-from core.roles import Actor
+from core.roles import Actor, Role
 from core.tokens.issuance import activate_token
 from core.tokens.servers import add_server
 from tests import certs
@@ -104,3 +106,32 @@ def test_what_apple_does_is_refused_in_slack(school: Bot, fake: FakeSlack) -> No
     assert not fake.calls_to("views.open"), "no modal opened"
     listing = respond_text(school, fake, ADMIN, "devices Jamf Pro")
     assert "DMQX0001AB" in listing and "As Apple School Manager showed them" in listing
+
+
+def test_a_sync_alert_slack_refused_is_posted_at_the_next_sweep(
+    school: Bot, fake: FakeSlack, apple: FakeApple
+) -> None:
+    sweeper = Sweeper(school.svc, post_interval=0)
+    now = school.clock()
+    apple.revoked = True
+    apple.tokens.clear()
+    fake.fail_next("chat.postMessage")
+    assert sweeper.sweep(now).alerts_failed == 1
+    assert not _alerts(fake)
+    sweeper.sweep(now)
+    sweeper.sweep(now)
+    assert sum("refuses mdmbot's API account" in t for t in _alerts(fake)) == 1, _alerts(fake)
+
+
+def test_help_lists_only_what_works_in_apple_mode(school: Bot, fake: FakeSlack) -> None:
+    said = json.dumps(school.command(ADMIN, "help").json(), ensure_ascii=False)
+    token = "`/mdm token NAME` — upload a server's token downloaded from Apple School Manager"
+    assert token in said
+    assert "replace the tokens you downloaded from Apple School Manager" in said
+    for refused in ("/mdm cert", "/mdm devices import", "/mdm release", "/mdm defaults",
+                    "renew the tokens", "get its token by DM"):  # fmt: skip
+        assert refused not in said, refused
+    business = home_blocks.help_text(Role.ADMINISTRATOR, "Apple Business")
+    assert "from Apple Business" in business and "School Manager" not in business
+    sandbox = home_blocks.help_text(Role.ADMINISTRATOR)
+    assert "/mdm cert NAME" in sandbox and "/mdm release SERIAL…" in sandbox

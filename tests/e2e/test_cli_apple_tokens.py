@@ -95,8 +95,10 @@ def test_connect_in_apple_mode_keeps_the_certificate_then_import_installs(tmp_pa
         token = _issue_at_apple(apple, "School One", certs.cert_pem(cert))
         said = school.ok("token", "import", "School One", str(token), "--actor", "U0BOB")
         assert said.startswith("Took in"), "not connected yet: the file is the person's"
+        school.env["MDMBOT_DEP_PUBLIC_URL"] = "https://dep.school.example"  # the sandbox's
         said = school.ok("server", "connect", "School One", *connection)
         assert said.startswith("Connected “School One” to NanoDEP (school1).")
+        assert nanodep.configs["school1"] == {"base_url": "https://mdmenrollment.apple.com"}
         assert "Installed the active token" in said
         assert nanodep.staged["school1"] == (cert, key), "no new key pair drawn at NanoDEP"
         assert nanodep.tokens["school1"] == decrypt_token(token.read_bytes(), cert, key)

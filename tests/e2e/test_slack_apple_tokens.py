@@ -3,6 +3,7 @@ the modal `/mdm token NAME` opens, and the "Upload token" button on a server wai
 
 from __future__ import annotations
 
+import argparse
 import functools
 import json
 import time
@@ -14,8 +15,10 @@ from typing import Any
 import pytest
 from sqlmodel import select
 
+from bot.cli.token_files import token_import
 from bot.slack.builders import modals, phrases
 from bot.slack.sweeper import Sweeper
+from core.apple.refusals import TokenRefused
 from core.models import Token
 from core.roles import Actor
 from core.tokens.servers import add_server, find_server
@@ -118,6 +121,15 @@ def test_mdm_token_opens_the_upload_modal_which_checks_the_recipient(
     errors = reply.json()["errors"][modals.APPLE_FILE]
     assert "encrypted to another certificate" in errors and "School One" in errors
     assert _active(bot, "School One") is None
+    again = bot.submit(ADMIN, view, values, view["id"]).json()["errors"][modals.APPLE_FILE]
+    assert again == errors, "a retry of the same file is refused the same way"
+    refused = "A token file for *School One* was refused"
+    bot.wait_idle(lambda: bool(posts(fake)))
+    alerts = [m["text"] for m in posts(fake)]
+    assert len(alerts) == 1 and refused in alerts[0] and f"<@{ADMIN}>" in alerts[0], alerts
+    assert "x_smime.p7m” is encrypted to another certificate" in alerts[0]
+    bot.svc.refresh_home(ADMIN)
+    assert refused in json.dumps(fake.calls_to("views.publish")[-1].params)
     name, content = _token(bot, 0, "School One")
     right = fake.add_private_file(content, name=name)
     values = {modals.APPLE_FILE: {"type": "file_input", "files": [right]}}
@@ -125,6 +137,10 @@ def test_mdm_token_opens_the_upload_modal_which_checks_the_recipient(
     assert reply.json()["response_action"] == "update"
     bot.wait_idle(lambda: "Took in" in json.dumps(fake.views[view["id"]]), timeout=15)
     assert _active(bot, "School One") == ("apple", ADMIN)
+    bot.svc.refresh_home(ADMIN)
+    assert refused not in json.dumps(fake.calls_to("views.publish")[-1].params)
+    Sweeper(bot.svc, post_interval=0).sweep(bot.clock())
+    assert sum(refused in m["text"] for m in posts(fake)) == 1, "alerted once"
 
 
 def test_the_home_asks_for_a_token_from_apple_and_its_button_opens_the_modal(
@@ -164,12 +180,23 @@ def test_a_departure_asks_apple_for_a_new_token_and_closes_when_apple_sees_it_us
     text = json.dumps(checklist["blocks"])
     assert "Upload token" in text and "Renew token" not in text
     assert "Apple School Manager" in text and "Renew and install" not in text
+    assert "until a new one from Apple School Manager is taken in here" in text
+    assert checklist["text"].endswith(" left — get 1 new server token from Apple School Manager")
+    assert "renewed here" not in text
     (item,) = [b for b in checklist["blocks"] if b.get("accessory")]
+    waiting = "School One* is waiting for a token from Apple School Manager"
+    shown = json.dumps(bot.command(ADMIN, "show School One").json(), ensure_ascii=False)
+    assert f"🟡 *{waiting}: a checklist asks to replace the one <@{leaver}>" in shown
+    listed = json.dumps(bot.command(ADMIN, "list").json(), ensure_ascii=False)
+    assert "🟡 *School One* — waiting for a token from Apple School Manager" in listed
+    bot.svc.refresh_home(ADMIN)
+    assert waiting in json.dumps(fake.calls_to("views.publish")[-1].params)
     press_upload(bot, fake, checklist, item["accessory"]["value"])
     assert bot.opened_view()["callback_id"] == modals.APPLE_TOKEN
 
     _drop(bot, fake, ADMIN, *_token(bot, 0, "School One"), 6)
     assert "Took in" in _said(fake, fake.dm_channel_for(ADMIN), 1)[0]
+    assert "waiting for a token" not in json.dumps(bot.command(ADMIN, "show School One").json())
     Sweeper(bot.svc, post_interval=0).sweep(bot.clock())
     assert ":white_check_mark:" not in json.dumps(fake.messages_in("C0ALERTS")[-1]["blocks"])
     with bot.ctx.unit_of_work() as session:
@@ -253,3 +280,60 @@ def test_no_token_is_issued_and_a_new_certificate_is_kept_for_the_check(
     _drop(bot, fake, ADMIN, *_token(bot, 6, "School One"), 11)
     assert "Took in" in _said(fake, dm, 2)[1]
     assert _active(bot, "School One") == ("apple", ADMIN)
+
+
+def test_a_file_the_command_line_refused_is_alerted_once_by_the_sweep(
+    apple_bot: Bot, fake: FakeSlack, tmp_path: Path
+) -> None:
+    bot = apple_bot
+    wrong = tmp_path / "wrong_smime.p7m"
+    wrong.write_bytes(_token(bot, 0, "School One")[1])
+    args = argparse.Namespace(name="School Two", file=str(wrong), actor="U0CLI", yes=True)
+    for _ in range(2):
+        with pytest.raises(TokenRefused, match="encrypted to another certificate"):
+            token_import(bot.ctx, args)
+    assert _active(bot, "School Two") is None
+    sweeper = Sweeper(bot.svc, post_interval=0)
+    fake.fail_next("chat.postMessage")
+    assert sweeper.sweep(bot.clock()).alerts_failed == 1
+    sweeper.sweep(bot.clock())
+    sweeper.sweep(bot.clock())
+    alerts = [m["text"] for m in posts(fake) if "was refused" in m["text"]]
+    assert len(alerts) == 1 and "*School Two*" in alerts[0] and "<@U0CLI>" in alerts[0], alerts
+
+
+def test_a_token_imported_on_the_command_line_is_offered_by_dm_to_its_downloader(
+    apple_bot: Bot, fake: FakeSlack, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    bot = apple_bot
+    name, content = _token(bot, 0, "School One")
+    (tmp_path / name).write_bytes(content)
+    args = argparse.Namespace(name="School One", file=str(tmp_path / name), actor=ADMIN, yes=True)
+    assert token_import(bot.ctx, args) == 0
+    said = capsys.readouterr().out
+    assert f"{ADMIN} can have it by DM with “Send me the file again” on mdmbot's App Home" in said
+    bot.svc.refresh_home(ADMIN)
+    home = json.dumps(fake.calls_to("views.publish")[-1].params)
+    assert "Send me the file again* puts it in their DMs" in home and "resend_token" in home
+    assert "the file is in their DMs" not in home
+    with bot.ctx.unit_of_work(readonly=True) as session:
+        token_id = session.exec(select(Token.id).where(Token.status == "active")).one()
+    assert bot.press(ADMIN, "resend_token", str(token_id)).status == 200
+    bot.wait_idle(lambda: bool(fake.calls_to("files.completeUploadExternal")))
+    shared = fake.calls_to("files.completeUploadExternal")[-1].params
+    assert name in json.dumps(shared) and fake.dm_channel_for(ADMIN) in json.dumps(shared)
+
+
+def test_an_expired_file_dropped_twice_is_alerted_once(apple_bot: Bot, fake: FakeSlack) -> None:
+    bot = apple_bot
+    old = token_filename("School One", bot.clock() - timedelta(days=400))
+    content = _token(bot, 0, "School One")[1]
+    dm = _drop(bot, fake, ADMIN, old, content, 7)
+    _drop(bot, fake, ADMIN, old, content, 8)
+    said = _said(fake, dm, 2)
+    assert all(":no_entry:" in s and "expired" in s for s in said), said
+    bot.wait_idle(lambda: bool(posts(fake)))
+    Sweeper(bot.svc, post_interval=0).sweep(bot.clock())
+    alerts = [m["text"] for m in posts(fake) if "was refused" in m["text"]]
+    assert len(alerts) == 1 and "*School One*" in alerts[0] and "expired" in alerts[0], alerts
+    assert _active(bot, "School One") is None

@@ -5,17 +5,21 @@ reported, an activity still running said so; only a completed one moves devices 
 
 from __future__ import annotations
 
+import threading
+import time
 from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import pytest
+import sqlalchemy as sa
 from sqlmodel import select
 
 from bot.apple.client import AppleClient
 from bot.apple.http import Transport
 from bot.context import AppContext
+from core import db
 from core.apple import devices as apple_devices
 from core.apple import status
 from core.apple import sync as apple_sync
@@ -269,3 +273,26 @@ def test_two_names_mdmbot_counts_as_one_change_nothing(ctx: AppContext, apple: F
     assert isinstance(outcome.error, AppleMalformed)
     assert "counts as the same" in outcome.error.message
     assert _local(ctx) == before
+
+
+def test_two_first_syncs_at_once_share_the_state_row(engine: sa.Engine) -> None:
+    outcome: list[BaseException | None] = []
+
+    def second() -> None:
+        try:
+            with db.unit_of_work(engine) as session:
+                status.lock(session)
+                status.record_failure(session, AppleUnreachable("Apple is down."), NOW)
+            outcome.append(None)
+        except BaseException as exc:  # inspected below
+            outcome.append(exc)
+
+    with db.unit_of_work(engine) as session:
+        status.lock(session)  # the first sync inserts the row and holds it
+        racer = threading.Thread(target=second)
+        racer.start()
+        time.sleep(0.5)
+    racer.join(timeout=30)
+    assert outcome == [None]
+    with db.unit_of_work(engine, readonly=True) as session:
+        assert status.health(session).failing_kind == "unreachable"

@@ -111,8 +111,8 @@ def test_an_older_backup_is_upgraded_while_restoring(
     _, path = backup
     old = tmp_path / "from-0008.mdmbackup"
     # What 0009 (MDM connections, one consumer key per server), 0011 (reminder, superseded
-    # messages), 0012 (the School Manager API's tables), 0013 (Apple mode's columns) and 0014
-    # (Apple mode's sync state) added: absent from a 0008 backup.
+    # messages), 0012 (the School Manager API's tables), 0013 (Apple mode's columns), 0014
+    # (Apple mode's sync state) and 0016 (a refused token file) added: absent from a 0008 backup.
     as_older(
         path,
         old,
@@ -121,7 +121,9 @@ def test_an_older_backup_is_upgraded_while_restoring(
         ("mdmconnection", "tokeninstall", "apiaccount", "apiaccesstoken", "apiactivity",
          "applesync"),
         {
-            "server": ("consumer_key", "apple_id", "apple_last_connected_at"),
+            "server": ("consumer_key", "apple_id", "apple_last_connected_at", "token_refused",
+                       "token_refused_digest", "token_refused_by", "token_refused_at",
+                       "token_refused_alerted_at"),
             "token": ("access_digest", "source"),
             "rotationcase": ("reminder_ts",),
             "alertdelivery": ("superseded_at",),

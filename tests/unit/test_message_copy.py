@@ -239,3 +239,14 @@ def test_home_offers_the_file_again_only_to_whoever_holds_it() -> None:
     assert "🟢 *Mosyle* — in use · expires <!date^" in text, "a healthy server: one line"
     renew = [b for b in home["blocks"] if b.get("block_id") == f"server:{healthy.id}"]
     assert renew[0]["accessory"]["options"][0]["text"]["text"] == "Renew token", "Renew in ⋯"
+
+
+def test_apple_mode_asks_apple_school_manager_for_a_new_token_not_a_renewal() -> None:
+    expired = replace(server(1, "Jamf Pro"), token_expires_at=NOW - lb_day(), token_source="apple")
+    rendered = json.dumps(lb.alert_blocks(alert(threshold=0), NOW, state_of(expired, NOW)))
+    assert "until a new token from Apple School Manager is taken in" in rendered
+    assert "renewed token" not in rendered and "Upload token" in rendered
+    assert "until it has a renewed token" in json.dumps(lb.alert_blocks(alert(threshold=0), NOW))
+    assert lb.checklist_text(case(done=1), apple=True) == (
+        "Lee Leaver left — get 2 new server tokens from Apple School Manager"
+    )

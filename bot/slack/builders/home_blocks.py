@@ -106,6 +106,8 @@ def home_view(
             apple.failing_kind, apple.failing_message or "", apple.failing_since,
             apple.last_success_at,
         )))  # fmt: skip
+    for refused in apple.refused[:5] if apple is not None else ():
+        blocks.append(section(phrases.token_refused(refused)))
     for case in cases[:10]:
         blocks.append(section(case_home_line(case)))
     if cases:
@@ -194,33 +196,63 @@ HELP: tuple[tuple[str, Permission, tuple[tuple[str, str], ...]], ...] = (
 )
 
 
-def help_text(role: Role | None) -> str:
-    """The commands the role allows, grouped by task, one plain line each."""
+# Apple mode (DESIGN.md §1a): what a command does there ("{portal}": Apple's portal); None: the
+# command is refused there, so help leaves it out.
+HELP_APPLE: dict[str, str | None] = {
+    "/mdm add": "link an MDM server of {portal}: its certificate and the steps there",
+    "/mdm token NAME": "upload a server's token downloaded from {portal} (or drop the .p7m file "
+    "in a DM with mdmbot)",
+    "/mdm cert NAME": None,
+    "/mdm edit NAME": "change a server {portal} has not listed yet (Apple's servers change there)",
+    "/mdm remove NAME": "unlink a server {portal} has not listed yet",
+    "/mdm offboard @user": "list the tokens they downloaded, to replace each from {portal}",
+    "/mdm devices [SERVER]": "devices per server, as {portal} shows them",
+    "/mdm devices import": None,
+    "/mdm assign SERVER": "assign devices to a server through {portal}",
+    "/mdm defaults": None,
+    "/mdm release SERIAL…": None,
+}
+
+
+def help_text(role: Role | None, portal: str | None = None) -> str:
+    """The commands the role allows, grouped by task, one plain line each; in Apple mode
+    (`portal`: Apple's portal) only those that work there, in its words."""
+    renew = (
+        f"replace the tokens you downloaded from {portal}"
+        if portal
+        else "renew the tokens you downloaded"
+    )
     lines = [
-        "*mdmbot* keeps the MDM servers linked in Apple School Manager and their tokens alive. "
-        "Open the *Home* tab of mdmbot to see every server, most urgent first, with its buttons.",
+        f"*mdmbot* keeps the MDM servers linked in {portal or 'Apple School Manager'} and their "
+        "tokens alive. Open the *Home* tab of mdmbot to see every server, most urgent first, "
+        "with its buttons.",
         "",
         "*Your own password*",
-        "`/mdm password-changed` — you changed your Managed Apple Account password: renew the "
-        "tokens you downloaded",
+        f"`/mdm password-changed` — you changed your Managed Apple Account password: {renew}",
     ]
     last = ""
     for title, permission, commands in HELP:
         if not allows(role, permission):
             continue
+        shown = [(c, HELP_APPLE.get(c, what) if portal else what) for c, what in commands]
+        shown = [(c, what.format(portal=portal)) for c, what in shown if what is not None]
+        if not shown:
+            continue
         if title != last:
             lines += ["", f"*{title}*"]
             last = title
-        lines += [f"`{command}` — {what}" for command, what in commands]
+        lines += [f"`{command}` — {what}" for command, what in shown]
     lines += ["", "`/mdm help` — this list"]
     return "\n".join(lines)
 
 
-def help_blocks(role: Role | None, admins: Sequence[RoleHolder] = ()) -> list[Block]:
-    """`/mdm help`: what the caller's role allows, grouped by task."""
+def help_blocks(
+    role: Role | None, admins: Sequence[RoleHolder] = (), portal: str | None = None
+) -> list[Block]:
+    """`/mdm help`: what the caller's role allows, grouped by task (`portal`: Apple mode's)."""
     who = (
         f"Your role: *{role.value}*."
         if role
         else f"You don't have an mdmbot role yet. {ask_admins(admins)}"
     )
-    return [section(help_text(role)), context(who)]
+    return [section(help_text(role, portal)), context(who)]

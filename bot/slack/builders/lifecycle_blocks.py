@@ -56,9 +56,14 @@ def alert_text(alert: DueAlert, now: datetime) -> str:
 def alert_blocks(alert: DueAlert, now: datetime, st: ServerState | None = None) -> list[Block]:
     """An expiry alert with a "Renew token" button (its value is only the token id)."""
     if alert.threshold == 0 or alert.expires_at <= now:
+        until = (
+            "a new token from Apple School Manager is taken in"
+            if st is not None and st.apple
+            else "it has a renewed token"
+        )
         when = (
             f":red_circle: *Expired* {local_time(alert.expires_at)}: {phrases.CANNOT_ENROL} "
-            "until it has a renewed token."
+            f"until {until}."
         )
     else:
         left = plural(days_until(alert.expires_at, now), "day")
@@ -162,8 +167,9 @@ OLDER_REMINDER = "Superseded by a newer reminder below."
 WHY_SHORT = {"departure": "left", "password_change": "changed their password"}
 
 
-def checklist_text(case: CaseView) -> str:
-    """The notification text of a checklist (why, then what to do), escaped like the blocks."""
+def checklist_text(case: CaseView, *, apple: bool = False) -> str:
+    """The notification text of a checklist (why, then what to do), escaped like the blocks; in
+    Apple mode (`apple`) the tokens come from Apple School Manager."""
     who = case.person_name or "someone"
     if case.status == "done":
         return esc(f"Every server token downloaded by {who} has been renewed")
@@ -173,6 +179,9 @@ def checklist_text(case: CaseView) -> str:
     renew = to_renew(case)
     if not renew:
         return esc(f"{who} {why} — {plural(len(case.left), 'renewed token')} waiting for first use")
+    if apple:
+        tokens = plural(len(renew), "new server token")
+        return esc(f"{who} {why} — get {tokens} from Apple School Manager")
     return esc(f"{who} {why} — renew {plural(len(renew), 'server token')}")
 
 
@@ -189,8 +198,12 @@ def checklist_blocks(
     blocks: list[Block] = [
         {"type": "header", "text": plain(checklist_headline(case), 150)},
         section(
-            "Apple requires every server token they downloaded to be renewed. Each keeps working "
-            "until it is renewed here, so enrolment is not interrupted."
+            "Apple requires every server token they downloaded to be replaced. Each keeps "
+            "working until a new one from Apple School Manager is taken in here, so enrolment "
+            "is not interrupted."
+            if apple
+            else "Apple requires every server token they downloaded to be renewed. Each keeps "
+            "working until it is renewed here, so enrolment is not interrupted."
         ),
     ]
     room = MAX_MESSAGE_BLOCKS - len(blocks) - 2

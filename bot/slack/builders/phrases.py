@@ -13,12 +13,14 @@ from bot.slack.builders.blocks import (
     Block,
     button,
     esc,
+    esc_message,
     file_holder,
     local_date,
     local_time,
     mention,
     plural,
 )
+from core.apple.refusals import Refused
 from core.connections.server_state import ServerState, State, Urgency
 
 ICONS = {Urgency.NOW: "🔴", Urgency.SOON: "🟡", Urgency.WAIT: "⚪️", Urgency.FINE: "🟢"}
@@ -107,6 +109,11 @@ def who_acts(st: ServerState) -> str:
     if state is State.INSTALLED and st.urgency <= Urgency.SOON:
         return "*Install again* if the MDM server lost it; otherwise wait for its next sync."
     if state in (State.OLD_TOKEN, State.WAITING_UPLOAD):
+        if st.file_sent and st.apple:  # dropped in Slack, or imported on the command line
+            return (
+                f"{mention(st.holder)} uploads the token file to the MDM server (*Send me the "
+                "file again* puts it in their DMs)."
+            )
         if st.file_sent:
             return (
                 f"{mention(st.holder)} uploads the new token file to the MDM server (the file "
@@ -124,6 +131,13 @@ def problem(name: str, st: ServerState) -> str:
     stopped = ""
     if st.replaced:
         stopped = f" The old token stopped working, so {CANNOT_ENROL} until then."
+    if state is State.WAITING_APPLE and st.expires_at is not None:
+        who = mention(st.holder) if st.file_sent else esc(st.holder or "someone")
+        return (
+            f"{server} is waiting for a token from Apple School Manager: a checklist asks to "
+            f"replace the one {who} downloaded (it works until "
+            f"{local_date(st.expires_at)})."
+        )
     if state is State.WAITING_APPLE:
         return f"{server} is waiting for a token from Apple School Manager, so {CANNOT_ENROL}."
     if state is State.NO_TOKEN:
@@ -230,3 +244,13 @@ def apple_sync_problem(
 
 
 APPLE_SYNC_BACK = "✅ mdmbot syncs with Apple School Manager again."
+
+
+def token_refused(refused: Refused) -> str:
+    """A refused token file: its one alert, and its line on the Home until a token is taken in."""
+    by = refused.refused_by
+    who = mention(by) if by[:1] in "UW" and by.isalnum() else f"{esc(by)} on the command line"
+    return (
+        f"⛔ A token file for *{esc(refused.server_name)}* was refused "
+        f"{local_time(refused.refused_at)} (from {who}): {esc_message(refused.reason)}"
+    )

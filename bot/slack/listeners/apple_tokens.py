@@ -13,6 +13,7 @@ from typing import Any
 
 from slack_bolt import Ack, App
 
+from bot.slack import lifecycle
 from bot.slack.builders import blocks, lifecycle_blocks, modals, phrases
 from bot.slack.download import DEADLINE
 from bot.slack.listeners.actions import open_checked
@@ -20,6 +21,7 @@ from bot.slack.services import BotServices
 from core.apple import intake
 from core.apple.envelope import MAX_BYTES, TokenEnvelope, read_token_file
 from core.apple.intake import TakenIn
+from core.apple.refusals import TokenRefused
 from core.connections import installs
 from core.errors import MdmbotError
 from core.roles import Actor, Permission
@@ -61,15 +63,20 @@ def take_in(svc: BotServices, user: str, server_id: int | None, token: TokenEnve
     """Take the token in for the server (or the one its certificate names), install it, and
     say what happened; MdmbotError when refused (nothing changed)."""
     ctx, actor = svc.ctx, Actor(user)
-    with ctx.unit_of_work() as session:
-        if server_id is None:
-            found = intake.matching_servers(session, token)
-            if len(found) != 1:
-                raise _Unmatched([(s.id or 0, s.name) for s in found])
-            server = found[0]
-        else:
-            server = servers.find_server_by_id(session, server_id)
-        taken = intake.take_in(session, ctx.vault, actor, server, token, ctx.now(), via="slack")
+    try:
+        with ctx.unit_of_work() as session:
+            if server_id is None:
+                found = intake.matching_servers(session, token)
+                if len(found) != 1:
+                    raise _Unmatched([(s.id or 0, s.name) for s in found])
+                server = found[0]
+            else:
+                server = servers.find_server_by_id(session, server_id)
+            server_id = server.id
+            taken = intake.take_in(session, ctx.vault, actor, server, token, ctx.now(), via="slack")
+    except TokenRefused as exc:
+        note_refused(svc, user, server_id, token, exc)
+        raise
     outcome = None
     if taken.install_id is not None:
         outcome = installs.attempt(
@@ -79,6 +86,19 @@ def take_in(svc: BotServices, user: str, server_id: int | None, token: TokenEnve
         view = servers.get_server_view_by_id(session, taken.server_id)
     svc.refresh_home(user)
     return taken_text(taken, outcome, blocks.local_date(view.token_expires_at))
+
+
+def note_refused(
+    svc: BotServices, user: str, server_id: int | None, token: TokenEnvelope, exc: TokenRefused
+) -> None:
+    """Remember a refused file for the Home and post its one alert (not again on a retry)."""
+    if server_id is None:
+        return
+    now = svc.ctx.now()
+    with svc.ctx.unit_of_work() as session:
+        due = intake.note_refused(session, Actor(user), server_id, token, exc, now)
+    if due:
+        svc.after_ack.submit(lifecycle.post_refusals, svc, now)
 
 
 class _Unmatched(MdmbotError):
@@ -158,6 +178,10 @@ def _register_apple(app: App, svc: BotServices) -> None:
                 if server_id is not None:
                     server = servers.find_server_by_id(session, server_id)
                     intake.check(session, server, token, svc.ctx.now())
+        except TokenRefused as exc:
+            note_refused(svc, user, server_id, token, exc)
+            ack(response_action="errors", errors={modals.APPLE_FILE: exc.message[:2000]})
+            return
         except MdmbotError as exc:
             ack(response_action="errors", errors={modals.APPLE_FILE: exc.message[:2000]})
             return

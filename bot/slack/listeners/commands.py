@@ -78,7 +78,8 @@ def register(app: App, svc: BotServices) -> None:
         with svc.ctx.unit_of_work(readonly=True) as session:
             role = people.role_of(session, body["user_id"])
             admins = [] if role else people.administrators(session)
-        return {"text": "mdmbot help", "blocks": home_blocks.help_blocks(role, admins)}
+        portal = svc.ctx.settings.apple_portal if svc.ctx.settings.apple_mode else None
+        return {"text": "mdmbot help", "blocks": home_blocks.help_blocks(role, admins, portal)}
 
     def do_list(body: dict[str, Any], arg: str) -> Reply:
         with svc.ctx.transaction(readonly=True) as connection:

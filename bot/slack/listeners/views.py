@@ -195,7 +195,10 @@ def register(app: App, svc: BotServices) -> None:
                     url=given[modals.MDM_URL],
                     dep_name=given[modals.MDM_DEP_NAME],
                     api_key=given[modals.MDM_API_KEY],
-                    base_url=links.nanodep_base_url(svc.ctx.settings.mdmbot_dep_public_url),
+                    base_url=links.nanodep_base_url(
+                        svc.ctx.settings.mdmbot_dep_public_url,
+                        apple_mode=svc.ctx.settings.apple_mode,
+                    ),
                     auto_renew_days=int(days) if days else None,
                 )
                 break
