@@ -26,6 +26,7 @@ from tests.dep_client import add_server
 from tests.devices_support import csv_of, serial
 from tests.e2e.test_cli import MDMBOT
 from tests.integration.backup_support import KEY, context
+from tests.processes import run_cli
 
 DEVICES = 3000
 SERVERS = 12
@@ -93,10 +94,8 @@ def at_terminal(env: dict[str, str], cwd: Path, *args: str, interrupt: str = "")
 
 def piped(env: dict[str, str], cwd: Path, *args: str) -> Run:
     """Run `mdmbot ARGS` with stdout and stderr both pipes, as cron or CI does."""
-    done = subprocess.run(
-        [*MDMBOT, *args], cwd=cwd, env=env, capture_output=True, timeout=120, check=False
-    )
-    return Run(done.returncode, done.stdout.decode(), done.stderr.decode())
+    done = run_cli(list(args), env=env, cwd=cwd, timeout=120, universal_newlines=False)
+    return Run(done.returncode, done.stdout, done.stderr)
 
 
 def _prepare(home: Path) -> None:
