@@ -8,6 +8,7 @@ copy is the migrated schema byte for byte, and costs a fraction of running the m
 
 from __future__ import annotations
 
+import atexit
 import functools
 import os
 import shutil
@@ -40,6 +41,7 @@ def _pg_schema_url(base: str, schema: str) -> str:
 def sqlite_template() -> Path:
     """A migrated SQLite file, made once per test process, for `migrated_sqlite` to copy."""
     path = Path(tempfile.mkdtemp(prefix="mdmbot-template-")) / "template.db"
+    atexit.register(shutil.rmtree, path.parent, ignore_errors=True)
     db.upgrade(f"sqlite:///{path}")
     return path
 

@@ -67,7 +67,13 @@ class _Zygote:
         )
         assert self.proc.stdout is not None and self.proc.stdout.readline() == "ready\n"
         self.pid = os.getpid()
-        atexit.register(self.proc.kill)
+        atexit.register(self._stop, self.proc, Path(self.path).parent)
+
+    @staticmethod
+    def _stop(proc: subprocess.Popen[str], directory: Path) -> None:
+        proc.kill()
+        proc.wait()
+        shutil.rmtree(directory, ignore_errors=True)
 
 
 _ZYGOTE = _Zygote()
