@@ -11,6 +11,7 @@ import signal
 import struct
 import subprocess
 import termios
+import threading
 import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
@@ -59,9 +60,15 @@ def _env(data: Path, key: str, **extra: str) -> dict[str, str]:
 
 
 def at_terminal(env: dict[str, str], cwd: Path, *args: str, interrupt: str = "") -> Run:
-    """Run `mdmbot ARGS` with stderr on a 100-column terminal (SIGINT once `interrupt` shows)."""
+    """Run `mdmbot ARGS` with stderr on a 100-column terminal (SIGINT once `interrupt` shows).
+
+    The terminal's output is stopped (as ^S stops it) except while this side waits for the
+    next frame, so that mdmbot cannot run ahead of what was read: a Ctrl-C sent when
+    `interrupt` shows reaches it at its next frame, however busy the machine is.
+    """
     main, terminal = os.openpty()
     fcntl.ioctl(terminal, termios.TIOCSWINSZ, struct.pack("HHHH", 24, 100, 0, 0))
+    termios.tcflow(terminal, termios.TCOOFF)
     process = subprocess.Popen(
         [*MDMBOT, *args],
         cwd=cwd,
@@ -70,26 +77,29 @@ def at_terminal(env: dict[str, str], cwd: Path, *args: str, interrupt: str = "")
         stdout=subprocess.PIPE,
         stderr=terminal,
     )
-    os.close(terminal)
+    assert process.stdout is not None
+    finished: list[bytes] = []
+    reader = threading.Thread(target=lambda: finished.append(process.stdout.read()))  # type: ignore[union-attr]
+    reader.start()
     seen, deadline = b"", time.monotonic() + 120
     try:
         while time.monotonic() < deadline:
-            if not select.select([main], [], [], 1)[0]:
-                continue
-            try:
-                data = os.read(main, 65536)
-            except OSError:  # Linux: EIO once the last holder of the terminal closed it
+            termios.tcflow(terminal, termios.TCOON)
+            ready = select.select([main], [], [], 0.2)[0]
+            termios.tcflow(terminal, termios.TCOOFF)
+            if ready:
+                seen += os.read(main, 65536)
+            elif process.poll() is not None:
                 break
-            if not data:
-                break
-            seen += data
             if interrupt and interrupt.encode() in seen:
                 process.send_signal(signal.SIGINT)
                 interrupt = ""
-        stdout, _ = process.communicate(timeout=60)
+        process.wait(timeout=60)
+        reader.join(60)
     finally:
+        os.close(terminal)
         os.close(main)
-    return Run(process.returncode, stdout.decode(), seen.decode())
+    return Run(process.returncode, b"".join(finished).decode(), seen.decode())
 
 
 def piped(env: dict[str, str], cwd: Path, *args: str) -> Run:
