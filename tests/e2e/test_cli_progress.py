@@ -10,6 +10,7 @@ import select
 import signal
 import struct
 import subprocess
+import sys
 import termios
 import threading
 import time
@@ -59,6 +60,14 @@ def _env(data: Path, key: str, **extra: str) -> dict[str, str]:
     return env | {"MDMBOT_DATA_DIR": str(data), "MDMBOT_SECRET_KEY": key} | extra
 
 
+# A shell starts a command with Ctrl-C (SIGINT) and SIGQUIT at their defaults; a test worker may
+# ignore them, and an ignored signal stays ignored across exec (POSIX), so reset them first.
+AS_A_SHELL_STARTS_IT = (
+    "import os, signal, sys; signal.signal(signal.SIGINT, signal.SIG_DFL); "
+    "signal.signal(signal.SIGQUIT, signal.SIG_DFL); os.execv(sys.argv[1], sys.argv[1:])"
+)
+
+
 def at_terminal(env: dict[str, str], cwd: Path, *args: str, interrupt: str = "") -> Run:
     """Run `mdmbot ARGS` with stderr on a 100-column terminal (SIGINT once `interrupt` shows).
 
@@ -70,7 +79,7 @@ def at_terminal(env: dict[str, str], cwd: Path, *args: str, interrupt: str = "")
     fcntl.ioctl(terminal, termios.TIOCSWINSZ, struct.pack("HHHH", 24, 100, 0, 0))
     termios.tcflow(terminal, termios.TCOOFF)
     process = subprocess.Popen(
-        [*MDMBOT, *args],
+        [sys.executable, "-I", "-S", "-c", AS_A_SHELL_STARTS_IT, *MDMBOT, *args],
         cwd=cwd,
         env=env,
         stdin=subprocess.DEVNULL,
