@@ -66,8 +66,9 @@ class AppContext:
 
     def prepare_database(self) -> None:
         """Bring the schema up to date (only `serve`, `scheduler` and `db upgrade` migrate)."""
-        self._check_schema(migrate=True)
-        db.upgrade(self.settings.database_url)
+        if not db.at_head(self.settings.database_url):
+            self._check_schema(migrate=True)
+            db.upgrade(self.settings.database_url)
         _ = self.vault  # a lost or wrong key stops start-up here, not in a listener
 
     def check_database(self) -> None:
@@ -75,6 +76,8 @@ class AppContext:
         self._check_schema(migrate=False)
 
     def _check_schema(self, *, migrate: bool) -> None:
+        if db.at_head(self.settings.database_url):
+            return
         current, head, known = db.schema_revisions(self.settings.database_url)
         if current == head or (migrate and known):
             return

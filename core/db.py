@@ -10,19 +10,17 @@ from collections.abc import Iterator
 from contextlib import AbstractContextManager, contextmanager, nullcontext
 from contextvars import ContextVar
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import sqlalchemy as sa
-from alembic import command
-from alembic.config import Config
-from alembic.runtime.migration import MigrationContext
-from alembic.script import ScriptDirectory
-from alembic.util import CommandError
 from sqlalchemy import event
 from sqlmodel import Session
 
 from core.errors import ConfigError
 from core.files import private_database, private_directory
+
+if TYPE_CHECKING:
+    from alembic.config import Config
 
 MIGRATIONS = Path(__file__).with_name("migrations")
 MIGRATION_LOCK = 0x6D646D62
@@ -262,6 +260,8 @@ def _mode(readonly: bool, durable: bool) -> str:
 
 def alembic_config(url: str) -> Config:
     """The Alembic configuration for the packaged migrations."""
+    from alembic.config import Config  # Alembic loads only where a schema may change
+
     config = Config()
     config.set_main_option("script_location", str(MIGRATIONS))
     config.set_main_option("sqlalchemy.url", url.replace("%", "%%"))
@@ -296,6 +296,8 @@ def schema_transaction(engine: sa.Engine) -> Iterator[sa.Connection]:
 
 def upgrade(url: str) -> None:
     """Run every pending migration; processes starting together take turns."""
+    from alembic import command
+
     engine = make_engine(url)
     try:
         with schema_transaction(engine) as connection:
@@ -306,8 +308,35 @@ def upgrade(url: str) -> None:
         engine.dispose()
 
 
+def packaged_head() -> str:
+    """The newest migration's revision, from its file name (`NNNN_name.py` holds revision
+    "NNNN"; tests/integration/test_schema_check.py checks it against Alembic's reading)."""
+    return max(p.name.split("_", 1)[0] for p in (MIGRATIONS / "versions").glob("[0-9]*_*.py"))
+
+
+def at_head(url: str) -> bool:
+    """Whether the schema is at this mdmbot's head: one query, without loading Alembic (the
+    usual case at start-up). False also when there is no schema, or it cannot be read."""
+    database = _sqlite_file(parse_url(url))
+    if database is not None and not database.exists():
+        return False
+    engine = sa.create_engine(url)
+    try:
+        with engine.connect() as connection:
+            found = connection.exec_driver_sql("SELECT version_num FROM alembic_version").all()
+    except sa.exc.DBAPIError:
+        return False
+    finally:
+        engine.dispose()
+    return [tuple(row) for row in found] == [(packaged_head(),)]
+
+
 def schema_revisions(url: str) -> tuple[str | None, str, bool]:
     """The schema revision (None: no schema), the packaged head, and whether it is known."""
+    from alembic.runtime.migration import MigrationContext
+    from alembic.script import ScriptDirectory
+    from alembic.util import CommandError
+
     script = ScriptDirectory.from_config(alembic_config(url))
     head = script.get_current_head()
     assert head is not None

@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import atexit
+import json
 import os
 import shutil
 import signal
 import socket
 import subprocess
 import sys
+import tempfile
+import threading
 import time
 import urllib.request
 from collections.abc import Callable
@@ -32,6 +36,131 @@ def mdmbot_command() -> list[str]:
         return [str(script)]
     found = shutil.which("mdmbot")
     return [found] if found else [sys.executable, "-m", "bot.cli"]
+
+
+class _Zygote:
+    """This test process's warm `mdmbot` (tests/cli_zygote.py), started on first use."""
+
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+        self.pid = 0
+        self.path = ""
+        self.proc: subprocess.Popen[str] | None = None
+
+    def socket_path(self) -> str:
+        """The socket of a running zygote, started if needed."""
+        with self.lock:
+            if self.pid != os.getpid() or self.proc is None or self.proc.poll() is not None:
+                self._start()
+            return self.path
+
+    def _start(self) -> None:
+        self.path = str(Path(tempfile.mkdtemp(prefix="mdmbot-zygote-")) / "socket")
+        script = Path(__file__).with_name("cli_zygote.py")
+        env = {k: v for k, v in os.environ.items() if not k.startswith(("SLACK_", "MDMBOT_"))}
+        self.proc = subprocess.Popen(
+            [sys.executable, "-P", str(script), self.path],
+            env=env,
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+            text=True,
+        )
+        assert self.proc.stdout is not None and self.proc.stdout.readline() == "ready\n"
+        self.pid = os.getpid()
+        atexit.register(self._stop, self.proc, Path(self.path).parent)
+
+    @staticmethod
+    def _stop(proc: subprocess.Popen[str], directory: Path) -> None:
+        proc.kill()
+        proc.wait()
+        shutil.rmtree(directory, ignore_errors=True)
+
+
+_ZYGOTE = _Zygote()
+
+
+def _umask() -> int:
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
+def run_cli(
+    args: list[str],
+    *,
+    env: dict[str, str],
+    cwd: Path | str | None = None,
+    input: str | None = None,
+    stdin: int | None = None,
+    timeout: float = 60,
+    universal_newlines: bool = True,
+) -> subprocess.CompletedProcess[str]:
+    """`subprocess.run([mdmbot, *args], capture_output=True, text=True)`, forked from a warm
+    `mdmbot` (tests/cli_zygote.py) instead of starting an interpreter: a process of its own
+    with these stdio, environment, directory and umask. stdin is `input`, or the descriptor
+    `stdin` (a terminal), or empty. Output is text with universal newlines as `text=True`
+    gives, or as written without `universal_newlines`."""
+    from tests.cli_zygote import pass_fds
+
+    out_r, out_w = os.pipe()
+    err_r, err_w = os.pipe()
+    in_r, in_w = os.pipe()
+    request = {"argv": list(args), "env": env, "cwd": str(cwd or os.getcwd()), "umask": _umask()}
+    conn = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    try:
+        conn.connect(_ZYGOTE.socket_path())
+        given = in_r if stdin is None else stdin
+        pass_fds(conn, json.dumps(request).encode(), [given, out_w, err_w])
+    finally:
+        for fd in (in_r, out_w, err_w):
+            os.close(fd)
+    feeder = threading.Thread(target=_feed, args=(in_w, (input or "").encode()), daemon=True)
+    feeder.start()
+    found: dict[int, bytes] = {}
+    readers = [
+        threading.Thread(target=_drain, args=(fd, found), daemon=True) for fd in (out_r, err_r)
+    ]
+    for reader in readers:
+        reader.start()
+    conn.settimeout(timeout)
+    replies = conn.makefile("r")
+    pid = int(replies.readline() or 0)
+    try:
+        status = replies.readline()
+    except TimeoutError:
+        os.kill(pid, signal.SIGKILL)
+        raise subprocess.TimeoutExpired(args, timeout) from None
+    finally:
+        conn.close()
+    for reader in readers:
+        reader.join(timeout)
+    assert status, f"mdmbot {' '.join(args)} died without an exit status"
+    stdout, stderr = (found[fd].decode() for fd in (out_r, err_r))
+    if universal_newlines:
+        stdout, stderr = _universal(stdout), _universal(stderr)
+    return subprocess.CompletedProcess(["mdmbot", *args], int(status), stdout, stderr)
+
+
+def _feed(fd: int, data: bytes) -> None:
+    try:
+        os.write(fd, data)
+    except BrokenPipeError:
+        pass
+    finally:
+        os.close(fd)
+
+
+def _drain(fd: int, found: dict[int, bytes]) -> None:
+    chunks = []
+    while chunk := os.read(fd, 65536):
+        chunks.append(chunk)
+    os.close(fd)
+    found[fd] = b"".join(chunks)
+
+
+def _universal(text: str) -> str:
+    """What `text=True` gives: universal newlines."""
+    return text.replace("\r\n", "\n").replace("\r", "\n")
 
 
 def bot_env(

@@ -20,7 +20,8 @@ from bot.cli.output import when as _when
 from bot.context import AppContext
 from core import db
 from core.apple import status as apple_status
-from core.connections import links, state
+from core.connections import installs, links, state
+from core.connections.server_state import ServerState, retry_helps, state_of
 from core.devices import unlink
 from core.errors import InvalidInput
 from core.people import persons as people
@@ -54,10 +55,23 @@ def _encode(value: Any) -> Any:
     raise TypeError(type(value).__name__)
 
 
-def _installed(view: servers.ServerView) -> str:
+def _installed(view: servers.ServerView, st: ServerState) -> str:
+    """Where the active token's install stands, in the words Slack uses for the same state."""
     if view.token_installed_at is not None:
         used = "in use since" if view.mdm_label or view.apple else "installed"
         return f"{used} {_when(view.token_installed_at)}"
+    if st.error:
+        failed = installs.failure_text(st.attempts, st.error)
+        if not retry_helps(st.error):
+            return (
+                f"{failed[:1].upper()}{failed[1:]}; retrying cannot help: give mdmbot the new "
+                f"API key (`mdmbot server connect {view.name} --mdm … --mdm-api-key-file FILE`)."
+            )
+        when = f" {_when(st.next_try)}" if st.next_try else ""
+        return (
+            f"{failed[:1].upper()}{failed[1:]}; mdmbot tries again{when}; "
+            f"`mdmbot token push {view.name}` tries now."
+        )
     return view.install_note or "not installed yet"
 
 
@@ -103,6 +117,8 @@ def _server_dict(view: servers.ServerView, now: datetime) -> dict[str, Any]:
     data = asdict(view)
     data["state"] = view.state(now)
     data["days_left"] = view.days_left(now)
+    if view.token_id is not None and view.mdm_label is not None:
+        data["install_note"] = _installed(view, state_of(view, now))
     return data
 
 
@@ -110,7 +126,7 @@ def server_list(ctx: AppContext, args: argparse.Namespace) -> int:
     """mdmbot server list."""
     now = ctx.now()
     with ctx.unit_of_work() as session:
-        views = servers.list_servers(session)
+        views = state.listed(session)
     if args.json:
         _json([_server_dict(v, now) for v in views])
         return 0
@@ -123,7 +139,7 @@ def server_list(ctx: AppContext, args: argparse.Namespace) -> int:
             (
                 v.name,
                 "yes" if v.release_devices else "no",
-                v.state(now),
+                state_of(v, now).word(),
                 _when(v.token_expires_at),
                 v.downloaded_by or "-",
             )
@@ -143,14 +159,15 @@ def server_show(ctx: AppContext, args: argparse.Namespace) -> int:
     if args.json:
         _json({**_server_dict(view, now), "mdm": mdm} | ({"apple": apple} if apple else {}))
         return 0
+    st = state_of(view, now)
     rows = [
         ("Name", view.name),
         ("Release devices", "yes" if view.release_devices else "no"),
-        ("State", view.state(now)),
+        ("State", st.word()),
         ("Token issued", _when(view.token_issued_at)),
         ("Token expires", _when(view.token_expires_at)),
         ("Downloaded by", view.downloaded_by or "-"),
-        ("MDM server", _installed(view) if view.token_id else "-"),
+        ("MDM server", _installed(view, st) if view.token_id else "-"),
         ("Last seen", _when(view.token_last_used_at)),
         ("Certificate", view.certificate_subject or "-"),
         ("Certificate expires", _when(view.certificate_not_after)),

@@ -16,6 +16,7 @@ from bot.context import AppContext
 from core.apple import intake
 from core.connections import installs, links
 from core.connections.links import ConnectionSpec, InstallError
+from core.connections.server_state import retry_helps
 from core.errors import InvalidInput
 from core.roles import Actor
 from core.tokens import issuance, servers
@@ -150,11 +151,20 @@ def _report_install(ctx: AppContext, issued: IssuedToken, superseded: bool) -> i
     previous = " and the previous one no longer works" if superseded else ""
     print(
         f"mdmbot: the new token for “{name}” is active{previous}, but it could not be installed "
-        f"in {outcome.label}: {outcome.error} It will be retried; `mdmbot token push {name}` "
-        "retries now.",
+        f"in {outcome.label}: {outcome.error} {_next_step(name, outcome.error)}",
         file=sys.stderr,
     )
     return 1
+
+
+def _next_step(name: str, error: str | None) -> str:
+    """What happens after a failed install: the sweep retries, unless the API key was refused."""
+    if not retry_helps(error):
+        return (
+            "Retrying cannot help: give mdmbot the new API key (`mdmbot server connect "
+            f"{name} --mdm … --mdm-api-key-file FILE`)."
+        )
+    return f"It will be retried; `mdmbot token push {name}` retries now."
 
 
 def server_add(ctx: AppContext, args: argparse.Namespace) -> int:
@@ -250,7 +260,7 @@ def token_push(ctx: AppContext, args: argparse.Namespace) -> int:
         return 0
     raise InstallError(
         f"Could not install the token for “{name}” in {outcome.label}: {outcome.error} "
-        "It will be retried."
+        f"{_next_step(name, outcome.error)}"
     )
 
 

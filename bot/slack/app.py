@@ -16,7 +16,7 @@ from bot.slack import dep_alerts, devices, lifecycle
 from bot.slack.acks import AckingExecutor
 from bot.slack.gateway import SlackGateway, SlackUnavailable, make_client
 from bot.slack.listeners import actions, apple_tokens, commands, events, views
-from bot.slack.services import BotServices, new_reference
+from bot.slack.services import BotServices, crash_text, new_reference
 from core import inbox
 
 log = logging.getLogger("mdmbot.bot")
@@ -104,11 +104,7 @@ def build_app(
         verified = request.mode == "socket_mode" or context.get(VERIFIED) is True
         user = body.get("user_id") or (body.get("user") or {}).get("id")
         if user and verified and getattr(error, "error", None) != "unreachable":
-            svc.try_dm(
-                user,
-                f":warning: Something went wrong in mdmbot and nothing was "
-                f"changed. Reference: `{reference}`.",
-            )
+            svc.try_dm(user, crash_text(reference))
 
     for register in (
         apple_tokens.register,  # first: in Apple mode its buttons replace the sandbox's

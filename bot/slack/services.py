@@ -43,6 +43,14 @@ def new_reference() -> str:
     return uuid.uuid4().hex[:10]
 
 
+def crash_text(reference: str) -> str:
+    """What a user is told when a request failed unexpectedly: part of it may have happened."""
+    return (
+        ":warning: Something went wrong in mdmbot before it finished, so part of this may have "
+        f"happened: check (e.g. `/mdm list`) before you try again. Reference: `{reference}`."
+    )
+
+
 @dataclass(frozen=True)
 class Delivery:
     """The outcome of sending a token file to someone's DM."""

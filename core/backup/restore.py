@@ -9,9 +9,6 @@ from pathlib import Path
 from typing import Any
 
 import sqlalchemy as sa
-from alembic import command
-from alembic.script import ScriptDirectory
-from alembic.util import CommandError
 
 from core import db
 from core.backup.archive import BackupReader, Manifest, TableEntry
@@ -72,6 +69,9 @@ def restore_backup(
 
 def _check_revision(url: str, revision: str, path: Path) -> None:
     """Refuse a backup whose schema this mdmbot does not know (a newer mdmbot wrote it)."""
+    from alembic.script import ScriptDirectory  # Alembic loads only where a schema changes
+    from alembic.util import CommandError
+
     script = ScriptDirectory.from_config(db.alembic_config(url))
     try:
         known = script.get_revision(revision) is not None
@@ -105,6 +105,8 @@ def _clear(conn: sa.Connection, *, force: bool) -> None:
 
 def _migrate(conn: sa.Connection, url: str, revision: str) -> None:
     """Run the migrations up to `revision` inside the restore's transaction."""
+    from alembic import command
+
     config = db.alembic_config(url)
     config.attributes["connection"] = conn
     command.upgrade(config, revision)

@@ -69,6 +69,15 @@ class ServerState:
     presented_at: datetime | None = None  # the replaced token's last refused use
     apple: bool = False  # Apple mode: a person downloads its tokens from Apple School Manager
 
+    def word(self) -> str:
+        """The state word, identical on the Home, lists, alerts, DMs and the command line."""
+        if self.state is State.EXPIRES_SOON:
+            days = self.days_left or 0
+            return f"expires in {days} day{'' if days == 1 else 's'}"
+        if self.state is State.WAITING_UPLOAD and self.connected:
+            return "not installed yet"
+        return self.state.value
+
     @property
     def automatic(self) -> bool:
         """mdmbot renewed the active token by itself."""

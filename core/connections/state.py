@@ -12,7 +12,7 @@ from sqlmodel import Session, col, select
 
 from core.connections.installs import failure_text
 from core.connections.links import ConnectionSpec
-from core.connections.server_state import ServerState, retry_helps, state_of
+from core.connections.server_state import ServerState, state_of
 from core.db import connection_of
 from core.models import MdmConnection, Server, Token, TokenInstall
 from core.tokens import servers
@@ -24,9 +24,8 @@ def install_note(status: str | None, label: str, attempts: int, error: str | Non
     if status == "installed":
         return f"Installed in {label} — waiting for its first use"
     if status == "pending" and error:
-        text = failure_text(attempts, error)
-        then = "mdmbot keeps retrying." if retry_helps(error) else "Retrying cannot help."
-        return f"{text[:1].upper()}{text[1:]} {then}"
+        text = failure_text(attempts, error)  # what happens next is the state's (state_of)
+        return f"{text[:1].upper()}{text[1:]}"
     if status == "pending":
         return f"Being installed into {label}"
     return f"Connected to {label}; not installed yet"

@@ -7,7 +7,7 @@ import threading
 from pathlib import Path
 
 from tests.dep_client import Creds, call, oauth_header
-from tests.processes import ServeProcess, free_port, mdmbot_command
+from tests.processes import ServeProcess, free_port, run_cli
 
 
 class DepServe(ServeProcess):
@@ -25,9 +25,7 @@ class DepServe(ServeProcess):
 
 def cli(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
     """Run one `mdmbot` command to its end."""
-    return subprocess.run(
-        [*mdmbot_command(), *args], env=env, capture_output=True, text=True, timeout=120
-    )
+    return run_cli(list(args), env=env, timeout=120)
 
 
 def opens(base: str, creds: Creds) -> int:

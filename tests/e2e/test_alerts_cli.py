@@ -8,13 +8,11 @@ from pathlib import Path
 
 from tests import certs
 from tests.fakeslack import FakeSlack
-from tests.processes import bot_env, mdmbot_command
+from tests.processes import bot_env, run_cli
 
 
 def run(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [*mdmbot_command(), *args], env=env, capture_output=True, text=True, timeout=60
-    )
+    return run_cli(list(args), env=env)
 
 
 def test_alerts_run_previews_then_posts_once(fake: FakeSlack, tmp_path: Path) -> None:

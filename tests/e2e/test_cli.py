@@ -27,6 +27,7 @@ from sqlmodel import SQLModel
 from core.tokens.token_file import add_one_year, parse_content
 from tests import certs
 from tests.integration import wide
+from tests.processes import run_cli
 
 _SCRIPT = Path(sys.executable).parent / "mdmbot"
 MDMBOT = [str(_SCRIPT)] if _SCRIPT.exists() else [shutil.which("mdmbot") or "mdmbot"]
@@ -72,16 +73,8 @@ class Cli:
 
     def run(self, *args: str, cwd: Path | None = None) -> subprocess.CompletedProcess[str]:
         """Run `mdmbot ARGS`; never a traceback, whatever the outcome."""
-        result = subprocess.run(
-            [*MDMBOT, *args],
-            cwd=cwd or self.work,
-            env=self.env,
-            stdin=subprocess.DEVNULL,  # no terminal: commands that ask at one act at once
-            capture_output=True,
-            text=True,
-            timeout=60,
-            check=False,
-        )
+        # stdin is no terminal: commands that ask at one act at once
+        result = run_cli(list(args), env=self.env, cwd=cwd or self.work)
         assert "Traceback" not in result.stdout + result.stderr, result.stderr
         return result
 

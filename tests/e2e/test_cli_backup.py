@@ -83,6 +83,8 @@ def test_backup_restore_and_their_refusals(tmp_path: Path) -> None:
     assert restored.returncode == 0, restored.stderr
     listed = cli(_env(tmp_path / "c"), "server", "list")
     assert "District Jamf" in listed.stdout and "Lab Mosyle" in listed.stdout
+    info = cli(_env(tmp_path / "c"), "db", "info")
+    assert info.stdout.endswith(f"Schema:   revision {db.packaged_head()} (up to date)\n"), info
 
 
 def _serving(data: Path, log: Path) -> BotProcess:

@@ -7,7 +7,8 @@ import subprocess
 from pathlib import Path
 
 from tests.devices_support import csv_of, serial
-from tests.e2e.test_cli import MDMBOT, Cli, _valid_now
+from tests.e2e.test_cli import Cli, _valid_now
+from tests.processes import run_cli
 
 
 def at_terminal(cli: Cli, answer: str | None, *args: str) -> subprocess.CompletedProcess[str]:
@@ -16,16 +17,7 @@ def at_terminal(cli: Cli, answer: str | None, *args: str) -> subprocess.Complete
     try:
         if answer is not None:
             os.write(main, answer.encode() + b"\n")
-        return subprocess.run(
-            [*MDMBOT, *args],
-            cwd=cli.work,
-            env=cli.env,
-            stdin=terminal,
-            capture_output=True,
-            text=True,
-            timeout=60,
-            check=False,
-        )
+        return run_cli(list(args), env=cli.env, cwd=cli.work, stdin=terminal)
     finally:
         os.close(terminal)
         os.close(main)

@@ -135,6 +135,39 @@ def test_a_failed_install_keeps_the_token_and_push_retries_it(
     assert cli.json("server", "show", "school1")["mdm"]["last_install_error"] is None
 
 
+def test_a_refused_api_key_is_not_said_to_be_retried(nanodep: FakeNanoDep, tmp_path: Path) -> None:
+    cli = _cli(tmp_path)
+    nanodep.fail_next(401, {"error": "unauthorized"}, method="PUT")
+    result = cli.run("server", "add", "school1", *_nanodep_args(nanodep), "--out", "t.p7m")
+    assert result.returncode == 1 and "401 from NanoDEP (school1)" in result.stderr
+    assert "Retrying cannot help: give mdmbot the new API key" in result.stderr
+    assert "retried" not in result.stderr and "token push" not in result.stderr
+    shown = cli.ok("server", "show", "school1")
+    assert "State:               install failing\n" in shown
+    [row] = [line for line in shown.splitlines() if line.startswith("MDM server:")]
+    assert row.startswith("MDM server:          Install failed once: 401 from NanoDEP (school1)")
+    assert "retrying cannot help: give mdmbot the new API key" in row
+    assert "keeps retrying" not in shown and "tries again" not in shown
+    assert cli.json("server", "show", "school1")["install_note"] == row.split(None, 2)[2]
+    listed = cli.ok("server", "list").splitlines()
+    assert listed[0].split()[:3] == ["NAME", "RELEASE", "STATE"]
+    assert listed[1].startswith("school1  yes      install failing  ")
+    nanodep.fail_next(401, {"error": "unauthorized"}, method="PUT")
+    result = cli.run("token", "push", "school1")
+    assert result.returncode == 1 and "Retrying cannot help" in result.stderr
+    assert "retried" not in result.stderr
+
+
+def test_a_failing_install_is_shown_as_slack_shows_it(nanodep: FakeNanoDep, tmp_path: Path) -> None:
+    cli = _cli(tmp_path)
+    nanodep.fail_next(500, {"error": "database is locked"}, method="PUT")
+    assert cli.run("server", "add", "school1", *_nanodep_args(nanodep), "--out", "t.p7m").returncode
+    shown = cli.ok("server", "show", "school1")
+    assert "State:               install failing\n" in shown
+    assert "; mdmbot tries again 20" in shown and "`mdmbot token push school1` tries now." in shown
+    assert "install failing" in cli.ok("server", "list").splitlines()[1]
+
+
 def test_connect_disconnect_fleet_and_command(tmp_path: Path) -> None:
     cli = _cli(tmp_path, key="fleet-api-token")
     fleet = FakeFleet("fleet-api-token").start()

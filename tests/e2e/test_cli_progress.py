@@ -10,7 +10,9 @@ import select
 import signal
 import struct
 import subprocess
+import sys
 import termios
+import threading
 import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
@@ -26,6 +28,7 @@ from tests.dep_client import add_server
 from tests.devices_support import csv_of, serial
 from tests.e2e.test_cli import MDMBOT
 from tests.integration.backup_support import KEY, context
+from tests.processes import run_cli
 
 DEVICES = 3000
 SERVERS = 12
@@ -57,46 +60,61 @@ def _env(data: Path, key: str, **extra: str) -> dict[str, str]:
     return env | {"MDMBOT_DATA_DIR": str(data), "MDMBOT_SECRET_KEY": key} | extra
 
 
+# A shell starts a command with Ctrl-C (SIGINT) and SIGQUIT at their defaults; a test worker may
+# ignore them, and an ignored signal stays ignored across exec (POSIX), so reset them first.
+AS_A_SHELL_STARTS_IT = (
+    "import os, signal, sys; signal.signal(signal.SIGINT, signal.SIG_DFL); "
+    "signal.signal(signal.SIGQUIT, signal.SIG_DFL); os.execv(sys.argv[1], sys.argv[1:])"
+)
+
+
 def at_terminal(env: dict[str, str], cwd: Path, *args: str, interrupt: str = "") -> Run:
-    """Run `mdmbot ARGS` with stderr on a 100-column terminal (SIGINT once `interrupt` shows)."""
+    """Run `mdmbot ARGS` with stderr on a 100-column terminal (SIGINT once `interrupt` shows).
+
+    The terminal's output is stopped (as ^S stops it) except while this side waits for the
+    next frame, so that mdmbot cannot run ahead of what was read: a Ctrl-C sent when
+    `interrupt` shows reaches it at its next frame, however busy the machine is.
+    """
     main, terminal = os.openpty()
     fcntl.ioctl(terminal, termios.TIOCSWINSZ, struct.pack("HHHH", 24, 100, 0, 0))
+    termios.tcflow(terminal, termios.TCOOFF)
     process = subprocess.Popen(
-        [*MDMBOT, *args],
+        [sys.executable, "-I", "-S", "-c", AS_A_SHELL_STARTS_IT, *MDMBOT, *args],
         cwd=cwd,
         env=env,
         stdin=subprocess.DEVNULL,
         stdout=subprocess.PIPE,
         stderr=terminal,
     )
-    os.close(terminal)
+    assert process.stdout is not None
+    finished: list[bytes] = []
+    reader = threading.Thread(target=lambda: finished.append(process.stdout.read()))  # type: ignore[union-attr]
+    reader.start()
     seen, deadline = b"", time.monotonic() + 120
     try:
         while time.monotonic() < deadline:
-            if not select.select([main], [], [], 1)[0]:
-                continue
-            try:
-                data = os.read(main, 65536)
-            except OSError:  # Linux: EIO once the last holder of the terminal closed it
+            termios.tcflow(terminal, termios.TCOON)
+            ready = select.select([main], [], [], 0.2)[0]
+            termios.tcflow(terminal, termios.TCOOFF)
+            if ready:
+                seen += os.read(main, 65536)
+            elif process.poll() is not None:
                 break
-            if not data:
-                break
-            seen += data
             if interrupt and interrupt.encode() in seen:
                 process.send_signal(signal.SIGINT)
                 interrupt = ""
-        stdout, _ = process.communicate(timeout=60)
+        process.wait(timeout=60)
+        reader.join(60)
     finally:
+        os.close(terminal)
         os.close(main)
-    return Run(process.returncode, stdout.decode(), seen.decode())
+    return Run(process.returncode, b"".join(finished).decode(), seen.decode())
 
 
 def piped(env: dict[str, str], cwd: Path, *args: str) -> Run:
     """Run `mdmbot ARGS` with stdout and stderr both pipes, as cron or CI does."""
-    done = subprocess.run(
-        [*MDMBOT, *args], cwd=cwd, env=env, capture_output=True, timeout=120, check=False
-    )
-    return Run(done.returncode, done.stdout.decode(), done.stderr.decode())
+    done = run_cli(list(args), env=env, cwd=cwd, timeout=120, universal_newlines=False)
+    return Run(done.returncode, done.stdout, done.stderr)
 
 
 def _prepare(home: Path) -> None:

@@ -21,7 +21,7 @@ from tests.dep_client import call, mdm_server_installs, oauth_header
 from tests.e2e.conftest import ADMIN
 from tests.e2e.test_slack_guards import add_server
 from tests.fakeslack import FakeSlack
-from tests.processes import bot_env, mdmbot_command
+from tests.processes import bot_env, mdmbot_command, run_cli
 from tests.slack_harness import Bot
 
 
@@ -33,9 +33,7 @@ def _cli(bot: Bot, tmp_path: Path, *args: str) -> str:
         "MDMBOT_DATA_DIR": str(tmp_path),
         "MDMBOT_SECRET_KEY": "k" * 40,
     }
-    result = subprocess.run(
-        [*mdmbot_command(), *args], env=env, capture_output=True, text=True, timeout=60
-    )
+    result = run_cli(list(args), env=env)
     assert result.returncode == 0, result.stderr
     return result.stdout
 

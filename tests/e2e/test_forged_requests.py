@@ -96,6 +96,8 @@ def test_the_error_handler_messages_only_verified_requests(
     time.sleep(0.2)
     warned = [c for c in fake.calls_to("chat.postMessage") if "went wrong" in str(c.params)]
     assert len(warned) == dms
+    for call in warned:  # the crash may come after a change was committed: never deny one
+        assert "may have happened" in str(call.params) and "nothing was" not in str(call.params)
 
 
 def _submission(user: str, view: dict[str, Any], metadata: str) -> dict[str, Any]:

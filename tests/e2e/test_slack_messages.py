@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import subprocess
 import time
 from datetime import timedelta
 from pathlib import Path
@@ -18,7 +17,7 @@ from tests.e2e.conftest import ADMIN, STRANGER
 from tests.e2e.test_slack_guards import add_server
 from tests.e2e.test_slack_lifecycle import posts
 from tests.fakeslack import FakeSlack
-from tests.processes import bot_env, mdmbot_command
+from tests.processes import bot_env, run_cli
 from tests.slack_harness import Bot
 
 
@@ -124,13 +123,7 @@ def test_renewal_from_the_command_line_is_shown_at_the_next_sweep(
     add_server(bot, fake)
     sweeper = post_two_alerts(bot, fake)
     env = bot_env(fake, tmp_path, f"sqlite:///{tmp_path / 'bot.db'}")
-    done = subprocess.run(
-        [*mdmbot_command(), "token", "issue", "Jamf Pro", "--out", str(tmp_path / "t.p7m")],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
+    done = run_cli(["token", "issue", "Jamf Pro", "--out", str(tmp_path / "t.p7m")], env=env)
     assert done.returncode == 0, done.stderr
     assert has_renew_button(posts(fake)[1]), "Slack hears of it at the next sweep"
 

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import logging
 import socket
-import subprocess
 import threading
 from collections.abc import Iterator
 from pathlib import Path
@@ -19,7 +18,7 @@ from core.settings import Settings
 from core.tokens import issuance, servers
 from tests.e2e.test_cli import _valid_now
 from tests.fakeslack import FakeSlack
-from tests.processes import bot_env, mdmbot_command
+from tests.processes import bot_env, run_cli
 from tests.slack_harness import Bot
 
 OPERATOR = Actor("U0OPERATOR", operator=True)
@@ -82,9 +81,7 @@ def test_alerts_run_gives_up_after_the_first_connection_failure(
     _seed(tmp_path, 11)
     env = bot_env(fake, tmp_path, SLACK_API_URL=refuser.url, MDMBOT_ALERT_DAYS="400")
 
-    down = subprocess.run(
-        [*mdmbot_command(), "alerts", "run"], env=env, capture_output=True, text=True, timeout=60
-    )
+    down = run_cli(["alerts", "run"], env=env)
 
     assert down.returncode == 1
     assert down.stdout.startswith("0 alerts posted, 11 failed (retried next sweep)")
@@ -98,9 +95,7 @@ def test_alerts_run_gives_up_after_the_first_connection_failure(
     assert "Traceback" not in down.stderr and "slack_sdk" not in down.stderr
 
     env["SLACK_API_URL"] = fake.url  # Slack is back: the next sweep posts every alert
-    back = subprocess.run(
-        [*mdmbot_command(), "alerts", "run"], env=env, capture_output=True, text=True, timeout=60
-    )
+    back = run_cli(["alerts", "run"], env=env)
     assert back.stdout.startswith("11 alerts posted, 0 failed"), back.stderr
     assert len(fake.messages_in("C0ALERTS")) == 11
 

@@ -47,11 +47,7 @@ class Action:
 
 def word(st: ServerState) -> str:
     """The state word (plain text), identical on the Home, lists, alerts and DMs."""
-    if st.state is State.EXPIRES_SOON:
-        return f"expires in {plural(st.days_left or 0, 'day')}"
-    if st.state is State.WAITING_UPLOAD and st.connected:
-        return "not installed yet"
-    return st.state.value
+    return st.word()
 
 
 def icon(st: ServerState) -> str:

@@ -13,7 +13,7 @@ from bot.slack import devices, lifecycle
 from bot.slack.acks import AnswerInline
 from bot.slack.builders import blocks, home_blocks, modals, server_blocks
 from bot.slack.listeners import apple_tokens
-from bot.slack.services import BotServices, new_reference
+from bot.slack.services import BotServices, crash_text, new_reference
 from core.connections import state as links_state
 from core.connections.server_state import state_of
 from core.errors import MdmbotError
@@ -197,8 +197,7 @@ def register(app: App, svc: BotServices) -> None:
             reference = new_reference()
             log.error("unhandled error ref=%s: %s", reference, type(error).__name__, exc_info=error)
             respond(
-                text=f":warning: Something went wrong in mdmbot and nothing was changed. "
-                f"Reference: `{reference}`.",
+                text=crash_text(reference),
                 response_type="ephemeral",
                 replace_original=False,
             )
