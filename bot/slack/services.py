@@ -165,6 +165,12 @@ class BotServices:
             view = servers.get_server_view_by_id(session, server_id)
             return links_state.annotate(session, [view])[0]
 
+    @property
+    def portal(self) -> str | None:
+        """Apple's portal in this mode's words (Apple mode), else None."""
+        settings = self.ctx.settings
+        return settings.apple_portal if settings.apple_mode else None
+
     def server_state(
         self,
         *,
@@ -178,7 +184,8 @@ class BotServices:
                 server_id = links_state.server_of_token(session, token_id)
             if server_id is None:
                 return None
-            return links_state.server_state(session, server_id, now or self.ctx.now())
+            now = now or self.ctx.now()
+            return links_state.server_state(session, server_id, now, self.ctx.settings.apple_portal)
 
     def server_by_name(self, name: str) -> ServerView:
         """A live server by name."""
@@ -296,6 +303,7 @@ class BotServices:
                     device_counts=counts,
                     api_accounts=keys,
                     apple=apple,
+                    portal=self.portal,
                 ),
             )
         except SlackUnavailable:

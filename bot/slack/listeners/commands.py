@@ -78,8 +78,7 @@ def register(app: App, svc: BotServices) -> None:
         with svc.ctx.unit_of_work(readonly=True) as session:
             role = people.role_of(session, body["user_id"])
             admins = [] if role else people.administrators(session)
-        portal = svc.ctx.settings.apple_portal if svc.ctx.settings.apple_mode else None
-        return {"text": "mdmbot help", "blocks": home_blocks.help_blocks(role, admins, portal)}
+        return {"text": "mdmbot help", "blocks": home_blocks.help_blocks(role, admins, svc.portal)}
 
     def do_list(body: dict[str, Any], arg: str) -> Reply:
         with svc.ctx.transaction(readonly=True) as connection:
@@ -87,14 +86,16 @@ def register(app: App, svc: BotServices) -> None:
             views = links_state.listed(connection)
         return {
             "text": "MDM servers",
-            "blocks": server_blocks.server_list_blocks(views, svc.ctx.now()),
+            "blocks": server_blocks.server_list_blocks(views, svc.ctx.now(), svc.portal),
         }
 
     def do_show(body: dict[str, Any], arg: str) -> Reply:
         view = server_for(body["user_id"], Permission.VIEW, arg, "show")
         return {
             "text": blocks.esc(view.name),
-            "blocks": server_blocks.server_detail_blocks(view, state_of(view, svc.ctx.now())),
+            "blocks": server_blocks.server_detail_blocks(
+                view, state_of(view, svc.ctx.now(), svc.ctx.settings.apple_portal)
+            ),
         }
 
     def modal_command(
