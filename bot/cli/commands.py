@@ -219,7 +219,9 @@ def server_remove(ctx: AppContext, args: argparse.Namespace) -> int:
         return 1
     with ctx.unit_of_work() as session:
         name, moved, unassigned = unlink.removal_preview(session, args.name)
-        server = unlink.remove_server(session, _operator(args), args.name, ctx.now())
+        server = unlink.remove_server(
+            session, _operator(args), args.name, ctx.now(), ctx.settings.apple_portal
+        )
     moves = _device_moves(moved, unassigned)
     print(
         f"Removed “{safe(server.name)}”; its token is revoked."

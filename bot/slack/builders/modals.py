@@ -343,8 +343,8 @@ APPLE_TOKEN = "apple_token_upload_submit"  # noqa: S105 (a callback id)
 APPLE_FILE = "token_file"
 
 
-def apple_token_modal(view: ServerView | None) -> dict[str, Any]:
-    """Upload a server token downloaded from Apple School Manager (Apple mode): for `view`, or
+def apple_token_modal(view: ServerView | None, portal: str) -> dict[str, Any]:
+    """Upload a server token downloaded from Apple's `portal` (Apple mode): for `view`, or
     for whichever server's certificate it is encrypted to."""
     which = f"*{esc(view.name)}*" if view else "the server whose certificate it is encrypted to"
     return _modal(
@@ -352,7 +352,7 @@ def apple_token_modal(view: ServerView | None) -> dict[str, Any]:
         "Token from Apple",
         [
             section(
-                "In Apple School Manager, open the MDM server's page and choose *Download "
+                f"In {portal}, open the MDM server's page and choose *Download "
                 f"Token*; upload the .p7m file here. mdmbot takes it in for {which}, installs "
                 "it into the MDM server when connected, and watches its expiry."
             ),

@@ -25,7 +25,7 @@ log = logging.getLogger("mdmbot.bot")
 USER_REF = re.compile(r"^<@([UW][A-Z0-9]+)(?:\|[^>]*)?>$|^@?([UW][A-Z0-9]{2,})$")
 Reply = dict[str, Any]
 NEW_KEY_AT_APPLE = (
-    "In Apple mode a new public key goes to Apple School Manager (the server → Edit → Replace "
+    "In Apple mode a new public key goes to {portal} (the server → Edit → Replace "
     "Certificate); then download its token there and drop the file here."
 )
 Handler = Callable[[dict[str, Any], str], Reply | None]
@@ -150,7 +150,7 @@ def register(app: App, svc: BotServices) -> None:
 
         def refuse_in_apple_mode(body: dict[str, Any], arg: str) -> Reply | None:
             if svc.ctx.settings.apple_mode:
-                raise MdmbotError(NEW_KEY_AT_APPLE)
+                raise MdmbotError(NEW_KEY_AT_APPLE.format(portal=svc.ctx.settings.apple_portal))
             return handler(body, arg)
 
         return refuse_in_apple_mode

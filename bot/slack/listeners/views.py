@@ -332,8 +332,9 @@ def register(app: App, svc: BotServices) -> None:
         try:
             with svc.ctx.unit_of_work() as session:
                 removed = unlink.remove_server(
-                    session, Actor(body["user"]["id"]), target(session, view).name, svc.ctx.now()
-                )
+                    session, Actor(body["user"]["id"]), target(session, view).name, svc.ctx.now(),
+                    svc.ctx.settings.apple_portal,
+                )  # fmt: skip
             text = f"Removed *{blocks.esc(removed.name)}*; its token is revoked."
         except MdmbotError as exc:
             text = exc.message
