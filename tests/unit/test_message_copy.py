@@ -7,6 +7,8 @@ from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+import pytest
+
 from bot.slack.builders import blocks, modals, phrases
 from bot.slack.builders import lifecycle_blocks as lb
 from core.connections.server_state import state_of
