@@ -288,7 +288,7 @@ class BotServices:
             keys, apple = None, None
             if role and self.ctx.settings.apple_mode:
                 apple = apple_status.health(session)
-            if role == Role.ADMINISTRATOR:
+            if role == Role.ADMINISTRATOR and not self.ctx.settings.apple_mode:  # none served
                 keys = api_accounts.list_accounts(session, Actor(user_id))
         try:
             self.gateway.publish_home(
