@@ -182,13 +182,16 @@ def test_linking_a_server_in_school_and_in_business(
     assert (synced["servers"], synced["changes"]) == (4, 3 + 4), "3 more servers, 4 devices"
 
     # The business's Slack: /mdm add creates the server at Apple, in Apple Business's words.
+    settings = {k.lower(): v for k, v in _apple_settings(apple, business=True).items()}
     bot = Bot(fake, f"sqlite:///{business.data_dir / 'mdmbot.db'}", str(business.data_dir),
-              extra_env={k.lower(): v for k, v in _apple_settings(apple, True).items()})  # fmt: skip
+              extra_env=settings)  # fmt: skip
     try:
         bot.grant(ADMIN)
         bot.command(ADMIN, "add")
         bot.wait_idle(lambda: len(fake.calls_to("views.open")) > 1)
         view = fake.calls_to("views.open")[-1].params["view"]
+        assert "removes a device from Apple Business for good" in json.dumps(view)
+        assert "School Manager" not in json.dumps(view)
         cert = _valid_now(9, "fleet.example.com").pem
         bot.submit(ADMIN, view, add_values(fake, "Lab Fleet", cert))
         bot.wait_idle(lambda: any("*Lab Fleet*" in t for t in dm_texts(fake)))

@@ -109,7 +109,7 @@ def register(app: App, svc: BotServices) -> None:
 
     def do_add(body: dict[str, Any], arg: str) -> None:
         svc.authorize(body["user_id"], Permission.MANAGE_SERVERS)
-        open_modal(body, modals.add_server_modal())
+        open_modal(body, modals.add_server_modal(svc.ctx.settings.apple_portal))
 
     def do_roles(body: dict[str, Any], arg: str) -> Reply:
         with svc.ctx.unit_of_work(readonly=True) as session:
@@ -167,7 +167,9 @@ def register(app: App, svc: BotServices) -> None:
                 lambda view: modals.confirm_token_modal(view, now=svc.ctx.now()), "token"
             ),
             "cert": sandbox_only(modal_command(modals.replace_cert_modal, "cert")),
-            "edit": modal_command(modals.edit_server_modal, "edit"),
+            "edit": modal_command(
+                lambda view: modals.edit_server_modal(view, svc.ctx.settings.apple_portal), "edit"
+            ),
             "remove": modal_command(modals.confirm_remove_modal, "remove"),
             "roles": do_roles,
             "grant": do_grant,

@@ -245,7 +245,8 @@ def register(app: App, svc: BotServices) -> None:
                 f"{blocks.esc(exc.message)} Nothing was added: correct the connection below "
                 "and submit again (the API key is not kept)."
             )
-            update(body, modals.add_server_modal_again(body["view"], failed))
+            portal = ctx.settings.apple_portal
+            update(body, modals.add_server_modal_again(body["view"], failed, portal))
             return
         if ctx.settings.apple_mode:
             try:
