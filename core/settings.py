@@ -41,6 +41,7 @@ OTHER_VARIABLES = frozenset(
 )
 
 # Apple's hosts for each API (ASM-API.md §1, §3).
+SCHOOL_PORTAL, BUSINESS_PORTAL = "Apple School Manager", "Apple Business"  # Apple's portals
 APPLE_API_URLS = {
     "school": "https://api-school.apple.com",
     "business": "https://api-business.apple.com",
@@ -179,7 +180,7 @@ class Settings(BaseSettings):
     @property
     def apple_portal(self) -> str:
         """The name of Apple's portal in Apple mode's words: Apple Business or School Manager."""
-        return "Apple Business" if self.mdmbot_apple_api == "business" else "Apple School Manager"
+        return BUSINESS_PORTAL if self.mdmbot_apple_api == "business" else SCHOOL_PORTAL
 
     @property
     def apple_api_url(self) -> str:

@@ -53,6 +53,7 @@ class AppleClient:
         if missing:
             raise ConfigError(f"Apple mode needs {', '.join(missing)} (the API account).")
         self.settings = settings
+        self.portal = settings.apple_portal
         self.client_id = str(settings.mdmbot_apple_client_id)
         self.scope = f"{settings.mdmbot_apple_api or 'school'}.api"
         self.origin = settings.apple_api_url
@@ -130,7 +131,7 @@ class AppleClient:
         if answer.status in (401, 403):
             raise AppleRefused(
                 f"Apple refused the API account's request (HTTP {answer.status}: "
-                f"{_error_title(answer)}); check its permissions in Apple School Manager."
+                f"{_error_title(answer)}); check its permissions in {self.portal}."
             )
         return _expect(answer, expect)
 

@@ -26,6 +26,7 @@ from core.devices import unlink
 from core.errors import InvalidInput
 from core.people import persons as people
 from core.roles import Actor, parse_role
+from core.settings import SCHOOL_PORTAL
 from core.tokens import issuance, servers
 from core.tokens.certificates import MAX_CERT_BYTES, LoadedCertificate, load_certificate
 from core.tokens.issuance import IssuedToken
@@ -113,12 +114,14 @@ def server_add(ctx: AppContext, args: argparse.Namespace) -> int:
     return token_files.issue_to_file(ctx, _operator(args), args, adding(ctx, args, cert))
 
 
-def _server_dict(view: servers.ServerView, now: datetime) -> dict[str, Any]:
+def _server_dict(
+    view: servers.ServerView, now: datetime, portal: str = SCHOOL_PORTAL
+) -> dict[str, Any]:
     data = asdict(view)
     data["state"] = view.state(now)
     data["days_left"] = view.days_left(now)
     if view.token_id is not None and view.mdm_label is not None:
-        data["install_note"] = _installed(view, state_of(view, now))
+        data["install_note"] = _installed(view, state_of(view, now, portal))
     return data
 
 
@@ -128,7 +131,7 @@ def server_list(ctx: AppContext, args: argparse.Namespace) -> int:
     with ctx.unit_of_work() as session:
         views = state.listed(session)
     if args.json:
-        _json([_server_dict(v, now) for v in views])
+        _json([_server_dict(v, now, ctx.settings.apple_portal) for v in views])
         return 0
     if not views:
         print("No MDM servers yet. Add one with: mdmbot server add NAME --cert FILE")
@@ -139,7 +142,7 @@ def server_list(ctx: AppContext, args: argparse.Namespace) -> int:
             (
                 v.name,
                 "yes" if v.release_devices else "no",
-                state_of(v, now).word(),
+                state_of(v, now, ctx.settings.apple_portal).word(),
                 _when(v.token_expires_at),
                 v.downloaded_by or "-",
             )
@@ -157,9 +160,10 @@ def server_show(ctx: AppContext, args: argparse.Namespace) -> int:
         mdm = links.describe(session, view.id)
         apple = apple_status.server_link(session, view.id) if ctx.settings.apple_mode else None
     if args.json:
-        _json({**_server_dict(view, now), "mdm": mdm} | ({"apple": apple} if apple else {}))
+        data = _server_dict(view, now, ctx.settings.apple_portal)
+        _json({**data, "mdm": mdm} | ({"apple": apple} if apple else {}))
         return 0
-    st = state_of(view, now)
+    st = state_of(view, now, ctx.settings.apple_portal)
     rows = [
         ("Name", view.name),
         ("Release devices", "yes" if view.release_devices else "no"),
@@ -236,7 +240,9 @@ def server_remove(ctx: AppContext, args: argparse.Namespace) -> int:
         return 1
     with ctx.unit_of_work() as session:
         name, moved, unassigned = unlink.removal_preview(session, args.name)
-        server = unlink.remove_server(session, _operator(args), args.name, ctx.now())
+        server = unlink.remove_server(
+            session, _operator(args), args.name, ctx.now(), ctx.settings.apple_portal
+        )
     moves = _device_moves(moved, unassigned)
     print(
         f"Removed “{safe(server.name)}”; its token is revoked."

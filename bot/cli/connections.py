@@ -217,7 +217,8 @@ def apple_connect(ctx: AppContext, args: argparse.Namespace, spec: ConnectionSpe
         where = f"written to {args.out}" if args.out else "below"
         print(
             f"Fetched a new certificate from {spec.label()} ({where}): replace the server's "
-            "certificate in Apple School Manager with it, then download a new token there and "
+            f"certificate in {ctx.settings.apple_portal} with it, then download a new token there "
+            "and "
             f"`mdmbot token import {name} FILE`; the current token no longer opens in the MDM "
             "server."
         )
@@ -225,9 +226,10 @@ def apple_connect(ctx: AppContext, args: argparse.Namespace, spec: ConnectionSpe
             print(loaded.pem.strip())
         return 0
     if active is None:
+        portal = ctx.settings.apple_portal
         print(
-            "Its certificate was not fetched (the one in Apple School Manager stays valid). "
-            f"Download the server's token in Apple School Manager and `mdmbot token import {name} "
+            f"Its certificate was not fetched (the one in {portal} stays valid). "
+            f"Download the server's token in {portal} and `mdmbot token import {name} "
             "FILE`, or drop it in the bot's DM: mdmbot installs it."
         )
         return 0

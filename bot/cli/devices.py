@@ -62,7 +62,7 @@ def add_parsers(groups: argparse._SubParsersAction[argparse.ArgumentParser]) -> 
     p = add("release", devices_release, "release devices from the organisation (cannot be undone)")
     _serials(p)
     p.add_argument("--yes", action="store_true", help="do not ask for confirmation")
-    apple = groups.add_parser("apple", help="Apple mode: read Apple School Manager now")
+    apple = groups.add_parser("apple", help="Apple mode: read Apple's servers and devices now")
     a = apple.add_subparsers(dest="action", required=True, metavar="ACTION")
     p = a.add_parser("sync", help=SYNC_HELP, description=SYNC_HELP)
     p.set_defaults(handler=apple_sync_now)
@@ -323,8 +323,8 @@ def server_add_in_mode(ctx: AppContext, args: argparse.Namespace) -> int:
         certificate=loaded, release_devices=not args.no_release_devices, now=now, connect=connect,
     )  # fmt: skip
     if linked.apple_id:
-        print(f"Created “{safe(linked.name)}” in Apple Business Manager (id {linked.apple_id}) "
-              "and linked it.")  # fmt: skip
+        portal = ctx.settings.apple_portal
+        print(f"Created “{safe(linked.name)}” in {portal} (id {linked.apple_id}) and linked it.")
     else:
         shown = args.cert
         if shown is None:  # fetched from the MDM: the person needs it as a file
@@ -338,5 +338,5 @@ def server_add_in_mode(ctx: AppContext, args: argparse.Namespace) -> int:
         steps = linking.school_steps(linked.name, not args.no_release_devices, shown)
         for number, step in enumerate(steps, 1):
             print(f"  {number}. {safe(step)}")
-    print(safe(linking.next_step(linked.name)))
+    print(safe(linking.next_step(linked.name, ctx.settings.apple_portal)))
     return 0

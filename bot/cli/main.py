@@ -76,7 +76,10 @@ def build_parser() -> argparse.ArgumentParser:
     """The full argument parser."""
     parser = argparse.ArgumentParser(
         prog="mdmbot",
-        description="Link MDM servers in Apple School Manager and keep their server tokens alive.",
+        description=(
+            "Link MDM servers in Apple School Manager or Apple Business and keep their server "
+            "tokens alive."
+        ),
     )
     parser.add_argument("--version", action="version", version=f"mdmbot {_version()}")
     groups = parser.add_subparsers(dest="group", required=True, metavar="COMMAND")
@@ -116,7 +119,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--fetch-certificate",
         action="store_true",
-        help="Apple mode: fetch a new certificate (to replace the one in Apple School Manager)",
+        help="Apple mode: fetch a new certificate (to replace the one at Apple)",
     )
     _out(p)
     _actor(p)
@@ -161,10 +164,10 @@ def build_parser() -> argparse.ArgumentParser:
         t,
         "import",
         cli_token_files.token_import,
-        "take in a token downloaded from Apple School Manager (Apple mode)",
+        "take in a token downloaded from Apple School Manager or Apple Business (Apple mode)",
     )
     p.add_argument("name")
-    p.add_argument("file", metavar="FILE", help="the .p7m file Apple School Manager gave")
+    p.add_argument("file", metavar="FILE", help="the .p7m file Apple gave")
     _actor(p)
     _yes(p)
     p = _add(t, "push", cli_connections.token_push, "install the active token into the MDM now")

@@ -145,15 +145,16 @@ def check_apple_mode(settings: Settings, args: argparse.Namespace) -> None:
     if key is not None and not key.is_file():
         raise ConfigError(
             f"Cannot read MDMBOT_APPLE_KEY_FILE {key}: not a file (the API account's private "
-            "key, downloaded from Apple School Manager)."
+            f"key, downloaded from {settings.apple_portal})."
         )
 
 
 def no_tokens_in_apple_mode(settings: Settings, args: argparse.Namespace) -> None:
-    """In Apple mode tokens come from Apple School Manager: mdmbot issues none."""
+    """In Apple mode tokens come from Apple's portal: mdmbot issues none."""
     if settings.apple_mode:
         raise ConfigError(
-            "In Apple mode mdmbot issues no tokens: download the server's token in Apple "
-            "School Manager (Preferences → your MDM server → Download Token) and take it in with "
+            "In Apple mode mdmbot issues no tokens: download the server's token in "
+            f"{settings.apple_portal} (Preferences → your MDM server → Download Token) and take "
+            "it in with "
             "`mdmbot token import NAME FILE`, or drop the file in the bot's DM."
         )

@@ -146,15 +146,16 @@ def issue_to_file(
 
 
 def token_import(ctx: AppContext, args: argparse.Namespace) -> int:
-    """mdmbot token import NAME FILE: a token downloaded from Apple School Manager, checked,
+    """mdmbot token import NAME FILE: a token downloaded from Apple's portal, checked,
     made the active one, and installed through the server's connection when it has one."""
     if not ctx.settings.apple_mode:
         raise InvalidInput(
-            "`token import` takes in tokens downloaded from Apple School Manager, in Apple mode "
+            "`token import` takes in tokens downloaded from Apple School Manager or Apple "
+            "Business, in Apple mode "
             "only (MDMBOT_APPLE_API); here mdmbot issues them itself: `mdmbot token issue NAME`."
         )
     data = read_file(args.file, MAX_BYTES, f"{args.file} is too large to be a server token.")
-    token = read_token_file(data, Path(args.file).name)
+    token = read_token_file(data, Path(args.file).name, ctx.settings.apple_portal)
     actor, now = Actor(str(args.actor), operator=True), ctx.now()
     with ctx.unit_of_work(readonly=True) as session:
         server = servers.find_server(session, args.name)

@@ -28,7 +28,7 @@ MAX_RELEASE = 100
 IMPORT_TIMEOUT = 30
 APPLE_WAIT = 120.0
 FROM_APPLE = (
-    "In Apple mode devices come from Apple School Manager: mdmbot reads them at every sync "
+    "In Apple mode devices come from {portal}: mdmbot reads them at every sync "
     "(`mdmbot apple sync` reads them now)."
 )
 
@@ -43,7 +43,7 @@ def commands(
         if arg.strip().lower() == "import":
             svc.authorize(user, Permission.MANAGE_DEVICES)
             if svc.ctx.settings.apple_mode:
-                raise MdmbotError(FROM_APPLE)
+                raise MdmbotError(FROM_APPLE.format(portal=svc.ctx.settings.apple_portal))
             open_modal(body, ui.import_modal())
             return None
         svc.authorize(user, Permission.VIEW)
@@ -63,8 +63,8 @@ def commands(
         if synced is not None:
             when = blocks.local_time(synced.last_success_at) if synced.last_success_at else "never"
             shown["blocks"] = [*shown["blocks"], blocks.context(
-                f"As Apple School Manager showed them at its last sync ({when}); mdmbot syncs "
-                "at every sweep."
+                f"As {svc.ctx.settings.apple_portal} showed them at its last sync ({when}); "
+                "mdmbot syncs at every sweep."
             )]  # fmt: skip
         return shown
 
@@ -86,8 +86,8 @@ def commands(
     def do_release(body: dict[str, Any], arg: str) -> None:
         if svc.ctx.settings.apple_mode:
             raise MdmbotError(
-                "In Apple mode devices are released in Apple School Manager (its API cannot "
-                "release them); the next sync shows them gone."
+                f"In Apple mode devices are released in {svc.ctx.settings.apple_portal} (its API "
+                "cannot release them); the next sync shows them gone."
             )
         serials = devices.split_serials(arg)
         if len(serials) > MAX_RELEASE:

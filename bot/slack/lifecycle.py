@@ -69,10 +69,10 @@ def post_case(
     try:
         posted = svc.gateway.post(
             alert_channel(svc),
-            lb.checklist_text(case, apple=svc.ctx.settings.apple_mode),
+            lb.checklist_text(case, portal=svc.portal),
             installs.with_renew_all(
                 svc, case, lb.checklist_blocks(
-                    case, now, item_states(svc, case, now), apple=svc.ctx.settings.apple_mode
+                    case, now, item_states(svc, case, now), portal=svc.portal
                 )
             ),
         )
@@ -109,9 +109,9 @@ def refresh_case(svc: BotServices, case_id: int) -> None:
         svc.gateway.update(
             case.channel,
             case.ts,
-            lb.checklist_text(case, apple=svc.ctx.settings.apple_mode),
+            lb.checklist_text(case, portal=svc.portal),
             installs.with_renew_all(
-                svc, case, lb.checklist_blocks(case, now, states, apple=svc.ctx.settings.apple_mode)
+                svc, case, lb.checklist_blocks(case, now, states, portal=svc.portal)
             ),
         )
         with svc.ctx.unit_of_work() as session:
@@ -133,7 +133,8 @@ def edit_stale(svc: BotServices, pace: Callable[[], None] | None = None) -> int:
     now, edited = svc.ctx.now(), 0
     with svc.ctx.unit_of_work(readonly=True) as session:
         stale = alerts.stale_alerts(session)
-        states = {a.server_id: state.server_state(session, a.server_id, now) for a in stale}
+        portal = svc.ctx.settings.apple_portal
+        states = {a.server_id: state.server_state(session, a.server_id, now, portal) for a in stale}
         cases = rotation.stale_cases(session)
     for alert in stale:
         if pace:

@@ -173,6 +173,12 @@ class BotServices:
             view = servers.get_server_view_by_id(session, server_id)
             return links_state.annotate(session, [view])[0]
 
+    @property
+    def portal(self) -> str | None:
+        """Apple's portal in this mode's words (Apple mode), else None."""
+        settings = self.ctx.settings
+        return settings.apple_portal if settings.apple_mode else None
+
     def server_state(
         self,
         *,
@@ -186,7 +192,8 @@ class BotServices:
                 server_id = links_state.server_of_token(session, token_id)
             if server_id is None:
                 return None
-            return links_state.server_state(session, server_id, now or self.ctx.now())
+            now = now or self.ctx.now()
+            return links_state.server_state(session, server_id, now, self.ctx.settings.apple_portal)
 
     def server_by_name(self, name: str) -> ServerView:
         """A live server by name."""
@@ -289,7 +296,7 @@ class BotServices:
             keys, apple = None, None
             if role and self.ctx.settings.apple_mode:
                 apple = apple_status.health(session)
-            if role == Role.ADMINISTRATOR:
+            if role == Role.ADMINISTRATOR and not self.ctx.settings.apple_mode:  # none served
                 keys = api_accounts.list_accounts(session, Actor(user_id))
         try:
             self.gateway.publish_home(
@@ -304,6 +311,7 @@ class BotServices:
                     device_counts=counts,
                     api_accounts=keys,
                     apple=apple,
+                    portal=self.portal,
                 ),
             )
         except SlackUnavailable:

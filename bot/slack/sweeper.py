@@ -121,10 +121,10 @@ class Sweeper:
                 health = apple_status.health(session)
             text = phrases.apple_sync_problem(
                 apple_status.kind_of(outcome.error), outcome.error.message,
-                health.failing_since, health.last_success_at,
+                health.failing_since, health.last_success_at, ctx.settings.apple_portal,
             )  # fmt: skip
         elif outcome.recovered:
-            text = phrases.APPLE_SYNC_BACK
+            text = phrases.APPLE_SYNC_BACK.format(portal=ctx.settings.apple_portal)
         if text is None:
             return
         try:
@@ -264,15 +264,17 @@ def preview(ctx: AppContext, now: datetime) -> list[str]:
         due = alerts.preview_due_alerts(session, now, ctx.settings.alert_days)
         cases = rotation.cases_to_repost(session, now)
         reminders = dep_feedback.claim_install_reminders(session, now)  # rolled back below
-        states = [_state_of_token(session, r.token_id, now) for r in reminders]
+        portal = ctx.settings.apple_portal
+        states = [_state_of_token(session, r.token_id, now, portal) for r in reminders]
         session.rollback()
     channel = ctx.settings.mdmbot_alert_channel or "(MDMBOT_ALERT_CHANNEL)"
+    apple = portal if ctx.settings.apple_mode else None
     lines = [
         f"would post to {channel}: {lb.alert_headline(a, now)} (expires "
         f"{a.expires_at:%Y-%m-%dT%H:%M:%SZ}, downloaded by {a.downloaded_by})"
         for a in due
     ]
-    lines += [f"would post to {channel}: {lb.checklist_text(c)}" for c in cases]
+    lines += [f"would post to {channel}: {lb.checklist_text(c, portal=apple)}" for c in cases]
     lines += [
         f"would post to {channel}: {dep_alerts.reminder_text(r, st)}"
         for r, st in zip(reminders, states, strict=True)
@@ -280,8 +282,10 @@ def preview(ctx: AppContext, now: datetime) -> list[str]:
     return lines
 
 
-def _state_of_token(session: Session, token_id: int, now: datetime) -> ServerState | None:
+def _state_of_token(
+    session: Session, token_id: int, now: datetime, portal: str
+) -> ServerState | None:
     """The state of the server a token belongs to."""
     server_id = links_state.server_of_token(session, token_id)
-    found = links_state.server_state(session, server_id, now) if server_id else None
+    found = links_state.server_state(session, server_id, now, portal) if server_id else None
     return found[1] if found else None

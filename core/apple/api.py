@@ -100,6 +100,8 @@ class Activity:
 class AppleApi(Protocol):
     """The client of Apple's API that Apple mode's use cases are given."""
 
+    portal: str  # Apple's portal for this API, by name (Apple Business or Apple School Manager)
+
     def inventory(self) -> AppleInventory:
         """Every MDM server and every device with its assignment (all pages, or an error)."""
         ...

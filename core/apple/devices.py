@@ -73,10 +73,10 @@ def _serials(serials: Sequence[str]) -> list[str]:
     return cleaned
 
 
-def _linked(server: Server) -> str:
+def _linked(server: Server, portal: str) -> str:
     if not server.apple_id:
         raise InvalidInput(
-            f"“{server.name}” is not linked to Apple School Manager yet: add it there with this "
+            f"“{server.name}” is not linked to {portal} yet: add it there with this "
             "name; the next sync links it."
         )
     return server.apple_id
@@ -99,7 +99,7 @@ def assign(
         authorize(session, actor, Permission.MANAGE_DEVICES)
         if server_name is not None:
             server = find_server(session, server_name)
-            groups, label = {_linked(server): cleaned}, server.name
+            groups, label = {_linked(server, api.portal): cleaned}, server.name
         else:
             groups, label = _current_servers(session, cleaned), "their servers"
     result = AppleAssignment(label, cleaned)

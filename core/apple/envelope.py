@@ -17,6 +17,7 @@ from datetime import UTC, datetime
 from cryptography import x509
 
 from core.errors import InvalidInput
+from core.settings import SCHOOL_PORTAL
 from core.tokens.token_file import add_one_year
 
 MAX_BYTES = 64 * 1024  # Apple's token files are about 3 KiB
@@ -24,7 +25,7 @@ ENVELOPED_DATA = bytes.fromhex("2a864886f70d010703")  # OID 1.2.840.113549.1.7.3
 _SEQUENCE, _SET, _INTEGER, _OID, _CONTEXT_0 = 0x30, 0x31, 0x02, 0x06, 0xA0
 _NAME_TIME = re.compile(r"_Token_(\d{4}-\d{2}-\d{2})T(\d{2})-(\d{2})-(\d{2})Z_smime")
 NOT_APPLES_FILE = (
-    "“{name}” is not a server token from Apple School Manager (an S/MIME .p7m file); "
+    "“{name}” is not a server token from {portal} (an S/MIME .p7m file); "
     "download the server token again and drop that file."
 )
 
@@ -49,6 +50,7 @@ class TokenEnvelope:
     der: bytes = field(repr=False)
     recipients: tuple[Recipient, ...]
     named_issue: datetime | None  # the UTC time in Apple's file name, if it has one
+    portal: str = SCHOOL_PORTAL  # the Apple portal it was downloaded from, for messages
 
     @property
     def named_expiry(self) -> datetime | None:
@@ -184,22 +186,23 @@ def named_issue_time(filename: str) -> datetime | None:
         return None
 
 
-def read_token_file(data: bytes, filename: str) -> TokenEnvelope:
-    """The file as a server token, or InvalidInput in one line naming the file."""
+def read_token_file(data: bytes, filename: str, portal: str = SCHOOL_PORTAL) -> TokenEnvelope:
+    """The file as a server token, or InvalidInput in one line naming the file and Apple's
+    `portal` it comes from."""
     shown = filename.rsplit("/", 1)[-1] or "the file"
     if len(data) > MAX_BYTES:
         raise InvalidInput(
             f"“{shown}” is {len(data) // 1024} KiB; a server token file is a few KiB. "
-            "Download the server token from Apple School Manager and drop that file."
+            f"Download the server token from {portal} and drop that file."
         )
     try:
         der = _der_of(data)
         recipients = recipients_of(der)
     except (_Malformed, IndexError, ValueError) as exc:
-        raise InvalidInput(NOT_APPLES_FILE.format(name=shown)) from exc
+        raise InvalidInput(NOT_APPLES_FILE.format(name=shown, portal=portal)) from exc
     if not recipients:
         raise InvalidInput(
             f"“{shown}” is encrypted to no MDM server certificate mdmbot can name; download "
-            "the server token from Apple School Manager and drop that file."
+            f"the server token from {portal} and drop that file."
         )
-    return TokenEnvelope(shown, der, recipients, named_issue_time(shown))
+    return TokenEnvelope(shown, der, recipients, named_issue_time(shown), portal)

@@ -1,4 +1,4 @@
-"""Taking in a server token a person downloaded from Apple School Manager.
+"""Taking in a server token a person downloaded from Apple's portal.
 
 Checked before anything changes (an S/MIME envelope for the server's certificate, not expired by
 its name, not taken in before), kept encrypted, made the active token (the previous one is
@@ -77,13 +77,13 @@ def check(
         raise TokenRefused(
             f"“{envelope.filename}” is encrypted to another certificate, not the one mdmbot "
             f"keeps for “{server.name}” ({cert.subject}); nothing was changed. Download the "
-            "token of this server in Apple School Manager, or drop the file for its own server."
+            f"token of this server in {envelope.portal}, or drop the file for its own server."
         )
     expiry = envelope.named_expiry
     if expiry is not None and expiry <= now:
         raise TokenRefused(
             f"“{envelope.filename}” expired {expiry:%Y-%m-%d} (by its file name); nothing was "
-            "changed. Download a new token in Apple School Manager."
+            f"changed. Download a new token in {envelope.portal}."
         )
     seen = session.exec(
         select(Token.issued_at).where(

@@ -50,10 +50,11 @@ def school_steps(name: str, release_devices: bool, certificate_file: str) -> lis
     ]
 
 
-def next_step(name: str) -> str:
-    """How the server's token reaches mdmbot (no API downloads it, ASM-API.md §6)."""
+def next_step(name: str, portal: str) -> str:
+    """How the server's token reaches mdmbot from Apple's `portal` (no API downloads it,
+    ASM-API.md §6)."""
     return (
-        f"Next: on “{name}” in Apple School Manager choose Download Token, and drop the file in "
+        f"Next: on “{name}” in {portal} choose Download Token, and drop the file in "
         f"the bot's DM (or `/mdm token {name}`), or run `mdmbot token import \"{name}\" FILE`."
     )
 

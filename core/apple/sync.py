@@ -54,11 +54,12 @@ UnitOfWork = Callable[[], AbstractContextManager[Session]]
 def sync(api: Callable[[], AppleApi], unit_of_work: UnitOfWork, now: datetime) -> SyncResult:
     """Read Apple's inventory, then apply it in one unit of work (nothing is written before the
     whole read succeeded); errors are raised, the failure is not recorded."""
-    return _apply(api().inventory(), unit_of_work, now)[0]
+    client = api()
+    return _apply(client.inventory(), unit_of_work, now, client.portal)[0]
 
 
 def _apply(
-    inventory: AppleInventory, unit_of_work: UnitOfWork, now: datetime
+    inventory: AppleInventory, unit_of_work: UnitOfWork, now: datetime, portal: str
 ) -> tuple[SyncResult, bool]:
     """Apply in one unit of work; (result, whether it ended an alerted failure)."""
     try:
@@ -69,14 +70,15 @@ def _apply(
         raise AppleMalformed(
             "Apple lists two MDM servers whose names mdmbot counts as the same (case, spacing "
             "or width), or one with the name of a server Apple no longer links; rename one in "
-            "Apple School Manager."
+            f"{portal}."
         ) from None
 
 
 def run_sync(api: Callable[[], AppleApi], unit_of_work: UnitOfWork, now: datetime) -> SyncOutcome:
     """A sweep's sync: a failure is recorded (the Home shows it), never raised."""
     try:
-        result, recovered = _apply(api().inventory(), unit_of_work, now)
+        client = api()
+        result, recovered = _apply(client.inventory(), unit_of_work, now, client.portal)
     except MdmbotError as exc:
         with unit_of_work() as session:
             first = status.record_failure(session, exc, now)

@@ -18,7 +18,7 @@ from core.dep.feedback import record_use
 from core.models import Server, Token, TokenInstall, TokenStatus
 from core.tokens.resend import APPLE
 
-APPLE_CLIENT = "Apple School Manager"
+APPLE_CLIENT = "Apple"  # who saw the MDM server connect, as `installed_from` (both portals)
 
 
 def installed_since(session: Session, token: Token) -> datetime | None:

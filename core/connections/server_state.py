@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from enum import IntEnum, StrEnum
 
+from core.settings import SCHOOL_PORTAL
 from core.tokens.servers import EXPIRING_SOON, ServerView
 
 LATE = timedelta(days=1)  # a token not in use this long after it was issued needs someone
@@ -27,7 +28,7 @@ class State(StrEnum):
     """Where a server stands; the phrase table in bot/slack/builders renders each one."""
 
     NO_TOKEN = "no token yet"  # noqa: S105 (a state, not a password)
-    WAITING_APPLE = "waiting for a token from Apple School Manager"
+    WAITING_APPLE = "waiting for a token from Apple"  # the phrases name Apple's portal
     EXPIRED = "expired"
     INSTALL_FAILING = "install failing"
     OLD_TOKEN = "still presents the replaced token"  # noqa: S105
@@ -67,7 +68,8 @@ class ServerState:
     retry_helps: bool = True
     last_seen: datetime | None = None
     presented_at: datetime | None = None  # the replaced token's last refused use
-    apple: bool = False  # Apple mode: a person downloads its tokens from Apple School Manager
+    apple: bool = False  # Apple mode: a person downloads its tokens from Apple's portal
+    portal: str = SCHOOL_PORTAL  # that portal's name in this mode's words
 
     def word(self) -> str:
         """The state word, identical on the Home, lists, alerts, DMs and the command line."""
@@ -76,6 +78,8 @@ class ServerState:
             return f"expires in {days} day{'' if days == 1 else 's'}"
         if self.state is State.WAITING_UPLOAD and self.connected:
             return "not installed yet"
+        if self.state is State.WAITING_APPLE:
+            return f"waiting for a token from {self.portal}"
         return self.state.value
 
     @property
@@ -105,9 +109,10 @@ def days_left(expires_at: datetime, now: datetime) -> int:
     return max(0, math.ceil((expires_at - now) / timedelta(days=1)))
 
 
-def state_of(view: ServerView, now: datetime) -> ServerState:
-    """The one state of a listed server (annotated with its connection) as of `now`."""
-    base = _Base(view, now)
+def state_of(view: ServerView, now: datetime, portal: str = SCHOOL_PORTAL) -> ServerState:
+    """The one state of a listed server (annotated with its connection) as of `now`; `portal`
+    names Apple's portal in Apple mode."""
+    base = _Base(view, now, portal)
     if view.token_id is None or view.token_expires_at is None:
         return base.make(State.WAITING_APPLE if view.apple else State.NO_TOKEN, Urgency.SOON, None)
     if view.token_expires_at <= now:
@@ -152,8 +157,8 @@ def _not_in_use(view: ServerView, now: datetime, base: _Base) -> ServerState:
 class _Base:
     """The facts every state of one server shares."""
 
-    def __init__(self, view: ServerView, now: datetime) -> None:
-        self.view, self.now = view, now
+    def __init__(self, view: ServerView, now: datetime, portal: str) -> None:
+        self.view, self.now, self.portal = view, now, portal
 
     def make(
         self, state: State, urgency: Urgency, since: datetime | None, *, retry_helps: bool = True
@@ -177,14 +182,17 @@ class _Base:
             last_seen=view.token_last_used_at,
             presented_at=view.old_presented_at,
             apple=view.apple,
+            portal=self.portal,
         )
 
 
-def by_urgency(views: list[ServerView], now: datetime) -> list[tuple[ServerView, ServerState]]:
+def by_urgency(
+    views: list[ServerView], now: datetime, portal: str = SCHOOL_PORTAL
+) -> list[tuple[ServerView, ServerState]]:
     """Each server with its state, most urgent first, then those whose old token stopped,
     then soonest expiry, then by name."""
     far = datetime.max.replace(tzinfo=now.tzinfo)
-    paired = [(view, state_of(view, now)) for view in views]
+    paired = [(view, state_of(view, now, portal)) for view in views]
     return sorted(
         paired,
         key=lambda p: (

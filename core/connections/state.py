@@ -15,6 +15,7 @@ from core.connections.links import ConnectionSpec
 from core.connections.server_state import ServerState, state_of
 from core.db import connection_of
 from core.models import MdmConnection, Server, Token, TokenInstall
+from core.settings import SCHOOL_PORTAL
 from core.tokens import servers
 from core.tokens.servers import InstallFacts, ServerView
 
@@ -133,15 +134,16 @@ def connected_tokens(session: Session, token_ids: list[int]) -> set[int]:
 
 
 def server_state(
-    db: Session | sa.Connection, server_id: int, now: datetime
+    db: Session | sa.Connection, server_id: int, now: datetime, portal: str = SCHOOL_PORTAL
 ) -> tuple[ServerView, ServerState] | None:
-    """One live server, annotated, with its state as of `now` (None once removed)."""
+    """One live server, annotated, with its state as of `now` (None once removed); `portal`
+    names Apple's portal in Apple mode."""
     query = _annotated_listing().where(col(Server.id) == server_id)
     row = connection_of(db).execute(query).first()
     if row is None:
         return None
     view = _annotated(row)
-    return view, state_of(view, now)
+    return view, state_of(view, now, portal)
 
 
 def server_of_token(db: Session | sa.Connection, token_id: int) -> int | None:

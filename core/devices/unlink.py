@@ -14,16 +14,20 @@ from core.people import alerts
 from core.people.persons import authorize
 from core.people.rotation import tick_rotations
 from core.roles import Actor, Permission
+from core.settings import SCHOOL_PORTAL
 from core.tokens.servers import find_server
 
 
-def remove_server(session: Session, actor: Actor, name: str, now: datetime) -> Server:
-    """Unlink a server: its tokens are revoked and its name freed."""
+def remove_server(
+    session: Session, actor: Actor, name: str, now: datetime, portal: str = SCHOOL_PORTAL
+) -> Server:
+    """Unlink a server: its tokens are revoked and its name freed; one of Apple's (Apple mode)
+    is refused, naming Apple's `portal`."""
     authorize(session, actor, Permission.MANAGE_SERVERS)
     server = find_server(session, name)
     if server.apple_id:  # Apple mode: the next sync would bring it back
         raise InvalidInput(
-            f"“{server.name}” is Apple's: remove it in Apple School Manager; the next sync marks "
+            f"“{server.name}” is Apple's: remove it in {portal}; the next sync marks "
             "it removed here (its tokens are kept)."
         )
     tokens = session.exec(

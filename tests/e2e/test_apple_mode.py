@@ -170,15 +170,37 @@ def test_linking_a_server_in_school_and_in_business(
         bot.stop()
 
     business = Cli(tmp_path / "business")
-    business.env.update(_apple_settings(apple, business=True))
+    business.env.update(_apple_settings(apple, business=True), MDMBOT_SECRET_KEY="k" * 40)
     business.ok("db", "upgrade")
     created = business.ok("server", "add", "Fleet", "--cert", "../../school/work/kandji.pem")
-    assert created.startswith("Created “Fleet” in Apple Business Manager (id ")
-    assert "Download Token" in created
+    assert created.startswith("Created “Fleet” in Apple Business (id ")
+    assert "Next: on “Fleet” in Apple Business choose Download Token" in created
+    assert "School Manager" not in created and "Business Manager" not in created
     assert [s["name"] for s in apple.cli.json("server", "list", "--json")] == [
         "Fleet", "Jamf Pro", "Kandji", "Mosyle"]  # fmt: skip
     synced = business.json("apple", "sync", "--json")
     assert (synced["servers"], synced["changes"]) == (4, 3 + 4), "3 more servers, 4 devices"
+
+    # The business's Slack: /mdm add creates the server at Apple, in Apple Business's words.
+    settings = {k.lower(): v for k, v in _apple_settings(apple, business=True).items()}
+    bot = Bot(fake, f"sqlite:///{business.data_dir / 'mdmbot.db'}", str(business.data_dir),
+              extra_env=settings)  # fmt: skip
+    try:
+        bot.grant(ADMIN)
+        bot.command(ADMIN, "add")
+        bot.wait_idle(lambda: len(fake.calls_to("views.open")) > 1)
+        view = fake.calls_to("views.open")[-1].params["view"]
+        assert "removes a device from Apple Business for good" in json.dumps(view)
+        assert "School Manager" not in json.dumps(view)
+        cert = _valid_now(9, "fleet.example.com").pem
+        bot.submit(ADMIN, view, add_values(fake, "Lab Fleet", cert))
+        bot.wait_idle(lambda: any("*Lab Fleet*" in t for t in dm_texts(fake)))
+        text = next(t for t in dm_texts(fake) if "*Lab Fleet*" in t)
+        assert text.startswith(":white_check_mark: Created *Lab Fleet* in Apple Business and")
+        assert "Next: on “Lab Fleet” in Apple Business choose Download Token" in text
+        assert "School Manager" not in text and "Business Manager" not in text
+    finally:
+        bot.stop()
 
 
 def test_serve_syncs_at_start(

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pytest
+
 from core.connections.links import make_spec
 from tests import certs
 from tests.e2e.test_cli import Cli, _valid_now
@@ -73,10 +75,31 @@ def test_import_is_refused_in_the_sandbox(tmp_path: Path) -> None:
     refused = apple.run("token", "import", "School One", str(token))
     assert refused.returncode == 1
     assert refused.stderr.strip().splitlines() == [
-        "mdmbot: `token import` takes in tokens downloaded from Apple School Manager, in Apple "
-        "mode only (MDMBOT_APPLE_API); here mdmbot issues them itself: `mdmbot token issue "
-        "NAME`."
+        "mdmbot: `token import` takes in tokens downloaded from Apple School Manager or Apple "
+        "Business, in Apple mode only (MDMBOT_APPLE_API); here mdmbot issues them itself: "
+        "`mdmbot token issue NAME`."
     ]
+
+
+@pytest.mark.parametrize(("api", "portal"), [("school", "Apple School Manager"),
+                                             ("business", "Apple Business")])  # fmt: skip
+def test_import_refusals_name_the_portal_of_the_mode(tmp_path: Path, api: str, portal: str) -> None:
+    apple, school = _apple_and_school(tmp_path)
+    mine, other = _valid_now(0, "mdm.example.edu"), _valid_now(3, "other.example.edu")
+    (school.work / "mine.pem").write_bytes(mine.pem)
+    school.ok("server", "add", "School One", "--cert", "mine.pem")  # Apple School Manager's way
+    school.env["MDMBOT_APPLE_API"] = api
+    stranger = _issue_at_apple(apple, "Other", other.pem)
+    (school.work / "notes.p7m").write_text("not a token\n")
+    said = [
+        school.run("token", "import", "School One", str(stranger)).stderr,
+        school.run("token", "import", "School One", "notes.p7m").stderr,
+        school.run("token", "issue", "School One").stderr,
+    ]
+    assert f"Download the token of this server in {portal}," in said[0]
+    assert f"is not a server token from {portal} (an S/MIME" in said[1]
+    assert f"download the server's token in {portal} (Preferences" in said[2]
+    assert all(api == "school" or "School Manager" not in text for text in said), said
 
 
 def test_connect_in_apple_mode_keeps_the_certificate_then_import_installs(tmp_path: Path) -> None:

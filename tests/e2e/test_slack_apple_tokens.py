@@ -32,12 +32,17 @@ ROOT = Actor("root", operator=True)
 cert = functools.cache(_valid_now)  # one certificate per index for the whole test
 
 
+PORTALS = {"school": "Apple School Manager", "business": "Apple Business"}
+BOTH_APIS = pytest.mark.parametrize("apple_bot", list(PORTALS), indirect=True)
+
+
 @pytest.fixture
-def apple_bot(fake: FakeSlack, tmp_path: Path) -> Iterator[Bot]:
-    """The bot in Apple mode with two servers, each with its certificate and no token yet."""
+def apple_bot(fake: FakeSlack, tmp_path: Path, request: pytest.FixtureRequest) -> Iterator[Bot]:
+    """The bot in Apple mode (School Manager, or the API the test asks for) with two servers,
+    each with its certificate and no token yet."""
     running = Bot(
         fake, f"sqlite:///{tmp_path / 'bot.db'}", str(tmp_path),
-        extra_env={"mdmbot_apple_api": "school"},
+        extra_env={"mdmbot_apple_api": getattr(request, "param", "school")},
     )  # fmt: skip
     running.grant(ADMIN)
     with running.ctx.unit_of_work() as session:
@@ -143,13 +148,32 @@ def test_mdm_token_opens_the_upload_modal_which_checks_the_recipient(
     assert sum(refused in m["text"] for m in posts(fake)) == 1, "alerted once"
 
 
+def _portal(bot: Bot) -> str:
+    """Apple's portal in the words of the bot's mode; fails on a leftover of the other's."""
+    portal = bot.ctx.settings.apple_portal
+    assert portal == PORTALS[bot.ctx.settings.mdmbot_apple_api or "school"]
+    return portal
+
+
+def _in_words_of(portal: str, *texts: str) -> None:
+    """Each text names `portal` and, in Apple Business, never Apple School Manager."""
+    for text in texts:
+        assert portal in text, text
+        assert portal == PORTALS["school"] or "School Manager" not in text, text
+
+
+@BOTH_APIS
 def test_the_home_asks_for_a_token_from_apple_and_its_button_opens_the_modal(
     apple_bot: Bot, fake: FakeSlack
 ) -> None:
-    bot = apple_bot
+    bot, portal = apple_bot, _portal(apple_bot)
     reply = bot.command(ADMIN, "show School One")
-    shown = json.dumps(reply.json())
-    assert "waiting for a token from Apple School Manager" in shown
+    shown = json.dumps(reply.json(), ensure_ascii=False)
+    assert f"waiting for a token from {portal}" in shown
+    bot.svc.refresh_home(ADMIN)
+    home = json.dumps(fake.calls_to("views.publish")[-1].params, ensure_ascii=False)
+    listed = json.dumps(bot.command(ADMIN, "list").json(), ensure_ascii=False)
+    _in_words_of(portal, shown, home, listed)
     assert phrases.FROM_APPLE in shown and "Renew token" not in shown
     with bot.ctx.unit_of_work(readonly=True) as session:
         server_id = find_server(session, "School One").id
@@ -162,12 +186,14 @@ def test_the_home_asks_for_a_token_from_apple_and_its_button_opens_the_modal(
     assert bot.press(ADMIN, "server_token", str(server_id)).status == 200
     bot.wait_idle(lambda: bot.opened_view().get("callback_id") == modals.APPLE_TOKEN)
     assert "School One" in json.dumps(bot.opened_view()["blocks"])
+    _in_words_of(portal, json.dumps(bot.opened_view()["blocks"]))
 
 
+@BOTH_APIS
 def test_a_departure_asks_apple_for_a_new_token_and_closes_when_apple_sees_it_used(
     apple_bot: Bot, fake: FakeSlack
 ) -> None:
-    bot = apple_bot
+    bot, portal = apple_bot, _portal(apple_bot)
     leaver = "ULEAVER01"
     fake.add_user(leaver, "lee", "lee@school.example")
     bot.grant(leaver)
@@ -177,20 +203,22 @@ def test_a_departure_asks_apple_for_a_new_token_and_closes_when_apple_sees_it_us
     assert bot.command(ADMIN, f"offboard <@{leaver}|lee>").status == 200
     bot.wait_idle(lambda: bool(posts(fake)))
     checklist = posts(fake)[0]
-    text = json.dumps(checklist["blocks"])
+    text = json.dumps(checklist["blocks"], ensure_ascii=False)
     assert "Upload token" in text and "Renew token" not in text
-    assert "Apple School Manager" in text and "Renew and install" not in text
-    assert "until a new one from Apple School Manager is taken in here" in text
-    assert checklist["text"].endswith(" left — get 1 new server token from Apple School Manager")
+    assert "Renew and install" not in text
+    assert f"until a new one from {portal} is taken in here" in text
+    assert checklist["text"].endswith(f" left — get 1 new server token from {portal}")
     assert "renewed here" not in text
     (item,) = [b for b in checklist["blocks"] if b.get("accessory")]
-    waiting = "School One* is waiting for a token from Apple School Manager"
+    waiting = f"School One* is waiting for a token from {portal}"
     shown = json.dumps(bot.command(ADMIN, "show School One").json(), ensure_ascii=False)
     assert f"🟡 *{waiting}: a checklist asks to replace the one <@{leaver}>" in shown
     listed = json.dumps(bot.command(ADMIN, "list").json(), ensure_ascii=False)
-    assert "🟡 *School One* — waiting for a token from Apple School Manager" in listed
+    assert f"🟡 *School One* — waiting for a token from {portal}" in listed
     bot.svc.refresh_home(ADMIN)
-    assert waiting in json.dumps(fake.calls_to("views.publish")[-1].params)
+    home = json.dumps(fake.calls_to("views.publish")[-1].params, ensure_ascii=False)
+    assert waiting in home
+    _in_words_of(portal, text, checklist["text"], shown, listed, home)
     press_upload(bot, fake, checklist, item["accessory"]["value"])
     assert bot.opened_view()["callback_id"] == modals.APPLE_TOKEN
 

@@ -7,6 +7,8 @@ from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+import pytest
+
 from bot.slack.builders import blocks, modals, phrases
 from bot.slack.builders import lifecycle_blocks as lb
 from core.connections.server_state import state_of
@@ -241,12 +243,16 @@ def test_home_offers_the_file_again_only_to_whoever_holds_it() -> None:
     assert renew[0]["accessory"]["options"][0]["text"]["text"] == "Renew token", "Renew in ⋯"
 
 
-def test_apple_mode_asks_apple_school_manager_for_a_new_token_not_a_renewal() -> None:
+@pytest.mark.parametrize("portal", ["Apple School Manager", "Apple Business"])
+def test_apple_mode_asks_apples_portal_for_a_new_token_not_a_renewal(portal: str) -> None:
     expired = replace(server(1, "Jamf Pro"), token_expires_at=NOW - lb_day(), token_source="apple")
-    rendered = json.dumps(lb.alert_blocks(alert(threshold=0), NOW, state_of(expired, NOW)))
-    assert "until a new token from Apple School Manager is taken in" in rendered
+    st = state_of(expired, NOW, portal)
+    rendered = json.dumps(lb.alert_blocks(alert(threshold=0), NOW, st))
+    assert f"until a new token from {portal} is taken in" in rendered
+    assert f"as soon as {portal} issues the new one" in rendered
     assert "renewed token" not in rendered and "Upload token" in rendered
     assert "until it has a renewed token" in json.dumps(lb.alert_blocks(alert(threshold=0), NOW))
-    assert lb.checklist_text(case(done=1), apple=True) == (
-        "Lee Leaver left — get 2 new server tokens from Apple School Manager"
+    assert lb.checklist_text(case(done=1), portal=portal) == (
+        f"Lee Leaver left — get 2 new server tokens from {portal}"
     )
+    assert portal == "Apple School Manager" or "School Manager" not in rendered

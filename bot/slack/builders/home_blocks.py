@@ -27,6 +27,7 @@ from core.connections.server_state import by_urgency
 from core.people.persons import RoleHolder
 from core.people.rotation import CaseView
 from core.roles import Permission, Role, allows
+from core.settings import SCHOOL_PORTAL
 from core.tokens.servers import ServerView
 
 __all__ = ["MORE", "RESEND", "home_view", "resend_button"]
@@ -66,10 +67,10 @@ def ask_admins(admins: Sequence[RoleHolder]) -> str:
     return f"Ask an Administrator ({names}{more}) to run `/mdm grant @you ROLE`."
 
 
-def no_role_text(admins: Sequence[RoleHolder]) -> str:
-    """What someone without a role reads on the App Home."""
+def no_role_text(admins: Sequence[RoleHolder], portal: str | None = None) -> str:
+    """What someone without a role reads on the App Home (`portal`: Apple's, in Apple mode)."""
     return (
-        "mdmbot links MDM servers in Apple School Manager and keeps their tokens alive. "
+        f"mdmbot links MDM servers in {portal or SCHOOL_PORTAL} and keeps their tokens alive. "
         f"You don't have an mdmbot role yet. {ask_admins(admins)}"
     )
 
@@ -85,14 +86,16 @@ def home_view(
     device_counts: dict[int, int] | None = None,
     api_accounts: Sequence[AccountView] | None = None,
     apple: SyncHealth | None = None,
+    portal: str | None = None,
 ) -> dict[str, Any]:
     """The App Home tab: open checklists, servers waiting on someone, then one line per other;
-    API accounts at the end for Administrators (`api_accounts` given)."""
+    API accounts at the end for Administrators (`api_accounts` given); `portal` names Apple's
+    portal in Apple mode."""
     counts = device_counts or {}
     tail = [] if api_accounts is None else api_account_blocks(api_accounts)
     blocks: list[Block] = [{"type": "header", "text": plain("MDM servers", 150)}]
     if not allows(role, Permission.VIEW):
-        blocks.append(section(no_role_text(admins)))
+        blocks.append(section(no_role_text(admins, portal)))
         return {"type": "home", "blocks": blocks}
     blocks.append(
         {
@@ -104,7 +107,7 @@ def home_view(
     if apple is not None and apple.failing_kind:
         blocks.append(section(phrases.apple_sync_problem(
             apple.failing_kind, apple.failing_message or "", apple.failing_since,
-            apple.last_success_at,
+            apple.last_success_at, portal or SCHOOL_PORTAL,
         )))  # fmt: skip
     for refused in apple.refused[:5] if apple is not None else ():
         blocks.append(section(phrases.token_refused(refused)))
@@ -114,7 +117,7 @@ def home_view(
         blocks.append({"type": "divider"})
     if not views:
         blocks.append(section("No MDM servers are linked yet."))
-    ordered = by_urgency(views, now)
+    ordered = by_urgency(views, now, portal or SCHOOL_PORTAL)
     waiting = [(v, st) for v, st in ordered if st.needs_action]
     others = [(v, st) for v, st in ordered if not st.needs_action]
     room = MAX_HOME_BLOCKS - len(blocks) - len(tail) - 4
@@ -223,7 +226,7 @@ def help_text(role: Role | None, portal: str | None = None) -> str:
         else "renew the tokens you downloaded"
     )
     lines = [
-        f"*mdmbot* keeps the MDM servers linked in {portal or 'Apple School Manager'} and their "
+        f"*mdmbot* keeps the MDM servers linked in {portal or SCHOOL_PORTAL} and their "
         "tokens alive. Open the *Home* tab of mdmbot to see every server, most urgent first, "
         "with its buttons.",
         "",

@@ -57,7 +57,7 @@ def alert_blocks(alert: DueAlert, now: datetime, st: ServerState | None = None) 
     """An expiry alert with a "Renew token" button (its value is only the token id)."""
     if alert.threshold == 0 or alert.expires_at <= now:
         until = (
-            "a new token from Apple School Manager is taken in"
+            f"a new token from {st.portal} is taken in"
             if st is not None and st.apple
             else "it has a renewed token"
         )
@@ -74,8 +74,8 @@ def alert_blocks(alert: DueAlert, now: datetime, st: ServerState | None = None) 
     label = "Renew token"
     if st is not None and st.apple:
         label = "Upload token"
-        footer = f"To renew, {phrases.GET_FROM_APPLE}. The current one stops working as soon "
-        footer += "as Apple School Manager issues the new one."
+        footer = f"To renew, {phrases.GET_FROM_APPLE.format(portal=st.portal)}. The current one "
+        footer += f"stops working as soon as {st.portal} issues the new one."
     elif st is not None and st.connected:
         footer = (
             f"Renewing makes a new token and mdmbot installs it into {esc(st.label or '')} "
@@ -167,9 +167,9 @@ OLDER_REMINDER = "Superseded by a newer reminder below."
 WHY_SHORT = {"departure": "left", "password_change": "changed their password"}
 
 
-def checklist_text(case: CaseView, *, apple: bool = False) -> str:
+def checklist_text(case: CaseView, *, portal: str | None = None) -> str:
     """The notification text of a checklist (why, then what to do), escaped like the blocks; in
-    Apple mode (`apple`) the tokens come from Apple School Manager."""
+    Apple mode the tokens come from Apple's `portal`."""
     who = case.person_name or "someone"
     if case.status == "done":
         return esc(f"Every server token downloaded by {who} has been renewed")
@@ -179,9 +179,9 @@ def checklist_text(case: CaseView, *, apple: bool = False) -> str:
     renew = to_renew(case)
     if not renew:
         return esc(f"{who} {why} — {plural(len(case.left), 'renewed token')} waiting for first use")
-    if apple:
+    if portal:
         tokens = plural(len(renew), "new server token")
-        return esc(f"{who} {why} — get {tokens} from Apple School Manager")
+        return esc(f"{who} {why} — get {tokens} from {portal}")
     return esc(f"{who} {why} — renew {plural(len(renew), 'server token')}")
 
 
@@ -190,18 +190,18 @@ def checklist_blocks(
     now: datetime,
     states: dict[int, ServerState] | None = None,
     *,
-    apple: bool = False,
+    portal: str | None = None,
 ) -> list[Block]:
     """The rotation checklist: one line per token, "Renew token" on each one left; a renewed
     one shows its server's state (`states`, by the item's token) until its first use. In Apple
-    mode (`apple`) each asks for a new token from Apple School Manager ("Upload token")."""
+    mode each asks for a new token from Apple's `portal` ("Upload token")."""
     blocks: list[Block] = [
         {"type": "header", "text": plain(checklist_headline(case), 150)},
         section(
             "Apple requires every server token they downloaded to be replaced. Each keeps "
-            "working until a new one from Apple School Manager is taken in here, so enrolment "
+            f"working until a new one from {portal} is taken in here, so enrolment "
             "is not interrupted."
-            if apple
+            if portal
             else "Apple requires every server token they downloaded to be renewed. Each keeps "
             "working until it is renewed here, so enrolment is not interrupted."
         ),
@@ -228,9 +228,9 @@ def checklist_blocks(
             continue
         if case.status == "open":
             style = "primary" if item.item_id == first_left else None
-            label = "Upload token" if apple else "Renew token"
-            if apple:
-                line += "\nGet a new token from Apple School Manager and drop it in mdmbot's DM."
+            label = "Upload token" if portal else "Renew token"
+            if portal:
+                line += f"\nGet a new token from {portal} and drop it in mdmbot's DM."
             blocks.append(
                 {
                     "type": "section",

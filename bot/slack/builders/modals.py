@@ -10,6 +10,7 @@ from bot.slack.builders import phrases
 from bot.slack.builders.blocks import Block, days_until, esc, local_date, plain, plural, section
 from core.connections.links import MAX_AUTO_RENEW_DAYS
 from core.connections.server_state import State, state_of
+from core.settings import SCHOOL_PORTAL
 from core.tokens.servers import ServerView
 
 ADD_SERVER = "add_server"
@@ -18,7 +19,7 @@ CONFIRM_TOKEN = "confirm_token"  # noqa: S105 (a callback id, not a secret)
 CONFIRM_REMOVE = "confirm_remove"
 EDIT_SERVER = "edit_server"
 RELEASE_LABEL = "Allow this MDM server to release devices"
-RELEASE_HELP = "Releasing removes a device from Apple School Manager for good (e.g. when sold)."
+RELEASE_HELP = "Releasing removes a device from {portal} for good (e.g. when sold)."
 CERT_FILETYPES = ["pem", "der", "cer", "crt"]
 MDM_KINDS = {"nanodep": "NanoDEP", "fleet": "Fleet"}  # `command` runs a program: the CLI only
 MDM_KIND, MDM_URL, MDM_DEP_NAME, MDM_API_KEY = "mdm_kind", "mdm_url", "mdm_dep_name", "mdm_api_key"
@@ -65,10 +66,10 @@ def _name_input(initial: str | None = None) -> Block:
     }
 
 
-def _release_input(checked: bool) -> Block:
+def _release_input(checked: bool, portal: str) -> Block:
     option = {
         "text": plain(RELEASE_LABEL),
-        "description": plain(RELEASE_HELP, 150),
+        "description": plain(RELEASE_HELP.format(portal=portal), 150),
         "value": "release",
     }
     element: Block = {"type": "checkboxes", "action_id": "value", "options": [option]}
@@ -172,8 +173,9 @@ def _connection_inputs() -> list[Block]:
     ]
 
 
-def add_server_modal() -> dict[str, Any]:
-    """`/mdm add`: name, release-devices (checked by default), certificate or MDM connection."""
+def add_server_modal(portal: str = SCHOOL_PORTAL) -> dict[str, Any]:
+    """`/mdm add`: name, release-devices (checked by default), certificate or MDM connection;
+    `portal` names Apple's portal of the mode."""
     return _modal(
         ADD_SERVER,
         "Add MDM server",
@@ -183,7 +185,7 @@ def add_server_modal() -> dict[str, Any]:
                 "it into the MDM server for you."
             ),
             _name_input(),
-            _release_input(True),
+            _release_input(True, portal),
             _certificate_input(" Not needed with a connection below.", optional=True),
             *_connection_inputs(),
         ],
@@ -191,10 +193,12 @@ def add_server_modal() -> dict[str, Any]:
     )
 
 
-def add_server_modal_again(submitted: dict[str, Any], notice: str) -> dict[str, Any]:
+def add_server_modal_again(
+    submitted: dict[str, Any], notice: str, portal: str = SCHOOL_PORTAL
+) -> dict[str, Any]:
     """The add modal again with what was typed (never the API key) and why it came back."""
     values = submitted.get("state", {}).get("values", {})
-    view = add_server_modal()
+    view = add_server_modal(portal)
     filled: list[Block] = [section(notice)]
     for block in view["blocks"]:
         state = (values.get(block.get("block_id")) or {}).get("value") or {}
@@ -328,12 +332,12 @@ def confirm_remove_modal(view: ServerView) -> dict[str, Any]:
     )
 
 
-def edit_server_modal(view: ServerView) -> dict[str, Any]:
-    """Rename a server or change whether it may release devices."""
+def edit_server_modal(view: ServerView, portal: str = SCHOOL_PORTAL) -> dict[str, Any]:
+    """Rename a server or change whether it may release devices (from Apple's `portal`)."""
     return _modal(
         EDIT_SERVER,
         "Edit MDM server",
-        [_name_input(view.name), _release_input(view.release_devices)],
+        [_name_input(view.name), _release_input(view.release_devices, portal)],
         submit="Save",
         metadata={"server_id": view.id},
     )
@@ -343,8 +347,8 @@ APPLE_TOKEN = "apple_token_upload_submit"  # noqa: S105 (a callback id)
 APPLE_FILE = "token_file"
 
 
-def apple_token_modal(view: ServerView | None) -> dict[str, Any]:
-    """Upload a server token downloaded from Apple School Manager (Apple mode): for `view`, or
+def apple_token_modal(view: ServerView | None, portal: str) -> dict[str, Any]:
+    """Upload a server token downloaded from Apple's `portal` (Apple mode): for `view`, or
     for whichever server's certificate it is encrypted to."""
     which = f"*{esc(view.name)}*" if view else "the server whose certificate it is encrypted to"
     return _modal(
@@ -352,7 +356,7 @@ def apple_token_modal(view: ServerView | None) -> dict[str, Any]:
         "Token from Apple",
         [
             section(
-                "In Apple School Manager, open the MDM server's page and choose *Download "
+                f"In {portal}, open the MDM server's page and choose *Download "
                 f"Token*; upload the .p7m file here. mdmbot takes it in for {which}, installs "
                 "it into the MDM server when connected, and watches its expiry."
             ),

@@ -27,9 +27,9 @@ ICONS = {Urgency.NOW: "🔴", Urgency.SOON: "🟡", Urgency.WAIT: "⚪️", Urge
 KEY = "🔴 cannot enrol, or soon won't · 🟡 needs someone · ⚪️ in hand · 🟢 in use"
 GET, RENEW, RESEND = "server_token", "server_token", "resend_token"
 INSTALL_AGAIN, UPDATE_KEY = "install_again", "update_api_key"
-FROM_APPLE = "apple_token_upload"  # opens the modal to upload a token from Apple School Manager
+FROM_APPLE = "apple_token_upload"  # opens the modal to upload a token from Apple's portal
 GET_FROM_APPLE = (
-    "get a new token from Apple School Manager (the server's page, *Download Token*) and drop "
+    "get a new token from {portal} (the server's page, *Download Token*) and drop "
     "the .p7m file in a DM with mdmbot, or press *Upload token*"
 )
 CANNOT_ENROL = "it cannot enrol or sync devices"
@@ -83,7 +83,7 @@ def who_acts(st: ServerState) -> str:
         how = f"; mdmbot installs it into {esc(st.label)}" if st.label else ""
         return (
             "An Administrator, Site Manager or Device Enrollment Manager must "
-            f"{GET_FROM_APPLE}{how}."
+            f"{GET_FROM_APPLE.format(portal=st.portal)}{how}."
         )
     if state is State.NO_TOKEN:
         how = f"mdmbot installs it into {esc(st.label)}" if st.label else "its file comes by DM"
@@ -130,12 +130,12 @@ def problem(name: str, st: ServerState) -> str:
     if state is State.WAITING_APPLE and st.expires_at is not None:
         who = mention(st.holder) if st.file_sent else esc(st.holder or "someone")
         return (
-            f"{server} is waiting for a token from Apple School Manager: a checklist asks to "
+            f"{server} is {word(st)}: a checklist asks to "
             f"replace the one {who} downloaded (it works until "
             f"{local_date(st.expires_at)})."
         )
     if state is State.WAITING_APPLE:
-        return f"{server} is waiting for a token from Apple School Manager, so {CANNOT_ENROL}."
+        return f"{server} is {word(st)}, so {CANNOT_ENROL}."
     if state is State.NO_TOKEN:
         return f"{server} has no token yet, so {CANNOT_ENROL}."
     if state is State.EXPIRED:
@@ -219,18 +219,18 @@ def renewed_by(holder: str | None, by: str | None = None) -> str:
 
 
 APPLE_FAILURES = {
-    "unreachable": "mdmbot cannot reach Apple School Manager",
-    "refused": "Apple School Manager refuses mdmbot's API account",
-    "malformed": "Apple School Manager answered something mdmbot cannot read",
-    "rejected": "Apple School Manager refused mdmbot's sync",
+    "unreachable": "mdmbot cannot reach {portal}",
+    "refused": "{portal} refuses mdmbot's API account",
+    "malformed": "{portal} answered something mdmbot cannot read",
+    "rejected": "{portal} refused mdmbot's sync",
 }
 
 
 def apple_sync_problem(
-    kind: str, message: str, since: datetime | None, last_success: datetime | None
+    kind: str, message: str, since: datetime | None, last_success: datetime | None, portal: str
 ) -> str:
-    """The Apple sync's failure, on the Home and in its one alert."""
-    headline = APPLE_FAILURES.get(kind, APPLE_FAILURES["unreachable"])
+    """The Apple sync's failure, on the Home and in its one alert; `portal` is Apple's."""
+    headline = APPLE_FAILURES.get(kind, APPLE_FAILURES["unreachable"]).format(portal=portal)
     as_of = f"as Apple showed them {local_time(last_success)}" if last_success else "not synced yet"
     started = f" (since {local_time(since)})" if since else ""
     return (
@@ -239,7 +239,7 @@ def apple_sync_problem(
     )
 
 
-APPLE_SYNC_BACK = "✅ mdmbot syncs with Apple School Manager again."
+APPLE_SYNC_BACK = "✅ mdmbot syncs with {portal} again."
 
 
 def token_refused(refused: Refused) -> str:

@@ -18,6 +18,7 @@ from bot.slack.builders.blocks import (
     section,
 )
 from core.connections.server_state import ServerState, by_urgency
+from core.settings import SCHOOL_PORTAL
 from core.tokens.servers import ServerView
 
 MORE = "server_more"
@@ -84,13 +85,16 @@ def healthy_row(view: ServerView, st: ServerState, devices: int = 0) -> Block:
     }
 
 
-def server_list_blocks(views: list[ServerView], now: datetime) -> list[Block]:
-    """The `/mdm list` reply in the Home's order, packing lines into as few sections as fit."""
+def server_list_blocks(
+    views: list[ServerView], now: datetime, portal: str | None = None
+) -> list[Block]:
+    """The `/mdm list` reply in the Home's order, packing lines into as few sections as fit
+    (`portal`: Apple's, in Apple mode)."""
     if not views:
         return [section("No MDM servers are linked yet. Add one with `/mdm add`.")]
     blocks: list[Block] = [section(f"*MDM servers ({len(views)})*")]
     chunk = ""
-    for view, st in by_urgency(views, now):
+    for view, st in by_urgency(views, now, portal or SCHOOL_PORTAL):
         line = phrases.line(view.name, st)
         if not view.release_devices:
             line += " · releases off"

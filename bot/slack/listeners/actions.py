@@ -18,12 +18,15 @@ from core.tokens.servers import ServerView
 ADD_SHORTCUT = "add_mdm_server"
 
 
-def server_modals(now: Callable[[], datetime]) -> dict[str, Callable[[ServerView], dict[str, Any]]]:
-    """The modal each App Home server action opens (renewing says when the token expires)."""
+def server_modals(
+    now: Callable[[], datetime], portal: str
+) -> dict[str, Callable[[ServerView], dict[str, Any]]]:
+    """The modal each App Home server action opens (renewing says when the token expires;
+    `portal` names Apple's portal of the mode)."""
     return {
         "server_token": lambda view: modals.confirm_token_modal(view, now=now()),
         "server_cert": modals.replace_cert_modal,
-        "server_edit": modals.edit_server_modal,
+        "server_edit": lambda view: modals.edit_server_modal(view, portal),
         "server_remove": modals.confirm_remove_modal,
     }
 
@@ -46,17 +49,20 @@ def open_checked(
 def register(app: App, svc: BotServices) -> None:
     """Register the App Home button listeners."""
 
+    def add_modal() -> dict[str, Any]:
+        return modals.add_server_modal(svc.ctx.settings.apple_portal)
+
     @app.action("home_add")
     def on_add(ack: Ack, body: dict[str, Any]) -> None:
         ack()
-        open_checked(svc, body, Permission.MANAGE_SERVERS, modals.add_server_modal)
+        open_checked(svc, body, Permission.MANAGE_SERVERS, add_modal)
 
     @app.shortcut(ADD_SHORTCUT)
     def on_shortcut(ack: Ack, body: dict[str, Any]) -> None:
         ack()
-        open_checked(svc, body, Permission.MANAGE_SERVERS, modals.add_server_modal)
+        open_checked(svc, body, Permission.MANAGE_SERVERS, add_modal)
 
-    builders = server_modals(svc.ctx.now)
+    builders = server_modals(svc.ctx.now, svc.ctx.settings.apple_portal)
 
     def open_for(body: dict[str, Any], action_id: str, value: object) -> None:
         build = builders.get(action_id)

@@ -1,4 +1,4 @@
-"""Apple mode: server tokens from Apple School Manager, dropped in the bot's DM or uploaded.
+"""Apple mode: server tokens from Apple's portal, dropped in the bot's DM or uploaded.
 
 A `.p7m` file shared in a DM with the bot is taken in for the server whose certificate it is
 encrypted to (asked when several match); `/mdm token NAME`, "Upload token" and, in Apple mode,
@@ -32,7 +32,7 @@ log = logging.getLogger("mdmbot.apple")
 CHOOSE = "apple_token_choose_server"  # a button per matching server, when several match
 TOO_LARGE = "That file is too large to be a server token (a few KiB); drop the .p7m file."
 NO_ISSUING = (
-    "In Apple mode mdmbot issues no tokens: download the server's token in Apple School Manager "
+    "In Apple mode mdmbot issues no tokens: download the server's token in {portal} "
     "and drop the .p7m file in a DM with mdmbot, or use `/mdm token NAME`."
 )
 RENEWING = ("server_token", lifecycle_blocks.RENEW, lifecycle_blocks.ROTATE, phrases.FROM_APPLE)
@@ -119,7 +119,8 @@ def _download(svc: BotServices, file: dict[str, Any], deadline: float = 10.0) ->
     data = svc.gateway.download_file(
         file, limit=MAX_BYTES, too_large=TOO_LARGE, deadline=deadline
     )
-    return read_token_file(data, str(file.get("name") or "the file"))
+    name = str(file.get("name") or "the file")
+    return read_token_file(data, name, svc.ctx.settings.apple_portal)
 
 
 def register(app: App, svc: BotServices) -> None:
@@ -140,7 +141,9 @@ def _register_apple(app: App, svc: BotServices) -> None:
             svc,
             body,
             Permission.MANAGE_SERVERS,
-            lambda: modals.apple_token_modal(svc.server_by_id(server_id) if server_id else None),
+            lambda: modals.apple_token_modal(
+                svc.server_by_id(server_id) if server_id else None, svc.ctx.settings.apple_portal
+            ),
         )
 
     def server_of(action_id: str, value: str) -> object:
@@ -171,7 +174,9 @@ def _register_apple(app: App, svc: BotServices) -> None:
             svc.authorize(user, Permission.MANAGE_SERVERS)
             files = modals.input_value(view, modals.APPLE_FILE).get("files") or []
             if len(files) != 1:
-                raise MdmbotError("Attach the one .p7m file Apple School Manager gave you.")
+                raise MdmbotError(
+                    f"Attach the one .p7m file {svc.ctx.settings.apple_portal} gave you."
+                )
             token = _download(svc, files[0], DEADLINE)
             server_id = svc.gateway.read_metadata(view).get("server_id")
             with svc.ctx.unit_of_work(readonly=True) as session:
@@ -202,7 +207,7 @@ def _register_apple(app: App, svc: BotServices) -> None:
     def on_issue(ack: Ack, body: dict[str, Any]) -> None:
         try:
             svc.authorize(body["user"]["id"], Permission.MANAGE_SERVERS)
-            text = NO_ISSUING
+            text = NO_ISSUING.format(portal=svc.ctx.settings.apple_portal)
         except MdmbotError as exc:
             text = exc.message
         ack(response_action="update", view=modals.message_modal("Server token", text))
@@ -226,7 +231,8 @@ def _register_apple(app: App, svc: BotServices) -> None:
             return
         text = (
             f"mdmbot now checks the tokens for *{blocks.esc(name)}* against this certificate. "
-            "In Apple School Manager, upload it as the server's public key, then download a new "
+            f"In {svc.ctx.settings.apple_portal}, upload it as the server's public key, then "
+            "download a new "
             "token there and drop it in a DM with mdmbot."
         )
         ack(response_action="update", view=modals.message_modal("Replace certificate", text))
@@ -279,6 +285,7 @@ def token_command(svc: BotServices) -> Callable[[dict[str, Any], str], None]:
             raise MdmbotError("Which server? Use `/mdm token NAME`.")
         svc.authorize(body["user_id"], Permission.MANAGE_SERVERS)
         view = svc.server_by_name(arg)
-        svc.gateway.open_view(body["trigger_id"], modals.apple_token_modal(view))
+        portal = svc.ctx.settings.apple_portal
+        svc.gateway.open_view(body["trigger_id"], modals.apple_token_modal(view, portal))
 
     return run

@@ -25,7 +25,7 @@ log = logging.getLogger("mdmbot.bot")
 USER_REF = re.compile(r"^<@([UW][A-Z0-9]+)(?:\|[^>]*)?>$|^@?([UW][A-Z0-9]{2,})$")
 Reply = dict[str, Any]
 NEW_KEY_AT_APPLE = (
-    "In Apple mode a new public key goes to Apple School Manager (the server → Edit → Replace "
+    "In Apple mode a new public key goes to {portal} (the server → Edit → Replace "
     "Certificate); then download its token there and drop the file here."
 )
 Handler = Callable[[dict[str, Any], str], Reply | None]
@@ -78,8 +78,7 @@ def register(app: App, svc: BotServices) -> None:
         with svc.ctx.unit_of_work(readonly=True) as session:
             role = people.role_of(session, body["user_id"])
             admins = [] if role else people.administrators(session)
-        portal = svc.ctx.settings.apple_portal if svc.ctx.settings.apple_mode else None
-        return {"text": "mdmbot help", "blocks": home_blocks.help_blocks(role, admins, portal)}
+        return {"text": "mdmbot help", "blocks": home_blocks.help_blocks(role, admins, svc.portal)}
 
     def do_list(body: dict[str, Any], arg: str) -> Reply:
         with svc.ctx.transaction(readonly=True) as connection:
@@ -87,14 +86,16 @@ def register(app: App, svc: BotServices) -> None:
             views = links_state.listed(connection)
         return {
             "text": "MDM servers",
-            "blocks": server_blocks.server_list_blocks(views, svc.ctx.now()),
+            "blocks": server_blocks.server_list_blocks(views, svc.ctx.now(), svc.portal),
         }
 
     def do_show(body: dict[str, Any], arg: str) -> Reply:
         view = server_for(body["user_id"], Permission.VIEW, arg, "show")
         return {
             "text": blocks.esc(view.name),
-            "blocks": server_blocks.server_detail_blocks(view, state_of(view, svc.ctx.now())),
+            "blocks": server_blocks.server_detail_blocks(
+                view, state_of(view, svc.ctx.now(), svc.ctx.settings.apple_portal)
+            ),
         }
 
     def modal_command(
@@ -108,7 +109,7 @@ def register(app: App, svc: BotServices) -> None:
 
     def do_add(body: dict[str, Any], arg: str) -> None:
         svc.authorize(body["user_id"], Permission.MANAGE_SERVERS)
-        open_modal(body, modals.add_server_modal())
+        open_modal(body, modals.add_server_modal(svc.ctx.settings.apple_portal))
 
     def do_roles(body: dict[str, Any], arg: str) -> Reply:
         with svc.ctx.unit_of_work(readonly=True) as session:
@@ -149,7 +150,7 @@ def register(app: App, svc: BotServices) -> None:
 
         def refuse_in_apple_mode(body: dict[str, Any], arg: str) -> Reply | None:
             if svc.ctx.settings.apple_mode:
-                raise MdmbotError(NEW_KEY_AT_APPLE)
+                raise MdmbotError(NEW_KEY_AT_APPLE.format(portal=svc.ctx.settings.apple_portal))
             return handler(body, arg)
 
         return refuse_in_apple_mode
@@ -166,7 +167,9 @@ def register(app: App, svc: BotServices) -> None:
                 lambda view: modals.confirm_token_modal(view, now=svc.ctx.now()), "token"
             ),
             "cert": sandbox_only(modal_command(modals.replace_cert_modal, "cert")),
-            "edit": modal_command(modals.edit_server_modal, "edit"),
+            "edit": modal_command(
+                lambda view: modals.edit_server_modal(view, svc.ctx.settings.apple_portal), "edit"
+            ),
             "remove": modal_command(modals.confirm_remove_modal, "remove"),
             "roles": do_roles,
             "grant": do_grant,

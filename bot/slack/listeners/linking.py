@@ -53,9 +53,9 @@ def link_in_apple(
         log.exception("linking with Apple failed ref=%s", reference)
         _say(svc, user, view_id, f":warning: Nothing was added. Reference: `{reference}`.")
         return
-    shown = blocks.esc(linked.name)
+    shown, portal = blocks.esc(linked.name), ctx.settings.apple_portal
     if linked.apple_id:
-        text = f":white_check_mark: Created *{shown}* in Apple Business Manager and linked it."
+        text = f":white_check_mark: Created *{shown}* in {portal} and linked it."
     else:
         file_name = f"{safe_filename(linked.name)}_certificate.pem"
         steps = linking.school_steps(linked.name, release, file_name)
@@ -64,13 +64,13 @@ def link_in_apple(
             f"(the certificate {file_name} is in your DMs):\n"
             + "\n".join(f"{n}. {blocks.esc(step)}" for n, step in enumerate(steps, 1))
         )
-        comment = f"The public key certificate of *{shown}*, for Apple School Manager."
+        comment = f"The public key certificate of *{shown}*, for {portal}."
         try:
             dm = svc.gateway.open_dm(user)
             svc.gateway.send_file(dm, file_name, linked.certificate_pem.encode(), comment)
         except MdmbotError:
             text += "\n:warning: Slack did not take the certificate file: upload your MDM's own."
-    _say(svc, user, view_id, f"{text}\n{blocks.esc(linking.next_step(linked.name))}")
+    _say(svc, user, view_id, f"{text}\n{blocks.esc(linking.next_step(linked.name, portal))}")
 
 
 def _say(svc: BotServices, user: str, view_id: str, text: str) -> None:

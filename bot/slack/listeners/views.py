@@ -245,7 +245,8 @@ def register(app: App, svc: BotServices) -> None:
                 f"{blocks.esc(exc.message)} Nothing was added: correct the connection below "
                 "and submit again (the API key is not kept)."
             )
-            update(body, modals.add_server_modal_again(body["view"], failed))
+            portal = ctx.settings.apple_portal
+            update(body, modals.add_server_modal_again(body["view"], failed, portal))
             return
         if ctx.settings.apple_mode:
             try:
@@ -332,8 +333,9 @@ def register(app: App, svc: BotServices) -> None:
         try:
             with svc.ctx.unit_of_work() as session:
                 removed = unlink.remove_server(
-                    session, Actor(body["user"]["id"]), target(session, view).name, svc.ctx.now()
-                )
+                    session, Actor(body["user"]["id"]), target(session, view).name, svc.ctx.now(),
+                    svc.ctx.settings.apple_portal,
+                )  # fmt: skip
             text = f"Removed *{blocks.esc(removed.name)}*; its token is revoked."
         except MdmbotError as exc:
             text = exc.message
