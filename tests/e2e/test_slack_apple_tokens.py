@@ -236,6 +236,9 @@ def test_a_departure_asks_apple_for_a_new_token_and_closes_when_apple_sees_it_us
     bot.wait_idle(lambda: bool(fake.calls_to("chat.update")))
     edited = fake.calls_to("chat.update")[-1].params
     assert "Done: every token has been renewed" in json.dumps(edited["blocks"])
+    bot.svc.refresh_home(ADMIN)
+    home = json.dumps(fake.calls_to("views.publish")[-1].params, ensure_ascii=False)
+    assert "Upload token" in home and "Renew token" not in home, "the ⋯ menu says what it does"
 
 
 def posts(fake: FakeSlack) -> list[dict[str, Any]]:

@@ -30,11 +30,13 @@ MORE_OPTIONS = (
 
 
 def overflow(view: ServerView, st: ServerState) -> Block:
-    """The ⋯ menu: Renew (when it is not the state's one action), edit, certificate, remove."""
+    """The ⋯ menu: Renew or Upload (unless it is the state's one action), edit, cert, remove."""
     options = list(MORE_OPTIONS)
     todo = phrases.action(st)
-    if view.token_id is not None and (todo is None or todo.action_id != phrases.RENEW):
-        options.insert(0, ("Renew token", "server_token"))
+    if view.token_id is not None and (
+        todo is None or todo.action_id not in (phrases.RENEW, phrases.FROM_APPLE)
+    ):
+        options.insert(0, ("Upload token" if st.apple else "Renew token", "server_token"))
     return {
         "type": "overflow",
         "action_id": MORE,
