@@ -45,7 +45,6 @@ def base_url(req: falcon.Request, public_url: str | None) -> str:
     return f"{req.scheme}://{host}"
 
 
-@functools.lru_cache(maxsize=4096)  # devices imported or assigned together share their times
 def when(value: datetime | None) -> str | None:
     """ISO 8601 in UTC with milliseconds and `Z` (pyaxm wants timezone-aware times)."""
     if value is None:
@@ -185,6 +184,7 @@ def device_json(
     )
 
 
+@functools.lru_cache(maxsize=4096)  # devices imported or assigned together share their times
 def _moment(value: datetime | None) -> str:
     text = when(value)
     return "null" if text is None else f'"{text}"'
