@@ -184,6 +184,11 @@ def device_json(
     )
 
 
+def linkage(device: DeviceView) -> str:
+    """A device's resource linkage as JSON text."""
+    return f'{{"type":"orgDevices","id":{_quoted(device.serial_number)}}}'
+
+
 @functools.lru_cache(maxsize=4096)  # devices imported or assigned together share their times
 def _moment(value: datetime | None) -> str:
     text = when(value)

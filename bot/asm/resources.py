@@ -19,6 +19,7 @@ from bot.asm.documents import (
     encode,
     encoded_listing,
     fields,
+    linkage,
     listing,
     paging,
     server_resource,
@@ -94,10 +95,9 @@ class ServerDevices:
         """A page of linkages."""
         limit, cursor = paging(req)
 
-        def use(session: Session, caller: Caller, base: str) -> dict[str, Any]:
-            page = inventory.server_devices(session, key, limit, cursor)
-            data = [{"type": "orgDevices", "id": d.serial_number} for d in page.items]
-            return listing(req, base, data, page, limit)
+        def use(session: Session, caller: Caller, base: str) -> str:
+            page = inventory.server_devices(session, key, limit, cursor, linkage)
+            return encoded_listing(req, base, page.items, page, limit)
 
         self.api.read(req, resp, use)
 
