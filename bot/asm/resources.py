@@ -15,10 +15,11 @@ from bot.asm.documents import (
     SERVER_FIELDS,
     answer,
     base_url,
-    device_resource,
+    device_json,
     encode,
     encoded_listing,
     fields,
+    linkage,
     listing,
     paging,
     server_resource,
@@ -94,10 +95,9 @@ class ServerDevices:
         """A page of linkages."""
         limit, cursor = paging(req)
 
-        def use(session: Session, caller: Caller, base: str) -> dict[str, Any]:
-            page = inventory.server_devices(session, key, limit, cursor)
-            data = [{"type": "orgDevices", "id": d.serial_number} for d in page.items]
-            return listing(req, base, data, page, limit)
+        def use(session: Session, caller: Caller, base: str) -> str:
+            page = inventory.server_devices(session, key, limit, cursor, linkage)
+            return encoded_listing(req, base, page.items, page, limit)
 
         self.api.read(req, resp, use)
 
@@ -114,9 +114,10 @@ class Devices:
         limit, cursor = paging(req)
 
         def use(session: Session, caller: Caller, base: str) -> str:
-            page = inventory.list_devices(session, limit, cursor)
-            data = [encode(device_resource(base, d, names)) for d in page.items]
-            return encoded_listing(req, base, data, page, limit)
+            page = inventory.list_devices(
+                session, limit, cursor, lambda device: device_json(base, device, names)
+            )
+            return encoded_listing(req, base, page.items, page, limit)
 
         self.api.read(req, resp, use)
 
@@ -131,10 +132,11 @@ class Device:
         """One device."""
         names = fields(req, "orgDevices", DEVICE_FIELDS)
 
-        def use(session: Session, caller: Caller, base: str) -> dict[str, Any]:
+        def use(session: Session, caller: Caller, base: str) -> str:
             device = inventory.get_device(session, serial)
-            resource = device_resource(base, device, names, single=True)
-            return {"data": resource, "links": {"self": resource["links"]["self"]}}
+            resource = device_json(base, device, names, single=True)
+            own = encode(f"{base}/v1/orgDevices/{device.serial_number}")
+            return f'{{"data":{resource},"links":{{"self":{own}}}}}'
 
         self.api.read(req, resp, use)
 

@@ -5,21 +5,26 @@ from __future__ import annotations
 
 import csv
 import io
+import json
 import re
+import urllib.request
 from collections.abc import Iterator
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
 import pytest
+import sqlalchemy as sa
+from sqlmodel import col
 
-from core.devices import inventory
+from core.devices import csv_import, inventory
+from core.models import Device
 from core.tokens import servers as core_servers
 from tests.asm_support import ApplePort, apple_port
 from tests.dep_client import add_server as link_with_token
 from tests.dep_client import session_key
 from tests.dep_devices_client import NanoDep
-from tests.devices_support import OPERATOR, serial
+from tests.devices_support import OPERATOR, csv_of, serial
 
 ISO = re.compile(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z")
 CLASSIC = {"serverName", "serverType", "createdDateTime", "updatedDateTime"}
@@ -227,3 +232,57 @@ def test_activities_move_devices_for_the_next_dep_sync(port: ApplePort) -> None:
     assert status == 409 and body["errors"][0]["status"] == "409"
     status, _, body = port.call("POST", "/v1/orgDeviceActivities", token=token, body={"data": 1})
     assert status == 409 and body["errors"][0]["source"] == {"pointer": "/data/type"}
+
+
+def test_device_pages_hold_across_imports_and_escape_text_as_json(port: ApplePort) -> None:
+    serials = port.devices(6)  # C02000000000 … C02000000005
+    odd = 'iPad "Air" \\ 11″ é'
+    with port.ctx.unit_of_work() as session:
+        session.execute(
+            sa.update(Device).where(col(Device.serial_number) == serials[1])
+            .values(model=odd, color="Rosé\tgold", order_number=None)
+        )  # fmt: skip
+    token = port.token(port.account())
+    first = _get(port, token, "/v1/orgDevices", limit="3")
+    # Imported between two pages: serials before the cursor stay unseen, later ones come once.
+    before, after = serial(2, prefix="A02"), serial(9)
+    with port.ctx.unit_of_work() as session:
+        csv_import.import_devices(session, OPERATOR, csv_of([before, after]), port.clock())
+    second = _get(port, token, first["links"]["next"])
+    third = _get(port, token, second["links"]["next"])
+    seen = [d["id"] for page in (first, second, third) for d in page["data"]]
+    assert seen == [*serials, after] and "next" not in third["links"]
+
+    attributes = first["data"][1]["attributes"]
+    assert (attributes["deviceModel"], attributes["color"]) == (odd, "Rosé\tgold")
+    assert "orderNumber" not in attributes and first["data"][0]["attributes"]["orderNumber"]
+    single = _get(port, token, f"/v1/orgDevices/{serials[1]}")
+    assert single["data"] == {
+        **first["data"][1], "attributes": {**attributes, "releasedFromOrgDateTime": None}
+    }  # fmt: skip
+    assert single["links"] == {"self": f"{port.url}/v1/orgDevices/{serials[1]}"}
+    sparse = _get(port, token, "/v1/orgDevices", limit="3", **{
+        "fields[orgDevices]": "deviceModel,assignedServer,orderNumber"
+    })  # fmt: skip
+    assert [d["id"] for d in sparse["data"]] == [before, *serials[:2]]
+    plain = {"deviceModel": "iPad Air", "orderNumber": "PO-1"}
+    assert [d["attributes"] for d in sparse["data"]] == [plain, plain, {"deviceModel": odd}]
+    assert all(set(d) == {"type", "id", "attributes", "relationships", "links"}
+               for d in sparse["data"])  # fmt: skip
+    bare = _get(port, token, f"/v1/orgDevices/{serials[0]}", **{"fields[orgDevices]": "color"})
+    assert bare["data"]["attributes"] == {"color": "Space Gray"}
+    assert "relationships" not in bare["data"]
+
+
+def test_device_text_is_ascii_json_as_json_dumps_writes_it(port: ApplePort) -> None:
+    (serial_number,) = port.devices(1)
+    with port.ctx.unit_of_work() as session:
+        session.execute(sa.update(Device).values(model='Mac "Studio" ☃\\', color="Ünïcode\n"))
+    bearer = {"Authorization": f"Bearer {port.token(port.account())}"}
+    request = urllib.request.Request(f"{port.url}/v1/orgDevices", headers=bearer)
+    with urllib.request.urlopen(request, timeout=30) as response:
+        raw = response.read()
+    document = json.loads(raw)
+    assert raw.isascii() and raw.decode() == json.dumps(document, separators=(",", ":"))
+    assert document["data"][0]["attributes"]["deviceModel"] == 'Mac "Studio" ☃\\'
+    assert document["data"][0]["id"] == serial_number
