@@ -117,6 +117,18 @@ class Settings(BaseSettings):
             raise ValueError("must be a positive number")
         return value
 
+    @field_validator("slack_bot_token", "slack_app_token", "slack_signing_secret")
+    @classmethod
+    def _slack_credential(cls, value: str | None) -> str | None:
+        if not value:
+            return value
+        if "…" in value:
+            raise ValueError("it still holds the example's “…”: paste the value Slack shows")
+        quoted = value[0] in "\"'" or value[-1] in "\"'"  # `docker run --env-file` keeps quotes
+        if quoted or not value.isascii() or not value.isprintable() or " " in value:
+            raise ValueError("it must be the value Slack shows: ASCII, no spaces or quotes")
+        return value
+
     @field_validator("mdmbot_apple_api", mode="before")
     @classmethod
     def _apple_api(cls, value: str | None) -> str | None:
@@ -261,6 +273,7 @@ def load_settings() -> Settings:
     except ValidationError as exc:
         first = exc.errors()[0]
         where = str(first["loc"][0]).upper() if first["loc"] else "settings"
-        raise ConfigError(f"Invalid setting {where}: {first['msg']}.") from exc
+        message = str(first["msg"]).removeprefix("Value error, ")
+        raise ConfigError(f"Invalid setting {where}: {message}.") from exc
     refuse_file(settings.mdmbot_data_dir, "MDMBOT_DATA_DIR")
     return settings

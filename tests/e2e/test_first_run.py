@@ -71,3 +71,31 @@ def test_the_readme_run_command_answers_its_curl_on_sqlite_with_nothing_set_up(
         assert process.terminate() == 0
     data = home / ".local" / "share" / "mdmbot"
     assert {"mdmbot.db", "secret.key"} <= {p.name for p in data.iterdir()}
+
+
+def _readme_env_example() -> dict[str, str]:
+    text = README.read_text()
+    block = re.search(r"^ *```sh\n( *SLACK_BOT_TOKEN=.*?)^ *```", text, re.M | re.S)
+    assert block, "the README shows a .env example"
+    lines = [line.strip() for line in block.group(1).splitlines()]
+    # `docker run --env-file` rules: NAME=value taken literally, `#` lines are comments.
+    return dict(line.split("=", 1) for line in lines if line and not line.startswith("#"))
+
+
+@pytest.mark.parametrize("mode", ["serve", "serve --http"])
+def test_the_readme_env_example_left_as_is_is_refused_in_one_line(
+    tmp_path: Path, mode: str
+) -> None:
+    from tests.processes import run_cli
+
+    example = _readme_env_example()
+    assert example["SLACK_BOT_TOKEN"].endswith("…"), "the example keeps its placeholder"
+    env = {"PATH": os.environ["PATH"], "HOME": str(tmp_path), **example}
+    env["MDMBOT_DATA_DIR"] = str(tmp_path / "data")
+    done = run_cli(shlex.split(mode), env=env, cwd=tmp_path)
+    assert done.returncode == 2
+    assert done.stderr.strip().splitlines() == [
+        "mdmbot: Invalid setting SLACK_BOT_TOKEN: it still holds the example's “…”: paste the "
+        "value Slack shows."
+    ]
+    assert not (tmp_path / "data" / "mdmbot.db").exists(), "nothing was created"
