@@ -45,10 +45,10 @@ NO_TLS: tuple[Any, ...] = (False, None, None, None, "tls1.3", None, [], False)
 _NATIVE: Any = granian._granian  # its type stubs lag its signatures (granian 2.8.x is pinned)
 
 
-def bind(host: str, port: int) -> socket.socket:
+def bind(host: str, port: int, reuse_port: bool = False) -> socket.socket:
     """A listening TCP socket on host:port (port 0 picks a free one), kept across a fork."""
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
-    sock = socket.create_server((host, port), family=family, backlog=BACKLOG)
+    sock = socket.create_server((host, port), family=family, backlog=BACKLOG, reuse_port=reuse_port)
     sock.set_inheritable(True)
     return sock
 
@@ -84,8 +84,8 @@ class WorkerHooks:
 
 
 class _BoundServer(MPServer):
-    """granian's process server on a socket mdmbot bound: every worker accepts from its one
-    queue (port 0 works, and a worker takes a connection only when it is free to)."""
+    """granian's process server on a socket mdmbot bound (port 0 works); its first worker
+    accepts from it, each other worker from a socket of its own on the same port."""
 
     def __init__(self, sock: socket.socket, **options: Any) -> None:
         self.sock = sock
@@ -101,13 +101,29 @@ class _BoundServer(MPServer):
         self.sock.close()
 
 
+def _own_socket(worker_id: int, shared: Any) -> Any:
+    """The socket a worker accepts from: the shared one for the first, else one of its own.
+
+    granian's workers race for each connection on a shared socket and the busy one wins:
+    measured, one worker of two held 12 to 18 of 16 connections (bench/README.md, issue 35).
+    With SO_REUSEPORT the kernel spreads new connections over the workers' sockets.
+    """
+    holder, sock = shared
+    if worker_id == 1 or sock is None:
+        return shared
+    host, port = sock.getsockname()[:2]
+    own = bind(host, port, reuse_port=True)
+    return (holder[0], _NATIVE.SocketHolder(own.fileno(), False, BACKLOG)), own
+
+
 def _worker(hooks: WorkerHooks) -> Callable[..., None]:
     """granian's RSGI worker process, with mdmbot's hooks around it."""
 
-    def run(*args: Any) -> None:
+    def run(worker_id: int, name: Any, loader: Any, shared: Any, *args: Any) -> None:
         hooks.after_fork()
         try:
-            MPServer._spawn_rsgi_worker(*args)
+            sock = _own_socket(worker_id, shared)
+            MPServer._spawn_rsgi_worker(worker_id, name, loader, sock, *args)
         finally:
             hooks.stop()
             metrics.worker_exited(os.getpid())
@@ -155,7 +171,7 @@ def serve_processes(
     """
     check_listeners(listeners)
     raise_file_limit()  # every listener's workers inherit it
-    sockets = [bind(listener.host, listener.port) for listener in listeners]
+    sockets = [bind(listener.host, listener.port, reuse_port=True) for listener in listeners]
     stopping = threading.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):  # before forking: a SIGTERM now stops them too
         signal.signal(sig, lambda *_: stopping.set())
