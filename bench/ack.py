@@ -10,7 +10,6 @@ after its ack, and `auth.test`/`users.info`.
 
 from __future__ import annotations
 
-import json
 import subprocess
 import tempfile
 import time
@@ -24,7 +23,6 @@ from bench.common import (
     ADMIN,
     ALERT_CHANNEL,
     BOT_TOKEN,
-    ROOT,
     SECRET_KEY,
     SIGNING_SECRET,
     Row,
@@ -36,6 +34,7 @@ from bench.common import (
     percentile,
     python,
     rss_kib,
+    run_client,
     sign,
     slash_command_body,
     stop_process,
@@ -151,17 +150,7 @@ def load(port: int, text: str, concurrency: int, count: int, seq: int, root: str
         seq_start=seq,
     )
     with collector_held():
-        done = subprocess.run(
-            [python(), "-m", "bench.loadgen"],
-            input=json.dumps(asdict(spec)).encode(),
-            capture_output=True,
-            cwd=ROOT,
-            env=child_env({}),
-            timeout=spec.deadline + 60,
-            check=True,
-        )
-    result: dict[str, Any] = json.loads(done.stdout)
-    return result
+        return run_client("bench.loadgen", asdict(spec), spec.deadline + 60)
 
 
 def check_setup(fake: FakeSlack, ports: dict[str, int]) -> None:

@@ -17,7 +17,6 @@ neighbours too, CPU time the code.
 from __future__ import annotations
 
 import io
-import json
 import os
 import subprocess
 import sys
@@ -35,7 +34,6 @@ from sqlmodel import select
 
 from bench.asm_walk import NEXT
 from bench.common import (
-    ROOT,
     SECRET_KEY,
     Row,
     Section,
@@ -45,6 +43,7 @@ from bench.common import (
     ms,
     percentile,
     python,
+    run_client,
     stop_process,
     tree_cpu_seconds,
     wait_healthy,
@@ -102,16 +101,7 @@ def serve(url: str, data_dir: str) -> tuple[subprocess.Popen[bytes], int]:
 def walk(port: int, token: str, walks: int) -> tuple[list[list[float]], list[int]]:
     """`walks` full walks by the `bench.asm_walk` process: seconds per page, devices seen."""
     spec = {"host": "127.0.0.1", "port": port, "token": token, "walks": walks, "limit": PAGE}
-    done = subprocess.run(
-        [python(), "-m", "bench.asm_walk"],
-        input=json.dumps(spec).encode(),
-        capture_output=True,
-        env=child_env({}),
-        cwd=ROOT,
-        timeout=600,
-        check=True,
-    )
-    result: dict[str, Any] = json.loads(done.stdout)
+    result = run_client("bench.asm_walk", spec, 600)
     return result["pages"], result["seen"]
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import json
 import math
 import os
 import platform
@@ -16,6 +17,7 @@ import urllib.request
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 from urllib.parse import urlencode
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -194,6 +196,21 @@ def stop_process(process: subprocess.Popen[bytes], timeout: float = 15.0) -> int
 def python() -> str:
     """The interpreter running the benchmarks (the project's venv)."""
     return sys.executable
+
+
+def run_client(module: str, spec: dict[str, Any], timeout: float) -> dict[str, Any]:
+    """Run a load-generating `python -m module` in its own process: JSON spec in, JSON out."""
+    done = subprocess.run(
+        [python(), "-m", module],
+        input=json.dumps(spec).encode(),
+        capture_output=True,
+        cwd=ROOT,
+        env=child_env({}),
+        timeout=timeout,
+        check=True,
+    )
+    result: dict[str, Any] = json.loads(done.stdout)
+    return result
 
 
 def sign(body: bytes, timestamp: int, secret: str = SIGNING_SECRET) -> str:

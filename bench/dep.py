@@ -35,6 +35,7 @@ from bench.common import (
     ms,
     percentile,
     python,
+    run_client,
     stop_process,
     tree_cpu_seconds,
     wait_healthy,
@@ -74,16 +75,7 @@ def _creds(ctx: AppContext) -> list[list[str]]:
 
 def _load(port: int, creds: list[list[str]], pairs: int) -> dict[str, Any]:
     spec = Spec("127.0.0.1", port, creds, CONCURRENCY, pairs, warmup=CONCURRENCY * 2)
-    done = subprocess.run(
-        [python(), "-m", "bench.dep_load"],
-        input=json.dumps(spec.__dict__).encode(),
-        capture_output=True,
-        env=child_env({}),
-        cwd=ROOT,
-        timeout=300,
-        check=True,
-    )
-    result: dict[str, Any] = json.loads(done.stdout)
+    result = run_client("bench.dep_load", spec.__dict__, 300)
     if result["error_count"]:
         raise RuntimeError(f"dep load on {port}: {result['errors']}")
     return result

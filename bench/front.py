@@ -27,6 +27,7 @@ from bench.common import (
     ms,
     percentile,
     python,
+    run_client,
     stop_process,
     tree_cpu_seconds,
 )
@@ -42,17 +43,7 @@ WORKERS = (1, 2)
 def _load(port: int, count: int) -> dict[str, Any]:
     """Requests on new connections, 16 in flight, through the load generator's process."""
     spec = Spec("127.0.0.1", port, "list", CONCURRENCY, count, count // 10, "http://x", 0)
-    done = subprocess.run(
-        [python(), "-m", "bench.loadgen"],
-        input=json.dumps(asdict(spec)).encode(),
-        capture_output=True,
-        cwd=ROOT,
-        env=child_env({}),
-        timeout=spec.deadline + 60,
-        check=True,
-    )
-    result: dict[str, Any] = json.loads(done.stdout)
-    return result
+    return run_client("bench.loadgen", asdict(spec), spec.deadline + 60)
 
 
 def _probe(url: str) -> float:
