@@ -90,7 +90,7 @@ class Sweeper:
                 report.alerts_sent + posted, report.alerts_failed + failed
             )
         report.backed_up = backups.scheduled_backup(self.svc, now, holder)
-        if ctx.settings.apple_mode:  # what Apple saw since: tokens in use, checklist items done
+        if ctx.settings.apple_mode and not report.apple_synced:  # a sync noted it already
             with ctx.unit_of_work() as session:
                 usage.note_apple_use(session, now)
         mdm = SweepInstalls(self.svc, now, f"{holder}:{ctx.holder}")
