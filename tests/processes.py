@@ -5,6 +5,7 @@ from __future__ import annotations
 import atexit
 import json
 import os
+import random
 import shutil
 import signal
 import socket
@@ -22,11 +23,30 @@ from tests.fakeslack import FakeSlack
 from tests.slack_harness import SIGNING_SECRET
 
 
+def _ephemeral_ports() -> range:
+    """The kernel's range for outgoing connections' local ports (Linux's default if unknown)."""
+    try:
+        low, high = Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()
+        return range(int(low), int(high) + 1)
+    except (OSError, ValueError):
+        return range(32768, 61000)
+
+
+EPHEMERAL = _ephemeral_ports()
+
+
 def free_port() -> int:
-    """A port nobody listens on right now."""
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
+    """A port nobody listens on right now, below the range the kernel gives outgoing
+    connections: a port from that range may become a client's local port (the load of a
+    parallel test) before the process it was picked for binds it."""
+    while True:
+        port = random.randrange(10000, EPHEMERAL.start)
+        with socket.socket() as sock:
+            try:
+                sock.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+        return port
 
 
 def mdmbot_command() -> list[str]:
