@@ -12,7 +12,7 @@ import argparse
 from collections.abc import Iterable
 from typing import Any
 
-from bot.http import Listener, StartResponse, WorkerHooks, serve_processes
+from bot.http import Listener, StartResponse, WorkerHooks, every_request, serve_processes
 
 BODY = b'{"auth_session_token":"bare","server_name":"bare"}'
 THREADS = 8  # `mdmbot serve --http`: 8 app threads per worker and listener
@@ -34,9 +34,11 @@ def main() -> int:
     parser.add_argument("--workers", type=int, default=1)
     parser.add_argument("--port-b", type=int, default=None)
     args = parser.parse_args()
-    listeners = [Listener("bare", "127.0.0.1", args.port, constant_json)]
+    listeners = [Listener("bare", "127.0.0.1", args.port, constant_json, on_loop=every_request)]
     if args.port_b is not None:
-        listeners.append(Listener("bare B", "127.0.0.1", args.port_b, constant_json))
+        listeners.append(
+            Listener("bare B", "127.0.0.1", args.port_b, constant_json, on_loop=every_request)
+        )
     return serve_processes(listeners, args.workers, THREADS, WorkerHooks(stop=lambda: None))
 
 

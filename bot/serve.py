@@ -70,7 +70,7 @@ def serve(ctx: AppContext, args: argparse.Namespace) -> int:
 
 def _serve(ctx: AppContext, args: argparse.Namespace, workers: int) -> int:
     from bot import metrics
-    from bot.http import Listener, SlackWsgi, start_in_background
+    from bot.http import Listener, SlackWsgi, every_request, start_in_background
     from bot.runtime import Runtime
     from bot.slack.app import build_app, build_services
     from bot.slack.gateway import SlackUnavailable
@@ -103,12 +103,22 @@ def _serve(ctx: AppContext, args: argparse.Namespace, workers: int) -> int:
             args.dep_host or settings.mdmbot_dep_host,
             dep_port,
             dep_app(ctx, svc),
+            on_loop=every_request,
         )
     if args.http:
         slack = SlackWsgi(app, runtime.health, signing_secret=settings.slack_signing_secret or "")
         listeners = [
-            Listener("slack", args.host, args.port, slack, backlog=svc.after_ack),
-            Listener("metrics", args.metrics_host, args.metrics_port, metrics.wsgi, workers=1),
+            Listener(
+                "slack", args.host, args.port, slack, backlog=svc.after_ack, on_loop=slack.on_loop
+            ),
+            Listener(
+                "metrics",
+                args.metrics_host,
+                args.metrics_port,
+                metrics.wsgi,
+                workers=1,
+                on_loop=every_request,
+            ),
             *([dep] if dep else []),
         ]
         return _serve_listeners(ctx, args, workers, listeners, runtime)
@@ -152,14 +162,16 @@ def _serve_without_slack(ctx: AppContext, args: argparse.Namespace, workers: int
     from bot import metrics
     from bot.asm.app import apple_port_app
     from bot.dep.standalone import dep_app_without_slack, health_app
-    from bot.http import Listener
+    from bot.http import Listener, every_request
 
     listeners = [
         Listener("device assignment service (--dep-port)", args.dep_host
                  or ctx.settings.mdmbot_dep_host, args.dep_port,
-                 apple_port_app(ctx, dep_app_without_slack(ctx))),
-        Listener("health (--port)", args.host, args.port, health_app(ctx), workers=1),
-        Listener("metrics", args.metrics_host, args.metrics_port, metrics.wsgi, workers=1),
+                 apple_port_app(ctx, dep_app_without_slack(ctx)), on_loop=every_request),
+        Listener("health (--port)", args.host, args.port, health_app(ctx), workers=1,
+                 on_loop=every_request),
+        Listener("metrics", args.metrics_host, args.metrics_port, metrics.wsgi, workers=1,
+                 on_loop=every_request),
     ]  # fmt: skip
     log.info("serving without Slack: alerts wait in the database for a process with Slack")
     return _serve_listeners(ctx, args, workers, listeners, None)
@@ -187,9 +199,12 @@ def dep_app(ctx: AppContext, svc: BotServices) -> WsgiApp:
 
 def serve_dep(ctx: AppContext, svc: BotServices, host: str, port: int) -> HttpServer:
     """Serve the device assignment service alone, from a background thread (tests, tools)."""
-    from bot.http import Listener, start_in_background
+    from bot.http import Listener, every_request, start_in_background
 
-    listener = Listener("device assignment service (--dep-port)", host, port, dep_app(ctx, svc))
+    listener = Listener(
+        "device assignment service (--dep-port)", host, port, dep_app(ctx, svc),
+        on_loop=every_request,
+    )  # fmt: skip
     return start_in_background(listener, DEP_THREADS)
 
 

@@ -32,8 +32,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--threads",
         type=int,
-        help="threads answering requests, per listener and worker (default 8; work after "
-        "the ack has its own pool)",
+        help="threads answering the requests that may wait on another service (Slack's "
+        "interactive payloads), per listener and worker (default 8; the others are answered on "
+        "each worker's event loop, and work after the ack has its own pool)",
     )
     parser.add_argument(
         "--workers",

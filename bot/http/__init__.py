@@ -15,6 +15,7 @@ from bot.http.wsgi import (
     StartResponse,
     WsgiApp,
     check_listeners,
+    every_request,
     request_kind,
     signature_ok,
 )
@@ -30,6 +31,7 @@ __all__ = [
     "WorkerHooks",
     "WsgiApp",
     "check_listeners",
+    "every_request",
     "request_kind",
     "serve_processes",
     "signature_ok",

@@ -5,13 +5,16 @@ Content-Length values, a header over its read buffer (431) and a header not fini
 It has no deadline for a body, and its WSGI interface sends no answer while the app waits on a
 body, so a listener is served through granian's RSGI interface: the body is awaited on the
 worker's event loop under `Limits.body_seconds` (a slow client costs no thread, and is answered
-408 and closed), and only then does the WSGI app run, on the listener's own thread pool. A
-request with Transfer-Encoding is refused: hyper keeps it over a Content-Length next to it.
+408 and closed), and only then does the WSGI app run: on the event loop itself for the requests
+the listener says wait on nothing slow (`Listener.on_loop`: no hand-off between threads, one at
+a time, as a sync worker would), else on the listener's own thread pool. A request with Transfer-Encoding is refused: hyper
+keeps it over a Content-Length next to it.
 """
 
 from __future__ import annotations
 
 import asyncio
+import collections
 import io
 import logging
 import os
@@ -20,6 +23,7 @@ from collections.abc import Iterable
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
+from bot.http.backlog import Backlog
 from bot.http.wsgi import Listener, WsgiApp
 
 log = logging.getLogger("mdmbot.http")
@@ -36,6 +40,9 @@ class Guard:
         self.app: WsgiApp = listener.app
         self.limits = listener.limits
         self.backlog = listener.backlog
+        self.on_loop = listener.on_loop
+        self.waiting: collections.deque[asyncio.Future[None]] = collections.deque()
+        self.letting: asyncio.Task[None] | None = None
         self.threads = threads
         self.pool: ThreadPoolExecutor | None = None  # made in the process that serves
         self.worker = ""
@@ -81,8 +88,11 @@ class Guard:
                 return self._refuse(proto, 400)
         environ = self._environ(scope, body)
         await self._wait_for_backlog()
-        loop = asyncio.get_running_loop()
-        status, named, out = await loop.run_in_executor(self.pool, call_app, self.app, environ)
+        if self.on_loop(environ):
+            status, named, out = call_app(self.app, environ)
+        else:
+            loop = asyncio.get_running_loop()
+            status, named, out = await loop.run_in_executor(self.pool, call_app, self.app, environ)
         named.append((WORKER_HEADER, self.worker))
         proto.response_bytes(status, named, out)
 
@@ -119,13 +129,28 @@ class Guard:
         return environ
 
     async def _wait_for_backlog(self) -> None:
-        """While the work queued behind earlier answers is at its limit, the next request waits:
-        acks and the work after them slow down together (a lapsed job does not count)."""
+        """While the work queued behind earlier answers is at its limit, the next request waits
+        its turn: acks and the work after them slow down together, first come first served (a
+        lapsed job does not count)."""
         backlog = self.backlog
-        if backlog is None:
+        if backlog is None or (not self.waiting and not backlog.full()):
             return
-        while backlog.full():
-            await asyncio.sleep(BACKLOG_POLL)
+        turn: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self.waiting.append(turn)
+        if self.letting is None or self.letting.done():
+            self.letting = asyncio.create_task(self._let_in(backlog))  # held: tasks are weak
+        await turn
+
+    async def _let_in(self, backlog: Backlog) -> None:
+        """Let the waiting requests in, oldest first, as the backlog has room for each."""
+        while self.waiting:
+            if backlog.full():
+                await asyncio.sleep(BACKLOG_POLL)
+                continue
+            turn = self.waiting.popleft()
+            if not turn.done():
+                turn.set_result(None)
+            await asyncio.sleep(0)  # its request runs (and queues its work) before the next
 
 
 def call_app(app: WsgiApp, environ: dict[str, Any]) -> Answer:

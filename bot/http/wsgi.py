@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import io
 import json
 import logging
 import socket
@@ -63,6 +64,9 @@ class Listener:
     limits: Limits = field(default_factory=Limits)
     backlog: Backlog | None = None  # work the app does after an answer; full: the next waits
     workers: int | None = None  # its own number of processes (None: as many as --workers)
+    # which requests the worker answers on its event loop, one at a time, with no hand-off to a
+    # thread: ones that wait on nothing slow; the others go to the listener's thread pool
+    on_loop: Callable[[dict[str, Any]], bool] = field(default=lambda environ: False)
 
 
 def check_listeners(listeners: Sequence[Listener]) -> None:
@@ -81,6 +85,11 @@ def check_listeners(listeners: Sequence[Listener]) -> None:
                     f"Cannot listen on {listener.host}:{listener.port} for {listener.name} "
                     f"({exc.strerror or exc}); is another process using it?"
                 ) from exc
+
+
+def every_request(environ: dict[str, Any]) -> bool:
+    """`Listener.on_loop` for an app none of whose requests waits on another service."""
+    return True
 
 
 def request_kind(body: str) -> str:
@@ -103,6 +112,13 @@ class SlackWsgi:
         self.app = app
         self.health = health
         self.signing_secret = signing_secret
+
+    @staticmethod
+    def on_loop(environ: dict[str, Any]) -> bool:
+        """`Listener.on_loop`: every request but an interactive payload, which may wait on Slack
+        before it answers (a modal's file is fetched from Slack to check it)."""
+        body = environ.get("wsgi.input")
+        return not (isinstance(body, io.BytesIO) and body.getbuffer()[:8].tobytes() == b"payload=")
 
     def __call__(self, environ: dict[str, Any], start_response: StartResponse) -> Iterable[bytes]:
         method, path = environ.get("REQUEST_METHOD", "GET"), environ.get("PATH_INFO", "")

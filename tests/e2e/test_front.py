@@ -333,3 +333,75 @@ def test_work_left_behind_an_answer_holds_back_the_next_request_until_done_or_la
         release.set()
         backlog.shutdown()
         server.close()
+
+
+def test_requests_on_the_loop_are_not_held_up_by_one_waiting_in_the_pool() -> None:
+    threads: dict[str, str] = {}
+
+    def app(environ: dict[str, Any], start_response: StartResponse) -> Iterable[bytes]:
+        threads[environ["PATH_INFO"]] = threading.current_thread().name
+        return sleepy(environ, start_response)
+
+    def on_loop(environ: dict[str, Any]) -> bool:
+        return bool(environ["PATH_INFO"] != "/wait")
+
+    server = HttpServer([Listener("a", "127.0.0.1", 0, app, LIMITS, on_loop=on_loop)], 2)
+    server.start_in_background("front-loop")
+    port = server.ports["a"]
+    waiting, slow_body = connect(port), connect(port)
+    try:
+        waiting.sendall(b"GET /wait HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n")
+        slow_body.sendall(b"POST /body HTTP/1.1\r\nHost: a\r\nContent-Length: 10\r\n\r\nab")
+        time.sleep(0.1)
+        started = time.monotonic()
+        for n in range(20):
+            answer = ask(
+                port, f"GET /now{n} HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n".encode()
+            )
+            assert answer.endswith(f"/now{n}".encode())
+        assert time.monotonic() - started < 0.5
+        assert read_all(waiting).endswith(b"/wait")
+        assert read_all(slow_body).startswith(b"HTTP/1.1 408")
+        assert threads["/wait"].startswith("http")
+        assert {threads[f"/now{n}"] for n in range(20)} == {"front-loop-0"}
+    finally:
+        waiting.close()
+        slow_body.close()
+        server.close()
+
+
+def test_requests_held_back_by_work_left_behind_go_in_the_order_they_came() -> None:
+    backlog = Backlog(limit=1, threads=2, name="front-order", lapse=10.0)
+    release = threading.Event()
+    order: list[str] = []
+
+    def app(environ: dict[str, Any], start_response: StartResponse) -> Iterable[bytes]:
+        order.append(environ["PATH_INFO"])
+        if environ["PATH_INFO"] == "/job":
+            backlog.submit(release.wait, 5.0)
+        start_response("200 OK", [("content-type", "text/plain")])
+        return [environ["PATH_INFO"].encode()]
+
+    listener = Listener("a", "127.0.0.1", 0, app, Limits(), backlog, on_loop=lambda _: True)
+    server = HttpServer([listener], 2).start_in_background("front-order")
+    port = server.ports["a"]
+    clients: list[socket.socket] = []
+    try:
+        ask(port, b"GET /job HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n")
+        for n in range(8):
+            sock = connect(port)
+            sock.sendall(f"GET /{n} HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n".encode())
+            clients.append(sock)
+            time.sleep(0.05)
+        assert order == ["/job"]
+        release.set()
+        assert [read_all(sock).endswith(f"/{n}".encode()) for n, sock in enumerate(clients)] == [
+            True
+        ] * 8
+        assert order == ["/job", *(f"/{n}" for n in range(8))]
+    finally:
+        release.set()
+        for sock in clients:
+            sock.close()
+        backlog.shutdown()
+        server.close()
