@@ -7,8 +7,8 @@ body, so a listener is served through granian's RSGI interface: the body is awai
 worker's event loop under `Limits.body_seconds` (a slow client costs no thread, and is answered
 408 and closed), and only then does the WSGI app run: on the event loop itself for the requests
 the listener says wait on nothing slow (`Listener.on_loop`: no hand-off between threads, one at
-a time, as a sync worker would), else on the listener's own thread pool. A request with Transfer-Encoding is refused: hyper
-keeps it over a Content-Length next to it.
+a time, as a sync worker would), else on the listener's own thread pool. A request with
+Transfer-Encoding is refused: hyper keeps it over a Content-Length next to it.
 """
 
 from __future__ import annotations

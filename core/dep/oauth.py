@@ -11,7 +11,7 @@ import hashlib
 import hmac
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from functools import partial
+from functools import lru_cache, partial
 from urllib.parse import quote
 
 from oauthlib.common import urldecode
@@ -51,7 +51,7 @@ def parse_oauth(
         raise _malformed("OAUTH_HEADER_MISSING", "header_missing")
     if authorization[:6].lower() != "oauth ":
         raise _malformed("OAUTH_HEADER_MALFORMED", "header_malformed")
-    items = utils.parse_http_list(authorization[6:])
+    items = _http_list(authorization[6:])
     keys = [item.split("=", 1)[0].strip() for item in items]
     if len(keys) != len(set(keys)):
         raise _malformed("OAUTH_PARAMETER_DUPLICATED", "parameter_duplicated")
@@ -100,9 +100,8 @@ def signature_valid(request: OAuthRequest, consumer_secret: str, access_secret: 
     parameters = "&".join(f"{k}={v}" for k, v in pairs)
     presented = request.signature.encode("utf-8", "replace")
     for uri in request.uris:
-        try:
-            base_uri = signature.base_string_uri(uri)
-        except ValueError:  # a URL oauthlib cannot normalise was not what the client signed
+        base_uri = _base_string_uri(uri)
+        if base_uri is None:  # a URL oauthlib cannot normalise was not what the client signed
             continue
         # RFC 5849 3.4.1.1: method, base string URI and parameters, each encoded, joined by "&".
         base = f"{_escape(request.method)}&{_escape(base_uri)}&{_escape(parameters)}"
@@ -110,6 +109,28 @@ def signature_valid(request: OAuthRequest, consumer_secret: str, access_secret: 
         if hmac.compare_digest(base64.b64encode(digest), presented):
             return True
     return False
+
+
+@lru_cache(maxsize=256)
+def _base_string_uri(uri: str) -> str | None:
+    """oauthlib's RFC 5849 3.4.1.2 base string URI of a URL (None if it cannot be normalised);
+    a server is reached under few URLs, so each is normalised once."""
+    try:
+        return signature.base_string_uri(uri)
+    except ValueError:
+        return None
+
+
+def _http_list(text: str) -> list[str]:
+    """`parse_http_list` of the header's parameters, without its character-by-character loop
+    when no quoted value holds a comma or a backslash (the usual header): the same items."""
+    quoted = text.split('"')
+    if "\\" in text or len(quoted) % 2 == 0 or any("," in part for part in quoted[1::2]):
+        return utils.parse_http_list(text)
+    parts = text.split(",")
+    if not parts[-1]:  # parse_http_list keeps a last part only when it is not empty
+        parts.pop()
+    return [part.strip() for part in parts]
 
 
 _escape = partial(quote, safe="")  # RFC 5849 3.6: all but ALPHA, DIGIT and -._~ percent-encoded

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from datetime import UTC, datetime
 from urllib.parse import urlencode
+from urllib.request import parse_http_list
 
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -12,7 +13,7 @@ from oauthlib.oauth1 import SIGNATURE_HMAC_SHA1, Client
 
 from bot.dep.devices import parse_body
 from core.dep import auth as dep_auth
-from core.dep import cursors
+from core.dep import cursors, oauth
 from core.dep.auth import DepError
 
 NOW = datetime(2026, 11, 27, 14, 3, 34, tzinfo=UTC)
@@ -31,6 +32,12 @@ def test_any_authorization_header_parses_or_is_refused(header: str, query: str) 
             dep_auth.parse_oauth(sent, "GET", ["http://dep.example/session"], query)
         except DepError as refused:
             assert refused.status == 400
+
+
+@settings(max_examples=2000, deadline=None)
+@given(header=st.one_of(HEADERS, st.text(alphabet='ab=", \\\t', max_size=30)))
+def test_the_header_splits_into_the_items_parse_http_list_gives(header: str) -> None:
+    assert oauth._http_list(header) == parse_http_list(header)
 
 
 @settings(max_examples=300, deadline=None)
