@@ -37,6 +37,7 @@ OTHER_VARIABLES = frozenset(
         "MDMBOT_TEST_DEPSERVER",
         "MDMBOT_TEST_DEPSYNCER",
         "MDMBOT_BENCH_DATABASE_URL",
+        "MDMBOT_BENCH_OLD_FRONT",
     }
 )
 
