@@ -174,7 +174,8 @@ def dep_call(ctx: AppContext, calls: int) -> Callable[[int], None]:
 
 def settle(svc: BotServices) -> None:
     """Wait for the work queued after the acks (the modals) to end."""
-    while svc.after_ack.pending or svc.background._work_queue.qsize():
+    queue = getattr(svc.background, "_work_queue", None)  # none under --profile: jobs run inline
+    while svc.after_ack.pending or (queue is not None and queue.qsize()):
         time.sleep(0.001)
 
 
