@@ -25,6 +25,7 @@ import granian._granian
 from granian._granian import WorkerSignal
 from granian.constants import HTTPModes, Interfaces, Loops, RuntimeModes, TaskImpl
 from granian.http import HTTP1Settings
+from granian.log import LogLevels
 from granian.server import MPServer, MTServer
 
 from bot import metrics
@@ -146,6 +147,7 @@ def _serve_listener(
         backlog=BACKLOG,
         http=HTTPModes.http1,
         http1_settings=http1(listener.limits),
+        log_level=LogLevels.warning,  # granian sets its logger to this over the dict's level
         log_dictconfig=GRANIAN_LOGGING,
         workers_kill_timeout=STOP_SECONDS,
         respawn_failed_workers=True,

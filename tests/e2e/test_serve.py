@@ -67,6 +67,8 @@ def test_serve_over_http_answers_reports_health_and_stops_on_sigterm(
     assert code == 0
     lines = [json.loads(line) for line in bot.log().splitlines() if line.strip()]
     assert lines and all({"time", "level", "logger", "message"} <= set(line) for line in lines)
+    granian = [line for line in lines if line["logger"].startswith("_granian")]
+    assert all(line["level"] in ("warning", "error", "critical") for line in granian), granian
     assert fake.bot_token not in bot.log() and "k" * 40 not in bot.log()
 
 
