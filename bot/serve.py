@@ -21,7 +21,7 @@ from core.people import persons as people
 if TYPE_CHECKING:
     from slack_bolt import App
 
-    from bot.http import HttpServer, Listener, WsgiApp
+    from bot.http import HttpServer, Listener, SlackWsgi, WsgiApp
     from bot.runtime import Runtime
     from bot.slack.services import BotServices
     from core.dep.feedback import ReplacedTokenAlert
@@ -108,9 +108,7 @@ def _serve(ctx: AppContext, args: argparse.Namespace, workers: int) -> int:
     if args.http:
         slack = SlackWsgi(app, runtime.health, signing_secret=settings.slack_signing_secret or "")
         listeners = [
-            Listener(
-                "slack", args.host, args.port, slack, backlog=svc.after_ack, on_loop=slack.on_loop
-            ),
+            slack_listener(args.host, args.port, slack, svc),
             Listener(
                 "metrics",
                 args.metrics_host,
@@ -175,6 +173,14 @@ def _serve_without_slack(ctx: AppContext, args: argparse.Namespace, workers: int
     ]  # fmt: skip
     log.info("serving without Slack: alerts wait in the database for a process with Slack")
     return _serve_listeners(ctx, args, workers, listeners, None)
+
+
+def slack_listener(host: str, port: int, slack: SlackWsgi, svc: BotServices) -> Listener:
+    """The Slack listener as `serve --http` runs it: the work left after its acks holds back the
+    next request, and what waits on nothing slow is answered on the event loop."""
+    from bot.http import Listener
+
+    return Listener("slack", host, port, slack, backlog=svc.after_ack, on_loop=slack.on_loop)
 
 
 def dep_app(ctx: AppContext, svc: BotServices) -> WsgiApp:

@@ -16,8 +16,9 @@ from urllib.parse import urlencode
 
 from bot import metrics
 from bot.context import AppContext
-from bot.http import HttpServer, Listener, SlackWsgi
+from bot.http import HttpServer, Listener, SlackWsgi, every_request
 from bot.runtime import Runtime
+from bot.serve import slack_listener
 from bot.slack.app import build_app, build_services
 from bot.slack.services import BotServices
 from core.people import persons as people
@@ -91,13 +92,10 @@ class Bot:
         self.runtime = Runtime(self.ctx, self.svc, scheduler=False)
         self.app = build_app(self.svc, signing_secret=None)
         self.runtime.start()
-        slack = Listener(
-            "slack",
-            "127.0.0.1",
-            0,
-            SlackWsgi(self.app, self.runtime.health, signing_secret=SIGNING_SECRET),
-        )
-        self.server = HttpServer([slack, Listener("metrics", "127.0.0.1", 0, metrics.wsgi)], 8)
+        wsgi = SlackWsgi(self.app, self.runtime.health, signing_secret=SIGNING_SECRET)
+        slack = slack_listener("127.0.0.1", 0, wsgi, self.svc)  # as `serve --http` has it
+        metrics_listener = Listener("metrics", "127.0.0.1", 0, metrics.wsgi, on_loop=every_request)
+        self.server = HttpServer([slack, metrics_listener], 8)
         self.url = f"http://127.0.0.1:{self.server.ports['slack']}"
         self.metrics_url = f"http://127.0.0.1:{self.server.ports['metrics']}"
         self.server.start_in_background("test-bot")
