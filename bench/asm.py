@@ -42,6 +42,7 @@ from bench.common import (
     median,
     ms,
     percentile,
+    pg_schema,
     python,
     run_client,
     stop_process,
@@ -146,16 +147,8 @@ def _postgres() -> Iterator[str | None]:
     if not base or not base.startswith("postgresql"):
         yield None
         return
-    schema = f"bench_{uuid.uuid4().hex[:10]}"
-    admin = sa.create_engine(base)
-    with admin.begin() as connection:
-        connection.exec_driver_sql(f"CREATE SCHEMA {schema}")
-    try:
-        yield f"{base}{'&' if '?' in base else '?'}options=-csearch_path%3D{schema}"
-    finally:
-        with admin.begin() as connection:
-            connection.exec_driver_sql(f"DROP SCHEMA {schema} CASCADE")
-        admin.dispose()
+    with pg_schema(base) as url:
+        yield url
 
 
 def _measure(section: Section, name: str, url: str, tmp: str, walks: int) -> None:

@@ -14,7 +14,6 @@ import os
 import sqlite3
 import tempfile
 import time
-import uuid
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -23,6 +22,7 @@ from typing import Any
 import sqlalchemy as sa
 from sqlmodel import SQLModel
 
+from bench.common import pg_schema
 from bench.seed import certificate
 from core import db
 from core.backup.restore import restore_backup
@@ -113,21 +113,6 @@ def timed(action: Callable[[], object]) -> Timed:
     return Timed(action)
 
 
-def _pg_schema(base: str) -> tuple[str, Callable[[], None]]:
-    schema = f"bench_{uuid.uuid4().hex[:10]}"
-    admin = sa.create_engine(base)
-    with admin.begin() as conn:
-        conn.exec_driver_sql(f"CREATE SCHEMA {schema}")
-
-    def drop() -> None:
-        with admin.begin() as conn:
-            conn.exec_driver_sql(f"DROP SCHEMA {schema} CASCADE")
-        admin.dispose()
-
-    separator = "&" if "?" in base else "?"
-    return f"{base}{separator}options=-csearch_path%3D{schema}", drop
-
-
 def run(pg: str | None) -> list[str]:
     """Markdown rows: backup and restore on SQLite (and PostgreSQL)."""
     rows: list[str] = []
@@ -161,8 +146,7 @@ def run(pg: str | None) -> list[str]:
             f"{raw.wall:.2f} s | < 30 s | {into_sqlite.met} |"
         )
         if pg:
-            url, drop = _pg_schema(pg)
-            try:
+            with pg_schema(pg) as url:
                 into_pg = timed(lambda: restore_backup(url, keys, path, force=False))
                 pg_engine = db.make_engine(url)
                 again = work / "pg.mdmbackup"
@@ -170,8 +154,6 @@ def run(pg: str | None) -> list[str]:
                     lambda: take_backup(pg_engine, vault, again, force=False, now=NOW, version="b")
                 )
                 pg_engine.dispose()
-            finally:
-                drop()
             rows.append(
                 f"| `mdmbot restore` of that file into PostgreSQL (the move; COPY) | {into_pg} | "
                 f"page copy: {raw.wall:.2f} s | < 30 s | {into_pg.met} |"

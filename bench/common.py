@@ -14,6 +14,9 @@ import sys
 import time
 import urllib.error
 import urllib.request
+import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -238,3 +241,20 @@ def slash_command_body(text: str, seq: int, response_root: str) -> bytes:
             "trigger_id": f"{seq}.{int(time.time() * 1000)}.benchtrigger",  # ms: modal lag
         }
     ).encode()
+
+
+@contextmanager
+def pg_schema(base: str) -> Iterator[str]:
+    """The URL of a fresh PostgreSQL schema on the database at `base`, dropped afterwards."""
+    import sqlalchemy as sa
+
+    schema = f"bench_{uuid.uuid4().hex[:10]}"
+    admin = sa.create_engine(base)
+    with admin.begin() as connection:
+        connection.exec_driver_sql(f"CREATE SCHEMA {schema}")
+    try:
+        yield f"{base}{'&' if '?' in base else '?'}options=-csearch_path%3D{schema}"
+    finally:
+        with admin.begin() as connection:
+            connection.exec_driver_sql(f"DROP SCHEMA {schema} CASCADE")
+        admin.dispose()

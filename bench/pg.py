@@ -13,13 +13,10 @@ from __future__ import annotations
 import os
 import subprocess
 import tempfile
-import uuid
 from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
-
-import sqlalchemy as sa
 
 from bench.ack import WORKERS, load, mdmbot_env
 from bench.common import (
@@ -29,6 +26,7 @@ from bench.common import (
     free_port,
     ms,
     percentile,
+    pg_schema,
     python,
     stop_process,
     tree_cpu_seconds,
@@ -74,38 +72,31 @@ def run(quick: bool) -> Section:
     if base is None:
         section.details.append("skipped: MDMBOT_BENCH_DATABASE_URL names no PostgreSQL database")
         return section
-    schema = f"bench_{uuid.uuid4().hex[:10]}"
-    admin = sa.create_engine(base)
-    with admin.begin() as connection:
-        connection.exec_driver_sql(f"CREATE SCHEMA {schema}")
-    url = f"{base}{'&' if '?' in base else '?'}options=-csearch_path%3D{schema}"
-    fake = start_fake()
-    replicas: list[subprocess.Popen[bytes]] = []
-    try:
-        with tempfile.TemporaryDirectory(prefix="mdmbot-bench-pg-") as tmp:
-            db.upgrade(url)
-            ctx = AppContext(bench_settings(tmp, fake.url, url))
-            add_servers(ctx, 50, datetime.now(UTC))
-            creds = _creds(ctx)[:CONCURRENCY]
-            ctx.engine.dispose()
-            ports = [(free_port(), free_port()) for _ in range(2)]
-            replicas = [_replica(fake, Path(tmp), url, s, d) for s, d in ports]
-            for process, (slack, dep) in zip(replicas, ports, strict=True):
-                wait_healthy(f"http://127.0.0.1:{slack}/healthz", process)
-                _wait_dep(dep, process)
-            cpu = sum(tree_cpu_seconds(p.pid) for p in replicas)
-            with ThreadPoolExecutor(2) as pool:
-                acks = pool.submit(load, ports[0][0], "list", 16, COUNTS[quick], 0, fake.root)
-                pairs = pool.submit(_load, ports[1][1], creds, PAIRS[quick])
-                slack_result, dep_result = acks.result(), pairs.result()
-            cpu = sum(tree_cpu_seconds(p.pid) for p in replicas) - cpu
-    finally:
-        for process in replicas:
-            stop_process(process)
-        fake.stop()
-        with admin.begin() as connection:
-            connection.exec_driver_sql(f"DROP SCHEMA {schema} CASCADE")
-        admin.dispose()
+    with pg_schema(base) as url:
+        fake = start_fake()
+        replicas: list[subprocess.Popen[bytes]] = []
+        try:
+            with tempfile.TemporaryDirectory(prefix="mdmbot-bench-pg-") as tmp:
+                db.upgrade(url)
+                ctx = AppContext(bench_settings(tmp, fake.url, url))
+                add_servers(ctx, 50, datetime.now(UTC))
+                creds = _creds(ctx)[:CONCURRENCY]
+                ctx.engine.dispose()
+                ports = [(free_port(), free_port()) for _ in range(2)]
+                replicas = [_replica(fake, Path(tmp), url, s, d) for s, d in ports]
+                for process, (slack, dep) in zip(replicas, ports, strict=True):
+                    wait_healthy(f"http://127.0.0.1:{slack}/healthz", process)
+                    _wait_dep(dep, process)
+                cpu = sum(tree_cpu_seconds(p.pid) for p in replicas)
+                with ThreadPoolExecutor(2) as pool:
+                    acks = pool.submit(load, ports[0][0], "list", 16, COUNTS[quick], 0, fake.root)
+                    pairs = pool.submit(_load, ports[1][1], creds, PAIRS[quick])
+                    slack_result, dep_result = acks.result(), pairs.result()
+                cpu = sum(tree_cpu_seconds(p.pid) for p in replicas) - cpu
+        finally:
+            for process in replicas:
+                stop_process(process)
+            fake.stop()
     _report(section, slack_result, dep_result, cpu)
     return section
 

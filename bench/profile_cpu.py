@@ -23,7 +23,6 @@ import subprocess
 import sys
 import tempfile
 import time
-import uuid
 from collections.abc import Callable, Iterator
 from concurrent.futures import Future
 from contextlib import contextmanager
@@ -34,9 +33,9 @@ from typing import Any
 from oauthlib.oauth1 import SIGNATURE_HMAC_SHA1, Client
 from slack_bolt import Ack, App, BoltRequest
 from slack_sdk import WebClient
-from sqlalchemy import create_engine, event
+from sqlalchemy import event
 
-from bench.common import ADMIN, BOT_TOKEN, SIGNING_SECRET, slash_command_body
+from bench.common import ADMIN, BOT_TOKEN, SIGNING_SECRET, pg_schema, slash_command_body
 from bench.dep import _creds
 from bench.fake import start_fake
 from bench.profile_dep import call as dep_request
@@ -99,16 +98,8 @@ def database(kind: str) -> Iterator[str | None]:
         yield None
         return
     base = os.environ.get("MDMBOT_BENCH_DATABASE_URL") or os.environ["MDMBOT_TEST_DATABASE_URL"]
-    schema = f"bench_{uuid.uuid4().hex[:10]}"
-    admin = create_engine(base, isolation_level="AUTOCOMMIT")
-    with admin.connect() as connection:
-        connection.exec_driver_sql(f"CREATE SCHEMA {schema}")
-    try:
-        yield f"{base}{'&' if '?' in base else '?'}options=-csearch_path%3D{schema}"
-    finally:
-        with admin.connect() as connection:
-            connection.exec_driver_sql(f"DROP SCHEMA {schema} CASCADE")
-        admin.dispose()
+    with pg_schema(base) as url:
+        yield url
 
 
 def bare_app(api_url: str) -> App:
