@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import argparse
 import cProfile
-import json
 import os
 import pstats
 import subprocess
@@ -38,7 +37,7 @@ from sqlalchemy import event
 from bench.common import ADMIN, BOT_TOKEN, SIGNING_SECRET, pg_schema, slash_command_body
 from bench.dep import _creds
 from bench.fake import start_fake
-from bench.profile_dep import call as dep_request
+from bench.profile_dep import session_then_account
 from bench.seed import add_servers, bench_settings
 from bot.context import AppContext
 from bot.dep.app import build_dep_app
@@ -152,13 +151,7 @@ def dep_call(ctx: AppContext, calls: int) -> Callable[[int], None]:
     ready = iter(headers)
 
     def call(seq: int) -> None:
-        status, body = dep_request(app, "/session", {"Authorization": next(ready)})
-        if not status.startswith("200"):
-            raise RuntimeError(f"/session answered {status}: {body[:200]!r}")
-        key = json.loads(body)["auth_session_token"]
-        status, body = dep_request(app, "/account", {"X-ADM-Auth-Session": key})
-        if not status.startswith("200"):
-            raise RuntimeError(f"/account answered {status}: {body[:200]!r}")
+        session_then_account(app, next(ready))
 
     return call
 

@@ -57,7 +57,12 @@ def pair(app: Any, creds: list[str]) -> None:
     """`/session` signed as NanoDEP signs it, then `/account` with the session."""
     client = Client(creds[0], creds[1], creds[2], creds[3], signature_method=SIGNATURE_HMAC_SHA1)
     _, headers, _ = client.sign("http://127.0.0.1:8443/session", "GET")
-    status, body = call(app, "/session", {"Authorization": headers["Authorization"]})
+    session_then_account(app, headers["Authorization"])
+
+
+def session_then_account(app: Any, authorization: str) -> None:
+    """`/session` with this Authorization header, then `/account` with the session it opens."""
+    status, body = call(app, "/session", {"Authorization": authorization})
     if not status.startswith("200"):
         raise RuntimeError(f"/session answered {status}: {body[:200]!r}")
     key = json.loads(body)["auth_session_token"]
