@@ -12,7 +12,8 @@ import json
 import tempfile
 import urllib.error
 import urllib.request
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
@@ -22,9 +23,12 @@ from oauthlib.oauth1 import SIGNATURE_HMAC_SHA1, Client
 from sqlmodel import Session
 
 from bot.context import AppContext
+from bot.dep.app import build_dep_app
+from bot.http import Listener, every_request, start_in_background
 from bot.serve import serve_dep
 from bot.slack.services import BotServices
 from core.roles import Actor
+from core.settings import Settings
 from core.tokens import issuance, servers
 from core.tokens.token_file import parse_content
 from core.vault import Vault
@@ -183,3 +187,22 @@ def present_replaced(ctx: AppContext, svc: BotServices, creds: Creds) -> None:
         assert call(url, {"Authorization": header})[:2] == (401, "token_rejected")
     finally:
         dep.close()
+
+
+@contextmanager
+def dep_service(data_dir: Path) -> Iterator[str]:
+    """mdmbot's device assignment service on the SQLite database in `data_dir` (a CLI's), from a
+    thread of this process, answering on its event loop as `serve` does: its URL."""
+    settings = Settings(
+        mdmbot_database_url=f"sqlite:///{data_dir / 'mdmbot.db'}",
+        mdmbot_data_dir=data_dir,
+        _env_file=None,  # type: ignore[call-arg]
+    )
+    ctx = AppContext(settings)
+    listener = Listener("dep", "127.0.0.1", 0, build_dep_app(ctx), on_loop=every_request)
+    server = start_in_background(listener, 2)
+    try:
+        yield f"http://127.0.0.1:{server.port}"
+    finally:
+        server.close()
+        ctx.engine.dispose()

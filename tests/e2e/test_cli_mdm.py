@@ -6,11 +6,7 @@ import json
 import stat
 from pathlib import Path
 
-from bot.context import AppContext
-from bot.dep.app import build_dep_app
-from bot.http import Listener, start_in_background
-from core.settings import Settings
-from tests.dep_client import Creds, call, oauth_header, session_key
+from tests.dep_client import Creds, call, dep_service, oauth_header, session_key
 from tests.e2e.test_cli import Cli, _valid_now
 from tests.fakemdm import ALLOW_LOOPBACK, FakeFleet, FakeNanoDep
 from tests.fakemdm import NANODEP_KEY as KEY
@@ -70,24 +66,13 @@ def test_link_renew_three_times_and_the_old_tokens_are_rejected(
     assert KEY not in everything
 
     # NanoDEP's DEP client, with what NanoDEP holds, against mdmbot's device assignment service.
-    settings = Settings(
-        mdmbot_database_url=f"sqlite:///{cli.data_dir / 'mdmbot.db'}",
-        mdmbot_data_dir=cli.data_dir,
-        _env_file=None,  # type: ignore[call-arg]
-    )
-    ctx = AppContext(settings)
-    server = start_in_background(Listener("dep", "127.0.0.1", 0, build_dep_app(ctx)), 2)
-    try:
-        url = f"http://127.0.0.1:{server.port}"
+    with dep_service(cli.data_dir) as url:
         for old in installed[:-1]:
             header = oauth_header(_creds(old), f"{url}/session")
             assert call(f"{url}/session", {"Authorization": header})[:2] == (401, "token_rejected")
         key = session_key(url, _creds(installed[-1]))
         status, body, _ = call(f"{url}/account", {"X-ADM-Auth-Session": key})
         assert status == 200 and json.loads(body)["server_name"] == "school1"
-    finally:
-        server.close()
-        ctx.engine.dispose()
     listed = cli.json("token", "list", "school1")
     assert listed[0]["installed_at"] and listed[0]["status"] == "active", "the newest is in use"
     assert "MDM server:          in use since " in cli.ok("server", "show", "school1")

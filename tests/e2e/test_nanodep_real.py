@@ -17,12 +17,8 @@ from pathlib import Path
 
 import pytest
 
-from bot.context import AppContext
-from bot.dep.app import build_dep_app
-from bot.http import HttpServer, Listener, start_in_background
 from bot.serve import serve_dep
-from core.settings import Settings
-from tests.dep_client import call, oauth_header
+from tests.dep_client import call, dep_service, oauth_header
 from tests.e2e.conftest import ADMIN
 from tests.e2e.test_cli import Cli
 from tests.e2e.test_cli_mdm import _creds
@@ -80,15 +76,7 @@ def test_link_and_three_renewals_against_the_real_depserver(
     cli.env["MDMBOT_MDM_ALLOW_NETWORKS"] = ALLOW_LOOPBACK
     cli.ok("db", "upgrade")
     (cli.work / "api.key").write_text(KEY)
-    settings = Settings(
-        mdmbot_database_url=f"sqlite:///{cli.data_dir / 'mdmbot.db'}",
-        mdmbot_data_dir=cli.data_dir,
-        _env_file=None,  # type: ignore[call-arg]
-    )
-    ctx = AppContext(settings)
-    dep: HttpServer = start_in_background(Listener("dep", "127.0.0.1", 0, build_dep_app(ctx)), 2)
-    mdmbot_dep = f"http://127.0.0.1:{dep.port}"
-    try:
+    with dep_service(cli.data_dir) as mdmbot_dep:
         out = cli.ok(
             "server", "add", "school1", "--mdm", "nanodep", "--mdm-url", depserver,
             "--mdm-dep-name", "school1", "--mdm-api-key-file", "api.key",
@@ -113,9 +101,6 @@ def test_link_and_three_renewals_against_the_real_depserver(
         newest = cli.json("token", "list", "school1")[0]
         assert newest["status"] == "active" and newest["installed_at"]
         assert "in use since" in cli.ok("server", "show", "school1")
-    finally:
-        dep.close()
-        ctx.engine.dispose()
 
 
 def test_add_from_slack_with_the_real_depserver_installs_and_points_it_at_mdmbot(

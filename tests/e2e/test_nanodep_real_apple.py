@@ -9,10 +9,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from bot.context import AppContext
-from bot.dep.app import build_dep_app
-from bot.http import HttpServer, Listener, start_in_background
-from core.settings import Settings
+from tests.dep_client import dep_service
 from tests.e2e.test_apple_mode import Apple, _apple_settings, apple  # noqa: F401
 from tests.e2e.test_cli import Cli
 from tests.e2e.test_nanodep_real import KEY, _nanodep, depserver, pytestmark  # noqa: F401
@@ -28,15 +25,7 @@ def test_a_token_from_apple_is_imported_and_installed_into_the_real_depserver(
     school.env["MDMBOT_MDM_ALLOW_NETWORKS"] = ALLOW_LOOPBACK
     portal.ok("db", "upgrade")
     school.ok("db", "upgrade")
-    settings = Settings(
-        mdmbot_database_url=f"sqlite:///{portal.data_dir / 'mdmbot.db'}",
-        mdmbot_data_dir=portal.data_dir,
-        _env_file=None,  # type: ignore[call-arg]
-    )
-    ctx = AppContext(settings)
-    dep: HttpServer = start_in_background(Listener("dep", "127.0.0.1", 0, build_dep_app(ctx)), 2)
-    apple_dep = f"http://127.0.0.1:{dep.port}"
-    try:
+    with dep_service(portal.data_dir) as apple_dep:
         status, pem = _nanodep(f"{depserver}/v1/tokenpki/school1?cn=school1&validity_days=365")
         assert status == 200 and pem.startswith(b"-----BEGIN CERTIFICATE-----"), pem
         for cli in (portal, school):
@@ -65,9 +54,6 @@ def test_a_token_from_apple_is_imported_and_installed_into_the_real_depserver(
         assert shown["token_expires_at"] == issued["expires_at"], "depserver's answer"
         assert shown["install"]["status"] == "installed"
         assert (shown["downloaded_by"], shown["token_source"]) == ("U0ALICE", "apple")
-    finally:
-        dep.close()
-        ctx.engine.dispose()
 
 
 def test_in_use_after_depservers_session_and_a_sync(
