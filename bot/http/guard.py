@@ -19,7 +19,7 @@ import io
 import logging
 import os
 import sys
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
@@ -45,6 +45,7 @@ class Guard:
         self.letting: asyncio.Task[None] | None = None
         self.threads = threads
         self.pool: ThreadPoolExecutor | None = None  # made in the process that serves
+        self.on_start: Callable[[], None] = lambda: None  # once granian handles the signals
         self.worker = ""
         self.base: dict[str, Any] = {
             "SCRIPT_NAME": "",
@@ -60,6 +61,7 @@ class Guard:
         """The worker starts: the app's threads and the name of the worker in every answer."""
         self.pool = ThreadPoolExecutor(self.threads, thread_name_prefix="http")
         self.worker = str(os.getpid())
+        self.on_start()
 
     def __rsgi_del__(self, loop: asyncio.AbstractEventLoop) -> None:
         """The worker stops: finish the requests in the app."""

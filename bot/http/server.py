@@ -117,10 +117,24 @@ def _own_socket(worker_id: int, shared: Any) -> Any:
     return (holder[0], _NATIVE.SocketHolder(own.fileno(), False, BACKLOG)), own
 
 
-def _worker(hooks: WorkerHooks) -> Callable[..., None]:
-    """granian's RSGI worker process, with mdmbot's hooks around it."""
+def _worker(hooks: WorkerHooks, guard: Guard) -> Callable[..., None]:
+    """granian's RSGI worker process, with mdmbot's hooks around it.
+
+    A worker starts with its granian server's signal handlers, which stop that server, not the
+    worker: a SIGTERM before the worker sets its own was lost, and the worker killed 20 s later.
+    One that arrives while the worker starts is held, and sent again once granian handles it.
+    """
 
     def run(worker_id: int, name: Any, loader: Any, shared: Any, *args: Any) -> None:
+        held: list[int] = []
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            signal.signal(sig, lambda signum, _: held.append(signum))
+
+        def send_again() -> None:
+            for signum in held:
+                os.kill(os.getpid(), signum)
+
+        guard.on_start = send_again
         hooks.after_fork()
         try:
             sock = _own_socket(worker_id, shared)
@@ -153,7 +167,8 @@ def _serve_listener(
         respawn_failed_workers=True,
     )
     try:
-        server.serve(spawn_target=_worker(hooks), target_loader=lambda: guard, wrap_loader=False)
+        worker = _worker(hooks, guard)
+        server.serve(spawn_target=worker, target_loader=lambda: guard, wrap_loader=False)
     except SystemExit as exc:
         return int(exc.code or 0)
     return 0

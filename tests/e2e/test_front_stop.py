@@ -27,9 +27,15 @@ SERVER = textwrap.dedent(
         start_response("200 OK", [("content-type", "text/plain")])
         return [b"done " + environ["PATH_INFO"].encode()]
 
+    def starting():  # a worker slow to start: it says so, then takes 2 s
+        if len(sys.argv) > 3:
+            open(sys.argv[3], "w").close()
+            time.sleep(2.0)
+
     on_loop = sys.argv[2] == "loop"
     listener = Listener("a", "127.0.0.1", int(sys.argv[1]), app, on_loop=lambda _: on_loop)
-    raise SystemExit(serve_processes([listener], 1, 2, WorkerHooks(stop=lambda: None)))
+    hooks = WorkerHooks(stop=lambda: None, after_fork=starting)
+    raise SystemExit(serve_processes([listener], 1, 2, hooks))
     """
 )
 
@@ -72,6 +78,26 @@ def test_a_request_in_the_app_at_sigterm_is_answered_before_the_server_stops(whe
         assert server.wait(timeout=30) == 0
         with pytest.raises(OSError):
             ask(port, "/after")
+    finally:
+        if server.poll() is None:
+            server.kill()
+            server.wait()
+
+
+def test_a_sigterm_while_a_worker_starts_stops_it_at_once(tmp_path: Path) -> None:
+    marker = tmp_path / "starting"
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    command = [sys.executable, "-c", SERVER, str(free_port()), "loop", str(marker)]
+    server = subprocess.Popen(command, env=env)
+    try:
+        deadline = time.monotonic() + 30
+        while not marker.exists():
+            assert server.poll() is None and time.monotonic() < deadline
+            time.sleep(0.02)
+        started = time.monotonic()
+        server.send_signal(signal.SIGTERM)  # the worker has granian's server's handlers still
+        assert server.wait(timeout=30) == 0
+        assert time.monotonic() - started < 10, "the worker was killed after its 20 s, not stopped"
     finally:
         if server.poll() is None:
             server.kill()
