@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import fcntl
+import itertools
 import os
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Hashable, Iterator
 from contextlib import AbstractContextManager, contextmanager, nullcontext
 from contextvars import ContextVar
 from pathlib import Path
@@ -66,6 +67,7 @@ def make_engine(url: str) -> sa.Engine:
         engine = sa.create_engine(parsed, pool_size=10, max_overflow=20)
         engine.dialect.do_begin = _begin_postgresql  # type: ignore[method-assign]
         _ping_when_idle(engine)
+        event.listen(engine, "connect", _number)
         return engine
     database = _sqlite_file(parsed)
     if database is not None:
@@ -74,7 +76,8 @@ def make_engine(url: str) -> sa.Engine:
     engine = sa.create_engine(url, connect_args={"timeout": 30, "check_same_thread": False})
 
     @event.listens_for(engine, "connect")
-    def _on_connect(dbapi_connection: Any, _record: Any) -> None:
+    def _on_connect(dbapi_connection: Any, record: Any) -> None:
+        _number(dbapi_connection, record)
         dbapi_connection.isolation_level = None
         cursor = dbapi_connection.cursor()
         cursor.execute("PRAGMA journal_mode=WAL")
@@ -118,17 +121,47 @@ _BEGIN: ContextVar[str] = ContextVar("mdmbot_begin", default=WRITE)
 def _begin_sqlite(dbapi_connection: Any) -> None:
     """Begin as `_BEGIN` says: writers take the write lock at once, readers a snapshot."""
     mode = _BEGIN.get()
+    info = dbapi_connection.info
     if mode == READ:
         dbapi_connection.execute("BEGIN")
+        info["read_from"] = dbapi_connection.total_changes
         return
+    info["read_from"] = None
     # SQLite: the level can only change outside a transaction; WAL with NORMAL syncs at
     # checkpoints, FULL at every commit. Set only when it differs (a pooled connection).
     level = "NORMAL" if mode == RELAXED else "FULL"
-    info = dbapi_connection.info
     if info.get("synchronous") != level:
         dbapi_connection.execute(f"PRAGMA synchronous={level}")
         info["synchronous"] = level
     dbapi_connection.execute("BEGIN IMMEDIATE")
+
+
+_CONNECTIONS = itertools.count(1)
+
+
+def _number(_dbapi_connection: Any, record: Any) -> None:
+    """Give each new database connection of this process a number of its own."""
+    record.info["number"] = next(_CONNECTIONS)
+
+
+def data_marker(connection: sa.Connection) -> Hashable | None:
+    """A value that repeats on a connection only while the data it reads is unchanged (None when
+    it cannot tell: a transaction that writes).
+
+    SQLite: "PRAGMA data_version" changes when another connection commits, and total_changes
+    counts this connection's own changes. PostgreSQL: two equal snapshots (pg_current_snapshot)
+    see the same committed transactions; read-only transactions run each statement alone.
+    """
+    info, raw = connection.connection.info, connection.connection.driver_connection
+    if connection.dialect.name == "sqlite":
+        changes = raw.total_changes  # type: ignore[union-attr]
+        if not connection.in_transaction() or info.get("read_from") != changes:
+            return None
+        version = connection.exec_driver_sql("PRAGMA data_version").scalar()
+        return info["number"], version, changes
+    if connection.get_execution_options().get("isolation_level") != "AUTOCOMMIT":
+        return None
+    return info["number"], connection.exec_driver_sql("SELECT pg_current_snapshot()").scalar()
 
 
 def _begin_postgresql(dbapi_connection: Any) -> None:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import threading
+from collections.abc import Hashable
 from dataclasses import fields, replace
 from datetime import datetime
 from functools import cache
@@ -13,7 +15,7 @@ from sqlmodel import Session, col, select
 from core.connections.installs import failure_text
 from core.connections.links import ConnectionSpec
 from core.connections.server_state import ServerState, state_of
-from core.db import connection_of
+from core.db import connection_of, data_marker
 from core.models import MdmConnection, Server, Token, TokenInstall
 from core.settings import SCHOOL_PORTAL
 from core.tokens import servers
@@ -39,8 +41,25 @@ def annotate(db: Session | sa.Connection, views: list[ServerView]) -> list[Serve
 
 
 def listed(db: Session | sa.Connection) -> list[ServerView]:
-    """Every live server, annotated, in one statement (`/mdm list` and the App Home)."""
-    return [_annotated(row) for row in connection_of(db).execute(_annotated_listing())]
+    """Every live server, annotated, in one statement (`/mdm list` and the App Home); read
+    again only once the data changed (`data_marker`)."""
+    connection = connection_of(db)
+    marker = data_marker(connection)
+    found = _LISTED.get(marker) if marker is not None else None
+    if found is not None:
+        return list(found)
+    views = [_annotated(row) for row in connection.execute(_annotated_listing())]
+    if marker is not None:
+        with _LISTED_LOCK:
+            _LISTED[marker] = tuple(views)
+            while len(_LISTED) > KEPT_LISTINGS:
+                del _LISTED[next(iter(_LISTED))]
+    return views
+
+
+KEPT_LISTINGS = 32  # one per pooled connection, each with its own marker
+_LISTED: dict[Hashable, tuple[ServerView, ...]] = {}
+_LISTED_LOCK = threading.Lock()
 
 
 _WIDTH = len(fields(ServerView)) - 3  # a listing row's columns before the connection's

@@ -44,7 +44,7 @@ class InstallFacts:
     installed_at: datetime | None = None  # when the MDM server accepted the pushed token
 
 
-@dataclass(slots=True)
+@dataclass(frozen=True, slots=True)
 class ServerView:
     """What a user sees of one server."""
 
