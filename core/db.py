@@ -157,7 +157,7 @@ def data_marker(connection: sa.Connection) -> Hashable | None:
         changes = raw.total_changes  # type: ignore[union-attr]
         if not connection.in_transaction() or info.get("read_from") != changes:
             return None
-        version = connection.exec_driver_sql("PRAGMA data_version").scalar()
+        version = raw.execute("PRAGMA data_version").fetchone()[0]  # type: ignore[union-attr]
         return info["number"], version, changes
     if connection.get_execution_options().get("isolation_level") != "AUTOCOMMIT":
         return None
