@@ -4,12 +4,19 @@
 (seconds, one per measured request) on stdout. Each request opens a new connection, as Slack's
 deliveries do, and is timed from connect to the last byte of the response. Warm-up requests are
 sent first and not measured. The loop is bounded: `count` requests, or `deadline` seconds.
+
+One `selectors` loop drives non-blocking sockets: the generator shares the machine's cores with
+the servers it measures, and asyncio's streams cost it 0.36 ms of CPU a request, a fifth of what
+`/mdm list` cost mdmbot; this loop costs 0.2 ms (bench/README.md). Each request is built and
+signed as it is sent: its trigger_id carries that moment, from which the modal's lag is timed.
 """
 
 from __future__ import annotations
 
-import asyncio
+import errno
 import json
+import selectors
+import socket
 import sys
 import time
 from dataclasses import dataclass
@@ -50,50 +57,97 @@ def _request(spec: Spec, seq: int) -> bytes:
     return head.encode() + body
 
 
-async def _one(spec: Spec, seq: int) -> tuple[float, int]:
-    """Send one request on a new connection; return (seconds, HTTP status)."""
-    payload = _request(spec, seq)
-    started = time.perf_counter()
-    reader, writer = await asyncio.open_connection(spec.host, spec.port)
-    try:
-        writer.write(payload)
-        await writer.drain()
-        answer = await reader.read()
-    finally:
-        writer.close()
-    elapsed = time.perf_counter() - started
-    return elapsed, int(answer[9:12] or 0)
+class _Exchange:
+    """One request on its own connection, from connect to the server's close."""
+
+    def __init__(self, index: int, payload: bytes, address: tuple[str, int]) -> None:
+        self.index = index
+        self.payload = payload
+        self.answer = bytearray()
+        self.sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        self.sock.setblocking(False)
+        self.started = time.perf_counter()
+        code = self.sock.connect_ex(address)
+        if code not in (0, errno.EINPROGRESS):
+            self.sock.close()
+            raise OSError(code, errno.errorcode.get(code, str(code)))
+
+    def writable(self) -> None:
+        """Connected: send the whole request (a few hundred bytes fit the socket's buffer)."""
+        code = self.sock.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR)
+        if code:
+            raise OSError(code, errno.errorcode.get(code, str(code)))
+        sent = self.sock.send(self.payload)
+        self.payload = self.payload[sent:]
+
+    def readable(self) -> bool:
+        """Read what arrived; True once the server closed the connection."""
+        while True:
+            try:
+                chunk = self.sock.recv(65536)
+            except BlockingIOError:
+                return False
+            if not chunk:
+                return True
+            self.answer += chunk
 
 
-async def run(spec: Spec) -> dict[str, Any]:
+def run(spec: Spec) -> dict[str, Any]:
     """Send warmup + count requests with `concurrency` in flight.
 
     Returns the latency of every measured answer (whatever its status), the count of each HTTP
     status, and the connection errors.
     """
     total = spec.warmup + spec.count
-    issued = 0
+    address = (spec.host, spec.port)
+    selector = selectors.DefaultSelector()
     latencies: list[float] = []
     statuses: dict[str, int] = {}
     errors: list[str] = []
-    stop_at = time.perf_counter() + spec.deadline
+    issued = 0
+    started = time.perf_counter()
+    stop_at = started + spec.deadline
 
-    async def worker() -> None:
+    def start_next() -> None:
         nonlocal issued
         while issued < total and time.perf_counter() < stop_at:
             index = issued
             issued += 1
             try:
-                elapsed, status = await _one(spec, spec.seq_start + index)
-            except (OSError, ValueError) as exc:
+                exchange = _Exchange(index, _request(spec, spec.seq_start + index), address)
+            except OSError as exc:
                 errors.append(f"{type(exc).__name__}: {exc}")
                 continue
-            if index >= spec.warmup:
-                latencies.append(elapsed)
-                statuses[str(status)] = statuses.get(str(status), 0) + 1
+            selector.register(exchange.sock, selectors.EVENT_WRITE, exchange)
+            return
 
-    started = time.perf_counter()
-    await asyncio.gather(*(worker() for _ in range(spec.concurrency)))
+    def finish(exchange: _Exchange, error: OSError | None) -> None:
+        selector.unregister(exchange.sock)
+        exchange.sock.close()
+        if error is not None:
+            errors.append(f"{type(error).__name__}: {error}")
+        elif exchange.index >= spec.warmup:
+            latencies.append(time.perf_counter() - exchange.started)
+            status = str(int(bytes(exchange.answer[9:12]) or 0))
+            statuses[status] = statuses.get(status, 0) + 1
+        start_next()
+
+    for _ in range(spec.concurrency):
+        start_next()
+    while selector.get_map():
+        for key, events in selector.select(timeout=max(0.01, stop_at - time.perf_counter())):
+            exchange: _Exchange = key.data
+            try:
+                if events & selectors.EVENT_WRITE:
+                    exchange.writable()
+                    if not exchange.payload:
+                        selector.modify(exchange.sock, selectors.EVENT_READ, exchange)
+                elif exchange.readable():
+                    finish(exchange, None)
+            except OSError as exc:
+                finish(exchange, exc)
+        if time.perf_counter() > stop_at + 30:
+            break
     return {
         "latencies": latencies,
         "statuses": statuses,
@@ -107,7 +161,7 @@ async def run(spec: Spec) -> dict[str, Any]:
 def main() -> int:
     """Read the spec from stdin, print the result as JSON."""
     spec = Spec(**json.loads(sys.stdin.read()))
-    print(json.dumps(asyncio.run(run(spec))))
+    print(json.dumps(run(spec)))
     return 0
 
 
