@@ -3,7 +3,8 @@
 Three servers besides this process: `mdmbot serve --http --no-scheduler --workers 2` on SQLite
 seeded with 50 servers, the bare app (`bench.bare_app`: a bolt App whose only listener acks,
 same signing secret, same `SlackWsgi`, served by granian with 2 workers of 8 threads), and the
-load generator (`bench.loadgen`, asyncio, one new connection per request). The fake Slack Web
+load generator (`bench.loadgen`, one `selectors` loop, one new connection per request, three
+rounds per level alternating with the bare app). The fake Slack Web
 API (tests/fakeslack.py) runs in this process and answers the `views.open` that `/mdm add` calls
 after its ack, and `auth.test`/`users.info`.
 """
