@@ -10,11 +10,13 @@ this process with the same granian worker (tests, tools, and the Apple port in S
 from __future__ import annotations
 
 import atexit
+import ctypes
 import logging
 import os
 import resource
 import signal
 import socket
+import sys
 import threading
 import time
 from collections.abc import Callable, Sequence
@@ -52,6 +54,21 @@ def bind(host: str, port: int, reuse_port: bool = False) -> socket.socket:
     sock = socket.create_server((host, port), family=family, backlog=BACKLOG, reuse_port=reuse_port)
     sock.set_inheritable(True)
     return sock
+
+
+PR_SET_PDEATHSIG = 1  # Linux prctl(2)
+
+
+def die_with(parent: int) -> None:
+    """Have this forked process sent SIGTERM when `parent` ends, even killed with SIGKILL:
+    orphaned, it would go on serving the port with the old code (Linux's PR_SET_PDEATHSIG)."""
+    if sys.platform != "linux":
+        return
+    libc = ctypes.CDLL(None, use_errno=True)
+    if libc.prctl(PR_SET_PDEATHSIG, signal.SIGTERM, 0, 0, 0) != 0:
+        log.warning("prctl(PR_SET_PDEATHSIG) failed: errno %s", ctypes.get_errno())
+    elif os.getppid() != parent:  # it ended before prctl
+        os.kill(os.getpid(), signal.SIGTERM)
 
 
 def raise_file_limit() -> int:
@@ -117,7 +134,7 @@ def _own_socket(worker_id: int, shared: Any) -> Any:
     return (holder[0], _NATIVE.SocketHolder(own.fileno(), False, BACKLOG)), own
 
 
-def _worker(hooks: WorkerHooks, guard: Guard) -> Callable[..., None]:
+def _worker(hooks: WorkerHooks, guard: Guard, server: int) -> Callable[..., None]:
     """granian's RSGI worker process, with mdmbot's hooks around it.
 
     A worker starts with its granian server's signal handlers, which stop that server, not the
@@ -135,6 +152,7 @@ def _worker(hooks: WorkerHooks, guard: Guard) -> Callable[..., None]:
                 os.kill(os.getpid(), signum)
 
         guard.on_start = send_again
+        die_with(server)
         hooks.after_fork()
         try:
             sock = _own_socket(worker_id, shared)
@@ -167,7 +185,7 @@ def _serve_listener(
         respawn_failed_workers=True,
     )
     try:
-        worker = _worker(hooks, guard)
+        worker = _worker(hooks, guard, os.getpid())
         server.serve(spawn_target=worker, target_loader=lambda: guard, wrap_loader=False)
     except SystemExit as exc:
         return int(exc.code or 0)
@@ -193,6 +211,7 @@ def serve_processes(
     for sig in (signal.SIGTERM, signal.SIGINT):  # before forking: a SIGTERM now stops them too
         signal.signal(sig, lambda *_: stopping.set())
     servers: dict[int, str] = {}
+    top = os.getpid()
     for listener, sock in zip(listeners, sockets, strict=True):
         pid = os.fork()
         if pid == 0:  # the listener's own granian process server
@@ -200,6 +219,7 @@ def serve_processes(
             try:
                 for sig in (signal.SIGTERM, signal.SIGINT):
                     signal.signal(sig, signal.SIG_DFL)  # until granian sets its own
+                die_with(top)
                 for other in sockets:
                     if other is not sock:
                         other.close()

@@ -102,3 +102,66 @@ def test_a_sigterm_while_a_worker_starts_stops_it_at_once(tmp_path: Path) -> Non
         if server.poll() is None:
             server.kill()
             server.wait()
+
+
+def _descendants(pid: int) -> set[int]:
+    """The live processes under `pid`: its children, theirs, and so on."""
+    parents: dict[int, int] = {}
+    for entry in Path("/proc").iterdir():
+        try:
+            stat = (entry / "stat").read_text() if entry.name.isdigit() else ""
+        except OSError:
+            continue
+        if stat:
+            parents[int(entry.name)] = int(stat[stat.rindex(")") + 2 :].split()[1])
+    found: set[int] = set()
+    while more := {child for child, parent in parents.items() if parent in found | {pid}} - found:
+        found |= more
+    return found
+
+
+def _running(pid: int) -> bool:
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return False
+    return stat[stat.rindex(")") + 2] != "Z"
+
+
+@pytest.mark.skipif(sys.platform != "linux", reason="PR_SET_PDEATHSIG is Linux's")
+@pytest.mark.parametrize("killed", ["serve", "listener"])
+def test_a_server_killed_with_sigkill_leaves_nothing_serving_its_port(killed: str) -> None:
+    """The OOM killer or `kill -9` ends the process you started (or a listener's granian
+    server): what it forked ends too, instead of serving the port on its own."""
+    port = free_port()
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    server = subprocess.Popen([sys.executable, "-c", SERVER, str(port), "loop"], env=env)
+    left: set[int] = set()
+    try:
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                assert answer(ask(port, "/up")).endswith(b"done /up")
+                break
+            except OSError:
+                assert server.poll() is None and time.monotonic() < deadline
+                time.sleep(0.1)
+        left = _descendants(server.pid)
+        assert len(left) >= 2, "a listener's server and its worker"
+        if killed == "serve":
+            server.kill()
+        else:
+            listener = _descendants(server.pid) - set().union(*map(_descendants, left))
+            (pid,) = listener
+            os.kill(pid, signal.SIGKILL)
+        assert server.wait(timeout=30) != 0
+        deadline = time.monotonic() + 15
+        while any(_running(pid) for pid in left) and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert not [pid for pid in left if _running(pid)], "still running after the kill"
+        with pytest.raises(OSError):
+            ask(port, "/after")
+    finally:
+        for pid in left:
+            if _running(pid):
+                os.kill(pid, signal.SIGKILL)
