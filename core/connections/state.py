@@ -57,7 +57,7 @@ def listed(db: Session | sa.Connection) -> list[ServerView]:
     return views
 
 
-KEPT_LISTINGS = 32  # one per pooled connection, each with its own marker
+KEPT_LISTINGS = 8  # one per pooled connection (they take turns), each with its own marker
 _LISTED: dict[Hashable, tuple[ServerView, ...]] = {}
 _LISTED_LOCK = threading.Lock()
 
