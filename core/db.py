@@ -153,6 +153,8 @@ def data_marker(connection: sa.Connection) -> Hashable | None:
     see the same committed transactions; read-only transactions run each statement alone.
     """
     info, raw = connection.connection.info, connection.connection.driver_connection
+    if "number" not in info:  # an engine `make_engine` did not make
+        return None
     if connection.dialect.name == "sqlite":
         changes = raw.total_changes  # type: ignore[union-attr]
         if not connection.in_transaction() or info.get("read_from") != changes:

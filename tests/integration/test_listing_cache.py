@@ -122,3 +122,14 @@ def test_a_commit_during_a_read_is_listed_by_the_next_read(engine: sa.Engine, va
     finally:
         other.dispose()
     assert _names(engine) == ["Jamf", "Mosyle"]
+
+
+def test_an_engine_made_elsewhere_lists_without_keeping(engine: sa.Engine, vault: Vault) -> None:
+    _add(engine, vault, "Jamf")
+    plain = sa.create_engine(engine.url, isolation_level="AUTOCOMMIT")
+    try:
+        with plain.connect() as connection:
+            assert db.data_marker(connection) is None
+            assert [view.name for view in state.listed(connection)] == ["Jamf"]
+    finally:
+        plain.dispose()
