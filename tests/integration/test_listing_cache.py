@@ -126,9 +126,10 @@ def test_a_commit_during_a_read_is_listed_by_the_next_read(engine: sa.Engine, va
 
 def test_an_engine_made_elsewhere_lists_without_keeping(engine: sa.Engine, vault: Vault) -> None:
     _add(engine, vault, "Jamf")
-    plain = sa.create_engine(engine.url, isolation_level="AUTOCOMMIT")
+    plain = sa.create_engine(engine.url)
     try:
         with plain.connect() as connection:
+            connection.execution_options(isolation_level="AUTOCOMMIT")
             assert db.data_marker(connection) is None
             assert [view.name for view in state.listed(connection)] == ["Jamf"]
     finally:
