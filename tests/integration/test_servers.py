@@ -242,8 +242,14 @@ def test_replacing_the_certificate_retires_the_old_token_and_key(
     assert view.token_id == issued.token_id
     # The new token opens with the new key only.
     assert b"BEGIN MESSAGE" in smime_decrypt(issued.content, new_cert.key_pem, tmp_path)
-    with pytest.raises(AssertionError, match="could not decrypt"):
-        smime_decrypt(issued.content, rsa_cert().key_pem, tmp_path)
+    # OpenSSL's CMS decryption goes on with a random content key when the given key opens no
+    # recipient (its defence against the million message attack, `openssl cms -debug_decrypt`):
+    # about 1 time in 256 that "decrypts" to garbage instead of failing, never to the token.
+    try:
+        opened = smime_decrypt(issued.content, rsa_cert().key_pem, tmp_path)
+    except AssertionError:
+        opened = b""
+    assert b"BEGIN MESSAGE" not in opened
 
 
 def test_a_discarded_pending_token_leaves_the_active_one_valid(
