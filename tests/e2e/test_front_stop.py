@@ -56,20 +56,27 @@ def answer(sock: socket.socket) -> bytes:
     return b"".join(chunks)
 
 
+def serving(port: int, where: str) -> subprocess.Popen[bytes]:
+    """The server above on `port`, once it answers."""
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    server = subprocess.Popen([sys.executable, "-c", SERVER, str(port), where], env=env)
+    deadline = time.monotonic() + 30
+    while True:
+        try:
+            assert answer(ask(port, "/up")).endswith(b"done /up")
+            return server
+        except OSError:
+            if server.poll() is not None or time.monotonic() > deadline:
+                server.kill()
+                raise AssertionError("the server did not answer") from None
+            time.sleep(0.1)
+
+
 @pytest.mark.parametrize("where", ["loop", "pool"])
 def test_a_request_in_the_app_at_sigterm_is_answered_before_the_server_stops(where: str) -> None:
     port = free_port()
-    env = {**os.environ, "PYTHONPATH": str(ROOT)}
-    server = subprocess.Popen([sys.executable, "-c", SERVER, str(port), where], env=env)
+    server = serving(port, where)
     try:
-        deadline = time.monotonic() + 30
-        while True:
-            try:
-                assert answer(ask(port, "/up")).endswith(b"done /up")
-                break
-            except OSError:
-                assert server.poll() is None and time.monotonic() < deadline
-                time.sleep(0.1)
         waiting = ask(port, "/wait")
         time.sleep(0.5)  # the request is in the app, which takes 1.5 s
         server.send_signal(signal.SIGTERM)
@@ -134,18 +141,9 @@ def test_a_server_killed_with_sigkill_leaves_nothing_serving_its_port(killed: st
     """The OOM killer or `kill -9` ends the process you started (or a listener's granian
     server): what it forked ends too, instead of serving the port on its own."""
     port = free_port()
-    env = {**os.environ, "PYTHONPATH": str(ROOT)}
-    server = subprocess.Popen([sys.executable, "-c", SERVER, str(port), "loop"], env=env)
+    server = serving(port, "loop")
     left: set[int] = set()
     try:
-        deadline = time.monotonic() + 30
-        while True:
-            try:
-                assert answer(ask(port, "/up")).endswith(b"done /up")
-                break
-            except OSError:
-                assert server.poll() is None and time.monotonic() < deadline
-                time.sleep(0.1)
         left = _descendants(server.pid)
         assert len(left) >= 2, "a listener's server and its worker"
         if killed == "serve":

@@ -8,24 +8,16 @@ import sqlalchemy as sa
 
 from core import db
 from core.connections import state
-from core.tokens import issuance, servers
+from core.tokens import servers
 from core.vault import Vault
 from tests.conftest import NOW
-from tests.integration import OPERATOR, rsa_cert
+from tests.devices_support import add_server
+from tests.integration import OPERATOR
 
 
 def _add(engine: sa.Engine, vault: Vault, name: str) -> None:
     with db.unit_of_work(engine) as session:
-        issued = servers.add_server(
-            session,
-            vault,
-            OPERATOR,
-            name=name,
-            certificate=rsa_cert().pem,
-            release_devices=True,
-            now=NOW,
-        )
-        issuance.activate_token(session, OPERATOR, issued.token_id, NOW)
+        add_server(session, vault, name, NOW)
 
 
 def _names(engine: sa.Engine) -> list[str]:
