@@ -6,6 +6,7 @@ import hashlib
 import uuid
 from dataclasses import dataclass
 from datetime import datetime
+from functools import cached_property, lru_cache
 from typing import Any
 
 import sqlalchemy as sa
@@ -44,7 +45,7 @@ class Organisation:
     address: str
     org_id: str
 
-    @property
+    @cached_property
     def id_hash(self) -> str:
         """A stable hash of the organisation id (Apple's `org_id_hash` is an opaque hex digest)."""
         return hashlib.sha256(f"mdmbot-org:{self.org_id}".encode()).hexdigest()
@@ -55,6 +56,7 @@ def server_uuid(server: Server) -> str:
     return _uuid(server.id, server.created_at)
 
 
+@lru_cache(maxsize=4096)
 def _uuid(server_id: int | None, created_at: datetime) -> str:
     return str(uuid.uuid5(_SERVER_NAMESPACE, f"{server_id}:{created_at.isoformat()}"))
 
