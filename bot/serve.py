@@ -6,15 +6,14 @@ import argparse
 import logging
 import os
 import shutil
-import signal
 import tempfile
-import threading
 from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING
 
 from bot.context import AppContext
 from bot.logs import configure_logging
+from bot.signals import StopSignals
 from core.errors import ConfigError, InvalidInput
 from core.people import persons as people
 
@@ -228,9 +227,7 @@ def _serve_socket_mode(app: App, app_token: str, runtime: Runtime) -> int:
             "it must be an app-level token (xapp-…) with the connections:write scope."
         ) from exc
     log.info("connected over Socket Mode")
-    stop = threading.Event()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        signal.signal(sig, lambda *_: stop.set())
+    stop = StopSignals()
     runtime.start()
     try:
         stop.wait()
@@ -248,9 +245,7 @@ def run_scheduler(ctx: AppContext, args: argparse.Namespace) -> int:
     configure_logging(ctx.settings.mdmbot_log_format)
     ctx.settings.require("SLACK_BOT_TOKEN", "MDMBOT_ALERT_CHANNEL")
     runtime = Runtime(ctx, build_services(ctx), scheduler=True)
-    stop = threading.Event()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        signal.signal(sig, lambda *_: stop.set())
+    stop = StopSignals()
     runtime.start()
     log.info("scheduler running as %s", runtime.holder)
     stop.wait()

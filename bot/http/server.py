@@ -33,6 +33,7 @@ from granian.server import MPServer, MTServer
 from bot import metrics
 from bot.http.guard import Guard
 from bot.http.wsgi import Limits, Listener, check_listeners
+from bot.signals import StopSignals
 
 log = logging.getLogger("mdmbot.http")
 BACKLOG = 2048  # connections the kernel queues for a listener before its workers accept them
@@ -107,6 +108,7 @@ class _BoundServer(MPServer):
 
     def __init__(self, sock: socket.socket, **options: Any) -> None:
         self.sock = sock
+        self.waking = False
         super().__init__("mdmbot", **options)
 
     def _init_shared_socket(self) -> None:
@@ -117,6 +119,25 @@ class _BoundServer(MPServer):
 
     def _drop_shared_socket(self) -> None:
         self.sock.close()
+
+    def signal_handler_interrupt(self, *args: Any, **kwargs: Any) -> None:
+        """granian's, safe when another signal comes while it runs (bot.signals)."""
+        self.interrupt_signal = True
+        self._wake()
+
+    def signal_handler_reload(self, *args: Any, **kwargs: Any) -> None:
+        """granian's, safe when another signal comes while it runs (bot.signals)."""
+        self.reload_signal = True
+        self._wake()
+
+    def _wake(self) -> None:
+        if self.waking:  # a signal handled inside another's set(): that set() wakes the loop
+            return
+        self.waking = True
+        try:
+            self.main_loop_interrupt.set()
+        finally:
+            self.waking = False
 
 
 def _own_socket(worker_id: int, shared: Any) -> Any:
@@ -207,9 +228,7 @@ def serve_processes(
     check_listeners(listeners)
     raise_file_limit()  # every listener's workers inherit it
     sockets = [bind(listener.host, listener.port, reuse_port=True) for listener in listeners]
-    stopping = threading.Event()
-    for sig in (signal.SIGTERM, signal.SIGINT):  # before forking: a SIGTERM now stops them too
-        signal.signal(sig, lambda *_: stopping.set())
+    stopping = StopSignals()  # before forking: a SIGTERM now stops them too
     servers: dict[int, str] = {}
     top = os.getpid()
     for listener, sock in zip(listeners, sockets, strict=True):

@@ -56,10 +56,12 @@ def answer(sock: socket.socket) -> bytes:
     return b"".join(chunks)
 
 
-def serving(port: int, where: str) -> subprocess.Popen[bytes]:
-    """The server above on `port`, once it answers."""
+def serving(port: int, where: str, log: Path | None = None) -> subprocess.Popen[bytes]:
+    """The server above on `port`, once it answers (its output into `log`, when given)."""
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
-    server = subprocess.Popen([sys.executable, "-c", SERVER, str(port), where], env=env)
+    out = log.open("wb") if log else None
+    command = [sys.executable, "-c", SERVER, str(port), where]
+    server = subprocess.Popen(command, env=env, stdout=out, stderr=subprocess.STDOUT)
     deadline = time.monotonic() + 30
     while True:
         try:
@@ -127,6 +129,12 @@ def _descendants(pid: int) -> set[int]:
     return found
 
 
+def _listener_server(serve: int) -> int:
+    """The granian server `serve` forked for its one listener."""
+    (pid,) = _descendants(serve) - set().union(*map(_descendants, _descendants(serve)))
+    return pid
+
+
 def _running(pid: int) -> bool:
     try:
         stat = Path(f"/proc/{pid}/stat").read_text()
@@ -149,9 +157,7 @@ def test_a_server_killed_with_sigkill_leaves_nothing_serving_its_port(killed: st
         if killed == "serve":
             server.kill()
         else:
-            listener = _descendants(server.pid) - set().union(*map(_descendants, left))
-            (pid,) = listener
-            os.kill(pid, signal.SIGKILL)
+            os.kill(_listener_server(server.pid), signal.SIGKILL)
         assert server.wait(timeout=30) != 0
         deadline = time.monotonic() + 15
         while any(_running(pid) for pid in left) and time.monotonic() < deadline:
@@ -160,6 +166,39 @@ def test_a_server_killed_with_sigkill_leaves_nothing_serving_its_port(killed: st
         with pytest.raises(OSError):
             ask(port, "/after")
     finally:
+        for pid in left:
+            if _running(pid):
+                os.kill(pid, signal.SIGKILL)
+
+
+@pytest.mark.parametrize("signalled", ["serve", "listener"])
+def test_signals_arriving_while_one_is_handled_still_stop_everything(
+    signalled: str, tmp_path: Path
+) -> None:
+    """SIGTERM after SIGTERM for 0.3 s (systemd signals every process of the service, serve its
+    servers, Linux a child whose parent died): every process ends, with no traceback."""
+    log = tmp_path / "serve.log"
+    server = serving(free_port(), "loop", log)
+    left = _descendants(server.pid)
+    try:
+        target = server.pid if signalled == "serve" else _listener_server(server.pid)
+        ends = time.monotonic() + 0.3
+        while time.monotonic() < ends:
+            try:
+                os.kill(target, signal.SIGTERM)
+            except ProcessLookupError:
+                break
+            time.sleep(0.00005)
+        server.wait(timeout=30)
+        deadline = time.monotonic() + 15
+        while any(_running(pid) for pid in left) and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert not [pid for pid in left if _running(pid)], log.read_text()
+        assert "Error" not in log.read_text(), log.read_text()
+    finally:
+        if server.poll() is None:
+            server.kill()
+            server.wait()
         for pid in left:
             if _running(pid):
                 os.kill(pid, signal.SIGKILL)
