@@ -13,7 +13,6 @@ from typing import TYPE_CHECKING
 
 from bot.context import AppContext
 from bot.logs import configure_logging
-from bot.signals import StopSignals
 from core.errors import ConfigError, InvalidInput
 from core.people import persons as people
 
@@ -227,6 +226,8 @@ def _serve_socket_mode(app: App, app_token: str, runtime: Runtime) -> int:
             "it must be an app-level token (xapp-…) with the connections:write scope."
         ) from exc
     log.info("connected over Socket Mode")
+    from bot.http import StopSignals
+
     stop = StopSignals()
     runtime.start()
     try:
@@ -245,6 +246,8 @@ def run_scheduler(ctx: AppContext, args: argparse.Namespace) -> int:
     configure_logging(ctx.settings.mdmbot_log_format)
     ctx.settings.require("SLACK_BOT_TOKEN", "MDMBOT_ALERT_CHANNEL")
     runtime = Runtime(ctx, build_services(ctx), scheduler=True)
+    from bot.http import StopSignals
+
     stop = StopSignals()
     runtime.start()
     log.info("scheduler running as %s", runtime.holder)

@@ -2,10 +2,11 @@
 
 granian holds the connections: each listener on granian servers of its own (`server`), behind
 what the front refuses and the body deadline (`guard`); `wsgi` has what is served: listeners,
-their limits and the Slack app.
+their limits and the Slack app; `signals` stops a process on SIGTERM however many arrive.
 """
 
 from bot.http.server import HttpServer, WorkerHooks, serve_processes, start_in_background
+from bot.http.signals import StopSignals
 from bot.http.wsgi import (
     MAX_BODY,
     VERIFIED,
@@ -28,6 +29,7 @@ __all__ = [
     "Listener",
     "SlackWsgi",
     "StartResponse",
+    "StopSignals",
     "WorkerHooks",
     "WsgiApp",
     "check_listeners",

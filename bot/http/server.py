@@ -32,8 +32,8 @@ from granian.server import MPServer, MTServer
 
 from bot import metrics
 from bot.http.guard import Guard
+from bot.http.signals import StopSignals
 from bot.http.wsgi import Limits, Listener, check_listeners
-from bot.signals import StopSignals
 
 log = logging.getLogger("mdmbot.http")
 BACKLOG = 2048  # connections the kernel queues for a listener before its workers accept them
@@ -121,12 +121,12 @@ class _BoundServer(MPServer):
         self.sock.close()
 
     def signal_handler_interrupt(self, *args: Any, **kwargs: Any) -> None:
-        """granian's, safe when another signal comes while it runs (bot.signals)."""
+        """granian's, safe when another signal comes while it runs (bot.http.signals)."""
         self.interrupt_signal = True
         self._wake()
 
     def signal_handler_reload(self, *args: Any, **kwargs: Any) -> None:
-        """granian's, safe when another signal comes while it runs (bot.signals)."""
+        """granian's, safe when another signal comes while it runs (bot.http.signals)."""
         self.reload_signal = True
         self._wake()
 
