@@ -56,12 +56,17 @@ def answer(sock: socket.socket) -> bytes:
     return b"".join(chunks)
 
 
-def serving(port: int, where: str, log: Path | None = None) -> subprocess.Popen[bytes]:
-    """The server above on `port`, once it answers (its output into `log`, when given)."""
+def start(port: int, where: str, *extra: str, log: Path | None = None) -> subprocess.Popen[bytes]:
+    """The server above on `port` (its output into `log`, when given)."""
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
     out = log.open("wb") if log else None
-    command = [sys.executable, "-c", SERVER, str(port), where]
-    server = subprocess.Popen(command, env=env, stdout=out, stderr=subprocess.STDOUT)
+    command = [sys.executable, "-c", SERVER, str(port), where, *extra]
+    return subprocess.Popen(command, env=env, stdout=out, stderr=subprocess.STDOUT)
+
+
+def serving(port: int, where: str, log: Path | None = None) -> subprocess.Popen[bytes]:
+    """The server above on `port`, once it answers."""
+    server = start(port, where, log=log)
     deadline = time.monotonic() + 30
     while True:
         try:
@@ -95,9 +100,7 @@ def test_a_request_in_the_app_at_sigterm_is_answered_before_the_server_stops(whe
 
 def test_a_sigterm_while_a_worker_starts_stops_it_at_once(tmp_path: Path) -> None:
     marker = tmp_path / "starting"
-    env = {**os.environ, "PYTHONPATH": str(ROOT)}
-    command = [sys.executable, "-c", SERVER, str(free_port()), "loop", str(marker)]
-    server = subprocess.Popen(command, env=env)
+    server = start(free_port(), "loop", str(marker))
     try:
         deadline = time.monotonic() + 30
         while not marker.exists():
@@ -143,6 +146,14 @@ def _running(pid: int) -> bool:
     return stat[stat.rindex(")") + 2] != "Z"
 
 
+def _still_running(pids: set[int], seconds: float = 15) -> list[int]:
+    """Those of `pids` still running after up to `seconds` of waiting for them all to end."""
+    deadline = time.monotonic() + seconds
+    while any(_running(pid) for pid in pids) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    return [pid for pid in pids if _running(pid)]
+
+
 @pytest.mark.skipif(sys.platform != "linux", reason="PR_SET_PDEATHSIG is Linux's")
 @pytest.mark.parametrize("killed", ["serve", "listener"])
 def test_a_server_killed_with_sigkill_leaves_nothing_serving_its_port(killed: str) -> None:
@@ -159,10 +170,7 @@ def test_a_server_killed_with_sigkill_leaves_nothing_serving_its_port(killed: st
         else:
             os.kill(_listener_server(server.pid), signal.SIGKILL)
         assert server.wait(timeout=30) != 0
-        deadline = time.monotonic() + 15
-        while any(_running(pid) for pid in left) and time.monotonic() < deadline:
-            time.sleep(0.1)
-        assert not [pid for pid in left if _running(pid)], "still running after the kill"
+        assert not _still_running(left), "still running after the kill"
         with pytest.raises(OSError):
             ask(port, "/after")
     finally:
@@ -190,10 +198,7 @@ def test_signals_arriving_while_one_is_handled_still_stop_everything(
                 break
             time.sleep(0.00005)
         server.wait(timeout=30)
-        deadline = time.monotonic() + 15
-        while any(_running(pid) for pid in left) and time.monotonic() < deadline:
-            time.sleep(0.1)
-        assert not [pid for pid in left if _running(pid)], log.read_text()
+        assert not _still_running(left), log.read_text()
         assert "Error" not in log.read_text(), log.read_text()
     finally:
         if server.poll() is None:
