@@ -110,6 +110,12 @@ class AppContext:
         with db.transaction(self.engine, readonly=readonly, durable=durable) as connection:
             yield connection
 
+    @contextmanager
+    def statements_alone(self) -> Iterator[sa.Connection]:
+        """A database connection on which each statement commits on its own (autocommit)."""
+        with db.statements_alone(self.engine) as connection:
+            yield connection
+
     def now(self) -> datetime:
         """The current time from this context's clock."""
         return self.clock()

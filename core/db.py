@@ -266,8 +266,8 @@ def transaction(
     be two more round trips to the server (bench/README.md, issue 35).
     """
     if readonly and engine.dialect.name == "postgresql":
-        with engine.connect() as connection:
-            yield connection.execution_options(isolation_level="AUTOCOMMIT")
+        with statements_alone(engine) as connection:
+            yield connection
         return
     with engine.connect() as connection:
         with _begun_as(_mode(readonly, durable)):
@@ -276,6 +276,13 @@ def transaction(
             yield connection
             if readonly:
                 began.rollback()
+
+
+@contextmanager
+def statements_alone(engine: sa.Engine) -> Iterator[sa.Connection]:
+    """A connection on which each statement is a transaction of its own (autocommit)."""
+    with engine.connect() as connection:
+        yield connection.execution_options(isolation_level="AUTOCOMMIT")
 
 
 def connection_of(db: Session | sa.Connection) -> sa.Connection:

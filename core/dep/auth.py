@@ -24,6 +24,7 @@ from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlmodel import Session, col
 
 from core.dep import feedback as dep_feedback
+from core.dep import routine
 from core.dep.errors import DepError as DepError
 from core.dep.feedback import ReplacedTokenAlert
 from core.dep.oauth import OAuthRequest as OAuthRequest
@@ -158,9 +159,9 @@ def open_session(
 ) -> SessionOutcome:
     """Open a session for a verified request: once per nonce, for a live token only."""
     connection = session.connection()
-    routine = open_routine_session(connection, token_id, request, now, client=client)
-    if routine is not None:
-        return routine
+    outcome = open_routine_session(connection, token_id, request, now, client=client)
+    if outcome is not None:
+        return outcome
     _prune_now_and_then(connection, now)
     if not _first_use_of_nonce(connection, request, now):
         return SessionOutcome(error=DepError(401, *REPLAYED))
@@ -191,8 +192,12 @@ def open_session(
 def open_routine_session(
     connection: sa.Connection, token_id: int, request: OAuthRequest, now: datetime, *, client: str
 ) -> SessionOutcome | None:
-    """`open_session` for an active, installed token, in Core statements only; None, having
-    written nothing, for any other token (its first use, or a refusal, needs `open_session`)."""
+    """`open_session` for an active, installed token, in Core statements only (in one on a
+    PostgreSQL connection in autocommit); None, having written nothing, for any other token
+    (its first use, or a refusal, needs `open_session`)."""
+    alone = connection.get_execution_options().get("isolation_level") == "AUTOCOMMIT"
+    if alone and connection.dialect.name == "postgresql":
+        return _open_routine_alone(connection, token_id, request, now, client)
     row = connection.execute(_STATE, {"id": token_id}).first()
     if row is None or row[0] != TokenStatus.ACTIVE or row[1] <= now or row[2] is None:
         return None
@@ -207,6 +212,28 @@ def open_routine_session(
     )
     if row[3] is None or row[3] < now - dep_feedback.LAST_SEEN_EVERY:
         connection.execute(_LAST_SEEN, {"token": token_id, "at": now, "client": client[:64]})
+    return SessionOutcome(session_key=key)
+
+
+def _open_routine_alone(
+    connection: sa.Connection, token_id: int, request: OAuthRequest, now: datetime, client: str
+) -> SessionOutcome | None:
+    """`open_routine_session` on a PostgreSQL connection in autocommit: one round trip."""
+    _prune_now_and_then(connection, now)
+    key = secrets.token_urlsafe(32)
+    opened = routine.open_in_one_statement(
+        connection,
+        token_id,
+        (request.consumer_key, request.timestamp, request.nonce),
+        (_hash(key), now + SESSION_IDLE + TOUCH_EVERY),
+        now,
+        now - dep_feedback.LAST_SEEN_EVERY,
+        client,
+    )
+    if opened is None:
+        return None
+    if not opened:
+        return SessionOutcome(error=DepError(401, *REPLAYED))
     return SessionOutcome(session_key=key)
 
 

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
-from datetime import timedelta
+from datetime import datetime, timedelta
 
 import pytest
 import sqlalchemy as sa
@@ -12,7 +12,7 @@ from sqlmodel import Session, select
 from core import db
 from core.dep import auth as dep_auth
 from core.dep.auth import DepError
-from core.models import DepNonce, DepSession
+from core.models import DepNonce, DepSession, Token, TokenStatus
 from core.vault import Vault
 from tests.conftest import NOW
 from tests.dep_client import add_server, oauth_header
@@ -151,3 +151,61 @@ def test_a_signer_seen_before_is_checked_without_the_database(
     other = add_server(session, vault, "Jamf", NOW, actor="operator")
     header = oauth_header(other, URL, timestamp=stamp)
     assert dep_auth.verify_known(signers, dep_auth.parse_oauth(header, "GET", [URL]), NOW) is None
+
+
+def test_a_routine_session_opens_in_one_statement_on_postgresql(
+    engine: sa.Engine, vault: Vault
+) -> None:
+    if engine.dialect.name != "postgresql":
+        pytest.skip("SQLite opens it in a transaction of its own (the tests above)")
+    with db.unit_of_work(engine) as session:
+        creds = add_server(session, vault, "Jamf Pro", NOW, actor="operator")
+    stamp = str(int(NOW.timestamp()))
+
+    def request(nonce: str) -> dep_auth.OAuthRequest:
+        header = oauth_header(creds, URL, timestamp=stamp, nonce=nonce)
+        return dep_auth.parse_oauth(header, "GET", [URL])
+
+    def counts() -> tuple[int, int]:
+        with db.unit_of_work(engine, readonly=True) as session:
+            return len(session.exec(select(DepNonce)).all()), len(
+                session.exec(select(DepSession)).all()
+            )
+
+    def alone(nonce: str, at: datetime, client: str) -> dep_auth.SessionOutcome | None:
+        with db.statements_alone(engine) as connection:
+            outcome = dep_auth.open_routine_session(
+                connection, creds.token_id, request(nonce), at, client=client
+            )
+            assert connection.exec_driver_sql("SHOW synchronous_commit").scalar() == "on"
+        return outcome
+
+    assert alone("a", NOW, "10.0.0.1") is None, "a token never used needs open_session"
+    assert counts() == (0, 0), "and nothing was written"
+    with db.unit_of_work(engine) as session:
+        first = dep_auth.open_session(
+            session, creds.token_id, request("b"), NOW, client="10.0.0.1", user_agent="ua"
+        )
+    assert first.installed and counts() == (1, 1)
+
+    later = NOW + timedelta(minutes=1)
+    opened = alone("c", later, "10.0.0.2")
+    assert opened is not None and opened.session_key and opened.error is None
+    assert counts() == (2, 2)
+    with db.transaction(engine, readonly=True) as connection:
+        live = dep_auth.check_session(connection, opened.session_key, later)
+        token = connection.execute(
+            sa.select(Token.last_used_at, Token.last_used_from).where(
+                Token.id == creds.token_id  # type: ignore[arg-type]
+            )
+        ).one()
+    assert live.token_id == creds.token_id and not live.stale
+    assert token == (later, "10.0.0.2"), "`last seen` written with the session"
+
+    replayed = alone("c", later, "10.0.0.3")
+    assert replayed is not None and replayed.error is not None
+    assert replayed.error.code == "NONCE_USED" and counts() == (2, 2)
+    with db.unit_of_work(engine) as session:
+        session.get_one(Token, creds.token_id).status = TokenStatus.SUPERSEDED
+    assert alone("d", later, "10.0.0.4") is None, "a superseded token is refused by open_session"
+    assert counts() == (2, 2)
