@@ -13,6 +13,7 @@ import sqlalchemy as sa
 from sqlmodel import col
 
 from core.dep import auth as dep_auth
+from core.dep import routine
 from core.errors import NotFound
 from core.models import DepSession, Person, Server, Token
 
@@ -83,7 +84,7 @@ def session_account(
     """The live session for `key` and the account detail of its token's MDM server, in one
     statement; 401 UNAUTHORIZED for a dead session."""
     digest = dep_auth.session_digest(key)
-    row = connection.execute(_LIVE_OWNER, {"digest": digest}).first()
+    row = routine.first(connection, _LIVE_OWNER, {"digest": digest})
     live = dep_auth.live_session(digest, row, now)
     assert row is not None  # live_session refused a missing row
     server_id, name, created_at, email = row[5:]

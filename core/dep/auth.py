@@ -198,7 +198,7 @@ def open_routine_session(
     alone = connection.get_execution_options().get("isolation_level") == "AUTOCOMMIT"
     if alone and connection.dialect.name == "postgresql":
         return _open_routine_alone(connection, token_id, request, now, client)
-    row = connection.execute(_STATE, {"id": token_id}).first()
+    row = routine.first(connection, _STATE, {"id": token_id})
     if row is None or row[0] != TokenStatus.ACTIVE or row[1] <= now or row[2] is None:
         return None
     _prune_now_and_then(connection, now)
@@ -206,12 +206,10 @@ def open_routine_session(
         return SessionOutcome(error=DepError(401, *REPLAYED))
     key = secrets.token_urlsafe(32)
     expires, digest = now + SESSION_IDLE + TOUCH_EVERY, _hash(key)
-    connection.execute(
-        _NEW_SESSION,
-        {"key_hash": digest, "token_id": token_id, "created_at": now, "expires_at": expires},
-    )
+    session = {"key_hash": digest, "token_id": token_id, "created_at": now, "expires_at": expires}
+    routine.rows(connection, _NEW_SESSION, session)
     if row[3] is None or row[3] < now - dep_feedback.LAST_SEEN_EVERY:
-        connection.execute(_LAST_SEEN, {"token": token_id, "at": now, "client": client[:64]})
+        routine.rows(connection, _LAST_SEEN, {"token": token_id, "at": now, "client": client[:64]})
     return SessionOutcome(session_key=key)
 
 
@@ -340,11 +338,12 @@ def _hash(key: str) -> str:
 
 def _first_use_of_nonce(connection: sa.Connection, request: OAuthRequest, now: datetime) -> bool:
     """Record the nonce; False when (key, timestamp, nonce) was already used (on any replica)."""
-    added = connection.execute(
+    added = routine.first(
+        connection,
         _NONCE[connection.dialect.name == "sqlite"],
         {"key": request.consumer_key, "ts": request.timestamp, "nonce": request.nonce, "at": now},
     )
-    return added.first() is not None
+    return added is not None
 
 
 _NONCE = {

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 
 import pytest
 import sqlalchemy as sa
@@ -11,6 +11,7 @@ from sqlmodel import Session, select
 
 from core import db
 from core.dep import auth as dep_auth
+from core.dep import routine
 from core.dep.auth import DepError
 from core.models import DepNonce, DepSession, Token, TokenStatus
 from core.vault import Vault
@@ -209,3 +210,26 @@ def test_a_routine_session_opens_in_one_statement_on_postgresql(
         session.get_one(Token, creds.token_id).status = TokenStatus.SUPERSEDED
     assert alone("d", later, "10.0.0.4") is None, "a superseded token is refused by open_session"
     assert counts() == (2, 2)
+
+
+def test_statements_run_on_the_driver_read_and_write_what_sqlalchemy_would(
+    engine: sa.Engine, vault: Vault
+) -> None:
+    with db.unit_of_work(engine) as session:
+        creds = add_server(session, vault, "Mosyle", NOW, actor="operator")
+    state, token = dep_auth._STATE, {"id": creds.token_id}
+    with db.transaction(engine) as connection:
+        assert routine.rows(connection, state, token) == connection.execute(state, token).all()
+        row = routine.first(connection, state, token)
+        assert row is not None and row[1] == NOW + timedelta(days=365) and row[1].tzinfo == UTC
+        assert row[2] is None, "never installed"
+        assert routine.first(connection, state, {"id": creds.token_id + 99}) is None
+        nonce = {"key": "CK_1", "ts": 7, "nonce": "n1", "at": NOW}
+        sqlite = connection.dialect.name == "sqlite"
+        assert routine.first(connection, dep_auth._NONCE[sqlite], nonce) is not None
+        assert routine.first(connection, dep_auth._NONCE[sqlite], nonce) is None, "used before"
+    with db.transaction(engine, readonly=True) as connection:
+        stored = connection.execute(
+            sa.select(DepNonce.consumer_key, DepNonce.nonce, DepNonce.seen_at)
+        ).one()
+    assert stored == ("CK_1", "n1", NOW)
