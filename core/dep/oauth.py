@@ -104,7 +104,7 @@ def signature_valid(request: OAuthRequest, consumer_secret: str, access_secret: 
         if base_uri is None:  # a URL oauthlib cannot normalise was not what the client signed
             continue
         # RFC 5849 3.4.1.1: method, base string URI and parameters, each encoded, joined by "&".
-        base = f"{_escape(request.method)}&{_escape(base_uri)}&{_escape(parameters)}"
+        base = f"{_escape(request.method)}&{_escape(base_uri)}&{_escape_once(parameters)}"
         digest = hmac.new(key, base.encode(), hashlib.sha1).digest()
         if hmac.compare_digest(base64.b64encode(digest), presented):
             return True
@@ -133,4 +133,7 @@ def _http_list(text: str) -> list[str]:
     return [part.strip() for part in parts]
 
 
-_escape = partial(quote, safe="")  # RFC 5849 3.6: all but ALPHA, DIGIT and -._~ percent-encoded
+# RFC 5849 3.6: all but ALPHA, DIGIT and -._~ percent-encoded. Names, keys, secrets and URLs come
+# back with every request of a server, so each is encoded once (0.1 µs where `quote` takes 1-2).
+_escape = lru_cache(maxsize=4096)(partial(quote, safe=""))
+_escape_once = partial(quote, safe="")
