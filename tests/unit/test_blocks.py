@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from datetime import UTC, datetime, timedelta
 
 from bot.slack.builders import blocks, home_blocks, modals, server_blocks
@@ -54,6 +55,22 @@ def test_list_message_stays_under_50_blocks_and_3000_characters() -> None:
     assert len(reply) <= 50
     assert all(len(t) <= 3000 for t in texts(reply))
     assert sum(t.count("Server ") for t in texts(reply)) == 250
+
+
+def test_the_same_listing_is_rendered_once_a_second_and_changes_show_at_once() -> None:
+    views = [server(1, "Jamf"), server(2, "Mosyle")]
+    first = server_blocks.server_list_blocks(views, NOW)
+    first.append({"type": "divider"})  # a caller's change to its reply stays its own
+    again = server_blocks.server_list_blocks(list(views), NOW + timedelta(milliseconds=900))
+    assert again == first[:-1]
+    renamed = [views[0], server(2, "Kandji")]
+    assert "Kandji" in " ".join(texts(server_blocks.server_list_blocks(renamed, NOW)))
+    # Jamf's token expires a second after NOW: the next second's listing says so.
+    expiring = [server(1, "Jamf"), views[1]]
+    expiring[0] = dataclasses.replace(expiring[0], token_expires_at=NOW + timedelta(seconds=1))
+    before = server_blocks.server_list_blocks(expiring, NOW)
+    after = server_blocks.server_list_blocks(expiring, NOW + timedelta(seconds=1))
+    assert before != after and "expired" in " ".join(texts(after)).lower()
 
 
 def test_user_text_is_escaped_and_titles_fit() -> None:

@@ -91,7 +91,23 @@ def server_list_blocks(
     views: list[ServerView], now: datetime, portal: str | None = None
 ) -> list[Block]:
     """The `/mdm list` reply in the Home's order, packing lines into as few sections as fit
-    (`portal`: Apple's, in Apple mode)."""
+    (`portal`: Apple's, in Apple mode); rendered once a second at most for the same listing."""
+    key = (int(now.timestamp()), portal, *map(id, views))
+    kept = _RENDERED.get(key)
+    if kept is not None:
+        return list(kept[1])
+    rendered = _list_blocks(views, now, portal)
+    if len(_RENDERED) >= _RENDERED_MAX:
+        _RENDERED.clear()
+    _RENDERED[key] = (tuple(views), rendered)  # holds the views: their ids are not reused
+    return list(rendered)
+
+
+_RENDERED: dict[tuple[object, ...], tuple[tuple[ServerView, ...], list[Block]]] = {}
+_RENDERED_MAX = 16  # a listing kept per pooled connection (core.connections.state), and spare
+
+
+def _list_blocks(views: list[ServerView], now: datetime, portal: str | None) -> list[Block]:
     if not views:
         return [section("No MDM servers are linked yet. Add one with `/mdm add`.")]
     blocks: list[Block] = [section(f"*MDM servers ({len(views)})*")]
@@ -131,4 +147,3 @@ def server_detail_blocks(view: ServerView, st: ServerState) -> list[Block]:
         {"type": "section", "fields": [{"type": "mrkdwn", "text": f[:2000]} for f in fields]},
         context(f"Added by {mention(view.created_by)} {local_date(view.created_at)}"),
     ]
-
