@@ -169,9 +169,8 @@ def data_marker(connection: sa.Connection) -> Hashable | None:
 def _begin_postgresql(dbapi_connection: Any) -> None:
     """The driver begins on the first statement; a relaxed writer does not wait for its WAL."""
     if _BEGIN.get() == RELAXED:
-        cursor = dbapi_connection.cursor()
-        cursor.execute("SET LOCAL synchronous_commit TO OFF")
-        cursor.close()
+        with dbapi_connection.cursor() as cursor:
+            cursor.execute("SET LOCAL synchronous_commit TO OFF")
 
 
 @contextmanager
@@ -280,9 +279,12 @@ def transaction(
 
 @contextmanager
 def statements_alone(engine: sa.Engine) -> Iterator[sa.Connection]:
-    """A connection on which each statement is a transaction of its own (autocommit)."""
-    with engine.connect() as connection:
-        yield connection.execution_options(isolation_level="AUTOCOMMIT")
+    """A connection on which each statement is a transaction of its own: PostgreSQL's
+    autocommit; on SQLite, a statement run on the driver (`core.dep.routine`) while nothing
+    has begun (a transaction begun in the block, on any connection, begins read-only)."""
+    sqlite = engine.dialect.name == "sqlite"
+    with engine.connect() as connection, _begun_as(READ):
+        yield connection if sqlite else connection.execution_options(isolation_level="AUTOCOMMIT")
 
 
 def connection_of(db: Session | sa.Connection) -> sa.Connection:

@@ -134,12 +134,13 @@ class AccountResource:
         """Answer the account detail."""
         now = self.ctx.now()
         key = req.get_header(SESSION_HEADER)
-        with self.ctx.transaction(readonly=True) as connection:
-            live, body = dep_account.session_account(connection, key, now, self.org)
+        with self.ctx.statements_alone() as connection:
+            live, text = dep_account.session_account(connection, key, now, self.org)
         if live.stale:
             with self.writes, self.ctx.transaction(durable=False) as connection:
                 dep_auth.touch_session(connection, live, now, req.remote_addr or "")
-        _json(resp, body)
+        resp.content_type = JSON
+        resp.text = text
 
 
 def log_replaced(alert: ReplacedTokenAlert) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import json
 import uuid
 from dataclasses import dataclass
 from datetime import datetime
@@ -80,9 +81,9 @@ _LIVE_OWNER = (
 
 def session_account(
     connection: sa.Connection, key: str | None, now: datetime, org: Organisation
-) -> tuple[dep_auth.LiveSession, dict[str, Any]]:
-    """The live session for `key` and the account detail of its token's MDM server, in one
-    statement; 401 UNAUTHORIZED for a dead session."""
+) -> tuple[dep_auth.LiveSession, str]:
+    """The live session for `key` and the account detail of its token's MDM server as JSON, in
+    one statement; 401 UNAUTHORIZED for a dead session."""
     digest = dep_auth.session_digest(key)
     row = routine.first(connection, _LIVE_OWNER, {"digest": digest})
     live = dep_auth.live_session(digest, row, now)
@@ -90,7 +91,15 @@ def session_account(
     server_id, name, created_at, email = row[5:]
     if server_id is None:
         raise NotFound("That token's MDM server no longer exists.")
-    return live, _detail(server_id, name, created_at, email, org)
+    return live, _detail_json(server_id, name, created_at, email, org)
+
+
+@lru_cache(maxsize=1024)
+def _detail_json(
+    server_id: int, name: str, created_at: datetime, email: str | None, org: Organisation
+) -> str:
+    """The detail as `/account` sends it, encoded once per server and owner."""
+    return json.dumps(_detail(server_id, name, created_at, email, org), separators=(",", ":"))
 
 
 def _detail(

@@ -233,3 +233,23 @@ def test_statements_run_on_the_driver_read_and_write_what_sqlalchemy_would(
             sa.select(DepNonce.consumer_key, DepNonce.nonce, DepNonce.seen_at)
         ).one()
     assert stored == ("CK_1", "n1", NOW)
+
+
+def test_a_statement_alone_reads_what_is_committed_and_holds_no_lock(
+    engine: sa.Engine, vault: Vault
+) -> None:
+    with db.unit_of_work(engine) as session:
+        creds = add_server(session, vault, "Jamf School", NOW, actor="operator")
+    state, token = dep_auth._STATE, {"id": creds.token_id}
+    with db.statements_alone(engine) as alone:
+        before = routine.first(alone, state, token)
+        assert before is not None and before[3] is None, "never used"
+        with db.transaction(engine) as writer:  # would wait (busy) behind a held lock
+            writer.execute(
+                sa.update(Token).where(Token.id == creds.token_id).values(last_used_at=NOW)  # type: ignore[arg-type]
+            )
+        after = routine.first(alone, state, token)
+        assert after is not None and after[3] == NOW, "each statement sees the last commit"
+        assert alone.execute(sa.select(sa.func.count()).select_from(Token)).scalar() == 1
+        with db.transaction(engine) as writer:  # a Core statement began no write either
+            writer.execute(sa.delete(DepNonce))
