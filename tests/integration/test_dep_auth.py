@@ -212,18 +212,24 @@ def test_a_routine_session_opens_in_one_statement_on_postgresql(
     assert counts() == (2, 2)
 
 
+def _token_state(engine: sa.Engine, vault: Vault, name: str) -> tuple[int, dict[str, int]]:
+    """A new server's token id, and the parameters of `dep_auth._STATE` that read it."""
+    with db.unit_of_work(engine) as session:
+        creds = add_server(session, vault, name, NOW, actor="operator")
+    return creds.token_id, {"id": creds.token_id}
+
+
 def test_statements_run_on_the_driver_read_and_write_what_sqlalchemy_would(
     engine: sa.Engine, vault: Vault
 ) -> None:
-    with db.unit_of_work(engine) as session:
-        creds = add_server(session, vault, "Mosyle", NOW, actor="operator")
-    state, token = dep_auth._STATE, {"id": creds.token_id}
+    token_id, token = _token_state(engine, vault, "Mosyle")
+    state = dep_auth._STATE
     with db.transaction(engine) as connection:
         assert routine.rows(connection, state, token) == connection.execute(state, token).all()
         row = routine.first(connection, state, token)
         assert row is not None and row[1] == NOW + timedelta(days=365) and row[1].tzinfo == UTC
         assert row[2] is None, "never installed"
-        assert routine.first(connection, state, {"id": creds.token_id + 99}) is None
+        assert routine.first(connection, state, {"id": token_id + 99}) is None
         nonce = {"key": "CK_1", "ts": 7, "nonce": "n1", "at": NOW}
         sqlite = connection.dialect.name == "sqlite"
         assert routine.first(connection, dep_auth._NONCE[sqlite], nonce) is not None
@@ -238,18 +244,20 @@ def test_statements_run_on_the_driver_read_and_write_what_sqlalchemy_would(
 def test_a_statement_alone_reads_what_is_committed_and_holds_no_lock(
     engine: sa.Engine, vault: Vault
 ) -> None:
-    with db.unit_of_work(engine) as session:
-        creds = add_server(session, vault, "Jamf School", NOW, actor="operator")
-    state, token = dep_auth._STATE, {"id": creds.token_id}
+    token_id, token = _token_state(engine, vault, "Jamf School")
     with db.statements_alone(engine) as alone:
-        before = routine.first(alone, state, token)
-        assert before is not None and before[3] is None, "never used"
+
+        def last_used() -> object:
+            row = routine.first(alone, dep_auth._STATE, token)
+            assert row is not None
+            return row[3]
+
+        assert last_used() is None, "never used"
         with db.transaction(engine) as writer:  # would wait (busy) behind a held lock
             writer.execute(
-                sa.update(Token).where(Token.id == creds.token_id).values(last_used_at=NOW)  # type: ignore[arg-type]
+                sa.update(Token).where(Token.id == token_id).values(last_used_at=NOW)  # type: ignore[arg-type]
             )
-        after = routine.first(alone, state, token)
-        assert after is not None and after[3] == NOW, "each statement sees the last commit"
+        assert last_used() == NOW, "each statement sees the last commit"
         assert alone.execute(sa.select(sa.func.count()).select_from(Token)).scalar() == 1
         with db.transaction(engine) as writer:  # a Core statement began no write either
             writer.execute(sa.delete(DepNonce))
