@@ -112,7 +112,7 @@ class AppContext:
 
     @contextmanager
     def statements_alone(self) -> Iterator[sa.Connection]:
-        """A database connection on which each statement commits on its own (autocommit)."""
+        """A database connection on which each statement is a transaction of its own."""
         with db.statements_alone(self.engine) as connection:
             yield connection
 

@@ -132,6 +132,7 @@ class _OnDriver:
     def __init__(self, statement: sa.Executable, dialect: sa.Dialect) -> None:
         compiled = cast(SQLCompiler, cast(sa.ClauseElement, statement).compile(dialect=dialect))
         self.sql = compiled.string
+        self.fixed = "POSTCOMPILE" not in self.sql  # an `IN` list is rendered per execution
         self.binds = [
             (name, compiled.binds[name].type.dialect_impl(dialect).bind_processor(dialect))
             for name in compiled.positiontup or ()
@@ -159,7 +160,7 @@ class _OnDriver:
         ]
 
 
-_PREPARED: dict[sa.Executable, _OnDriver] = {}  # held: a statement's id is never reused
+_PREPARED: dict[sa.Executable, _OnDriver] = {}  # by statement, which it holds
 
 
 def rows(
@@ -167,12 +168,12 @@ def rows(
 ) -> Sequence[Sequence[Any]]:
     """The rows of a statement built once at import (on SQLite, run on the driver's connection;
     kept, so a statement built per call would grow this cache)."""
-    if connection.dialect.name != "sqlite":
+    prepared = _PREPARED.get(statement) if connection.dialect.name == "sqlite" else None
+    if prepared is None and connection.dialect.name == "sqlite":
+        prepared = _PREPARED[statement] = _OnDriver(statement, connection.dialect)
+    if prepared is None or not prepared.fixed:
         result = connection.execute(statement, params)
         return result.all() if result.returns_rows else []
-    prepared = _PREPARED.get(statement)
-    if prepared is None:
-        prepared = _PREPARED[statement] = _OnDriver(statement, connection.dialect)
     return prepared.rows(connection, params)
 
 

@@ -7,7 +7,7 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 import sqlalchemy as sa
-from sqlmodel import Session, select
+from sqlmodel import Session, col, select
 
 from core import db
 from core.dep import auth as dep_auth
@@ -261,3 +261,14 @@ def test_a_statement_alone_reads_what_is_committed_and_holds_no_lock(
         assert alone.execute(sa.select(sa.func.count()).select_from(Token)).scalar() == 1
         with db.transaction(engine) as writer:  # a Core statement began no write either
             writer.execute(sa.delete(DepNonce))
+
+
+def test_a_statement_with_an_in_list_runs_through_sqlalchemy(
+    engine: sa.Engine, vault: Vault
+) -> None:
+    token_id, _ = _token_state(engine, vault, "Kandji")
+    listed = sa.select(Token.id).where(col(Token.id).in_(sa.bindparam("ids", expanding=True)))
+    with db.transaction(engine, readonly=True) as connection:
+        assert [tuple(r) for r in routine.rows(connection, listed, {"ids": [token_id, 99]})] == [
+            (token_id,)
+        ]
