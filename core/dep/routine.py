@@ -168,13 +168,14 @@ def rows(
 ) -> Sequence[Sequence[Any]]:
     """The rows of a statement built once at import (on SQLite, run on the driver's connection;
     kept, so a statement built per call would grow this cache)."""
-    prepared = _PREPARED.get(statement) if connection.dialect.name == "sqlite" else None
-    if prepared is None and connection.dialect.name == "sqlite":
-        prepared = _PREPARED[statement] = _OnDriver(statement, connection.dialect)
-    if prepared is None or not prepared.fixed:
-        result = connection.execute(statement, params)
-        return result.all() if result.returns_rows else []
-    return prepared.rows(connection, params)
+    if connection.dialect.name == "sqlite":
+        prepared = _PREPARED.get(statement)
+        if prepared is None:
+            prepared = _PREPARED[statement] = _OnDriver(statement, connection.dialect)
+        if prepared.fixed:
+            return prepared.rows(connection, params)
+    result = connection.execute(statement, params)
+    return result.all() if result.returns_rows else []
 
 
 def first(
