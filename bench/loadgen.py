@@ -57,6 +57,11 @@ def _request(spec: Spec, seq: int) -> bytes:
     return head.encode() + body
 
 
+def _failed(code: int) -> OSError:
+    """The error a failed non-blocking connect reported (an errno)."""
+    return OSError(code, errno.errorcode.get(code, str(code)))
+
+
 class _Exchange:
     """One request on its own connection, from connect to the server's close."""
 
@@ -70,13 +75,13 @@ class _Exchange:
         code = self.sock.connect_ex(address)
         if code not in (0, errno.EINPROGRESS):
             self.sock.close()
-            raise OSError(code, errno.errorcode.get(code, str(code)))
+            raise _failed(code)
 
     def writable(self) -> None:
         """Connected: send the whole request (a few hundred bytes fit the socket's buffer)."""
         code = self.sock.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR)
         if code:
-            raise OSError(code, errno.errorcode.get(code, str(code)))
+            raise _failed(code)
         sent = self.sock.send(self.payload)
         self.payload = self.payload[sent:]
 
