@@ -114,7 +114,7 @@ def _ping_when_idle(engine: sa.Engine) -> None:
             raise sa.exc.DisconnectionError() from exc
 
 
-WRITE, RELAXED, READ = "write", "relaxed", "read"
+WRITE, RELAXED, READ, ALONE = "write", "relaxed", "read", "alone"
 _BEGIN: ContextVar[str] = ContextVar("mdmbot_begin", default=WRITE)
 
 
@@ -122,9 +122,10 @@ def _begin_sqlite(dbapi_connection: Any) -> None:
     """Begin as `_BEGIN` says: writers take the write lock at once, readers a snapshot."""
     mode = _BEGIN.get()
     info = dbapi_connection.info
-    if mode == READ:
-        dbapi_connection.execute("BEGIN")
-        info["read_from"] = dbapi_connection.total_changes
+    if mode in (READ, ALONE):  # ALONE: SQLite's own autocommit, each statement on its own
+        if mode == READ:
+            dbapi_connection.execute("BEGIN")
+        info["read_from"] = dbapi_connection.total_changes if mode == READ else None
         return
     info["read_from"] = None
     # SQLite: the level can only change outside a transaction; WAL with NORMAL syncs at
@@ -279,11 +280,10 @@ def transaction(
 
 @contextmanager
 def statements_alone(engine: sa.Engine) -> Iterator[sa.Connection]:
-    """A connection on which each statement is a transaction of its own: PostgreSQL's
-    autocommit; on SQLite, a statement run on the driver (`core.dep.routine`) while nothing
-    has begun (a transaction begun in the block, on any connection, begins read-only)."""
+    """A connection on which each statement is a transaction of its own, for reads: PostgreSQL's
+    autocommit; SQLite's, no BEGIN or ROLLBACK (nor for any connection used in the block)."""
     sqlite = engine.dialect.name == "sqlite"
-    with engine.connect() as connection, _begun_as(READ):
+    with engine.connect() as connection, _begun_as(ALONE):
         yield connection if sqlite else connection.execution_options(isolation_level="AUTOCOMMIT")
 
 

@@ -138,8 +138,8 @@ class BotServices:
             return people.role_of(session, user_id)
 
     def authorize(self, user_id: str, permission: Permission) -> None:
-        """Raise PermissionDenied unless the user may do `permission`."""
-        with self.ctx.transaction(readonly=True) as connection:
+        """Raise PermissionDenied unless the user may do `permission` (one read, run alone)."""
+        with self.ctx.statements_alone() as connection:
             people.authorize(connection, Actor(user_id), permission)
 
     def remember(self, user_id: str, name: str | None) -> None:

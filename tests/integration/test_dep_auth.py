@@ -261,6 +261,10 @@ def test_a_statement_alone_reads_what_is_committed_and_holds_no_lock(
         assert alone.execute(sa.select(sa.func.count()).select_from(Token)).scalar() == 1
         with db.transaction(engine) as writer:  # a Core statement began no write either
             writer.execute(sa.delete(DepNonce))
+            later = sa.update(Token).values(last_used_at=NOW + timedelta(hours=1))
+            writer.execute(later.where(Token.id == token_id))  # type: ignore[arg-type]
+        seen = sa.select(Token.last_used_at).where(Token.id == token_id)  # type: ignore[arg-type]
+        assert alone.execute(seen).scalar() == NOW + timedelta(hours=1), "nor a snapshot"
 
 
 def test_a_statement_with_an_in_list_runs_through_sqlalchemy(
