@@ -22,6 +22,7 @@ import os
 import select
 import ssl
 import threading
+import time
 import weakref
 from typing import Any
 from urllib.error import HTTPError, URLError
@@ -31,6 +32,11 @@ from urllib.request import Request, getproxies, proxy_bypass
 from slack_sdk import WebClient
 
 IDLE_PER_HOST = 8  # connections kept open per host and process when no call is using them
+# A server closes an idle connection after its keep-alive timeout (seconds to minutes), so one
+# idle for less than this is taken without asking the kernel whether it is still open (a system
+# call, and under load a hand-over of the interpreter lock); a close in between fails the call as
+# a dropped connection, which slack_sdk's ConnectionErrorRetryHandler sends again on a new one.
+FRESH = 1.0
 Origin = tuple[str, str, int]
 
 
@@ -44,7 +50,7 @@ class ConnectionPool:
         self.context = context  # None: the default, made at the first https connection
         self.size = size
         self._lock = threading.Lock()
-        self._idle: dict[Origin, list[http.client.HTTPConnection]] = {}
+        self._idle: dict[Origin, list[tuple[http.client.HTTPConnection, float]]] = {}
         _POOLS.add(self)
 
     def take(self, origin: Origin) -> http.client.HTTPConnection:
@@ -52,8 +58,8 @@ class ConnectionPool:
         with self._lock:
             idle = self._idle.get(origin) or []
             while idle:
-                connection = idle.pop()
-                if _still_open(connection):
+                connection, since = idle.pop()
+                if time.monotonic() - since < FRESH or _still_open(connection):
                     return connection
                 connection.close()
         scheme, host, port = origin
@@ -70,7 +76,7 @@ class ConnectionPool:
         with self._lock:
             idle = self._idle.setdefault(origin, [])
             if len(idle) < self.size:
-                idle.append(connection)
+                idle.append((connection, time.monotonic()))
                 return
         connection.close()
 
@@ -79,14 +85,14 @@ class ConnectionPool:
         with self._lock:
             idle, self._idle = self._idle, {}
         for connections in idle.values():
-            for connection in connections:
+            for connection, _ in connections:
                 connection.close()
 
     def _after_fork(self) -> None:
         """In a forked child: the parent's connections stay the parent's."""
         self._lock = threading.Lock()
         for connections in self._idle.values():
-            for connection in connections:
+            for connection, _ in connections:
                 connection.close()  # the child's copy of the descriptor; the parent's stays open
         self._idle = {}
 
