@@ -10,6 +10,7 @@ from collections.abc import Iterator
 import pytest
 from slack_sdk.errors import SlackApiError
 
+from bot import keepalive
 from bot.slack.gateway import SlackGateway, SlackUnavailable, make_client
 from tests.fakeslack import FakeSlack
 
@@ -34,8 +35,14 @@ def test_calls_share_one_connection(fake: FakeSlack) -> None:
     assert [m["text"] for m in fake.messages] == [f"post {n}" for n in range(20)]
 
 
-def test_a_connection_slack_closed_is_replaced_without_a_repeated_call(fake: FakeSlack) -> None:
-    """After Slack hangs up an idle connection, the next call opens a new one and is sent once."""
+@pytest.mark.parametrize("idle", ["moments", "longer"])
+def test_a_connection_slack_closed_is_replaced_without_a_repeated_call(
+    fake: FakeSlack, monkeypatch: pytest.MonkeyPatch, idle: str
+) -> None:
+    """After Slack hangs up an idle connection, the next call opens a new one and is sent once:
+    found closed before the call (idle longer than `FRESH`), or retried after it failed."""
+    if idle == "longer":
+        monkeypatch.setattr(keepalive, "FRESH", 0.0)
     client = make_client(TOKEN, fake.url)
     client.chat_postMessage(channel="C0ALERTS", text="before")
     fake.hang_up()
