@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING
 
 from bot.context import AppContext
 from bot.logs import configure_logging
+from core import db
 from core.errors import ConfigError, InvalidInput
 from core.people import persons as people
 
@@ -132,11 +133,15 @@ def _serve_listeners(
     runtime: Runtime | None,
 ) -> int:
     """Serve the listeners from granian processes; this process runs the one scheduler."""
+    from bot import checkpoints
     from bot.http import WorkerHooks, check_listeners, serve_processes
 
     check_listeners(listeners)
     if runtime is not None:
         runtime.watch()
+    database = db.sqlite_file(ctx.engine.url)
+    if database is not None:
+        checkpoints.leave_to_thread(ctx.engine)
     # No database connection may cross a fork: each process opens its own.
     ctx.engine.dispose()
     hooks = WorkerHooks(
@@ -145,10 +150,16 @@ def _serve_listeners(
     )
 
     def run() -> Callable[[], None]:
-        if runtime is None:
-            return lambda: None
-        runtime.start()
-        return runtime.stop
+        stops = [checkpoints.start(database)] if database is not None else []
+        if runtime is not None:
+            runtime.start()
+            stops.insert(0, runtime.stop)
+
+        def stop() -> None:
+            for each in stops:
+                each()
+
+        return stop
 
     return serve_processes(listeners, workers, args.threads or THREADS, hooks, run)
 

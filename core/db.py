@@ -53,7 +53,7 @@ def parse_url(url: str) -> sa.URL:
     return parsed
 
 
-def _sqlite_file(url: sa.URL) -> Path | None:
+def sqlite_file(url: sa.URL) -> Path | None:
     """The SQLite database file of `url` (None for other databases and in-memory SQLite)."""
     if url.get_backend_name() != "sqlite" or url.database in (None, "", ":memory:"):
         return None
@@ -69,7 +69,7 @@ def make_engine(url: str) -> sa.Engine:
         _ping_when_idle(engine)
         event.listen(engine, "connect", _number)
         return engine
-    database = _sqlite_file(parsed)
+    database = sqlite_file(parsed)
     if database is not None:
         private_directory(database.parent, "The database directory")
         private_database(database)
@@ -223,7 +223,7 @@ def writer_turns(engine: sa.Engine) -> AbstractContextManager[object]:
     """What writers hold around a write transaction: turns on SQLite, nothing on PostgreSQL."""
     if engine.dialect.name != "sqlite":
         return nullcontext()
-    database = _sqlite_file(engine.url)
+    database = sqlite_file(engine.url)
     if database is None:
         return threading.Lock()
     return WriterTurns(database.with_name(database.name + "-writers"))
@@ -361,7 +361,7 @@ def packaged_head() -> str:
 def at_head(url: str) -> bool:
     """Whether the schema is at this mdmbot's head: one query, without loading Alembic (the
     usual case at start-up). False also when there is no schema, or it cannot be read."""
-    database = _sqlite_file(parse_url(url))
+    database = sqlite_file(parse_url(url))
     if database is not None and not database.exists():
         return False
     engine = sa.create_engine(url)
@@ -384,7 +384,7 @@ def schema_revisions(url: str) -> tuple[str | None, str, bool]:
     script = ScriptDirectory.from_config(alembic_config(url))
     head = script.get_current_head()
     assert head is not None
-    database = _sqlite_file(parse_url(url))
+    database = sqlite_file(parse_url(url))
     if database is not None and not database.exists():
         return None, head, True
     engine = sa.create_engine(url)

@@ -10,6 +10,7 @@ from pathlib import Path
 
 import sqlalchemy as sa
 
+from bot import checkpoints
 from core.db import WriterTurns, make_engine, writer_turns
 
 OTHER_WRITER = """
@@ -74,3 +75,30 @@ def test_each_database_gets_the_turns_it_needs(tmp_path: Path) -> None:
     pg = sa.create_engine("postgresql+psycopg://postgres@127.0.0.1:5432/test")
     with writer_turns(pg):
         pass
+
+
+def test_serve_copies_the_log_into_the_database_from_a_thread_not_a_commit(
+    tmp_path: Path,
+) -> None:
+    """Past SQLite's 1,000-page threshold no commit copies the log back; the thread does."""
+    database = tmp_path / "mdmbot.db"
+    engine = make_engine(f"sqlite:///{database}")
+    checkpoints.leave_to_thread(engine)
+    with engine.begin() as connection:
+        connection.exec_driver_sql("CREATE TABLE blob (id INTEGER PRIMARY KEY, data BLOB)")
+    empty = database.stat().st_size
+    for _ in range(30):  # 30 commits of 200 KB: 1,500 pages of log
+        with engine.begin() as connection:
+            connection.exec_driver_sql("INSERT INTO blob (data) VALUES (randomblob(200000))")
+    assert database.stat().st_size == empty, "no commit checkpointed"
+    stop = checkpoints.start(database, interval=0.01)
+    try:
+        deadline = time.monotonic() + 10
+        while database.stat().st_size < 6_000_000 and time.monotonic() < deadline:
+            time.sleep(0.01)
+    finally:
+        stop()
+    assert database.stat().st_size >= 6_000_000, "the thread copied the log into the database"
+    with engine.connect() as connection:
+        assert connection.exec_driver_sql("SELECT count(*) FROM blob").scalar() == 30
+    engine.dispose()
