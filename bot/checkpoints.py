@@ -40,17 +40,21 @@ def start(database: Path, interval: float = INTERVAL) -> Callable[[], None]:
     stopped = threading.Event()
 
     def run() -> None:
-        connection = sqlite3.connect(database, timeout=0, isolation_level=None)
+        try:
+            connection = sqlite3.connect(database, timeout=0, isolation_level=None)
+        except sqlite3.Error as exc:  # the workers still checkpoint past SAFETY_PAGES
+            log.warning("no checkpoints of %s from the serving process: %s", database, exc)
+            return
         failed = False
         try:
             while not stopped.wait(interval):
                 try:
                     connection.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchall()
                     failed = False
-                except sqlite3.OperationalError as exc:  # busy: another checkpoint runs
-                    if "locked" not in str(exc) and "busy" not in str(exc) and not failed:
+                except sqlite3.Error as exc:  # logged once until one succeeds again
+                    if not failed:
                         log.warning("checkpoint of %s failed: %s", database, exc)
-                        failed = True
+                    failed = True
         finally:
             connection.close()
 

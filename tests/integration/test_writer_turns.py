@@ -8,6 +8,7 @@ import threading
 import time
 from pathlib import Path
 
+import pytest
 import sqlalchemy as sa
 
 from bot import checkpoints
@@ -102,3 +103,11 @@ def test_serve_copies_the_log_into_the_database_from_a_thread_not_a_commit(
     with engine.connect() as connection:
         assert connection.exec_driver_sql("SELECT count(*) FROM blob").scalar() == 30
     engine.dispose()
+
+
+def test_a_checkpoint_thread_that_cannot_open_the_database_says_so_and_stops(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    stop = checkpoints.start(tmp_path / "missing" / "mdmbot.db", interval=0.01)
+    stop()
+    assert "no checkpoints of" in caplog.text
