@@ -2,15 +2,21 @@
 
 from __future__ import annotations
 
+import logging
 import os
 import socket
+import sqlite3
+import threading
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from functools import cached_property
+from pathlib import Path
+from typing import Any
 
 import sqlalchemy as sa
+from sqlalchemy import event
 from sqlmodel import Session
 
 from bot.apple.client import AppleClient
@@ -21,6 +27,10 @@ from core.connections.links import Installer
 from core.errors import ConfigError
 from core.settings import Settings
 from core.vault import Vault, open_vault
+
+log = logging.getLogger("mdmbot.checkpoints")
+CHECKPOINT_INTERVAL = 0.05
+CHECKPOINT_SAFETY_PAGES = 10_000  # 40 MB of log at SQLite's default page size
 
 
 def utc_now() -> datetime:
@@ -119,3 +129,53 @@ class AppContext:
     def now(self) -> datetime:
         """The current time from this context's clock."""
         return self.clock()
+
+
+# SQLite copies its write-ahead log back into the database when a commit leaves it over 1,000
+# pages ("wal_autocheckpoint"): that commit then waits for two disk syncs (synchronous=NORMAL
+# syncs at checkpoints) while its request waits, and a DEP `/session` holds the writers' turn.
+# SQLite leaves checkpoints to the application when asked ("Application-Initiated Checkpoints",
+# sqlite.org/wal.html): `serve` checkpoints from a thread (PASSIVE: it waits for no reader or
+# writer), and its workers' connections only past CHECKPOINT_SAFETY_PAGES, should it fall behind.
+def leave_checkpoints_to_thread(engine: sa.Engine) -> None:
+    """Connections the engine opens from now on (in forked workers too) checkpoint only past
+    `CHECKPOINT_SAFETY_PAGES`."""
+
+    @event.listens_for(engine, "connect")
+    def _raise_threshold(dbapi_connection: Any, record: Any) -> None:
+        dbapi_connection.execute(f"PRAGMA wal_autocheckpoint={CHECKPOINT_SAFETY_PAGES}")
+
+
+def checkpoint_in_background(
+    database: Path, interval: float = CHECKPOINT_INTERVAL
+) -> Callable[[], None]:
+    """Checkpoint `database` from a thread until the returned function is called."""
+    stopped = threading.Event()
+
+    def run() -> None:
+        try:
+            connection = sqlite3.connect(database, timeout=0, isolation_level=None)
+        except sqlite3.Error as exc:  # the workers still checkpoint past CHECKPOINT_SAFETY_PAGES
+            log.warning("no checkpoints of %s from the serving process: %s", database, exc)
+            return
+        failed = False
+        try:
+            while not stopped.wait(interval):
+                try:
+                    connection.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchall()
+                    failed = False
+                except sqlite3.Error as exc:  # logged once until one succeeds again
+                    if not failed:
+                        log.warning("checkpoint of %s failed: %s", database, exc)
+                    failed = True
+        finally:
+            connection.close()
+
+    thread = threading.Thread(target=run, name="mdmbot-checkpoints", daemon=True)
+    thread.start()
+
+    def stop() -> None:
+        stopped.set()
+        thread.join(timeout=5)
+
+    return stop

@@ -133,7 +133,7 @@ def _serve_listeners(
     runtime: Runtime | None,
 ) -> int:
     """Serve the listeners from granian processes; this process runs the one scheduler."""
-    from bot import checkpoints
+    from bot.context import checkpoint_in_background, leave_checkpoints_to_thread
     from bot.http import WorkerHooks, check_listeners, serve_processes
 
     check_listeners(listeners)
@@ -141,7 +141,7 @@ def _serve_listeners(
         runtime.watch()
     database = db.sqlite_file(ctx.engine.url)
     if database is not None:
-        checkpoints.leave_to_thread(ctx.engine)
+        leave_checkpoints_to_thread(ctx.engine)
     # No database connection may cross a fork: each process opens its own.
     ctx.engine.dispose()
     hooks = WorkerHooks(
@@ -150,7 +150,7 @@ def _serve_listeners(
     )
 
     def run() -> Callable[[], None]:
-        stops = [checkpoints.start(database)] if database is not None else []
+        stops = [checkpoint_in_background(database)] if database is not None else []
         if runtime is not None:
             runtime.start()
             stops.insert(0, runtime.stop)

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 import sqlalchemy as sa
 
-from bot import checkpoints
+from bot.context import checkpoint_in_background, leave_checkpoints_to_thread
 from core.db import WriterTurns, make_engine, writer_turns
 
 OTHER_WRITER = """
@@ -84,7 +84,7 @@ def test_serve_copies_the_log_into_the_database_from_a_thread_not_a_commit(
     """Past SQLite's 1,000-page threshold no commit copies the log back; the thread does."""
     database = tmp_path / "mdmbot.db"
     engine = make_engine(f"sqlite:///{database}")
-    checkpoints.leave_to_thread(engine)
+    leave_checkpoints_to_thread(engine)
     with engine.begin() as connection:
         connection.exec_driver_sql("CREATE TABLE blob (id INTEGER PRIMARY KEY, data BLOB)")
     empty = database.stat().st_size
@@ -92,7 +92,7 @@ def test_serve_copies_the_log_into_the_database_from_a_thread_not_a_commit(
         with engine.begin() as connection:
             connection.exec_driver_sql("INSERT INTO blob (data) VALUES (randomblob(200000))")
     assert database.stat().st_size == empty, "no commit checkpointed"
-    stop = checkpoints.start(database, interval=0.01)
+    stop = checkpoint_in_background(database, interval=0.01)
     try:
         deadline = time.monotonic() + 10
         while database.stat().st_size < 6_000_000 and time.monotonic() < deadline:
@@ -108,6 +108,6 @@ def test_serve_copies_the_log_into_the_database_from_a_thread_not_a_commit(
 def test_a_checkpoint_thread_that_cannot_open_the_database_says_so_and_stops(
     tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
-    stop = checkpoints.start(tmp_path / "missing" / "mdmbot.db", interval=0.01)
+    stop = checkpoint_in_background(tmp_path / "missing" / "mdmbot.db", interval=0.01)
     stop()
     assert "no checkpoints of" in caplog.text
