@@ -17,8 +17,10 @@ import asyncio
 import collections
 import io
 import logging
+import math
 import os
 import sys
+import time
 from collections.abc import Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
@@ -41,8 +43,9 @@ class Guard:
         self.limits = listener.limits
         self.backlog = listener.backlog
         self.on_loop = listener.on_loop
-        self.waiting: collections.deque[asyncio.Future[None]] = collections.deque()
+        self.waiting: collections.deque[tuple[float, asyncio.Future[None]]] = collections.deque()
         self.letting: asyncio.Task[None] | None = None
+        self.slot = 0  # this worker's place among the listener's (from 0)
         self.threads = threads
         self.pool: ThreadPoolExecutor | None = None  # made in the process that serves
         self.on_start: Callable[[], None] = lambda: None  # once granian handles the signals
@@ -61,6 +64,8 @@ class Guard:
         """The worker starts: the app's threads and the name of the worker in every answer."""
         self.pool = ThreadPoolExecutor(self.threads, thread_name_prefix="http")
         self.worker = str(os.getpid())
+        if self.backlog is not None:
+            self.backlog.join(self.slot)
         self.on_start()
 
     def __rsgi_del__(self, loop: asyncio.AbstractEventLoop) -> None:
@@ -133,26 +138,35 @@ class Guard:
     async def _wait_for_backlog(self) -> None:
         """While the work queued behind earlier answers is at its limit, the next request waits
         its turn: acks and the work after them slow down together, first come first served (a
-        lapsed job does not count)."""
+        lapsed job does not count), and across the listener's workers within `backlog.SLACK`."""
         backlog = self.backlog
-        if backlog is None or (not self.waiting and not backlog.full()):
+        if backlog is None:
+            return
+        now = time.monotonic()
+        if not self.waiting and not backlog.full() and not backlog.older_elsewhere(now):
             return
         turn: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        self.waiting.append(turn)
+        if not self.waiting:
+            backlog.waiting_since(now)
+        self.waiting.append((now, turn))
         if self.letting is None or self.letting.done():
             self.letting = asyncio.create_task(self._let_in(backlog))  # held: tasks are weak
         await turn
 
     async def _let_in(self, backlog: Backlog) -> None:
-        """Let the waiting requests in, oldest first, as the backlog has room for each."""
+        """Let the waiting requests in, oldest first, as the backlog has room for each and no
+        other worker holds one back that came `backlog.SLACK` before it."""
         while self.waiting:
-            if backlog.full():
+            arrived, turn = self.waiting[0]
+            if not turn.done() and (backlog.full() or backlog.older_elsewhere(arrived)):
+                backlog.waiting_since(arrived)  # written afresh: this worker is still here
                 await asyncio.sleep(BACKLOG_POLL)
                 continue
-            turn = self.waiting.popleft()
-            if not turn.done():
+            self.waiting.popleft()
+            backlog.waiting_since(self.waiting[0][0] if self.waiting else math.inf)
+            if not turn.done():  # else its request was cancelled
                 turn.set_result(None)
-            await asyncio.sleep(0)  # its request runs (and queues its work) before the next
+                await asyncio.sleep(0)  # its request runs (and queues its work) before the next
 
 
 def call_app(app: WsgiApp, environ: dict[str, Any]) -> Answer:

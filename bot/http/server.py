@@ -173,6 +173,7 @@ def _worker(hooks: WorkerHooks, guard: Guard, server: int) -> Callable[..., None
                 os.kill(os.getpid(), signum)
 
         guard.on_start = send_again
+        guard.slot = worker_id - 1
         die_with(server)
         hooks.after_fork()
         try:
@@ -232,6 +233,8 @@ def serve_processes(
     servers: dict[int, str] = {}
     top = os.getpid()
     for listener, sock in zip(listeners, sockets, strict=True):
+        if listener.backlog is not None:
+            listener.backlog.share(listener.workers or workers)  # before its workers fork
         pid = os.fork()
         if pid == 0:  # the listener's own granian process server
             code = 1
