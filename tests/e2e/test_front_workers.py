@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import signal
 import socket
 import subprocess
 import sys
@@ -121,13 +122,20 @@ def two_on_each(port: int) -> tuple[list[Connection], list[Connection]]:
     raise AssertionError(f"the connections did not reach both workers: {list(held)}")
 
 
+def at_the_limit(port: int) -> tuple[list[Connection], list[Connection]]:
+    """Two connections on each worker, and the listener at its limit: two jobs held by the
+    first worker (one from each of its connections)."""
+    (a, b), others = two_on_each(port)
+    assert a.get("/hold/one")[1] == "/hold/one"
+    assert b.get("/hold/two")[1] == "/hold/two"  # the listener's limit is two jobs, in any worker
+    return [a, b], others
+
+
 def test_work_left_in_one_worker_holds_back_a_request_in_the_other(
     workers: tuple[int, Path],
 ) -> None:
     port, released = workers
-    (a, b), (c, _) = two_on_each(port)
-    assert a.get("/hold/one")[1] == "/hold/one"
-    assert b.get("/hold/two")[1] == "/hold/two"  # the listener's limit is two jobs, in any worker
+    _, (c, _) = at_the_limit(port)
     c.send("/next")
     assert c.silent_for(0.5), "the other worker let a request in past the listener's limit"
     (released / "one").touch()
@@ -139,9 +147,7 @@ def test_the_request_that_came_first_goes_first_whichever_worker_holds_it(
     workers: tuple[int, Path],
 ) -> None:
     port, released = workers
-    (a, b), (c, d) = two_on_each(port)
-    assert a.get("/hold/one")[1] == "/hold/one"
-    assert b.get("/hold/two")[1] == "/hold/two"
+    (a, _), (c, d) = at_the_limit(port)
     c.send("/hold/three")  # held back: the listener is at its limit
     time.sleep(0.2)
     a.send("/later")  # held back too, in the first worker, which will have the room
@@ -152,3 +158,17 @@ def test_the_request_that_came_first_goes_first_whichever_worker_holds_it(
     (released / "two").touch()
     assert a.answer() == (a.worker, "/later")
     assert d.get("/free")[1] == "/free"
+
+
+def test_a_worker_that_dies_with_its_jobs_does_not_hold_the_other_back(
+    workers: tuple[int, Path],
+) -> None:
+    port, _ = workers
+    (a, _), (c, _) = at_the_limit(port)
+    c.send("/next")
+    assert c.silent_for(0.3)
+    os.kill(int(a.worker), signal.SIGKILL)  # its slot still counts two jobs, until it is replaced
+    started = time.monotonic()
+    assert c.answer(20.0) == (c.worker, "/next")
+    assert time.monotonic() - started < 15
+    assert Connection(port).get("/after")[1] == "/after"
