@@ -63,6 +63,8 @@ class Backlog:
 
     def join(self, index: int) -> None:
         """In worker `index` (from 0) of a shared backlog: its slot, afresh."""
+        if self._slots is None:
+            return
         self._me = index
         with self._lock:
             self._pending = 0
