@@ -150,10 +150,12 @@ def _serve_listeners(
     )
 
     def run() -> Callable[[], None]:
-        stops = [checkpoint_in_background(database)] if database is not None else []
+        stops = []
         if runtime is not None:
             runtime.start()
-            stops.insert(0, runtime.stop)
+            stops.append(runtime.stop)
+        if database is not None:
+            stops.append(checkpoint_in_background(database))
 
         def stop() -> None:
             for each in stops:

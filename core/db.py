@@ -122,12 +122,12 @@ def _begin_sqlite(dbapi_connection: Any) -> None:
     """Begin as `_BEGIN` says: writers take the write lock at once, readers a snapshot."""
     mode = _BEGIN.get()
     info = dbapi_connection.info
-    if mode in (READ, ALONE):  # ALONE: SQLite's own autocommit, each statement on its own
-        if mode == READ:
-            dbapi_connection.execute("BEGIN")
-        info["read_from"] = dbapi_connection.total_changes if mode == READ else None
-        return
     info["read_from"] = None
+    if mode == READ:
+        dbapi_connection.execute("BEGIN")
+        info["read_from"] = dbapi_connection.total_changes
+    if mode in (READ, ALONE):  # ALONE: SQLite's own autocommit, each statement on its own
+        return
     # SQLite: the level can only change outside a transaction; WAL with NORMAL syncs at
     # checkpoints, FULL at every commit. Set only when it differs (a pooled connection).
     level = "NORMAL" if mode == RELAXED else "FULL"
